@@ -67,7 +67,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.b1 = 0.5
   c.optimizer.b2 = 0.9
   c.optimizer.weight_decay = 1e-4
-  c.optimizer.grad_clip = 1.0
+  c.optimizer.grad_clip = 1.0  # global-norm clip; 0 disables
+  c.optimizer.min_lr_ratio = 0.1  # cosine decay ends at lr * min_lr_ratio
 
   # ---- training loop ----
   c.training = ml_collections.ConfigDict()
@@ -88,3 +89,81 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.inception_weights = ""  # .npz from scripts/convert_inception.py
   c.eval.use_ema = True
   return c
+
+
+_CHOICES = {
+    "data.source": ("samples", "folder", "tfds"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "quantizer.type": ("vq", "fsq", "lfq", "bsq", "residual", "grouped"),
+    "discriminator.type": ("patchgan", "stylegan"),
+    "loss.gan_loss": ("hinge", "non_saturating"),
+}
+_NON_NEGATIVE = (
+    "loss.l1_weight", "loss.l2_weight", "loss.perceptual_weight", "loss.gan_weight",
+    "loss.disc_start", "loss.lecam_weight", "loss.r1_weight", "optimizer.warmup_steps",
+    "optimizer.weight_decay", "optimizer.grad_clip", "optimizer.min_lr_ratio",
+    "training.num_steps", "training.eval_every", "training.image_every", "data.num_workers",
+    "eval.num_images",
+)
+_POSITIVE = (
+    "image_size", "optimizer.lr", "optimizer.disc_lr", "training.batch_size",
+    "training.log_every", "training.checkpoint_every", "training.keep_checkpoints",
+    "eval.batch_size",
+)
+
+
+def _get(config: ml_collections.ConfigDict, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    if part not in node:
+      raise ValueError(f"config is missing the field {dotted!r}")
+    node = node[part]
+  return node
+
+
+def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks field names and values before any work starts.
+
+  Raises:
+    ValueError: naming the first field that is unknown, missing or out of range.
+  """
+  default = default_config()
+  for section in ("data", "model", "discriminator", "loss", "optimizer", "training", "eval"):
+    if section not in config:
+      raise ValueError(f"config is missing the section {section!r}")
+  for section in ("data", "loss", "optimizer", "training", "eval"):
+    for key in config[section]:
+      if key not in default[section]:
+        raise ValueError(
+            f"unknown config field {section}.{key}; known fields: {sorted(default[section])}"
+        )
+  for key in config:
+    if key not in default:
+      raise ValueError(f"unknown config field {key!r}; known top-level fields: {sorted(default)}")
+  for dotted, options in _CHOICES.items():
+    value = _get(config, dotted)
+    if value not in options:
+      raise ValueError(f"config field {dotted}={value!r} is not one of {options}")
+  for dotted in _NON_NEGATIVE:
+    if _get(config, dotted) < 0:
+      raise ValueError(f"config field {dotted}={_get(config, dotted)!r} must be >= 0")
+  for dotted in _POSITIVE:
+    if _get(config, dotted) <= 0:
+      raise ValueError(f"config field {dotted}={_get(config, dotted)!r} must be > 0")
+  decay = config.training.ema_decay
+  if not 0 <= decay < 1:
+    raise ValueError(f"config field training.ema_decay={decay!r} must be in [0, 1)")
+  if not 0 < config.data.min_scale <= 1:
+    raise ValueError(f"config field data.min_scale={config.data.min_scale!r} must be in (0, 1]")
+  if config.data.source == "folder" and not config.data.path:
+    raise ValueError("data.source='folder' needs data.path (the image directory)")
+  if config.data.source == "tfds" and not config.data.name:
+    raise ValueError("data.source='tfds' needs data.name (a TFDS dataset name, e.g. 'cifar10')")
+  if config.loss.perceptual_weight > 0 and not config.loss.lpips_weights:
+    raise ValueError(
+        "loss.perceptual_weight > 0 needs loss.lpips_weights (an .npz made by "
+        "scripts/convert_lpips.py); set loss.perceptual_weight=0 to train without LPIPS"
+    )
+  if len(tuple(config.training.mesh)) != 2:
+    raise ValueError(f"config field training.mesh={config.training.mesh!r} must be (data, fsdp)")
+  return config

@@ -1,0 +1,120 @@
+"""GAN losses and discriminator regularisers used by image tokenizers.
+
+References:
+  Lim & Ye, "Geometric GAN", 2017 (hinge loss).
+  Goodfellow et al., 2014 (non-saturating loss).
+  Tseng et al., "Regularizing GANs under limited data", CVPR 2021 (LeCam).
+  Mescheder et al., "Which training methods for GANs do actually converge?",
+    ICML 2018 (R1 penalty).
+  Esser et al., "Taming Transformers", CVPR 2021 (adaptive GAN weight).
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+
+def hinge_d_loss(logits_real: ArrayLike, logits_fake: ArrayLike) -> jax.Array:
+  """Hinge discriminator loss: E[relu(1 - D(x))] + E[relu(1 + D(G(z)))].
+
+  Args:
+    logits_real: discriminator logits on real images.
+    logits_fake: discriminator logits on reconstructions.
+
+  Returns:
+    Scalar loss (the taming/MaskGIT convention halves the sum; we do too).
+  """
+  real = jnp.mean(jax.nn.relu(1.0 - jnp.asarray(logits_real, jnp.float32)))
+  fake = jnp.mean(jax.nn.relu(1.0 + jnp.asarray(logits_fake, jnp.float32)))
+  return 0.5 * (real + fake)
+
+
+def non_saturating_d_loss(logits_real: ArrayLike, logits_fake: ArrayLike) -> jax.Array:
+  """Non-saturating (logistic) discriminator loss.
+
+  Args:
+    logits_real: discriminator logits on real images.
+    logits_fake: discriminator logits on reconstructions.
+
+  Returns:
+    Scalar ``0.5 * (E[softplus(-D(x))] + E[softplus(D(G(z)))])``.
+  """
+  real = jnp.mean(jax.nn.softplus(-jnp.asarray(logits_real, jnp.float32)))
+  fake = jnp.mean(jax.nn.softplus(jnp.asarray(logits_fake, jnp.float32)))
+  return 0.5 * (real + fake)
+
+
+def hinge_g_loss(logits_fake: ArrayLike) -> jax.Array:
+  """Generator loss paired with the hinge discriminator loss: -E[D(G(z))]."""
+  return -jnp.mean(jnp.asarray(logits_fake, jnp.float32))
+
+
+def non_saturating_g_loss(logits_fake: ArrayLike) -> jax.Array:
+  """Non-saturating generator loss: E[softplus(-D(G(z)))]."""
+  return jnp.mean(jax.nn.softplus(-jnp.asarray(logits_fake, jnp.float32)))
+
+
+D_LOSSES = {"hinge": hinge_d_loss, "non_saturating": non_saturating_d_loss}
+G_LOSSES = {"hinge": hinge_g_loss, "non_saturating": non_saturating_g_loss}
+
+
+def lecam_loss(
+    logits_real: ArrayLike,
+    logits_fake: ArrayLike,
+    ema_real: ArrayLike,
+    ema_fake: ArrayLike,
+) -> jax.Array:
+  """LeCam regulariser: E[relu(D(x) - a_F)^2] + E[relu(a_R - D(G(z)))^2].
+
+  Args:
+    logits_real: discriminator logits on real images.
+    logits_fake: discriminator logits on reconstructions.
+    ema_real: running mean a_R of real logits (a scalar).
+    ema_fake: running mean a_F of fake logits (a scalar).
+
+  Returns:
+    Scalar regulariser (unweighted).
+  """
+  lr = jnp.asarray(logits_real, jnp.float32)
+  lf = jnp.asarray(logits_fake, jnp.float32)
+  return jnp.mean(jnp.square(jax.nn.relu(lr - ema_fake))) + jnp.mean(
+      jnp.square(jax.nn.relu(ema_real - lf))
+  )
+
+
+def r1_penalty(d_fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+  """R1 gradient penalty: E_x ||grad_x D(x)||^2 on real images (unweighted).
+
+  Args:
+    d_fn: maps a batch of images to per-example (or per-patch) logits.
+    x: real images, (B, H, W, C).
+
+  Returns:
+    Scalar mean over the batch of the squared gradient norm of sum(D(x_i)).
+  """
+  grads = jax.grad(lambda xx: jnp.sum(d_fn(xx).astype(jnp.float32)))(x)
+  return jnp.mean(jnp.sum(jnp.square(grads.astype(jnp.float32)).reshape(x.shape[0], -1), axis=1))
+
+
+def adaptive_weight(
+    nll_grad: ArrayLike, g_grad: ArrayLike, *, max_weight: float = 1e4
+) -> jax.Array:
+  """Taming-style adaptive GAN weight ||grad nll|| / (||grad g|| + 1e-4).
+
+  Both gradients are taken w.r.t. the decoder's last layer; the ratio balances
+  the GAN loss against the reconstruction loss. The result is a constant
+  (no gradient flows through it).
+
+  Args:
+    nll_grad: gradient of the reconstruction (+ perceptual) loss.
+    g_grad: gradient of the generator GAN loss.
+    max_weight: upper clip, as in taming-transformers.
+
+  Returns:
+    Scalar weight in ``[0, max_weight]``.
+  """
+  n = jnp.linalg.norm(jnp.asarray(nll_grad, jnp.float32).reshape(-1))
+  g = jnp.linalg.norm(jnp.asarray(g_grad, jnp.float32).reshape(-1))
+  return jax.lax.stop_gradient(jnp.clip(n / (g + 1e-4), 0.0, max_weight))

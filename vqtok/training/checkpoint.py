@@ -1,0 +1,94 @@
+"""Orbax checkpoints: train state plus data-iterator position, atomically.
+
+Orbax writes each checkpoint into a temporary directory and renames it only
+once every file is complete, so a run killed mid-save leaves the previous
+checkpoint as the latest one; leftover temporary directories are removed on the
+next start. Saves are asynchronous: training continues while arrays are
+written, and ``wait`` blocks before exit.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+
+def _is_key(x: Any) -> bool:
+  return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _unkey(tree: Any) -> Any:
+  """Typed PRNG keys → their raw uint32 data (what Orbax can store)."""
+  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _abstract_unkey(tree: Any) -> Any:
+  def f(x):
+    if _is_key(x):
+      data = jax.eval_shape(jax.random.key_data, x)
+      return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=getattr(x, "sharding", None))
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+
+  return jax.tree.map(f, tree)
+
+
+def _rekey(restored: Any, like: Any) -> Any:
+  return jax.tree.map(
+      lambda r, l: jax.random.wrap_key_data(r, impl=jax.random.key_impl(l)) if _is_key(l) else r,
+      restored,
+      like,
+  )
+
+
+class Checkpointer:
+  """Keeps the last ``keep`` checkpoints of a run under ``directory``."""
+
+  def __init__(self, directory: str, *, keep: int = 2, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            create=True,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save,
+        ),
+    )
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, data_state: dict | None = None, *, force: bool = False) -> bool:
+    """Starts saving ``state`` (and the data iterator's state) at ``step``."""
+    items = {"state": ocp.args.StandardSave(_unkey(state))}
+    if data_state is not None:
+      items["data"] = ocp.args.JsonSave(data_state)
+    return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def restore(self, state_like: Any, *, step: int | None = None, with_data: bool = True) -> tuple[Any, dict | None]:
+    """Restores into the structure, dtypes and shardings of ``state_like``."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    items = {"state": ocp.args.StandardRestore(_abstract_unkey(state_like))}
+    if with_data and self._has_item(step, "data"):
+      items["data"] = ocp.args.JsonRestore()
+    out = self._manager.restore(step, args=ocp.args.Composite(**items))
+    state = _rekey(out["state"], state_like)
+    return state, (out["data"] if "data" in items else None)
+
+  def _has_item(self, step: int, name: str) -> bool:
+    return os.path.isdir(os.path.join(self.directory, str(step), name))
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

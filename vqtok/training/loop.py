@@ -1,0 +1,218 @@
+"""The training loop: ``train_and_evaluate(config, workdir)``.
+
+Resumes automatically from the newest checkpoint in ``workdir``; logs to a
+progress bar, ``metrics.jsonl`` and TensorBoard; writes PNG grids of originals
+over reconstructions; stops on a non-finite loss naming the step and the term,
+with the last good checkpoint left intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from vqtok import data as data_lib
+from vqtok.training import checkpoint as ckpt_lib
+from vqtok.training import images as images_lib
+from vqtok.training import sharding
+from vqtok.training.state import Static, TrainState, init_train_state
+from vqtok.training.step import make_train_step
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Raised when a loss term becomes NaN or Inf."""
+
+
+def _perceptual(config: ml_collections.ConfigDict):
+  """Loads LPIPS if the config asks for it; fails early without weights."""
+  if config.loss.perceptual_weight <= 0:
+    return None, None
+  from vqtok.losses import perceptual  # noqa: PLC0415 (heavy, optional)
+
+  if not config.loss.lpips_weights:
+    raise ValueError(
+        "loss.perceptual_weight > 0 needs LPIPS weights: set --config.loss.lpips_weights="
+        "PATH.npz (convert them with scripts/convert_lpips.py), or set "
+        "--config.loss.perceptual_weight=0"
+    )
+  model = perceptual.load_lpips(config.loss.lpips_weights)
+  gdef, params = nnx.split(model)
+  params = params.to_pure_dict()
+
+  def fn(p, x, y):
+    return nnx.merge(gdef, p)(x, y)
+
+  return fn, params
+
+
+def check_finite(metrics: dict[str, Any], step: int) -> None:
+  """Raises NonFiniteLossError naming the step and the first bad term."""
+  bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
+  if bad:
+    order = sorted(bad, key=lambda k: (not k.startswith("loss/"), k))
+    raise NonFiniteLossError(
+        f"non-finite value at step {step} in {', '.join(order)} "
+        f"(values: {', '.join(f'{k}={float(metrics[k]):.4g}' for k in order)})"
+    )
+
+
+def make_eval_fn(static: Static, mesh):
+  """Eval-mode reconstruction, jitted over the mesh: (params, rest, x) -> x_hat."""
+
+  def reconstruct(params, rest, x):
+    model = nnx.merge(static.g_def, params, rest)
+    x_hat, q = model(x, train=False)
+    return jnp.clip(x_hat.astype(jnp.float32), -1.0, 1.0), q.indices
+
+  return jax.jit(reconstruct, out_shardings=sharding.replicated(mesh))
+
+
+def evaluate_psnr(eval_fn, state: TrainState, mesh, batches, *, use_ema: bool) -> dict[str, float]:
+  """PSNR (on [0, 255]) of eval-mode reconstructions over the eval split."""
+  from vqtok.evaluation import metrics as metrics_lib  # noqa: PLC0415
+
+  params = state.ema if (use_ema and state.ema) else state.g_params
+  values = []
+  for batch in batches:
+    x = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
+    x_hat, _ = eval_fn(params, state.g_rest, x)
+    valid = np.asarray(batch["valid"]).astype(bool)
+    a = images_lib.to_uint8(np.asarray(batch["image"]))[valid]
+    b = images_lib.to_uint8(np.asarray(x_hat)[: len(valid)])[valid]
+    values.append(np.asarray(metrics_lib.psnr(a, b)))
+  return {"psnr": float(np.mean(np.concatenate(values)))}
+
+
+class _Writer:
+  """Metrics to metrics.jsonl and TensorBoard (process 0 only)."""
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    if not self.enabled:
+      return
+    from tensorboardX import SummaryWriter  # noqa: PLC0415
+
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, values: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
+    self._jsonl.flush()
+    for k, v in values.items():
+      self._tb.add_scalar(k, v, step)
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+  """Trains (or resumes) a tokenizer as configured; returns a summary dict."""
+  from tqdm.auto import tqdm  # noqa: PLC0415
+
+  tc = config.training
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh(tc.mesh)
+  if tc.batch_size % mesh.size:
+    raise ValueError(f"training.batch_size={tc.batch_size} must be divisible by {mesh.size} devices")
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  state, static = init_train_state(config, lambda a: sharding.state_shardings(a, mesh))
+  state_sh = jax.tree.map(lambda x: x.sharding, state)
+  perceptual_fn, perceptual_params = _perceptual(config)
+
+  train_iter = data_lib.make_dataset(config, split="train", batch_size=tc.batch_size, seed=config.seed)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints)
+  start = ckpt.latest_step()
+  if start is not None:
+    state, data_state = ckpt.restore(state)
+    if data_state is not None:
+      data_lib.restore_iterator(train_iter, data_state)
+    print(f"Resumed from step {start} in {ckpt.directory}", file=sys.stderr)
+  start = int(state.step)
+
+  def compile_step(with_gan: bool):
+    fn = make_train_step(config, static, with_gan=with_gan, perceptual=perceptual_fn)
+    return jax.jit(
+        fn,
+        in_shardings=(state_sh, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
+        out_shardings=(state_sh, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+  steps = {}
+  eval_fn = make_eval_fn(static, mesh)
+
+  def eval_batches():
+    return data_lib.make_dataset(config, split="eval", batch_size=config.eval.batch_size)
+
+  def fixed_images():
+    return next(iter(eval_batches()))
+
+  writer = _Writer(workdir)
+  summary: dict[str, Any] = {"start_step": start, "evals": []}
+  bar = tqdm(
+      total=tc.num_steps, initial=start, disable=not progress or jax.process_index() != 0,
+      desc="train", dynamic_ncols=True, file=sys.stdout,
+  )
+  t_last, step_last = time.perf_counter(), start
+
+  def run_eval(step: int) -> None:
+    res = evaluate_psnr(eval_fn, state, mesh, eval_batches(), use_ema=config.eval.use_ema)
+    writer.write(step, {f"eval/{k}": v for k, v in res.items()})
+    summary["evals"].append({"step": step, **res})
+    bar.write(f"step {step}: eval PSNR {res['psnr']:.2f} dB")
+
+  try:
+    if start == 0 and tc.eval_every > 0:
+      run_eval(0)
+    metrics = None
+    for step in range(start, tc.num_steps):
+      batch = sharding.global_batch({"image": next(train_iter)["image"]}, mesh)
+      with_gan = config.loss.gan_weight > 0 and step >= config.loss.disc_start
+      if with_gan not in steps:
+        steps[with_gan] = compile_step(with_gan)
+      state, metrics = steps[with_gan](state, batch, perceptual_params)
+      host = jax.device_get(metrics)
+      check_finite(host, step)
+      done = step + 1
+      bar.update(1)
+      bar.set_postfix(loss=f"{float(host['loss']):.4f}", refresh=False)
+      if done % tc.log_every == 0 or done == tc.num_steps:
+        now = time.perf_counter()
+        rate = (done - step_last) * tc.batch_size / max(now - t_last, 1e-9)
+        t_last, step_last = now, done
+        writer.write(done, {**{k: float(v) for k, v in host.items()}, "images_per_second": rate})
+      if tc.eval_every > 0 and (done % tc.eval_every == 0 or done == tc.num_steps):
+        run_eval(done)
+      if tc.image_every > 0 and (done % tc.image_every == 0 or done == tc.num_steps):
+        path = images_lib.save_reconstruction_grid(
+            eval_fn, state, mesh, fixed_images(), os.path.join(workdir, "images", f"step_{done:06d}.png"),
+            use_ema=config.eval.use_ema,
+        )
+        summary["last_image"] = path
+      if done % tc.checkpoint_every == 0 or done == tc.num_steps:
+        ckpt.save(done, state, data_lib.iterator_state(train_iter))
+    summary["final_metrics"] = None if metrics is None else {k: float(v) for k, v in jax.device_get(metrics).items()}
+  finally:
+    bar.close()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+  summary["final_step"] = int(state.step)
+  return summary

@@ -1,0 +1,93 @@
+"""The device mesh and shardings: one `jit` over a ("data", "fsdp") mesh.
+
+This is the current form of what `pmap` did: the batch is split over every
+device on its leading axis, and the train state is either replicated or, with
+an "fsdp" axis larger than one, each large array is split over that axis
+(ZeRO-3 style). XLA inserts the collectives. The same code runs on CPU, GPU
+and TPU, one host or many.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXES = ("data", "fsdp")
+# Arrays smaller than this stay replicated under FSDP: splitting them costs
+# more in collectives than it saves in memory.
+FSDP_MIN_SIZE = 2**14
+
+
+def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Builds a ("data", "fsdp") mesh.
+
+  Args:
+    shape: (data, fsdp) sizes; one entry may be -1 for "all remaining devices".
+    devices: devices to use (default: all, across hosts).
+
+  Returns:
+    A ``Mesh`` whose product of axis sizes is the number of devices.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  shape = [int(s) for s in shape]
+  if len(shape) != 2:
+    raise ValueError(f"training.mesh must have 2 entries (data, fsdp), got {shape}")
+  n = len(devices)
+  if shape.count(-1) > 1:
+    raise ValueError(f"training.mesh may contain at most one -1, got {shape}")
+  if -1 in shape:
+    known = int(np.prod([s for s in shape if s != -1]))
+    if known <= 0 or n % known:
+      raise ValueError(f"training.mesh {shape} does not divide {n} devices")
+    shape[shape.index(-1)] = n // known
+  if int(np.prod(shape)) != n or min(shape) < 1:
+    raise ValueError(f"training.mesh {shape} needs {int(np.prod(shape))} devices, have {n}")
+  return Mesh(np.asarray(devices).reshape(shape), DATA_AXES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Sharding of a batch: leading axis over every device of the mesh."""
+  return NamedSharding(mesh, P(DATA_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def _fsdp_spec(shape: tuple[int, ...], size: int) -> P:
+  if size == 1 or int(np.prod(shape, dtype=np.int64)) < FSDP_MIN_SIZE:
+    return P()
+  # Split the largest axis that the fsdp axis divides.
+  for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+    if shape[axis] % size == 0:
+      spec = [None] * len(shape)
+      spec[axis] = "fsdp"
+      return P(*spec)
+  return P()
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
+  """Shardings for a train-state pytree: replicated, or FSDP over "fsdp".
+
+  Args:
+    abstract_state: a pytree of arrays or ``jax.ShapeDtypeStruct``.
+    mesh: the mesh from ``make_mesh``.
+
+  Returns:
+    A pytree of ``NamedSharding`` with the same structure.
+  """
+  size = mesh.shape["fsdp"]
+  return jax.tree.map(
+      lambda x: NamedSharding(mesh, _fsdp_spec(tuple(np.shape(x)), size)), abstract_state
+  )
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Assembles each process's local rows into one globally sharded batch."""
+  sharding = batch_sharding(mesh)
+  return {
+      k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+      for k, v in local.items()
+  }

@@ -1,0 +1,138 @@
+"""The train state: every array needed to continue a run exactly.
+
+Modules are split with ``nnx.split`` into a static graph definition and pure
+dicts of arrays (parameters; everything else, such as quantizer statistics and
+RNG streams). The state below is a plain pytree, so one ``jit`` transforms it,
+shardings apply leaf by leaf, and Orbax saves it as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from vqtok import models
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: number of updates applied
+  g_params: Any  # tokenizer nnx.Param values (pure dict)
+  g_rest: Any  # tokenizer non-Param variables: quantizer stats, RNG streams
+  g_opt: Any  # optax state of the tokenizer optimizer
+  d_params: Any
+  d_rest: Any
+  d_opt: Any
+  ema: Any  # EMA of g_params ({} when training.ema_decay == 0)
+  lecam: Any  # running means of real / fake discriminator logits
+
+
+@dataclasses.dataclass(frozen=True)
+class Static:
+  """What the step function needs besides arrays (hashable, not saved)."""
+
+  g_def: nnx.GraphDef
+  d_def: nnx.GraphDef
+  g_tx: optax.GradientTransformation
+  d_tx: optax.GradientTransformation
+  g_schedule: Callable[[Any], jax.Array]
+  last_layer: tuple[str, ...]  # path of the decoder's last kernel in g_params
+
+
+def _decay_mask(params: Any) -> Any:
+  # No weight decay on biases, norm scales and other vectors.
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(
+    config: ml_collections.ConfigDict, lr: float
+) -> tuple[optax.GradientTransformation, Callable[[Any], jax.Array]]:
+  """AdamW with linear warm-up then cosine decay, after global-norm clipping."""
+  oc = config.optimizer
+  total = max(int(config.training.num_steps), oc.warmup_steps + 1)
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0,
+      peak_value=lr,
+      warmup_steps=oc.warmup_steps,
+      decay_steps=total,
+      end_value=lr * oc.min_lr_ratio,
+  )
+  parts = []
+  if oc.grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(oc.grad_clip))
+  parts.append(
+      optax.adamw(schedule, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=_decay_mask)
+  )
+  return optax.chain(*parts), schedule
+
+
+def _split(module: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
+  gdef, params, rest = nnx.split(module, nnx.Param, ...)
+  return gdef, params.to_pure_dict(), rest.to_pure_dict()
+
+
+def build_modules(config: ml_collections.ConfigDict) -> tuple[nnx.Module, nnx.Module]:
+  """Tokenizer and discriminator, freshly initialised from ``config.seed``."""
+  rngs = nnx.Rngs(config.seed)
+  tokenizer = models.build_tokenizer(config, rngs=rngs)
+  disc = models.build_discriminator(
+      config.discriminator, image_size=config.image_size, rngs=nnx.Rngs(config.seed + 1)
+  )
+  return tokenizer, disc
+
+
+def init_train_state(
+    config: ml_collections.ConfigDict, shardings_fn: Callable[[Any], Any] | None = None
+) -> tuple[TrainState, Static]:
+  """Builds the train state, placed by ``shardings_fn(abstract_state)``.
+
+  Initialisation runs under ``jit`` with the target output shardings, so with
+  FSDP no device ever holds the full state.
+  """
+  g_tx, g_schedule = make_optimizer(config, config.optimizer.lr)
+  d_tx, _ = make_optimizer(config, config.optimizer.disc_lr)
+  defs = {}
+
+  def init() -> TrainState:
+    tokenizer, disc = build_modules(config)
+    defs["g"], g_params, g_rest = _split(tokenizer)
+    defs["d"], d_params, d_rest = _split(disc)
+    defs["last"] = models.last_layer_path(tokenizer)
+    ema = g_params if config.training.ema_decay > 0 else {}
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        g_params=g_params,
+        g_rest=g_rest,
+        g_opt=g_tx.init(g_params),
+        d_params=d_params,
+        d_rest=d_rest,
+        d_opt=d_tx.init(d_params),
+        ema=jax.tree.map(jnp.copy, ema),
+        lecam={"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)},
+    )
+
+  abstract = jax.eval_shape(init)
+  out_shardings = None if shardings_fn is None else shardings_fn(abstract)
+  state = jax.jit(init, out_shardings=out_shardings)()
+  static = Static(
+      g_def=defs["g"],
+      d_def=defs["d"],
+      g_tx=g_tx,
+      d_tx=d_tx,
+      g_schedule=g_schedule,
+      last_layer=tuple(defs["last"]),
+  )
+  return state, static
+
+
+def tokenizer_from_state(static: Static, state: TrainState, *, use_ema: bool) -> nnx.Module:
+  """Rebuilds the tokenizer module (EMA or raw weights) from a train state."""
+  params = state.ema if (use_ema and state.ema) else state.g_params
+  return nnx.merge(static.g_def, params, state.g_rest)
