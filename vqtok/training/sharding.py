@@ -28,7 +28,7 @@ def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None)
     devices: devices to use (default: all, across hosts).
 
   Returns:
-    A ``Mesh`` whose product of axis sizes is the number of devices.
+    A ``Mesh`` over the first ``data * fsdp`` devices.
   """
   devices = list(jax.devices() if devices is None else devices)
   shape = [int(s) for s in shape]
@@ -42,9 +42,12 @@ def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None)
     if known <= 0 or n % known:
       raise ValueError(f"training.mesh {shape} does not divide {n} devices")
     shape[shape.index(-1)] = n // known
-  if int(np.prod(shape)) != n or min(shape) < 1:
-    raise ValueError(f"training.mesh {shape} needs {int(np.prod(shape))} devices, have {n}")
-  return Mesh(np.asarray(devices).reshape(shape), DATA_AXES)
+  need = int(np.prod(shape))
+  if min(shape) < 1 or need > n:
+    raise ValueError(f"training.mesh {shape} needs {need} devices, have {n}")
+  # An explicit shape may use fewer devices than exist (e.g. (1, 1) on a
+  # multi-device host, to compare against a single-device run).
+  return Mesh(np.asarray(devices[:need]).reshape(shape), DATA_AXES)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
