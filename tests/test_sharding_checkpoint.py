@@ -5,6 +5,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from vqtok.training import checkpoint, sharding
@@ -54,11 +55,12 @@ def test_checkpoint_round_trip_keeps_keys_shardings_and_last_n(tmp_path):
   state = jax.tree.map(jax.device_put, state, sh)
   ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), keep=2)
   for step in (1, 2, 3):
-    ckpt.save(step, state, {"next_index": step * 10})
+    ckpt.save(step, state, {"data": ocp.args.JsonSave({"next_index": step * 10})})
   ckpt.wait()
   assert ckpt.all_steps() == [2, 3]
-  restored, data_state = ckpt.restore(state)
-  assert data_state == {"next_index": 30}
+  restored = ckpt.restore(state)
+  data = ckpt._manager.restore(3, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+  assert data == {"next_index": 30}
   np.testing.assert_array_equal(restored["w"], state["w"])
   assert restored["w"].sharding == state["w"].sharding
   assert jax.dtypes.issubdtype(restored["key"].dtype, jax.dtypes.prng_key)
@@ -75,6 +77,6 @@ def test_half_written_checkpoint_is_ignored(tmp_path):
   os.makedirs(directory / "2.orbax-checkpoint-tmp-123" / "state")
   ckpt = checkpoint.Checkpointer(str(directory), keep=3)
   assert ckpt.latest_step() == 1
-  restored, _ = ckpt.restore({"a": jnp.zeros(3)})
+  restored = ckpt.restore({"a": jnp.zeros(3)})
   np.testing.assert_array_equal(restored["a"], np.ones(3))
   ckpt.close()

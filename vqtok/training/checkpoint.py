@@ -65,24 +65,31 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, data_state: dict | None = None, *, force: bool = False) -> bool:
-    """Starts saving ``state`` (and the data iterator's state) at ``step``."""
-    items = {"state": ocp.args.StandardSave(_unkey(state))}
-    if data_state is not None:
-      items["data"] = ocp.args.JsonSave(data_state)
+  def save(self, step: int, state: Any, extra: dict[str, Any] | None = None, *, force: bool = False) -> bool:
+    """Starts saving ``state`` at ``step``.
+
+    Args:
+      step: the step number (the checkpoint's directory name).
+      state: a pytree of arrays (typed PRNG keys are stored as raw key data).
+      extra: more Orbax items by name, e.g. ``{"data": data.checkpoint_args(it)}``.
+      force: save even if the manager's policy would skip this step.
+    """
+    items = {"state": ocp.args.StandardSave(_unkey(state)), **(extra or {})}
     return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
 
-  def restore(self, state_like: Any, *, step: int | None = None, with_data: bool = True) -> tuple[Any, dict | None]:
-    """Restores into the structure, dtypes and shardings of ``state_like``."""
+  def restore(self, state_like: Any, *, step: int | None = None, extra: dict[str, Any] | None = None) -> Any:
+    """Restores into the structure, dtypes and shardings of ``state_like``.
+
+    Items in ``extra`` (restore args, e.g. ``data.checkpoint_args(it, restore=True)``)
+    are restored too when the checkpoint has them; the others are skipped.
+    """
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     items = {"state": ocp.args.StandardRestore(_abstract_unkey(state_like))}
-    if with_data and self._has_item(step, "data"):
-      items["data"] = ocp.args.JsonRestore()
+    items.update({k: v for k, v in (extra or {}).items() if self._has_item(step, k)})
     out = self._manager.restore(step, args=ocp.args.Composite(**items))
-    state = _rekey(out["state"], state_like)
-    return state, (out["data"] if "data" in items else None)
+    return _rekey(out["state"], state_like)
 
   def _has_item(self, step: int, name: str) -> bool:
     return os.path.isdir(os.path.join(self.directory, str(step), name))

@@ -140,9 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints)
   start = ckpt.latest_step()
   if start is not None:
-    state, data_state = ckpt.restore(state)
-    if data_state is not None:
-      data_lib.restore_iterator(train_iter, data_state)
+    state = ckpt.restore(state, extra={"data": data_lib.checkpoint_args(train_iter, restore=True)})
     print(f"Resumed from step {start} in {ckpt.directory}", file=sys.stderr)
   start = int(state.step)
 
@@ -207,7 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         )
         summary["last_image"] = path
       if done % tc.checkpoint_every == 0 or done == tc.num_steps:
-        ckpt.save(done, state, data_lib.iterator_state(train_iter))
+        ckpt.save(done, state, {"data": data_lib.checkpoint_args(train_iter)})
     summary["final_metrics"] = None if metrics is None else {k: float(v) for k, v in jax.device_get(metrics).items()}
   finally:
     bar.close()
