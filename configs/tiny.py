@@ -5,11 +5,30 @@ Run (the README's first command):
 
 Trains on the bundled sample photos at 64px; 8x8 = 64 tokens per image from an
 FSQ codebook of 8*5*5*5 = 1000 codes.
+
+``--config=configs/tiny.py:runlocal`` is the variant the tests run: 32px, a few
+steps, the same code paths.
 """
 
 from vqtok.config import default_config
 
 
-def get_config():
+def get_config(arg: str | None = None):
   c = default_config()  # the defaults are the tiny preset
+  if arg == "runlocal":
+    c.image_size = 32
+    c.model.channels = 8
+    c.model.channel_mult = (1, 2, 2)  # f4: 8x8 tokens at 32px
+    c.discriminator.channels = 8
+    c.training.batch_size = 8
+    c.training.num_steps = 6
+    c.training.log_every = 1
+    c.training.eval_every = 0
+    c.training.image_every = 0
+    c.training.checkpoint_every = 2
+    c.optimizer.warmup_steps = 2
+    c.loss.disc_start = 3
+    c.eval.batch_size = 8
+  elif arg:
+    raise ValueError(f"unknown variant {arg!r} of configs/tiny.py (known: runlocal)")
   return c

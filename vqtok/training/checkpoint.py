@@ -37,8 +37,10 @@ def _abstract_unkey(tree: Any) -> Any:
 
 
 def _rekey(restored: Any, like: Any) -> Any:
+  # The key dtype carries its implementation; this also works when ``like``
+  # holds abstract ShapeDtypeStructs rather than arrays.
   return jax.tree.map(
-      lambda r, l: jax.random.wrap_key_data(r, impl=jax.random.key_impl(l)) if _is_key(l) else r,
+      lambda r, l: jax.random.wrap_key_data(r, impl=l.dtype._impl) if _is_key(l) else r,
       restored,
       like,
   )
@@ -99,3 +101,31 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def load_tokenizer(config: Any, directory: str, *, use_ema: bool = True, step: int | None = None):
+  """Restores a trained tokenizer from a run's checkpoints.
+
+  Args:
+    config: the run's config (architecture and quantizer must match).
+    directory: the checkpoint directory, or a run's workdir containing
+      ``checkpoints/``.
+    use_ema: take the EMA weights when the run kept them.
+    step: which checkpoint (default: the newest).
+
+  Returns:
+    ``(tokenizer, step)``: an ``nnx.Module`` in eval-ready form and its step.
+  """
+  from vqtok.training import sharding, state as state_lib  # noqa: PLC0415
+
+  if os.path.isdir(os.path.join(directory, "checkpoints")):
+    directory = os.path.join(directory, "checkpoints")
+  abstract, static = state_lib.abstract_train_state(config)
+  rep = sharding.replicated(sharding.make_mesh((-1, 1)))
+  like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), abstract)
+  ckpt = Checkpointer(directory)
+  try:
+    restored = ckpt.restore(like, step=step)
+  finally:
+    ckpt.close()
+  return state_lib.tokenizer_from_state(static, restored, use_ema=use_ema), int(restored.step)

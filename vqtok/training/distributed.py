@@ -15,8 +15,8 @@ def initialize(
   """Connects this process to the others, if the run is multi-process.
 
   With ``multihost`` alone, JAX detects the cluster (TPU pods, SLURM, ...). The
-  explicit form is what a localhost test uses; on CPU it also turns on the gloo
-  collectives so that cross-process reductions work without accelerators.
+  explicit form is what a localhost test uses (CPU processes reduce across
+  processes with the gloo collectives).
   """
   explicit = coordinator_address is not None
   if not (multihost or explicit):
@@ -24,7 +24,8 @@ def initialize(
   if explicit:
     if num_processes is None or process_id is None:
       raise ValueError("--coordinator_address needs --num_processes and --process_id")
-    if jax.config.jax_platforms in (None, "", "cpu") or str(jax.config.jax_platforms).startswith("cpu"):
+    if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
+      # CPU-only processes need a collectives backend for cross-process sums.
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
   else:

@@ -34,8 +34,8 @@ def save_png(image: np.ndarray, path: str) -> str:
   return path
 
 
-def save_reconstruction_grid(eval_fn, state, mesh, batch: dict, path: str, *, use_ema: bool, max_images: int = 8) -> str:
-  """Writes originals (top row) over eval-mode reconstructions (bottom row)."""
+def reconstruction_grid(eval_fn, state, mesh, batch: dict, *, use_ema: bool, max_images: int = 8) -> np.ndarray:
+  """Originals (top row) over eval-mode reconstructions (bottom row), uint8."""
   from vqtok.training import sharding  # noqa: PLC0415
 
   params = state.ema if (use_ema and state.ema) else state.g_params
@@ -43,5 +43,5 @@ def save_reconstruction_grid(eval_fn, state, mesh, batch: dict, path: str, *, us
   x_hat, _ = eval_fn(params, state.g_rest, x)
   valid = np.asarray(batch["valid"]).astype(bool)
   orig = to_uint8(np.asarray(batch["image"]))[valid][:max_images]
-  rec = to_uint8(np.asarray(x_hat)[: len(valid)])[valid][:max_images]
-  return save_png(grid([list(orig), list(rec)]), path)
+  rec = to_uint8(sharding.local_rows(x_hat))[valid][:max_images]
+  return grid([list(orig), list(rec)])

@@ -74,7 +74,7 @@ def make_eval_fn(static: Static, mesh):
     x_hat, q = model(x, train=False)
     return jnp.clip(x_hat.astype(jnp.float32), -1.0, 1.0), q.indices
 
-  return jax.jit(reconstruct, out_shardings=sharding.replicated(mesh))
+  return jax.jit(reconstruct, out_shardings=sharding.batch_sharding(mesh))
 
 
 def evaluate_psnr(eval_fn, state: TrainState, mesh, batches, *, use_ema: bool) -> dict[str, float]:
@@ -82,15 +82,16 @@ def evaluate_psnr(eval_fn, state: TrainState, mesh, batches, *, use_ema: bool) -
   from vqtok.evaluation import metrics as metrics_lib  # noqa: PLC0415
 
   params = state.ema if (use_ema and state.ema) else state.g_params
-  values = []
+  total = np.zeros(2)  # sum of per-image PSNR, number of images
   for batch in batches:
     x = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
     x_hat, _ = eval_fn(params, state.g_rest, x)
     valid = np.asarray(batch["valid"]).astype(bool)
     a = images_lib.to_uint8(np.asarray(batch["image"]))[valid]
-    b = images_lib.to_uint8(np.asarray(x_hat)[: len(valid)])[valid]
-    values.append(np.asarray(metrics_lib.psnr(a, b)))
-  return {"psnr": float(np.mean(np.concatenate(values)))}
+    b = images_lib.to_uint8(sharding.local_rows(x_hat))[valid]
+    total += [float(np.sum(metrics_lib.psnr(a, b))), int(valid.sum())]
+  total = sharding.process_sum(total)
+  return {"psnr": float(total[0] / max(total[1], 1))}
 
 
 class _Writer:
@@ -187,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         steps[with_gan] = compile_step(with_gan)
       state, metrics = steps[with_gan](state, batch, perceptual_params)
       host = jax.device_get(metrics)
-      check_finite(host, step)
+      check_finite(host, step + 1)
       done = step + 1
       bar.update(1)
       bar.set_postfix(loss=f"{float(host['loss']):.4f}", refresh=False)
@@ -199,11 +200,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
       if tc.eval_every > 0 and (done % tc.eval_every == 0 or done == tc.num_steps):
         run_eval(done)
       if tc.image_every > 0 and (done % tc.image_every == 0 or done == tc.num_steps):
-        path = images_lib.save_reconstruction_grid(
-            eval_fn, state, mesh, fixed_images(), os.path.join(workdir, "images", f"step_{done:06d}.png"),
-            use_ema=config.eval.use_ema,
-        )
-        summary["last_image"] = path
+        # Every process runs the (global) computation; process 0 writes.
+        image = images_lib.reconstruction_grid(eval_fn, state, mesh, fixed_images(), use_ema=config.eval.use_ema)
+        if jax.process_index() == 0:
+          summary["last_image"] = images_lib.save_png(
+              image, os.path.join(workdir, "images", f"step_{done:06d}.png"))
       if done % tc.checkpoint_every == 0 or done == tc.num_steps:
         ckpt.save(done, state, {"data": data_lib.checkpoint_args(train_iter)})
     summary["final_metrics"] = None if metrics is None else {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -94,3 +94,22 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
       k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
       for k, v in local.items()
   }
+
+
+def local_rows(x: jax.Array) -> np.ndarray:
+  """This process's rows of a batch-sharded array, in global row order.
+
+  With one process that is the whole array; with several, the rows this
+  process fed in with ``global_batch`` come back in the same order.
+  """
+  shards = {s.index[0].start or 0: s.data for s in x.addressable_shards}
+  return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)], axis=0)
+
+
+def process_sum(values: np.ndarray) -> np.ndarray:
+  """Sums a small host array over all processes (identity with one process)."""
+  if jax.process_count() == 1:
+    return np.asarray(values)
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+
+  return np.asarray(multihost_utils.process_allgather(np.asarray(values))).sum(axis=0)

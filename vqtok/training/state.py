@@ -88,23 +88,17 @@ def build_modules(config: ml_collections.ConfigDict) -> tuple[nnx.Module, nnx.Mo
   return tokenizer, disc
 
 
-def init_train_state(
-    config: ml_collections.ConfigDict, shardings_fn: Callable[[Any], Any] | None = None
-) -> tuple[TrainState, Static]:
-  """Builds the train state, placed by ``shardings_fn(abstract_state)``.
-
-  Initialisation runs under ``jit`` with the target output shardings, so with
-  FSDP no device ever holds the full state.
-  """
+def _initializer(config: ml_collections.ConfigDict):
+  """The init function, plus a dict it fills with the static parts."""
   g_tx, g_schedule = make_optimizer(config, config.optimizer.lr)
   d_tx, _ = make_optimizer(config, config.optimizer.disc_lr)
-  defs = {}
+  defs = {"g_tx": g_tx, "d_tx": d_tx, "g_schedule": g_schedule}
 
   def init() -> TrainState:
     tokenizer, disc = build_modules(config)
-    defs["g"], g_params, g_rest = _split(tokenizer)
-    defs["d"], d_params, d_rest = _split(disc)
-    defs["last"] = models.last_layer_path(tokenizer)
+    defs["g_def"], g_params, g_rest = _split(tokenizer)
+    defs["d_def"], d_params, d_rest = _split(disc)
+    defs["last_layer"] = tuple(models.last_layer_path(tokenizer))
     ema = g_params if config.training.ema_decay > 0 else {}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -118,18 +112,29 @@ def init_train_state(
         lecam={"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)},
     )
 
+  return init, defs
+
+
+def abstract_train_state(config: ml_collections.ConfigDict) -> tuple[TrainState, Static]:
+  """Shapes and dtypes of the train state (no allocation), and its statics."""
+  init, defs = _initializer(config)
+  abstract = jax.eval_shape(init)
+  return abstract, Static(**defs)
+
+
+def init_train_state(
+    config: ml_collections.ConfigDict, shardings_fn: Callable[[Any], Any] | None = None
+) -> tuple[TrainState, Static]:
+  """Builds the train state, placed by ``shardings_fn(abstract_state)``.
+
+  Initialisation runs under ``jit`` with the target output shardings, so with
+  FSDP no device ever holds the full state.
+  """
+  init, defs = _initializer(config)
   abstract = jax.eval_shape(init)
   out_shardings = None if shardings_fn is None else shardings_fn(abstract)
   state = jax.jit(init, out_shardings=out_shardings)()
-  static = Static(
-      g_def=defs["g"],
-      d_def=defs["d"],
-      g_tx=g_tx,
-      d_tx=d_tx,
-      g_schedule=g_schedule,
-      last_layer=tuple(defs["last"]),
-  )
-  return state, static
+  return state, Static(**defs)
 
 
 def tokenizer_from_state(static: Static, state: TrainState, *, use_ema: bool) -> nnx.Module:

@@ -1,0 +1,351 @@
+"""Encode images to token files, and decode token files back to images.
+
+  python -m vqtok.tokenize encode --workdir=runs/tiny --output=tokens/ \\
+      [--folder=DIR | --tfds=NAME --split=validation | (held-out sample photos)]
+  python -m vqtok.tokenize decode --workdir=runs/tiny --tokens=tokens/ --output=decoded/
+
+Token files are plain NumPy ``.npz`` shards that a downstream trainer reads
+without vqtok: ``indices`` (int32, ``(n, *token_shape)``, plus a trailing axis
+for residual/grouped quantizers), ``names`` (the image's path or id) and
+``source_index``; ``metadata.json`` holds the codebook size, token shape, the
+tokenizer's config and its checkpoint step. Each shard is written to a
+temporary name and renamed, so an interrupted run leaves only whole shards,
+and rerunning the same command continues with the next shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from vqtok import data as data_lib
+from vqtok.training import images as images_lib
+from vqtok.training import sharding
+
+FORMAT = "vqtok-tokens-v1"
+
+
+class _Offset(data_lib.ImageSource):
+  """The elements of ``base`` from ``start`` on (to resume at a shard boundary)."""
+
+  def __init__(self, base: data_lib.ImageSource, start: int):
+    super().__init__()
+    self.base, self.start = base, start
+    self.skipped = base.skipped
+
+  def __len__(self) -> int:
+    return max(len(self.base) - self.start, 0)
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    return self.base[self._check_index(index) + self.start]
+
+  def describe(self, index: int) -> str:
+    return self.base.describe(int(index) + self.start)
+
+  def record_failure(self, index: int, reason: str) -> None:
+    self.base.record_failure(int(index) + self.start, reason)
+
+
+def _jit_tokenizer(tokenizer: nnx.Module, method: str, mesh):
+  gdef, state = nnx.split(tokenizer)
+  fn = jax.jit(lambda st, x: getattr(nnx.merge(gdef, st), method)(x))
+  return lambda x: fn(state, x)
+
+
+def _write_npz(path: str, **arrays: np.ndarray) -> None:
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def _metadata(config: ml_collections.ConfigDict, tokenizer, step: int, source, shard_batches: int, batch_size: int) -> dict:
+  q = tokenizer.quantizer
+  return {
+      "format": FORMAT,
+      "codebook_size": int(q.codebook_size),
+      "index_depth": q.index_depth,
+      "token_shape": list(tokenizer.token_shape),
+      "image_size": int(config.image_size),
+      "checkpoint_step": int(step),
+      "num_images": len(source),
+      "images_per_shard": shard_batches * batch_size,
+      "source": {k: config.data[k] for k in ("source", "name", "path", "eval_split")},
+      "config": json.loads(config.to_json_best_effort()),
+  }
+
+
+def encode_to_files(
+    config: ml_collections.ConfigDict,
+    tokenizer: nnx.Module,
+    step: int,
+    output: str,
+    *,
+    batch_size: int = 16,
+    shard_batches: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
+  """Encodes the eval split of ``config.data`` into ``.npz`` token shards.
+
+  Args:
+    config: the tokenizer's config, with ``config.data`` naming what to encode.
+    tokenizer: a trained ``Tokenizer`` (e.g. from ``training.load_tokenizer``).
+    step: its checkpoint step, recorded in the metadata.
+    output: directory for ``metadata.json`` and ``tokens-XXXXX.npz``.
+    batch_size: images per forward pass (a multiple of the device count).
+    shard_batches: batches per shard file.
+    progress: show a progress bar.
+
+  Returns:
+    A summary: images encoded now, shards skipped because they existed,
+    images skipped as unreadable (with their names).
+  """
+  from tqdm.auto import tqdm  # noqa: PLC0415
+
+  mesh = sharding.make_mesh((-1, 1))
+  if batch_size % mesh.size:
+    raise ValueError(f"batch_size={batch_size} must be divisible by {mesh.size} devices")
+  os.makedirs(output, exist_ok=True)
+  source = data_lib.make_source(config, "eval")
+  meta = _metadata(config, tokenizer, step, source, shard_batches, batch_size)
+  meta_path = os.path.join(output, "metadata.json")
+  if os.path.exists(meta_path):
+    with open(meta_path) as f:
+      old = json.load(f)
+    keys = ("checkpoint_step", "num_images", "images_per_shard", "codebook_size", "token_shape", "source")
+    changed = [k for k in keys if old.get(k) != meta[k]]
+    if changed:
+      raise ValueError(
+          f"{output} holds tokens from a different run or source ({', '.join(changed)} differ); "
+          "use a new output directory")
+  else:
+    tmp = meta_path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(meta, f, indent=2)
+    os.replace(tmp, meta_path)
+
+  per_shard = shard_batches * batch_size
+  num_shards = -(-len(source) // per_shard)
+  done = [k for k in range(num_shards) if os.path.exists(os.path.join(output, f"tokens-{k:05d}.npz"))]
+  # Shards are written in order, so the first missing one is where to resume.
+  first = next((k for k in range(num_shards) if k not in done), num_shards)
+  encode = _jit_tokenizer(tokenizer, "encode", mesh)
+  bar = tqdm(total=len(source), initial=min(first * per_shard, len(source)), disable=not progress,
+             desc="encode", unit="img", dynamic_ncols=True, file=sys.stdout)
+  encoded = 0
+  t0 = time.perf_counter()
+  if first < num_shards:
+    view = _Offset(source, first * per_shard)
+    batches = data_lib.make_dataset(config, split="eval", batch_size=batch_size, source=view,
+                                    process_index=0, process_count=1)
+    shard, rows = first, {"indices": [], "names": [], "source_index": []}
+    for b, batch in enumerate(batches):
+      x = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
+      idx = np.asarray(encode(x))
+      valid = np.asarray(batch["valid"]).astype(bool)
+      local = np.asarray(batch["index"])[valid]
+      rows["indices"].append(idx[valid].astype(np.int32))
+      rows["names"].extend(view.describe(int(i)) for i in local)
+      rows["source_index"].append(local + view.start)
+      encoded += int(valid.sum())
+      bar.update(int(np.sum(np.asarray(batch["index"]) >= 0)))  # padding rows have index -1
+      if (b + 1) % shard_batches == 0:
+        _flush(output, shard, rows)
+        shard, rows = shard + 1, {"indices": [], "names": [], "source_index": []}
+    if rows["indices"]:
+      _flush(output, shard, rows)
+  bar.close()
+  return {
+      "encoded": encoded,
+      "shards_already_done": first,
+      "num_shards": num_shards,
+      "seconds": time.perf_counter() - t0,
+      "skipped": list(source.skipped),
+  }
+
+
+def _flush(output: str, shard: int, rows: dict) -> None:
+  _write_npz(
+      os.path.join(output, f"tokens-{shard:05d}.npz"),
+      indices=np.concatenate(rows["indices"]),
+      names=np.asarray(rows["names"], dtype=str),
+      source_index=np.concatenate(rows["source_index"]).astype(np.int64),
+  )
+
+
+def read_tokens(directory: str) -> tuple[dict, np.ndarray, np.ndarray]:
+  """Reads a token directory: (metadata, indices, names), shards concatenated."""
+  with open(os.path.join(directory, "metadata.json")) as f:
+    meta = json.load(f)
+  files = sorted(f for f in os.listdir(directory) if f.startswith("tokens-") and f.endswith(".npz"))
+  if not files:
+    raise FileNotFoundError(f"no tokens-*.npz shards in {directory}")
+  idx, names = [], []
+  for name in files:
+    with np.load(os.path.join(directory, name)) as z:
+      idx.append(z["indices"])
+      names.extend(z["names"].tolist())
+  return meta, np.concatenate(idx), np.asarray(names)
+
+
+def _png_name(name: str) -> str:
+  stem = os.path.splitext(name.replace(os.sep, "__").replace(":", "_").replace("/", "__"))[0]
+  return stem + ".png"
+
+
+def decode_to_images(
+    tokenizer: nnx.Module,
+    tokens: str,
+    output: str,
+    *,
+    batch_size: int = 16,
+    reencode: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+  """Decodes token shards to PNG files; optionally re-encodes them.
+
+  Args:
+    tokenizer: the tokenizer that made the tokens (codebook must match).
+    tokens: a directory written by ``encode_to_files``.
+    output: where ``<name>.png`` files go (existing ones are kept: resumable).
+    batch_size: indices per decode call.
+    reencode: encode the decoded images again and report the fraction of
+      tokens that come back unchanged (a stability figure).
+    progress: show a progress bar.
+
+  Returns:
+    A summary with ``decoded`` and, with ``reencode``, ``token_agreement``.
+  """
+  from tqdm.auto import tqdm  # noqa: PLC0415
+
+  meta, indices, names = read_tokens(tokens)
+  q = tokenizer.quantizer
+  if meta["codebook_size"] != q.codebook_size:
+    raise ValueError(
+        f"tokens in {tokens} use a codebook of {meta['codebook_size']} codes, the tokenizer has {q.codebook_size}")
+  q.check_indices(indices)  # a clear error for out-of-range indices
+  os.makedirs(output, exist_ok=True)
+  gdef, state = nnx.split(tokenizer)
+  decode = jax.jit(lambda st, i: nnx.merge(gdef, st).decode(i))
+  encode = jax.jit(lambda st, x: nnx.merge(gdef, st).encode(x))
+  agree = total = decoded = 0
+  bar = tqdm(total=len(indices), disable=not progress, desc="decode", unit="img", dynamic_ncols=True, file=sys.stdout)
+  for start in range(0, len(indices), batch_size):
+    chunk = indices[start : start + batch_size]
+    n = len(chunk)
+    images = decode(state, jnp.asarray(_pad(chunk, batch_size)))
+    pixels = images_lib.to_uint8(np.clip(np.asarray(images, np.float32), -1, 1))[:n]
+    for name, im in zip(names[start : start + n], pixels):
+      path = os.path.join(output, _png_name(str(name)))
+      if not os.path.exists(path):
+        images_lib.save_png(im, path)
+        decoded += 1
+    if reencode:
+      # Re-encode the 8-bit images actually written, as a user would.
+      again = np.asarray(encode(state, jnp.asarray(_to_float(_pad(pixels, batch_size)))))[:n]
+      agree += int(np.sum(again == chunk))
+      total += chunk.size
+    bar.update(n)
+  bar.close()
+  out = {"decoded": decoded, "images": len(indices)}
+  if reencode:
+    out["token_agreement"] = agree / max(total, 1)
+  return out
+
+
+def _to_float(pixels: np.ndarray) -> np.ndarray:
+  return pixels.astype(np.float32) / 127.5 - 1.0
+
+
+def _pad(rows: np.ndarray, batch_size: int) -> np.ndarray:
+  """Pads a short last batch with zero rows so shapes stay static."""
+  n = len(rows)
+  if n == batch_size:
+    return rows
+  return np.concatenate([rows, np.zeros((batch_size - n, *rows.shape[1:]), rows.dtype)])
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Command line: ``encode`` and ``decode`` (see the module docstring)."""
+  import argparse  # noqa: PLC0415
+
+  from vqtok import config as config_lib  # noqa: PLC0415
+  from vqtok.training import load_tokenizer  # noqa: PLC0415
+
+  parser = argparse.ArgumentParser(prog="python -m vqtok.tokenize", description=__doc__.split("\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  for name in ("encode", "decode"):
+    p = sub.add_parser(name)
+    p.add_argument("--workdir", required=True, help="training run directory (config.json, checkpoints/)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    p.add_argument("--raw", action="store_true", help="use the raw weights, not the EMA weights")
+    p.add_argument("--batch_size", type=int, default=16)
+  enc = sub.choices["encode"]
+  enc.add_argument("--folder", help="encode every image under this folder")
+  enc.add_argument("--tfds", help="encode a TFDS dataset by name")
+  enc.add_argument("--split", default="validation", help="TFDS split (with --tfds)")
+  enc.add_argument("--data_dir", default="", help="TFDS data_dir (with --tfds)")
+  enc.add_argument("--shard_batches", type=int, default=16)
+  dec = sub.choices["decode"]
+  dec.add_argument("--tokens", required=True, help="a directory written by encode")
+  dec.add_argument("--no_reencode", action="store_true")
+  args = parser.parse_args(argv)
+
+  config = load_run_config(args.workdir)
+  tokenizer, step = load_tokenizer(config, args.workdir, use_ema=not args.raw, step=args.step)
+  if args.command == "encode":
+    if args.folder and args.tfds:
+      parser.error("give --folder or --tfds, not both")
+    if args.folder:
+      config.data.update(source="folder", path=args.folder, eval_split="")
+    elif args.tfds:
+      config.data.update(source="tfds", name=args.tfds, path=args.data_dir, eval_split=args.split)
+    config_lib.validate_config(config)
+    summary = encode_to_files(config, tokenizer, step, args.output, batch_size=args.batch_size,
+                              shard_batches=args.shard_batches)
+  else:
+    summary = decode_to_images(tokenizer, args.tokens, args.output, batch_size=args.batch_size,
+                               reencode=not args.no_reencode)
+  print(json.dumps(summary, indent=2))
+  return 0
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a training run saved as ``config.json``."""
+  from vqtok import config as config_lib  # noqa: PLC0415
+
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir} a vqtok training run directory?")
+  with open(path) as f:
+    saved = json.load(f)
+  config = config_lib.default_config()
+  _merge(config, saved)
+  return config
+
+
+def _merge(config: ml_collections.ConfigDict, values: dict) -> None:
+  for k, v in values.items():
+    if isinstance(v, dict) and k in config and isinstance(config[k], ml_collections.ConfigDict):
+      if k == "quantizer":  # free-form kwargs of the quantizer class
+        config[k] = ml_collections.ConfigDict(v)
+      else:
+        _merge(config[k], v)
+    elif k in config and isinstance(config[k], tuple) and isinstance(v, list):
+      config[k] = tuple(v)
+    else:
+      with config.ignore_type():
+        config[k] = v
+
+
+if __name__ == "__main__":
+  sys.exit(main())
