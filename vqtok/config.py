@@ -21,7 +21,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.train_split = "train"
   c.data.eval_split = "test"  # samples: held-out photos; tfds: a split name
   c.data.num_workers = 0  # 0: decode in the main thread
-  c.data.shuffle_buffer = 0  # unused by random-access sources; kept for tfds
+  c.data.image_key = "image"  # tfds: the image feature's key
+  c.data.verify = True  # folder: PIL verify() every file at index time (False for huge folders)
   c.data.min_scale = 0.35  # random-resized-crop scale range (training)
   c.data.flip = True
 

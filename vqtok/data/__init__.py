@@ -1,1 +1,18 @@
-"""vqtok.data."""
+"""vqtok.data: image sources, transforms and the grain input pipeline."""
+
+from vqtok.data.pipeline import checkpoint_args as checkpoint_args
+from vqtok.data.pipeline import make_dataset as make_dataset
+from vqtok.data.pipeline import num_eval_batches as num_eval_batches
+from vqtok.data.sources import decode_image as decode_image
+from vqtok.data.sources import ImageFolderSource as ImageFolderSource
+from vqtok.data.sources import ImageSource as ImageSource
+from vqtok.data.sources import make_source as make_source
+from vqtok.data.sources import SampleSource as SampleSource
+from vqtok.data.sources import TfdsSource as TfdsSource
+from vqtok.data.sources import tfds_prepare_command as tfds_prepare_command
+from vqtok.data.sources import to_rgb as to_rgb
+from vqtok.data.transforms import center_crop as center_crop
+from vqtok.data.transforms import random_resized_crop as random_resized_crop
+from vqtok.data.transforms import resize as resize
+from vqtok.data.transforms import sample_crop_box as sample_crop_box
+from vqtok.data.transforms import to_float as to_float

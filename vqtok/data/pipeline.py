@@ -1,0 +1,244 @@
+"""The grain input pipeline: sharded, shuffled, checkpointable image batches.
+
+Built on grain's ``MapDataset`` (random access by index), so the position of the
+iterator is an integer and save/restore is exact (grain's ``DatasetIterator``
+``get_state``/``set_state``, and grain's Orbax handler through
+``checkpoint_args``).
+
+Training stream: the source's indices are shuffled globally (a new permutation
+every epoch, deterministic given the seed), epochs are concatenated, and process
+``p`` of ``P`` takes stream positions ``p, p+P, p+2P, ...``; so global batch
+``k`` is stream positions ``[kB, (k+1)B)`` and every example appears exactly
+once per epoch across processes. An image that fails to decode is replaced by
+the next readable one in source order (static batch shapes, no filtering, and
+the same batches for any number of worker processes).
+
+Evaluation: one pass in source order, padded to a whole number of global
+batches; the rows of global batch ``k`` held by process ``p`` are positions
+``kB + p*B/P + j``. Padding rows (index -1) and images that fail to decode
+(their own index) have ``valid=False`` and zero pixels.
+
+Reference: grain dataset API (https://google-grain.readthedocs.io).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grain
+import numpy as np
+
+from vqtok.data import sources as sources_lib
+from vqtok.data import transforms
+
+DTYPES = ("float32", "uint8")
+_MAX_SUBSTITUTES = 16
+
+
+class _TrainElement(grain.transforms.RandomMap):
+  """Index -> random crop of that image (or of a readable substitute)."""
+
+  def __init__(self, source, size: int, scale: tuple[float, float], flip: bool):
+    self.source, self.size, self.scale, self.flip = source, size, scale, flip
+
+  def random_map(self, index, rng: np.random.Generator):
+    n = len(self.source)
+    # An image that fails to decode is replaced by the next readable one, so
+    # batches keep their static size and are the same for any num_workers.
+    for k in range(min(n, _MAX_SUBSTITUTES)):
+      i = (int(index) + k) % n
+      try:
+        img = self.source[i]
+        break
+      except ValueError as e:
+        self.source.record_failure(i, str(e))
+    else:
+      raise ValueError(f"{_MAX_SUBSTITUTES} consecutive images starting at "
+                       f"{index} cannot be decoded; see source.skipped")
+    img = transforms.random_resized_crop(img, self.size, rng, scale=self.scale,
+                                         flip=self.flip)
+    return {"image": img, "index": np.int64(i), "valid": np.True_}
+
+
+class _EvalElement(grain.transforms.Map):
+  """Index (-1: padding) -> center crop; zeros with valid=False on failure."""
+
+  def __init__(self, source, size: int):
+    self.source, self.size = source, size
+
+  def map(self, index):
+    blank = np.zeros((self.size, self.size, 3), np.uint8)
+    if index < 0:
+      return {"image": blank, "index": np.int64(-1), "valid": np.False_}
+    try:
+      img = transforms.center_crop(self.source[index], self.size)
+      valid = np.True_
+    except ValueError as e:
+      self.source.record_failure(index, str(e))
+      img, valid = blank, np.False_
+    return {"image": img, "index": np.int64(index), "valid": valid}
+
+
+class _EvalPosition(grain.transforms.Map):
+  """Local row number -> global source index of this process's eval row."""
+
+  def __init__(self, num: int, global_batch: int, local_batch: int,
+               process_index: int):
+    self.num, self.gb, self.lb, self.p = num, global_batch, local_batch, \
+        process_index
+
+  def map(self, k):
+    pos = (k // self.lb) * self.gb + self.p * self.lb + k % self.lb
+    return pos if pos < self.num else -1
+
+
+class _ToFloat(grain.transforms.Map):
+
+  def map(self, batch):
+    return {**batch, "image": transforms.to_float(batch["image"])}
+
+
+def _ensure_absl_flags() -> None:
+  # Grain's worker processes read absl flags; outside an absl.app (tests,
+  # notebooks) they were never parsed, so accept the defaults.
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def _process_info(process_index, process_count) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None \
+        else process_index
+    process_count = jax.process_count() if process_count is None \
+        else process_count
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f"need 0 <= process_index < process_count, got "
+                     f"{process_index} and {process_count}")
+  return int(process_index), int(process_count)
+
+
+def make_dataset(
+    config: Any,
+    *,
+    split: str,
+    batch_size: int,
+    seed: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    num_epochs: int | None = None,
+    dtype: str = "float32",
+    source: sources_lib.ImageSource | None = None,
+    num_images: int | None = None,
+) -> grain.DatasetIterator:
+  """Builds this process's iterator of batches for ``split``.
+
+  Args:
+    config: vqtok config; reads ``config.data``, ``image_size`` and ``seed``.
+    split: "train" (infinite or ``num_epochs`` shuffled epochs, random crops)
+      or "eval" (one pass in order, center crops, padded last batch).
+    batch_size: the GLOBAL batch size; this process yields
+      ``batch_size // process_count`` rows.
+    seed: shuffle/augmentation seed; ``config.seed`` if None.
+    process_index: this process (``jax.process_index()`` if None).
+    process_count: number of processes (``jax.process_count()`` if None).
+    num_epochs: training epochs; None repeats forever. Ignored for eval.
+    dtype: "float32" (images in [-1, 1]) or "uint8" (0..255).
+    source: an already built source (``make_source(config, split)`` if None).
+    num_images: eval only: the first ``num_images`` images (None or 0: all).
+
+  Returns:
+    A grain ``DatasetIterator`` of dicts ``image`` (B_local, S, S, 3),
+    ``index`` int64 (B_local,) (position in the source, -1 for padding),
+    ``valid`` bool (B_local,). It has ``get_state``/``set_state`` and an
+    attribute ``source`` (``source.describe(i)``, ``source.skipped``).
+  """
+  if split not in ("train", "eval"):
+    raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+  if dtype not in DTYPES:
+    raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+  p, num_p = _process_info(process_index, process_count)
+  if batch_size <= 0 or batch_size % num_p:
+    raise ValueError(f"batch_size {batch_size} must be a positive multiple of "
+                     f"process_count {num_p}")
+  if num_epochs is not None and num_epochs <= 0:
+    raise ValueError(f"num_epochs must be positive or None, got {num_epochs}")
+  size = int(config.image_size)
+  if size <= 0:
+    raise ValueError(f"config.image_size must be positive, got {size}")
+  seed = int(config.seed if seed is None else seed)
+  local = batch_size // num_p
+  src = source if source is not None else sources_lib.make_source(config,
+                                                                  split)
+  n = len(src)
+  if num_images:
+    if split != "eval" or num_images < 0:
+      raise ValueError(f"num_images applies to split='eval' and must be >= 0; "
+                       f"got {num_images} for split {split!r}")
+    n = min(n, int(num_images))
+  workers = int(config.data.get("num_workers", 0))
+  if workers < 0:
+    raise ValueError(f"config.data.num_workers must be >= 0, got {workers}")
+  # Elements are whole batches; grain's default buffer (500) would hold GBs.
+  read = grain.ReadOptions(num_threads=2 if workers else 4,
+                           prefetch_buffer_size=4)
+
+  if split == "train":
+    min_scale = float(config.data.min_scale)
+    if not 0 < min_scale <= 1:
+      raise ValueError(f"config.data.min_scale must be in (0, 1], got "
+                       f"{min_scale}")
+    ds = grain.MapDataset.range(n).seed(seed).shuffle()
+    ds = ds.repeat(num_epochs)  # reseeds the shuffle every epoch
+    ds = ds.random_map(_TrainElement(src, size, (min_scale, 1.0),
+                                     bool(config.data.flip)))
+    ds = ds[p::num_p].batch(local, drop_remainder=True)
+  else:
+    steps = -(-n // batch_size)
+    ds = grain.MapDataset.range(steps * local)
+    ds = ds.map(_EvalPosition(n, batch_size, local, p))
+    ds = ds.map(_EvalElement(src, size)).batch(local)
+  if dtype == "float32" and not workers:
+    ds = ds.map(_ToFloat())  # in grain's prefetch threads
+  # Batches are built by MapDataset (one per index), so the iterator state is a
+  # batch count and worker processes produce exactly the same batches.
+  it_ds = ds.to_iter_dataset(read)
+  if workers > 0:
+    _ensure_absl_flags()
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=workers, per_worker_buffer_size=2))
+    if dtype == "float32":
+      # After the workers: uint8 crosses process boundaries, 4x fewer bytes.
+      it_ds = it_ds.map(_ToFloat())
+  it = iter(it_ds)
+  it.source = src
+  return it
+
+
+def num_eval_batches(num_images: int, batch_size: int) -> int:
+  """Number of (padded) global eval batches for ``num_images`` images."""
+  return -(-num_images // batch_size)
+
+
+def checkpoint_args(iterator: grain.DatasetIterator, *, restore: bool = False):
+  """Orbax ``args`` that save (or restore into) ``iterator``.
+
+  Use as one item of a composite checkpoint, e.g.
+  ``mngr.save(step, args=ocp.args.Composite(state=...,
+  data=checkpoint_args(it)))`` and ``mngr.restore(step,
+  args=ocp.args.Composite(state=..., data=checkpoint_args(it, restore=True)))``.
+  Each process writes its own ``process_<i>-of-<n>.json`` (grain's handler).
+
+  Args:
+    iterator: the iterator returned by ``make_dataset``.
+    restore: build restore args (the iterator's position is set in place).
+
+  Returns:
+    ``grain.checkpoint.CheckpointSave`` or ``CheckpointRestore``.
+  """
+  if not hasattr(iterator, "get_state"):
+    raise ValueError(f"expected a grain DatasetIterator, got {type(iterator)}")
+  if restore:
+    return grain.checkpoint.CheckpointRestore(iterator)
+  return grain.checkpoint.CheckpointSave(iterator)

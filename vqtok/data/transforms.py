@@ -1,0 +1,155 @@
+"""Image transforms: evaluation center crop and training random-resized crop.
+
+Evaluation follows the standard rFID protocol: resize the shorter side to the
+target size with antialiased bicubic resampling (PIL), then center-crop.
+Training uses the Inception-style random-resized crop (Szegedy et al., 2015,
+"Going deeper with convolutions", arXiv:1409.4842): a box covering a uniform
+fraction ``scale`` of the area, with log-uniform aspect ratio in [3/4, 4/3],
+resized to the target size, then a horizontal flip with probability 1/2.
+
+All transforms take and return uint8 (H, W, 3) arrays; ``to_float`` maps uint8
+to float32 in [-1, 1] (after batching, so the prefetch buffers hold bytes).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+
+def _check_image(img: np.ndarray) -> None:
+  if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[-1] != 3:
+    raise ValueError(f"expected an image array (H, W, 3), got shape "
+                     f"{getattr(img, 'shape', type(img))}")
+  if img.dtype != np.uint8:
+    raise ValueError(f"expected a uint8 image, got {img.dtype}")
+
+
+def _check_size(size: int) -> int:
+  if int(size) != size or size <= 0:
+    raise ValueError(f"size must be a positive integer, got {size!r}")
+  return int(size)
+
+
+def resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Resizes with PIL's antialiased bicubic filter.
+
+  Args:
+    img: uint8 (H, W, 3).
+    height: output height.
+    width: output width.
+
+  Returns:
+    uint8 (height, width, 3).
+  """
+  _check_image(img)
+  if img.shape[:2] == (height, width):
+    return img
+  out = Image.fromarray(img).resize((width, height), Image.Resampling.BICUBIC)
+  return np.asarray(out)
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+  """Resizes the shorter side to ``size`` and takes the central square.
+
+  Args:
+    img: uint8 (H, W, 3).
+    size: output side.
+
+  Returns:
+    uint8 (size, size, 3).
+  """
+  _check_image(img)
+  size = _check_size(size)
+  h, w = img.shape[:2]
+  # round() keeps the aspect ratio within half a pixel; max() keeps >= size.
+  if h <= w:
+    nh, nw = size, max(size, round(w * size / h))
+  else:
+    nh, nw = max(size, round(h * size / w)), size
+  img = resize(img, nh, nw)
+  top, left = (nh - size) // 2, (nw - size) // 2
+  return img[top:top + size, left:left + size]
+
+
+def sample_crop_box(
+    height: int, width: int, rng: np.random.Generator, *,
+    scale: tuple[float, float] = (0.35, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
+  """Draws an Inception-style random crop box.
+
+  Args:
+    height: image height.
+    width: image width.
+    rng: numpy random generator.
+    scale: range of the box area as a fraction of the image area.
+    ratio: range of the box aspect ratio width / height (log-uniform).
+
+  Returns:
+    (top, left, box_height, box_width), inside the image.
+  """
+  lo, hi = scale
+  if not 0 < lo <= hi <= 1:
+    raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
+  if not 0 < ratio[0] <= ratio[1]:
+    raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio}")
+  area = height * width
+  log_r = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(10):
+    target = area * rng.uniform(lo, hi)
+    r = math.exp(rng.uniform(*log_r))
+    bw = int(round(math.sqrt(target * r)))
+    bh = int(round(math.sqrt(target / r)))
+    if 0 < bw <= width and 0 < bh <= height:
+      top = int(rng.integers(0, height - bh + 1))
+      left = int(rng.integers(0, width - bw + 1))
+      return top, left, bh, bw
+  # Fallback (extreme aspect ratios): the largest central box within `ratio`.
+  r = width / height
+  if r < ratio[0]:
+    bw, bh = width, int(round(width / ratio[0]))
+  elif r > ratio[1]:
+    bh, bw = height, int(round(height * ratio[1]))
+  else:
+    bh, bw = height, width
+  return (height - bh) // 2, (width - bw) // 2, bh, bw
+
+
+def random_resized_crop(
+    img: np.ndarray, size: int, rng: np.random.Generator, *,
+    scale: tuple[float, float] = (0.35, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip: bool = True,
+) -> np.ndarray:
+  """Random-resized crop to ``size`` x ``size`` and random horizontal flip.
+
+  Args:
+    img: uint8 (H, W, 3).
+    size: output side.
+    rng: numpy random generator (grain's per-element generator).
+    scale: area fraction range of the crop box.
+    ratio: aspect ratio range of the crop box.
+    flip: flip left-right with probability 1/2.
+
+  Returns:
+    uint8 (size, size, 3).
+  """
+  _check_image(img)
+  size = _check_size(size)
+  top, left, bh, bw = sample_crop_box(img.shape[0], img.shape[1], rng,
+                                      scale=scale, ratio=ratio)
+  out = resize(img[top:top + bh, left:left + bw], size, size)
+  # Always draw, so the stream of random numbers does not depend on `flip`.
+  if rng.random() < 0.5 and flip:
+    out = out[:, ::-1]
+  return np.ascontiguousarray(out)
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+  """Maps uint8 images to float32 in [-1, 1] (0 -> -1, 255 -> 1)."""
+  if images.dtype != np.uint8:
+    raise ValueError(f"expected uint8 images, got {images.dtype}")
+  return images.astype(np.float32) * np.float32(2 / 255) - np.float32(1)
