@@ -84,17 +84,14 @@ def evaluate(
   sums = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0}
   count = 0
   originals, recons = [], []
-  batches = data_lib.make_dataset(config, split="eval", batch_size=batch_size)
+  batches = data_lib.make_dataset(config, split="eval", batch_size=batch_size, num_images=num_images or None)
   total = len(batches.source) if not num_images else min(num_images, len(batches.source))
   bar = tqdm(total=total, disable=not progress, desc="eval", unit="img", dynamic_ncols=True, file=sys.stdout)
   t0 = time.perf_counter()
   for batch in batches:
-    if count >= total:
-      break
     x = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
     x_hat, indices = reconstruct(state, x)
     valid = np.asarray(batch["valid"]).astype(bool)
-    valid &= np.cumsum(valid) <= total - count  # stop exactly at num_images
     if not valid.any():
       continue
     real = np.asarray(batch["image"], np.float32)[valid]

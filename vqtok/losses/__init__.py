@@ -9,9 +9,14 @@ from vqtok.losses.adversarial import (
     non_saturating_g_loss,
     r1_penalty,
 )
+from vqtok.losses.perceptual import LPIPS, convert_lpips_state_dict, load_lpips, lpips_from_features
 from vqtok.losses.reconstruction import l1_loss, l2_loss
 
 __all__ = [
+    "LPIPS",
+    "convert_lpips_state_dict",
+    "load_lpips",
+    "lpips_from_features",
     "adaptive_weight",
     "hinge_d_loss",
     "hinge_g_loss",

@@ -92,8 +92,13 @@ class Quantizer(nnx.Module, abc.ABC):
 
 
 def straight_through(z: jax.Array, q: jax.Array) -> jax.Array:
-  """Straight-through estimator: value ``q``, gradient of identity w.r.t. ``z``."""
-  return z + jax.lax.stop_gradient(q - z)
+  """Straight-through estimator: value ``q``, gradient of identity w.r.t. ``z``.
+
+  Written as ``q + (z - sg(z))`` rather than ``z + sg(q - z)``: the value is
+  then exactly ``q`` (no rounding from ``z + (q - z)``), so
+  ``indices_to_codes(indices) == z_q`` holds bit for bit.
+  """
+  return q + (z - jax.lax.stop_gradient(z))
 
 
 def code_usage_metrics(
