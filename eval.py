@@ -15,7 +15,7 @@ differ.
 import json
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file (python, get_config()).")
@@ -30,6 +30,8 @@ def main(argv):
   from vqtok.training import images, load_tokenizer  # noqa: PLC0415
 
   del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
   workdir = _WORKDIR.value
   config = config_lib.validate_config(_CONFIG.value)
   tokenizer, step = load_tokenizer(config, workdir, use_ema=config.eval.use_ema, step=_STEP.value)

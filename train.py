@@ -11,7 +11,7 @@ SLURM: auto-detected) or the explicit --coordinator_address/--num_processes/
 --process_id flags.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (python, get_config()).")
@@ -25,6 +25,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   from vqtok import config as config_lib  # noqa: PLC0415
   from vqtok.training import distributed, train_and_evaluate  # noqa: PLC0415
 

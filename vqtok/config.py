@@ -29,12 +29,23 @@ def default_config() -> ml_collections.ConfigDict:
   # ---- model (vqtok.models) ----
   c.model = ml_collections.ConfigDict()
   c.model.encoder = "cnn"  # cnn | vit | vit1d
-  c.model.channels = 32
+  c.model.channels = 16
   c.model.channel_mult = (1, 2, 2, 4)  # len - 1 downsamplings: f8
   c.model.num_res_blocks = 1
   c.model.attention = False  # self-attention at the lowest resolution
   c.model.latent_dim = 4  # channels into the quantizer (= quantizer code_dim)
   c.model.dtype = "float32"  # compute dtype; parameters stay float32
+  c.model.z_channels = 0  # cnn: encoder output width; 0 = latent_dim (no projection)
+  c.model.variant = ""  # vit / vit1d: big_vision size name, e.g. "B/16"
+  c.model.decoder_variant = ""  # "" = same as variant
+  c.model.posemb = "learn"  # vit position embedding: learn | sincos2d
+  c.model.num_latent_tokens = 0  # vit1d (TiTok): number of 1-D latent tokens
+  # vit: explicit sizes; 0 = from variant
+  c.model.width = 0
+  c.model.depth = 0
+  c.model.mlp_dim = 0
+  c.model.num_heads = 0
+  c.model.patch_size = 0
 
   # ---- quantizer (vqtok.quantizers); kwargs of the class named by `type` ----
   c.quantizer = ml_collections.ConfigDict()
@@ -44,7 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
   # ---- discriminator (vqtok.models.discriminator) ----
   c.discriminator = ml_collections.ConfigDict()
   c.discriminator.type = "patchgan"  # patchgan | stylegan
-  c.discriminator.channels = 32
+  c.discriminator.channels = 16
   c.discriminator.num_layers = 2
 
   # ---- losses (vqtok.losses) ----
@@ -56,7 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.loss.gan_weight = 0.1
   c.loss.gan_loss = "hinge"  # hinge | non_saturating
   c.loss.adaptive_weight = True  # taming-transformers adaptive GAN weight
-  c.loss.disc_start = 300  # discriminator (and GAN loss) start at this step
+  c.loss.disc_start = 400  # discriminator (and GAN loss) start at this step
   c.loss.lecam_weight = 0.0
   c.loss.r1_weight = 0.0
 
@@ -74,13 +85,13 @@ def default_config() -> ml_collections.ConfigDict:
   # ---- training loop ----
   c.training = ml_collections.ConfigDict()
   c.training.batch_size = 16  # global batch
-  c.training.num_steps = 600
+  c.training.num_steps = 500
   c.training.ema_decay = 0.99  # 0 disables EMA weights
   c.training.mesh = (-1, 1)  # (data, fsdp); -1: all remaining devices
   c.training.log_every = 25
-  c.training.eval_every = 200
-  c.training.image_every = 200
-  c.training.checkpoint_every = 200
+  c.training.eval_every = 100
+  c.training.image_every = 250
+  c.training.checkpoint_every = 250
   c.training.keep_checkpoints = 2
 
   # ---- evaluation ----
@@ -95,6 +106,8 @@ def default_config() -> ml_collections.ConfigDict:
 _CHOICES = {
     "data.source": ("samples", "folder", "tfds"),
     "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.encoder": ("cnn", "vit", "vit1d"),
+    "model.posemb": ("learn", "sincos2d"),
     "quantizer.type": ("vq", "fsq", "lfq", "bsq", "residual", "grouped"),
     "discriminator.type": ("patchgan", "stylegan"),
     "loss.gan_loss": ("hinge", "non_saturating"),
@@ -132,7 +145,7 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   for section in ("data", "model", "discriminator", "loss", "optimizer", "training", "eval"):
     if section not in config:
       raise ValueError(f"config is missing the section {section!r}")
-  for section in ("data", "loss", "optimizer", "training", "eval"):
+  for section in ("data", "model", "loss", "optimizer", "training", "eval"):
     for key in config[section]:
       if key not in default[section]:
         raise ValueError(

@@ -15,6 +15,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -81,7 +82,7 @@ class Quantizer(nnx.Module, abc.ABC):
 
     Traced indices (inside ``jit``) cannot be checked and are left alone.
     """
-    if isinstance(indices, jax.core.Tracer):
+    if isinstance(indices, jax.core.Tracer) or np.size(indices) == 0:
       return
     lo, hi = int(jnp.min(indices)), int(jnp.max(indices))
     if lo < 0 or hi >= self.codebook_size:
@@ -94,11 +95,11 @@ class Quantizer(nnx.Module, abc.ABC):
 def straight_through(z: jax.Array, q: jax.Array) -> jax.Array:
   """Straight-through estimator: value ``q``, gradient of identity w.r.t. ``z``.
 
-  Written as ``q + (z - sg(z))`` rather than ``z + sg(q - z)``: the value is
-  then exactly ``q`` (no rounding from ``z + (q - z)``), so
-  ``indices_to_codes(indices) == z_q`` holds bit for bit.
+  Written as ``sg(q) + (z - sg(z))`` rather than ``z + sg(q - z)``: the same
+  gradients, but the value is exactly ``q`` (no rounding from ``z + (q - z)``),
+  so ``indices_to_codes(indices) == z_q`` holds bit for bit.
   """
-  return q + (z - jax.lax.stop_gradient(z))
+  return jax.lax.stop_gradient(q) + (z - jax.lax.stop_gradient(z))
 
 
 def code_usage_metrics(

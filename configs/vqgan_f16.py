@@ -1,0 +1,40 @@
+"""VQGAN f16 preset: the taming-transformers CNN with a 1024-code VQ, 256px.
+
+Run:
+  python train.py --config=configs/vqgan_f16.py --workdir=runs/vqgan_f16 \
+    --config.data.source=tfds --config.data.name=imagenet2012
+
+Reference: Esser et al., "Taming Transformers", CVPR 2021 (arXiv:2012.09841),
+ImageNet f16 / 1024 config (ch 128, ch_mult 1-1-2-2-4, 2 res blocks, attention
+at 16x16, z_channels = embed_dim = 256). MaskGIT (Chang et al., 2022) uses
+the same levels and codebook without attention: --config.model.attention=False.
+16x16 = 256 tokens per image.
+Parameters (tests/test_models.py): 72.0M tokenizer (encoder 29.30M, decoder
+42.45M, codebook 0.26M; no quant_conv since z_channels == latent_dim) plus a
+2.77M PatchGAN. Taming's encoder / decoder of this layout: 29.3M / 42.4M.
+
+Extra model field (beyond vqtok/config.py): ``model.z_channels`` -- encoder
+output width; a Linear (taming's 1x1 quant_conv) maps it to ``latent_dim``.
+"""
+
+import ml_collections
+
+from vqtok.config import default_config
+
+
+def get_config():
+  c = default_config()
+  c.image_size = 256
+  c.model.encoder = "cnn"
+  c.model.channels = 128
+  c.model.channel_mult = (1, 1, 2, 2, 4)
+  c.model.num_res_blocks = 2
+  c.model.attention = True
+  c.model.z_channels = 256
+  c.model.latent_dim = 256
+  c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": 1024})
+  c.discriminator.type = "patchgan"
+  c.discriminator.channels = 64
+  c.discriminator.num_layers = 3
+  c.training.batch_size = 64
+  return c

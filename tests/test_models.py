@@ -1,0 +1,435 @@
+"""Tests for vqtok.models: CNN / ViT tokenizers, discriminators, presets.
+
+Big presets are only traced (``nnx.eval_shape``); real allocations use tiny
+models (16-32 px, <= 16 channels). Parameter counts are checked against
+closed-form per-layer counts written here from the papers' layer lists.
+"""
+
+import importlib
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from vqtok import models
+from vqtok.config import default_config
+
+PRESETS = ["vqgan_f16", "llamagen_vq16", "magvit2_lfq", "bsq_vit", "titok_s128"]
+# Published tokenizer sizes we could check (LlamaGen, arXiv:2406.06525, Table 2).
+PUBLISHED_PARAMS = {"llamagen_vq16": 72e6}
+
+
+def _load_preset(name):
+  return importlib.import_module(f"configs.{name}").get_config()
+
+
+def _preset_or_skip(name):
+  c = _load_preset(name)
+  from vqtok.quantizers import quantizer_class
+
+  try:
+    quantizer_class(c.quantizer.type)
+  except ImportError as e:  # only while the quantizer module is being written
+    pytest.skip(f"quantizer {c.quantizer.type!r} not available yet: {e}")
+  return c
+
+
+def _count(tree) -> int:
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def _params(module):
+  return nnx.state(module, nnx.Param).to_pure_dict()
+
+
+# ---- tiny configs for real allocations ----
+
+
+def tiny_config(encoder: str = "cnn", dtype: str = "float32") -> ml_collections.ConfigDict:
+  c = default_config()
+  c.model.dtype = dtype
+  c.model.encoder = encoder
+  if encoder == "cnn":
+    c.image_size = 16
+    c.model.channels = 8
+    c.model.channel_mult = (1, 2)
+    c.model.num_res_blocks = 1
+    c.model.attention = True
+    c.model.latent_dim = 3
+    c.model.z_channels = 6  # != latent_dim: exercises the projections
+  else:
+    c.image_size = 16
+    c.model.width, c.model.depth, c.model.mlp_dim = 16, 1, 32
+    c.model.num_heads, c.model.patch_size = 2, 4
+    c.model.latent_dim = 3
+    if encoder == "vit1d":
+      c.model.num_latent_tokens = 5
+  if encoder == "vit1d":  # TiTok-like: cosine VQ with a learned codebook
+    c.quantizer = ml_collections.ConfigDict(
+        {"type": "vq", "codebook_size": 16, "l2_normalize": True})
+  else:  # FSQ with 4 levels on a 3-dim latent: has Linear projections, so params
+    c.quantizer = ml_collections.ConfigDict({"type": "fsq", "levels": (5, 5, 5, 5)})
+  return c
+
+
+def _images(c, batch=2, seed=0):
+  rng = np.random.default_rng(seed)
+  return jnp.asarray(rng.uniform(-1, 1, (batch, c.image_size, c.image_size, 3)), jnp.float32)
+
+
+def fast_rngs(seed: int = 0) -> nnx.Rngs:
+  # Eager initialisation compiles one sampler per parameter shape; with the
+  # "rbg" PRNG each compile is ~7x cheaper than threefry on CPU, which is most
+  # of this file's run time. Same seed -> same parameters, as with threefry.
+  return nnx.Rngs(jax.random.key(seed, impl="rbg"))
+
+
+_TOKENIZERS = {}
+
+
+def tiny_tokenizer(encoder="cnn", dtype="float32"):
+  key = (encoder, dtype)
+  if key not in _TOKENIZERS:
+    _TOKENIZERS[key] = models.build_tokenizer(tiny_config(encoder, dtype), rngs=fast_rngs())
+  return _TOKENIZERS[key]
+
+
+# ---- closed-form parameter counts (taming / ViT layer lists) ----
+
+
+def conv(k, cin, cout, bias=True):
+  return k * k * cin * cout + (cout if bias else 0)
+
+
+def gn(c):
+  return 2 * c
+
+
+def res(cin, cout):
+  return gn(cin) + conv(3, cin, cout) + gn(cout) + conv(3, cout, cout) + (conv(1, cin, cout) if cin != cout else 0)
+
+
+def attn(c):
+  return gn(c) + 4 * (c * c + c)  # q, k, v, proj_out 1x1 convs
+
+
+def cnn_encoder_count(ch, mult, nres, use_attn, z):
+  n, cin = conv(3, 3, ch), ch
+  for i, m in enumerate(mult):
+    last = i == len(mult) - 1
+    for _ in range(nres):
+      n += res(cin, ch * m) + (attn(ch * m) if use_attn and last else 0)
+      cin = ch * m
+    if not last:
+      n += conv(3, cin, cin)
+  n += 2 * res(cin, cin) + (attn(cin) if use_attn else 0)
+  return n + gn(cin) + conv(3, cin, z)
+
+
+def cnn_decoder_count(ch, mult, nres, use_attn, z):
+  cin = ch * mult[-1]
+  n = conv(3, z, cin) + 2 * res(cin, cin) + (attn(cin) if use_attn else 0)
+  for k, m in enumerate(reversed(mult)):
+    for _ in range(nres + 1):
+      n += res(cin, ch * m) + (attn(ch * m) if use_attn and k == 0 else 0)
+      cin = ch * m
+    if k < len(mult) - 1:
+      n += conv(3, cin, cin)
+  return n + gn(cin) + conv(3, cin, 3)
+
+
+def vit_trunk_count(w, depth, mlp):
+  block = 2 * (2 * w) + 4 * (w * w + w) + (w * mlp + mlp) + (mlp * w + w)
+  return depth * block + 2 * w
+
+
+def vit_encoder_count(w, depth, mlp, p, n_patches, d, k=0):
+  return (p * p * 3 * w + w) + n_patches * w + vit_trunk_count(w, depth, mlp) + (w * d + d) + 2 * k * w
+
+
+def vit_decoder_count(w, depth, mlp, p, n_patches, d, k=0):
+  extra = (w + k * w) if k else 0  # mask token + latent position embedding
+  return (d * w + w) + n_patches * w + vit_trunk_count(w, depth, mlp) + (w * p * p * 3 + p * p * 3) + extra
+
+
+def expected_counts(c):
+  m = c.model
+  if m.encoder == "cnn":
+    z = m.get("z_channels", 0) or m.latent_dim
+    args = (m.channels, tuple(m.channel_mult), m.num_res_blocks, m.attention, z)
+    return cnn_encoder_count(*args), cnn_decoder_count(*args)
+  sizes = {"S": (384, 12, 1536), "B": (768, 12, 3072)}
+  size, patch = m.variant.split("/")
+  w, depth, mlp = sizes[size]
+  p = int(patch)
+  n = (c.image_size // p) ** 2
+  k = m.get("num_latent_tokens", 0) if m.encoder == "vit1d" else 0
+  return (vit_encoder_count(w, depth, mlp, p, n, m.latent_dim, k),
+          vit_decoder_count(w, depth, mlp, p, n, m.latent_dim, k))
+
+
+# ---- presets (abstract: no allocation) ----
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_shapes_and_param_counts(name):
+  c = _preset_or_skip(name)
+  tok = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
+  x = jax.ShapeDtypeStruct((2, c.image_size, c.image_size, 3), jnp.float32)
+  x_hat, out = nnx.eval_shape(lambda t, x: t(x, train=True), tok, x)
+  assert x_hat.shape == x.shape and x_hat.dtype == jnp.float32
+  assert out.indices.shape[:1 + len(tok.token_shape)] == (2,) + tok.token_shape
+  assert out.indices.dtype == jnp.int32
+  params = _params(tok)
+  enc, dec = _count(params["encoder"]), _count(params["decoder"])
+  want_enc, want_dec = expected_counts(c)
+  total = _count(params)
+  print(f"{name}: tokens {tok.token_shape}, encoder {enc / 1e6:.2f}M, decoder {dec / 1e6:.2f}M,"
+        f" total {total / 1e6:.2f}M")
+  assert (enc, dec) == (want_enc, want_dec)
+  if name in PUBLISHED_PARAMS:  # whole tokenizer, as the paper reports it
+    assert abs(total / PUBLISHED_PARAMS[name] - 1) < 0.02
+
+
+def test_preset_token_layouts_and_published_sizes():
+  # Token layouts and the sizes that the papers state explicitly.
+  layouts = {"vqgan_f16": (16, 16), "llamagen_vq16": (16, 16), "magvit2_lfq": (16, 16),
+             "bsq_vit": (32, 32), "titok_s128": (128,)}
+  for name, want in layouts.items():
+    c = _load_preset(name)
+    if c.model.encoder == "cnn":
+      enc = nnx.eval_shape(lambda: models.Encoder(
+          1, channels=1, channel_mult=tuple(c.model.channel_mult), rngs=nnx.Rngs(0)))
+      assert enc.latent_shape(c.image_size, c.image_size) == want
+    elif c.model.encoder == "vit":
+      p = models.decode_variant(c.model.variant)["patch_size"]
+      assert (c.image_size // p,) * 2 == want
+    else:
+      assert (c.model.num_latent_tokens,) == want
+  # taming VQGAN f16: encoder 29.3M, decoder 42.4M (their released model card).
+  args = (128, (1, 1, 2, 2, 4), 2, True, 256)
+  assert round(cnn_encoder_count(*args) / 1e5) == 293
+  assert round(cnn_decoder_count(*args) / 1e5) == 424
+
+
+def test_preset_validates_against_schema():
+  from vqtok.config import validate_config
+
+  for name in PRESETS:
+    validate_config(_load_preset(name))
+
+
+# ---- tiny real models ----
+
+
+@pytest.mark.parametrize("encoder", ["cnn", "vit", "vit1d"])
+def test_roundtrip_and_shapes(encoder):
+  tok = tiny_tokenizer(encoder)
+  c = tiny_config(encoder)
+  x = _images(c)
+
+  @nnx.jit  # one compilation instead of hundreds of eager ops
+  def run(tok, x):
+    x_hat, out = tok(x, train=False)
+    idx = tok.encode(x)
+    return x_hat, out, idx, tok.decode(idx)
+
+  x_hat, out, idx, x_dec = run(tok, x)
+  assert x_hat.shape == x.shape
+  want = {"cnn": (8, 8), "vit": (4, 4), "vit1d": (5,)}[encoder]
+  assert tok.token_shape == want and tok.num_tokens == math.prod(want)
+  assert idx.shape == (2,) + want and idx.dtype == jnp.int32
+  np.testing.assert_array_equal(np.asarray(x_dec), np.asarray(x_hat))
+  np.testing.assert_array_equal(np.asarray(out.indices), np.asarray(idx))
+
+
+@pytest.mark.parametrize("encoder", ["cnn", "vit1d"])
+def test_gradients_reach_every_parameter(encoder):
+  tok = tiny_tokenizer(encoder)
+  x = _images(tiny_config(encoder))
+  graphdef, params, rest = nnx.split(tok, nnx.Param, ...)
+
+  def loss(p):
+    x_hat, out = nnx.merge(graphdef, p, rest)(x, train=True)
+    return jnp.mean(jnp.abs(x_hat - x)) + out.loss
+
+  grads = jax.jit(jax.grad(loss))(params).to_pure_dict()
+  want = {"encoder", "quantizer", "decoder"} | ({"pre_quant", "post_quant"} if encoder == "cnn" else set())
+  assert want <= set(grads)
+  flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+  zero = [jax.tree_util.keystr(k) for k, g in flat if not np.any(np.asarray(g))]
+  assert not zero, f"no gradient reaches {zero}"
+
+
+def test_sharded_equals_unsharded():
+  tok = tiny_tokenizer("cnn")
+  x = _images(tiny_config("cnn"), batch=8, seed=1)
+  mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+  graphdef, state = nnx.split(tok)
+
+  @jax.jit
+  def fwd(state, x):
+    x_hat, out = nnx.merge(graphdef, state)(x)
+    return x_hat, out.indices
+
+  ref, ref_idx = fwd(state, x)
+  xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+  state_r = jax.device_put(state, NamedSharding(mesh, P()))
+  got, got_idx = fwd(state_r, xs)
+  assert len(got.sharding.device_set) == 8
+  np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(got_idx), np.asarray(ref_idx))
+
+
+def test_bfloat16_compute_float32_params():
+  tok16 = tiny_tokenizer("cnn", "bfloat16")
+  tok32 = tiny_tokenizer("cnn", "float32")
+  dtypes = {p.dtype for p in jax.tree.leaves(_params(tok16))}
+  assert dtypes == {jnp.dtype(jnp.float32)}
+  x = _images(tiny_config("cnn"))
+  idx = jnp.asarray(np.random.default_rng(0).integers(0, 5 ** 4, (2, 8, 8)), jnp.int32)
+
+  @nnx.jit
+  def run(t, x, idx):
+    h = t.encoder(x)
+    return t(x)[0], h.dtype == jnp.bfloat16, h.astype(jnp.float32), t.decode(t.encode(x)), t.decode(idx)
+
+  y16, is_bf16, z16, rt16, d16 = run(tok16, x, idx)
+  _, _, z32, _, d32 = run(tok32, x, idx)  # same seed, so the same parameters
+  assert bool(is_bf16) and y16.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(y16)))
+  # Rounding flips some codes, so the two halves are compared separately:
+  # encoder latents, and decoding of the same indices.
+  rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+  assert rel(z16, z32) < 0.03
+  assert rel(d16, d32) < 0.03
+  np.testing.assert_array_equal(np.asarray(rt16), np.asarray(y16))
+
+
+@pytest.mark.parametrize("encoder,shape,match", [
+    ("cnn", (1, 17, 16, 3), r"\(B, H, W, 3\) with H, W multiples of 2"),
+    ("cnn", (1, 16, 16, 4), r"\(B, H, W, 3\) with H, W multiples of 2"),
+    ("cnn", (16, 16, 3), r"\(B, H, W, 3\)"),
+    ("vit", (1, 32, 32, 3), r"\(B, 16, 16, 3\)"),
+    ("vit1d", (1, 12, 12, 3), r"\(B, 16, 16, 3\)"),
+    ("vit", (1, 16, 16, 1), r"\(B, 16, 16, 3\)"),
+])
+def test_bad_images_raise(encoder, shape, match):
+  tok = tiny_tokenizer(encoder)
+  with pytest.raises(ValueError, match=match):
+    tok(jnp.zeros(shape))
+  with pytest.raises(ValueError, match=match):
+    tok.encode(jnp.zeros(shape))
+
+
+def test_residual_quantizer_indices_have_depth_axis():
+  # Multi-level indices (B, h, w, levels) go through encode/decode unchanged.
+  c = tiny_config("cnn")
+  c.quantizer = ml_collections.ConfigDict(
+      {"type": "residual", "num_levels": 3, "quantizer": {"type": "fsq", "levels": (5, 5, 5)}})
+  tok = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
+  x = jax.ShapeDtypeStruct((2, 16, 16, 3), jnp.float32)
+  idx = nnx.eval_shape(lambda t, x: t.encode(x), tok, x)
+  assert idx.shape == (2, 8, 8, 3)
+  assert nnx.eval_shape(lambda t, i: t.decode(i), tok, idx).shape == (2, 16, 16, 3)
+  with pytest.raises(ValueError, match=r"\(B, 8, 8, 3\)"):
+    nnx.eval_shape(lambda t, i: t.decode(i), tok, jax.ShapeDtypeStruct((2, 8, 8), jnp.int32))
+
+
+def test_bad_indices_raise():
+  tok = tiny_tokenizer("vit")
+  with pytest.raises(ValueError, match=r"\(B, 4, 4\)"):
+    tok.decode(jnp.zeros((1, 3, 4), jnp.int32))
+  with pytest.raises(ValueError, match="out of range"):
+    tok.decode(jnp.full((1, 4, 4), 5 ** 4, jnp.int32))
+
+
+def test_build_errors():
+  c = tiny_config("cnn")
+  c.model.encoder = "resnet"
+  with pytest.raises(ValueError, match="model.encoder"):
+    models.build_tokenizer(c, rngs=nnx.Rngs(0))
+  c = tiny_config("vit")
+  c.model.patch_size = 5
+  with pytest.raises(ValueError, match="divisible by patch_size"):
+    models.build_tokenizer(c, rngs=nnx.Rngs(0))
+  c = tiny_config("cnn")
+  c.image_size = 17
+  with pytest.raises(ValueError, match="multiple of the CNN downsampling factor 2"):
+    models.build_tokenizer(c, rngs=nnx.Rngs(0))
+
+
+def test_decode_variant():
+  assert models.decode_variant("B/16") == dict(width=768, depth=12, mlp_dim=3072, num_heads=12, patch_size=16)
+  assert models.decode_variant("S")["width"] == 384
+  for bad in ("X/16", "B/x"):
+    with pytest.raises(ValueError):
+      models.decode_variant(bad)
+
+
+def test_unpatchify_matches_numpy():
+  from vqtok.models.vit import unpatchify
+
+  g, p, c = 3, 2, 3
+  x = np.random.default_rng(0).normal(size=(2, g * g, p * p * c)).astype(np.float32)
+  want = np.zeros((2, g * p, g * p, c), np.float32)
+  for t in range(g * g):  # token t is patch (row t // g, column t % g), row-major pixels
+    r, q = divmod(t, g)
+    want[:, r * p:(r + 1) * p, q * p:(q + 1) * p, :] = x[:, t].reshape(2, p, p, c)
+  np.testing.assert_array_equal(np.asarray(unpatchify(jnp.asarray(x), g, p, c)), want)
+
+
+def test_last_layer_path_matches_trainer_params():
+  tok = tiny_tokenizer("cnn")
+  node = _params(tok)
+  for k in models.last_layer_path(tok):
+    node = node[k]
+  kernel = models.get_last_layer(tok)
+  assert kernel.shape == (3, 3, 8, 3)  # 3x3 conv from the top-level width to RGB
+  np.testing.assert_array_equal(np.asarray(node), np.asarray(kernel))
+
+
+# ---- discriminators ----
+
+
+def test_blur_downsample_matches_numpy():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 8, 6, 3)).astype(np.float32)
+  k1 = np.array([1, 3, 3, 1]) / 8.0
+  pad = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  want = np.zeros((2, 4, 3, 3))
+  for i in range(4):
+    for j in range(3):
+      win = pad[:, 2 * i:2 * i + 4, 2 * j:2 * j + 4, :]
+      want[:, i, j, :] = np.einsum("bhwc,h,w->bc", win, k1, k1)
+  got = models.blur_downsample(jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+
+
+def test_patchgan_count_and_shape():
+  # taming NLayerDiscriminator(ndf=64, n_layers=3): 2,764,737 params with
+  # BatchNorm; GroupNorm has the same 2 params per channel.
+  d = nnx.eval_shape(lambda: models.build_discriminator(
+      {"type": "patchgan", "channels": 64, "num_layers": 3}, image_size=256, rngs=nnx.Rngs(0)))
+  want = (conv(4, 3, 64) + conv(4, 64, 128, False) + gn(128) + conv(4, 128, 256, False) + gn(256)
+          + conv(4, 256, 512, False) + gn(512) + conv(4, 512, 1))
+  assert _count(_params(d)) == want
+  out = nnx.eval_shape(lambda d, x: d(x), d, jax.ShapeDtypeStruct((2, 256, 256, 3), jnp.float32))
+  assert out.shape == (2, 30, 30, 1)  # pix2pix's 70x70-receptive-field patch grid
+
+
+def test_stylegan_discriminator_runs_and_trains():
+  d = models.build_discriminator({"type": "stylegan", "channels": 4, "num_layers": 2},
+                                 image_size=16, rngs=fast_rngs())
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16, 3)), jnp.float32)
+  assert nnx.eval_shape(lambda d, x: d(x), d, x).shape == (2, 1)
+  grads = nnx.jit(nnx.grad(lambda m: jnp.mean(m(x))))(d)
+  assert all(np.any(np.asarray(g)) for g in jax.tree.leaves(nnx.state(grads, nnx.Param)))
+  with pytest.raises(ValueError, match="16"):
+    d(jnp.zeros((1, 32, 32, 3)))
+  with pytest.raises(ValueError, match="discriminator type"):
+    models.build_discriminator({"type": "bad"}, image_size=16, rngs=nnx.Rngs(0))

@@ -1,0 +1,137 @@
+"""Evaluation report and token files: encode -> files -> decode, resumable."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
+
+from tests.test_training import ROOT, load_config
+from vqtok import data as data_lib
+from vqtok import tokenize
+from vqtok.evaluation.report import evaluate
+from vqtok.training import Checkpointer, init_train_state, load_tokenizer, tokenizer_from_state
+from vqtok.training.images import to_uint8
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """A run directory with one checkpoint (random init, step 0) and config.json."""
+  workdir = str(tmp_path_factory.mktemp("run"))
+  config = load_config()
+  state, static = init_train_state(config)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  ckpt.save(0, state)
+  ckpt.wait()
+  ckpt.close()
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort())
+  return workdir, config, tokenizer_from_state(static, state, use_ema=True)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  """Ten real photo crops as PNG files (names with a subdirectory)."""
+  root = tmp_path_factory.mktemp("images")
+  src = data_lib.SampleSource("eval")
+  os.makedirs(root / "sub")
+  for i in range(10):
+    img = np.asarray(Image.fromarray(src[i]).resize((40, 40)))
+    Image.fromarray(img).save(root / ("sub" if i % 2 else ".") / f"img{i:02d}.png")
+  return str(root)
+
+
+def test_load_tokenizer_restores_the_saved_weights(run):
+  workdir, config, tok = run
+  loaded, step = load_tokenizer(config, workdir)
+  assert step == 0
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)), jnp.float32)
+  np.testing.assert_array_equal(loaded.encode(x), tok.encode(x))
+
+
+def test_report_matches_independent_metrics(run):
+  _, config, tok = run
+  report, grid = evaluate(config, tok, batch_size=8, progress=False)
+  src = data_lib.make_source(config, "eval")
+  assert report["num_images"] == len(src)
+  # Recompute independently: scikit-image PSNR and a NumPy histogram.
+  psnrs, counts = [], np.zeros(tok.quantizer.codebook_size)
+  for i in range(len(src)):
+    x = data_lib.to_float(data_lib.center_crop(src[i], config.image_size)[None])
+    x_hat, q = tok(jnp.asarray(x), train=False)
+    a, b = to_uint8(x)[0], to_uint8(np.clip(np.asarray(x_hat), -1, 1))[0]
+    psnrs.append(peak_signal_noise_ratio(a, b, data_range=255))
+    counts += np.bincount(np.asarray(q.indices).ravel(), minlength=len(counts))
+  assert report["psnr"] == pytest.approx(np.mean(psnrs), rel=1e-4)
+  assert report["codebook"]["usage"] == pytest.approx(np.mean(counts > 0))
+  p = counts / counts.sum()
+  assert report["codebook"]["perplexity"] == pytest.approx(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0]))), rel=1e-5)
+  assert grid.dtype == np.uint8 and grid.shape[0] > 2 * config.image_size
+
+
+def test_encode_is_resumable_and_decode_round_trips(run, folder, tmp_path):
+  workdir, config, tok = run
+  config = config.copy_and_resolve_references()
+  config.data.update(source="folder", path=folder, eval_split="")
+  out = str(tmp_path / "tokens")
+  first = tokenize.encode_to_files(config, tok, 0, out, batch_size=8, shard_batches=1, progress=False)
+  assert first["encoded"] == 10 and first["num_shards"] == 2
+  meta, idx, names = tokenize.read_tokens(out)
+  assert meta["codebook_size"] == 1000 and tuple(meta["token_shape"]) == tok.token_shape
+  assert sorted(names) == sorted(["img00.png", "img02.png", "img04.png", "img06.png", "img08.png"]
+                                 + [f"sub/img{i:02d}.png" for i in (1, 3, 5, 7, 9)])
+  # Tokens are those of the tokenizer on the center-cropped images.
+  for name, row in zip(names, idx):
+    img = np.asarray(Image.open(os.path.join(folder, name)).convert("RGB"))
+    x = data_lib.to_float(data_lib.center_crop(img, config.image_size)[None])
+    np.testing.assert_array_equal(np.asarray(tok.encode(jnp.asarray(x)))[0], row)
+
+  # Interrupted after the first shard: rerunning encodes only the rest.
+  os.remove(os.path.join(out, "tokens-00001.npz"))
+  again = tokenize.encode_to_files(config, tok, 0, out, batch_size=8, shard_batches=1, progress=False)
+  assert again["shards_already_done"] == 1 and again["encoded"] == 2
+  _, idx2, names2 = tokenize.read_tokens(out)
+  np.testing.assert_array_equal(idx2, idx)
+  assert list(names2) == list(names)
+
+  # A different checkpoint step into the same directory is refused.
+  with pytest.raises(ValueError, match="checkpoint_step"):
+    tokenize.encode_to_files(config, tok, 5, out, batch_size=8, shard_batches=1, progress=False)
+
+  dec = tokenize.decode_to_images(tok, out, str(tmp_path / "decoded"), batch_size=8, progress=False)
+  assert dec["decoded"] == 10 and 0.0 <= dec["token_agreement"] <= 1.0
+  png = np.asarray(Image.open(tmp_path / "decoded" / "sub__img03.png"))
+  row = idx[list(names).index("sub/img03.png")]
+  want = to_uint8(np.clip(np.asarray(tok.decode(jnp.asarray(row[None]))), -1, 1))[0]
+  np.testing.assert_array_equal(png, want)
+
+
+def test_out_of_range_tokens_are_a_clear_error(run, tmp_path):
+  _, _, tok = run
+  out = tmp_path / "bad"
+  os.makedirs(out)
+  with open(out / "metadata.json", "w") as f:
+    json.dump({"codebook_size": 1000}, f)
+  idx = np.zeros((1, *tok.token_shape), np.int32)
+  idx[0, 0, 0] = 1000
+  np.savez(out / "tokens-00000.npz", indices=idx, names=np.asarray(["a"]), source_index=np.zeros(1, np.int64))
+  with pytest.raises(ValueError, match="out of range"):
+    tokenize.decode_to_images(tok, str(out), str(tmp_path / "dec"), progress=False)
+
+
+def test_tokenize_command_line(run, folder, tmp_path):
+  workdir, _, _ = run
+  out = tmp_path / "cli"
+  res = subprocess.run(
+      [sys.executable, "-m", "vqtok.tokenize", "encode", f"--workdir={workdir}", f"--folder={folder}",
+       f"--output={out}", "--batch_size=8"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0, res.stderr[-3000:]
+  summary = json.loads(res.stdout[res.stdout.index("{"):])
+  assert summary["encoded"] == 10
+  assert os.path.exists(out / "tokens-00000.npz")

@@ -1,0 +1,221 @@
+"""The image tokenizer: encoder -> (projection) -> quantizer -> (projection) -> decoder.
+
+The VQ-VAE / VQGAN pipeline (van den Oord et al., 2017, arXiv:1711.00937; Esser
+et al., 2021, arXiv:2012.09841). Any encoder/decoder pair from ``cnn`` or
+``vit`` combines with any quantizer that follows the contract in
+``vqtok.quantizers.base``. When the encoder width (``z_channels``) differs from
+the quantizer's ``code_dim``, Linear maps (taming's 1x1 ``quant_conv`` /
+``post_quant_conv``; LlamaGen's 256 -> 8 codebook projection) bridge them.
+
+The quantizer always runs in float32, whatever the compute dtype: nearest-code
+search and entropy terms are not reliable in bfloat16, and it makes
+``decode(encode(x))`` bit-identical to the eval-mode forward reconstruction.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from vqtok.models import cnn, vit
+from vqtok.quantizers import QuantizerOutput, build_quantizer
+from vqtok.quantizers.base import Quantizer
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class Tokenizer(nnx.Module):
+  """Discrete image tokenizer.
+
+  Args:
+    encoder: ``cnn.Encoder`` or ``vit.ViTEncoder`` (has ``latent_shape``).
+    quantizer: any ``Quantizer``.
+    decoder: the matching decoder; takes ``z_channels``-wide latents.
+    image_size: the training image size (defines ``token_shape``).
+    z_channels: encoder output / decoder input width; Linear projections to
+      and from ``quantizer.code_dim`` are added when they differ.
+    dtype: compute dtype of the projections (parameters stay float32).
+    rngs: parameter initialisation.
+  """
+
+  def __init__(self, encoder: nnx.Module, quantizer: Quantizer, decoder: nnx.Module, *,
+               image_size: int, z_channels: int, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
+    self.image_size = int(image_size)
+    self.dtype = dtype
+    code_dim = quantizer.code_dim
+    if z_channels != code_dim:
+      self.pre_quant = nnx.Linear(z_channels, code_dim, rngs=rngs)
+      self.post_quant = nnx.Linear(code_dim, z_channels, dtype=dtype, rngs=rngs)
+    else:
+      self.pre_quant = self.post_quant = None
+    self.in_channels = encoder.in_channels
+
+  @property
+  def token_shape(self) -> tuple[int, ...]:
+    """Tokens per image, e.g. ``(16, 16)`` (2-D grid) or ``(128,)`` (1-D)."""
+    return tuple(self.encoder.latent_shape(self.image_size, self.image_size))
+
+  @property
+  def num_tokens(self) -> int:
+    """Number of tokens per image at ``image_size``."""
+    return math.prod(self.token_shape)
+
+  def expected_image_shape(self) -> str:
+    """Human-readable accepted input shape, for error messages."""
+    c, s = self.in_channels, self.image_size
+    if isinstance(self.encoder, cnn.Encoder):
+      f = self.encoder.downsample_factor
+      return f"(B, H, W, {c}) with H, W multiples of {f}, e.g. (B, {s}, {s}, {c})"
+    return f"(B, {s}, {s}, {c})"
+
+  def _check_images(self, images: jax.Array) -> None:
+    c = self.in_channels
+    try:
+      if images.ndim != 4 or images.shape[-1] != c:
+        raise ValueError(f"got {tuple(images.shape)}")
+      self.encoder.latent_shape(images.shape[1], images.shape[2])
+    except ValueError as e:
+      raise ValueError(
+          f"tokenizer expects images of shape {self.expected_image_shape()}; got"
+          f" {tuple(images.shape)} ({e})") from None
+
+  def _latents(self, images: jax.Array) -> jax.Array:
+    self._check_images(images)
+    z = self.encoder(images).astype(jnp.float32)
+    if self.pre_quant is not None:
+      z = self.pre_quant(z)
+    return z
+
+  def _reconstruct(self, z_q: jax.Array) -> jax.Array:
+    z_q = z_q.astype(jnp.float32)
+    if self.post_quant is not None:
+      z_q = self.post_quant(z_q)
+    return self.decoder(z_q.astype(self.dtype)).astype(jnp.float32)
+
+  def __call__(self, images: jax.Array, *, train: bool = False
+               ) -> tuple[jax.Array, QuantizerOutput]:
+    """Reconstructs ``images``.
+
+    Args:
+      images: (B, H, W, 3) float in [-1, 1].
+      train: training mode for the quantizer (codebook updates, dropout).
+
+    Returns:
+      ``(reconstruction, quantizer_output)``; the reconstruction is float32
+      (B, H, W, 3).
+    """
+    z_q, out = self.quantizer(self._latents(images), train=train)
+    return self._reconstruct(z_q), out
+
+  def encode(self, images: jax.Array) -> jax.Array:
+    """Token indices of ``images`` (eval mode): int32 ``(B,) + token_shape [+ (depth,)]``."""
+    _, out = self.quantizer(self._latents(images), train=False)
+    return out.indices
+
+  def decode(self, indices: jax.Array) -> jax.Array:
+    """Images (B, H, W, 3) float32 from token indices as returned by ``encode``.
+
+    Raises:
+      ValueError: wrong rank / token layout, or indices outside the codebook.
+    """
+    indices = jnp.asarray(indices)
+    depth = self.quantizer.index_depth
+    tail = () if depth is None else (depth,)
+    n = len(self.token_shape)
+    ok = indices.ndim == 1 + n + len(tail) and indices.shape[1 + n:] == tail
+    if ok and not isinstance(self.encoder, cnn.Encoder):
+      ok = indices.shape[1:1 + n] == self.token_shape
+    if not ok:
+      raise ValueError(
+          f"decode expects indices of shape (B, {', '.join(map(str, self.token_shape + tail))});"
+          f" got {tuple(indices.shape)}")
+    return self._reconstruct(self.quantizer.indices_to_codes(indices))
+
+
+def last_layer_path(tokenizer: Tokenizer) -> tuple[Any, ...]:
+  """Path of the decoder's output kernel inside ``nnx.state(tokenizer, nnx.Param)``.
+
+  The trainer uses it for the taming-style adaptive GAN weight (the ratio of
+  reconstruction and GAN gradient norms at this layer).
+  """
+  return ("decoder",) + tuple(tokenizer.decoder.last_layer_path)
+
+
+def get_last_layer(tokenizer: Tokenizer) -> jax.Array:
+  """The decoder's output kernel (see ``last_layer_path``)."""
+  node: Any = tokenizer
+  for key in last_layer_path(tokenizer):
+    node = getattr(node, key)
+  return node[...]
+
+
+def _vit_kwargs(m: ml_collections.ConfigDict, variant_key: str) -> dict[str, Any]:
+  variant = m.get(variant_key, None) or m.get("variant", None)
+  kw = vit.decode_variant(variant) if variant else {}
+  for key in ("width", "depth", "mlp_dim", "num_heads", "patch_size"):
+    if m.get(key, None):  # explicit fields override the variant
+      kw[key] = int(m[key])
+  missing = [k for k in ("width", "depth", "mlp_dim", "num_heads", "patch_size") if k not in kw]
+  if missing:
+    raise ValueError(f"ViT model config needs model.variant (e.g. 'B/16') or the fields {missing}")
+  return kw
+
+
+def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tokenizer:
+  """Builds the tokenizer described by ``config.model`` and ``config.quantizer``.
+
+  Model fields (see configs/*.py): ``encoder`` in {cnn, vit, vit1d},
+  ``latent_dim`` (quantizer code_dim), ``dtype``; cnn: ``channels``,
+  ``channel_mult``, ``num_res_blocks``, ``attention``, optional ``z_channels``;
+  vit/vit1d: ``variant`` (e.g. "B/8") and optional ``decoder_variant``, or
+  ``width``/``depth``/``mlp_dim``/``num_heads``/``patch_size``; ``posemb``;
+  vit1d: ``num_latent_tokens``.
+
+  Args:
+    config: the run config (``image_size``, ``model``, ``quantizer``).
+    rngs: parameter initialisation.
+
+  Returns:
+    An initialised ``Tokenizer``.
+  """
+  m = config.model
+  image_size = int(config.image_size)
+  if m.dtype not in _DTYPES:
+    raise ValueError(f"model.dtype={m.dtype!r} is not one of {sorted(_DTYPES)}")
+  dtype = _DTYPES[m.dtype]
+  latent_dim = int(m.latent_dim)
+  kind = m.encoder
+  if kind not in ("cnn", "vit", "vit1d"):
+    raise ValueError(f"model.encoder={kind!r} is not one of ('cnn', 'vit', 'vit1d')")
+  # First, so that a bad quantizer spec fails before the big modules are built.
+  quantizer = build_quantizer(config.quantizer, dim=latent_dim, rngs=rngs)
+  if kind == "cnn":
+    z = int(m.get("z_channels", 0) or latent_dim)
+    mult = cnn.check_channel_mult(m.channel_mult)
+    f = 2 ** (len(mult) - 1)
+    if image_size % f:  # checked before any parameter is initialised
+      raise ValueError(
+          f"image_size={image_size} must be a multiple of the CNN downsampling factor {f}"
+          f" (model.channel_mult={mult})")
+    kw = dict(channels=int(m.channels), channel_mult=mult,
+              num_res_blocks=int(m.num_res_blocks), attention=bool(m.attention), dtype=dtype)
+    encoder = cnn.Encoder(z, rngs=rngs, **kw)
+    decoder = cnn.Decoder(z, rngs=rngs, **kw)
+  else:  # vit, vit1d
+    z = latent_dim
+    k = int(m.get("num_latent_tokens", 0)) if kind == "vit1d" else 0
+    if kind == "vit1d" and k < 1:
+      raise ValueError("model.encoder='vit1d' needs model.num_latent_tokens >= 1")
+    common = dict(image_size=image_size, num_latent_tokens=k,
+                  posemb=m.get("posemb", "learn"), dtype=dtype, rngs=rngs)
+    enc_kw, dec_kw = _vit_kwargs(m, "variant"), _vit_kwargs(m, "decoder_variant")
+    encoder = vit.ViTEncoder(z, **enc_kw, **common)
+    decoder = vit.ViTDecoder(z, **dec_kw, **common)
+  return Tokenizer(encoder, quantizer, decoder, image_size=image_size, z_channels=z,
+                   dtype=dtype, rngs=rngs)

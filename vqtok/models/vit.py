@@ -1,0 +1,256 @@
+"""Vision Transformer encoders and decoders for image tokenizers.
+
+Two layouts:
+
+* 2-D grid (ViT-VQGAN, Yu et al., 2022, arXiv:2110.04627; BSQ-ViT, Zhao et al.,
+  2024, arXiv:2406.07548): one latent token per patch, ``(B, H/p, W/p, d)``;
+  the decoder maps each token back to its ``p x p x 3`` patch with a Linear head.
+* 1-D latent tokens (TiTok, Yu et al., 2024, arXiv:2406.07550): ``K`` learned
+  latent tokens are appended to the patch tokens; only their outputs are
+  quantised, ``(B, K, d)``. The decoder appends the ``K`` tokens to a grid of
+  learned mask tokens and reconstructs the patches from the mask positions.
+
+Blocks are pre-norm (LayerNorm, multi-head attention, LayerNorm, GELU MLP).
+Sizes follow big_vision: a table plus ``decode_variant("B/16")``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Dtype = Any
+
+# name -> (width, depth, mlp_dim, num_heads); ViT paper / big_vision sizes.
+VIT_SIZES: dict[str, tuple[int, int, int, int]] = {
+    "Ti": (192, 12, 768, 3),
+    "S": (384, 12, 1536, 6),
+    "M": (512, 12, 2048, 8),
+    "B": (768, 12, 3072, 12),
+    "L": (1024, 24, 4096, 16),
+}
+
+
+def decode_variant(variant: str) -> dict[str, int]:
+  """Parses ``"B/16"`` into ``width``, ``depth``, ``mlp_dim``, ``num_heads``, ``patch_size``.
+
+  Args:
+    variant: ``"<size>"`` or ``"<size>/<patch>"`` with size in ``VIT_SIZES``.
+
+  Returns:
+    A dict of keyword arguments for the ViT modules below.
+  """
+  size, _, patch = str(variant).partition("/")
+  if size not in VIT_SIZES:
+    raise ValueError(f"unknown ViT size {size!r} in {variant!r}; expected one of {sorted(VIT_SIZES)}")
+  width, depth, mlp_dim, heads = VIT_SIZES[size]
+  out = dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=heads)
+  if patch:
+    if not patch.isdigit() or int(patch) < 1:
+      raise ValueError(f"bad patch size in ViT variant {variant!r}")
+    out["patch_size"] = int(patch)
+  return out
+
+
+def sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
+  """Fixed 2-D sine-cosine position embedding (MoCo v3 / big_vision), (h*w, width)."""
+  if width % 4:
+    raise ValueError(f"sincos2d position embedding needs width divisible by 4; got {width}")
+  y, x = np.mgrid[:h, :w]
+  omega = 1.0 / temperature ** (np.arange(width // 4) / (width // 4 - 1 or 1))
+  y = y.reshape(-1)[:, None] * omega[None, :]
+  x = x.reshape(-1)[:, None] * omega[None, :]
+  return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(np.float32)
+
+
+class PosEmbed(nnx.Module):
+  """Adds a learned (``"learn"``) or fixed (``"sincos2d"``) position embedding."""
+
+  def __init__(self, h: int, w: int, width: int, kind: str = "learn", *,
+               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    self.kind, self.shape = kind, (h, w, width)
+    if kind == "learn":
+      init = nnx.initializers.normal(stddev=0.02)
+      self.embedding = nnx.Param(init(rngs.params(), (1, h * w, width), param_dtype))
+    elif kind == "sincos2d":
+      sincos_2d(h, w, width)  # validates the width now rather than at the first call
+    else:
+      raise ValueError(f"posemb must be 'learn' or 'sincos2d'; got {kind!r}")
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.kind == "learn":
+      emb = self.embedding[...]
+    else:
+      # A trace-time constant: no state to checkpoint, nothing to train.
+      emb = jnp.asarray(sincos_2d(*self.shape))[None]
+    return x + emb.astype(x.dtype)
+
+
+class Block(nnx.Module):
+  """Pre-norm transformer block."""
+
+  def __init__(self, width: int, mlp_dim: int, num_heads: int, *, dtype: Dtype = jnp.float32,
+               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.norm1 = nnx.LayerNorm(width, **kw)
+    self.attn = nnx.MultiHeadAttention(num_heads=num_heads, in_features=width, decode=False, **kw)
+    self.norm2 = nnx.LayerNorm(width, **kw)
+    self.mlp1 = nnx.Linear(width, mlp_dim, **kw)
+    self.mlp2 = nnx.Linear(mlp_dim, width, **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x + self.attn(self.norm1(x))
+    return x + self.mlp2(nnx.gelu(self.mlp1(self.norm2(x))))
+
+
+class Transformer(nnx.Module):
+  """``depth`` blocks followed by a final LayerNorm."""
+
+  def __init__(self, width: int, depth: int, mlp_dim: int, num_heads: int, *,
+               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    if width % num_heads:
+      raise ValueError(f"ViT width {width} is not divisible by num_heads {num_heads}")
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.blocks = nnx.List([Block(width, mlp_dim, num_heads, **kw) for _ in range(depth)])
+    self.norm = nnx.LayerNorm(width, **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for block in self.blocks:
+      x = block(x)
+    return self.norm(x)
+
+
+def _grid(image_size: int, patch_size: int) -> int:
+  if patch_size < 1 or image_size % patch_size:
+    raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
+  return image_size // patch_size
+
+
+def unpatchify(x: jax.Array, g: int, p: int, c: int) -> jax.Array:
+  """(B, g*g, p*p*c) patch vectors -> (B, g*p, g*p, c) image."""
+  b = x.shape[0]
+  x = x.reshape(b, g, g, p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, g * p, g * p, c)
+
+
+class _ViTBase(nnx.Module):
+  """Shared constructor: geometry, sizes and the transformer trunk."""
+
+  def __init__(self, image_size: int, patch_size: int, width: int, depth: int, mlp_dim: int,
+               num_heads: int, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
+    self.image_size, self.patch_size = int(image_size), int(patch_size)
+    self.grid = _grid(self.image_size, self.patch_size)
+    self.transformer = Transformer(width, depth, mlp_dim, num_heads, dtype=dtype,
+                                   param_dtype=param_dtype, rngs=rngs)
+
+  def check_image(self, height: int, width: int) -> None:
+    """ValueError unless the image is ``image_size x image_size``."""
+    if (height, width) != (self.image_size, self.image_size):
+      raise ValueError(
+          f"ViT tokenizer is built for {self.image_size}x{self.image_size} images;"
+          f" got {height}x{width}")
+
+
+class ViTEncoder(_ViTBase):
+  """Patch embedding + transformer: (B, H, W, 3) -> (B, H/p, W/p, latent_dim).
+
+  With ``num_latent_tokens=K > 0`` it is TiTok's 1-D encoder and returns
+  (B, K, latent_dim) from the K learned latent tokens.
+
+  Args:
+    latent_dim: output channels (quantizer input width).
+    image_size: square input size the position embedding is built for.
+    patch_size, width, depth, mlp_dim, num_heads: ViT sizes (``decode_variant``).
+    num_latent_tokens: 0 for the 2-D grid, K for 1-D latent tokens.
+    posemb: ``"learn"`` or ``"sincos2d"``.
+    in_channels: image channels.
+    dtype / param_dtype: compute and parameter dtypes.
+    rngs: parameter initialisation.
+  """
+
+  def __init__(self, latent_dim: int, *, image_size: int, patch_size: int = 16, width: int = 768,
+               depth: int = 12, mlp_dim: int = 3072, num_heads: int = 12,
+               num_latent_tokens: int = 0, posemb: str = "learn", in_channels: int = 3,
+               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    super().__init__(image_size, patch_size, width, depth, mlp_dim, num_heads, dtype,
+                     param_dtype, rngs)
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    p, g = self.patch_size, self.grid
+    self.in_channels = in_channels
+    self.num_latent_tokens = int(num_latent_tokens)
+    self.patch_embed = nnx.Conv(in_channels, width, (p, p), strides=p, padding="VALID", **kw)
+    self.posemb = PosEmbed(g, g, width, posemb, param_dtype=param_dtype, rngs=rngs)
+    if self.num_latent_tokens < 0:
+      raise ValueError(f"num_latent_tokens must be >= 0; got {num_latent_tokens}")
+    if self.num_latent_tokens:
+      init = nnx.initializers.normal(stddev=width ** -0.5)
+      self.latent_tokens = nnx.Param(init(rngs.params(), (self.num_latent_tokens, width), param_dtype))
+      self.latent_posemb = PosEmbed(1, self.num_latent_tokens, width, "learn",
+                                    param_dtype=param_dtype, rngs=rngs)
+    self.head = nnx.Linear(width, latent_dim, **kw)
+
+  def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
+    """Token layout for an image; ValueError unless it is the configured size."""
+    self.check_image(height, width)
+    if self.num_latent_tokens:
+      return (self.num_latent_tokens,)
+    return (self.grid, self.grid)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b = x.shape[0]
+    h = self.patch_embed(x)
+    h = self.posemb(h.reshape(b, self.grid * self.grid, -1))
+    if self.num_latent_tokens:
+      lat = self.latent_posemb(self.latent_tokens[...].astype(h.dtype)[None])
+      h = jnp.concatenate([h, jnp.broadcast_to(lat, (b,) + lat.shape[1:])], axis=1)
+    h = self.transformer(h)
+    if self.num_latent_tokens:
+      return self.head(h[:, -self.num_latent_tokens:])
+    return self.head(h).reshape(b, self.grid, self.grid, -1)
+
+
+class ViTDecoder(_ViTBase):
+  """Transformer + Linear patch head: latent tokens -> (B, H, W, 3).
+
+  Takes (B, H/p, W/p, latent_dim) for the 2-D layout; with
+  ``num_latent_tokens=K > 0`` takes (B, K, latent_dim) and reconstructs from a
+  grid of learned mask tokens (TiTok). Args as ``ViTEncoder``.
+  """
+
+  def __init__(self, latent_dim: int, *, image_size: int, patch_size: int = 16, width: int = 768,
+               depth: int = 12, mlp_dim: int = 3072, num_heads: int = 12,
+               num_latent_tokens: int = 0, posemb: str = "learn", out_channels: int = 3,
+               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    super().__init__(image_size, patch_size, width, depth, mlp_dim, num_heads, dtype,
+                     param_dtype, rngs)
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    g, p = self.grid, self.patch_size
+    self.latent_dim = latent_dim
+    self.out_channels = out_channels
+    self.num_latent_tokens = int(num_latent_tokens)
+    self.embed = nnx.Linear(latent_dim, width, **kw)
+    self.posemb = PosEmbed(g, g, width, posemb, param_dtype=param_dtype, rngs=rngs)
+    if self.num_latent_tokens:
+      init = nnx.initializers.normal(stddev=width ** -0.5)
+      self.mask_token = nnx.Param(init(rngs.params(), (1, 1, width), param_dtype))
+      self.latent_posemb = PosEmbed(1, self.num_latent_tokens, width, "learn",
+                                    param_dtype=param_dtype, rngs=rngs)
+    self.head = nnx.Linear(width, p * p * out_channels, **kw)
+
+  last_layer_path = ("head", "kernel")
+
+  def __call__(self, z: jax.Array) -> jax.Array:
+    b, n = z.shape[0], self.grid * self.grid
+    h = self.embed(z.reshape(b, -1, z.shape[-1]))
+    if self.num_latent_tokens:
+      h = self.latent_posemb(h)
+      mask = jnp.broadcast_to(self.mask_token[...].astype(h.dtype), (b, n, h.shape[-1]))
+      h = jnp.concatenate([self.posemb(mask), h], axis=1)
+      h = self.transformer(h)[:, :n]
+    else:
+      h = self.transformer(self.posemb(h))
+    return unpatchify(self.head(h), self.grid, self.patch_size, self.out_channels)
