@@ -46,19 +46,21 @@ def read_losses(workdir):
   return out
 
 
-QUANTIZERS = {
-    "fsq": {"type": "fsq", "levels": (8, 5, 5, 5)},
-    "vq_ema": {"type": "vq", "codebook_size": 64, "ema_decay": 0.9, "restart_threshold": 0.01},
-    "lfq": {"type": "lfq", "bits": 4},
-    "bsq": {"type": "bsq", "bits": 4},
-    "residual_vq": {"type": "residual", "num_levels": 2, "quantizer": {"type": "vq", "codebook_size": 32}},
+VARIANTS = {  # name: (quantizer spec, other config overrides)
+    "fsq_bf16": ({"type": "fsq", "levels": (8, 5, 5, 5)}, {"model.dtype": "bfloat16"}),
+    "vq_ema": ({"type": "vq", "codebook_size": 64, "ema_decay": 0.9, "restart_threshold": 0.01}, {}),
+    "lfq": ({"type": "lfq", "bits": 4}, {}),
+    "bsq": ({"type": "bsq", "bits": 4}, {}),
+    "residual_vq": ({"type": "residual", "num_levels": 2, "quantizer": {"type": "vq", "codebook_size": 32}},
+                    {"loss.gan_loss": "non_saturating", "loss.lecam_weight": 0.1, "loss.r1_weight": 1.0}),
 }
 
 
-@pytest.mark.parametrize("name", sorted(QUANTIZERS))
+@pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_few_steps_with_each_quantizer_family(tmp_path, name):
-  c = load_config(**{"training.num_steps": 4, "loss.disc_start": 2})
-  c.quantizer = QUANTIZERS[name]
+  spec, overrides = VARIANTS[name]
+  c = load_config(**{"training.num_steps": 4, "loss.disc_start": 2, **overrides})
+  c.quantizer = spec
   summary = train_and_evaluate(c, str(tmp_path), progress=False)
   losses = read_losses(str(tmp_path))
   assert sorted(losses) == [1, 2, 3, 4]
@@ -66,6 +68,8 @@ def test_few_steps_with_each_quantizer_family(tmp_path, name):
   final = summary["final_metrics"]
   assert "d_loss" in final and "gan_weight" in final  # GAN steps ran
   assert final["codebook/usage"] > 0
+  if "loss.lecam_weight" in overrides:
+    assert "loss/lecam" in final and "loss/r1" in final
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
