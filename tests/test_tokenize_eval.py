@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
-from tests.test_training import ROOT, load_config
+from helpers import ROOT, load_config
 from vqtok import data as data_lib
 from vqtok import tokenize
 from vqtok.evaluation.report import evaluate

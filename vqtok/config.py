@@ -73,11 +73,11 @@ def default_config() -> ml_collections.ConfigDict:
 
   # ---- optimizer ----
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.lr = 1e-3
-  c.optimizer.disc_lr = 1e-3
+  c.optimizer.lr = 2e-3
+  c.optimizer.disc_lr = 2e-3
   c.optimizer.warmup_steps = 50
-  c.optimizer.b1 = 0.5
-  c.optimizer.b2 = 0.9
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.99
   c.optimizer.weight_decay = 1e-4
   c.optimizer.grad_clip = 1.0  # global-norm clip; 0 disables
   c.optimizer.min_lr_ratio = 0.1  # cosine decay ends at lr * min_lr_ratio

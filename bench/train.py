@@ -1,0 +1,85 @@
+"""Training-step throughput: images/s and model FLOPs utilisation (MFU).
+
+Run:
+  python bench/train.py                          # tiny @64px, titok_s128 @256px
+  python bench/train.py --preset vqgan_f16 --batch 4
+
+Times the real jitted training step of ``vqtok.training`` (tokenizer update,
+and with the GAN on, the discriminator update with the adaptive weight), over a
+mesh of all local devices, on synthetic batches so the data pipeline is not
+measured (bench/data.py measures that). FLOPs per step come from XLA's cost
+analysis; MFU divides achieved FLOP/s by a measured f32 matmul throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import sys
+import time
+
+import jax
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
+
+from models import _flops, matmul_flops_per_s  # noqa: E402  (bench/models.py)
+
+from vqtok.training import init_train_state, make_train_step, sharding  # noqa: E402
+
+
+def bench(name: str, batch: int, steps: int, with_gan: bool) -> dict:
+  config = importlib.import_module(f"configs.{name}").get_config()
+  config.training.batch_size = batch
+  config.loss.perceptual_weight = 0.0  # LPIPS weights are not shipped
+  mesh = sharding.make_mesh((-1, 1))
+  state, static = init_train_state(config, lambda a: sharding.state_shardings(a, mesh))
+  s = config.image_size
+  x = np.random.default_rng(0).uniform(-1, 1, (batch, s, s, 3)).astype(np.float32)
+  b = sharding.global_batch({"image": x}, mesh)
+  step = jax.jit(make_train_step(config, static, with_gan=with_gan), donate_argnums=0)
+  t0 = time.perf_counter()
+  compiled = step.lower(state, b, None).compile()
+  compile_s = time.perf_counter() - t0
+  state, m = compiled(state, b, None)
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, m = compiled(state, b, None)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  return dict(flops=_flops(compiled), sec=min(times), compile_s=compile_s, image=s)
+
+
+def main(argv=None) -> None:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--preset", action="append", help="configs/<name>.py (repeatable)")
+  ap.add_argument("--batch", type=int, default=0, help="0: 16 for tiny, 2 otherwise")
+  ap.add_argument("--steps", type=int, default=3, help="timed steps; the fastest is reported")
+  args = ap.parse_args(argv)
+  presets = args.preset or ["tiny", "titok_s128"]
+  dev = jax.devices()[0]
+  print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores;"
+        f" jax {jax.__version__} on {dev.platform} ({dev.device_kind}), {jax.device_count()} device(s)")
+  peak = matmul_flops_per_s()
+  print(f"measured f32 matmul throughput (best of 5, 2048^3): {peak / 1e9:.1f} GFLOP/s\n")
+  print("| preset | image | batch | step | GFLOP/step | compile s | s/step | img/s | MFU |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for name in presets:
+    batch = args.batch or (16 if name == "tiny" else 2)
+    for with_gan in (False, True):
+      r = bench(name, batch, args.steps, with_gan)
+      peak = max(peak, matmul_flops_per_s())
+      achieved = r["flops"] / r["sec"]
+      print(f"| {name} | {r['image']} | {batch} | {'G+D (GAN)' if with_gan else 'G only'} |"
+            f" {r['flops'] / 1e9:.1f} | {r['compile_s']:.1f} | {r['sec']:.3f} | {batch / r['sec']:.2f} |"
+            f" {achieved / peak:.1%} |", flush=True)
+  print(f"\nMFU is relative to the best f32 matmul throughput seen: {peak / 1e9:.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+  main()

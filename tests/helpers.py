@@ -1,0 +1,35 @@
+"""Shared by the end-to-end tests: the tiny preset's runlocal config, logs."""
+
+import importlib.util
+import json
+import os
+
+from vqtok import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(arg="runlocal", **overrides):
+  """configs/tiny.py:<arg> with dotted-name overrides, validated."""
+  spec = importlib.util.spec_from_file_location("tiny", os.path.join(ROOT, "configs", "tiny.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config(arg)
+  for dotted, value in overrides.items():
+    node = c
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config_lib.validate_config(c)
+
+
+def read_losses(workdir):
+  """step -> loss, the last record of each step (a resumed run repeats some)."""
+  out = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      rec = json.loads(line)
+      if "loss" in rec:
+        out[rec["step"]] = rec["loss"]
+  return out
