@@ -23,25 +23,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vqtok.quantizers.base import Quantizer, QuantizerOutput, straight_through
-from vqtok.quantizers.fsq import (
-    check_index_dtype,
-    check_last_dim,
-)
-from vqtok.quantizers.lfq import (
-    ENTROPY_MODES,
-    binary_entropy_terms,
-    binary_usage_metrics,
-    indices_to_signs,
-    resolve_bits,
-    signs_to_indices,
-)
+from vqtok.quantizers.base import QuantizerOutput
+from vqtok.quantizers.lfq import BinaryQuantizer, resolve_bits
 
 # Keeps the normalisation finite at v = 0.
 _NORM_EPS = 1e-12
 
 
-class BSQ(Quantizer):
+class BSQ(BinaryQuantizer):
   """Binary spherical quantizer: sign(u)/sqrt(bits) on the unit sphere.
 
   Args:
@@ -57,7 +46,7 @@ class BSQ(Quantizer):
     rngs: initialises the projections.
   """
 
-  codebook_kind = "implicit"
+  _name = "BSQ"
 
   def __init__(
       self,
@@ -74,48 +63,16 @@ class BSQ(Quantizer):
       rngs: nnx.Rngs,
   ):
     bits = resolve_bits(bits, None, "BSQ")
-    if entropy_mode not in ENTROPY_MODES:
-      raise ValueError(
-          f"BSQ entropy_mode must be one of {ENTROPY_MODES}; got {entropy_mode!r}"
-      )
     if not inv_temperature > 0:
       raise ValueError(f"BSQ inv_temperature must be > 0; got {inv_temperature}")
-    if chunk_size is not None and (chunk_size < 1 or chunk_size & (chunk_size - 1)):
-      raise ValueError(f"BSQ chunk_size must be a power of two; got {chunk_size}")
-    dim = bits if dim is None else int(dim)
-    self.bits = bits
-    self.codebook_size = 2**bits
-    self.code_dim = dim
-    self.entropy_weight = float(entropy_weight)
-    self.commitment_weight = float(commitment_weight)
-    self.sample_entropy_weight = float(sample_entropy_weight)
-    self.codebook_entropy_weight = float(codebook_entropy_weight)
     self.inv_temperature = float(inv_temperature)
-    self.entropy_mode = entropy_mode
-    self.chunk_size = chunk_size
-    if dim != bits:
-      self.project_in = nnx.Linear(dim, bits, rngs=rngs)
-      self.project_out = nnx.Linear(bits, dim, rngs=rngs)
-    else:
-      self.project_in = nnx.data(None)
-      self.project_out = nnx.data(None)
+    self._setup(bits=bits, dim=dim, entropy_weight=entropy_weight,
+                commitment_weight=commitment_weight, sample_entropy_weight=sample_entropy_weight,
+                codebook_entropy_weight=codebook_entropy_weight, entropy_mode=entropy_mode,
+                chunk_size=chunk_size, rngs=rngs)
 
-  def indices_to_codes(self, indices: jax.Array) -> jax.Array:
-    """Codes ``z_q`` (..., dim), float32, that eval-mode ``__call__`` returns.
-
-    Args:
-      indices: int indices in ``[0, 2**bits)``, any shape.
-
-    Returns:
-      float32 array of shape ``indices.shape + (dim,)``.
-    """
-    check_index_dtype(indices, "BSQ")
-    self.check_indices(indices)
-    # Same float32 scale as __call__, so the round trip is bit-exact.
-    codes = indices_to_signs(indices, self.bits) * jnp.float32(1.0 / math.sqrt(self.bits))
-    if self.project_out is not None:
-      codes = self.project_out(codes)
-    return codes
+  def code_scale(self) -> float:
+    return 1.0 / math.sqrt(self.bits)
 
   def __call__(
       self, z: jax.Array, *, train: bool = False
@@ -131,42 +88,14 @@ class BSQ(Quantizer):
       int32 indices ``z.shape[:-1]``; loss = commitment_weight * commitment +
       entropy_weight * (sample_w * per_sample - codebook_w * codebook).
     """
-    check_last_dim(z, self.code_dim, "BSQ")
-    v = z.astype(jnp.float32)
-    if self.project_in is not None:
-      v = self.project_in(v)
+    v = self._project(z)
     norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=-1, keepdims=True))
     u = v / jnp.maximum(norm, _NORM_EPS)
-    positive = u > 0
-    scale = jnp.float32(1.0 / math.sqrt(self.bits))
-    q = jnp.where(positive, scale, -scale)
-    codes = straight_through(u, q)
-    indices = signs_to_indices(positive)
+    scale = jnp.float32(self.code_scale())
+    q = jnp.where(u > 0, scale, -scale)
     commitment = jnp.mean(
         jnp.sum(jnp.square(u - jax.lax.stop_gradient(q)), axis=-1)
     )
-    terms = {"commitment": commitment}
-    loss = self.commitment_weight * commitment
-    if train and self.entropy_weight > 0:
-      # τ c·u differs between c_i = ±1/√L by 2 τ u_i / √L.
-      logits = (2.0 * self.inv_temperature) * scale * u.reshape(-1, self.bits)
-      per_sample, codebook = binary_entropy_terms(
-          logits, mode=self.entropy_mode, chunk_size=self.chunk_size
-      )
-      entropy = (
-          self.sample_entropy_weight * per_sample
-          - self.codebook_entropy_weight * codebook
-      )
-      terms.update(
-          entropy=entropy, per_sample_entropy=per_sample, codebook_entropy=codebook
-      )
-      loss = loss + self.entropy_weight * entropy
-    if self.project_out is not None:
-      codes = self.project_out(codes)
-    out = QuantizerOutput(
-        indices=indices,
-        loss=loss,
-        terms=terms,
-        metrics=binary_usage_metrics(indices, positive, self.bits),
-    )
-    return codes.astype(z.dtype), out
+    # τ c·u differs between c_i = ±1/√L by 2 τ u_i / √L.
+    logits = lambda: (2.0 * self.inv_temperature) * scale * u.reshape(-1, self.bits)  # noqa: E731
+    return self._output(z, u, q, commitment, logits, train=train)

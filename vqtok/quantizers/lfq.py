@@ -150,49 +150,27 @@ def binary_usage_metrics(
   return metrics
 
 
-class LFQ(Quantizer):
-  """Lookup-free quantizer: sign of each of ``bits`` channels, 2**bits codes.
+class BinaryQuantizer(Quantizer):
+  """What LFQ and BSQ share: codes are corners of a hypercube, one sign per bit.
 
-  Args:
-    bits: code bits; or give ``codebook_size`` (must equal 2**bits).
-    codebook_size: alternative to ``bits``.
-    dim: input/output dimension; Linear projections in/out when != bits.
-    entropy_weight: weight of the entropy loss (0 disables it).
-    commitment_weight: weight of mean((z - sg(q))²).
-    sample_entropy_weight: weight of the per-sample entropy inside the loss.
-    codebook_entropy_weight: weight of the (subtracted) codebook entropy.
-    temperature: τ in p(c|z) ∝ exp(-||z - c||² / τ).
-    entropy_mode: "exact" (chunked over all codes) or "factorized".
-    chunk_size: codes per chunk for the exact mode (power of two).
-    rngs: initialises the projections.
+  Handles the optional projections, index <-> code mapping, the entropy terms
+  and the output; subclasses map the projected latent to signs and a
+  commitment term.
   """
 
   codebook_kind = "implicit"
+  _name = "binary quantizer"
 
-  def __init__(
-      self,
-      *,
-      bits: int | None = None,
-      codebook_size: int | None = None,
-      dim: int | None = None,
-      entropy_weight: float = 0.1,
-      commitment_weight: float = 0.25,
-      sample_entropy_weight: float = 1.0,
-      codebook_entropy_weight: float = 1.0,
-      temperature: float = 0.01,
-      entropy_mode: str = "exact",
-      chunk_size: int | None = None,
-      rngs: nnx.Rngs,
-  ):
-    bits = resolve_bits(bits, codebook_size, "LFQ")
+  def _setup(self, *, bits: int, dim: int | None, entropy_weight: float, commitment_weight: float,
+             sample_entropy_weight: float, codebook_entropy_weight: float, entropy_mode: str,
+             chunk_size: int | None, rngs: nnx.Rngs) -> None:
+    name = self._name
     if entropy_mode not in ENTROPY_MODES:
       raise ValueError(
-          f"LFQ entropy_mode must be one of {ENTROPY_MODES}; got {entropy_mode!r}"
+          f"{name} entropy_mode must be one of {ENTROPY_MODES}; got {entropy_mode!r}"
       )
-    if not temperature > 0:
-      raise ValueError(f"LFQ temperature must be > 0; got {temperature}")
     if chunk_size is not None and (chunk_size < 1 or chunk_size & (chunk_size - 1)):
-      raise ValueError(f"LFQ chunk_size must be a power of two; got {chunk_size}")
+      raise ValueError(f"{name} chunk_size must be a power of two; got {chunk_size}")
     dim = bits if dim is None else int(dim)
     self.bits = bits
     self.codebook_size = 2**bits
@@ -201,7 +179,6 @@ class LFQ(Quantizer):
     self.commitment_weight = float(commitment_weight)
     self.sample_entropy_weight = float(sample_entropy_weight)
     self.codebook_entropy_weight = float(codebook_entropy_weight)
-    self.temperature = float(temperature)
     self.entropy_mode = entropy_mode
     self.chunk_size = chunk_size
     if dim != bits:
@@ -210,6 +187,10 @@ class LFQ(Quantizer):
     else:
       self.project_in = nnx.data(None)
       self.project_out = nnx.data(None)
+
+  def code_scale(self) -> float:
+    """Magnitude of each code coordinate (1 for LFQ, 1/sqrt(bits) for BSQ)."""
+    return 1.0
 
   def indices_to_codes(self, indices: jax.Array) -> jax.Array:
     """Codes ``z_q`` (..., dim), float32, that eval-mode ``__call__`` returns.
@@ -220,43 +201,41 @@ class LFQ(Quantizer):
     Returns:
       float32 array of shape ``indices.shape + (dim,)``.
     """
-    check_index_dtype(indices, "LFQ")
+    check_index_dtype(indices, self._name)
     self.check_indices(indices)
-    codes = indices_to_signs(indices, self.bits)
+    # Same float32 scale as __call__, so the round trip is bit-exact.
+    codes = indices_to_signs(indices, self.bits) * jnp.float32(self.code_scale())
     if self.project_out is not None:
       codes = self.project_out(codes)
     return codes
 
-  def __call__(
-      self, z: jax.Array, *, train: bool = False
-  ) -> tuple[jax.Array, QuantizerOutput]:
-    """Quantizes ``z`` (..., dim) to signs.
-
-    Args:
-      z: input, any float dtype; computed in float32.
-      train: add the entropy terms (exact mode costs O(N * 2**bits) flops).
-
-    Returns:
-      ``z_q`` with the shape and dtype of ``z`` and a ``QuantizerOutput`` with
-      int32 indices ``z.shape[:-1]``; loss = commitment_weight * commitment +
-      entropy_weight * (sample_w * per_sample - codebook_w * codebook).
-    """
-    check_last_dim(z, self.code_dim, "LFQ")
+  def _project(self, z: jax.Array) -> jax.Array:
+    check_last_dim(z, self.code_dim, self._name)
     h = z.astype(jnp.float32)
     if self.project_in is not None:
       h = self.project_in(h)
-    positive = h > 0
-    q = jnp.where(positive, 1.0, -1.0)
-    codes = straight_through(h, q)
+    return h
+
+  def _output(self, z: jax.Array, x: jax.Array, q: jax.Array, commitment: jax.Array,
+              logits_fn, *, train: bool) -> tuple[jax.Array, QuantizerOutput]:
+    """Straight-through codes, entropy terms (training only) and the output.
+
+    Args:
+      z: the caller's input (for the output dtype).
+      x: the projected latent that was quantised to ``q``.
+      q: the codes, ``±code_scale()``.
+      commitment: the unweighted commitment term.
+      logits_fn: ``() -> (N, bits)`` per-bit logits of the soft assignment.
+      train: add the entropy terms.
+    """
+    positive = q > 0
+    codes = straight_through(x, q)
     indices = signs_to_indices(positive)
-    commitment = jnp.mean(jnp.square(h - jax.lax.stop_gradient(q)))
     terms = {"commitment": commitment}
     loss = self.commitment_weight * commitment
     if train and self.entropy_weight > 0:
-      # -||z-c||²/τ differs between c_i = ±1 by 4 z_i / τ.
-      logits = 4.0 * h.reshape(-1, self.bits) / self.temperature
       per_sample, codebook = binary_entropy_terms(
-          logits, mode=self.entropy_mode, chunk_size=self.chunk_size
+          logits_fn(), mode=self.entropy_mode, chunk_size=self.chunk_size
       )
       entropy = (
           self.sample_entropy_weight * per_sample
@@ -275,3 +254,68 @@ class LFQ(Quantizer):
         metrics=binary_usage_metrics(indices, positive, self.bits),
     )
     return codes.astype(z.dtype), out
+
+
+class LFQ(BinaryQuantizer):
+  """Lookup-free quantizer: sign of each of ``bits`` channels, 2**bits codes.
+
+  Args:
+    bits: code bits; or give ``codebook_size`` (must equal 2**bits).
+    codebook_size: alternative to ``bits``.
+    dim: input/output dimension; Linear projections in/out when != bits.
+    entropy_weight: weight of the entropy loss (0 disables it).
+    commitment_weight: weight of mean((z - sg(q))²).
+    sample_entropy_weight: weight of the per-sample entropy inside the loss.
+    codebook_entropy_weight: weight of the (subtracted) codebook entropy.
+    temperature: τ in p(c|z) ∝ exp(-||z - c||² / τ).
+    entropy_mode: "exact" (chunked over all codes) or "factorized".
+    chunk_size: codes per chunk for the exact mode (power of two).
+    rngs: initialises the projections.
+  """
+
+  _name = "LFQ"
+
+  def __init__(
+      self,
+      *,
+      bits: int | None = None,
+      codebook_size: int | None = None,
+      dim: int | None = None,
+      entropy_weight: float = 0.1,
+      commitment_weight: float = 0.25,
+      sample_entropy_weight: float = 1.0,
+      codebook_entropy_weight: float = 1.0,
+      temperature: float = 0.01,
+      entropy_mode: str = "exact",
+      chunk_size: int | None = None,
+      rngs: nnx.Rngs,
+  ):
+    bits = resolve_bits(bits, codebook_size, "LFQ")
+    if not temperature > 0:
+      raise ValueError(f"LFQ temperature must be > 0; got {temperature}")
+    self.temperature = float(temperature)
+    self._setup(bits=bits, dim=dim, entropy_weight=entropy_weight,
+                commitment_weight=commitment_weight, sample_entropy_weight=sample_entropy_weight,
+                codebook_entropy_weight=codebook_entropy_weight, entropy_mode=entropy_mode,
+                chunk_size=chunk_size, rngs=rngs)
+
+  def __call__(
+      self, z: jax.Array, *, train: bool = False
+  ) -> tuple[jax.Array, QuantizerOutput]:
+    """Quantizes ``z`` (..., dim) to signs.
+
+    Args:
+      z: input, any float dtype; computed in float32.
+      train: add the entropy terms (exact mode costs O(N * 2**bits) flops).
+
+    Returns:
+      ``z_q`` with the shape and dtype of ``z`` and a ``QuantizerOutput`` with
+      int32 indices ``z.shape[:-1]``; loss = commitment_weight * commitment +
+      entropy_weight * (sample_w * per_sample - codebook_w * codebook).
+    """
+    h = self._project(z)
+    q = jnp.where(h > 0, 1.0, -1.0)
+    commitment = jnp.mean(jnp.square(h - jax.lax.stop_gradient(q)))
+    # -||z-c||²/τ differs between c_i = ±1 by 4 z_i / τ.
+    logits = lambda: 4.0 * h.reshape(-1, self.bits) / self.temperature  # noqa: E731
+    return self._output(z, h, q, commitment, logits, train=train)

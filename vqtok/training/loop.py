@@ -9,7 +9,6 @@ with the last good checkpoint left intact.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
