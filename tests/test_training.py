@@ -165,6 +165,8 @@ def test_invalid_config_fails_before_training(tmp_path):
     load_config(**{"training.batch_size": 0})
   with pytest.raises(ValueError, match="loss.gan_loss"):
     load_config(**{"loss.gan_loss": "wasserstein"})
+  with pytest.raises(ValueError, match="quantizer: FSQ levels must all be >= 2"):
+    load_config(**{"quantizer.levels": (1, 5)})
   c = load_config()
   c.training.unknown_field = 1
   with pytest.raises(ValueError, match="unknown config field training.unknown_field"):

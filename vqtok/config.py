@@ -180,4 +180,14 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     )
   if len(tuple(config.training.mesh)) != 2:
     raise ValueError(f"config field training.mesh={config.training.mesh!r} must be (data, fsdp)")
+  # Quantizer arguments are checked by building it abstractly (no allocation).
+  from flax import nnx  # noqa: PLC0415
+
+  from vqtok.quantizers import build_quantizer  # noqa: PLC0415
+
+  try:
+    nnx.eval_shape(lambda: build_quantizer(config.quantizer, dim=int(config.model.latent_dim),
+                                           rngs=nnx.Rngs(0)))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"config field quantizer: {e}") from e
   return config
