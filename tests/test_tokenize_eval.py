@@ -134,3 +134,16 @@ def test_tokenize_command_line(run, folder, tmp_path):
   summary = json.loads(res.stdout[res.stdout.index("{"):])
   assert summary["encoded"] == 10
   assert os.path.exists(out / "tokens-00000.npz")
+
+
+def test_eval_command_line_writes_report_and_grid(run):
+  workdir, _, _ = run
+  res = subprocess.run(
+      [sys.executable, "eval.py", "--config", "configs/tiny.py:runlocal", f"--workdir={workdir}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0, res.stderr[-3000:]
+  with open(os.path.join(workdir, "eval_0.json")) as f:
+    report = json.load(f)
+  assert report["step"] == 0 and report["num_images"] == 20 and report["use_ema"] is True
+  assert {"psnr", "ssim", "codebook"} <= set(report) and "rfid" not in report  # no Inception weights
+  assert Image.open(os.path.join(workdir, "eval_0.png")).mode == "RGB"

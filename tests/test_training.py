@@ -176,3 +176,28 @@ def test_invalid_config_fails_before_training(tmp_path):
        f"--workdir={tmp_path}", "--config.optimizer.lr=-1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert res.returncode != 0 and "optimizer.lr" in res.stderr
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_perceptual_loss_from_a_weights_file(tmp_path):
+  from flax import nnx
+
+  from vqtok.losses import LPIPS
+
+  # Random weights in the converted-file layout (real ones cannot ship).
+  abstract = nnx.eval_shape(lambda: LPIPS(rngs=nnx.Rngs(0)))
+  rng = np.random.default_rng(0)
+  arrays = {"/".join(map(str, path)): (0.05 * rng.standard_normal(v.shape)).astype(np.float32)
+            for path, v in nnx.to_flat_state(nnx.state(abstract))}
+  for key in arrays:  # LPIPS's linear heads are non-negative
+    if key.startswith("lin"):
+      arrays[key] = np.abs(arrays[key])
+  np.savez(tmp_path / "lpips.npz", **arrays)
+  c = load_config(**{"training.num_steps": 2, "loss.perceptual_weight": 0.5,
+                     "loss.lpips_weights": str(tmp_path / "lpips.npz")})
+  summary = train_and_evaluate(c, str(tmp_path / "run"), progress=False)
+  final = summary["final_metrics"]
+  assert final["loss/perceptual"] > 0 and math.isfinite(final["loss/perceptual"])
+  np.testing.assert_allclose(
+      final["reconstruction"], final["loss/l1"] + 0.5 * final["loss/perceptual"], rtol=1e-5)
+  with pytest.raises(ValueError, match="lpips_weights"):
+    load_config(**{"loss.perceptual_weight": 0.5})
