@@ -48,6 +48,16 @@ def matmul_flops_per_s(n: int = 2048, trials: int = 5) -> float:
   return 2 * n ** 3 / best
 
 
+def machine_header() -> float:
+  """Prints the machine and its measured f32 matmul rate; returns the rate."""
+  dev = jax.devices()[0]
+  print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores;"
+        f" jax {jax.__version__} on {dev.platform} ({dev.device_kind}), {jax.device_count()} device(s)")
+  peak = matmul_flops_per_s()
+  print(f"measured f32 matmul throughput (best of 5, 2048^3): {peak / 1e9:.1f} GFLOP/s\n")
+  return peak
+
+
 def _flops(compiled) -> float:
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older JAX: one dict per device program
@@ -95,11 +105,7 @@ def main(argv=None) -> None:
   args = ap.parse_args(argv)
   presets = args.preset or ["tiny", "titok_s128"]
 
-  dev = jax.devices()[0]
-  print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores;"
-        f" jax {jax.__version__} on {dev.platform} ({dev.device_kind}), {jax.device_count()} device(s)")
-  peak = matmul_flops_per_s()
-  print(f"measured f32 matmul throughput (best of 5, 2048^3): {peak / 1e9:.1f} GFLOP/s\n")
+  peak = machine_header()
   print("| preset | image | batch | params | tokens | GFLOP/step | compile s | s/step | img/s | GFLOP/s | MFU |")
   print("|---|---|---|---|---|---|---|---|---|---|---|")
   for name in presets:

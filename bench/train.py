@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import platform
 import sys
 import time
 
@@ -26,7 +25,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
 
-from models import _flops, matmul_flops_per_s  # noqa: E402  (bench/models.py)
+from models import _flops, machine_header, matmul_flops_per_s  # noqa: E402  (bench/models.py)
 
 from vqtok.training import init_train_state, make_train_step, sharding  # noqa: E402
 
@@ -62,11 +61,7 @@ def main(argv=None) -> None:
   ap.add_argument("--steps", type=int, default=3, help="timed steps; the fastest is reported")
   args = ap.parse_args(argv)
   presets = args.preset or ["tiny", "titok_s128"]
-  dev = jax.devices()[0]
-  print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores;"
-        f" jax {jax.__version__} on {dev.platform} ({dev.device_kind}), {jax.device_count()} device(s)")
-  peak = matmul_flops_per_s()
-  print(f"measured f32 matmul throughput (best of 5, 2048^3): {peak / 1e9:.1f} GFLOP/s\n")
+  peak = machine_header()
   print("| preset | image | batch | step | GFLOP/step | compile s | s/step | img/s | MFU |")
   print("|---|---|---|---|---|---|---|---|---|")
   for name in presets:
