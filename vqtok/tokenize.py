@@ -55,7 +55,8 @@ class _Offset(data_lib.ImageSource):
     self.base.record_failure(int(index) + self.start, reason)
 
 
-def _jit_tokenizer(tokenizer: nnx.Module, method: str, mesh):
+def _jit_tokenizer(tokenizer: nnx.Module, method: str):
+  """``tokenizer.<method>`` compiled once, with the weights as an argument."""
   gdef, state = nnx.split(tokenizer)
   fn = jax.jit(lambda st, x: getattr(nnx.merge(gdef, st), method)(x))
   return lambda x: fn(state, x)
@@ -137,7 +138,7 @@ def encode_to_files(
   done = [k for k in range(num_shards) if os.path.exists(os.path.join(output, f"tokens-{k:05d}.npz"))]
   # Shards are written in order, so the first missing one is where to resume.
   first = next((k for k in range(num_shards) if k not in done), num_shards)
-  encode = _jit_tokenizer(tokenizer, "encode", mesh)
+  encode = _jit_tokenizer(tokenizer, "encode")
   bar = tqdm(total=len(source), initial=min(first * per_shard, len(source)), disable=not progress,
              desc="encode", unit="img", dynamic_ncols=True, file=sys.stdout)
   encoded = 0
@@ -233,15 +234,14 @@ def decode_to_images(
         f"tokens in {tokens} use a codebook of {meta['codebook_size']} codes, the tokenizer has {q.codebook_size}")
   q.check_indices(indices)  # a clear error for out-of-range indices
   os.makedirs(output, exist_ok=True)
-  gdef, state = nnx.split(tokenizer)
-  decode = jax.jit(lambda st, i: nnx.merge(gdef, st).decode(i))
-  encode = jax.jit(lambda st, x: nnx.merge(gdef, st).encode(x))
+  decode = _jit_tokenizer(tokenizer, "decode")
+  encode = _jit_tokenizer(tokenizer, "encode")
   agree = total = decoded = 0
   bar = tqdm(total=len(indices), disable=not progress, desc="decode", unit="img", dynamic_ncols=True, file=sys.stdout)
   for start in range(0, len(indices), batch_size):
     chunk = indices[start : start + batch_size]
     n = len(chunk)
-    images = decode(state, jnp.asarray(_pad(chunk, batch_size)))
+    images = decode(jnp.asarray(_pad(chunk, batch_size)))
     pixels = images_lib.to_uint8(np.clip(np.asarray(images, np.float32), -1, 1))[:n]
     for name, im in zip(names[start : start + n], pixels):
       path = os.path.join(output, _png_name(str(name)))
@@ -250,7 +250,7 @@ def decode_to_images(
         decoded += 1
     if reencode:
       # Re-encode the 8-bit images actually written, as a user would.
-      again = np.asarray(encode(state, jnp.asarray(_to_float(_pad(pixels, batch_size)))))[:n]
+      again = np.asarray(encode(jnp.asarray(data_lib.to_float(_pad(pixels, batch_size)))))[:n]
       agree += int(np.sum(again == chunk))
       total += chunk.size
     bar.update(n)
@@ -259,10 +259,6 @@ def decode_to_images(
   if reencode:
     out["token_agreement"] = agree / max(total, 1)
   return out
-
-
-def _to_float(pixels: np.ndarray) -> np.ndarray:
-  return pixels.astype(np.float32) / 127.5 - 1.0
 
 
 def _pad(rows: np.ndarray, batch_size: int) -> np.ndarray:

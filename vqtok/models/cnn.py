@@ -44,6 +44,13 @@ def check_channel_mult(channel_mult: Sequence[int]) -> tuple[int, ...]:
   return mult
 
 
+def _check_sizes(channels: int, num_res_blocks: int, latent_dim: int) -> None:
+  if num_res_blocks < 1 or channels < 1 or latent_dim < 1:
+    raise ValueError(
+        f"channels={channels}, num_res_blocks={num_res_blocks} and latent_dim={latent_dim}"
+        " must all be >= 1")
+
+
 class ResBlock(nnx.Module):
   """Pre-activation residual block: (GroupNorm, swish, 3x3 conv) x 2 + skip."""
 
@@ -134,10 +141,7 @@ class Encoder(nnx.Module):
                attention: bool = False, in_channels: int = 3, dtype: Dtype = jnp.float32,
                param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     mult = check_channel_mult(channel_mult)
-    if num_res_blocks < 1 or channels < 1 or latent_dim < 1:
-      raise ValueError(
-          f"channels={channels}, num_res_blocks={num_res_blocks} and latent_dim={latent_dim}"
-          " must all be >= 1")
+    _check_sizes(channels, num_res_blocks, latent_dim)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.downsample_factor = 2 ** (len(mult) - 1)
     self.in_channels = in_channels
@@ -195,10 +199,7 @@ class Decoder(nnx.Module):
                attention: bool = False, out_channels: int = 3, dtype: Dtype = jnp.float32,
                param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     mult = check_channel_mult(channel_mult)
-    if num_res_blocks < 1 or channels < 1 or latent_dim < 1:
-      raise ValueError(
-          f"channels={channels}, num_res_blocks={num_res_blocks} and latent_dim={latent_dim}"
-          " must all be >= 1")
+    _check_sizes(channels, num_res_blocks, latent_dim)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.latent_dim = latent_dim
     self.upsample_factor = 2 ** (len(mult) - 1)
