@@ -25,13 +25,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vqtok.quantizers import BSQ, FSQ, LFQ, VectorQuantizer
 from vqtok.quantizers.search import nearest_code, search_flops
-from vqtok.quantizers.vq import VectorQuantizer
 
 # FSQ levels per log2 codebook size: the paper's table (Mentzer et al. 2023,
 # sec. 4.1) for 2^10..2^16, and 8^6 for 2^18.
-FSQ_LEVELS = {10: (8, 5, 5, 5), 12: (7, 5, 5, 5, 5), 14: (8, 8, 8, 6, 5),
-              16: (8, 8, 8, 5, 5, 5), 18: (8, 8, 8, 8, 8, 8)}
+FSQ_LEVELS = {
+  10: (8, 5, 5, 5),
+  12: (7, 5, 5, 5, 5),
+  14: (8, 8, 8, 6, 5),
+  16: (8, 8, 8, 5, 5, 5),
+  18: (8, 8, 8, 8, 8, 8),
+}
 
 
 def machine() -> str:
@@ -103,13 +108,12 @@ def build(name: str, log2_size: int, dim: int, chunk: int | None):
   rngs = nnx.Rngs(0)
   if name == "vq":
     return VectorQuantizer(2**log2_size, dim, search_chunk=chunk, rngs=rngs)
-  import vqtok.quantizers as q  # may be unfinished while others work on it
   if name == "fsq":
-    return q.FSQ(FSQ_LEVELS[log2_size], dim=dim, rngs=rngs)
+    return FSQ(FSQ_LEVELS[log2_size], code_dim=dim, rngs=rngs)
   if name == "lfq":
-    return q.LFQ(bits=log2_size, dim=dim, rngs=rngs)
+    return LFQ(bits=log2_size, code_dim=dim, rngs=rngs)
   if name == "bsq":
-    return q.BSQ(bits=log2_size, dim=dim, rngs=rngs)
+    return BSQ(bits=log2_size, code_dim=dim, rngs=rngs)
   raise ValueError(f"unknown quantizer {name!r}")
 
 
@@ -118,11 +122,11 @@ def train_step(model, z):
   def objective(model, z):
     z_q, out = model(z, train=True)
     return out.loss + jnp.mean(jnp.square(z_q.astype(jnp.float32)))
+
   return nnx.grad(objective, argnums=(0, 1))(model, z)
 
 
-def search_rate(tokens: int, k: int, dim: int, chunk: int | None,
-                repeats: int) -> float:
+def search_rate(tokens: int, k: int, dim: int, chunk: int | None, repeats: int) -> float:
   """GFLOP/s of ``nearest_code`` alone."""
   z = jax.random.normal(jax.random.key(2), (tokens, dim))
   c = jax.random.normal(jax.random.key(3), (k, dim))
@@ -142,8 +146,7 @@ def main():
   p.add_argument("--quantizers", default="vq,fsq,lfq,bsq")
   p.add_argument("--chunk", type=int, default=None, help="VQ search chunk (auto)")
   p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--sweep_chunks", default="",
-                 help="also time the VQ search for these chunk sizes")
+  p.add_argument("--sweep_chunks", default="", help="also time the VQ search for these chunk sizes")
   args = p.parse_args()
   sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -172,8 +175,7 @@ def main():
         # Re-measure the matmul next to the search so load drifts cancel.
         mm_now = max(mm, matmul_gflops(args.repeats))
         rate, frac = f"{g:,.1f}", f"{g / mm_now:.0%}"
-      print(f"| {name} | {codes:,} | {args.tokens / t:,.0f} | {_mib(mem.bytes)} "
-            f"| {rate} | {frac} |", flush=True)
+      print(f"| {name} | {codes:,} | {args.tokens / t:,.0f} | {_mib(mem.bytes)} | {rate} | {frac} |", flush=True)
       del model
 
   if args.sweep_chunks:

@@ -15,17 +15,20 @@ import numpy as np
 import pytest
 import scipy.special
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from vqtok.quantizers import (
-    BSQ,
-    FSQ,
-    LFQ,
-    Grouped,
-    Quantizer,
-    Residual,
-    binary_entropy_terms,
-    build_quantizer,
+  BSQ,
+  FSQ,
+  LFQ,
+  QUANTIZER_TYPES,
+  Grouped,
+  Quantizer,
+  Residual,
+  binary_entropy_terms,
+  build_quantizer,
+  quantizer_class,
 )
 
 RNG = np.random.default_rng(0)
@@ -46,8 +49,7 @@ def np_fsq(z, levels):
   offset = np.where(lv % 2 == 0, 0.5, 0.0)
   # Exact inverse of the offset (the listing's tan() approximates it); L = 2
   # has none (0.5 / half_l > 1), so its rounding boundary stays at z = 0.
-  shift = np.array([np.arctanh(o / h) if o < h else 0.0
-                    for o, h in zip(offset, half_l)])
+  shift = np.array([np.arctanh(o / h) if o < h else 0.0 for o, h in zip(offset, half_l, strict=True)])
   bounded = np.tanh(np.asarray(z, np.float64) + shift) * half_l - offset
   rounded = np.round(bounded)
   half_width = np.floor(lv / 2)
@@ -96,22 +98,18 @@ def np_entropies(scores):
 
 DIM = 6
 FACTORIES = {
-    "fsq": lambda r: FSQ((4, 3, 5, 2, 3, 2), rngs=r),
-    "fsq_proj": lambda r: FSQ((8, 5, 5), dim=DIM, rngs=r),
-    "lfq": lambda r: LFQ(bits=DIM, temperature=0.5, rngs=r),
-    "lfq_proj_factorized": lambda r: LFQ(
-        bits=4, dim=DIM, entropy_mode="factorized", rngs=r),
-    "bsq": lambda r: BSQ(bits=DIM, entropy_mode="exact", chunk_size=8, rngs=r),
-    "bsq_proj": lambda r: BSQ(bits=4, dim=DIM, rngs=r),
-    "residual_fsq": lambda r: Residual(
-        make=lambda: FSQ((5, 5, 3, 3, 3, 3), rngs=r), num_levels=3, rngs=r),
-    "residual_lfq_shared": lambda r: Residual(
-        [LFQ(bits=DIM, rngs=r)], num_levels=2, shared=True, rngs=r),
-    "grouped_bsq": lambda r: Grouped(
-        make=lambda: BSQ(bits=3, rngs=r), num_groups=2, rngs=r),
-    "residual_vq": lambda r: build_quantizer(
-        {"type": "residual", "num_levels": 2,
-         "quantizer": {"type": "vq", "codebook_size": 16}}, dim=DIM, rngs=r),
+  "fsq": lambda r: FSQ((4, 3, 5, 2, 3, 2), rngs=r),
+  "fsq_proj": lambda r: FSQ((8, 5, 5), code_dim=DIM, rngs=r),
+  "lfq": lambda r: LFQ(bits=DIM, temperature=0.5, rngs=r),
+  "lfq_proj_factorized": lambda r: LFQ(bits=4, code_dim=DIM, entropy_mode="factorized", rngs=r),
+  "bsq": lambda r: BSQ(bits=DIM, entropy_mode="exact", chunk_size=8, rngs=r),
+  "bsq_proj": lambda r: BSQ(bits=4, code_dim=DIM, rngs=r),
+  "residual_fsq": lambda r: Residual(make=lambda: FSQ((5, 5, 3, 3, 3, 3), rngs=r), num_levels=3, rngs=r),
+  "residual_lfq_shared": lambda r: Residual([LFQ(bits=DIM, rngs=r)], num_levels=2, shared=True, rngs=r),
+  "grouped_bsq": lambda r: Grouped(make=lambda: BSQ(bits=3, rngs=r), num_groups=2, rngs=r),
+  "residual_vq": lambda r: build_quantizer(
+    {"type": "residual", "num_levels": 2, "quantizer": {"type": "vq", "codebook_size": 16}}, code_dim=DIM, rngs=r
+  ),
 }
 ALL = sorted(FACTORIES)
 
@@ -143,7 +141,7 @@ def test_fsq_matches_numpy(levels):
   np.testing.assert_allclose(np.asarray(z_q), ref_codes, atol=1e-6)
   np.testing.assert_array_equal(np.asarray(out.indices), ref_idx)
   assert q.codebook_size == int(np.prod(levels))
-  assert q.codebook_kind == "implicit"
+  assert len(nnx.state(q, nnx.Param)) == 0  # implicit codebook: nothing stored
   assert float(out.loss) == 0.0
   assert np.all(np.abs(np.asarray(z_q)) <= 1.0)
 
@@ -158,8 +156,7 @@ def test_fsq_index_mapping_is_a_bijection():
   assert len({tuple(c) for c in np.asarray(codes).tolist()}) == 60
   grid = [(np.arange(l) - l // 2) / (l // 2) for l in levels]
   ref = {tuple(c) for c in itertools.product(*grid)}
-  assert {tuple(np.round(c, 6)) for c in np.asarray(codes).tolist()} == {
-      tuple(np.round(c, 6)) for c in ref}
+  assert {tuple(np.round(c, 6)) for c in np.asarray(codes).tolist()} == {tuple(np.round(c, 6)) for c in ref}
 
 
 def test_fsq_usage_metrics():
@@ -169,8 +166,7 @@ def test_fsq_usage_metrics():
   counts = np.bincount(np_fsq(np.asarray(z), (3, 3))[1], minlength=9)
   p = counts / counts.sum()
   np.testing.assert_allclose(float(out.metrics["usage"]), 3 / 9, rtol=1e-6)
-  np.testing.assert_allclose(
-      float(out.metrics["perplexity"]), np.exp(scipy.special.entr(p).sum()), rtol=1e-5)
+  np.testing.assert_allclose(float(out.metrics["perplexity"]), np.exp(scipy.special.entr(p).sum()), rtol=1e-5)
 
 
 # --------------------------- LFQ / BSQ numerics ---------------------------
@@ -183,8 +179,7 @@ def test_lfq_codes_and_indices_match_numpy():
   zn = np.asarray(z)
   np.testing.assert_array_equal(np.asarray(z_q), np.where(zn > 0, 1.0, -1.0))
   np.testing.assert_array_equal(np.asarray(out.indices), np_binary_index(zn > 0))
-  np.testing.assert_allclose(
-      float(out.terms["commitment"]), np.mean((zn - np.sign(zn)) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(float(out.terms["commitment"]), np.mean((zn - np.sign(zn)) ** 2), rtol=1e-5)
   assert "entropy" not in out.terms  # entropy terms are training-only
 
 
@@ -198,17 +193,24 @@ def test_bsq_codes_and_indices_match_numpy():
   np.testing.assert_allclose(np.asarray(z_q), ref, atol=1e-7)
   np.testing.assert_allclose(np.linalg.norm(np.asarray(z_q), axis=-1), 1.0, rtol=1e-6)
   np.testing.assert_array_equal(np.asarray(out.indices), np_binary_index(u > 0))
-  np.testing.assert_allclose(
-      float(out.terms["commitment"]), np.mean(((u - ref) ** 2).sum(-1)), rtol=1e-5)
+  np.testing.assert_allclose(float(out.terms["commitment"]), np.mean(((u - ref) ** 2).sum(-1)), rtol=1e-5)
 
 
 @pytest.mark.parametrize("temperature", [0.5, 0.01])
 @pytest.mark.parametrize("mode", ["exact", "factorized"])
 def test_lfq_entropy_vs_bruteforce(mode, temperature):
   bits = 4
-  q = LFQ(bits=bits, temperature=temperature, entropy_mode=mode, chunk_size=4,
-          entropy_weight=0.3, commitment_weight=0.7, sample_entropy_weight=1.5,
-          codebook_entropy_weight=0.8, rngs=nnx.Rngs(0))
+  q = LFQ(
+    bits=bits,
+    temperature=temperature,
+    entropy_mode=mode,
+    chunk_size=4,
+    entropy_weight=0.3,
+    commitment_weight=0.7,
+    sample_entropy_weight=1.5,
+    codebook_entropy_weight=0.8,
+    rngs=nnx.Rngs(0),
+  )
   z = randn(2, 10, bits, scale=0.3)
   _, out = q(z, train=True)
   zn = np.asarray(z, np.float64).reshape(-1, bits)
@@ -217,10 +219,8 @@ def test_lfq_entropy_vs_bruteforce(mode, temperature):
   scores = -((zn[:, None, :] - codes[None]) ** 2).sum(-1) / temperature
   per_sample, codebook, factorized = np_entropies(scores)
   want_cb = codebook if mode == "exact" else factorized
-  np.testing.assert_allclose(float(out.terms["per_sample_entropy"]), per_sample,
-                             rtol=1e-4, atol=1e-6)
-  np.testing.assert_allclose(float(out.terms["codebook_entropy"]), want_cb,
-                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(float(out.terms["per_sample_entropy"]), per_sample, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(float(out.terms["codebook_entropy"]), want_cb, rtol=1e-4, atol=1e-6)
   commit = np.mean((zn - np.sign(zn)) ** 2)
   want_loss = 0.7 * commit + 0.3 * (1.5 * per_sample - 0.8 * want_cb)
   np.testing.assert_allclose(float(out.loss), want_loss, rtol=1e-4, atol=1e-6)
@@ -237,8 +237,9 @@ def test_bsq_entropy_vs_bruteforce(mode):
   codes = all_sign_codes(bits) / np.sqrt(bits)
   per_sample, codebook, factorized = np_entropies(tau * u @ codes.T)  # exp(τ c·u)
   np.testing.assert_allclose(float(out.terms["per_sample_entropy"]), per_sample, rtol=1e-4)
-  np.testing.assert_allclose(float(out.terms["codebook_entropy"]),
-                             codebook if mode == "exact" else factorized, rtol=1e-4)
+  np.testing.assert_allclose(
+    float(out.terms["codebook_entropy"]), codebook if mode == "exact" else factorized, rtol=1e-4
+  )
 
 
 def test_factorized_upper_bounds_exact_codebook_entropy():
@@ -274,8 +275,9 @@ def test_exact_entropy_gradient_matches_dense():
     return cb - 0.5 * ps
 
   np.testing.assert_allclose(float(chunked(logits)), float(dense(logits)), rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(jax.grad(chunked)(logits)),
-                             np.asarray(jax.grad(dense)(logits)), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(jax.grad(chunked)(logits)), np.asarray(jax.grad(dense)(logits)), rtol=1e-4, atol=1e-6
+  )
 
 
 @pytest.mark.parametrize("cls", [LFQ, BSQ])
@@ -316,8 +318,7 @@ def test_residual_fsq_matches_numpy():
 def test_residual_scales_match_numpy():
   levels = (5,) * DIM
   scales = (1.0, 0.25, 1 / 16)
-  q = Residual(make=lambda: FSQ(levels, rngs=nnx.Rngs(0)), num_levels=3,
-               scales=scales)
+  q = Residual(make=lambda: FSQ(levels, rngs=nnx.Rngs(0)), num_levels=3, scales=scales)
   z = randn(4, DIM, scale=1.5)
   z_q, out = q(z)
   residual, total = np.asarray(z, np.float64), 0.0
@@ -325,8 +326,7 @@ def test_residual_scales_match_numpy():
     codes = np_fsq(residual / s, levels)[0] * s
     residual, total = residual - codes, total + codes
   np.testing.assert_allclose(np.asarray(z_q), total, atol=1e-5)
-  np.testing.assert_array_equal(np.asarray(q.indices_to_codes(out.indices)),
-                                np.asarray(z_q))
+  np.testing.assert_array_equal(np.asarray(q.indices_to_codes(out.indices)), np.asarray(z_q))
   with pytest.raises(ValueError, match="scales"):
     Residual(make=lambda: FSQ(levels, rngs=nnx.Rngs(0)), num_levels=3, scales=(1, 0.5))
 
@@ -334,17 +334,21 @@ def test_residual_scales_match_numpy():
 def test_residual_shared_has_one_quantizer():
   q = make("residual_lfq_shared")
   assert len(q.quantizers) == 1 and q.level(0) is q.level(1)
-  q2 = Residual(make=lambda: FSQ((3,) * DIM, dim=DIM, rngs=nnx.Rngs(1)),
-                num_levels=2, shared=True)
+  q2 = Residual(make=lambda: FSQ((3,) * DIM, code_dim=DIM, rngs=nnx.Rngs(1)), num_levels=2, shared=True)
   assert len(q2.quantizers) == 1
 
 
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_residual_quantizer_dropout(per_sample):
   levels = (5,) * DIM
-  q = Residual(make=lambda: FSQ(levels, rngs=nnx.Rngs(0)), num_levels=4,
-               dropout=True, dropout_start=1, dropout_per_sample=per_sample,
-               rngs=nnx.Rngs(dropout=3))
+  q = Residual(
+    make=lambda: FSQ(levels, rngs=nnx.Rngs(0)),
+    num_levels=4,
+    dropout=True,
+    dropout_start=1,
+    dropout_per_sample=per_sample,
+    rngs=nnx.Rngs(dropout=3),
+  )
   z = randn(16, 2, DIM, scale=2.0)
   seen = set()
   for _ in range(6):
@@ -364,19 +368,16 @@ def test_residual_quantizer_dropout(per_sample):
       codes = codes * (l < kept)[..., None]
       residual, total = residual - codes, total + codes
     np.testing.assert_allclose(np.asarray(z_q), total, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(q.indices_to_codes(out.indices)),
-                               np.asarray(z_q), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(q.indices_to_codes(out.indices)), np.asarray(z_q), atol=1e-6)
   assert len(seen) >= 2  # the kept count is random
   _, out = q(z, train=False)
   assert np.all(np.asarray(out.indices) >= 0)
 
 
 def test_grouped_fsq_matches_numpy():
-  q = Grouped([FSQ((8, 5, 5), rngs=nnx.Rngs(0)), FSQ((5, 8, 5), rngs=nnx.Rngs(0))],
-              num_groups=2, dim=DIM)
+  q = Grouped([FSQ((8, 5, 5), rngs=nnx.Rngs(0)), FSQ((5, 8, 5), rngs=nnx.Rngs(0))], num_groups=2, code_dim=DIM)
   with pytest.raises(ValueError, match="codebook_size"):
-    Grouped([FSQ((8, 5, 5), rngs=nnx.Rngs(0)), FSQ((8, 5, 4), rngs=nnx.Rngs(0))],
-            num_groups=2)
+    Grouped([FSQ((8, 5, 5), rngs=nnx.Rngs(0)), FSQ((8, 5, 4), rngs=nnx.Rngs(0))], num_groups=2)
   z = randn(3, DIM, scale=2.0)
   z_q, out = q(z)
   c0, i0 = np_fsq(np.asarray(z[:, :3]), (8, 5, 5))
@@ -397,8 +398,7 @@ def test_roundtrip_jit_eager_and_sharded_agree(name):
   assert out.indices.dtype == jnp.int32
   assert out.indices.shape == z.shape[:-1] + ((q.index_depth,) if q.index_depth else ())
   assert out.loss.shape == () and jnp.isfinite(out.loss)
-  np.testing.assert_array_equal(np.asarray(q.indices_to_codes(out.indices)),
-                                np.asarray(z_q))
+  np.testing.assert_array_equal(np.asarray(q.indices_to_codes(out.indices)), np.asarray(z_q))
   z_q_j, out_j = jit_run(q, z, False)
   np.testing.assert_array_equal(np.asarray(out_j.indices), np.asarray(out.indices))
   np.testing.assert_allclose(np.asarray(z_q_j), np.asarray(z_q), atol=1e-6)
@@ -415,8 +415,7 @@ def test_roundtrip_jit_eager_and_sharded_agree(name):
     np.testing.assert_array_equal(np.asarray(out_b.indices), np.asarray(out_t.indices))
     np.testing.assert_allclose(float(out_b.loss), float(out_t.loss), rtol=1e-4, atol=1e-6)
     for k in out_t.metrics:
-      np.testing.assert_allclose(float(out_b.metrics[k]), float(out_t.metrics[k]),
-                                 rtol=1e-4, atol=1e-6)
+      np.testing.assert_allclose(float(out_b.metrics[k]), float(out_t.metrics[k]), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -434,8 +433,7 @@ def test_gradient_reaches_input(name):
   assert np.all(np.isfinite(np.asarray(g))) and float(jnp.abs(g).sum()) > 0
 
 
-@pytest.mark.parametrize(
-    "name", ["fsq_proj", "lfq", "bsq_proj", "residual_fsq", "grouped_bsq", "residual_vq"])
+@pytest.mark.parametrize("name", ["fsq_proj", "lfq", "bsq_proj", "residual_fsq", "grouped_bsq", "residual_vq"])
 def test_bfloat16_input(name):
   q = make(name)
   z = randn(2, 3, DIM).astype(jnp.bfloat16)
@@ -445,8 +443,8 @@ def test_bfloat16_input(name):
     assert v.dtype == jnp.float32
   z_q_e, out_e = q(z)
   np.testing.assert_array_equal(
-      np.asarray(q.indices_to_codes(out_e.indices).astype(jnp.bfloat16), np.float32),
-      np.asarray(z_q_e, np.float32))
+    np.asarray(q.indices_to_codes(out_e.indices).astype(jnp.bfloat16), np.float32), np.asarray(z_q_e, np.float32)
+  )
 
 
 # --------------------------------- build / errors --------------------------------
@@ -454,37 +452,44 @@ def test_bfloat16_input(name):
 
 def test_build_quantizer_types():
   cfg = ml_collections.ConfigDict({"type": "fsq", "levels": (8, 5, 5, 5)})
-  q = build_quantizer(cfg, dim=4, rngs=nnx.Rngs(0))
+  q = build_quantizer(cfg, code_dim=4, rngs=nnx.Rngs(0))
   assert isinstance(q, FSQ) and q.codebook_size == 1000 and q.code_dim == 4
-  q = build_quantizer({"type": "lfq", "bits": 10}, dim=16, rngs=nnx.Rngs(0))
+  q = build_quantizer({"type": "lfq", "bits": 10}, code_dim=16, rngs=nnx.Rngs(0))
   assert isinstance(q, LFQ) and q.code_dim == 16 and q.codebook_size == 1024
-  q = build_quantizer({"type": "bsq", "bits": 8}, dim=8, rngs=nnx.Rngs(0))
+  q = build_quantizer({"type": "bsq", "bits": 8}, code_dim=8, rngs=nnx.Rngs(0))
   assert isinstance(q, BSQ) and q.code_dim == 8
-  q = build_quantizer({"type": "grouped", "num_groups": 2,
-                       "quantizer": {"type": "fsq", "levels": [5, 5]}},
-                      dim=8, rngs=nnx.Rngs(0))
+  q = build_quantizer(
+    {"type": "grouped", "num_groups": 2, "quantizer": {"type": "fsq", "levels": [5, 5]}}, code_dim=8, rngs=nnx.Rngs(0)
+  )
   assert isinstance(q, Grouped) and q.code_dim == 8 and q.quantizers[0].code_dim == 4
-  spec = ml_collections.ConfigDict({"type": "residual", "num_levels": 3,
-                                    "quantizer": {"type": "bsq", "bits": 4}})
-  q = build_quantizer(spec, dim=6, rngs=nnx.Rngs(0))
+  spec = ml_collections.ConfigDict({"type": "residual", "num_levels": 3, "quantizer": {"type": "bsq", "bits": 4}})
+  q = build_quantizer(spec, code_dim=6, rngs=nnx.Rngs(0))
   assert isinstance(q, Residual) and q.index_depth == 3 and q.code_dim == 6
   assert q.quantizers[0] is not q.quantizers[1]
 
 
-@pytest.mark.parametrize("spec,match", [
+def test_quantizer_types_are_the_registry():
+  assert QUANTIZER_TYPES == ("vq", "fsq", "lfq", "bsq", "residual", "grouped")
+  for type_name in QUANTIZER_TYPES:
+    assert issubclass(quantizer_class(type_name), Quantizer)
+
+
+@pytest.mark.parametrize(
+  "spec,match",
+  [
     ({"type": "pq"}, "unknown quantizer type 'pq'"),
     ({"levels": [3]}, "no 'type'"),
     ({"type": "fsq", "levels": [3], "bogus": 1}, "bogus"),
+    ({"type": "fsq", "levels": [3], "code_dim": 3}, "'code_dim'"),
     ({"type": "fsq", "levels": [3], "dim": 3}, "'dim'"),
     ({"type": "residual", "num_levels": 2}, "nested 'quantizer'"),
-    ({"type": "grouped", "num_groups": 3,
-      "quantizer": {"type": "fsq", "levels": [3]}}, "num_groups"),
-    ({"type": "residual", "num_levels": 2,
-      "quantizer": {"type": "lfq", "bits": 2, "nope": 0}}, "nope"),
-])
+    ({"type": "grouped", "num_groups": 3, "quantizer": {"type": "fsq", "levels": [3]}}, "num_groups"),
+    ({"type": "residual", "num_levels": 2, "quantizer": {"type": "lfq", "bits": 2, "nope": 0}}, "nope"),
+  ],
+)
 def test_build_quantizer_rejects_bad_specs(spec, match):
   with pytest.raises(ValueError, match=match):
-    build_quantizer(spec, dim=4, rngs=nnx.Rngs(0))
+    build_quantizer(spec, code_dim=4, rngs=nnx.Rngs(0))
 
 
 def test_invalid_arguments_raise():

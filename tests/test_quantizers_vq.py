@@ -16,15 +16,16 @@ from vqtok.quantizers.vq import VectorQuantizer
 
 K, D = 16, 8
 OPTIONS = {
-    "plain": {},
-    "proj": dict(codebook_dim=4),
-    "ema": dict(ema_decay=0.9),
-    "cosine": dict(l2_normalize=True),
-    "simvq": dict(simvq=True),
-    "restart": dict(restart_threshold=0.5),
-    "kmeans": dict(kmeans_init=True, kmeans_iters=3),
-    "all": dict(codebook_dim=4, ema_decay=0.9, l2_normalize=True,
-                restart_threshold=0.5, kmeans_init=True, kmeans_iters=3),
+  "plain": {},
+  "proj": dict(codebook_dim=4),
+  "ema": dict(ema_decay=0.9),
+  "cosine": dict(l2_normalize=True),
+  "simvq": dict(simvq=True),
+  "restart": dict(restart_threshold=0.5),
+  "kmeans": dict(kmeans_init=True, kmeans_iters=3),
+  "all": dict(
+    codebook_dim=4, ema_decay=0.9, l2_normalize=True, restart_threshold=0.5, kmeans_init=True, kmeans_iters=3
+  ),
 }
 
 
@@ -47,8 +48,8 @@ def _normalize(a):
 def _reference(vq, z):
   """NumPy forward: lookup vectors x, codebook, argmin indices, q and z_q."""
   x = np.asarray(z, np.float64).reshape(-1, vq.code_dim)
-  if vq.proj_in is not None:
-    x = x @ _np(vq.proj_in.kernel) + _np(vq.proj_in.bias)
+  if vq.project_in is not None:
+    x = x @ _np(vq.project_in.kernel) + _np(vq.project_in.bias)
   codes = _np(vq.codebook)
   if vq.simvq:
     codes = codes @ _np(vq.codebook_map.kernel)
@@ -57,8 +58,7 @@ def _reference(vq, z):
   dist = ((x[:, None] - codes[None]) ** 2).sum(-1)
   idx = dist.argmin(1)
   q = codes[idx]
-  zq = q if vq.proj_out is None else q @ _np(vq.proj_out.kernel) + _np(
-      vq.proj_out.bias)
+  zq = q if vq.project_out is None else q @ _np(vq.project_out.kernel) + _np(vq.project_out.bias)
   return x, codes, idx, q, zq.reshape(np.shape(z))
 
 
@@ -84,11 +84,9 @@ def test_eval_matches_numpy_and_round_trips(name):
   counts = np.bincount(idx, minlength=K) / idx.size
   nz = counts[counts > 0]
   np.testing.assert_allclose(out.metrics["usage"], (counts > 0).mean(), rtol=1e-6)
-  np.testing.assert_allclose(out.metrics["perplexity"],
-                             np.exp(-(nz * np.log(nz)).sum()), rtol=1e-5)
+  np.testing.assert_allclose(out.metrics["perplexity"], np.exp(-(nz * np.log(nz)).sum()), rtol=1e-5)
   # The contract: indices_to_codes reproduces the eval output exactly.
-  np.testing.assert_array_equal(np.asarray(vq.indices_to_codes(out.indices)),
-                                np.asarray(z_q))
+  np.testing.assert_array_equal(np.asarray(vq.indices_to_codes(out.indices)), np.asarray(z_q))
 
 
 @pytest.mark.parametrize("name", OPTIONS)
@@ -99,9 +97,8 @@ def test_jit_equals_eager_including_state(name):
   np.testing.assert_array_equal(np.asarray(oa.indices), np.asarray(ob.indices))
   np.testing.assert_allclose(np.asarray(za), np.asarray(zb), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(oa.loss, ob.loss, rtol=1e-5)
-  for (path, va), (_, vb) in zip(nnx.state(a).flat_state(), nnx.state(b).flat_state()):
-    np.testing.assert_allclose(np.asarray(va[...]), np.asarray(vb[...]),
-                               rtol=1e-5, atol=1e-6, err_msg=str(path))
+  for (path, va), (_, vb) in zip(nnx.state(a).flat_state(), nnx.state(b).flat_state(), strict=True):
+    np.testing.assert_allclose(np.asarray(va[...]), np.asarray(vb[...]), rtol=1e-5, atol=1e-6, err_msg=str(path))
 
 
 def test_gradients_loss_trained():
@@ -115,24 +112,19 @@ def test_gradients_loss_trained():
   g_model, g_z = nnx.grad(objective, argnums=(0, 1))(vq, z)
   n = x.size
   # d/dz: straight-through (3 per element) + commitment 2·0.25·(x - q)/n.
-  np.testing.assert_allclose(np.asarray(g_z).reshape(-1, D),
-                             3.0 + 0.5 * (x - q) / n, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(g_z).reshape(-1, D), 3.0 + 0.5 * (x - q) / n, rtol=1e-5, atol=1e-6)
   # d/dc_k: only the codebook term, 2·(q - x)/n summed over tokens using k.
   want = np.zeros_like(codes)
   np.add.at(want, idx, 2.0 * (q - x) / n)
-  np.testing.assert_allclose(np.asarray(g_model.codebook[...]), want,
-                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(np.asarray(g_model.codebook[...]), want, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", ["proj", "simvq", "cosine"])
 def test_gradients_reach_input_and_learned_maps(name):
   vq, z = _make(name), _z()
-  g_model, g_z = nnx.grad(
-      lambda m, z: m(z, train=True)[1].loss + jnp.sum(m(z)[0] ** 2),
-      argnums=(0, 1))(vq, z)
+  g_model, g_z = nnx.grad(lambda m, z: m(z, train=True)[1].loss + jnp.sum(m(z)[0] ** 2), argnums=(0, 1))(vq, z)
   assert np.abs(np.asarray(g_z)).sum() > 0
-  leaves = [np.abs(np.asarray(v[...])).sum()
-            for _, v in g_model.flat_state()]
+  leaves = [np.abs(np.asarray(v[...])).sum() for _, v in g_model.flat_state()]
   assert leaves and all(s > 0 for s in leaves)
 
 
@@ -161,8 +153,7 @@ def test_ema_update_matches_numpy():
   smoothed = (n + eps) / (n.sum() + K * eps) * n.sum()
   np.testing.assert_allclose(_np(vq.cluster_size), n, rtol=1e-6)
   np.testing.assert_allclose(_np(vq.embed_sum), m, rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(_np(vq.codebook), m / smoothed[:, None],
-                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(_np(vq.codebook), m / smoothed[:, None], rtol=1e-5, atol=1e-7)
   # Eval mode leaves the state alone.
   before = _np(vq.codebook)
   vq(_z(seed=5))
@@ -188,8 +179,7 @@ def test_restart_replaces_only_dead_codes(name):
   after = _np(vq.codebook)
   for k in np.flatnonzero(dead):  # a batch vector (in lookup space)
     assert np.min(np.abs(x - after[k]).max(-1)) < 1e-5, k
-  np.testing.assert_allclose(_np(vq.cluster_size), np.where(dead, 0.5, n),
-                             rtol=1e-6)
+  np.testing.assert_allclose(_np(vq.cluster_size), np.where(dead, 0.5, n), rtol=1e-6)
   if vq.ema_decay is None:  # live loss-trained codes are untouched
     np.testing.assert_array_equal(after[~dead], before[~dead])
   assert 0 <= float(out.metrics["dead_codes"]) <= 1
@@ -207,11 +197,10 @@ def test_restart_key_is_deterministic_and_advances():
 
 
 def test_kmeans_init_runs_once():
-  vq = VectorQuantizer(4, 2, kmeans_init=True, kmeans_iters=10,
-                       rngs=nnx.Rngs(0))
+  vq = VectorQuantizer(4, 2, kmeans_init=True, kmeans_iters=10, rngs=nnx.Rngs(0))
   rng = np.random.default_rng(0)
   centers = np.array([[5, 5], [-5, 5], [5, -5], [-5, -5]], np.float64)
-  pts = (centers[rng.integers(0, 4, 64)] + 0.1 * rng.normal(size=(64, 2)))
+  pts = centers[rng.integers(0, 4, 64)] + 0.1 * rng.normal(size=(64, 2))
   assert not bool(vq.initialized[...])
   vq(jnp.asarray(pts, jnp.float32), train=True)
   assert bool(vq.initialized[...])
@@ -241,9 +230,8 @@ def test_sharded_equals_unsharded(name, explicit):
   np.testing.assert_array_equal(np.asarray(oa.indices), np.asarray(ob.indices))
   np.testing.assert_allclose(np.asarray(za), np.asarray(zb), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(oa.loss, ob.loss, rtol=1e-5)
-  for (path, va), (_, vb) in zip(nnx.state(a).flat_state(), nnx.state(b).flat_state()):
-    np.testing.assert_allclose(np.asarray(va[...]), np.asarray(vb[...]),
-                               rtol=1e-5, atol=1e-6, err_msg=str(path))
+  for (path, va), (_, vb) in zip(nnx.state(a).flat_state(), nnx.state(b).flat_state(), strict=True):
+    np.testing.assert_allclose(np.asarray(va[...]), np.asarray(vb[...]), rtol=1e-5, atol=1e-6, err_msg=str(path))
 
 
 @pytest.mark.parametrize("name", ["plain", "proj", "ema"])
@@ -253,30 +241,30 @@ def test_bf16_input(name):
   assert z_q.dtype == jnp.bfloat16
   _, _, idx, _, zq_ref = _reference(vq, np.asarray(z.astype(jnp.float32)))
   np.testing.assert_array_equal(np.asarray(out.indices).reshape(-1), idx)
-  np.testing.assert_allclose(np.asarray(z_q.astype(jnp.float32)), zq_ref,
-                             rtol=1e-2, atol=1e-2)
-  np.testing.assert_array_equal(
-      np.asarray(vq.indices_to_codes(out.indices, dtype=jnp.bfloat16)),
-      np.asarray(z_q))
+  np.testing.assert_allclose(np.asarray(z_q.astype(jnp.float32)), zq_ref, rtol=1e-2, atol=1e-2)
+  np.testing.assert_array_equal(np.asarray(vq.indices_to_codes(out.indices, dtype=jnp.bfloat16)), np.asarray(z_q))
   g = jax.grad(lambda z: vq(z)[0].astype(jnp.float32).sum())(z)
   # Straight-through: d sum(z_q)/dz = W_in W_out 1 (identity without proj).
   want = np.ones(D)
-  if vq.proj_in is not None:
-    want = _np(vq.proj_in.kernel) @ _np(vq.proj_out.kernel) @ want
+  if vq.project_in is not None:
+    want = _np(vq.project_in.kernel) @ _np(vq.project_out.kernel) @ want
   assert g.dtype == jnp.bfloat16
-  np.testing.assert_allclose(np.asarray(g, np.float32),
-                             np.broadcast_to(want, g.shape), rtol=2e-2, atol=2e-2)
+  np.testing.assert_allclose(np.asarray(g, np.float32), np.broadcast_to(want, g.shape), rtol=2e-2, atol=2e-2)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(codebook_size=1, dim=4), dict(codebook_size=8, dim=0),
-    dict(codebook_size=8, dim=4, ema_decay=1.0),
-    dict(codebook_size=8, dim=4, ema_decay=0.0),
-    dict(codebook_size=8, dim=4, codebook_dim=0),
-    dict(codebook_size=8, dim=4, restart_threshold=-1.0),
-    dict(codebook_size=8, dim=4, search_chunk=0),
-    dict(codebook_size=8, dim=4, simvq=True, ema_decay=0.9),
-])
+@pytest.mark.parametrize(
+  "kwargs",
+  [
+    dict(codebook_size=1, code_dim=4),
+    dict(codebook_size=8, code_dim=0),
+    dict(codebook_size=8, code_dim=4, ema_decay=1.0),
+    dict(codebook_size=8, code_dim=4, ema_decay=0.0),
+    dict(codebook_size=8, code_dim=4, codebook_dim=0),
+    dict(codebook_size=8, code_dim=4, restart_threshold=-1.0),
+    dict(codebook_size=8, code_dim=4, search_chunk=0),
+    dict(codebook_size=8, code_dim=4, simvq=True, ema_decay=0.9),
+  ],
+)
 def test_bad_arguments(kwargs):
   with pytest.raises(ValueError):
     VectorQuantizer(**kwargs, rngs=nnx.Rngs(0))
@@ -305,7 +293,8 @@ def test_large_codebook_forward_backward():
   def step(m, z):
     def objective(m, z):
       z_q, out = m(z, train=True)
-      return out.loss + jnp.mean(z_q ** 2)
+      return out.loss + jnp.mean(z_q**2)
+
     return nnx.grad(objective, argnums=(0, 1))(m, z)
 
   g_model, g_z = step(vq, z)
@@ -324,29 +313,29 @@ def test_large_codebook_forward_backward():
 @pytest.mark.parametrize("name", ["all", "restart", "simvq"])
 def test_optimizer_step_updates_params_only(name):
   """One optax step as the trainer runs it: state moves, Params get grads."""
-  import optax  # pylint: disable=g-import-not-at-top
+  import optax
 
   vq, z = _make(name), _z()
   opt = nnx.Optimizer(vq, optax.sgd(0.1), wrt=nnx.Param)
-  stats_before = {p: np.asarray(v[...]) for p, v in
-                  nnx.state(vq, QuantizerStats).flat_state()}
+  stats_before = {p: np.asarray(v[...]) for p, v in nnx.state(vq, QuantizerStats).flat_state()}
 
   @nnx.jit
   def step(model, opt, z):
     def objective(model):
       z_q, out = model(z, train=True)
-      return out.loss + jnp.mean(z_q ** 2)
+      return out.loss + jnp.mean(z_q**2)
+
     loss, grads = nnx.value_and_grad(objective)(model)
     opt.update(model, grads)
     return loss
 
-  params_before = {p: np.asarray(v[...]) for p, v in
-                   nnx.state(vq, nnx.Param).flat_state()}
+  params_before = {p: np.asarray(v[...]) for p, v in nnx.state(vq, nnx.Param).flat_state()}
   assert np.isfinite(float(step(vq, opt, z)))
   for p, v in nnx.state(vq, nnx.Param).flat_state():
     assert not np.array_equal(np.asarray(v[...]), params_before[p]), p
   if name == "simvq":  # the frozen table never moves
     np.testing.assert_array_equal(_np(vq.codebook), stats_before[("codebook",)])
   else:  # counts / keys / flags advanced
-    assert any(not np.array_equal(np.asarray(v[...]), stats_before[p])
-               for p, v in nnx.state(vq, QuantizerStats).flat_state())
+    assert any(
+      not np.array_equal(np.asarray(v[...]), stats_before[p]) for p, v in nnx.state(vq, QuantizerStats).flat_state()
+    )

@@ -1,33 +1,29 @@
 """Quantizers: VQ, FSQ, LFQ, BSQ and their residual and grouped forms."""
 
-from vqtok.quantizers.base import (
-    Quantizer,
-    QuantizerOutput,
-    QuantizerStats,
-    code_usage_metrics,
-    straight_through,
-)
+from vqtok.quantizers.base import Quantizer, QuantizerOutput, QuantizerStats, code_usage_metrics, straight_through
+from vqtok.quantizers.binary import binary_entropy_terms
 from vqtok.quantizers.bsq import BSQ
 from vqtok.quantizers.fsq import FSQ
 from vqtok.quantizers.grouped import Grouped
-from vqtok.quantizers.lfq import LFQ, binary_entropy_terms
-from vqtok.quantizers.registry import build_quantizer, quantizer_class
+from vqtok.quantizers.lfq import LFQ
+from vqtok.quantizers.registry import QUANTIZER_TYPES, build_quantizer, quantizer_class
 from vqtok.quantizers.residual import Residual
 from vqtok.quantizers.vq import VectorQuantizer
 
 __all__ = [
-    "BSQ",
-    "FSQ",
-    "Grouped",
-    "LFQ",
-    "Quantizer",
-    "QuantizerOutput",
-    "QuantizerStats",
-    "Residual",
-    "VectorQuantizer",
-    "binary_entropy_terms",
-    "build_quantizer",
-    "code_usage_metrics",
-    "quantizer_class",
-    "straight_through",
+  "BSQ",
+  "FSQ",
+  "Grouped",
+  "LFQ",
+  "QUANTIZER_TYPES",
+  "Quantizer",
+  "QuantizerOutput",
+  "QuantizerStats",
+  "Residual",
+  "VectorQuantizer",
+  "binary_entropy_terms",
+  "build_quantizer",
+  "code_usage_metrics",
+  "quantizer_class",
+  "straight_through",
 ]

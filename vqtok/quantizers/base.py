@@ -1,15 +1,25 @@
-"""The quantizer contract shared by every vqtok quantizer.
+"""The quantizer contract shared by every vqtok quantizer, and its helpers.
 
-A quantizer maps continuous vectors ``z`` of shape ``(..., d)`` to the nearest
-element of a codebook and returns ``(z_q, QuantizerOutput)``. Codebooks come in
-two kinds: *explicit* ones are a learned table of vectors (VQ family); *implicit*
-ones are a fixed lattice (FSQ grid, LFQ hypercube, BSQ hypersphere) that is never
-stored. Both expose ``codebook_size``, ``code_dim`` and ``indices_to_codes``.
+A quantizer maps continuous vectors ``z`` of shape ``(..., code_dim)`` to the
+nearest element of a codebook and returns ``(z_q, QuantizerOutput)``. Codebooks
+come in two kinds: *explicit* ones are a learned table of vectors (VQ family);
+*implicit* ones are a fixed lattice (FSQ grid, LFQ hypercube, BSQ hypersphere)
+that is never stored. Both expose ``codebook_size``, ``code_dim`` and
+``indices_to_codes``.
+
+Besides ``Quantizer``, ``QuantizerOutput`` and ``QuantizerStats`` this module
+holds what several quantizers share: the argument checks of the contract
+(``check_last_dim``, ``check_index_dtype``) and ``last_axis`` broadcasting,
+the straight-through estimator, the batch usage metrics (``entropy``,
+``code_usage_metrics``), and what the wrappers (``Residual``, ``Grouped``) use
+to build and combine their inner quantizers (``collect_quantizers``,
+``merge_outputs``).
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.struct
@@ -55,13 +65,9 @@ class Quantizer(nnx.Module, abc.ABC):
 
   codebook_size: int
   code_dim: int
-  #: "explicit" for a learned table of vectors, "implicit" for a fixed lattice.
-  codebook_kind: str = "explicit"
 
   @abc.abstractmethod
-  def __call__(
-      self, z: jax.Array, *, train: bool = False
-  ) -> tuple[jax.Array, QuantizerOutput]:
+  def __call__(self, z: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
     """Quantizes ``z`` of shape ``(..., code_dim)``.
 
     Returns ``z_q`` (same shape and dtype as ``z``; gradients reach ``z``) and
@@ -86,10 +92,24 @@ class Quantizer(nnx.Module, abc.ABC):
       return
     lo, hi = int(jnp.min(indices)), int(jnp.max(indices))
     if lo < 0 or hi >= self.codebook_size:
-      raise ValueError(
-          f"indices out of range for a codebook of {self.codebook_size} codes:"
-          f" got values in [{lo}, {hi}]"
-      )
+      raise ValueError(f"indices out of range for a codebook of {self.codebook_size} codes: got values in [{lo}, {hi}]")
+
+
+def last_axis(v: jax.Array, ndim: int) -> jax.Array:
+  """Reshapes a per-channel vector to rank ``ndim`` for explicit broadcasting."""
+  return jnp.reshape(v, (1,) * (ndim - 1) + (-1,))
+
+
+def check_last_dim(z: jax.Array, code_dim: int, name: str) -> None:
+  """Raises ValueError unless ``z`` has rank >= 1 and a last axis of ``code_dim``."""
+  if z.ndim < 1 or z.shape[-1] != code_dim:
+    raise ValueError(f"{name} expects input of shape (..., {code_dim}); got {tuple(z.shape)}")
+
+
+def check_index_dtype(indices: jax.Array, name: str) -> None:
+  """Raises ValueError unless ``indices`` is an integer array."""
+  if not jnp.issubdtype(jnp.asarray(indices).dtype, jnp.integer):
+    raise ValueError(f"{name}.indices_to_codes: indices must be integers; got dtype {jnp.asarray(indices).dtype}")
 
 
 def straight_through(z: jax.Array, q: jax.Array) -> jax.Array:
@@ -102,22 +122,69 @@ def straight_through(z: jax.Array, q: jax.Array) -> jax.Array:
   return jax.lax.stop_gradient(q) + (z - jax.lax.stop_gradient(z))
 
 
-def code_usage_metrics(
-    indices: jax.Array, codebook_size: int, *, chunk: int | None = None
-) -> dict[str, jax.Array]:
+def entropy(probs: jax.Array, axis: int = -1) -> jax.Array:
+  """Shannon entropy in nats of ``probs`` along ``axis`` (0·log 0 = 0).
+
+  Args:
+    probs: probabilities, summing to 1 along ``axis``.
+    axis: the distribution axis.
+
+  Returns:
+    The entropy, with ``axis`` removed.
+  """
+  p = probs.astype(jnp.float32)
+  return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=axis)
+
+
+def code_usage_metrics(indices: jax.Array, codebook_size: int) -> dict[str, jax.Array]:
   """Batch usage (fraction of codes hit) and perplexity of ``indices``.
 
   Histogram by ``segment_sum`` so memory is linear in the codebook size; under
   ``jit`` on sharded input the sum is already over the global batch.
   """
-  del chunk
   flat = indices.reshape(-1)
-  counts = jax.ops.segment_sum(
-      jnp.ones_like(flat, dtype=jnp.float32), flat, num_segments=codebook_size
-  )
+  counts = jax.ops.segment_sum(jnp.ones_like(flat, dtype=jnp.float32), flat, num_segments=codebook_size)
   probs = counts / jnp.maximum(counts.sum(), 1.0)
-  entropy = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(probs), 0.0))
-  return {
-      "usage": jnp.mean((counts > 0).astype(jnp.float32)),
-      "perplexity": jnp.exp(entropy),
-  }
+  return {"usage": jnp.mean((counts > 0).astype(jnp.float32)), "perplexity": jnp.exp(entropy(probs))}
+
+
+# ---- shared by the wrappers (Residual, Grouped) ----
+
+
+def collect_quantizers(
+  quantizers: Sequence[Quantizer] | None, make: Callable[[], Quantizer] | None, count: int, name: str
+) -> list[Quantizer]:
+  """Validates exactly one of ``quantizers`` / ``make`` and returns ``count`` of them."""
+  if (quantizers is None) == (make is None):
+    raise ValueError(f"{name} needs exactly one of quantizers or make")
+  qs = [make() for _ in range(count)] if make is not None else list(quantizers)
+  if len(qs) != count:
+    raise ValueError(f"{name} needs {count} quantizers; got {len(qs)}")
+  for q in qs:
+    if not isinstance(q, Quantizer):
+      raise ValueError(f"{name} wraps Quantizer instances; got {type(q).__name__}")
+    if q.index_depth is not None:
+      raise ValueError(f"{name} cannot wrap a quantizer with multi-axis indices ({type(q).__name__})")
+  sizes = {q.codebook_size for q in qs}
+  if len(sizes) != 1:
+    raise ValueError(f"{name} quantizers must share one codebook_size; got {sorted(sizes)}")
+  return qs
+
+
+def merge_outputs(
+  outs: Sequence[QuantizerOutput], weights: Sequence[jax.Array], prefix: str
+) -> tuple[jax.Array, dict[str, jax.Array], dict[str, jax.Array]]:
+  """Weighted sum of losses and terms; metrics per part plus their means."""
+  loss = sum(w * o.loss for w, o in zip(weights, outs, strict=True))
+  terms: dict[str, Any] = {}
+  for w, o in zip(weights, outs, strict=True):
+    for k, v in o.terms.items():
+      terms[k] = terms.get(k, 0.0) + w * v
+  metrics: dict[str, jax.Array] = {}
+  for i, o in enumerate(outs):
+    for k, v in o.metrics.items():
+      metrics[f"{prefix}_{i}/{k}"] = v
+  for k in outs[0].metrics:
+    if all(k in o.metrics for o in outs):
+      metrics[k] = jnp.mean(jnp.stack([o.metrics[k] for o in outs]))
+  return jnp.asarray(loss, jnp.float32), terms, metrics

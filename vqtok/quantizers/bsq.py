@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vqtok.quantizers.base import QuantizerOutput
-from vqtok.quantizers.lfq import BinaryQuantizer, resolve_bits
+from vqtok.quantizers.binary import BinaryQuantizer, resolve_bits
 
 # Keeps the normalisation finite at v = 0.
 _NORM_EPS = 1e-12
@@ -35,7 +35,7 @@ class BSQ(BinaryQuantizer):
 
   Args:
     bits: code bits; the codebook has 2**bits codes.
-    dim: input/output dimension; Linear projections in/out when != bits.
+    code_dim: input/output dimension; Linear projections in/out when != bits.
     entropy_weight: weight of the entropy loss (0 disables it).
     commitment_weight: weight of mean_n ||u - sg(û)||².
     sample_entropy_weight: weight of the per-sample entropy inside the loss.
@@ -49,35 +49,40 @@ class BSQ(BinaryQuantizer):
   _name = "BSQ"
 
   def __init__(
-      self,
-      *,
-      bits: int,
-      dim: int | None = None,
-      entropy_weight: float = 0.1,
-      commitment_weight: float = 0.25,
-      sample_entropy_weight: float = 1.0,
-      codebook_entropy_weight: float = 1.0,
-      inv_temperature: float = 1.0,
-      entropy_mode: str = "factorized",
-      chunk_size: int | None = None,
-      rngs: nnx.Rngs,
+    self,
+    *,
+    bits: int,
+    code_dim: int | None = None,
+    entropy_weight: float = 0.1,
+    commitment_weight: float = 0.25,
+    sample_entropy_weight: float = 1.0,
+    codebook_entropy_weight: float = 1.0,
+    inv_temperature: float = 1.0,
+    entropy_mode: str = "factorized",
+    chunk_size: int | None = None,
+    rngs: nnx.Rngs,
   ):
     bits = resolve_bits(bits, None, "BSQ")
     if not inv_temperature > 0:
       raise ValueError(f"BSQ inv_temperature must be > 0; got {inv_temperature}")
     self.inv_temperature = float(inv_temperature)
-    self._setup(bits=bits, dim=dim, entropy_weight=entropy_weight,
-                commitment_weight=commitment_weight, sample_entropy_weight=sample_entropy_weight,
-                codebook_entropy_weight=codebook_entropy_weight, entropy_mode=entropy_mode,
-                chunk_size=chunk_size, rngs=rngs)
+    self._setup(
+      bits=bits,
+      code_dim=code_dim,
+      entropy_weight=entropy_weight,
+      commitment_weight=commitment_weight,
+      sample_entropy_weight=sample_entropy_weight,
+      codebook_entropy_weight=codebook_entropy_weight,
+      entropy_mode=entropy_mode,
+      chunk_size=chunk_size,
+      rngs=rngs,
+    )
 
   def code_scale(self) -> float:
     return 1.0 / math.sqrt(self.bits)
 
-  def __call__(
-      self, z: jax.Array, *, train: bool = False
-  ) -> tuple[jax.Array, QuantizerOutput]:
-    """Quantizes ``z`` (..., dim) to a corner of the sphere-inscribed hypercube.
+  def __call__(self, z: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
+    """Quantizes ``z`` (..., code_dim) to a corner of the sphere-inscribed hypercube.
 
     Args:
       z: input, any float dtype; computed in float32.
@@ -93,9 +98,7 @@ class BSQ(BinaryQuantizer):
     u = v / jnp.maximum(norm, _NORM_EPS)
     scale = jnp.float32(self.code_scale())
     q = jnp.where(u > 0, scale, -scale)
-    commitment = jnp.mean(
-        jnp.sum(jnp.square(u - jax.lax.stop_gradient(q)), axis=-1)
-    )
+    commitment = jnp.mean(jnp.sum(jnp.square(u - jax.lax.stop_gradient(q)), axis=-1))
     # τ c·u differs between c_i = ±1/√L by 2 τ u_i / √L.
-    logits = lambda: (2.0 * self.inv_temperature) * scale * u.reshape(-1, self.bits)  # noqa: E731
+    logits = lambda: (2.0 * self.inv_temperature) * scale * u.reshape(-1, self.bits)
     return self._output(z, u, q, commitment, logits, train=train)

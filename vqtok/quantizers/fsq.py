@@ -16,32 +16,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vqtok.quantizers.base import Quantizer, QuantizerOutput, code_usage_metrics, straight_through
+from vqtok.quantizers.base import (
+  Quantizer,
+  QuantizerOutput,
+  check_index_dtype,
+  check_last_dim,
+  code_usage_metrics,
+  last_axis,
+  straight_through,
+)
 
 # Keeps tanh strictly inside the outermost rounding interval (paper, App. A.1).
 _EPS = 1e-3
-
-
-def last_axis(v: jax.Array, ndim: int) -> jax.Array:
-  """Reshapes a per-channel vector to rank ``ndim`` for explicit broadcasting."""
-  return jnp.reshape(v, (1,) * (ndim - 1) + (-1,))
-
-
-def check_last_dim(z: jax.Array, dim: int, name: str) -> None:
-  """Raises ValueError unless ``z`` has rank >= 1 and a last axis of ``dim``."""
-  if z.ndim < 1 or z.shape[-1] != dim:
-    raise ValueError(
-        f"{name} expects input of shape (..., {dim}); got {tuple(z.shape)}"
-    )
-
-
-def check_index_dtype(indices: jax.Array, name: str) -> None:
-  """Raises ValueError unless ``indices`` is an integer array."""
-  if not jnp.issubdtype(jnp.asarray(indices).dtype, jnp.integer):
-    raise ValueError(
-        f"{name}.indices_to_codes expects integer indices; got dtype"
-        f" {jnp.asarray(indices).dtype}"
-    )
 
 
 class FSQ(Quantizer):
@@ -49,40 +35,30 @@ class FSQ(Quantizer):
 
   Args:
     levels: number of quantization levels per channel, each >= 2.
-    dim: input/output dimension; when it differs from ``len(levels)`` a Linear
-      projection maps into and out of the ``len(levels)``-dim code space.
+    code_dim: input/output dimension; when it differs from ``len(levels)``,
+      Linear projections (``project_in`` / ``project_out``) map into and out
+      of the ``len(levels)`` quantised channels.
     rngs: initialises the projections (unused without them).
   """
 
-  codebook_kind = "implicit"
-
-  def __init__(
-      self,
-      levels: Sequence[int],
-      *,
-      dim: int | None = None,
-      rngs: nnx.Rngs,
-  ):
+  def __init__(self, levels: Sequence[int], *, code_dim: int | None = None, rngs: nnx.Rngs):
     levels = tuple(int(l) for l in levels)
     if not levels:
       raise ValueError("FSQ levels must be a non-empty sequence")
     if min(levels) < 2:
       raise ValueError(f"FSQ levels must all be >= 2; got {levels}")
     n = len(levels)
-    dim = n if dim is None else int(dim)
-    if dim < 1:
-      raise ValueError(f"FSQ dim must be >= 1; got {dim}")
+    code_dim = n if code_dim is None else int(code_dim)
+    if code_dim < 1:
+      raise ValueError(f"FSQ code_dim must be >= 1; got {code_dim}")
     self.levels = levels
-    self.code_dim = dim
+    self.code_dim = code_dim
     self.codebook_size = int(np.prod(levels))
     if self.codebook_size >= 2**31:
-      raise ValueError(
-          f"FSQ codebook of prod(levels) = {self.codebook_size} codes does not"
-          " fit int32 indices"
-      )
-    if dim != n:
-      self.project_in = nnx.Linear(dim, n, rngs=rngs)
-      self.project_out = nnx.Linear(n, dim, rngs=rngs)
+      raise ValueError(f"FSQ codebook of prod(levels) = {self.codebook_size} codes does not fit int32 indices")
+    if code_dim != n:
+      self.project_in = nnx.Linear(code_dim, n, rngs=rngs)
+      self.project_out = nnx.Linear(n, code_dim, rngs=rngs)
     else:
       self.project_in = nnx.data(None)
       self.project_out = nnx.data(None)
@@ -139,13 +115,13 @@ class FSQ(Quantizer):
     return (digits.astype(jnp.float32) - half_width) / half_width
 
   def indices_to_codes(self, indices: jax.Array) -> jax.Array:
-    """Codes ``z_q`` (..., dim), float32, that eval-mode ``__call__`` returns.
+    """Codes ``z_q`` (..., code_dim), float32, that eval-mode ``__call__`` returns.
 
     Args:
       indices: int indices in ``[0, codebook_size)``, any shape.
 
     Returns:
-      float32 array of shape ``indices.shape + (dim,)``.
+      float32 array of shape ``indices.shape + (code_dim,)``.
     """
     check_index_dtype(indices, "FSQ")
     self.check_indices(indices)
@@ -154,10 +130,8 @@ class FSQ(Quantizer):
       codes = self.project_out(codes)
     return codes
 
-  def __call__(
-      self, z: jax.Array, *, train: bool = False
-  ) -> tuple[jax.Array, QuantizerOutput]:
-    """Quantizes ``z`` (..., dim).
+  def __call__(self, z: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
+    """Quantizes ``z`` (..., code_dim).
 
     Args:
       z: input, any float dtype; computed in float32.
@@ -177,10 +151,5 @@ class FSQ(Quantizer):
     if self.project_out is not None:
       codes = self.project_out(codes)
     zero = jnp.zeros((), jnp.float32)
-    out = QuantizerOutput(
-        indices=indices,
-        loss=zero,
-        terms={},
-        metrics=code_usage_metrics(indices, self.codebook_size),
-    )
+    out = QuantizerOutput(indices=indices, loss=zero, terms={}, metrics=code_usage_metrics(indices, self.codebook_size))
     return codes.astype(z.dtype), out

@@ -15,9 +15,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vqtok.quantizers.base import Quantizer, QuantizerOutput
-from vqtok.quantizers.fsq import check_index_dtype, check_last_dim
-from vqtok.quantizers.residual import collect_quantizers, merge_outputs
+from vqtok.quantizers.base import (
+  Quantizer,
+  QuantizerOutput,
+  check_index_dtype,
+  check_last_dim,
+  collect_quantizers,
+  merge_outputs,
+)
 
 
 class Grouped(Quantizer):
@@ -25,20 +30,20 @@ class Grouped(Quantizer):
 
   Args:
     quantizers: one quantizer per group; or use ``make``.
-    make: builds one group quantizer per call (of ``dim // num_groups``).
+    make: builds one group quantizer per call (of ``code_dim // num_groups``).
     num_groups: number of channel groups G.
-    dim: expected ``code_dim`` = G * group dim (checked when given).
+    code_dim: expected ``code_dim`` = G * group ``code_dim`` (checked when given).
     rngs: unused; accepted so every quantizer is built the same way.
   """
 
   def __init__(
-      self,
-      quantizers: Sequence[Quantizer] | None = None,
-      *,
-      make: Callable[[], Quantizer] | None = None,
-      num_groups: int,
-      dim: int | None = None,
-      rngs: nnx.Rngs | None = None,
+    self,
+    quantizers: Sequence[Quantizer] | None = None,
+    *,
+    make: Callable[[], Quantizer] | None = None,
+    num_groups: int,
+    code_dim: int | None = None,
+    rngs: nnx.Rngs | None = None,
   ):
     del rngs
     if not isinstance(num_groups, int) or num_groups < 1:
@@ -48,17 +53,15 @@ class Grouped(Quantizer):
     if len(dims) != 1:
       raise ValueError(f"Grouped quantizers must share one code_dim; got {sorted(dims)}")
     group_dim = dims.pop()
-    if dim is not None and dim != group_dim * num_groups:
+    if code_dim is not None and code_dim != group_dim * num_groups:
       raise ValueError(
-          f"Grouped dim={dim} must equal num_groups * group code_dim ="
-          f" {num_groups} * {group_dim}"
+        f"Grouped code_dim={code_dim} must equal num_groups * group code_dim = {num_groups} * {group_dim}"
       )
     self.num_groups = num_groups
     self.group_dim = group_dim
     self.quantizers = nnx.List(qs)
     self.codebook_size = qs[0].codebook_size
     self.code_dim = group_dim * num_groups
-    self.codebook_kind = qs[0].codebook_kind
 
   @property
   def index_depth(self) -> int:
@@ -75,20 +78,12 @@ class Grouped(Quantizer):
     """
     check_index_dtype(indices, "Grouped")
     if indices.ndim < 1 or indices.shape[-1] != self.num_groups:
-      raise ValueError(
-          f"Grouped indices must have shape (..., {self.num_groups});"
-          f" got {tuple(indices.shape)}"
-      )
+      raise ValueError(f"Grouped indices must have shape (..., {self.num_groups}); got {tuple(indices.shape)}")
     self.check_indices(indices)
-    parts = [
-        q.indices_to_codes(indices[..., g]).astype(jnp.float32)
-        for g, q in enumerate(self.quantizers)
-    ]
+    parts = [q.indices_to_codes(indices[..., g]).astype(jnp.float32) for g, q in enumerate(self.quantizers)]
     return jnp.concatenate(parts, axis=-1)
 
-  def __call__(
-      self, z: jax.Array, *, train: bool = False
-  ) -> tuple[jax.Array, QuantizerOutput]:
+  def __call__(self, z: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
     """Quantizes each channel group of ``z`` (..., code_dim) separately.
 
     Args:
@@ -103,13 +98,11 @@ class Grouped(Quantizer):
     check_last_dim(z, self.code_dim, "Grouped")
     parts, indices, outs = [], [], []
     for g, q in enumerate(self.quantizers):
-      codes, out = q(z[..., g * self.group_dim:(g + 1) * self.group_dim], train=train)
+      codes, out = q(z[..., g * self.group_dim : (g + 1) * self.group_dim], train=train)
       parts.append(codes.astype(z.dtype))
       indices.append(out.indices.astype(jnp.int32))
       outs.append(out)
     ones = [jnp.ones((), jnp.float32)] * len(outs)
     loss, terms, metrics = merge_outputs(outs, ones, "group")
-    out = QuantizerOutput(
-        indices=jnp.stack(indices, axis=-1), loss=loss, terms=terms, metrics=metrics
-    )
+    out = QuantizerOutput(indices=jnp.stack(indices, axis=-1), loss=loss, terms=terms, metrics=metrics)
     return jnp.concatenate(parts, axis=-1), out

@@ -1,8 +1,10 @@
 """Builds a quantizer from a config spec: ``{"type": "fsq", "levels": [8, 5, 5, 5]}``.
 
-The spec holds the class's keyword arguments; the latent dimension comes from
-the model (``dim``), so one spec works for any encoder width. Residual and
-grouped specs nest the spec of the quantizer they wrap::
+``_TYPES`` is the one list of quantizer types (type name -> class);
+``QUANTIZER_TYPES`` exposes its names, e.g. for config validation. The spec
+holds the class's keyword arguments; the latent dimension comes from the model
+(``code_dim``), so one spec works for any encoder width. Residual and grouped
+specs nest the spec of the quantizer they wrap::
 
   {"type": "residual", "num_levels": 4,
    "quantizer": {"type": "vq", "codebook_size": 1024}}
@@ -10,7 +12,6 @@ grouped specs nest the spec of the quantizer they wrap::
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Mapping
 from typing import Any
@@ -18,54 +19,56 @@ from typing import Any
 from flax import nnx
 
 from vqtok.quantizers.base import Quantizer
+from vqtok.quantizers.bsq import BSQ
+from vqtok.quantizers.fsq import FSQ
+from vqtok.quantizers.grouped import Grouped
+from vqtok.quantizers.lfq import LFQ
+from vqtok.quantizers.residual import Residual
+from vqtok.quantizers.vq import VectorQuantizer
 
-# type -> (module, class). Imported on use so a missing optional module (or one
-# still being written) only affects specs that name it.
-_TYPES: dict[str, tuple[str, str]] = {
-    "vq": ("vqtok.quantizers.vq", "VectorQuantizer"),
-    "fsq": ("vqtok.quantizers.fsq", "FSQ"),
-    "lfq": ("vqtok.quantizers.lfq", "LFQ"),
-    "bsq": ("vqtok.quantizers.bsq", "BSQ"),
-    "residual": ("vqtok.quantizers.residual", "Residual"),
-    "grouped": ("vqtok.quantizers.grouped", "Grouped"),
+_TYPES: dict[str, type[Quantizer]] = {
+  "vq": VectorQuantizer,
+  "fsq": FSQ,
+  "lfq": LFQ,
+  "bsq": BSQ,
+  "residual": Residual,
+  "grouped": Grouped,
 }
+#: The quantizer type names a spec may give, in registry order.
+QUANTIZER_TYPES: tuple[str, ...] = tuple(_TYPES)
 _WRAPPERS = ("residual", "grouped")
 # Set by build_quantizer itself, never by the spec.
-_RESERVED = ("dim", "rngs", "quantizers", "make")
+_RESERVED = ("code_dim", "rngs", "quantizers", "make")
 
 
 def _to_dict(spec: Any) -> dict[str, Any]:
   if hasattr(spec, "to_dict"):  # ml_collections.ConfigDict
     spec = spec.to_dict()
   if not isinstance(spec, Mapping):
-    raise ValueError(
-        f"quantizer spec must be a mapping with a 'type'; got {type(spec).__name__}"
-    )
+    raise ValueError(f"quantizer spec must be a mapping with a 'type'; got {type(spec).__name__}")
   return dict(spec)
 
 
 def quantizer_class(type_name: str) -> type[Quantizer]:
   """The quantizer class registered under ``type_name`` (e.g. ``"fsq"``)."""
   if type_name not in _TYPES:
-    raise ValueError(
-        f"unknown quantizer type {type_name!r}; expected one of {sorted(_TYPES)}"
-    )
-  module, name = _TYPES[type_name]
-  return getattr(importlib.import_module(module), name)
+    raise ValueError(f"unknown quantizer type {type_name!r}; expected one of {sorted(_TYPES)}")
+  return _TYPES[type_name]
 
 
-def build_quantizer(spec: Mapping[str, Any], *, dim: int, rngs: nnx.Rngs) -> Quantizer:
-  """Builds the quantizer described by ``spec`` for ``dim``-channel latents.
+def build_quantizer(spec: Mapping[str, Any], *, code_dim: int, rngs: nnx.Rngs) -> Quantizer:
+  """Builds the quantizer described by ``spec`` for ``code_dim``-channel latents.
 
   Args:
-    spec: mapping (dict or ConfigDict) with ``type`` in {vq, fsq, lfq, bsq,
-      residual, grouped} and the class's keyword arguments; residual/grouped
-      take the wrapped quantizer's spec under ``quantizer``.
-    dim: latent dimension of the encoder output (the quantizer's ``code_dim``).
+    spec: mapping (dict or ConfigDict) with ``type`` in ``QUANTIZER_TYPES``
+      and the class's keyword arguments; residual/grouped take the wrapped
+      quantizer's spec under ``quantizer``.
+    code_dim: latent dimension of the encoder output (the quantizer's
+      ``code_dim``).
     rngs: parameter initialisation (and quantizer dropout) randomness.
 
   Returns:
-    The quantizer; ``code_dim == dim``.
+    The quantizer, with the given ``code_dim``.
 
   Raises:
     ValueError: unknown type, unknown or reserved keyword, missing ``quantizer``
@@ -78,34 +81,23 @@ def build_quantizer(spec: Mapping[str, Any], *, dim: int, rngs: nnx.Rngs) -> Qua
   cls = quantizer_class(type_name)
   for key in _RESERVED:
     if key in kwargs:
-      raise ValueError(
-          f"quantizer spec for {type_name!r} must not set {key!r}; it is"
-          " supplied by build_quantizer"
-      )
+      raise ValueError(f"quantizer spec for {type_name!r} must not set {key!r}; it is supplied by build_quantizer")
   inner_spec = None
   if type_name in _WRAPPERS:
     if "quantizer" not in kwargs:
-      raise ValueError(
-          f"{type_name!r} quantizer spec needs a nested 'quantizer' spec"
-      )
+      raise ValueError(f"{type_name!r} quantizer spec needs a nested 'quantizer' spec")
     inner_spec = _to_dict(kwargs.pop("quantizer"))
   params = inspect.signature(cls.__init__).parameters
   unknown = sorted(k for k in kwargs if k not in params or k == "self")
   if unknown:
-    raise ValueError(
-        f"unknown argument(s) {unknown} for quantizer type {type_name!r}"
-        f" ({cls.__name__})"
-    )
+    raise ValueError(f"unknown argument(s) {unknown} for quantizer type {type_name!r} ({cls.__name__})")
   if type_name == "residual":
-    make = lambda: build_quantizer(inner_spec, dim=dim, rngs=rngs)
-    return cls(make=make, dim=dim, rngs=rngs, **kwargs)
+    make = lambda: build_quantizer(inner_spec, code_dim=code_dim, rngs=rngs)
+    return cls(make=make, code_dim=code_dim, rngs=rngs, **kwargs)
   if type_name == "grouped":
     groups = kwargs.get("num_groups")
-    if not isinstance(groups, int) or groups < 1 or dim % groups:
-      raise ValueError(
-          f"grouped quantizer: num_groups={groups!r} must be a positive int"
-          f" dividing dim={dim}"
-      )
-    make = lambda: build_quantizer(inner_spec, dim=dim // groups, rngs=rngs)
-    return cls(make=make, dim=dim, rngs=rngs, **kwargs)
-  return cls(dim=dim, rngs=rngs, **kwargs)
+    if not isinstance(groups, int) or groups < 1 or code_dim % groups:
+      raise ValueError(f"grouped quantizer: num_groups={groups!r} must be a positive int dividing code_dim={code_dim}")
+    make = lambda: build_quantizer(inner_spec, code_dim=code_dim // groups, rngs=rngs)
+    return cls(make=make, code_dim=code_dim, rngs=rngs, **kwargs)
+  return cls(code_dim=code_dim, rngs=rngs, **kwargs)

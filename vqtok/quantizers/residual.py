@@ -17,58 +17,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vqtok.quantizers.base import Quantizer, QuantizerOutput
-from vqtok.quantizers.fsq import check_index_dtype, check_last_dim
+from vqtok.quantizers.base import (
+  Quantizer,
+  QuantizerOutput,
+  check_index_dtype,
+  check_last_dim,
+  collect_quantizers,
+  merge_outputs,
+)
 
 #: Index of a level that quantizer dropout switched off (it contributes zero).
 DROPPED = -1
-
-
-def collect_quantizers(
-    quantizers: Sequence[Quantizer] | None,
-    make: Callable[[], Quantizer] | None,
-    count: int,
-    name: str,
-) -> list[Quantizer]:
-  """Validates exactly one of ``quantizers`` / ``make`` and returns ``count`` of them."""
-  if (quantizers is None) == (make is None):
-    raise ValueError(f"{name} needs exactly one of quantizers or make")
-  qs = [make() for _ in range(count)] if make is not None else list(quantizers)
-  if len(qs) != count:
-    raise ValueError(f"{name} needs {count} quantizers; got {len(qs)}")
-  for q in qs:
-    if not isinstance(q, Quantizer):
-      raise ValueError(f"{name} wraps Quantizer instances; got {type(q).__name__}")
-    if q.index_depth is not None:
-      raise ValueError(
-          f"{name} cannot wrap a quantizer with multi-axis indices"
-          f" ({type(q).__name__})"
-      )
-  sizes = {q.codebook_size for q in qs}
-  if len(sizes) != 1:
-    raise ValueError(
-        f"{name} quantizers must share one codebook_size; got {sorted(sizes)}"
-    )
-  return qs
-
-
-def merge_outputs(
-    outs: Sequence[QuantizerOutput], weights: Sequence[jax.Array], prefix: str
-) -> tuple[jax.Array, dict[str, jax.Array], dict[str, jax.Array]]:
-  """Weighted sum of losses and terms; metrics per part plus their means."""
-  loss = sum(w * o.loss for w, o in zip(weights, outs))
-  terms: dict[str, Any] = {}
-  for w, o in zip(weights, outs):
-    for k, v in o.terms.items():
-      terms[k] = terms.get(k, 0.0) + w * v
-  metrics: dict[str, jax.Array] = {}
-  for i, o in enumerate(outs):
-    for k, v in o.metrics.items():
-      metrics[f"{prefix}_{i}/{k}"] = v
-  for k in outs[0].metrics:
-    if all(k in o.metrics for o in outs):
-      metrics[k] = jnp.mean(jnp.stack([o.metrics[k] for o in outs]))
-  return jnp.asarray(loss, jnp.float32), terms, metrics
 
 
 class Residual(Quantizer):
@@ -87,51 +46,44 @@ class Residual(Quantizer):
     scales: optional per-level scale s_l: level l quantises r_l / s_l and
       contributes s_l * q_l; e.g. ``(L-1)**-l`` lets residual FSQ/LFQ/BSQ
       resolve ever smaller residuals (their codes live in [-1, 1]).
-    dim: expected ``code_dim`` (checked against the levels when given).
+    code_dim: expected ``code_dim`` of the levels (checked when given).
     rngs: randomness for quantizer dropout (``dropout`` stream, else default).
   """
 
   def __init__(
-      self,
-      quantizers: Sequence[Quantizer] | None = None,
-      *,
-      make: Callable[[], Quantizer] | None = None,
-      num_levels: int,
-      shared: bool = False,
-      dropout: bool = False,
-      dropout_start: int = 0,
-      dropout_per_sample: bool = False,
-      scales: Sequence[float] | None = None,
-      dim: int | None = None,
-      rngs: nnx.Rngs | None = None,
+    self,
+    quantizers: Sequence[Quantizer] | None = None,
+    *,
+    make: Callable[[], Quantizer] | None = None,
+    num_levels: int,
+    shared: bool = False,
+    dropout: bool = False,
+    dropout_start: int = 0,
+    dropout_per_sample: bool = False,
+    scales: Sequence[float] | None = None,
+    code_dim: int | None = None,
+    rngs: nnx.Rngs | None = None,
   ):
     if not isinstance(num_levels, int) or num_levels < 1:
       raise ValueError(f"Residual num_levels must be a positive int; got {num_levels!r}")
     if not 0 <= dropout_start < num_levels:
-      raise ValueError(
-          f"Residual dropout_start must be in [0, {num_levels - 1}]; got {dropout_start}"
-      )
+      raise ValueError(f"Residual dropout_start must be in [0, {num_levels - 1}]; got {dropout_start}")
     qs = collect_quantizers(quantizers, make, 1 if shared else num_levels, "Residual")
     dims = {q.code_dim for q in qs}
-    if len(dims) != 1 or (dim is not None and dims != {dim}):
-      raise ValueError(
-          f"Residual levels must all have code_dim {dim}; got {sorted(dims)}"
-      )
+    if len(dims) != 1 or (code_dim is not None and dims != {code_dim}):
+      raise ValueError(f"Residual levels must all have code_dim {code_dim}; got {sorted(dims)}")
     self.num_levels = num_levels
     self.shared = shared
     self.quantizers = nnx.List(qs)
     self.codebook_size = qs[0].codebook_size
     self.code_dim = qs[0].code_dim
-    self.codebook_kind = qs[0].codebook_kind
     self.dropout = dropout
     self.dropout_start = dropout_start
     self.dropout_per_sample = dropout_per_sample
     if scales is not None:
       scales = tuple(float(s) for s in scales)
       if len(scales) != num_levels or min(scales) <= 0:
-        raise ValueError(
-            f"Residual scales must be {num_levels} positive numbers; got {scales}"
-        )
+        raise ValueError(f"Residual scales must be {num_levels} positive numbers; got {scales}")
     self.scales = scales
     if dropout:
       if rngs is None:
@@ -139,9 +91,7 @@ class Residual(Quantizer):
       try:
         self.dropout_rng = rngs["dropout"].fork()
       except KeyError as e:
-        raise ValueError(
-            "Residual dropout needs a 'dropout' (or 'default') rngs stream"
-        ) from e
+        raise ValueError("Residual dropout needs a 'dropout' (or 'default') rngs stream") from e
     else:
       self.dropout_rng = nnx.data(None)
 
@@ -160,8 +110,8 @@ class Residual(Quantizer):
     lo, hi = int(jnp.min(indices)), int(jnp.max(indices))
     if lo < DROPPED or hi >= self.codebook_size:
       raise ValueError(
-          f"indices out of range for {self.num_levels} residual levels of"
-          f" {self.codebook_size} codes (-1 = dropped): got values in [{lo}, {hi}]"
+        f"indices out of range for {self.num_levels} residual levels of"
+        f" {self.codebook_size} codes (-1 = dropped): got values in [{lo}, {hi}]"
       )
 
   def indices_to_codes(self, indices: jax.Array) -> jax.Array:
@@ -175,10 +125,7 @@ class Residual(Quantizer):
     """
     check_index_dtype(indices, "Residual")
     if indices.ndim < 1 or indices.shape[-1] != self.num_levels:
-      raise ValueError(
-          f"Residual indices must have shape (..., {self.num_levels});"
-          f" got {tuple(indices.shape)}"
-      )
+      raise ValueError(f"Residual indices must have shape (..., {self.num_levels}); got {tuple(indices.shape)}")
     self.check_indices(indices)
     total = None
     for l in range(self.num_levels):
@@ -198,13 +145,9 @@ class Residual(Quantizer):
   def _kept_levels(self, z: jax.Array) -> jax.Array:
     """Number of kept levels: scalar, or (batch,) per sample."""
     shape = (z.shape[0],) if self.dropout_per_sample and z.ndim > 1 else ()
-    return jax.random.randint(
-        self.dropout_rng(), shape, self.dropout_start + 1, self.num_levels + 1
-    )
+    return jax.random.randint(self.dropout_rng(), shape, self.dropout_start + 1, self.num_levels + 1)
 
-  def __call__(
-      self, z: jax.Array, *, train: bool = False
-  ) -> tuple[jax.Array, QuantizerOutput]:
+  def __call__(self, z: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
     """Quantizes ``z`` (..., code_dim) level by level.
 
     Args:
@@ -247,7 +190,5 @@ class Residual(Quantizer):
     loss, terms, metrics = merge_outputs(outs, weights, "level")
     if kept is not None:
       metrics["kept_levels"] = jnp.mean(kept.astype(jnp.float32))
-    out = QuantizerOutput(
-        indices=jnp.stack(indices, axis=-1), loss=loss, terms=terms, metrics=metrics
-    )
+    out = QuantizerOutput(indices=jnp.stack(indices, axis=-1), loss=loss, terms=terms, metrics=metrics)
     return total.astype(z.dtype), out

@@ -1,4 +1,4 @@
-"""Memory-bounded nearest-code search and small entropy helpers.
+"""Memory-bounded nearest-code search and sharding-safe row gathers.
 
 The VQ assignment step (van den Oord et al., 2017, arXiv:1711.00937, eq. 1)
 is ``argmin_k ||z - c_k||²``. Written naively it materialises an ``N × K``
@@ -10,14 +10,18 @@ a time, and the tokens are chunked too when even that block would be too big.
 Distances use ``||z||² - 2 z·c + ||c||²`` so the work is one matmul per block
 (the accelerator's fastest op); ``||z||²`` is constant per row and is only
 added back at the end.
+
+``take_rows`` and ``segment_sum`` gather and scatter codebook rows by index
+(the lookup and the per-code sums of EMA and k-means updates); they also work
+under explicit mesh axes, where the output sharding must be spelled out
+(``explicit`` tells whether it must, ``sharding`` spells it).
 """
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 #: Default upper bound on the bytes of one f32 distance block on accelerators.
 DEFAULT_BLOCK_BYTES = 256 * 2**20
@@ -31,6 +35,8 @@ def default_block_bytes() -> int:
   if jax.default_backend() == "cpu":
     return DEFAULT_CPU_BLOCK_BYTES
   return DEFAULT_BLOCK_BYTES
+
+
 # Below this many codes per block a matmul no longer amortises its overhead,
 # so the token axis is chunked instead of shrinking the code chunk further.
 _MIN_CODE_CHUNK = 512
@@ -43,12 +49,12 @@ def _floor_to(x: int, multiple: int) -> int:
 
 
 def choose_chunks(
-    num_tokens: int,
-    codebook_size: int,
-    *,
-    chunk_size: int | None = None,
-    token_chunk_size: int | None = None,
-    max_block_bytes: int | None = None,
+  num_tokens: int,
+  codebook_size: int,
+  *,
+  chunk_size: int | None = None,
+  token_chunk_size: int | None = None,
+  max_block_bytes: int | None = None,
 ) -> tuple[int, int]:
   """Picks ``(code_chunk, token_chunk)`` so one f32 block fits the budget.
 
@@ -101,15 +107,13 @@ def _num_token_chunks(n: int, token_chunk: int, multiple: int = 1) -> int:
 
 
 def _search_codes(
-    z2: jax.Array, codes: jax.Array, code_sq: jax.Array, chunk: int, precision
+  z2: jax.Array, codes: jax.Array, code_sq: jax.Array, chunk: int, precision
 ) -> tuple[jax.Array, jax.Array]:
   """Running argmin of ``||c||² + z2·c`` over code chunks; ``z2 = -2 z``."""
   k = codes.shape[0]
 
   def block(c, c_sq):
-    s = jax.lax.dot_general(
-        z2, c, (((1,), (1,)), ((), ())), precision=precision,
-        preferred_element_type=jnp.float32)
+    s = jax.lax.dot_general(z2, c, (((1,), (1,)), ((), ())), precision=precision, preferred_element_type=jnp.float32)
     d = s + c_sq[None, :]
     best = jnp.min(d, axis=1)
     # First index attaining the minimum (numpy's tie rule) as a min-reduce over
@@ -117,8 +121,7 @@ def _search_codes(
     # variadic (value, index) reduce behind jnp.argmin, which measured ~10x
     # slower than the min. Float iota is exact for chunks below 2^24.
     iota = jax.lax.broadcasted_iota(jnp.float32, d.shape, 1)
-    first = jnp.min(
-        jnp.where(d == best[:, None], iota, float(d.shape[1])), axis=1)
+    first = jnp.min(jnp.where(d == best[:, None], iota, float(d.shape[1])), axis=1)
     # NaN rows match nothing; keep their index in range.
     return jnp.minimum(first.astype(jnp.int32), d.shape[1] - 1), best
 
@@ -140,8 +143,7 @@ def _search_codes(
     i, d = block(c, c_sq)
     # Strict < keeps the earlier chunk on ties: the lowest index wins overall.
     better = d < best_d
-    return (jnp.where(better, i + offset, best_i),
-            jnp.where(better, d, best_d)), None
+    return (jnp.where(better, i + offset, best_i), jnp.where(better, d, best_d)), None
 
   # *_like keeps z's sharding, so the carry type is stable under explicit axes.
   init = (jnp.zeros_like(z2[:, 0], jnp.int32), jnp.full_like(z2[:, 0], jnp.inf))
@@ -151,13 +153,13 @@ def _search_codes(
 
 
 def nearest_code(
-    z: jax.Array,
-    codebook: jax.Array,
-    *,
-    chunk_size: int | None = None,
-    token_chunk_size: int | None = None,
-    max_block_bytes: int | None = None,
-    precision: jax.lax.PrecisionLike = None,
+  z: jax.Array,
+  codebook: jax.Array,
+  *,
+  chunk_size: int | None = None,
+  token_chunk_size: int | None = None,
+  max_block_bytes: int | None = None,
+  precision: jax.lax.PrecisionLike = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Index of and squared distance to the nearest codebook row, per token.
 
@@ -182,23 +184,18 @@ def nearest_code(
     ``numpy.argmin``) and ``sq_distances`` f32 ``(N,)``, clipped at 0.
   """
   if z.ndim != 2 or codebook.ndim != 2:
-    raise ValueError(
-        f"nearest_code expects z (N, d) and codebook (K, d); got shapes"
-        f" {z.shape} and {codebook.shape}")
+    raise ValueError(f"nearest_code expects z (N, d) and codebook (K, d); got shapes {z.shape} and {codebook.shape}")
   if z.shape[1] != codebook.shape[1]:
-    raise ValueError(
-        f"z has dimension {z.shape[1]} but the codebook has"
-        f" {codebook.shape[1]}")
+    raise ValueError(f"z has dimension {z.shape[1]} but the codebook has {codebook.shape[1]}")
   if codebook.shape[0] < 1:
     raise ValueError("the codebook is empty")
-  for name, v in (("chunk_size", chunk_size),
-                  ("token_chunk_size", token_chunk_size)):
+  for name, v in (("chunk_size", chunk_size), ("token_chunk_size", token_chunk_size)):
     if v is not None and v < 1:
       raise ValueError(f"{name} must be >= 1, got {v}")
   n = z.shape[0]
   chunk, token_chunk = choose_chunks(
-      n, codebook.shape[0], chunk_size=chunk_size,
-      token_chunk_size=token_chunk_size, max_block_bytes=max_block_bytes)
+    n, codebook.shape[0], chunk_size=chunk_size, token_chunk_size=token_chunk_size, max_block_bytes=max_block_bytes
+  )
 
   z = jax.lax.stop_gradient(z).astype(jnp.float32)
   codebook = jax.lax.stop_gradient(codebook).astype(jnp.float32)
@@ -212,11 +209,11 @@ def nearest_code(
   if token_chunk >= n:
     idx, best = _search_codes(z2, codebook, code_sq, chunk, precision)
   else:
-    sharding = jax.typeof(z2).sharding
-    axis = sharding.spec[0] if sharding.spec else None
+    z_sharding = jax.typeof(z2).sharding
+    axis = z_sharding.spec[0] if z_sharding.spec else None
     shards = 1
     for name in (axis,) if isinstance(axis, str) else (axis or ()):
-      shards *= sharding.mesh.shape[name]
+      shards *= z_sharding.mesh.shape[name]
     num_tok = _num_token_chunks(n, token_chunk, shards)
     rows = -(-n // num_tok)
     # Token t goes to row t // num_tok, step t % num_tok: each step takes
@@ -225,13 +222,9 @@ def nearest_code(
     padded = jnp.pad(z2, ((0, rows * num_tok - n), (0, 0)))
     out_sharding = None
     if axis is not None:
-      out_sharding = jax.sharding.NamedSharding(
-          sharding.mesh, jax.sharding.PartitionSpec(axis, None, None))
-    grid = jax.lax.reshape(padded, (rows, num_tok, z.shape[1]),
-                           out_sharding=out_sharding)
-    idx, best = jax.lax.map(
-        lambda zz: _search_codes(zz, codebook, code_sq, chunk, precision),
-        jnp.swapaxes(grid, 0, 1))
+      out_sharding = jax.sharding.NamedSharding(z_sharding.mesh, P(axis, None, None))
+    grid = jax.lax.reshape(padded, (rows, num_tok, z.shape[1]), out_sharding=out_sharding)
+    idx, best = jax.lax.map(lambda zz: _search_codes(zz, codebook, code_sq, chunk, precision), jnp.swapaxes(grid, 0, 1))
     idx = jnp.swapaxes(idx, 0, 1).reshape(-1)[:n]
     best = jnp.swapaxes(best, 0, 1).reshape(-1)[:n]
   # Cancellation in the expanded form can give tiny negatives.
@@ -243,23 +236,34 @@ def search_flops(num_tokens: int, codebook_size: int, dim: int) -> float:
   return 2.0 * num_tokens * codebook_size * dim
 
 
-def entropy(probs: jax.Array, axis: int = -1) -> jax.Array:
-  """Shannon entropy in nats of ``probs`` along ``axis`` (0·log 0 = 0).
+def explicit(*arrays: jax.Array) -> bool:
+  """Whether any of ``arrays`` is sharded over explicit mesh axes."""
+  return any(s is not None for a in arrays for s in jax.typeof(a).sharding.spec)
 
-  Args:
-    probs: probabilities, summing to 1 along ``axis``.
-    axis: the distribution axis.
 
-  Returns:
-    The entropy, with ``axis`` removed.
+def sharding(arrays, *spec) -> jax.sharding.NamedSharding:
+  """``spec`` on the mesh of the first explicitly sharded of ``arrays``."""
+  mesh = next(jax.typeof(a).sharding.mesh for a in arrays if explicit(a))
+  return jax.sharding.NamedSharding(mesh, P(*spec))
+
+
+def take_rows(table: jax.Array, idx: jax.Array) -> jax.Array:
+  """``table[idx]``, laid out like ``idx``; also valid under explicit sharding.
+
+  With explicit mesh axes (``jax.make_mesh`` default) a gather of a replicated
+  table by batch-sharded indices (or the reverse) is ambiguous, so the output
+  sharding is spelled out; otherwise this is a plain ``jnp.take``.
   """
-  p = probs.astype(jnp.float32)
-  return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0),
-                  axis=axis)
+  if not explicit(table, idx):
+    return jnp.take(table, idx, axis=0)
+  spec = jax.typeof(idx).sharding.spec
+  return table.at[idx].get(out_sharding=sharding((idx, table), *spec, None))
 
 
-def log2_int(n: int) -> int:
-  """Exact base-2 logarithm of a power of two; ValueError otherwise."""
-  if n < 1 or n & (n - 1):
-    raise ValueError(f"{n} is not a power of two")
-  return int(math.log2(n))
+def segment_sum(data: jax.Array, idx: jax.Array, num: int) -> jax.Array:
+  """Per-code sums of ``data`` rows; replicated, explicit-sharding safe."""
+  if not explicit(data, idx):
+    return jax.ops.segment_sum(data, idx, num_segments=num)
+  out = jnp.zeros((num,) + data.shape[1:], data.dtype)
+  replicated = sharding((idx, data), *([None] * out.ndim))
+  return out.at[idx].add(data, out_sharding=replicated)

@@ -21,11 +21,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import PartitionSpec as P
 
-from vqtok.quantizers.base import Quantizer, QuantizerOutput, QuantizerStats
-from vqtok.quantizers.base import code_usage_metrics
-from vqtok.quantizers.search import nearest_code
+from vqtok.quantizers.base import (
+  Quantizer,
+  QuantizerOutput,
+  QuantizerStats,
+  check_index_dtype,
+  check_last_dim,
+  code_usage_metrics,
+  straight_through,
+)
+from vqtok.quantizers.search import explicit, nearest_code, segment_sum, sharding, take_rows
 
 # Decay of the code-usage EMA that drives restarts when the codebook itself is
 # loss-trained (with an EMA codebook the EMA cluster size is the usage).
@@ -38,42 +44,8 @@ def unit_norm(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
-def _explicit(*arrays: jax.Array) -> bool:
-  """Whether any of ``arrays`` is sharded over explicit mesh axes."""
-  return any(s is not None for a in arrays for s in jax.typeof(a).sharding.spec)
-
-
-def _sharding(arrays, *spec) -> jax.sharding.NamedSharding:
-  """``spec`` on the mesh of the first explicitly sharded of ``arrays``."""
-  mesh = next(jax.typeof(a).sharding.mesh for a in arrays if _explicit(a))
-  return jax.sharding.NamedSharding(mesh, P(*spec))
-
-
-def take_rows(table: jax.Array, idx: jax.Array) -> jax.Array:
-  """``table[idx]``, laid out like ``idx``; also valid under explicit sharding.
-
-  With explicit mesh axes (``jax.make_mesh`` default) a gather of a replicated
-  table by batch-sharded indices (or the reverse) is ambiguous, so the output
-  sharding is spelled out; otherwise this is a plain ``jnp.take``.
-  """
-  if not _explicit(table, idx):
-    return jnp.take(table, idx, axis=0)
-  spec = jax.typeof(idx).sharding.spec
-  return table.at[idx].get(out_sharding=_sharding((idx, table), *spec, None))
-
-
-def segment_sum(data: jax.Array, idx: jax.Array, num: int) -> jax.Array:
-  """Per-code sums of ``data`` rows; replicated, explicit-sharding safe."""
-  if not _explicit(data, idx):
-    return jax.ops.segment_sum(data, idx, num_segments=num)
-  out = jnp.zeros((num,) + data.shape[1:], data.dtype)
-  replicated = _sharding((idx, data), *([None] * out.ndim))
-  return out.at[idx].add(data, out_sharding=replicated)
-
-
 def kmeans(
-    x: jax.Array, num_clusters: int, iters: int, key: jax.Array, *,
-    normalize: bool = False, chunk_size: int | None = None,
+  x: jax.Array, num_clusters: int, iters: int, key: jax.Array, *, normalize: bool = False, chunk_size: int | None = None
 ) -> jax.Array:
   """Lloyd's k-means with a static number of iterations.
 
@@ -112,27 +84,37 @@ def kmeans(
 class VectorQuantizer(Quantizer):
   """Nearest-neighbour vector quantizer with an explicit codebook.
 
-  ``z`` of shape ``(..., dim)`` is (optionally) projected to ``codebook_dim``,
-  (optionally) l2-normalised, replaced by its nearest code, and projected back;
-  gradients reach ``z`` by the straight-through estimator.
+  ``z`` of shape ``(..., code_dim)`` is (optionally) projected to
+  ``codebook_dim`` (``project_in``), (optionally) l2-normalised, replaced by
+  its nearest code, and projected back (``project_out``); gradients reach
+  ``z`` by the straight-through estimator.
   """
 
   def __init__(
-      self, codebook_size: int, dim: int, *, codebook_dim: int | None = None,
-      commitment_weight: float = 0.25, codebook_weight: float = 1.0,
-      ema_decay: float | None = None, ema_epsilon: float = 1e-5,
-      l2_normalize: bool = False, simvq: bool = False,
-      restart_threshold: float = 0.0, kmeans_init: bool = False,
-      kmeans_iters: int = 10, search_chunk: int | None = None,
-      rngs: nnx.Rngs,
+    self,
+    codebook_size: int,
+    code_dim: int,
+    *,
+    codebook_dim: int | None = None,
+    commitment_weight: float = 0.25,
+    codebook_weight: float = 1.0,
+    ema_decay: float | None = None,
+    ema_epsilon: float = 1e-5,
+    l2_normalize: bool = False,
+    simvq: bool = False,
+    restart_threshold: float = 0.0,
+    kmeans_init: bool = False,
+    kmeans_iters: int = 10,
+    search_chunk: int | None = None,
+    rngs: nnx.Rngs,
   ):
     """Builds the quantizer.
 
     Args:
       codebook_size: number of codes ``K`` (>= 2).
-      dim: dimension of ``z`` and ``z_q`` (``code_dim``).
+      code_dim: dimension of ``z`` and ``z_q``.
       codebook_dim: lookup dimension; linear in/out projections when it
-        differs from ``dim`` (None: same as ``dim``).
+        differs from ``code_dim`` (None: same as ``code_dim``).
       commitment_weight: weight of ``||z - sg(q)||²``.
       codebook_weight: weight of ``||sg(z) - q||²`` (unused with EMA).
       ema_decay: in (0, 1) to update the codebook by EMA instead of the loss.
@@ -148,8 +130,8 @@ class VectorQuantizer(Quantizer):
     """
     if codebook_size < 2:
       raise ValueError(f"codebook_size must be >= 2, got {codebook_size}")
-    if dim < 1:
-      raise ValueError(f"dim must be >= 1, got {dim}")
+    if code_dim < 1:
+      raise ValueError(f"code_dim must be >= 1, got {code_dim}")
     if codebook_dim is not None and codebook_dim < 1:
       raise ValueError(f"codebook_dim must be >= 1, got {codebook_dim}")
     if ema_decay is not None and not 0.0 < ema_decay < 1.0:
@@ -159,22 +141,18 @@ class VectorQuantizer(Quantizer):
     if commitment_weight < 0 or codebook_weight < 0:
       raise ValueError("commitment_weight and codebook_weight must be >= 0")
     if restart_threshold < 0:
-      raise ValueError(
-          f"restart_threshold must be >= 0, got {restart_threshold}")
+      raise ValueError(f"restart_threshold must be >= 0, got {restart_threshold}")
     if kmeans_iters < 0:
       raise ValueError(f"kmeans_iters must be >= 0, got {kmeans_iters}")
     if search_chunk is not None and search_chunk < 1:
       raise ValueError(f"search_chunk must be >= 1, got {search_chunk}")
-    if simvq and (ema_decay is not None or restart_threshold > 0
-                  or kmeans_init):
+    if simvq and (ema_decay is not None or restart_threshold > 0 or kmeans_init):
       # The SimVQ table is frozen; only the linear map learns, by the loss.
-      raise ValueError(
-          "simvq cannot be combined with ema_decay, restart_threshold or"
-          " kmeans_init")
+      raise ValueError("simvq cannot be combined with ema_decay, restart_threshold or kmeans_init")
 
     self.codebook_size = codebook_size
-    self.code_dim = dim
-    self.codebook_dim = cd = codebook_dim or dim
+    self.code_dim = code_dim
+    self.codebook_dim = cd = codebook_dim or code_dim
     self.commitment_weight = commitment_weight
     self.codebook_weight = codebook_weight
     self.ema_decay = ema_decay
@@ -186,20 +164,18 @@ class VectorQuantizer(Quantizer):
     self.kmeans_iters = kmeans_iters
     self.search_chunk = search_chunk
 
-    if cd != dim:
-      self.proj_in = nnx.Linear(dim, cd, rngs=rngs)
-      self.proj_out = nnx.Linear(cd, dim, rngs=rngs)
+    if cd != code_dim:
+      self.project_in = nnx.Linear(code_dim, cd, rngs=rngs)
+      self.project_out = nnx.Linear(cd, code_dim, rngs=rngs)
     else:
-      self.proj_in = self.proj_out = None
+      self.project_in = self.project_out = None
 
     # Kaiming-uniform rows: unit-variance-preserving scale for d-dim codes.
-    bound = cd ** -0.5
-    init = jax.random.uniform(
-        rngs.params(), (codebook_size, cd), jnp.float32, -bound, bound)
+    bound = cd**-0.5
+    init = jax.random.uniform(rngs.params(), (codebook_size, cd), jnp.float32, -bound, bound)
     if simvq:
       # Frozen (non-Param) random table; the optimizer only sees the map.
-      self.codebook = QuantizerStats(
-          jax.random.normal(rngs.params(), (codebook_size, cd)) * bound)
+      self.codebook = QuantizerStats(jax.random.normal(rngs.params(), (codebook_size, cd)) * bound)
       self.codebook_map = nnx.Linear(cd, cd, use_bias=False, rngs=rngs)
     elif ema_decay is not None:
       self.codebook = QuantizerStats(init)
@@ -209,8 +185,7 @@ class VectorQuantizer(Quantizer):
       self.codebook = nnx.Param(init)
     if ema_decay is not None or restart_threshold > 0:
       # Starting at one token per batch gives unused codes a grace period.
-      self.cluster_size = QuantizerStats(
-          jnp.ones((codebook_size,), jnp.float32))
+      self.cluster_size = QuantizerStats(jnp.ones((codebook_size,), jnp.float32))
     if restart_threshold > 0 or kmeans_init:
       self.rng_key = QuantizerStats(jax.random.key_data(rngs.params()))
     if kmeans_init:
@@ -236,16 +211,17 @@ class VectorQuantizer(Quantizer):
     done = self.initialized[...]
     # cond, not where: after the first step the k-means branch never runs.
     codes = jax.lax.cond(
-        done, lambda: self.codebook[...],
-        lambda: kmeans(x, self.codebook_size, self.kmeans_iters, key,
-                       normalize=self.l2_normalize,
-                       chunk_size=self.search_chunk))
+      done,
+      lambda: self.codebook[...],
+      lambda: kmeans(
+        x, self.codebook_size, self.kmeans_iters, key, normalize=self.l2_normalize, chunk_size=self.search_chunk
+      ),
+    )
     self.codebook[...] = codes
     if self.ema_decay is not None:
       self.embed_sum[...] = jnp.where(done, self.embed_sum[...], codes)
     if hasattr(self, "cluster_size"):
-      self.cluster_size[...] = jnp.where(
-          done, self.cluster_size[...], jnp.ones_like(self.cluster_size[...]))
+      self.cluster_size[...] = jnp.where(done, self.cluster_size[...], jnp.ones_like(self.cluster_size[...]))
     self.initialized[...] = jnp.array(True)
 
   def _update_state(self, x: jax.Array, idx: jax.Array) -> None:
@@ -275,18 +251,15 @@ class VectorQuantizer(Quantizer):
       # Restarted codes start at the threshold (Jukebox / lucidrains rule).
       n = jnp.where(dead, thr, n)
       if self.ema_decay is not None:
-        self.embed_sum[...] = jnp.where(dead[:, None], fresh * thr,
-                                        self.embed_sum[...])
+        self.embed_sum[...] = jnp.where(dead[:, None], fresh * thr, self.embed_sum[...])
     self.cluster_size[...] = n
     if self.ema_decay is not None or self.restart_threshold > 0:
       self.codebook[...] = codes
 
   # ---- the quantizer contract ----
 
-  def __call__(
-      self, z: jax.Array, *, train: bool = False
-  ) -> tuple[jax.Array, QuantizerOutput]:
-    """Quantizes ``z`` of shape ``(..., dim)``.
+  def __call__(self, z: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
+    """Quantizes ``z`` of shape ``(..., code_dim)``.
 
     Args:
       z: input vectors; any float dtype (the search runs in f32).
@@ -298,15 +271,13 @@ class VectorQuantizer(Quantizer):
       (``commitment``, and ``codebook`` unless EMA) and ``metrics``
       (``usage``, ``perplexity``, and ``dead_codes`` with restarts).
     """
-    if z.ndim < 1 or z.shape[-1] != self.code_dim:
-      raise ValueError(
-          f"expected z of shape (..., {self.code_dim}), got {z.shape}")
+    check_last_dim(z, self.code_dim, "VectorQuantizer")
     if not jnp.issubdtype(z.dtype, jnp.floating):
       raise ValueError(f"z must be floating point, got {z.dtype}")
     lead = z.shape[:-1]
     x = z.reshape(-1, self.code_dim).astype(jnp.float32)
-    if self.proj_in is not None:
-      x = self.proj_in(x)
+    if self.project_in is not None:
+      x = self.project_in(x)
     if self.l2_normalize:
       x = unit_norm(x)
     if train and self.kmeans_init:
@@ -323,32 +294,28 @@ class VectorQuantizer(Quantizer):
       terms["codebook"] = jnp.mean(jnp.square(jax.lax.stop_gradient(x) - q))
       loss = loss + self.codebook_weight * terms["codebook"]
 
-    # Straight-through written as sg(q) + (x - sg(x)): the value is exactly q
-    # (x - x == 0), so the eval output equals indices_to_codes bit for bit,
-    # which z + sg(q - z) would not (it rounds); no gradient reaches the codes.
-    out = jax.lax.stop_gradient(q) + (x - jax.lax.stop_gradient(x))
-    if self.proj_out is not None:
-      out = self.proj_out(out)
+    # The value is exactly q, so the eval output equals indices_to_codes bit
+    # for bit; no gradient reaches the codes through it (they learn from the
+    # codebook term or the EMA).
+    out = straight_through(x, q)
+    if self.project_out is not None:
+      out = self.project_out(out)
     z_q = out.reshape(lead + (self.code_dim,)).astype(z.dtype)
 
     if train and (self.ema_decay is not None or self.restart_threshold > 0):
       self._update_state(x, idx)
-    if _explicit(idx):
+    if explicit(idx):
       # base.code_usage_metrics scatters without an out_sharding; the indices
       # are small, so replicate them rather than fail under explicit axes.
-      idx_rep = jax.sharding.reshard(idx, _sharding((idx,), None))
+      idx_rep = jax.sharding.reshard(idx, sharding((idx,), None))
     else:
       idx_rep = idx
     metrics = code_usage_metrics(idx_rep, self.codebook_size)
     if self.restart_threshold > 0:
-      metrics["dead_codes"] = jnp.mean(
-          (self.cluster_size[...] < self.restart_threshold).astype(jnp.float32))
-    return z_q, QuantizerOutput(
-        indices=idx.reshape(lead), loss=loss, terms=terms, metrics=metrics)
+      metrics["dead_codes"] = jnp.mean((self.cluster_size[...] < self.restart_threshold).astype(jnp.float32))
+    return z_q, QuantizerOutput(indices=idx.reshape(lead), loss=loss, terms=terms, metrics=metrics)
 
-  def indices_to_codes(
-      self, indices: jax.Array, *, dtype: jnp.dtype = jnp.float32
-  ) -> jax.Array:
+  def indices_to_codes(self, indices: jax.Array, *, dtype: jnp.dtype = jnp.float32) -> jax.Array:
     """Returns the eval-mode ``z_q`` for ``indices``.
 
     Args:
@@ -356,13 +323,12 @@ class VectorQuantizer(Quantizer):
       dtype: dtype of the result (the forward pass returns ``z.dtype``).
 
     Returns:
-      ``indices.shape + (dim,)`` codes, out-projection applied.
+      ``indices.shape + (code_dim,)`` codes, ``project_out`` applied.
     """
     indices = jnp.asarray(indices)
-    if not jnp.issubdtype(indices.dtype, jnp.integer):
-      raise ValueError(f"indices must be integers, got {indices.dtype}")
+    check_index_dtype(indices, "VectorQuantizer")
     self.check_indices(indices)
     q = take_rows(self.get_codebook(), indices.reshape(-1))
-    if self.proj_out is not None:
-      q = self.proj_out(q)
+    if self.project_out is not None:
+      q = self.project_out(q)
     return q.reshape(indices.shape + (self.code_dim,)).astype(dtype)

@@ -1,0 +1,251 @@
+"""What the binary quantizers (LFQ, BSQ) share: sign codes, indices, entropy.
+
+Both quantise each of ``bits`` channels to its sign, so the implicit codebook
+is the set of corners of a hypercube ({-1, 1}^bits for LFQ, scaled by
+1/sqrt(bits) for BSQ) with ``2**bits`` codes and no lookup. The index is the
+binary number of the signs (first channel most significant, 1 for +).
+
+Their entropy penalties use a soft assignment p(c|z) that factorises over
+bits, p(bit_i = + | z) = sigmoid(logit_i), so the per-sample entropy is a sum
+of binary entropies. The codebook entropy H(mean_n p(c|z_n)) does not
+factorise; ``entropy_mode="exact"`` computes it over all codes in chunks whose
+memory is O(N * chunk) forward and backward, ``"factorized"`` uses the sum of
+per-bit entropies of the mean, an upper bound (subadditivity) with memory
+linear in ``bits``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vqtok.quantizers.base import (
+  Quantizer,
+  QuantizerOutput,
+  check_index_dtype,
+  check_last_dim,
+  code_usage_metrics,
+  last_axis,
+  straight_through,
+)
+
+ENTROPY_MODES = ("exact", "factorized")
+# Beyond this codebook size the usage histogram itself would dominate memory.
+_MAX_HISTOGRAM = 2**20
+# Target elements of one (N, chunk) block in the exact codebook entropy.
+_CHUNK_ELEMENTS = 2**23
+
+
+def bit_shifts(bits: int) -> jax.Array:
+  """Right-shift of each channel's bit in an index (channel 0 most significant)."""
+  return jnp.arange(bits - 1, -1, -1, dtype=jnp.int32)
+
+
+def signs_to_indices(positive: jax.Array) -> jax.Array:
+  """Binary index of boolean ``positive`` (..., bits) -> int32 (...)."""
+  bits = positive.shape[-1]
+  weights = last_axis(jnp.left_shift(jnp.int32(1), bit_shifts(bits)), positive.ndim)
+  return jnp.sum(positive.astype(jnp.int32) * weights, axis=-1).astype(jnp.int32)
+
+
+def indices_to_signs(indices: jax.Array, bits: int) -> jax.Array:
+  """±1 float32 codes (..., bits) of int indices (...)."""
+  idx = jnp.asarray(indices).astype(jnp.int32)[..., None]
+  bit = jnp.bitwise_and(jnp.right_shift(idx, last_axis(bit_shifts(bits), idx.ndim)), 1)
+  return bit.astype(jnp.float32) * 2.0 - 1.0
+
+
+def _exact_codebook_entropy(lp: jax.Array, lm: jax.Array, chunk: int) -> jax.Array:
+  """H(mean_n p(c|z_n)) over all 2**bits codes, chunked; lp/lm: (N, bits) logs."""
+  n, bits = lp.shape
+  num_codes = 2**bits
+  # log p(c|z_n) = Σ_i lm_ni + Σ_i b_i (lp_ni - lm_ni) with b ∈ {0,1}^bits:
+  # one (N, bits) x (bits, chunk) matmul per chunk of codes.
+  diff = lp - lm
+  base = jnp.sum(lm, axis=-1, keepdims=True)
+  log_n = math.log(n)
+
+  # Rematerialised in the backward pass, so only the carry and the scanned
+  # chunk offsets are stored: memory O(N * chunk), never O(N * 2**bits).
+  @jax.checkpoint
+  def body(acc, start):
+    idx = start + jnp.arange(chunk, dtype=jnp.int32)
+    b = jnp.bitwise_and(jnp.right_shift(idx[None, :], bit_shifts(bits)[:, None]), 1)
+    logp = base + jnp.dot(diff, b.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+    log_avg = jax.scipy.special.logsumexp(logp, axis=0) - log_n
+    return acc - jnp.sum(jnp.exp(log_avg) * log_avg), None
+
+  starts = jnp.arange(0, num_codes, chunk, dtype=jnp.int32)
+  entropy, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), starts)
+  return entropy
+
+
+def binary_entropy_terms(
+  logits: jax.Array, *, mode: str = "exact", chunk_size: int | None = None
+) -> tuple[jax.Array, jax.Array]:
+  """Per-sample and codebook entropy of independent-bit code distributions.
+
+  Args:
+    logits: (N, bits) float32; p(bit_i = +1 | token n) = sigmoid(logits[n, i]).
+    mode: "exact" (codebook entropy over all 2**bits codes, chunked) or
+      "factorized" (Σ_i H(mean_n p(bit_i)), an upper bound on the exact value).
+    chunk_size: codes per chunk in exact mode, a power of two; default keeps
+      one (N, chunk) block near 2**23 elements.
+
+  Returns:
+    (mean_n H(p(c|z_n)), H(mean_n p(c|z_n))) as float32 scalars, in nats.
+  """
+  if mode not in ENTROPY_MODES:
+    raise ValueError(f"entropy_mode must be one of {ENTROPY_MODES}; got {mode!r}")
+  logits = logits.astype(jnp.float32)
+  n, bits = logits.shape
+  lp = jax.nn.log_sigmoid(logits)
+  lm = jax.nn.log_sigmoid(-logits)
+  per_sample = -jnp.sum(jnp.exp(lp) * lp + jnp.exp(lm) * lm) / n
+  if mode == "factorized":
+    # log of the batch-mean bit probabilities, stable for tiny temperatures.
+    lbar_p = jax.scipy.special.logsumexp(lp, axis=0) - math.log(n)
+    lbar_m = jax.scipy.special.logsumexp(lm, axis=0) - math.log(n)
+    codebook = -jnp.sum(jnp.exp(lbar_p) * lbar_p + jnp.exp(lbar_m) * lbar_m)
+    return per_sample, codebook
+  num_codes = 2**bits
+  if chunk_size is None:
+    chunk = max(1, _CHUNK_ELEMENTS // max(n, 1))
+    chunk = min(num_codes, 1 << (chunk.bit_length() - 1))
+  else:
+    chunk = int(chunk_size)
+    if chunk < 1 or chunk & (chunk - 1):
+      raise ValueError(f"chunk_size must be a power of two; got {chunk_size}")
+    chunk = min(chunk, num_codes)
+  return per_sample, _exact_codebook_entropy(lp, lm, chunk)
+
+
+def resolve_bits(bits: int | None, codebook_size: int | None, name: str) -> int:
+  """Number of bits from ``bits`` and/or ``codebook_size`` (= 2**bits)."""
+  if bits is None and codebook_size is None:
+    raise ValueError(f"{name} needs bits or codebook_size")
+  if bits is None:
+    bits = int(codebook_size).bit_length() - 1
+  bits = int(bits)
+  if bits < 1 or bits > 30:
+    raise ValueError(f"{name} bits must be in [1, 30] (int32 indices); got {bits}")
+  if codebook_size is not None and int(codebook_size) != 2**bits:
+    raise ValueError(
+      f"{name} codebook_size must be 2**bits: got codebook_size={codebook_size} with bits={bits} (2**bits = {2**bits})"
+    )
+  return bits
+
+
+def binary_usage_metrics(indices: jax.Array, positive: jax.Array, bits: int) -> dict[str, jax.Array]:
+  """Usage/perplexity (when the histogram is small) and mean bit balance."""
+  metrics = {"bit_balance": jnp.mean(positive.astype(jnp.float32))}
+  if 2**bits <= _MAX_HISTOGRAM:
+    metrics.update(code_usage_metrics(indices, 2**bits))
+  return metrics
+
+
+class BinaryQuantizer(Quantizer):
+  """What LFQ and BSQ share: codes are corners of a hypercube, one sign per bit.
+
+  Handles the optional projections, index <-> code mapping, the entropy terms
+  and the output; subclasses map the projected latent to signs and a
+  commitment term.
+  """
+
+  _name = "binary quantizer"
+
+  def _setup(
+    self,
+    *,
+    bits: int,
+    code_dim: int | None,
+    entropy_weight: float,
+    commitment_weight: float,
+    sample_entropy_weight: float,
+    codebook_entropy_weight: float,
+    entropy_mode: str,
+    chunk_size: int | None,
+    rngs: nnx.Rngs,
+  ) -> None:
+    name = self._name
+    if entropy_mode not in ENTROPY_MODES:
+      raise ValueError(f"{name} entropy_mode must be one of {ENTROPY_MODES}; got {entropy_mode!r}")
+    if chunk_size is not None and (chunk_size < 1 or chunk_size & (chunk_size - 1)):
+      raise ValueError(f"{name} chunk_size must be a power of two; got {chunk_size}")
+    code_dim = bits if code_dim is None else int(code_dim)
+    self.bits = bits
+    self.codebook_size = 2**bits
+    self.code_dim = code_dim
+    self.entropy_weight = float(entropy_weight)
+    self.commitment_weight = float(commitment_weight)
+    self.sample_entropy_weight = float(sample_entropy_weight)
+    self.codebook_entropy_weight = float(codebook_entropy_weight)
+    self.entropy_mode = entropy_mode
+    self.chunk_size = chunk_size
+    if code_dim != bits:
+      self.project_in = nnx.Linear(code_dim, bits, rngs=rngs)
+      self.project_out = nnx.Linear(bits, code_dim, rngs=rngs)
+    else:
+      self.project_in = nnx.data(None)
+      self.project_out = nnx.data(None)
+
+  def code_scale(self) -> float:
+    """Magnitude of each code coordinate (1 for LFQ, 1/sqrt(bits) for BSQ)."""
+    return 1.0
+
+  def indices_to_codes(self, indices: jax.Array) -> jax.Array:
+    """Codes ``z_q`` (..., code_dim), float32, that eval-mode ``__call__`` returns.
+
+    Args:
+      indices: int indices in ``[0, 2**bits)``, any shape.
+
+    Returns:
+      float32 array of shape ``indices.shape + (code_dim,)``.
+    """
+    check_index_dtype(indices, self._name)
+    self.check_indices(indices)
+    # Same float32 scale as __call__, so the round trip is bit-exact.
+    codes = indices_to_signs(indices, self.bits) * jnp.float32(self.code_scale())
+    if self.project_out is not None:
+      codes = self.project_out(codes)
+    return codes
+
+  def _project(self, z: jax.Array) -> jax.Array:
+    check_last_dim(z, self.code_dim, self._name)
+    h = z.astype(jnp.float32)
+    if self.project_in is not None:
+      h = self.project_in(h)
+    return h
+
+  def _output(
+    self, z: jax.Array, x: jax.Array, q: jax.Array, commitment: jax.Array, logits_fn, *, train: bool
+  ) -> tuple[jax.Array, QuantizerOutput]:
+    """Straight-through codes, entropy terms (training only) and the output.
+
+    Args:
+      z: the caller's input (for the output dtype).
+      x: the projected latent that was quantised to ``q``.
+      q: the codes, ``±code_scale()``.
+      commitment: the unweighted commitment term.
+      logits_fn: ``() -> (N, bits)`` per-bit logits of the soft assignment.
+      train: add the entropy terms.
+    """
+    positive = q > 0
+    codes = straight_through(x, q)
+    indices = signs_to_indices(positive)
+    terms = {"commitment": commitment}
+    loss = self.commitment_weight * commitment
+    if train and self.entropy_weight > 0:
+      per_sample, codebook = binary_entropy_terms(logits_fn(), mode=self.entropy_mode, chunk_size=self.chunk_size)
+      entropy = self.sample_entropy_weight * per_sample - self.codebook_entropy_weight * codebook
+      terms.update(entropy=entropy, per_sample_entropy=per_sample, codebook_entropy=codebook)
+      loss = loss + self.entropy_weight * entropy
+    if self.project_out is not None:
+      codes = self.project_out(codes)
+    out = QuantizerOutput(
+      indices=indices, loss=loss, terms=terms, metrics=binary_usage_metrics(indices, positive, self.bits)
+    )
+    return codes.astype(z.dtype), out
