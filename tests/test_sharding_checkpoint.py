@@ -8,7 +8,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from vqtok.training import checkpoint, sharding
+from vqtok import sharding
+from vqtok.training import checkpoint
 
 
 def test_make_mesh_shapes_and_errors():
@@ -47,9 +48,9 @@ def test_global_batch_is_split_over_all_devices():
 def test_checkpoint_round_trip_keeps_keys_shardings_and_last_n(tmp_path):
   mesh = sharding.make_mesh((4, 2))
   state = {
-      "w": jnp.arange(64 * 32, dtype=jnp.float32).reshape(64, 32),
-      "key": jax.random.key(3),
-      "step": jnp.asarray(7, jnp.int32),
+    "w": jnp.arange(64 * 32, dtype=jnp.float32).reshape(64, 32),
+    "key": jax.random.key(3),
+    "step": jnp.asarray(7, jnp.int32),
   }
   sh = sharding.state_shardings(state, mesh)
   state = jax.tree.map(jax.device_put, state, sh)

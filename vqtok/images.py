@@ -1,4 +1,4 @@
-"""Image helpers for logging: [-1, 1] floats to uint8, and PNG grids."""
+"""Image helpers: [-1, 1] floats to uint8, PNG grids, and PNG files written atomically."""
 
 from __future__ import annotations
 
@@ -27,21 +27,9 @@ def grid(rows: list[np.ndarray], *, pad: int = 2) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str) -> str:
+  """Writes ``image`` (uint8) to ``path`` via a temporary file; returns ``path``."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + ".tmp"
   Image.fromarray(image).save(tmp, format="PNG")
   os.replace(tmp, path)  # never leave a half-written PNG behind
   return path
-
-
-def reconstruction_grid(eval_fn, state, mesh, batch: dict, *, use_ema: bool, max_images: int = 8) -> np.ndarray:
-  """Originals (top row) over eval-mode reconstructions (bottom row), uint8."""
-  from vqtok.training import sharding  # noqa: PLC0415
-
-  params = state.ema if (use_ema and state.ema) else state.g_params
-  x = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
-  x_hat, _ = eval_fn(params, state.g_rest, x)
-  valid = np.asarray(batch["valid"]).astype(bool)
-  orig = to_uint8(np.asarray(batch["image"]))[valid][:max_images]
-  rec = to_uint8(sharding.local_rows(x_hat))[valid][:max_images]
-  return grid([list(orig), list(rec)])

@@ -12,7 +12,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXES = ("data", "fsdp")
 # Arrays smaller than this stay replicated under FSDP: splitting them costs
@@ -82,18 +83,13 @@ def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
     A pytree of ``NamedSharding`` with the same structure.
   """
   size = mesh.shape["fsdp"]
-  return jax.tree.map(
-      lambda x: NamedSharding(mesh, _fsdp_spec(tuple(np.shape(x)), size)), abstract_state
-  )
+  return jax.tree.map(lambda x: NamedSharding(mesh, _fsdp_spec(tuple(np.shape(x)), size)), abstract_state)
 
 
 def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Assembles each process's local rows into one globally sharded batch."""
   sharding = batch_sharding(mesh)
-  return {
-      k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-      for k, v in local.items()
-  }
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
 
 
 def local_rows(x: jax.Array) -> np.ndarray:

@@ -73,8 +73,7 @@ class FeatureStats:
 
 
 def frechet_distance(
-    mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike,
-    *, eps: float = 1e-6,
+  mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike, *, eps: float = 1e-6
 ) -> float:
   """Fréchet distance between two Gaussians, in float64.
 
@@ -97,8 +96,7 @@ def frechet_distance(
   if mu1.shape != (d,) or mu2.shape != (d,):
     raise ValueError(f"means must both have shape ({d},), got {mu1.shape} and {mu2.shape}")
   if sigma1.shape != (d, d) or sigma2.shape != (d, d):
-    raise ValueError(
-        f"covariances must both have shape ({d}, {d}), got {sigma1.shape} and {sigma2.shape}")
+    raise ValueError(f"covariances must both have shape ({d}, {d}), got {sigma1.shape} and {sigma2.shape}")
   diff = mu1 - mu2
   covmean = _sqrtm(sigma1 @ sigma2)
   if not _usable(covmean):
@@ -107,8 +105,10 @@ def frechet_distance(
     offset = np.eye(d) * eps
     covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
   if not np.isfinite(covmean).all():
-    raise ValueError("sqrtm(sigma1 @ sigma2) is not finite even with the eps offset;"
-                     " are the covariances finite and positive semi-definite?")
+    raise ValueError(
+      "sqrtm(sigma1 @ sigma2) is not finite even with the eps offset;"
+      " are the covariances finite and positive semi-definite?"
+    )
   if not _usable(covmean):
     worst = np.max(np.abs(np.diagonal(covmean).imag))
     raise ValueError(f"sqrtm(sigma1 @ sigma2) has a large imaginary component {worst}")
@@ -158,8 +158,7 @@ def fid_from_stats(stats1: FeatureStats, stats2: FeatureStats) -> float:
     raise ValueError("FID needs features in both sets")
   if stats1.dim != stats2.dim:
     raise ValueError(f"feature dims differ: {stats1.dim} vs {stats2.dim}")
-  return frechet_distance(stats1.mean(), stats1.covariance(),
-                          stats2.mean(), stats2.covariance())
+  return frechet_distance(stats1.mean(), stats1.covariance(), stats2.mean(), stats2.covariance())
 
 
 def save_stats(path: str, stats: FeatureStats) -> None:

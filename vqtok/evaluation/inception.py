@@ -38,12 +38,27 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
 class BasicConv(nnx.Module):
   """Conv (no bias) -> BatchNorm (eps 1e-3, inference) -> ReLU."""
 
-  def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int], *,
-               stride: int = 1, padding: int | tuple[int, int] = 0, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cin: int,
+    cout: int,
+    kernel: int | tuple[int, int],
+    *,
+    stride: int = 1,
+    padding: int | tuple[int, int] = 0,
+    rngs: nnx.Rngs,
+  ):
     ph, pw = _pair(padding)
-    self.conv = nnx.Conv(cin, cout, _pair(kernel), strides=stride,
-                         padding=((ph, ph), (pw, pw)), use_bias=False,
-                         precision=_HIGHEST, rngs=rngs)
+    self.conv = nnx.Conv(
+      cin,
+      cout,
+      _pair(kernel),
+      strides=stride,
+      padding=((ph, ph), (pw, pw)),
+      use_bias=False,
+      precision=_HIGHEST,
+      rngs=rngs,
+    )
     self.bn = nnx.BatchNorm(cout, epsilon=1e-3, use_running_average=True, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -52,13 +67,11 @@ class BasicConv(nnx.Module):
 
 def _avg_pool_same(x: jax.Array) -> jax.Array:
   # TF's SAME average pool divides by the number of real pixels in the window.
-  return nnx.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
-                      count_include_pad=False)
+  return nnx.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), count_include_pad=False)
 
 
 def _max_pool(x: jax.Array, stride: int, pad: int) -> jax.Array:
-  return nnx.max_pool(x, (3, 3), strides=(stride, stride),
-                      padding=((pad, pad), (pad, pad)))
+  return nnx.max_pool(x, (3, 3), strides=(stride, stride), padding=((pad, pad), (pad, pad)))
 
 
 class InceptionA(nnx.Module):
@@ -116,8 +129,7 @@ class InceptionC(nnx.Module):
     b1 = self.branch1x1(x)
     b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
     bd = self.branch7x7dbl_1(x)
-    for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3,
-                  self.branch7x7dbl_4, self.branch7x7dbl_5):
+    for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
       bd = layer(bd)
     bp = self.branch_pool(_avg_pool_same(x))
     return jnp.concatenate([b1, b7, bd, bp], axis=-1)
@@ -238,20 +250,30 @@ class InceptionV3(nnx.Module):
     x = _max_pool(x, 2, 0)
     x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
     x = _max_pool(x, 2, 0)
-    for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a,
-                  self.Mixed_6b, self.Mixed_6c, self.Mixed_6d, self.Mixed_6e,
-                  self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+    for block in (
+      self.Mixed_5b,
+      self.Mixed_5c,
+      self.Mixed_5d,
+      self.Mixed_6a,
+      self.Mixed_6b,
+      self.Mixed_6c,
+      self.Mixed_6d,
+      self.Mixed_6e,
+      self.Mixed_7a,
+      self.Mixed_7b,
+      self.Mixed_7c,
+    ):
       x = block(x)
     return jnp.mean(x, axis=(1, 2))
 
 
 # pytorch-fid BasicConv2d tensors -> (nnx path tail, layout change).
 _TORCH_SUFFIXES = {
-    "conv.weight": ("conv/kernel", lambda w: np.transpose(w, (2, 3, 1, 0))),  # OIHW->HWIO
-    "bn.weight": ("bn/scale", lambda w: w),
-    "bn.bias": ("bn/bias", lambda w: w),
-    "bn.running_mean": ("bn/mean", lambda w: w),
-    "bn.running_var": ("bn/var", lambda w: w),
+  "conv.weight": ("conv/kernel", lambda w: np.transpose(w, (2, 3, 1, 0))),  # OIHW->HWIO
+  "bn.weight": ("bn/scale", lambda w: w),
+  "bn.bias": ("bn/bias", lambda w: w),
+  "bn.running_mean": ("bn/mean", lambda w: w),
+  "bn.running_var": ("bn/var", lambda w: w),
 }
 # Parts of the torch checkpoint that FID features never use.
 _TORCH_IGNORED = ("fc.", "AuxLogits.")
@@ -295,13 +317,14 @@ def load_weights(model: nnx.Module, arrays: Mapping[str, np.ndarray], what: str)
     A new concrete module holding the given arrays.
   """
   graphdef, state = nnx.split(model)
-  flat = {"/".join(str(k) for k in path): v
-          for path, v in nnx.to_flat_state(state)}
+  flat = {"/".join(str(k) for k in path): v for path, v in nnx.to_flat_state(state)}
   missing = sorted(set(flat) - set(arrays))
   unexpected = sorted(set(arrays) - set(flat))
   if missing or unexpected:
-    raise ValueError(f"{what}: weights do not match the model; missing {missing[:5]}"
-                     f" ({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})")
+    raise ValueError(
+      f"{what}: weights do not match the model; missing {missing[:5]}"
+      f" ({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})"
+    )
   for path, var in nnx.to_flat_state(state):
     key = "/".join(str(k) for k in path)
     value = np.asarray(arrays[key])
@@ -322,11 +345,14 @@ def load_inception(path: str, *, resize_input: bool = True) -> InceptionV3:
     The model, ready for ``model(images)``.
   """
   if not path:
-    raise ValueError("no Inception weights given: set eval.inception_weights to an .npz"
-                     " made by scripts/convert_inception.py (see scripts/README.md)")
+    raise ValueError(
+      "no Inception weights given: set eval.inception_weights to an .npz"
+      " made by scripts/convert_inception.py (see scripts/README.md)"
+    )
   if not os.path.exists(path):
-    raise FileNotFoundError(f"Inception weights not found: {path}; make them with"
-                            " scripts/convert_inception.py (see scripts/README.md)")
+    raise FileNotFoundError(
+      f"Inception weights not found: {path}; make them with scripts/convert_inception.py (see scripts/README.md)"
+    )
   abstract = nnx.eval_shape(lambda: InceptionV3(resize_input=resize_input, rngs=nnx.Rngs(0)))
   with np.load(path) as f:
     arrays = {k: f[k] for k in f.files}

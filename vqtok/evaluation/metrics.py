@@ -89,8 +89,8 @@ def _filter_valid(x: jax.Array, taps: np.ndarray) -> jax.Array:
   """
   n = len(taps)
   h, w = x.shape[-3], x.shape[-2]
-  rows = sum(float(t) * x[..., i:h - n + 1 + i, :, :] for i, t in enumerate(taps))
-  return sum(float(t) * rows[..., :, i:w - n + 1 + i, :] for i, t in enumerate(taps))
+  rows = sum(float(t) * x[..., i : h - n + 1 + i, :, :] for i, t in enumerate(taps))
+  return sum(float(t) * rows[..., :, i : w - n + 1 + i, :] for i, t in enumerate(taps))
 
 
 def ssim(a: ArrayLike, b: ArrayLike, *, data_range: float = 255.0) -> jax.Array:
@@ -115,8 +115,8 @@ def ssim(a: ArrayLike, b: ArrayLike, *, data_range: float = 255.0) -> jax.Array:
   taps = _gaussian_taps()
   if a.shape[-3] < len(taps) or a.shape[-2] < len(taps):
     raise ValueError(
-        f"ssim: images must be at least {len(taps)}x{len(taps)} (the Gaussian"
-        f" window), got {a.shape[-3]}x{a.shape[-2]}")
+      f"ssim: images must be at least {len(taps)}x{len(taps)} (the Gaussian window), got {a.shape[-3]}x{a.shape[-2]}"
+    )
   # Variances are E[x^2] - E[x]^2; in float32 on [0, 255] that cancels badly,
   # so centre each image/channel first (variances are shift invariant) and add
   # the shift back only to the means.
@@ -130,8 +130,7 @@ def ssim(a: ArrayLike, b: ArrayLike, *, data_range: float = 255.0) -> jax.Array:
   ux, uy = ux + ma, uy + mb
   c1 = (_SSIM_K1 * data_range) ** 2
   c2 = (_SSIM_K2 * data_range) ** 2
-  s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / (
-      (ux * ux + uy * uy + c1) * (vx + vy + c2))
+  s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
   # skimage averages each channel then the channels; equal sizes make that
   # the plain mean over H, W, C.
   return jnp.mean(s, axis=(-3, -2, -1))
@@ -181,8 +180,7 @@ class CodebookUsage:
     levels = self.depth or 1
     if self.depth is not None:
       if idx.ndim < 2 or idx.shape[-1] != self.depth:
-        raise ValueError(
-            f"indices must end in an axis of length depth={self.depth}, got shape {idx.shape}")
+        raise ValueError(f"indices must end in an axis of length depth={self.depth}, got shape {idx.shape}")
       idx = idx.reshape(idx.shape[0], -1, self.depth)
     else:
       if idx.ndim < 1:
@@ -190,13 +188,10 @@ class CodebookUsage:
       idx = idx.reshape(idx.shape[0], -1, 1)
     lo, hi = int(jnp.min(idx)), int(jnp.max(idx))
     if lo < 0 or hi >= self.codebook_size:
-      raise ValueError(
-          f"indices out of range for a codebook of {self.codebook_size} codes:"
-          f" got values in [{lo}, {hi}]")
+      raise ValueError(f"indices out of range for a codebook of {self.codebook_size} codes: got values in [{lo}, {hi}]")
     tokens = idx.shape[1]
     if self.tokens_per_image is not None and tokens != self.tokens_per_image:
-      raise ValueError(
-          f"tokens per image changed from {self.tokens_per_image} to {tokens}")
+      raise ValueError(f"tokens per image changed from {self.tokens_per_image} to {tokens}")
     self.tokens_per_image = tokens
     self.counts += np.asarray(_level_bincount(idx, self.codebook_size, levels), np.int64)
     self.num_images += idx.shape[0]
@@ -222,15 +217,15 @@ class CodebookUsage:
     perplexity = np.exp2(entropy)
     levels = self.depth or 1
     return {
-        "usage": float(usage.mean()),
-        "entropy_bits": float(entropy.mean()),
-        "perplexity": float(perplexity.mean()),
-        # Lists, not arrays, so the report can be written as JSON.
-        "usage_per_level": usage.tolist(),
-        "entropy_bits_per_level": entropy.tolist(),
-        "perplexity_per_level": perplexity.tolist(),
-        "bits_per_image": float(self.tokens_per_image * levels * math.log2(self.codebook_size)),
-        "num_images": self.num_images,
+      "usage": float(usage.mean()),
+      "entropy_bits": float(entropy.mean()),
+      "perplexity": float(perplexity.mean()),
+      # Lists, not arrays, so the report can be written as JSON.
+      "usage_per_level": usage.tolist(),
+      "entropy_bits_per_level": entropy.tolist(),
+      "perplexity_per_level": perplexity.tolist(),
+      "bits_per_image": float(self.tokens_per_image * levels * math.log2(self.codebook_size)),
+      "num_images": self.num_images,
     }
 
 

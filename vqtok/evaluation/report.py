@@ -19,22 +19,23 @@ import numpy as np
 from flax import nnx
 
 from vqtok import data as data_lib
+from vqtok import images as images_lib
+from vqtok import sharding
 from vqtok.evaluation import fid as fid_lib
 from vqtok.evaluation import metrics as metrics_lib
-from vqtok.training import images as images_lib
-from vqtok.training import sharding
+from vqtok.evaluation import reconstruct as reconstruct_lib
 
 
 def evaluate(
-    config: ml_collections.ConfigDict,
-    tokenizer: nnx.Module,
-    *,
-    batch_size: int | None = None,
-    num_images: int | None = None,
-    lpips_weights: str = "",
-    inception_weights: str = "",
-    grid_images: int = 8,
-    progress: bool = True,
+  config: ml_collections.ConfigDict,
+  tokenizer: nnx.Module,
+  *,
+  batch_size: int | None = None,
+  num_images: int | None = None,
+  lpips_weights: str = "",
+  inception_weights: str = "",
+  grid_images: int = 8,
+  progress: bool = True,
 ) -> tuple[dict[str, Any], np.ndarray]:
   """Reconstructs the eval split of ``config.data`` and measures it.
 
@@ -58,12 +59,8 @@ def evaluate(
   mesh = sharding.make_mesh((-1, 1))
   if batch_size % mesh.size:
     raise ValueError(f"eval batch_size={batch_size} must be divisible by {mesh.size} devices")
-  gdef, state = nnx.split(tokenizer)
-
-  @jax.jit
-  def reconstruct(st, x):
-    x_hat, q = nnx.merge(gdef, st)(x, train=False)
-    return jnp.clip(x_hat.astype(jnp.float32), -1.0, 1.0), q.indices
+  gdef, params, rest = reconstruct_lib.split_tokenizer(tokenizer)
+  reconstruct = reconstruct_lib.make_reconstruct_fn(gdef, mesh)
 
   lpips_fn = None
   if lpips_weights:
@@ -71,7 +68,7 @@ def evaluate(
 
     lpips_def, lpips_state = nnx.split(perceptual.load_lpips(lpips_weights))
     lpips_jit = jax.jit(lambda st, a, b: nnx.merge(lpips_def, st)(a, b))
-    lpips_fn = lambda a, b: lpips_jit(lpips_state, a, b)  # noqa: E731
+    lpips_fn = lambda a, b: lpips_jit(lpips_state, a, b)
   features = None
   if inception_weights:
     from vqtok.evaluation import inception  # noqa: PLC0415
@@ -88,40 +85,33 @@ def evaluate(
   total = len(batches.source) if not num_images else min(num_images, len(batches.source))
   bar = tqdm(total=total, disable=not progress, desc="eval", unit="img", dynamic_ncols=True, file=sys.stdout)
   t0 = time.perf_counter()
-  for batch in batches:
-    x = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
-    x_hat, indices = reconstruct(state, x)
-    valid = np.asarray(batch["valid"]).astype(bool)
-    if not valid.any():
-      continue
-    real = np.asarray(batch["image"], np.float32)[valid]
-    fake = np.asarray(x_hat)[valid]
-    a, b = images_lib.to_uint8(real), images_lib.to_uint8(fake)
+  for r in reconstruct_lib.reconstructions(reconstruct, params, rest, mesh, batches):
+    a, b = r.real_uint8, r.fake_uint8
     sums["psnr"] += float(np.sum(metrics_lib.psnr(a, b)))
     sums["ssim"] += float(np.sum(metrics_lib.ssim(a, b)))
     if lpips_fn is not None:
-      sums["lpips"] += float(np.sum(lpips_fn(jnp.asarray(real), jnp.asarray(fake))))
+      sums["lpips"] += float(np.sum(lpips_fn(jnp.asarray(r.real), jnp.asarray(r.fake))))
     if features is not None:
       # The FID protocol feeds 8-bit images: quantise reconstructions first.
       real_stats.update(np.asarray(features(jnp.asarray(a))))
       fake_stats.update(np.asarray(features(jnp.asarray(b))))
-    usage.update(np.asarray(indices)[valid])
+    usage.update(r.indices)
     if len(originals) < grid_images:
       originals.extend(a[: grid_images - len(originals)])
       recons.extend(b[: grid_images - len(recons)])
-    count += int(valid.sum())
-    bar.update(int(valid.sum()))
+    count += len(r)
+    bar.update(len(r))
     bar.set_postfix(img_per_s=f"{count / max(time.perf_counter() - t0, 1e-9):.1f}", refresh=False)
   bar.close()
   if count == 0:
     raise ValueError("the evaluation split yielded no readable images")
   report: dict[str, Any] = {
-      "num_images": count,
-      "psnr": sums["psnr"] / count,
-      "ssim": sums["ssim"] / count,
-      "images_per_second": count / max(time.perf_counter() - t0, 1e-9),
-      "codebook": usage.result(),
-      "skipped_images": [list(s) for s in batches.source.skipped],
+    "num_images": count,
+    "psnr": sums["psnr"] / count,
+    "ssim": sums["ssim"] / count,
+    "images_per_second": count / max(time.perf_counter() - t0, 1e-9),
+    "codebook": usage.result(),
+    "skipped_images": [list(s) for s in batches.source.skipped],
   }
   if lpips_fn is not None:
     report["lpips"] = sums["lpips"] / count

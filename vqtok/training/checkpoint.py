@@ -38,11 +38,7 @@ def _abstract_unkey(tree: Any) -> Any:
 def _rekey(restored: Any, like: Any) -> Any:
   # The key dtype carries its implementation; this also works when ``like``
   # holds abstract ShapeDtypeStructs rather than arrays.
-  return jax.tree.map(
-      lambda r, l: jax.random.wrap_key_data(r, impl=l.dtype._impl) if _is_key(l) else r,
-      restored,
-      like,
-  )
+  return jax.tree.map(lambda r, l: jax.random.wrap_key_data(r, impl=l.dtype._impl) if _is_key(l) else r, restored, like)
 
 
 class Checkpointer:
@@ -51,13 +47,10 @@ class Checkpointer:
   def __init__(self, directory: str, *, keep: int = 2, async_save: bool = True):
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
-            create=True,
-            cleanup_tmp_directories=True,
-            enable_async_checkpointing=async_save,
-        ),
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, cleanup_tmp_directories=True, enable_async_checkpointing=async_save
+      ),
     )
 
   def latest_step(self) -> int | None:
@@ -115,7 +108,8 @@ def load_tokenizer(config: Any, directory: str, *, use_ema: bool = True, step: i
   Returns:
     ``(tokenizer, step)``: an ``nnx.Module`` in eval-ready form and its step.
   """
-  from vqtok.training import sharding, state as state_lib  # noqa: PLC0415
+  from vqtok import sharding  # noqa: PLC0415
+  from vqtok.training import state as state_lib  # noqa: PLC0415
 
   if os.path.isdir(os.path.join(directory, "checkpoints")):
     directory = os.path.join(directory, "checkpoints")

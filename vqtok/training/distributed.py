@@ -6,11 +6,11 @@ import jax
 
 
 def initialize(
-    *,
-    multihost: bool = False,
-    coordinator_address: str | None = None,
-    num_processes: int | None = None,
-    process_id: int | None = None,
+  *,
+  multihost: bool = False,
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
 ) -> None:
   """Connects this process to the others, if the run is multi-process.
 

@@ -15,16 +15,16 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
 from vqtok import data as data_lib
+from vqtok import images as images_lib
+from vqtok import sharding
+from vqtok.evaluation import reconstruct as reconstruct_lib
 from vqtok.training import checkpoint as ckpt_lib
-from vqtok.training import images as images_lib
-from vqtok.training import sharding
-from vqtok.training.state import Static, TrainState, init_train_state
+from vqtok.training.state import init_train_state
 from vqtok.training.step import make_train_step
 
 
@@ -40,9 +40,9 @@ def _perceptual(config: ml_collections.ConfigDict):
 
   if not config.loss.lpips_weights:
     raise ValueError(
-        "loss.perceptual_weight > 0 needs LPIPS weights: set --config.loss.lpips_weights="
-        "PATH.npz (convert them with scripts/convert_lpips.py), or set "
-        "--config.loss.perceptual_weight=0"
+      "loss.perceptual_weight > 0 needs LPIPS weights: set --config.loss.lpips_weights="
+      "PATH.npz (convert them with scripts/convert_lpips.py), or set "
+      "--config.loss.perceptual_weight=0"
     )
   model = perceptual.load_lpips(config.loss.lpips_weights)
   gdef, params = nnx.split(model)
@@ -60,37 +60,9 @@ def check_finite(metrics: dict[str, Any], step: int) -> None:
   if bad:
     order = sorted(bad, key=lambda k: (not k.startswith("loss/"), k))
     raise NonFiniteLossError(
-        f"non-finite value at step {step} in {', '.join(order)} "
-        f"(values: {', '.join(f'{k}={float(metrics[k]):.4g}' for k in order)})"
+      f"non-finite value at step {step} in {', '.join(order)} "
+      f"(values: {', '.join(f'{k}={float(metrics[k]):.4g}' for k in order)})"
     )
-
-
-def make_eval_fn(static: Static, mesh):
-  """Eval-mode reconstruction, jitted over the mesh: (params, rest, x) -> x_hat."""
-
-  def reconstruct(params, rest, x):
-    model = nnx.merge(static.g_def, params, rest)
-    x_hat, q = model(x, train=False)
-    return jnp.clip(x_hat.astype(jnp.float32), -1.0, 1.0), q.indices
-
-  return jax.jit(reconstruct, out_shardings=sharding.batch_sharding(mesh))
-
-
-def evaluate_psnr(eval_fn, state: TrainState, mesh, batches, *, use_ema: bool) -> dict[str, float]:
-  """PSNR (on [0, 255]) of eval-mode reconstructions over the eval split."""
-  from vqtok.evaluation import metrics as metrics_lib  # noqa: PLC0415
-
-  params = state.ema if (use_ema and state.ema) else state.g_params
-  total = np.zeros(2)  # sum of per-image PSNR, number of images
-  for batch in batches:
-    x = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
-    x_hat, _ = eval_fn(params, state.g_rest, x)
-    valid = np.asarray(batch["valid"]).astype(bool)
-    a = images_lib.to_uint8(np.asarray(batch["image"]))[valid]
-    b = images_lib.to_uint8(sharding.local_rows(x_hat))[valid]
-    total += [float(np.sum(metrics_lib.psnr(a, b))), int(valid.sum())]
-  total = sharding.process_sum(total)
-  return {"psnr": float(total[0] / max(total[1], 1))}
 
 
 class _Writer:
@@ -102,7 +74,7 @@ class _Writer:
       return
     from tensorboardX import SummaryWriter  # noqa: PLC0415
 
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115  (closed in close())
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, values: dict[str, float]) -> None:
@@ -147,14 +119,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   def compile_step(with_gan: bool):
     fn = make_train_step(config, static, with_gan=with_gan, perceptual=perceptual_fn)
     return jax.jit(
-        fn,
-        in_shardings=(state_sh, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
-        out_shardings=(state_sh, sharding.replicated(mesh)),
-        donate_argnums=0,
+      fn,
+      in_shardings=(state_sh, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
+      out_shardings=(state_sh, sharding.replicated(mesh)),
+      donate_argnums=0,
     )
 
   steps = {}
-  eval_fn = make_eval_fn(static, mesh)
+  eval_fn = reconstruct_lib.make_reconstruct_fn(static.g_def, mesh)
+
+  def eval_params():
+    return state.ema if (config.eval.use_ema and state.ema) else state.g_params
 
   def eval_batches():
     return data_lib.make_dataset(config, split="eval", batch_size=config.eval.batch_size)
@@ -165,13 +140,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   writer = _Writer(workdir)
   summary: dict[str, Any] = {"start_step": start, "evals": []}
   bar = tqdm(
-      total=tc.num_steps, initial=start, disable=not progress or jax.process_index() != 0,
-      desc="train", dynamic_ncols=True, file=sys.stdout,
+    total=tc.num_steps,
+    initial=start,
+    disable=not progress or jax.process_index() != 0,
+    desc="train",
+    dynamic_ncols=True,
+    file=sys.stdout,
   )
   t_last, step_last = time.perf_counter(), start
 
   def run_eval(step: int) -> None:
-    res = evaluate_psnr(eval_fn, state, mesh, eval_batches(), use_ema=config.eval.use_ema)
+    res = {"psnr": reconstruct_lib.mean_psnr(eval_fn, eval_params(), state.g_rest, mesh, eval_batches())}
     writer.write(step, {f"eval/{k}": v for k, v in res.items()})
     summary["evals"].append({"step": step, **res})
     bar.write(f"step {step}: eval PSNR {res['psnr']:.2f} dB")
@@ -200,10 +179,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         run_eval(done)
       if tc.image_every > 0 and (done % tc.image_every == 0 or done == tc.num_steps):
         # Every process runs the (global) computation; process 0 writes.
-        image = images_lib.reconstruction_grid(eval_fn, state, mesh, fixed_images(), use_ema=config.eval.use_ema)
-        if jax.process_index() == 0:
-          summary["last_image"] = images_lib.save_png(
-              image, os.path.join(workdir, "images", f"step_{done:06d}.png"))
+        image = reconstruct_lib.reconstruction_grid(eval_fn, eval_params(), state.g_rest, mesh, fixed_images())
+        if jax.process_index() == 0 and image is not None:
+          summary["last_image"] = images_lib.save_png(image, os.path.join(workdir, "images", f"step_{done:06d}.png"))
       if done % tc.checkpoint_every == 0 or done == tc.num_steps:
         ckpt.save(done, state, {"data": data_lib.checkpoint_args(train_iter)})
     summary["final_metrics"] = None if metrics is None else {k: float(v) for k, v in jax.device_get(metrics).items()}

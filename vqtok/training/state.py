@@ -9,7 +9,8 @@ shardings apply leaf by leaf, and Orbax saves it as it is.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -52,24 +53,18 @@ def _decay_mask(params: Any) -> Any:
 
 
 def make_optimizer(
-    config: ml_collections.ConfigDict, lr: float
+  config: ml_collections.ConfigDict, lr: float
 ) -> tuple[optax.GradientTransformation, Callable[[Any], jax.Array]]:
   """AdamW with linear warm-up then cosine decay, after global-norm clipping."""
   oc = config.optimizer
   total = max(int(config.training.num_steps), oc.warmup_steps + 1)
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0,
-      peak_value=lr,
-      warmup_steps=oc.warmup_steps,
-      decay_steps=total,
-      end_value=lr * oc.min_lr_ratio,
+    init_value=0.0, peak_value=lr, warmup_steps=oc.warmup_steps, decay_steps=total, end_value=lr * oc.min_lr_ratio
   )
   parts = []
   if oc.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(oc.grad_clip))
-  parts.append(
-      optax.adamw(schedule, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=_decay_mask)
-  )
+  parts.append(optax.adamw(schedule, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=_decay_mask))
   return optax.chain(*parts), schedule
 
 
@@ -82,9 +77,7 @@ def build_modules(config: ml_collections.ConfigDict) -> tuple[nnx.Module, nnx.Mo
   """Tokenizer and discriminator, freshly initialised from ``config.seed``."""
   rngs = nnx.Rngs(config.seed)
   tokenizer = models.build_tokenizer(config, rngs=rngs)
-  disc = models.build_discriminator(
-      config.discriminator, image_size=config.image_size, rngs=nnx.Rngs(config.seed + 1)
-  )
+  disc = models.build_discriminator(config.discriminator, image_size=config.image_size, rngs=nnx.Rngs(config.seed + 1))
   return tokenizer, disc
 
 
@@ -101,15 +94,15 @@ def _initializer(config: ml_collections.ConfigDict):
     defs["last_layer"] = tuple(models.last_layer_path(tokenizer))
     ema = g_params if config.training.ema_decay > 0 else {}
     return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        g_params=g_params,
-        g_rest=g_rest,
-        g_opt=g_tx.init(g_params),
-        d_params=d_params,
-        d_rest=d_rest,
-        d_opt=d_tx.init(d_params),
-        ema=jax.tree.map(jnp.copy, ema),
-        lecam={"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)},
+      step=jnp.zeros((), jnp.int32),
+      g_params=g_params,
+      g_rest=g_rest,
+      g_opt=g_tx.init(g_params),
+      d_params=d_params,
+      d_rest=d_rest,
+      d_opt=d_tx.init(d_params),
+      ema=jax.tree.map(jnp.copy, ema),
+      lecam={"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)},
     )
 
   return init, defs
@@ -123,7 +116,7 @@ def abstract_train_state(config: ml_collections.ConfigDict) -> tuple[TrainState,
 
 
 def init_train_state(
-    config: ml_collections.ConfigDict, shardings_fn: Callable[[Any], Any] | None = None
+  config: ml_collections.ConfigDict, shardings_fn: Callable[[Any], Any] | None = None
 ) -> tuple[TrainState, Static]:
   """Builds the train state, placed by ``shardings_fn(abstract_state)``.
 

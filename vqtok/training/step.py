@@ -7,7 +7,8 @@ discriminator is run at all (cheaper), after it the GAN terms are on.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,11 +41,11 @@ def _discriminate(static: Static, params, rest, x):
 
 
 def make_train_step(
-    config: ml_collections.ConfigDict,
-    static: Static,
-    *,
-    with_gan: bool,
-    perceptual: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None,
+  config: ml_collections.ConfigDict,
+  static: Static,
+  *,
+  with_gan: bool,
+  perceptual: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None,
 ) -> Callable[[TrainState, dict, Any], tuple[TrainState, dict]]:
   """Returns ``step(state, batch, perceptual_params) -> (state, metrics)``.
 
@@ -65,10 +66,7 @@ def make_train_step(
 
     def losses(g_params):
       x_hat, q, new_rest = _forward(static, g_params, state.g_rest, x)
-      terms = {
-          "l1": reconstruction.l1_loss(x, x_hat),
-          "l2": reconstruction.l2_loss(x, x_hat),
-      }
+      terms = {"l1": reconstruction.l1_loss(x, x_hat), "l2": reconstruction.l2_loss(x, x_hat)}
       rec = lc.l1_weight * terms["l1"] + lc.l2_weight * terms["l2"]
       if use_perceptual:
         terms["perceptual"] = jnp.mean(perceptual(perceptual_params, x, x_hat))
@@ -91,7 +89,7 @@ def make_train_step(
       (g_main,) = vjp_fn((one, one, zero))
       (g_gan,) = vjp_fn((zero, zero, one))
       gan_weight = lc.gan_weight * adversarial.adaptive_weight(
-          _get_path(g_main, static.last_layer), _get_path(g_gan, static.last_layer)
+        _get_path(g_main, static.last_layer), _get_path(g_gan, static.last_layer)
       )
       grads = jax.tree.map(lambda a, b: a + gan_weight * b, g_main, g_gan)
     else:
@@ -106,14 +104,14 @@ def make_train_step(
       ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, g_params)
 
     metrics = {
-        "loss": total,
-        "reconstruction": outs[0],
-        "quantizer_loss": outs[1],
-        "grad_norm": optax.global_norm(grads),
-        "lr": static.g_schedule(state.step),
-        **{f"loss/{k}": v for k, v in terms.items()},
-        **{f"quantizer/{k}": jnp.asarray(v, jnp.float32) for k, v in q.terms.items()},
-        **{f"codebook/{k}": jnp.asarray(v, jnp.float32) for k, v in q.metrics.items()},
+      "loss": total,
+      "reconstruction": outs[0],
+      "quantizer_loss": outs[1],
+      "grad_norm": optax.global_norm(grads),
+      "lr": static.g_schedule(state.step),
+      **{f"loss/{k}": v for k, v in terms.items()},
+      **{f"quantizer/{k}": jnp.asarray(v, jnp.float32) for k, v in q.terms.items()},
+      **{f"codebook/{k}": jnp.asarray(v, jnp.float32) for k, v in q.metrics.items()},
     }
 
     d_params, d_opt, lecam = state.d_params, state.d_opt, state.lecam
@@ -138,22 +136,22 @@ def make_train_step(
       d_updates, d_opt = static.d_tx.update(d_grads, d_opt, d_params)
       d_params = optax.apply_updates(d_params, d_updates)
       lecam = {
-          "real": LECAM_DECAY * lecam["real"] + (1 - LECAM_DECAY) * mr,
-          "fake": LECAM_DECAY * lecam["fake"] + (1 - LECAM_DECAY) * mf,
+        "real": LECAM_DECAY * lecam["real"] + (1 - LECAM_DECAY) * mr,
+        "fake": LECAM_DECAY * lecam["fake"] + (1 - LECAM_DECAY) * mf,
       }
       metrics.update({"d_loss": d_loss, "logits_real": mr, "logits_fake": mf})
       metrics.update({f"loss/{k}": v for k, v in parts.items()})
 
     new_state = TrainState(
-        step=state.step + 1,
-        g_params=g_params,
-        g_rest=g_rest,
-        g_opt=g_opt,
-        d_params=d_params,
-        d_rest=state.d_rest,
-        d_opt=d_opt,
-        ema=ema,
-        lecam=lecam,
+      step=state.step + 1,
+      g_params=g_params,
+      g_rest=g_rest,
+      g_opt=g_opt,
+      d_params=d_params,
+      d_rest=state.d_rest,
+      d_opt=d_opt,
+      ema=ema,
+      lecam=lecam,
     )
     return new_state, metrics
 

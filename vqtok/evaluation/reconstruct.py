@@ -1,0 +1,109 @@
+"""Eval-mode reconstruction of an image split: the one loop that training and eval.py share.
+
+The tokenizer runs as a split module (graph definition + parameter and
+non-parameter dicts), so the trainer passes its EMA or raw weights without
+rebuilding a module, and ``eval.py`` passes a loaded tokenizer's. Batches are
+globally sharded over the mesh; each process gets back its own rows, so sums
+over ``Reconstruction`` batches are per-process and ``sharding.process_sum``
+makes them global.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vqtok import images as images_lib
+from vqtok import sharding
+
+ReconstructFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def split_tokenizer(tokenizer: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
+  """``(graphdef, params, rest)`` of a tokenizer, as pure dicts (like the train state)."""
+  gdef, params, rest = nnx.split(tokenizer, nnx.Param, ...)
+  return gdef, params.to_pure_dict(), rest.to_pure_dict()
+
+
+def make_reconstruct_fn(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh) -> ReconstructFn:
+  """Eval-mode reconstruction, jitted over ``mesh``: ``(params, rest, x) -> (x_hat, indices)``.
+
+  ``x_hat`` is float32 clipped to [-1, 1]; both outputs are batch-sharded.
+  """
+
+  def reconstruct(params, rest, x):
+    model = nnx.merge(graphdef, params, rest)
+    x_hat, q = model(x, train=False)
+    return jnp.clip(x_hat.astype(jnp.float32), -1.0, 1.0), q.indices
+
+  return jax.jit(reconstruct, out_shardings=sharding.batch_sharding(mesh))
+
+
+@dataclasses.dataclass
+class Reconstruction:
+  """This process's valid rows of one batch: originals, reconstructions, codes."""
+
+  real: np.ndarray  # float32 (n, H, W, 3) in [-1, 1]
+  fake: np.ndarray  # float32 (n, H, W, 3) in [-1, 1]
+  indices: np.ndarray  # int32 (n, *token_shape)
+
+  @property
+  def real_uint8(self) -> np.ndarray:
+    return images_lib.to_uint8(self.real)
+
+  @property
+  def fake_uint8(self) -> np.ndarray:
+    return images_lib.to_uint8(self.fake)
+
+  def __len__(self) -> int:
+    return len(self.real)
+
+
+def reconstructions(
+  fn: ReconstructFn, params: Any, rest: Any, mesh: jax.sharding.Mesh, batches: Iterable[dict]
+) -> Iterator[Reconstruction]:
+  """Reconstructs each batch (``image``, ``valid`` rows of this process); skips empty ones."""
+  for batch in batches:
+    x = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
+    x_hat, indices = fn(params, rest, x)
+    valid = np.asarray(batch["valid"]).astype(bool)
+    # Every process must run the global computation above, even with no valid rows.
+    if not valid.any():
+      continue
+    yield Reconstruction(
+      real=np.asarray(batch["image"], np.float32)[valid],
+      fake=sharding.local_rows(x_hat)[valid],
+      indices=sharding.local_rows(indices)[valid],
+    )
+
+
+def mean_psnr(fn: ReconstructFn, params: Any, rest: Any, mesh: jax.sharding.Mesh, batches: Iterable[dict]) -> float:
+  """Mean per-image PSNR (on [0, 255]) over all processes' images."""
+  from vqtok.evaluation import metrics as metrics_lib  # noqa: PLC0415
+
+  total = np.zeros(2)  # sum of per-image PSNR, number of images
+  for r in reconstructions(fn, params, rest, mesh, batches):
+    total += [float(np.sum(metrics_lib.psnr(r.real_uint8, r.fake_uint8))), len(r)]
+  total = sharding.process_sum(total)
+  return float(total[0] / max(total[1], 1))
+
+
+def reconstruction_grid(
+  fn: ReconstructFn, params: Any, rest: Any, mesh: jax.sharding.Mesh, batch: dict, *, max_images: int = 8
+) -> np.ndarray | None:
+  """Originals (top row) over eval-mode reconstructions (bottom row), uint8.
+
+  Every process must call it (the computation is global); a process whose
+  rows of ``batch`` are all padding gets None.
+  """
+  rows = list(reconstructions(fn, params, rest, mesh, [batch]))
+  if not rows:
+    return None
+  r = rows[0]
+  return images_lib.grid([list(r.real_uint8[:max_images]), list(r.fake_uint8[:max_images])])
