@@ -9,12 +9,10 @@ Spherical Quantization", 2024 (arXiv:2406.07548): ViT-B encoder and decoder,
 patch size 8 at 256px (32x32 = 1024 tokens per image), the width-768 output
 projected to L = 18 dims on the unit sphere and binarised (2^18 implicit codes).
 Parameters (tests/test_models.py): 172.01M (encoder 86.00M, decoder 86.00M;
-BSQ has none) plus a 24.0M StyleGAN discriminator; the paper's BSQ-ViT is
-about 174M (recalled, not re-verified in this session).
+BSQ has none) plus a 24.0M StyleGAN discriminator.
 
-Extra model fields (beyond vqtok/config.py): ``model.variant`` /
-``model.decoder_variant`` (big_vision names, "B/8"), ``model.posemb``
-("learn" | "sincos2d").
+The ViT sizes come from ``model.variant`` / ``model.decoder_variant``
+(big_vision names such as "B/8"); ``model.posemb`` is "learn" or "sincos2d".
 """
 
 import ml_collections
@@ -29,7 +27,7 @@ def get_config():
   c.model.variant = "B/8"
   c.model.decoder_variant = "B/8"
   c.model.posemb = "learn"
-  c.model.latent_dim = 18
+  c.model.code_dim = 18
   c.quantizer = ml_collections.ConfigDict({"type": "bsq", "bits": 18})
   c.discriminator.type = "stylegan"
   c.discriminator.channels = 64

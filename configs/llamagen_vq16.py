@@ -26,10 +26,9 @@ def get_config():
   c.model.channel_mult = (1, 1, 2, 2, 4)
   c.model.num_res_blocks = 2
   c.model.attention = True
-  c.model.z_channels = 256  # projected to latent_dim by a Linear
-  c.model.latent_dim = 8
-  c.quantizer = ml_collections.ConfigDict(
-      {"type": "vq", "codebook_size": 16384, "l2_normalize": True})
+  c.model.z_channels = 256  # projected to code_dim by a Linear
+  c.model.code_dim = 8
+  c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": 16384, "l2_normalize": True})
   c.discriminator.type = "patchgan"
   c.discriminator.channels = 64
   c.discriminator.num_layers = 3

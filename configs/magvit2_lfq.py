@@ -29,7 +29,7 @@ def get_config():
   c.model.channel_mult = (1, 1, 2, 2, 4)
   c.model.num_res_blocks = 4
   c.model.attention = False
-  c.model.latent_dim = 18
+  c.model.code_dim = 18
   c.quantizer = ml_collections.ConfigDict({"type": "lfq", "bits": 18})
   c.discriminator.type = "stylegan"
   c.discriminator.channels = 64

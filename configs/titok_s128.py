@@ -13,9 +13,6 @@ pixels directly (single-stage); the paper's two-stage recipe predicts proxy
 codes of a frozen MaskGIT VQGAN instead.
 Parameters (tests/test_models.py): 43.58M (encoder 21.79M, decoder 21.74M,
 codebook 0.05M) plus a 2.77M PatchGAN.
-
-Extra model fields (beyond vqtok/config.py): ``model.variant``,
-``model.decoder_variant``, ``model.posemb``, ``model.num_latent_tokens``.
 """
 
 import ml_collections
@@ -31,9 +28,8 @@ def get_config():
   c.model.decoder_variant = "S/16"
   c.model.posemb = "learn"
   c.model.num_latent_tokens = 128
-  c.model.latent_dim = 12
-  c.quantizer = ml_collections.ConfigDict(
-      {"type": "vq", "codebook_size": 4096, "l2_normalize": True})
+  c.model.code_dim = 12
+  c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": 4096, "l2_normalize": True})
   c.discriminator.type = "patchgan"
   c.discriminator.channels = 64
   c.discriminator.num_layers = 3

@@ -10,11 +10,8 @@ at 16x16, z_channels = embed_dim = 256). MaskGIT (Chang et al., 2022) uses
 the same levels and codebook without attention: --config.model.attention=False.
 16x16 = 256 tokens per image.
 Parameters (tests/test_models.py): 72.0M tokenizer (encoder 29.30M, decoder
-42.45M, codebook 0.26M; no quant_conv since z_channels == latent_dim) plus a
+42.45M, codebook 0.26M; no quant_conv since z_channels == code_dim) plus a
 2.77M PatchGAN. Taming's encoder / decoder of this layout: 29.3M / 42.4M.
-
-Extra model field (beyond vqtok/config.py): ``model.z_channels`` -- encoder
-output width; a Linear (taming's 1x1 quant_conv) maps it to ``latent_dim``.
 """
 
 import ml_collections
@@ -31,7 +28,7 @@ def get_config():
   c.model.num_res_blocks = 2
   c.model.attention = True
   c.model.z_channels = 256
-  c.model.latent_dim = 256
+  c.model.code_dim = 256
   c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": 1024})
   c.discriminator.type = "patchgan"
   c.discriminator.channels = 64

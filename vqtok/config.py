@@ -2,7 +2,14 @@
 
 Presets in configs/ start from ``default_config()`` and override fields; train.py
 and eval.py validate the result with ``validate_config`` before any work starts.
+``load_run_config`` reads the config a training run saved back into this schema.
+The lists of allowed choices come from the registries of the modules that
+implement them (quantizer types, encoders, discriminators, GAN losses, data
+sources), so a new kind is registered in one place.
 """
+
+import json
+import os
 
 import ml_collections
 
@@ -33,9 +40,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.channel_mult = (1, 2, 2, 4)  # len - 1 downsamplings: f8
   c.model.num_res_blocks = 1
   c.model.attention = False  # self-attention at the lowest resolution
-  c.model.latent_dim = 4  # channels into the quantizer (= quantizer code_dim)
+  c.model.code_dim = 4  # width of the vectors the quantizer receives (its code_dim)
   c.model.dtype = "float32"  # compute dtype; parameters stay float32
-  c.model.z_channels = 0  # cnn: encoder output width; 0 = latent_dim (no projection)
+  c.model.z_channels = 0  # cnn: encoder output width; 0 = code_dim (no projection)
   c.model.variant = ""  # vit / vit1d: big_vision size name, e.g. "B/16"
   c.model.decoder_variant = ""  # "" = same as variant
   c.model.posemb = "learn"  # vit position embedding: learn | sincos2d
@@ -103,26 +110,56 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-_CHOICES = {
-    "data.source": ("samples", "folder", "tfds"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "model.encoder": ("cnn", "vit", "vit1d"),
-    "model.posemb": ("learn", "sincos2d"),
-    "quantizer.type": ("vq", "fsq", "lfq", "bsq", "residual", "grouped"),
-    "discriminator.type": ("patchgan", "stylegan"),
-    "loss.gan_loss": ("hinge", "non_saturating"),
-}
+def _choices() -> dict[str, tuple[str, ...]]:
+  """Allowed values of the choice fields, read from the registries that own them."""
+  # Imported here: the registries pull in JAX and Flax, which presets need not.
+  from vqtok.data.sources import SOURCES  # noqa: PLC0415
+  from vqtok.losses.adversarial import GAN_LOSSES  # noqa: PLC0415
+  from vqtok.models.discriminator import DISCRIMINATORS  # noqa: PLC0415
+  from vqtok.models.tokenizer import DTYPES, ENCODERS  # noqa: PLC0415
+  from vqtok.models.vit import POSEMBS  # noqa: PLC0415
+  from vqtok.quantizers import QUANTIZER_TYPES  # noqa: PLC0415
+
+  return {
+    "data.source": SOURCES,
+    "model.dtype": tuple(DTYPES),
+    "model.encoder": ENCODERS,
+    "model.posemb": POSEMBS,
+    "quantizer.type": QUANTIZER_TYPES,
+    "discriminator.type": DISCRIMINATORS,
+    "loss.gan_loss": GAN_LOSSES,
+  }
+
+
+# Fields that were renamed: old dotted name -> new one.
+RENAMED = {"model.latent_dim": "model.code_dim"}
 _NON_NEGATIVE = (
-    "loss.l1_weight", "loss.l2_weight", "loss.perceptual_weight", "loss.gan_weight",
-    "loss.disc_start", "loss.lecam_weight", "loss.r1_weight", "optimizer.warmup_steps",
-    "optimizer.weight_decay", "optimizer.grad_clip", "optimizer.min_lr_ratio",
-    "training.num_steps", "training.eval_every", "training.image_every", "data.num_workers",
-    "eval.num_images",
+  "loss.l1_weight",
+  "loss.l2_weight",
+  "loss.perceptual_weight",
+  "loss.gan_weight",
+  "loss.disc_start",
+  "loss.lecam_weight",
+  "loss.r1_weight",
+  "optimizer.warmup_steps",
+  "optimizer.weight_decay",
+  "optimizer.grad_clip",
+  "optimizer.min_lr_ratio",
+  "training.num_steps",
+  "training.eval_every",
+  "training.image_every",
+  "data.num_workers",
+  "eval.num_images",
 )
 _POSITIVE = (
-    "image_size", "optimizer.lr", "optimizer.disc_lr", "training.batch_size",
-    "training.log_every", "training.checkpoint_every", "training.keep_checkpoints",
-    "eval.batch_size",
+  "image_size",
+  "optimizer.lr",
+  "optimizer.disc_lr",
+  "training.batch_size",
+  "training.log_every",
+  "training.checkpoint_every",
+  "training.keep_checkpoints",
+  "eval.batch_size",
 )
 
 
@@ -147,14 +184,17 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
       raise ValueError(f"config is missing the section {section!r}")
   for section in ("data", "model", "loss", "optimizer", "training", "eval"):
     for key in config[section]:
-      if key not in default[section]:
+      if f"{section}.{key}" in RENAMED:
         raise ValueError(
-            f"unknown config field {section}.{key}; known fields: {sorted(default[section])}"
+          f"config field {section}.{key} was renamed {RENAMED[section + '.' + key]}; "
+          "rename it in your config or on the command line"
         )
+      if key not in default[section]:
+        raise ValueError(f"unknown config field {section}.{key}; known fields: {sorted(default[section])}")
   for key in config:
     if key not in default:
       raise ValueError(f"unknown config field {key!r}; known top-level fields: {sorted(default)}")
-  for dotted, options in _CHOICES.items():
+  for dotted, options in _choices().items():
     value = _get(config, dotted)
     if value not in options:
       raise ValueError(f"config field {dotted}={value!r} is not one of {options}")
@@ -175,8 +215,8 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     raise ValueError("data.source='tfds' needs data.name (a TFDS dataset name, e.g. 'cifar10')")
   if config.loss.perceptual_weight > 0 and not config.loss.lpips_weights:
     raise ValueError(
-        "loss.perceptual_weight > 0 needs loss.lpips_weights (an .npz made by "
-        "scripts/convert_lpips.py); set loss.perceptual_weight=0 to train without LPIPS"
+      "loss.perceptual_weight > 0 needs loss.lpips_weights (an .npz made by "
+      "scripts/convert_lpips.py); set loss.perceptual_weight=0 to train without LPIPS"
     )
   if len(tuple(config.training.mesh)) != 2:
     raise ValueError(f"config field training.mesh={config.training.mesh!r} must be (data, fsdp)")
@@ -186,8 +226,33 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   from vqtok.quantizers import build_quantizer  # noqa: PLC0415
 
   try:
-    nnx.eval_shape(lambda: build_quantizer(config.quantizer, dim=int(config.model.latent_dim),
-                                           rngs=nnx.Rngs(0)))
+    nnx.eval_shape(lambda: build_quantizer(config.quantizer, code_dim=int(config.model.code_dim), rngs=nnx.Rngs(0)))
   except (TypeError, ValueError) as e:
     raise ValueError(f"config field quantizer: {e}") from e
   return config
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a training run saved as ``config.json``."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir} a vqtok training run directory?")
+  with open(path) as f:
+    saved = json.load(f)
+  config = default_config()
+  _merge(config, saved)
+  return config
+
+
+def _merge(config: ml_collections.ConfigDict, values: dict) -> None:
+  for k, v in values.items():
+    if isinstance(v, dict) and k in config and isinstance(config[k], ml_collections.ConfigDict):
+      if k == "quantizer":  # free-form kwargs of the quantizer class
+        config[k] = ml_collections.ConfigDict(v)
+      else:
+        _merge(config[k], v)
+    elif k in config and isinstance(config[k], tuple) and isinstance(v, list):
+      config[k] = tuple(v)
+    else:
+      with config.ignore_type():
+        config[k] = v

@@ -2,13 +2,13 @@
 
 from vqtok.data.pipeline import checkpoint_args as checkpoint_args
 from vqtok.data.pipeline import make_dataset as make_dataset
-from vqtok.data.pipeline import num_eval_batches as num_eval_batches
-from vqtok.data.sources import decode_image as decode_image
+from vqtok.data.sources import SOURCES as SOURCES
 from vqtok.data.sources import ImageFolderSource as ImageFolderSource
 from vqtok.data.sources import ImageSource as ImageSource
-from vqtok.data.sources import make_source as make_source
 from vqtok.data.sources import SampleSource as SampleSource
 from vqtok.data.sources import TfdsSource as TfdsSource
+from vqtok.data.sources import decode_image as decode_image
+from vqtok.data.sources import make_source as make_source
 from vqtok.data.sources import tfds_prepare_command as tfds_prepare_command
 from vqtok.data.sources import to_rgb as to_rgb
 from vqtok.data.transforms import center_crop as center_crop

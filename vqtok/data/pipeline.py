@@ -53,10 +53,10 @@ class _TrainElement(grain.transforms.RandomMap):
       except ValueError as e:
         self.source.record_failure(i, str(e))
     else:
-      raise ValueError(f"{_MAX_SUBSTITUTES} consecutive images starting at "
-                       f"{index} cannot be decoded; see source.skipped")
-    img = transforms.random_resized_crop(img, self.size, rng, scale=self.scale,
-                                         flip=self.flip)
+      raise ValueError(
+        f"{_MAX_SUBSTITUTES} consecutive images starting at {index} cannot be decoded; see source.skipped"
+      )
+    img = transforms.random_resized_crop(img, self.size, rng, scale=self.scale, flip=self.flip)
     return {"image": img, "index": np.int64(i), "valid": np.True_}
 
 
@@ -82,10 +82,8 @@ class _EvalElement(grain.transforms.Map):
 class _EvalPosition(grain.transforms.Map):
   """Local row number -> global source index of this process's eval row."""
 
-  def __init__(self, num: int, global_batch: int, local_batch: int,
-               process_index: int):
-    self.num, self.gb, self.lb, self.p = num, global_batch, local_batch, \
-        process_index
+  def __init__(self, num: int, global_batch: int, local_batch: int, process_index: int):
+    self.num, self.gb, self.lb, self.p = num, global_batch, local_batch, process_index
 
   def map(self, k):
     pos = (k // self.lb) * self.gb + self.p * self.lb + k % self.lb
@@ -93,7 +91,6 @@ class _EvalPosition(grain.transforms.Map):
 
 
 class _ToFloat(grain.transforms.Map):
-
   def map(self, batch):
     return {**batch, "image": transforms.to_float(batch["image"])}
 
@@ -101,36 +98,35 @@ class _ToFloat(grain.transforms.Map):
 def _ensure_absl_flags() -> None:
   # Grain's worker processes read absl flags; outside an absl.app (tests,
   # notebooks) they were never parsed, so accept the defaults.
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import flags  # noqa: PLC0415
+
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
 def _process_info(process_index, process_count) -> tuple[int, int]:
   if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None \
-        else process_index
-    process_count = jax.process_count() if process_count is None \
-        else process_count
+    import jax  # noqa: PLC0415
+
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
   if process_count < 1 or not 0 <= process_index < process_count:
-    raise ValueError(f"need 0 <= process_index < process_count, got "
-                     f"{process_index} and {process_count}")
+    raise ValueError(f"need 0 <= process_index < process_count, got {process_index} and {process_count}")
   return int(process_index), int(process_count)
 
 
 def make_dataset(
-    config: Any,
-    *,
-    split: str,
-    batch_size: int,
-    seed: int | None = None,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    num_epochs: int | None = None,
-    dtype: str = "float32",
-    source: sources_lib.ImageSource | None = None,
-    num_images: int | None = None,
+  config: Any,
+  *,
+  split: str,
+  batch_size: int,
+  seed: int | None = None,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  num_epochs: int | None = None,
+  dtype: str = "float32",
+  source: sources_lib.ImageSource | None = None,
+  num_images: int | None = None,
 ) -> grain.DatasetIterator:
   """Builds this process's iterator of batches for ``split``.
 
@@ -160,8 +156,7 @@ def make_dataset(
     raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
   p, num_p = _process_info(process_index, process_count)
   if batch_size <= 0 or batch_size % num_p:
-    raise ValueError(f"batch_size {batch_size} must be a positive multiple of "
-                     f"process_count {num_p}")
+    raise ValueError(f"batch_size {batch_size} must be a positive multiple of process_count {num_p}")
   if num_epochs is not None and num_epochs <= 0:
     raise ValueError(f"num_epochs must be positive or None, got {num_epochs}")
   size = int(config.image_size)
@@ -169,30 +164,25 @@ def make_dataset(
     raise ValueError(f"config.image_size must be positive, got {size}")
   seed = int(config.seed if seed is None else seed)
   local = batch_size // num_p
-  src = source if source is not None else sources_lib.make_source(config,
-                                                                  split)
+  src = source if source is not None else sources_lib.make_source(config, split)
   n = len(src)
   if num_images:
     if split != "eval" or num_images < 0:
-      raise ValueError(f"num_images applies to split='eval' and must be >= 0; "
-                       f"got {num_images} for split {split!r}")
+      raise ValueError(f"num_images applies to split='eval' and must be >= 0; got {num_images} for split {split!r}")
     n = min(n, int(num_images))
   workers = int(config.data.get("num_workers", 0))
   if workers < 0:
     raise ValueError(f"config.data.num_workers must be >= 0, got {workers}")
   # Elements are whole batches; grain's default buffer (500) would hold GBs.
-  read = grain.ReadOptions(num_threads=2 if workers else 4,
-                           prefetch_buffer_size=4)
+  read = grain.ReadOptions(num_threads=2 if workers else 4, prefetch_buffer_size=4)
 
   if split == "train":
     min_scale = float(config.data.min_scale)
     if not 0 < min_scale <= 1:
-      raise ValueError(f"config.data.min_scale must be in (0, 1], got "
-                       f"{min_scale}")
+      raise ValueError(f"config.data.min_scale must be in (0, 1], got {min_scale}")
     ds = grain.MapDataset.range(n).seed(seed).shuffle()
     ds = ds.repeat(num_epochs)  # reseeds the shuffle every epoch
-    ds = ds.random_map(_TrainElement(src, size, (min_scale, 1.0),
-                                     bool(config.data.flip)))
+    ds = ds.random_map(_TrainElement(src, size, (min_scale, 1.0), bool(config.data.flip)))
     ds = ds[p::num_p].batch(local, drop_remainder=True)
   else:
     steps = -(-n // batch_size)
@@ -206,19 +196,13 @@ def make_dataset(
   it_ds = ds.to_iter_dataset(read)
   if workers > 0:
     _ensure_absl_flags()
-    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=workers, per_worker_buffer_size=2))
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2))
     if dtype == "float32":
       # After the workers: uint8 crosses process boundaries, 4x fewer bytes.
       it_ds = it_ds.map(_ToFloat())
   it = iter(it_ds)
   it.source = src
   return it
-
-
-def num_eval_batches(num_images: int, batch_size: int) -> int:
-  """Number of (padded) global eval batches for ``num_images`` images."""
-  return -(-num_images // batch_size)
 
 
 def checkpoint_args(iterator: grain.DatasetIterator, *, restore: bool = False):

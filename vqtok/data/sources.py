@@ -42,10 +42,25 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # Real photographs shipped inside scikit-image (skimage/data); synthetic images
 # (chessboards, colour wheel, phantom, logo, silhouettes) are left out.
 SAMPLE_PHOTOS = (
-    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png",
-    "clock_motion.png", "coffee.png", "coins.png", "grass.png", "gravel.png",
-    "hubble_deep_field.jpg", "ihc.png", "moon.png", "motorcycle_left.png",
-    "motorcycle_right.png", "page.png", "retina.jpg", "rocket.jpg", "text.png",
+  "astronaut.png",
+  "brick.png",
+  "camera.png",
+  "cell.png",
+  "chelsea.png",
+  "clock_motion.png",
+  "coffee.png",
+  "coins.png",
+  "grass.png",
+  "gravel.png",
+  "hubble_deep_field.jpg",
+  "ihc.png",
+  "moon.png",
+  "motorcycle_left.png",
+  "motorcycle_right.png",
+  "page.png",
+  "retina.jpg",
+  "rocket.jpg",
+  "text.png",
 )
 # Held out for evaluation: two colour photos, one texture-rich, one grayscale.
 HELD_OUT_PHOTOS = ("chelsea.png", "coffee.png", "rocket.jpg", "coins.png")
@@ -69,8 +84,7 @@ def to_rgb(img: Image.Image) -> np.ndarray:
   if img.mode == "F":
     a = np.clip(np.round(np.asarray(img, dtype=np.float64)), 0, 255)
     return np.repeat(a.astype(np.uint8)[..., None], 3, axis=-1)
-  has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-      img.mode == "P" and "transparency" in img.info)
+  has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
   if has_alpha:
     rgba = img.convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -90,7 +104,8 @@ def decode_image(data: bytes | str | os.PathLike) -> np.ndarray:
   Raises:
     ValueError: the data cannot be decoded (corrupt, truncated, not an image).
   """
-  import io  # pylint: disable=g-import-not-at-top
+  import io  # noqa: PLC0415
+
   f = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
   try:
     with Image.open(f) as img:
@@ -121,8 +136,7 @@ class ImageSource(Sequence):
   def _check_index(self, index: int) -> int:
     index = int(index)
     if not 0 <= index < len(self):
-      raise ValueError(f"index {index} out of range for a source of "
-                       f"{len(self)} images")
+      raise ValueError(f"index {index} out of range for a source of {len(self)} images")
     return index
 
   def record_failure(self, index: int, reason: str) -> None:
@@ -150,7 +164,7 @@ def _verify(path: str) -> str | None:
     with Image.open(path) as img:
       img.verify()
     return None
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # noqa: BLE001
     # PIL raises many types here (OSError, SyntaxError, struct.error ...).
     return f"{type(e).__name__}: {e}"
 
@@ -177,15 +191,13 @@ class ImageFolderSource(ImageSource):
     super().__init__()
     self.root = os.path.abspath(os.fspath(root))
     if not os.path.isdir(self.root):
-      raise ValueError(f"image folder {self.root!r} does not exist or is not "
-                       "a directory")
+      raise ValueError(f"image folder {self.root!r} does not exist or is not a directory")
     rel_paths = []
     for dirpath, dirnames, filenames in os.walk(self.root):
       dirnames.sort()
       for name in filenames:
         if name.lower().endswith(IMAGE_EXTENSIONS):
-          rel_paths.append(os.path.relpath(os.path.join(dirpath, name),
-                                           self.root))
+          rel_paths.append(os.path.relpath(os.path.join(dirpath, name), self.root))
     rel_paths.sort()
     self.paths = []
     for rel in rel_paths:
@@ -194,13 +206,13 @@ class ImageFolderSource(ImageSource):
         self.paths.append(rel)
       else:
         self.skipped.append((rel, reason))
-        log.warning("vqtok.data: skipping unreadable image %s (%s)", rel,
-                    reason)
+        log.warning("vqtok.data: skipping unreadable image %s (%s)", rel, reason)
     if not self.paths:
       raise ValueError(
-          f"image folder {self.root!r} has no readable image files "
-          f"(extensions {', '.join(IMAGE_EXTENSIONS)}; "
-          f"{len(self.skipped)} unreadable)")
+        f"image folder {self.root!r} has no readable image files "
+        f"(extensions {', '.join(IMAGE_EXTENSIONS)}; "
+        f"{len(self.skipped)} unreadable)"
+      )
 
   def __len__(self) -> int:
     return len(self.paths)
@@ -215,7 +227,8 @@ class ImageFolderSource(ImageSource):
 
 def sample_photo_dir() -> str:
   """The directory of scikit-image's bundled photographs."""
-  import skimage  # pylint: disable=g-import-not-at-top
+  import skimage  # noqa: PLC0415
+
   return os.path.join(os.path.dirname(skimage.__file__), "data")
 
 
@@ -235,17 +248,14 @@ class SampleSource(ImageSource):
       raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     self.split = split
     self.dir = sample_photo_dir()
-    names = HELD_OUT_PHOTOS if split == "eval" else tuple(
-        n for n in SAMPLE_PHOTOS if n not in HELD_OUT_PHOTOS)
-    missing = [n for n in names
-               if not os.path.isfile(os.path.join(self.dir, n))]
+    names = HELD_OUT_PHOTOS if split == "eval" else tuple(n for n in SAMPLE_PHOTOS if n not in HELD_OUT_PHOTOS)
+    missing = [n for n in names if not os.path.isfile(os.path.join(self.dir, n))]
     if missing:
-      raise ValueError(f"scikit-image sample photos missing from {self.dir}: "
-                       f"{missing}")
+      raise ValueError(f"scikit-image sample photos missing from {self.dir}: {missing}")
     self.photos = names
     self.items: list[tuple[str, str | None]] = (
-        [(n, t) for n in names for t in self.TILES] if split == "eval"
-        else [(n, None) for n in names])
+      [(n, t) for n in names for t in self.TILES] if split == "eval" else [(n, None) for n in names]
+    )
     self._cache: dict[str, np.ndarray] = {}
 
   TILES = ("top_left", "top_right", "bottom_left", "bottom_right", "center")
@@ -268,12 +278,11 @@ class SampleSource(ImageSource):
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
     half = s // 2
-    offsets = {"top_left": (0, 0), "top_right": (0, half),
-               "bottom_left": (half, 0), "bottom_right": (half, half)}
+    offsets = {"top_left": (0, 0), "top_right": (0, half), "bottom_left": (half, 0), "bottom_right": (half, half)}
     if tile == "center":
-      return img[top:top + s, left:left + s]
+      return img[top : top + s, left : left + s]
     dy, dx = offsets[tile]
-    return img[top + dy:top + dy + half, left + dx:left + dx + half]
+    return img[top + dy : top + dy + half, left + dx : left + dx + half]
 
   def describe(self, index: int) -> str:
     name, tile = self.items[self._check_index(index)]
@@ -289,11 +298,13 @@ class SampleSource(ImageSource):
 def tfds_prepare_command(name: str, data_dir: str | None) -> str:
   """The one-off command that prepares a TFDS dataset as array_record."""
   dd = f", data_dir={data_dir!r}" if data_dir else ""
-  return (f"python -c \"import tensorflow_datasets as tfds; tfds.builder("
-          f"{name!r}{dd}, file_format='array_record').download_and_prepare()\""
-          f"   (or, with apache_beam installed: tfds build {name} "
-          f"--file_format=array_record"
-          f"{' --data_dir=' + data_dir if data_dir else ''})")
+  return (
+    f'python -c "import tensorflow_datasets as tfds; tfds.builder('
+    f"{name!r}{dd}, file_format='array_record').download_and_prepare()\""
+    f"   (or, with apache_beam installed: tfds build {name} "
+    f"--file_format=array_record"
+    f"{' --data_dir=' + data_dir if data_dir else ''})"
+  )
 
 
 class TfdsSource(ImageSource):
@@ -303,8 +314,7 @@ class TfdsSource(ImageSource):
   left encoded by TFDS and decoded here with PIL, like folder images.
   """
 
-  def __init__(self, name: str, *, split: str = "train",
-               data_dir: str | None = None, image_key: str = "image"):
+  def __init__(self, name: str, *, split: str = "train", data_dir: str | None = None, image_key: str = "image"):
     """Opens ``name``/``split`` from ``data_dir``.
 
     Args:
@@ -320,43 +330,50 @@ class TfdsSource(ImageSource):
     super().__init__()
     if not name:
       raise ValueError("config.data.name must name a TFDS dataset")
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
     self.name, self.split, self.image_key = name, split, image_key
     self.data_dir = os.fspath(data_dir) if data_dir else None
     cmd = tfds_prepare_command(name, self.data_dir)
     try:
       builder = tfds.builder(name, data_dir=self.data_dir)
-    except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f"TFDS dataset {name!r} not found "
-                       f"({type(e).__name__}: {str(e)[:200]})") from e
+    except Exception as e:
+      raise ValueError(f"TFDS dataset {name!r} not found ({type(e).__name__}: {str(e)[:200]})") from e
     if not builder.is_prepared():
       raise ValueError(
-          f"TFDS dataset {name!r} is not prepared in "
-          f"{self.data_dir or 'the default TFDS data_dir'}; prepare it once "
-          f"with:\n  {cmd}")
+        f"TFDS dataset {name!r} is not prepared in "
+        f"{self.data_dir or 'the default TFDS data_dir'}; prepare it once "
+        f"with:\n  {cmd}"
+      )
     fmt = getattr(builder.info.file_format, "value", builder.info.file_format)
     if fmt != "array_record":
       raise ValueError(
-          f"TFDS dataset {name!r} is prepared as {fmt!r}, but random access "
-          f"needs 'array_record'; prepare it again with:\n  {cmd}")
+        f"TFDS dataset {name!r} is prepared as {fmt!r}, but random access "
+        f"needs 'array_record'; prepare it again with:\n  {cmd}"
+      )
     features = builder.info.features
     if image_key not in features:
-      raise ValueError(f"TFDS dataset {name!r} has no feature {image_key!r} "
-                       f"(features: {list(features.keys())})")
+      raise ValueError(f"TFDS dataset {name!r} has no feature {image_key!r} (features: {list(features.keys())})")
     try:
       self._length = builder.info.splits[split].num_examples
     except (KeyError, ValueError) as e:
-      raise ValueError(f"TFDS dataset {name!r} has no split {split!r} "
-                       f"(splits: {list(builder.info.splits.keys())})") from e
+      raise ValueError(
+        f"TFDS dataset {name!r} has no split {split!r} (splits: {list(builder.info.splits.keys())})"
+      ) from e
     self._ds = None
 
   def _data_source(self):
     # Opened lazily so the source pickles cheaply into grain worker processes.
     if self._ds is None:
-      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+      import tensorflow_datasets as tfds  # noqa: PLC0415
+
       self._ds = tfds.data_source(
-          self.name, split=self.split, data_dir=self.data_dir, download=False,
-          decoders={self.image_key: tfds.decode.SkipDecoding()})
+        self.name,
+        split=self.split,
+        data_dir=self.data_dir,
+        download=False,
+        decoders={self.image_key: tfds.decode.SkipDecoding()},
+      )
     return self._ds
 
   def __len__(self) -> int:
@@ -377,6 +394,10 @@ class TfdsSource(ImageSource):
     return state
 
 
+#: Where images come from (``config.data.source``).
+SOURCES = ("samples", "folder", "tfds")
+
+
 def make_source(config: Any, split: str) -> ImageSource:
   """Builds the source named by ``config.data.source`` for ``split``.
 
@@ -390,6 +411,8 @@ def make_source(config: Any, split: str) -> ImageSource:
   """
   if split not in ("train", "eval"):
     raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+  if config.data.source not in SOURCES:
+    raise ValueError(f"config.data.source must be one of {SOURCES}; got {config.data.source!r}")
   d = config.data
   split_name = d.train_split if split == "train" else d.eval_split
   if d.source == "samples":
@@ -400,10 +423,5 @@ def make_source(config: Any, split: str) -> ImageSource:
     # A folder with train/ and test/ (the split names) subdirectories uses
     # them; otherwise both splits read the whole folder.
     sub = os.path.join(d.path, split_name) if split_name else ""
-    return ImageFolderSource(sub if sub and os.path.isdir(sub) else d.path,
-                             verify=bool(d.get("verify", True)))
-  if d.source == "tfds":
-    return TfdsSource(d.name, split=split_name, data_dir=d.path or None,
-                      image_key=d.get("image_key", "image"))
-  raise ValueError(f"config.data.source must be samples, folder or tfds; got "
-                   f"{d.source!r}")
+    return ImageFolderSource(sub if sub and os.path.isdir(sub) else d.path, verify=bool(d.get("verify", True)))
+  return TfdsSource(d.name, split=split_name, data_dir=d.path or None, image_key=d.get("image_key", "image"))

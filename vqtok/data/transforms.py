@@ -21,8 +21,7 @@ from PIL import Image
 
 def _check_image(img: np.ndarray) -> None:
   if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[-1] != 3:
-    raise ValueError(f"expected an image array (H, W, 3), got shape "
-                     f"{getattr(img, 'shape', type(img))}")
+    raise ValueError(f"expected an image array (H, W, 3), got shape {getattr(img, 'shape', type(img))}")
   if img.dtype != np.uint8:
     raise ValueError(f"expected a uint8 image, got {img.dtype}")
 
@@ -71,13 +70,16 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     nh, nw = max(size, round(h * size / w)), size
   img = resize(img, nh, nw)
   top, left = (nh - size) // 2, (nw - size) // 2
-  return img[top:top + size, left:left + size]
+  return img[top : top + size, left : left + size]
 
 
 def sample_crop_box(
-    height: int, width: int, rng: np.random.Generator, *,
-    scale: tuple[float, float] = (0.35, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+  height: int,
+  width: int,
+  rng: np.random.Generator,
+  *,
+  scale: tuple[float, float] = (0.35, 1.0),
+  ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tuple[int, int, int, int]:
   """Draws an Inception-style random crop box.
 
@@ -119,10 +121,13 @@ def sample_crop_box(
 
 
 def random_resized_crop(
-    img: np.ndarray, size: int, rng: np.random.Generator, *,
-    scale: tuple[float, float] = (0.35, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    flip: bool = True,
+  img: np.ndarray,
+  size: int,
+  rng: np.random.Generator,
+  *,
+  scale: tuple[float, float] = (0.35, 1.0),
+  ratio: tuple[float, float] = (3 / 4, 4 / 3),
+  flip: bool = True,
 ) -> np.ndarray:
   """Random-resized crop to ``size`` x ``size`` and random horizontal flip.
 
@@ -139,9 +144,8 @@ def random_resized_crop(
   """
   _check_image(img)
   size = _check_size(size)
-  top, left, bh, bw = sample_crop_box(img.shape[0], img.shape[1], rng,
-                                      scale=scale, ratio=ratio)
-  out = resize(img[top:top + bh, left:left + bw], size, size)
+  top, left, bh, bw = sample_crop_box(img.shape[0], img.shape[1], rng, scale=scale, ratio=ratio)
+  out = resize(img[top : top + bh, left : left + bw], size, size)
   # Always draw, so the stream of random numbers does not depend on `flip`.
   if rng.random() < 0.5 and flip:
     out = out[:, ::-1]

@@ -9,7 +9,7 @@ References:
   Esser et al., "Taming Transformers", CVPR 2021 (adaptive GAN weight).
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -58,14 +58,11 @@ def non_saturating_g_loss(logits_fake: ArrayLike) -> jax.Array:
 
 D_LOSSES = {"hinge": hinge_d_loss, "non_saturating": non_saturating_d_loss}
 G_LOSSES = {"hinge": hinge_g_loss, "non_saturating": non_saturating_g_loss}
+#: The GAN loss kinds ``config.loss.gan_loss`` may name.
+GAN_LOSSES = tuple(D_LOSSES)
 
 
-def lecam_loss(
-    logits_real: ArrayLike,
-    logits_fake: ArrayLike,
-    ema_real: ArrayLike,
-    ema_fake: ArrayLike,
-) -> jax.Array:
+def lecam_loss(logits_real: ArrayLike, logits_fake: ArrayLike, ema_real: ArrayLike, ema_fake: ArrayLike) -> jax.Array:
   """LeCam regulariser: E[relu(D(x) - a_F)^2] + E[relu(a_R - D(G(z)))^2].
 
   Args:
@@ -79,9 +76,7 @@ def lecam_loss(
   """
   lr = jnp.asarray(logits_real, jnp.float32)
   lf = jnp.asarray(logits_fake, jnp.float32)
-  return jnp.mean(jnp.square(jax.nn.relu(lr - ema_fake))) + jnp.mean(
-      jnp.square(jax.nn.relu(ema_real - lf))
-  )
+  return jnp.mean(jnp.square(jax.nn.relu(lr - ema_fake))) + jnp.mean(jnp.square(jax.nn.relu(ema_real - lf)))
 
 
 def r1_penalty(d_fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
@@ -98,9 +93,7 @@ def r1_penalty(d_fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Arra
   return jnp.mean(jnp.sum(jnp.square(grads.astype(jnp.float32)).reshape(x.shape[0], -1), axis=1))
 
 
-def adaptive_weight(
-    nll_grad: ArrayLike, g_grad: ArrayLike, *, max_weight: float = 1e4
-) -> jax.Array:
+def adaptive_weight(nll_grad: ArrayLike, g_grad: ArrayLike, *, max_weight: float = 1e4) -> jax.Array:
   """Taming-style adaptive GAN weight ||grad nll|| / (||grad g|| + 1e-4).
 
   Both gradients are taken w.r.t. the decoder's last layer; the ratio balances

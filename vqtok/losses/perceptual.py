@@ -31,9 +31,19 @@ _NORM_EPS = 1e-10
 # indices; a 2x2 max pool precedes every stage but the first.
 _VGG_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 _VGG_TORCH_INDEX = {
-    "conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7, "conv3_1": 10,
-    "conv3_2": 12, "conv3_3": 14, "conv4_1": 17, "conv4_2": 19, "conv4_3": 21,
-    "conv5_1": 24, "conv5_2": 26, "conv5_3": 28,
+  "conv1_1": 0,
+  "conv1_2": 2,
+  "conv2_1": 5,
+  "conv2_2": 7,
+  "conv3_1": 10,
+  "conv3_2": 12,
+  "conv3_3": 14,
+  "conv4_1": 17,
+  "conv4_2": 19,
+  "conv4_3": 21,
+  "conv5_1": 24,
+  "conv5_2": 26,
+  "conv5_3": 28,
 }
 LPIPS_CHANNELS = tuple(stage[-1] for stage in _VGG_STAGES)
 
@@ -49,8 +59,7 @@ def normalize_channels(f: jax.Array) -> jax.Array:
 
 
 def lpips_from_features(
-    feats_x: Sequence[jax.Array], feats_y: Sequence[jax.Array],
-    weights: Sequence[jax.Array],
+  feats_x: Sequence[jax.Array], feats_y: Sequence[jax.Array], weights: Sequence[jax.Array]
 ) -> jax.Array:
   """LPIPS distance from per-layer NHWC features and 1x1 head weights.
 
@@ -63,8 +72,7 @@ def lpips_from_features(
     ``(B,)`` distances.
   """
   if not (len(feats_x) == len(feats_y) == len(weights)):
-    raise ValueError(f"need one weight per layer: got {len(feats_x)}, {len(feats_y)},"
-                     f" {len(weights)}")
+    raise ValueError(f"need one weight per layer: got {len(feats_x)}, {len(feats_y)}, {len(weights)}")
   total = 0.0
   for fx, fy, w in zip(feats_x, feats_y, weights):
     diff = jnp.square(normalize_channels(fx) - normalize_channels(fy))
@@ -80,8 +88,7 @@ class VGG16Features(nnx.Module):
     cin = 3
     for s, stage in enumerate(_VGG_STAGES, start=1):
       for i, cout in enumerate(stage, start=1):
-        setattr(self, f"conv{s}_{i}",
-                nnx.Conv(cin, cout, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs))
+        setattr(self, f"conv{s}_{i}", nnx.Conv(cin, cout, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs))
         cin = cout
 
   def __call__(self, x: jax.Array) -> list[jax.Array]:
@@ -132,13 +139,12 @@ class LPIPS(nnx.Module):
     b = x.shape[0]
     # One VGG pass over both sets: half the kernel launches of two passes.
     feats = self.features(jnp.concatenate([x, y], axis=0))
-    weights = [getattr(self, f"lin{l}").kernel[...].reshape(-1)
-               for l in range(len(LPIPS_CHANNELS))]
+    weights = [getattr(self, f"lin{l}").kernel[...].reshape(-1) for l in range(len(LPIPS_CHANNELS))]
     return lpips_from_features([f[:b] for f in feats], [f[b:] for f in feats], weights)
 
 
 def convert_lpips_state_dict(
-    vgg_state_dict: Mapping[str, np.ndarray], lin_state_dict: Mapping[str, np.ndarray],
+  vgg_state_dict: Mapping[str, np.ndarray], lin_state_dict: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
   """Maps torchvision VGG16 and lpips ``vgg.pth`` tensors to ``LPIPS`` arrays.
 
@@ -152,17 +158,16 @@ def convert_lpips_state_dict(
   Returns:
     ``{"vgg/conv1_1/kernel": HWIO array, ..., "lin0/kernel": (1, 1, C, 1)}``.
   """
+
   def find(index: int, kind: str) -> np.ndarray:
-    for key in (f"features.{index}.{kind}",
-                *(f"net.slice{k}.{index}.{kind}" for k in range(1, 6))):
+    for key in (f"features.{index}.{kind}", *(f"net.slice{k}.{index}.{kind}" for k in range(1, 6))):
       if key in vgg_state_dict:
         return np.asarray(vgg_state_dict[key], np.float32)
     raise ValueError(f"VGG16 state dict has no features.{index}.{kind}")
 
   out = {}
   for name, index in _VGG_TORCH_INDEX.items():
-    out[f"vgg/{name}/kernel"] = np.ascontiguousarray(
-        np.transpose(find(index, "weight"), (2, 3, 1, 0)))  # OIHW -> HWIO
+    out[f"vgg/{name}/kernel"] = np.ascontiguousarray(np.transpose(find(index, "weight"), (2, 3, 1, 0)))  # OIHW -> HWIO
     out[f"vgg/{name}/bias"] = find(index, "bias")
   for l, c in enumerate(LPIPS_CHANNELS):
     for key in (f"lin{l}.model.1.weight", f"lin{l}.model.0.weight"):
@@ -187,12 +192,15 @@ def load_lpips(path: str) -> LPIPS:
     The ``LPIPS`` module.
   """
   if not path:
-    raise ValueError("no LPIPS weights given: set loss.lpips_weights to an .npz made by"
-                     " scripts/convert_lpips.py (see scripts/README.md), or set"
-                     " loss.perceptual_weight=0")
+    raise ValueError(
+      "no LPIPS weights given: set loss.lpips_weights to an .npz made by"
+      " scripts/convert_lpips.py (see scripts/README.md), or set"
+      " loss.perceptual_weight=0"
+    )
   if not os.path.exists(path):
-    raise FileNotFoundError(f"LPIPS weights not found: {path}; make them with"
-                            " scripts/convert_lpips.py (see scripts/README.md)")
+    raise FileNotFoundError(
+      f"LPIPS weights not found: {path}; make them with scripts/convert_lpips.py (see scripts/README.md)"
+    )
   abstract = nnx.eval_shape(lambda: LPIPS(rngs=nnx.Rngs(0)))
   with np.load(path) as f:
     arrays = {k: f[k] for k in f.files}

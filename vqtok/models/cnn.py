@@ -7,7 +7,7 @@ Synthesis", CVPR 2021 (arXiv:2012.09841), also used by MaskGIT (Chang et al.,
 
   encoder: conv_in -> per level [num_res_blocks x ResBlock (+ attention at the
     lowest level), stride-2 conv except at the last level] -> mid (ResBlock,
-    attention, ResBlock) -> GroupNorm, swish, conv_out to ``latent_dim``.
+    attention, ResBlock) -> GroupNorm, swish, conv_out to ``z_channels``.
   decoder: the mirror image, with ``num_res_blocks + 1`` blocks per level and
     nearest-neighbour upsampling followed by a 3x3 conv.
 
@@ -44,18 +44,19 @@ def check_channel_mult(channel_mult: Sequence[int]) -> tuple[int, ...]:
   return mult
 
 
-def _check_sizes(channels: int, num_res_blocks: int, latent_dim: int) -> None:
-  if num_res_blocks < 1 or channels < 1 or latent_dim < 1:
+def _check_sizes(channels: int, num_res_blocks: int, z_channels: int) -> None:
+  if num_res_blocks < 1 or channels < 1 or z_channels < 1:
     raise ValueError(
-        f"channels={channels}, num_res_blocks={num_res_blocks} and latent_dim={latent_dim}"
-        " must all be >= 1")
+      f"channels={channels}, num_res_blocks={num_res_blocks} and z_channels={z_channels} must all be >= 1"
+    )
 
 
 class ResBlock(nnx.Module):
   """Pre-activation residual block: (GroupNorm, swish, 3x3 conv) x 2 + skip."""
 
-  def __init__(self, in_ch: int, out_ch: int, *, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self, in_ch: int, out_ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs
+  ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.norm1 = nnx.GroupNorm(in_ch, num_groups=_num_groups(in_ch), **kw)
     self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), **kw)
@@ -73,13 +74,11 @@ class ResBlock(nnx.Module):
 class AttnBlock(nnx.Module):
   """Single-head spatial self-attention with a residual, as in taming's AttnBlock."""
 
-  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-    self.norm = nnx.GroupNorm(ch, num_groups=_num_groups(ch), dtype=dtype,
-                              param_dtype=param_dtype, rngs=rngs)
+  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    self.norm = nnx.GroupNorm(ch, num_groups=_num_groups(ch), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.attn = nnx.MultiHeadAttention(
-        num_heads=1, in_features=ch, dtype=dtype, param_dtype=param_dtype,
-        decode=False, rngs=rngs)
+      num_heads=1, in_features=ch, dtype=dtype, param_dtype=param_dtype, decode=False, rngs=rngs
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     b, h, w, c = x.shape
@@ -90,10 +89,10 @@ class AttnBlock(nnx.Module):
 class Downsample(nnx.Module):
   """Stride-2 3x3 conv; pads (0, 1) like taming so odd kernels stay aligned."""
 
-  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-    self.conv = nnx.Conv(ch, ch, (3, 3), strides=2, padding=((0, 1), (0, 1)),
-                         dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    self.conv = nnx.Conv(
+      ch, ch, (3, 3), strides=2, padding=((0, 1), (0, 1)), dtype=dtype, param_dtype=param_dtype, rngs=rngs
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.conv(x)
@@ -102,8 +101,7 @@ class Downsample(nnx.Module):
 class Upsample(nnx.Module):
   """Nearest-neighbour 2x upsampling then a 3x3 conv (no checkerboard artefacts)."""
 
-  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     self.conv = nnx.Conv(ch, ch, (3, 3), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -111,8 +109,7 @@ class Upsample(nnx.Module):
     return self.conv(x)
 
 
-def _level_blocks(in_ch: int, out_ch: int, n: int, attention: bool, kw: dict
-                  ) -> tuple[nnx.List, nnx.List]:
+def _level_blocks(in_ch: int, out_ch: int, n: int, attention: bool, kw: dict) -> tuple[nnx.List, nnx.List]:
   res, attn = [], []
   for j in range(n):
     res.append(ResBlock(in_ch if j == 0 else out_ch, out_ch, **kw))
@@ -122,10 +119,11 @@ def _level_blocks(in_ch: int, out_ch: int, n: int, attention: bool, kw: dict
 
 
 class Encoder(nnx.Module):
-  """VQGAN convolutional encoder: (B, H, W, C) -> (B, H/f, W/f, latent_dim).
+  """VQGAN convolutional encoder: (B, H, W, C) -> (B, H/f, W/f, z_channels).
 
   Args:
-    latent_dim: output channels (the quantizer's input width, or z_channels).
+    z_channels: output channels (the latent width; the tokenizer projects it to the
+      quantizer's ``code_dim`` when they differ).
     channels: base width; level i has ``channels * channel_mult[i]`` channels.
     channel_mult: width multiplier per level; ``len - 1`` stride-2 levels.
     num_res_blocks: residual blocks per level.
@@ -136,12 +134,21 @@ class Encoder(nnx.Module):
     rngs: parameter initialisation.
   """
 
-  def __init__(self, latent_dim: int, *, channels: int = 128,
-               channel_mult: Sequence[int] = (1, 1, 2, 2, 4), num_res_blocks: int = 2,
-               attention: bool = False, in_channels: int = 3, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    z_channels: int,
+    *,
+    channels: int = 128,
+    channel_mult: Sequence[int] = (1, 1, 2, 2, 4),
+    num_res_blocks: int = 2,
+    attention: bool = False,
+    in_channels: int = 3,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     mult = check_channel_mult(channel_mult)
-    _check_sizes(channels, num_res_blocks, latent_dim)
+    _check_sizes(channels, num_res_blocks, z_channels)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.downsample_factor = 2 ** (len(mult) - 1)
     self.in_channels = in_channels
@@ -159,17 +166,17 @@ class Encoder(nnx.Module):
     self.mid1 = ResBlock(ch, ch, **kw)
     self.mid_attn = AttnBlock(ch, **kw) if attention else None
     self.mid2 = ResBlock(ch, ch, **kw)
-    self.norm_out = nnx.GroupNorm(ch, num_groups=_num_groups(ch), dtype=dtype,
-                                  param_dtype=param_dtype, rngs=rngs)
-    self.conv_out = nnx.Conv(ch, latent_dim, (3, 3), **kw)
+    self.norm_out = nnx.GroupNorm(ch, num_groups=_num_groups(ch), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.conv_out = nnx.Conv(ch, z_channels, (3, 3), **kw)
 
   def latent_shape(self, height: int, width: int) -> tuple[int, int]:
     """Latent grid for an image of ``height x width``; ValueError if not divisible."""
     f = self.downsample_factor
     if height % f or width % f or height < f or width < f:
       raise ValueError(
-          f"CNN encoder downsamples by {f}: image height and width must be positive"
-          f" multiples of {f}; got {height}x{width}")
+        f"CNN encoder downsamples by {f}: image height and width must be positive"
+        f" multiples of {f}; got {height}x{width}"
+      )
     return height // f, width // f
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -189,22 +196,31 @@ class Encoder(nnx.Module):
 
 
 class Decoder(nnx.Module):
-  """VQGAN convolutional decoder: (B, h, w, latent_dim) -> (B, h*f, w*f, C).
+  """VQGAN convolutional decoder: (B, h, w, z_channels) -> (B, h*f, w*f, C).
 
   Args: as ``Encoder``; ``out_channels`` is the image channel count.
   """
 
-  def __init__(self, latent_dim: int, *, channels: int = 128,
-               channel_mult: Sequence[int] = (1, 1, 2, 2, 4), num_res_blocks: int = 2,
-               attention: bool = False, out_channels: int = 3, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    z_channels: int,
+    *,
+    channels: int = 128,
+    channel_mult: Sequence[int] = (1, 1, 2, 2, 4),
+    num_res_blocks: int = 2,
+    attention: bool = False,
+    out_channels: int = 3,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     mult = check_channel_mult(channel_mult)
-    _check_sizes(channels, num_res_blocks, latent_dim)
+    _check_sizes(channels, num_res_blocks, z_channels)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.latent_dim = latent_dim
+    self.z_channels = z_channels
     self.upsample_factor = 2 ** (len(mult) - 1)
     ch = channels * mult[-1]
-    self.conv_in = nnx.Conv(latent_dim, ch, (3, 3), **kw)
+    self.conv_in = nnx.Conv(z_channels, ch, (3, 3), **kw)
     self.mid1 = ResBlock(ch, ch, **kw)
     self.mid_attn = AttnBlock(ch, **kw) if attention else None
     self.mid2 = ResBlock(ch, ch, **kw)
@@ -217,8 +233,7 @@ class Decoder(nnx.Module):
       attn.append(a)
       up.append(Upsample(ch, **kw) if k < len(mult) - 1 else None)
     self.res, self.attn, self.up = nnx.List(res), nnx.List(attn), nnx.List(up)
-    self.norm_out = nnx.GroupNorm(ch, num_groups=_num_groups(ch), dtype=dtype,
-                                  param_dtype=param_dtype, rngs=rngs)
+    self.norm_out = nnx.GroupNorm(ch, num_groups=_num_groups(ch), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.conv_out = nnx.Conv(ch, out_channels, (3, 3), **kw)
 
   #: attribute path of the last layer's kernel (adaptive GAN weight).

@@ -38,8 +38,7 @@ class PatchGAN(nnx.Module):
     rngs: parameter initialisation.
   """
 
-  def __init__(self, *, channels: int = 64, num_layers: int = 3, in_channels: int = 3,
-               rngs: nnx.Rngs):
+  def __init__(self, *, channels: int = 64, num_layers: int = 3, in_channels: int = 3, rngs: nnx.Rngs):
     if channels < 1 or num_layers < 1:
       raise ValueError(f"PatchGAN needs channels >= 1 and num_layers >= 1; got {channels}, {num_layers}")
     pad = ((1, 1), (1, 1))
@@ -47,7 +46,7 @@ class PatchGAN(nnx.Module):
     convs, norms = [], []
     ch = channels
     for n in range(1, num_layers + 1):
-      out = channels * min(2 ** n, 8)
+      out = channels * min(2**n, 8)
       # The last of these keeps the resolution (stride 1), as in pix2pix.
       stride = 2 if n < num_layers else 1
       # No bias: the following norm's shift makes it redundant.
@@ -75,8 +74,13 @@ def blur_downsample(x: jax.Array) -> jax.Array:
   c = x.shape[-1]
   kernel = jnp.asarray(np.tile(k[:, :, None, None], (1, 1, 1, c)), x.dtype)
   return jax.lax.conv_general_dilated(
-      x, kernel, window_strides=(2, 2), padding=((1, 1), (1, 1)),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+    x,
+    kernel,
+    window_strides=(2, 2),
+    padding=((1, 1), (1, 1)),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=c,
+  )
 
 
 class _DownBlock(nnx.Module):
@@ -106,15 +110,23 @@ class StyleGANDiscriminator(nnx.Module):
     rngs: parameter initialisation.
   """
 
-  def __init__(self, *, image_size: int, channels: int = 64, num_layers: int = 4,
-               channel_mult: Sequence[int] | None = None, in_channels: int = 3,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    image_size: int,
+    channels: int = 64,
+    num_layers: int = 4,
+    channel_mult: Sequence[int] | None = None,
+    in_channels: int = 3,
+    rngs: nnx.Rngs,
+  ):
     if num_layers < 1 or channels < 1:
       raise ValueError(f"StyleGAN discriminator needs channels, num_layers >= 1; got {channels}, {num_layers}")
-    if image_size % (2 ** num_layers):
+    if image_size % (2**num_layers):
       raise ValueError(
-          f"StyleGAN discriminator with {num_layers} blocks needs image_size divisible by"
-          f" {2 ** num_layers}; got {image_size}")
+        f"StyleGAN discriminator with {num_layers} blocks needs image_size divisible by"
+        f" {2**num_layers}; got {image_size}"
+      )
     if channel_mult is None:
       channel_mult = [min(2 ** (i + 1), 8) for i in range(num_layers)]
     mult = tuple(int(m) for m in channel_mult)
@@ -128,20 +140,23 @@ class StyleGANDiscriminator(nnx.Module):
       ch = channels * m
     self.blocks = nnx.List(blocks)
     self.conv_out = nnx.Conv(ch, ch, (3, 3), rngs=rngs)
-    final = image_size // 2 ** num_layers
+    final = image_size // 2**num_layers
     self.dense = nnx.Linear(ch * final * final, ch, rngs=rngs)
     self.logit = nnx.Linear(ch, 1, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if x.shape[1:3] != (self.image_size, self.image_size):
-      raise ValueError(
-          f"StyleGAN discriminator expects (B, {self.image_size}, {self.image_size}, C); got {x.shape}")
+      raise ValueError(f"StyleGAN discriminator expects (B, {self.image_size}, {self.image_size}, C); got {x.shape}")
     h = _lrelu(self.conv_in(x))
     for block in self.blocks:
       h = block(h)
     h = _lrelu(self.conv_out(h))
     h = _lrelu(self.dense(h.reshape(h.shape[0], -1)))
     return self.logit(h)
+
+
+#: The discriminator kinds ``config.discriminator.type`` may name.
+DISCRIMINATORS = ("patchgan", "stylegan")
 
 
 def build_discriminator(spec: Mapping[str, Any], *, image_size: int, rngs: nnx.Rngs) -> nnx.Module:
@@ -157,11 +172,16 @@ def build_discriminator(spec: Mapping[str, Any], *, image_size: int, rngs: nnx.R
     The discriminator module; call it on (B, H, W, 3) images for logits.
   """
   kind = spec.get("type", "patchgan")
+  if kind not in DISCRIMINATORS:
+    raise ValueError(f"unknown discriminator type {kind!r}; expected one of {DISCRIMINATORS}")
   channels, num_layers = int(spec.get("channels", 64)), int(spec.get("num_layers", 3))
   if kind == "patchgan":
     return PatchGAN(channels=channels, num_layers=num_layers, rngs=rngs)
-  if kind == "stylegan":
-    mult = spec.get("channel_mult", None)
-    return StyleGANDiscriminator(image_size=image_size, channels=channels, num_layers=num_layers,
-                                 channel_mult=None if mult is None else tuple(mult), rngs=rngs)
-  raise ValueError(f"unknown discriminator type {kind!r}; expected 'patchgan' or 'stylegan'")
+  mult = spec.get("channel_mult", None)
+  return StyleGANDiscriminator(
+    image_size=image_size,
+    channels=channels,
+    num_layers=num_layers,
+    channel_mult=None if mult is None else tuple(mult),
+    rngs=rngs,
+  )

@@ -26,7 +26,11 @@ from vqtok.models import cnn, vit
 from vqtok.quantizers import QuantizerOutput, build_quantizer
 from vqtok.quantizers.base import Quantizer
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+#: Compute dtypes ``config.model.dtype`` may name.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+#: Encoder/decoder kinds ``config.model.encoder`` may name: the CNN, the 2-D ViT,
+#: and the 1-D (TiTok) ViT with learned latent tokens.
+ENCODERS = ("cnn", "vit", "vit1d")
 
 
 class Tokenizer(nnx.Module):
@@ -43,17 +47,26 @@ class Tokenizer(nnx.Module):
     rngs: parameter initialisation.
   """
 
-  def __init__(self, encoder: nnx.Module, quantizer: Quantizer, decoder: nnx.Module, *,
-               image_size: int, z_channels: int, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    encoder: nnx.Module,
+    quantizer: Quantizer,
+    decoder: nnx.Module,
+    *,
+    image_size: int,
+    z_channels: int,
+    dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
     self.image_size = int(image_size)
     self.dtype = dtype
     code_dim = quantizer.code_dim
     if z_channels != code_dim:
-      self.pre_quant = nnx.Linear(z_channels, code_dim, rngs=rngs)
-      self.post_quant = nnx.Linear(code_dim, z_channels, dtype=dtype, rngs=rngs)
+      self.project_in = nnx.Linear(z_channels, code_dim, rngs=rngs)
+      self.project_out = nnx.Linear(code_dim, z_channels, dtype=dtype, rngs=rngs)
     else:
-      self.pre_quant = self.post_quant = None
+      self.project_in = self.project_out = None
     self.in_channels = encoder.in_channels
 
   @property
@@ -82,24 +95,23 @@ class Tokenizer(nnx.Module):
       self.encoder.latent_shape(images.shape[1], images.shape[2])
     except ValueError as e:
       raise ValueError(
-          f"tokenizer expects images of shape {self.expected_image_shape()}; got"
-          f" {tuple(images.shape)} ({e})") from None
+        f"tokenizer expects images of shape {self.expected_image_shape()}; got {tuple(images.shape)} ({e})"
+      ) from None
 
   def _latents(self, images: jax.Array) -> jax.Array:
     self._check_images(images)
     z = self.encoder(images).astype(jnp.float32)
-    if self.pre_quant is not None:
-      z = self.pre_quant(z)
+    if self.project_in is not None:
+      z = self.project_in(z)
     return z
 
   def _reconstruct(self, z_q: jax.Array) -> jax.Array:
     z_q = z_q.astype(jnp.float32)
-    if self.post_quant is not None:
-      z_q = self.post_quant(z_q)
+    if self.project_out is not None:
+      z_q = self.project_out(z_q)
     return self.decoder(z_q.astype(self.dtype)).astype(jnp.float32)
 
-  def __call__(self, images: jax.Array, *, train: bool = False
-               ) -> tuple[jax.Array, QuantizerOutput]:
+  def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
     """Reconstructs ``images``.
 
     Args:
@@ -128,13 +140,14 @@ class Tokenizer(nnx.Module):
     depth = self.quantizer.index_depth
     tail = () if depth is None else (depth,)
     n = len(self.token_shape)
-    ok = indices.ndim == 1 + n + len(tail) and indices.shape[1 + n:] == tail
+    ok = indices.ndim == 1 + n + len(tail) and indices.shape[1 + n :] == tail
     if ok and not isinstance(self.encoder, cnn.Encoder):
-      ok = indices.shape[1:1 + n] == self.token_shape
+      ok = indices.shape[1 : 1 + n] == self.token_shape
     if not ok:
       raise ValueError(
-          f"decode expects indices of shape (B, {', '.join(map(str, self.token_shape + tail))});"
-          f" got {tuple(indices.shape)}")
+        f"decode expects indices of shape (B, {', '.join(map(str, self.token_shape + tail))});"
+        f" got {tuple(indices.shape)}"
+      )
     return self._reconstruct(self.quantizer.indices_to_codes(indices))
 
 
@@ -171,7 +184,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
   """Builds the tokenizer described by ``config.model`` and ``config.quantizer``.
 
   Model fields (see configs/*.py): ``encoder`` in {cnn, vit, vit1d},
-  ``latent_dim`` (quantizer code_dim), ``dtype``; cnn: ``channels``,
+  ``code_dim`` (the quantizer's vector width), ``dtype``; cnn: ``channels``,
   ``channel_mult``, ``num_res_blocks``, ``attention``, optional ``z_channels``;
   vit/vit1d: ``variant`` (e.g. "B/8") and optional ``decoder_variant``, or
   ``width``/``depth``/``mlp_dim``/``num_heads``/``patch_size``; ``posemb``;
@@ -186,36 +199,39 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
   """
   m = config.model
   image_size = int(config.image_size)
-  if m.dtype not in _DTYPES:
-    raise ValueError(f"model.dtype={m.dtype!r} is not one of {sorted(_DTYPES)}")
-  dtype = _DTYPES[m.dtype]
-  latent_dim = int(m.latent_dim)
+  if m.dtype not in DTYPES:
+    raise ValueError(f"model.dtype={m.dtype!r} is not one of {sorted(DTYPES)}")
+  dtype = DTYPES[m.dtype]
+  code_dim = int(m.code_dim)
   kind = m.encoder
-  if kind not in ("cnn", "vit", "vit1d"):
-    raise ValueError(f"model.encoder={kind!r} is not one of ('cnn', 'vit', 'vit1d')")
+  if kind not in ENCODERS:
+    raise ValueError(f"model.encoder={kind!r} is not one of {ENCODERS}")
   # First, so that a bad quantizer spec fails before the big modules are built.
-  quantizer = build_quantizer(config.quantizer, dim=latent_dim, rngs=rngs)
+  quantizer = build_quantizer(config.quantizer, code_dim=code_dim, rngs=rngs)
   if kind == "cnn":
-    z = int(m.get("z_channels", 0) or latent_dim)
+    z = int(m.get("z_channels", 0) or code_dim)
     mult = cnn.check_channel_mult(m.channel_mult)
     f = 2 ** (len(mult) - 1)
     if image_size % f:  # checked before any parameter is initialised
       raise ValueError(
-          f"image_size={image_size} must be a multiple of the CNN downsampling factor {f}"
-          f" (model.channel_mult={mult})")
-    kw = dict(channels=int(m.channels), channel_mult=mult,
-              num_res_blocks=int(m.num_res_blocks), attention=bool(m.attention), dtype=dtype)
+        f"image_size={image_size} must be a multiple of the CNN downsampling factor {f} (model.channel_mult={mult})"
+      )
+    kw = dict(
+      channels=int(m.channels),
+      channel_mult=mult,
+      num_res_blocks=int(m.num_res_blocks),
+      attention=bool(m.attention),
+      dtype=dtype,
+    )
     encoder = cnn.Encoder(z, rngs=rngs, **kw)
     decoder = cnn.Decoder(z, rngs=rngs, **kw)
   else:  # vit, vit1d
-    z = latent_dim
+    z = code_dim
     k = int(m.get("num_latent_tokens", 0)) if kind == "vit1d" else 0
     if kind == "vit1d" and k < 1:
       raise ValueError("model.encoder='vit1d' needs model.num_latent_tokens >= 1")
-    common = dict(image_size=image_size, num_latent_tokens=k,
-                  posemb=m.get("posemb", "learn"), dtype=dtype, rngs=rngs)
+    common = dict(image_size=image_size, num_latent_tokens=k, posemb=m.get("posemb", "learn"), dtype=dtype, rngs=rngs)
     enc_kw, dec_kw = _vit_kwargs(m, "variant"), _vit_kwargs(m, "decoder_variant")
     encoder = vit.ViTEncoder(z, **enc_kw, **common)
     decoder = vit.ViTDecoder(z, **dec_kw, **common)
-  return Tokenizer(encoder, quantizer, decoder, image_size=image_size, z_channels=z,
-                   dtype=dtype, rngs=rngs)
+  return Tokenizer(encoder, quantizer, decoder, image_size=image_size, z_channels=z, dtype=dtype, rngs=rngs)

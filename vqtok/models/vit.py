@@ -27,11 +27,11 @@ Dtype = Any
 
 # name -> (width, depth, mlp_dim, num_heads); ViT paper / big_vision sizes.
 VIT_SIZES: dict[str, tuple[int, int, int, int]] = {
-    "Ti": (192, 12, 768, 3),
-    "S": (384, 12, 1536, 6),
-    "M": (512, 12, 2048, 8),
-    "B": (768, 12, 3072, 12),
-    "L": (1024, 24, 4096, 16),
+  "Ti": (192, 12, 768, 3),
+  "S": (384, 12, 1536, 6),
+  "M": (512, 12, 2048, 8),
+  "B": (768, 12, 3072, 12),
+  "L": (1024, 24, 4096, 16),
 }
 
 
@@ -67,11 +67,16 @@ def sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) -> np.n
   return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(np.float32)
 
 
+#: Position embeddings ``config.model.posemb`` may name.
+POSEMBS = ("learn", "sincos2d")
+
+
 class PosEmbed(nnx.Module):
   """Adds a learned (``"learn"``) or fixed (``"sincos2d"``) position embedding."""
 
-  def __init__(self, h: int, w: int, width: int, kind: str = "learn", *,
-               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self, h: int, w: int, width: int, kind: str = "learn", *, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs
+  ):
     self.kind, self.shape = kind, (h, w, width)
     if kind == "learn":
       init = nnx.initializers.normal(stddev=0.02)
@@ -79,7 +84,7 @@ class PosEmbed(nnx.Module):
     elif kind == "sincos2d":
       sincos_2d(h, w, width)  # validates the width now rather than at the first call
     else:
-      raise ValueError(f"posemb must be 'learn' or 'sincos2d'; got {kind!r}")
+      raise ValueError(f"posemb must be one of {POSEMBS}; got {kind!r}")
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.kind == "learn":
@@ -93,8 +98,16 @@ class PosEmbed(nnx.Module):
 class Block(nnx.Module):
   """Pre-norm transformer block."""
 
-  def __init__(self, width: int, mlp_dim: int, num_heads: int, *, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    width: int,
+    mlp_dim: int,
+    num_heads: int,
+    *,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.norm1 = nnx.LayerNorm(width, **kw)
     self.attn = nnx.MultiHeadAttention(num_heads=num_heads, in_features=width, decode=False, **kw)
@@ -110,8 +123,17 @@ class Block(nnx.Module):
 class Transformer(nnx.Module):
   """``depth`` blocks followed by a final LayerNorm."""
 
-  def __init__(self, width: int, depth: int, mlp_dim: int, num_heads: int, *,
-               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    width: int,
+    depth: int,
+    mlp_dim: int,
+    num_heads: int,
+    *,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     if width % num_heads:
       raise ValueError(f"ViT width {width} is not divisible by num_heads {num_heads}")
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -140,29 +162,36 @@ def unpatchify(x: jax.Array, g: int, p: int, c: int) -> jax.Array:
 class _ViTBase(nnx.Module):
   """Shared constructor: geometry, sizes and the transformer trunk."""
 
-  def __init__(self, image_size: int, patch_size: int, width: int, depth: int, mlp_dim: int,
-               num_heads: int, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    image_size: int,
+    patch_size: int,
+    width: int,
+    depth: int,
+    mlp_dim: int,
+    num_heads: int,
+    dtype: Dtype,
+    param_dtype: Dtype,
+    rngs: nnx.Rngs,
+  ):
     self.image_size, self.patch_size = int(image_size), int(patch_size)
     self.grid = _grid(self.image_size, self.patch_size)
-    self.transformer = Transformer(width, depth, mlp_dim, num_heads, dtype=dtype,
-                                   param_dtype=param_dtype, rngs=rngs)
+    self.transformer = Transformer(width, depth, mlp_dim, num_heads, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
   def check_image(self, height: int, width: int) -> None:
     """ValueError unless the image is ``image_size x image_size``."""
     if (height, width) != (self.image_size, self.image_size):
-      raise ValueError(
-          f"ViT tokenizer is built for {self.image_size}x{self.image_size} images;"
-          f" got {height}x{width}")
+      raise ValueError(f"ViT tokenizer is built for {self.image_size}x{self.image_size} images; got {height}x{width}")
 
 
 class ViTEncoder(_ViTBase):
-  """Patch embedding + transformer: (B, H, W, 3) -> (B, H/p, W/p, latent_dim).
+  """Patch embedding + transformer: (B, H, W, 3) -> (B, H/p, W/p, z_channels).
 
   With ``num_latent_tokens=K > 0`` it is TiTok's 1-D encoder and returns
-  (B, K, latent_dim) from the K learned latent tokens.
+  (B, K, z_channels) from the K learned latent tokens.
 
   Args:
-    latent_dim: output channels (quantizer input width).
+    z_channels: output channels (quantizer input width).
     image_size: square input size the position embedding is built for.
     patch_size, width, depth, mlp_dim, num_heads: ViT sizes (``decode_variant``).
     num_latent_tokens: 0 for the 2-D grid, K for 1-D latent tokens.
@@ -172,12 +201,24 @@ class ViTEncoder(_ViTBase):
     rngs: parameter initialisation.
   """
 
-  def __init__(self, latent_dim: int, *, image_size: int, patch_size: int = 16, width: int = 768,
-               depth: int = 12, mlp_dim: int = 3072, num_heads: int = 12,
-               num_latent_tokens: int = 0, posemb: str = "learn", in_channels: int = 3,
-               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-    super().__init__(image_size, patch_size, width, depth, mlp_dim, num_heads, dtype,
-                     param_dtype, rngs)
+  def __init__(
+    self,
+    z_channels: int,
+    *,
+    image_size: int,
+    patch_size: int = 16,
+    width: int = 768,
+    depth: int = 12,
+    mlp_dim: int = 3072,
+    num_heads: int = 12,
+    num_latent_tokens: int = 0,
+    posemb: str = "learn",
+    in_channels: int = 3,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    super().__init__(image_size, patch_size, width, depth, mlp_dim, num_heads, dtype, param_dtype, rngs)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     p, g = self.patch_size, self.grid
     self.in_channels = in_channels
@@ -187,11 +228,10 @@ class ViTEncoder(_ViTBase):
     if self.num_latent_tokens < 0:
       raise ValueError(f"num_latent_tokens must be >= 0; got {num_latent_tokens}")
     if self.num_latent_tokens:
-      init = nnx.initializers.normal(stddev=width ** -0.5)
+      init = nnx.initializers.normal(stddev=width**-0.5)
       self.latent_tokens = nnx.Param(init(rngs.params(), (self.num_latent_tokens, width), param_dtype))
-      self.latent_posemb = PosEmbed(1, self.num_latent_tokens, width, "learn",
-                                    param_dtype=param_dtype, rngs=rngs)
-    self.head = nnx.Linear(width, latent_dim, **kw)
+      self.latent_posemb = PosEmbed(1, self.num_latent_tokens, width, "learn", param_dtype=param_dtype, rngs=rngs)
+    self.head = nnx.Linear(width, z_channels, **kw)
 
   def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
     """Token layout for an image; ValueError unless it is the configured size."""
@@ -209,36 +249,47 @@ class ViTEncoder(_ViTBase):
       h = jnp.concatenate([h, jnp.broadcast_to(lat, (b,) + lat.shape[1:])], axis=1)
     h = self.transformer(h)
     if self.num_latent_tokens:
-      return self.head(h[:, -self.num_latent_tokens:])
+      return self.head(h[:, -self.num_latent_tokens :])
     return self.head(h).reshape(b, self.grid, self.grid, -1)
 
 
 class ViTDecoder(_ViTBase):
   """Transformer + Linear patch head: latent tokens -> (B, H, W, 3).
 
-  Takes (B, H/p, W/p, latent_dim) for the 2-D layout; with
-  ``num_latent_tokens=K > 0`` takes (B, K, latent_dim) and reconstructs from a
+  Takes (B, H/p, W/p, z_channels) for the 2-D layout; with
+  ``num_latent_tokens=K > 0`` takes (B, K, z_channels) and reconstructs from a
   grid of learned mask tokens (TiTok). Args as ``ViTEncoder``.
   """
 
-  def __init__(self, latent_dim: int, *, image_size: int, patch_size: int = 16, width: int = 768,
-               depth: int = 12, mlp_dim: int = 3072, num_heads: int = 12,
-               num_latent_tokens: int = 0, posemb: str = "learn", out_channels: int = 3,
-               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-    super().__init__(image_size, patch_size, width, depth, mlp_dim, num_heads, dtype,
-                     param_dtype, rngs)
+  def __init__(
+    self,
+    z_channels: int,
+    *,
+    image_size: int,
+    patch_size: int = 16,
+    width: int = 768,
+    depth: int = 12,
+    mlp_dim: int = 3072,
+    num_heads: int = 12,
+    num_latent_tokens: int = 0,
+    posemb: str = "learn",
+    out_channels: int = 3,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    super().__init__(image_size, patch_size, width, depth, mlp_dim, num_heads, dtype, param_dtype, rngs)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     g, p = self.grid, self.patch_size
-    self.latent_dim = latent_dim
+    self.z_channels = z_channels
     self.out_channels = out_channels
     self.num_latent_tokens = int(num_latent_tokens)
-    self.embed = nnx.Linear(latent_dim, width, **kw)
+    self.embed = nnx.Linear(z_channels, width, **kw)
     self.posemb = PosEmbed(g, g, width, posemb, param_dtype=param_dtype, rngs=rngs)
     if self.num_latent_tokens:
-      init = nnx.initializers.normal(stddev=width ** -0.5)
+      init = nnx.initializers.normal(stddev=width**-0.5)
       self.mask_token = nnx.Param(init(rngs.params(), (1, 1, width), param_dtype))
-      self.latent_posemb = PosEmbed(1, self.num_latent_tokens, width, "learn",
-                                    param_dtype=param_dtype, rngs=rngs)
+      self.latent_posemb = PosEmbed(1, self.num_latent_tokens, width, "learn", param_dtype=param_dtype, rngs=rngs)
     self.head = nnx.Linear(width, p * p * out_channels, **kw)
 
   last_layer_path = ("head", "kernel")
