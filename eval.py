@@ -15,8 +15,10 @@ differ.
 import json
 import os
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
+
+from vqtok import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file (python, get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
@@ -26,18 +28,20 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   from vqtok import config as config_lib  # noqa: PLC0415
+  from vqtok import images  # noqa: PLC0415
   from vqtok.evaluation.report import evaluate  # noqa: PLC0415
-  from vqtok.training import images, load_tokenizer  # noqa: PLC0415
+  from vqtok.training import load_tokenizer  # noqa: PLC0415
 
   del argv
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
   workdir = _WORKDIR.value
   config = config_lib.validate_config(_CONFIG.value)
   tokenizer, step = load_tokenizer(config, workdir, use_ema=config.eval.use_ema, step=_STEP.value)
   report, grid = evaluate(
-      config, tokenizer, num_images=config.eval.num_images or None,
-      lpips_weights=config.loss.lpips_weights, inception_weights=config.eval.inception_weights,
+    config,
+    tokenizer,
+    num_images=config.eval.num_images or None,
+    lpips_weights=config.loss.lpips_weights,
+    inception_weights=config.eval.inception_weights,
   )
   report.update(step=step, use_ema=bool(config.eval.use_ema))
   out = os.path.join(workdir, f"eval_{step}.json")
@@ -52,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -11,8 +11,10 @@ SLURM: auto-detected) or the explicit --coordinator_address/--num_processes/
 --process_id flags.
 """
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
+
+from vqtok import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (python, get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and images.")
@@ -25,24 +27,23 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   from vqtok import config as config_lib  # noqa: PLC0415
   from vqtok.training import distributed, train_and_evaluate  # noqa: PLC0415
 
   config = config_lib.validate_config(_CONFIG.value)
   distributed.initialize(
-      multihost=_MULTIHOST.value, coordinator_address=_COORD.value,
-      num_processes=_NPROC.value, process_id=_PID.value,
+    multihost=_MULTIHOST.value, coordinator_address=_COORD.value, num_processes=_NPROC.value, process_id=_PID.value
   )
   summary = train_and_evaluate(config, _WORKDIR.value)
   evals = summary["evals"]
   if evals:
-    print(f"eval PSNR: first {evals[0]['psnr']:.2f} dB (step {evals[0]['step']}), "
-          f"last {evals[-1]['psnr']:.2f} dB (step {evals[-1]['step']})")
+    print(
+      f"eval PSNR: first {evals[0]['psnr']:.2f} dB (step {evals[0]['step']}), "
+      f"last {evals[-1]['psnr']:.2f} dB (step {evals[-1]['step']})"
+    )
   if summary.get("last_image"):
     print(f"reconstructions: {summary['last_image']}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -8,15 +8,15 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import ROOT, load_config
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
-from helpers import ROOT, load_config
 from vqtok import data as data_lib
 from vqtok import tokenize
 from vqtok.evaluation.report import evaluate
+from vqtok.images import to_uint8
 from vqtok.training import Checkpointer, init_train_state, load_tokenizer, tokenizer_from_state
-from vqtok.training.images import to_uint8
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +83,9 @@ def test_encode_is_resumable_and_decode_round_trips(run, folder, tmp_path):
   assert first["encoded"] == 10 and first["num_shards"] == 2
   meta, idx, names = tokenize.read_tokens(out)
   assert meta["codebook_size"] == 1000 and tuple(meta["token_shape"]) == tok.token_shape
-  assert sorted(names) == sorted(["img00.png", "img02.png", "img04.png", "img06.png", "img08.png"]
-                                 + [f"sub/img{i:02d}.png" for i in (1, 3, 5, 7, 9)])
+  assert sorted(names) == sorted(
+    ["img00.png", "img02.png", "img04.png", "img06.png", "img08.png"] + [f"sub/img{i:02d}.png" for i in (1, 3, 5, 7, 9)]
+  )
   # Tokens are those of the tokenizer on the center-cropped images.
   for name, row in zip(names, idx):
     img = np.asarray(Image.open(os.path.join(folder, name)).convert("RGB"))
@@ -128,10 +129,23 @@ def test_tokenize_command_line(run, folder, tmp_path):
   workdir, _, _ = run
   out = tmp_path / "cli"
   res = subprocess.run(
-      [sys.executable, "-m", "vqtok.tokenize", "encode", f"--workdir={workdir}", f"--folder={folder}",
-       f"--output={out}", "--batch_size=8"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "vqtok.tokenize",
+      "encode",
+      f"--workdir={workdir}",
+      f"--folder={folder}",
+      f"--output={out}",
+      "--batch_size=8",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert res.returncode == 0, res.stderr[-3000:]
-  summary = json.loads(res.stdout[res.stdout.index("{"):])
+  summary = json.loads(res.stdout[res.stdout.index("{") :])
   assert summary["encoded"] == 10
   assert os.path.exists(out / "tokens-00000.npz")
 
@@ -139,8 +153,12 @@ def test_tokenize_command_line(run, folder, tmp_path):
 def test_eval_command_line_writes_report_and_grid(run):
   workdir, _, _ = run
   res = subprocess.run(
-      [sys.executable, "eval.py", "--config", "configs/tiny.py:runlocal", f"--workdir={workdir}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+    [sys.executable, "eval.py", "--config", "configs/tiny.py:runlocal", f"--workdir={workdir}"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert res.returncode == 0, res.stderr[-3000:]
   with open(os.path.join(workdir, "eval_0.json")) as f:
     report = json.load(f)

@@ -2,7 +2,8 @@
 
   python -m vqtok.tokenize encode --workdir=runs/tiny --output=tokens/ \\
       [--folder=DIR | --tfds=NAME --split=validation | (held-out sample photos)]
-  python -m vqtok.tokenize decode --workdir=runs/tiny --tokens=tokens/ --output=decoded/
+  python -m vqtok.tokenize decode --workdir=runs/tiny --tokens=tokens/ --output=decoded/ \\
+      [--noreencode]
 
 Token files are plain NumPy ``.npz`` shards that a downstream trainer reads
 without vqtok: ``indices`` (int32, ``(n, *token_shape)``, plus a trailing axis
@@ -25,13 +26,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import flags
 from flax import nnx
 
+from vqtok import cli, sharding
 from vqtok import data as data_lib
-from vqtok.training import images as images_lib
-from vqtok.training import sharding
+from vqtok import images as images_lib
 
 FORMAT = "vqtok-tokens-v1"
+FLAGS = flags.FLAGS
 
 
 class _Offset(data_lib.ImageSource):
@@ -68,31 +71,33 @@ def _write_npz(path: str, **arrays: np.ndarray) -> None:
   os.replace(tmp, path)
 
 
-def _metadata(config: ml_collections.ConfigDict, tokenizer, step: int, source, shard_batches: int, batch_size: int) -> dict:
+def _metadata(
+  config: ml_collections.ConfigDict, tokenizer, step: int, source, shard_batches: int, batch_size: int
+) -> dict:
   q = tokenizer.quantizer
   return {
-      "format": FORMAT,
-      "codebook_size": int(q.codebook_size),
-      "index_depth": q.index_depth,
-      "token_shape": list(tokenizer.token_shape),
-      "image_size": int(config.image_size),
-      "checkpoint_step": int(step),
-      "num_images": len(source),
-      "images_per_shard": shard_batches * batch_size,
-      "source": {k: config.data[k] for k in ("source", "name", "path", "eval_split")},
-      "config": json.loads(config.to_json_best_effort()),
+    "format": FORMAT,
+    "codebook_size": int(q.codebook_size),
+    "index_depth": q.index_depth,
+    "token_shape": list(tokenizer.token_shape),
+    "image_size": int(config.image_size),
+    "checkpoint_step": int(step),
+    "num_images": len(source),
+    "images_per_shard": shard_batches * batch_size,
+    "source": {k: config.data[k] for k in ("source", "name", "path", "eval_split")},
+    "config": json.loads(config.to_json_best_effort()),
   }
 
 
 def encode_to_files(
-    config: ml_collections.ConfigDict,
-    tokenizer: nnx.Module,
-    step: int,
-    output: str,
-    *,
-    batch_size: int = 16,
-    shard_batches: int = 16,
-    progress: bool = True,
+  config: ml_collections.ConfigDict,
+  tokenizer: nnx.Module,
+  step: int,
+  output: str,
+  *,
+  batch_size: int = 16,
+  shard_batches: int = 16,
+  progress: bool = True,
 ) -> dict[str, Any]:
   """Encodes the eval split of ``config.data`` into ``.npz`` token shards.
 
@@ -125,8 +130,9 @@ def encode_to_files(
     changed = [k for k in keys if old.get(k) != meta[k]]
     if changed:
       raise ValueError(
-          f"{output} holds tokens from a different run or source ({', '.join(changed)} differ); "
-          "use a new output directory")
+        f"{output} holds tokens from a different run or source ({', '.join(changed)} differ); "
+        "use a new output directory"
+      )
   else:
     tmp = meta_path + ".tmp"
     with open(tmp, "w") as f:
@@ -139,14 +145,22 @@ def encode_to_files(
   # Shards are written in order, so the first missing one is where to resume.
   first = next((k for k in range(num_shards) if k not in done), num_shards)
   encode = _jit_tokenizer(tokenizer, "encode")
-  bar = tqdm(total=len(source), initial=min(first * per_shard, len(source)), disable=not progress,
-             desc="encode", unit="img", dynamic_ncols=True, file=sys.stdout)
+  bar = tqdm(
+    total=len(source),
+    initial=min(first * per_shard, len(source)),
+    disable=not progress,
+    desc="encode",
+    unit="img",
+    dynamic_ncols=True,
+    file=sys.stdout,
+  )
   encoded = 0
   t0 = time.perf_counter()
   if first < num_shards:
     view = _Offset(source, first * per_shard)
-    batches = data_lib.make_dataset(config, split="eval", batch_size=batch_size, source=view,
-                                    process_index=0, process_count=1)
+    batches = data_lib.make_dataset(
+      config, split="eval", batch_size=batch_size, source=view, process_index=0, process_count=1
+    )
     shard, rows = first, {"indices": [], "names": [], "source_index": []}
     for b, batch in enumerate(batches):
       x = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
@@ -165,20 +179,20 @@ def encode_to_files(
       _flush(output, shard, rows)
   bar.close()
   return {
-      "encoded": encoded,
-      "shards_already_done": first,
-      "num_shards": num_shards,
-      "seconds": time.perf_counter() - t0,
-      "skipped": list(source.skipped),
+    "encoded": encoded,
+    "shards_already_done": first,
+    "num_shards": num_shards,
+    "seconds": time.perf_counter() - t0,
+    "skipped": list(source.skipped),
   }
 
 
 def _flush(output: str, shard: int, rows: dict) -> None:
   _write_npz(
-      os.path.join(output, f"tokens-{shard:05d}.npz"),
-      indices=np.concatenate(rows["indices"]),
-      names=np.asarray(rows["names"], dtype=str),
-      source_index=np.concatenate(rows["source_index"]).astype(np.int64),
+    os.path.join(output, f"tokens-{shard:05d}.npz"),
+    indices=np.concatenate(rows["indices"]),
+    names=np.asarray(rows["names"], dtype=str),
+    source_index=np.concatenate(rows["source_index"]).astype(np.int64),
   )
 
 
@@ -203,13 +217,7 @@ def _png_name(name: str) -> str:
 
 
 def decode_to_images(
-    tokenizer: nnx.Module,
-    tokens: str,
-    output: str,
-    *,
-    batch_size: int = 16,
-    reencode: bool = True,
-    progress: bool = True,
+  tokenizer: nnx.Module, tokens: str, output: str, *, batch_size: int = 16, reencode: bool = True, progress: bool = True
 ) -> dict[str, Any]:
   """Decodes token shards to PNG files; optionally re-encodes them.
 
@@ -231,7 +239,8 @@ def decode_to_images(
   q = tokenizer.quantizer
   if meta["codebook_size"] != q.codebook_size:
     raise ValueError(
-        f"tokens in {tokens} use a codebook of {meta['codebook_size']} codes, the tokenizer has {q.codebook_size}")
+      f"tokens in {tokens} use a codebook of {meta['codebook_size']} codes, the tokenizer has {q.codebook_size}"
+    )
   q.check_indices(indices)  # a clear error for out-of-range indices
   os.makedirs(output, exist_ok=True)
   decode = _jit_tokenizer(tokenizer, "decode")
@@ -269,79 +278,58 @@ def _pad(rows: np.ndarray, batch_size: int) -> np.ndarray:
   return np.concatenate([rows, np.zeros((batch_size - n, *rows.shape[1:]), rows.dtype)])
 
 
-def main(argv: list[str] | None = None) -> int:
-  """Command line: ``encode`` and ``decode`` (see the module docstring)."""
-  import argparse  # noqa: PLC0415
+def _define_flags() -> None:
+  """The command line's flags (defined only when run as a program)."""
+  flags.DEFINE_string("workdir", None, "Training run directory (config.json, checkpoints/).")
+  flags.DEFINE_string("output", None, "encode: token directory; decode: image directory.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
+  flags.DEFINE_bool("raw", False, "Use the raw weights, not the EMA weights.")
+  flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
+  flags.DEFINE_string("folder", None, "encode: every image under this folder.")
+  flags.DEFINE_string("tfds", None, "encode: a TFDS dataset by name.")
+  flags.DEFINE_string("split", "validation", "encode: TFDS split (with --tfds).")
+  flags.DEFINE_string("data_dir", "", "encode: TFDS data_dir (with --tfds).")
+  flags.DEFINE_integer("shard_batches", 16, "encode: batches per token file.")
+  flags.DEFINE_string("tokens", None, "decode: a directory written by encode.")
+  flags.DEFINE_bool("reencode", True, "decode: re-encode the PNGs and report token agreement.")
 
+
+_COMMANDS = ("encode", "decode")
+
+
+def main(argv: list[str]) -> int:
+  """Command line: ``encode`` and ``decode`` (see the module docstring)."""
   from vqtok import config as config_lib  # noqa: PLC0415
   from vqtok.training import load_tokenizer  # noqa: PLC0415
 
-  parser = argparse.ArgumentParser(prog="python -m vqtok.tokenize", description=__doc__.split("\n")[0])
-  sub = parser.add_subparsers(dest="command", required=True)
-  for name in ("encode", "decode"):
-    p = sub.add_parser(name)
-    p.add_argument("--workdir", required=True, help="training run directory (config.json, checkpoints/)")
-    p.add_argument("--output", required=True)
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
-    p.add_argument("--raw", action="store_true", help="use the raw weights, not the EMA weights")
-    p.add_argument("--batch_size", type=int, default=16)
-  enc = sub.choices["encode"]
-  enc.add_argument("--folder", help="encode every image under this folder")
-  enc.add_argument("--tfds", help="encode a TFDS dataset by name")
-  enc.add_argument("--split", default="validation", help="TFDS split (with --tfds)")
-  enc.add_argument("--data_dir", default="", help="TFDS data_dir (with --tfds)")
-  enc.add_argument("--shard_batches", type=int, default=16)
-  dec = sub.choices["decode"]
-  dec.add_argument("--tokens", required=True, help="a directory written by encode")
-  dec.add_argument("--no_reencode", action="store_true")
-  args = parser.parse_args(argv)
-
-  config = load_run_config(args.workdir)
-  tokenizer, step = load_tokenizer(config, args.workdir, use_ema=not args.raw, step=args.step)
-  if args.command == "encode":
-    if args.folder and args.tfds:
-      parser.error("give --folder or --tfds, not both")
-    if args.folder:
-      config.data.update(source="folder", path=args.folder, eval_split="")
-    elif args.tfds:
-      config.data.update(source="tfds", name=args.tfds, path=args.data_dir, eval_split=args.split)
+  if len(argv) != 2 or argv[1] not in _COMMANDS:
+    raise cli.UsageError(f"give one command, encode or decode; got {argv[1:]}")
+  command = argv[1]
+  required = ["workdir", "output"] + (["tokens"] if command == "decode" else [])
+  missing = [f"--{name}" for name in required if FLAGS[name].value is None]
+  if missing:
+    raise cli.UsageError(f"{command} needs {', '.join(missing)}")
+  config = config_lib.load_run_config(FLAGS.workdir)
+  tokenizer, step = load_tokenizer(config, FLAGS.workdir, use_ema=not FLAGS.raw, step=FLAGS.step)
+  if command == "encode":
+    if FLAGS.folder and FLAGS.tfds:
+      raise cli.UsageError("give --folder or --tfds, not both")
+    if FLAGS.folder:
+      config.data.update(source="folder", path=FLAGS.folder, eval_split="")
+    elif FLAGS.tfds:
+      config.data.update(source="tfds", name=FLAGS.tfds, path=FLAGS.data_dir, eval_split=FLAGS.split)
     config_lib.validate_config(config)
-    summary = encode_to_files(config, tokenizer, step, args.output, batch_size=args.batch_size,
-                              shard_batches=args.shard_batches)
+    summary = encode_to_files(
+      config, tokenizer, step, FLAGS.output, batch_size=FLAGS.batch_size, shard_batches=FLAGS.shard_batches
+    )
   else:
-    summary = decode_to_images(tokenizer, args.tokens, args.output, batch_size=args.batch_size,
-                               reencode=not args.no_reencode)
+    summary = decode_to_images(
+      tokenizer, FLAGS.tokens, FLAGS.output, batch_size=FLAGS.batch_size, reencode=FLAGS.reencode
+    )
   print(json.dumps(summary, indent=2))
   return 0
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a training run saved as ``config.json``."""
-  from vqtok import config as config_lib  # noqa: PLC0415
-
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir} a vqtok training run directory?")
-  with open(path) as f:
-    saved = json.load(f)
-  config = config_lib.default_config()
-  _merge(config, saved)
-  return config
-
-
-def _merge(config: ml_collections.ConfigDict, values: dict) -> None:
-  for k, v in values.items():
-    if isinstance(v, dict) and k in config and isinstance(config[k], ml_collections.ConfigDict):
-      if k == "quantizer":  # free-form kwargs of the quantizer class
-        config[k] = ml_collections.ConfigDict(v)
-      else:
-        _merge(config[k], v)
-    elif k in config and isinstance(config[k], tuple) and isinstance(v, list):
-      config[k] = tuple(v)
-    else:
-      with config.ignore_type():
-        config[k] = v
-
-
 if __name__ == "__main__":
-  sys.exit(main())
+  _define_flags()
+  cli.run(main)
