@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 
+import common  # bench/common.py (the script's own folder is on sys.path)
 import numpy as np
 from PIL import Image
 
@@ -29,8 +29,7 @@ def make_images(n: int, size: int = 512, seed: int = 0) -> list[np.ndarray]:
   """n random 512x512 crops (random scale, flip) of the sample photos."""
   rng = np.random.default_rng(seed)
   photo_dir = data.sources.sample_photo_dir()
-  photos = [data.decode_image(os.path.join(photo_dir, name))
-            for name in data.sources.SAMPLE_PHOTOS]
+  photos = [data.decode_image(os.path.join(photo_dir, name)) for name in data.sources.SAMPLE_PHOTOS]
   out = []
   for i in range(n):
     img = photos[i % len(photos)]
@@ -48,17 +47,20 @@ def write_folder(images: list[np.ndarray], root: str) -> None:
 
 def write_tfds(images: list[np.ndarray], data_dir: str) -> str:
   """Prepares a TFDS array_record dataset holding ``images`` as JPEG."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # noqa: PLC0415
 
   class VqtokBenchImages(tfds.core.GeneratorBasedBuilder):
     """Benchmark images (JPEG-encoded)."""
+
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
       return tfds.core.DatasetInfo(
-          builder=self, features=tfds.features.FeaturesDict({
-              "image": tfds.features.Image(shape=(None, None, 3),
-                                           encoding_format="jpeg")}))
+        builder=self,
+        features=tfds.features.FeaturesDict(
+          {"image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg")}
+        ),
+      )
 
     def _split_generators(self, dl_manager):
       del dl_manager
@@ -68,15 +70,13 @@ def write_tfds(images: list[np.ndarray], data_dir: str) -> str:
       for i, img in enumerate(images):
         yield i, {"image": img}
 
-  tfds.builder("vqtok_bench_images", data_dir=data_dir,
-               file_format="array_record").download_and_prepare()
+  tfds.builder("vqtok_bench_images", data_dir=data_dir, file_format="array_record").download_and_prepare()
   return "vqtok_bench_images"
 
 
 def time_pipeline(config, batch_size: int, batches: int) -> float:
   """Steady-state images per second over ``batches`` batches."""
-  it = data.make_dataset(config, split="train", batch_size=batch_size,
-                         process_index=0, process_count=1)
+  it = data.make_dataset(config, split="train", batch_size=batch_size, process_index=0, process_count=1)
   # Drain more batches than the prefetch buffers hold (4 in the main process;
   # about 6 per worker), so the timed ones are produced while we wait.
   warmup = 6 * max(1, config.data.num_workers) + 2
@@ -86,24 +86,16 @@ def time_pipeline(config, batch_size: int, batches: int) -> float:
     t = time.perf_counter()
     for _ in range(batches):
       b = next(it)
-      assert b["image"].shape == (batch_size, config.image_size,
-                                  config.image_size, 3)
+      assert b["image"].shape == (batch_size, config.image_size, config.image_size, 3)
     return batches * batch_size / (time.perf_counter() - t)
   finally:
     it.close()
 
 
 def machine() -> str:
-  import grain  # pylint: disable=g-import-not-at-top
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(l.split(":", 1)[1].strip() for l in f if "model name" in l)
-  except (OSError, StopIteration):
-    pass
-  return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-          f", grain {getattr(grain, '__version__', '?')}"
-          f", Pillow {Image.__version__}")
+  import grain  # noqa: PLC0415
+
+  return f"{common.describe_machine()}, grain {getattr(grain, '__version__', '?')}, Pillow {Image.__version__}"
 
 
 def main():
@@ -122,24 +114,20 @@ def main():
     folder = os.path.join(tmp, "folder")
     write_folder(images, folder)
     name = write_tfds(images, os.path.join(tmp, "tfds"))
-    print(f"wrote {len(images)} 512px JPEGs (folder and TFDS) in "
-          f"{time.perf_counter() - t:.1f} s")
+    print(f"wrote {len(images)} 512px JPEGs (folder and TFDS) in {time.perf_counter() - t:.1f} s")
     for source in ("folder", "tfds"):
       for workers in args.workers:
         c = default_config()
         c.image_size = args.image_size
         c.data.source = source
-        c.data.path = folder if source == "folder" else os.path.join(tmp,
-                                                                      "tfds")
+        c.data.path = folder if source == "folder" else os.path.join(tmp, "tfds")
         c.data.name = name
         c.data.num_workers = workers
         ips = time_pipeline(c, args.batch_size, args.batches)
         rows.append((source, workers, ips))
-        print(f"  {source:6s} workers={workers}: {ips:7.1f} images/s",
-              flush=True)
+        print(f"  {source:6s} workers={workers}: {ips:7.1f} images/s", flush=True)
   print()
-  print(f"| source | workers | images/s ({args.image_size}px, batch "
-        f"{args.batch_size}) |")
+  print(f"| source | workers | images/s ({args.image_size}px, batch {args.batch_size}) |")
   print("|---|---|---|")
   for source, workers, ips in rows:
     label = "0 (threads)" if workers == 0 else str(workers)

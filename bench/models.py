@@ -17,7 +17,6 @@ import argparse
 import importlib
 import math
 import os
-import platform
 import sys
 import time
 
@@ -28,34 +27,9 @@ from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vqtok import models  # noqa: E402
+from common import machine_header, matmul_flops_per_s
 
-
-def matmul_flops_per_s(n: int = 2048, trials: int = 5) -> float:
-  """Best-of-``trials`` float32 (n x n) @ (n x n) throughput in FLOP/s.
-
-  Best-of, like the model timings below, so that load from other processes on
-  a shared machine biases both the same way (towards the unloaded speed).
-  """
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  f = jax.jit(lambda a: a @ a)
-  f(a).block_until_ready()
-  best = float("inf")
-  for _ in range(trials):
-    t = time.perf_counter()
-    f(a).block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return 2 * n ** 3 / best
-
-
-def machine_header() -> float:
-  """Prints the machine and its measured f32 matmul rate; returns the rate."""
-  dev = jax.devices()[0]
-  print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores;"
-        f" jax {jax.__version__} on {dev.platform} ({dev.device_kind}), {jax.device_count()} device(s)")
-  peak = matmul_flops_per_s()
-  print(f"measured f32 matmul throughput (best of 5, 2048^3): {peak / 1e9:.1f} GFLOP/s\n")
-  return peak
+from vqtok import models
 
 
 def _flops(compiled) -> float:
@@ -92,8 +66,9 @@ def bench_preset(name: str, batch: int, image_size: int | None, steps: int) -> d
     jax.block_until_ready(compiled(params, rest, x))
     times.append(time.perf_counter() - t0)
   sec = min(times)  # best-of: least disturbed by other processes
-  return dict(preset=name, image=s, batch=batch, params=n_params, tokens=tok.num_tokens,
-              flops=flops, sec=sec, compile_s=compile_s)
+  return dict(
+    preset=name, image=s, batch=batch, params=n_params, tokens=tok.num_tokens, flops=flops, sec=sec, compile_s=compile_s
+  )
 
 
 def main(argv=None) -> None:
@@ -113,9 +88,12 @@ def main(argv=None) -> None:
     r = bench_preset(name, batch, args.image_size or None, args.steps)
     achieved = r["flops"] / r["sec"]
     peak = max(peak, matmul_flops_per_s())  # re-measure: load may have changed
-    print(f"| {name} | {r['image']} | {r['batch']} | {r['params'] / 1e6:.2f}M | {r['tokens']} |"
-          f" {r['flops'] / 1e9:.1f} | {r['compile_s']:.1f} | {r['sec']:.3f} |"
-          f" {r['batch'] / r['sec']:.2f} | {achieved / 1e9:.1f} | {achieved / peak:.1%} |", flush=True)
+    print(
+      f"| {name} | {r['image']} | {r['batch']} | {r['params'] / 1e6:.2f}M | {r['tokens']} |"
+      f" {r['flops'] / 1e9:.1f} | {r['compile_s']:.1f} | {r['sec']:.3f} |"
+      f" {r['batch'] / r['sec']:.2f} | {achieved / 1e9:.1f} | {achieved / peak:.1%} |",
+      flush=True,
+    )
   print(f"\nMFU is relative to the best f32 matmul throughput seen: {peak / 1e9:.1f} GFLOP/s")
 
 

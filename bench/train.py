@@ -25,9 +25,11 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
 
-from models import _flops, machine_header, matmul_flops_per_s  # noqa: E402  (bench/models.py)
+from common import machine_header, matmul_flops_per_s  # noqa: E402  (bench/common.py)
+from models import _flops  # noqa: E402  (bench/models.py)
 
-from vqtok.training import init_train_state, make_train_step, sharding  # noqa: E402
+from vqtok import sharding  # noqa: E402
+from vqtok.training import init_train_state, make_train_step  # noqa: E402
 
 
 def bench(name: str, batch: int, steps: int, with_gan: bool) -> dict:
@@ -70,9 +72,12 @@ def main(argv=None) -> None:
       r = bench(name, batch, args.steps, with_gan)
       peak = max(peak, matmul_flops_per_s())
       achieved = r["flops"] / r["sec"]
-      print(f"| {name} | {r['image']} | {batch} | {'G+D (GAN)' if with_gan else 'G only'} |"
-            f" {r['flops'] / 1e9:.1f} | {r['compile_s']:.1f} | {r['sec']:.3f} | {batch / r['sec']:.2f} |"
-            f" {achieved / peak:.1%} |", flush=True)
+      print(
+        f"| {name} | {r['image']} | {batch} | {'G+D (GAN)' if with_gan else 'G only'} |"
+        f" {r['flops'] / 1e9:.1f} | {r['compile_s']:.1f} | {r['sec']:.3f} | {batch / r['sec']:.2f} |"
+        f" {achieved / peak:.1%} |",
+        flush=True,
+      )
   print(f"\nMFU is relative to the best f32 matmul throughput seen: {peak / 1e9:.1f} GFLOP/s")
 
 

@@ -21,7 +21,7 @@ import numpy as np
 def read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
   """Reads a PyTorch checkpoint into ``{name: np.ndarray}`` (needs torch)."""
   try:
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch  # noqa: PLC0415
   except ImportError:
     sys.exit("reading a .pth file needs PyTorch: pip install torch (CPU build is enough)")
   sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> None:
   args = parser.parse_args(argv)
 
   # Imported late so `--help` works without JAX.
-  from vqtok.evaluation.inception import (  # pylint: disable=import-outside-toplevel
-      convert_inception_state_dict, feature_fn, load_inception)
+  from vqtok.evaluation.inception import convert_inception_state_dict, feature_fn, load_inception  # noqa: PLC0415
 
   arrays = convert_inception_state_dict(read_torch_state_dict(args.pth))
   np.savez(args.out, **arrays)
@@ -48,8 +47,10 @@ def main(argv: list[str] | None = None) -> None:
   model = load_inception(args.out)
   gray = np.full((1, 64, 64, 3), 128, np.uint8)
   feats = np.asarray(feature_fn(model)(gray))
-  print(f"check: features of a gray image: shape {feats.shape}, mean {feats.mean():.4f},"
-        f" all finite {bool(np.isfinite(feats).all())}")
+  print(
+    f"check: features of a gray image: shape {feats.shape}, mean {feats.mean():.4f},"
+    f" all finite {bool(np.isfinite(feats).all())}"
+  )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from convert_inception import read_torch_state_dict  # noqa: E402
+from convert_inception import read_torch_state_dict
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,13 +32,11 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("out", help="output .npz")
   args = parser.parse_args(argv)
 
-  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # noqa: PLC0415
 
-  from vqtok.losses.perceptual import (  # pylint: disable=import-outside-toplevel
-      convert_lpips_state_dict, load_lpips)
+  from vqtok.losses.perceptual import convert_lpips_state_dict, load_lpips  # noqa: PLC0415
 
-  arrays = convert_lpips_state_dict(read_torch_state_dict(args.vgg_pth),
-                                    read_torch_state_dict(args.lin_pth))
+  arrays = convert_lpips_state_dict(read_torch_state_dict(args.vgg_pth), read_torch_state_dict(args.lin_pth))
   np.savez(args.out, **arrays)
   n = sum(a.size for a in arrays.values())
   print(f"wrote {args.out}: {len(arrays)} arrays, {n:,} numbers")

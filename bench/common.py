@@ -1,0 +1,60 @@
+"""What every benchmark prints first: the machine, and its measured matmul rate.
+
+Figures are only comparable with the machine they ran on, so each bench script
+starts with ``machine_header()`` (or ``describe_machine()`` when it measures no
+FLOPs).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+
+def cpu_model() -> str:
+  """The CPU's model name (from /proc/cpuinfo where there is one)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+  except (OSError, StopIteration):
+    return platform.processor() or platform.machine()
+
+
+def describe_machine() -> str:
+  """One line: CPU, cores, Python, and the JAX device(s) when JAX is installed."""
+  text = f"{cpu_model()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+  try:
+    import jax  # noqa: PLC0415
+  except ImportError:
+    return text
+  dev = jax.devices()[0]
+  return f"{text}; jax {jax.__version__} on {dev.platform} ({dev.device_kind}), {jax.device_count()} device(s)"
+
+
+def matmul_flops_per_s(n: int = 2048, trials: int = 5) -> float:
+  """Best-of-``trials`` float32 (n x n) @ (n x n) throughput in FLOP/s.
+
+  Best-of, like the timings of the benches, so that load from other processes
+  on a shared machine biases both the same way (towards the unloaded speed).
+  """
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  f(a).block_until_ready()
+  best = float("inf")
+  for _ in range(trials):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n**3 / best
+
+
+def machine_header() -> float:
+  """Prints the machine and its measured f32 matmul rate; returns the rate."""
+  print(f"machine: {describe_machine()}")
+  peak = matmul_flops_per_s()
+  print(f"measured f32 matmul throughput (best of 5, 2048^3): {peak / 1e9:.1f} GFLOP/s\n")
+  return peak
