@@ -32,8 +32,7 @@ def _take(it, n):
 def _cubic(x, a=-0.5):
   """Keys (1981) cubic convolution kernel, a = -0.5 (PIL's bicubic)."""
   x = np.abs(x)
-  return np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
-                  np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
+  return np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1, np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
 
 
 def _resize_matrix(n_in, n_out):
@@ -50,8 +49,7 @@ def _resize_matrix(n_in, n_out):
 
 
 def _ref_resize(img, h, w):
-  y = np.einsum("ij,jkc->ikc", _resize_matrix(img.shape[0], h),
-                img.astype(np.float64))
+  y = np.einsum("ij,jkc->ikc", _resize_matrix(img.shape[0], h), img.astype(np.float64))
   y = np.einsum("ij,kjc->kic", _resize_matrix(img.shape[1], w), y)
   return np.clip(np.round(y), 0, 255)
 
@@ -61,8 +59,7 @@ def _smooth_image(h, w, seed=0):
   # magnify that rounding; natural images are smooth at this scale.
   rng = np.random.default_rng(seed)
   yy, xx = np.mgrid[0:h, 0:w]
-  chans = [127 + 100 * np.sin(xx / rng.uniform(3, 9) + yy / rng.uniform(3, 9)
-                              + rng.uniform(0, 6)) for _ in range(3)]
+  chans = [127 + 100 * np.sin(xx / rng.uniform(3, 9) + yy / rng.uniform(3, 9) + rng.uniform(0, 6)) for _ in range(3)]
   return np.stack(chans, -1).round().astype(np.uint8)
 
 
@@ -74,11 +71,10 @@ def test_center_crop_matches_reference(shape):
   img = _smooth_image(*shape)
   out = data.center_crop(img, SIZE)
   h, w = shape
-  nh, nw = (SIZE, max(SIZE, round(w * SIZE / h))) if h <= w else (
-      max(SIZE, round(h * SIZE / w)), SIZE)
+  nh, nw = (SIZE, max(SIZE, round(w * SIZE / h))) if h <= w else (max(SIZE, round(h * SIZE / w)), SIZE)
   ref = _ref_resize(img, nh, nw)
   top, left = (nh - SIZE) // 2, (nw - SIZE) // 2
-  ref = ref[top:top + SIZE, left:left + SIZE]
+  ref = ref[top : top + SIZE, left : left + SIZE]
   assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.uint8
   diff = np.abs(out.astype(np.float64) - ref)
   assert diff.max() <= 2 and diff.mean() < 0.5
@@ -89,7 +85,7 @@ def test_sample_crop_box_respects_scale_and_ratio():
   areas, ratios = [], []
   for _ in range(300):
     top, left, bh, bw = data.sample_crop_box(120, 160, rng, scale=(0.3, 0.9))
-    assert 0 <= top and top + bh <= 120 and 0 <= left and left + bw <= 160
+    assert top >= 0 and top + bh <= 120 and left >= 0 and left + bw <= 160
     areas.append(bh * bw / (120 * 160))
     ratios.append(bw / bh)
   areas, ratios = np.array(areas), np.array(ratios)
@@ -102,18 +98,15 @@ def test_sample_crop_box_respects_scale_and_ratio():
 def test_random_resized_crop_is_crop_then_resize_then_flip():
   img = _smooth_image(30, 30, seed=1)
   # Full-image box: the output is the resized image, maybe mirrored.
-  out = data.random_resized_crop(img, SIZE, np.random.default_rng(3),
-                                 scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True)
+  out = data.random_resized_crop(img, SIZE, np.random.default_rng(3), scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True)
   ref = _ref_resize(img, SIZE, SIZE)
   d_plain = np.abs(out - ref).max()
   d_flip = np.abs(out - ref[:, ::-1]).max()
   assert min(d_plain, d_flip) <= 2
   flips = []
   for s in range(40):
-    a = data.random_resized_crop(img, SIZE, np.random.default_rng(s),
-                                 scale=(0.5, 1.0), flip=False)
-    b = data.random_resized_crop(img, SIZE, np.random.default_rng(s),
-                                 scale=(0.5, 1.0), flip=True)
+    a = data.random_resized_crop(img, SIZE, np.random.default_rng(s), scale=(0.5, 1.0), flip=False)
+    b = data.random_resized_crop(img, SIZE, np.random.default_rng(s), scale=(0.5, 1.0), flip=True)
     assert np.array_equal(b, a) or np.array_equal(b, a[:, ::-1])
     flips.append(not np.array_equal(b, a))
   assert 5 < sum(flips) < 35  # about half are flipped
@@ -121,8 +114,7 @@ def test_random_resized_crop_is_crop_then_resize_then_flip():
 
 def test_to_float_range():
   x = np.array([0, 51, 255], np.uint8)
-  np.testing.assert_allclose(data.to_float(x), [-1.0, 51 / 127.5 - 1, 1.0],
-                             atol=1e-6)
+  np.testing.assert_allclose(data.to_float(x), [-1.0, 51 / 127.5 - 1, 1.0], atol=1e-6)
   with pytest.raises(ValueError, match="uint8"):
     data.to_float(x.astype(np.float32))
 
@@ -142,14 +134,13 @@ def test_transform_bad_input():
 def test_samples_train_batches():
   c = _config()
   for dtype in ("float32", "uint8"):
-    it = data.make_dataset(c, split="train", batch_size=4, dtype=dtype,
-                           process_index=0, process_count=1)
+    it = data.make_dataset(c, split="train", batch_size=4, dtype=dtype, process_index=0, process_count=1)
     b = next(it)
     assert b["image"].shape == (4, SIZE, SIZE, 3)
     assert b["image"].dtype == np.dtype(dtype)
     assert b["index"].dtype == np.int64 and b["valid"].dtype == np.bool_
     assert b["valid"].all()
-    assert ((0 <= b["index"]) & (b["index"] < len(it.source))).all()
+    assert ((b["index"] >= 0) & (b["index"] < len(it.source))).all()
     if dtype == "float32":
       assert b["image"].min() >= -1 and b["image"].max() <= 1
       assert b["image"].max() - b["image"].min() > 0.5  # real content
@@ -159,8 +150,7 @@ def test_samples_train_batches():
 
 def test_samples_eval_is_fixed_crops_of_held_out_photos():
   c = _config()
-  it = data.make_dataset(c, split="eval", batch_size=8, dtype="uint8",
-                         process_index=0, process_count=1)
+  it = data.make_dataset(c, split="eval", batch_size=8, dtype="uint8", process_index=0, process_count=1)
   batches = list(it)
   src = it.source
   assert len(src) >= 16 and len(batches) == -(-len(src) // 8)
@@ -173,8 +163,7 @@ def test_samples_eval_is_fixed_crops_of_held_out_photos():
   train_names = set(data.SampleSource("train").photos)
   assert not train_names & set(src.photos)
   # The centre tile of chelsea (451x300): the central 300x300 square.
-  photo = np.asarray(Image.open(os.path.join(
-      data.sources.sample_photo_dir(), "chelsea.png")).convert("RGB"))
+  photo = np.asarray(Image.open(os.path.join(data.sources.sample_photo_dir(), "chelsea.png")).convert("RGB"))
   i = [src.describe(k) for k in range(len(src))].index("chelsea_center")
   img = np.concatenate([b["image"] for b in batches])[i]
   ref = _ref_resize(photo[:, 75:375], SIZE, SIZE)
@@ -183,10 +172,11 @@ def test_samples_eval_is_fixed_crops_of_held_out_photos():
 
 def test_determinism_and_seed():
   c = _config()
+
   def run(seed):
-    it = data.make_dataset(c, split="train", batch_size=4, seed=seed,
-                           process_index=0, process_count=1)
+    it = data.make_dataset(c, split="train", batch_size=4, seed=seed, process_index=0, process_count=1)
     return np.stack([b["image"] for b in _take(it, 3)])
+
   a, b, other = run(1), run(1), run(2)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, other)
@@ -194,8 +184,7 @@ def test_determinism_and_seed():
 
 def test_epochs_cover_source_and_reshuffle():
   c = _config()
-  it = data.make_dataset(c, split="train", batch_size=5, process_index=0,
-                         process_count=1)
+  it = data.make_dataset(c, split="train", batch_size=5, process_index=0, process_count=1)
   n = len(it.source)  # 15: three batches per epoch
   idx = np.concatenate([b["index"] for b in _take(it, 6)])
   np.testing.assert_array_equal(np.sort(idx[:n]), np.arange(n))
@@ -206,17 +195,14 @@ def test_epochs_cover_source_and_reshuffle():
 
 def test_finite_epochs_stop():
   c = _config()
-  it = data.make_dataset(c, split="train", batch_size=5, num_epochs=2,
-                         process_index=0, process_count=1)
+  it = data.make_dataset(c, split="train", batch_size=5, num_epochs=2, process_index=0, process_count=1)
   assert len(list(it)) == 6
 
 
 def test_train_shards_are_disjoint_and_cover():
   c = _config()
-  whole = data.make_dataset(c, split="train", batch_size=3, process_index=0,
-                            process_count=1)
-  shards = [data.make_dataset(c, split="train", batch_size=6, process_index=p,
-                              process_count=2) for p in range(2)]
+  whole = data.make_dataset(c, split="train", batch_size=3, process_index=0, process_count=1)
+  shards = [data.make_dataset(c, split="train", batch_size=6, process_index=p, process_count=2) for p in range(2)]
   n = len(whole.source)
   rows = [[], []]
   for p in range(2):
@@ -227,28 +213,24 @@ def test_train_shards_are_disjoint_and_cover():
   stream = [r for pair in zip(rows[0], rows[1]) for r in pair]
   idx = np.array([i for i, _ in stream])
   for e in range(2):
-    np.testing.assert_array_equal(np.sort(idx[e * n:(e + 1) * n]), np.arange(n))
+    np.testing.assert_array_equal(np.sort(idx[e * n : (e + 1) * n]), np.arange(n))
   # Same stream (indices and random crops) as a single process reading it all.
   ref = [r for b in _take(whole, 10) for r in zip(b["index"], b["image"])]
   np.testing.assert_array_equal(idx, [i for i, _ in ref])
-  np.testing.assert_array_equal(np.stack([x for _, x in stream]),
-                                np.stack([x for _, x in ref]))
+  np.testing.assert_array_equal(np.stack([x for _, x in stream]), np.stack([x for _, x in ref]))
 
 
 def test_eval_num_images():
-  it = data.make_dataset(_config(), split="eval", batch_size=4, num_images=6,
-                         process_index=0, process_count=1)
+  it = data.make_dataset(_config(), split="eval", batch_size=4, num_images=6, process_index=0, process_count=1)
   batches = list(it)
-  np.testing.assert_array_equal(np.concatenate([b["index"] for b in batches]),
-                                [0, 1, 2, 3, 4, 5, -1, -1])
+  np.testing.assert_array_equal(np.concatenate([b["index"] for b in batches]), [0, 1, 2, 3, 4, 5, -1, -1])
 
 
 def test_eval_shards_are_disjoint_and_cover():
   c = _config()
   parts = []
   for p in range(2):
-    batches = list(data.make_dataset(c, split="eval", batch_size=8,
-                                     process_index=p, process_count=2))
+    batches = list(data.make_dataset(c, split="eval", batch_size=8, process_index=p, process_count=2))
     assert len(batches) == 3 and all(b["index"].shape == (4,) for b in batches)
     parts.append(np.concatenate([b["index"][b["valid"]] for b in batches]))
   assert not set(parts[0]) & set(parts[1])
@@ -257,13 +239,11 @@ def test_eval_shards_are_disjoint_and_cover():
 
 def test_iterator_state_restores_exactly():
   c = _config()
-  it = data.make_dataset(c, split="train", batch_size=4, process_index=0,
-                         process_count=1)
+  it = data.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
   _take(it, 5)  # crosses an epoch boundary (15 images)
   state = it.get_state()
   expected = _take(it, 3)
-  fresh = data.make_dataset(c, split="train", batch_size=4, process_index=0,
-                            process_count=1)
+  fresh = data.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
   fresh.set_state(state)
   for want, got in zip(expected, _take(fresh, 3)):
     np.testing.assert_array_equal(want["image"], got["image"])
@@ -272,20 +252,19 @@ def test_iterator_state_restores_exactly():
 
 def test_iterator_checkpoint_with_orbax(tmp_path):
   c = _config()
-  make = lambda: data.make_dataset(c, split="train", batch_size=4, seed=5,
-                                   process_index=0, process_count=1)
+  make = lambda: data.make_dataset(c, split="train", batch_size=4, seed=5, process_index=0, process_count=1)
   it = make()
   _take(it, 2)
   with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
-    mngr.save(2, args=ocp.args.Composite(
-        step=ocp.args.JsonSave({"step": 2}), data=data.checkpoint_args(it)))
+    mngr.save(2, args=ocp.args.Composite(step=ocp.args.JsonSave({"step": 2}), data=data.checkpoint_args(it)))
     mngr.wait_until_finished()
   expected = next(it)
   restored = make()
   with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
-    out = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(
-        step=ocp.args.JsonRestore(),
-        data=data.checkpoint_args(restored, restore=True)))
+    out = mngr.restore(
+      mngr.latest_step(),
+      args=ocp.args.Composite(step=ocp.args.JsonRestore(), data=data.checkpoint_args(restored, restore=True)),
+    )
   assert out.step == {"step": 2}
   got = next(restored)
   np.testing.assert_array_equal(expected["index"], got["index"])
@@ -302,17 +281,13 @@ def test_bad_arguments():
   with pytest.raises(ValueError, match="dtype"):
     data.make_dataset(c, split="train", batch_size=4, dtype="int8", **kw)
   with pytest.raises(ValueError, match="multiple of process_count"):
-    data.make_dataset(c, split="train", batch_size=5, process_index=0,
-                      process_count=2)
+    data.make_dataset(c, split="train", batch_size=5, process_index=0, process_count=2)
   with pytest.raises(ValueError, match="process_index"):
-    data.make_dataset(c, split="train", batch_size=4, process_index=2,
-                      process_count=2)
+    data.make_dataset(c, split="train", batch_size=4, process_index=2, process_count=2)
   with pytest.raises(ValueError, match="config.data.source"):
-    data.make_dataset(_config(source="webdataset"), split="train",
-                      batch_size=4, **kw)
+    data.make_dataset(_config(source="webdataset"), split="train", batch_size=4, **kw)
   with pytest.raises(ValueError, match="min_scale"):
-    data.make_dataset(_config(min_scale=0.0), split="train", batch_size=4,
-                      **kw)
+    data.make_dataset(_config(min_scale=0.0), split="train", batch_size=4, **kw)
   with pytest.raises(ValueError, match="out of range"):
     data.SampleSource("train")[99]
 
@@ -338,8 +313,7 @@ def folder(tmp_path_factory):
   rgba[:, :10, 3] = 0  # left half transparent
   rgba[:, 10:, 3] = 128
   _save(Image.fromarray(rgba, "RGBA"), str(root / "rgba.png"))
-  pal = Image.fromarray(np.arange(400).reshape(20, 20).astype(np.uint8) % 4,
-                        "P")
+  pal = Image.fromarray(np.arange(400).reshape(20, 20).astype(np.uint8) % 4, "P")
   pal.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9] + [0] * 756)
   _save(pal, str(root / "b" / "palette.bmp"))
   deep = (np.arange(400).reshape(20, 20) * 160).astype(np.uint16)
@@ -350,10 +324,10 @@ def folder(tmp_path_factory):
   Image.fromarray(_smooth_image(64, 64, seed=4)).save(buf, "JPEG")
   jpeg = buf.getvalue()
   # A truncated JPEG passes verify() and only fails when decoded.
-  (root / "truncated.jpeg").write_bytes(jpeg[:len(jpeg) * 6 // 10])
+  (root / "truncated.jpeg").write_bytes(jpeg[: len(jpeg) * 6 // 10])
   buf = io.BytesIO()
   Image.fromarray(_smooth_image(64, 64, seed=4)).save(buf, "PNG")
-  (root / "cut.png").write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+  (root / "cut.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
   (root / "notes.txt").write_text("not an image")
   (root / "labels.json").write_text("{}")
   return root, dict(rgb=rgb, gray=gray, deep=deep)
@@ -370,10 +344,8 @@ def test_folder_index_and_conversions(folder):
   assert "truncated.jpeg" in names
   get = lambda n: src[names.index(n)]
   np.testing.assert_array_equal(get(os.path.join("a", "rgb.png")), ref["rgb"])
-  np.testing.assert_array_equal(get(os.path.join("b", "c.WebP")).shape,
-                                ref["rgb"].shape)
-  np.testing.assert_array_equal(get("gray.png"),
-                                np.repeat(ref["gray"][..., None], 3, -1))
+  np.testing.assert_array_equal(get(os.path.join("b", "c.WebP")).shape, ref["rgb"].shape)
+  np.testing.assert_array_equal(get("gray.png"), np.repeat(ref["gray"][..., None], 3, -1))
   rgba = get("rgba.png").astype(np.int64)
   assert (rgba[:, :10] == 255).all()  # transparent -> white
   a = 128 / 255  # alpha compositing: c*a + white*(1-a)
@@ -381,19 +353,16 @@ def test_folder_index_and_conversions(folder):
   assert np.abs(rgba[:, 10:] - want).max() <= 1
   pal = get(os.path.join("b", "palette.bmp"))
   colors = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]])
-  np.testing.assert_array_equal(pal.reshape(-1, 3),
-                                colors[np.arange(400) % 4])
+  np.testing.assert_array_equal(pal.reshape(-1, 3), colors[np.arange(400) % 4])
   deep = get("deep16.png")
-  np.testing.assert_array_equal(deep[..., 1],
-                                np.round(ref["deep"] / 257).astype(np.uint8))
+  np.testing.assert_array_equal(deep[..., 1], np.round(ref["deep"] / 257).astype(np.uint8))
   assert get(os.path.join("a", "photo.JPG")).shape == (24, 32, 3)
 
 
 def test_folder_pipeline_handles_decode_failures(folder):
   root, _ = folder
   c = _config(source="folder", path=str(root))
-  it = data.make_dataset(c, split="eval", batch_size=4, process_index=0,
-                         process_count=1)
+  it = data.make_dataset(c, split="eval", batch_size=4, process_index=0, process_count=1)
   batches = list(it)
   src = it.source
   t = [src.describe(i) for i in range(len(src))].index("truncated.jpeg")
@@ -401,11 +370,9 @@ def test_folder_pipeline_handles_decode_failures(folder):
   valid = np.concatenate([b["valid"] for b in batches])
   assert not valid[index == t].any()
   assert valid[(index >= 0) & (index != t)].all()
-  assert sorted(p for p, _ in src.skipped) == ["corrupt.jpg", "cut.png",
-                                               "truncated.jpeg"]
+  assert sorted(p for p, _ in src.skipped) == ["corrupt.jpg", "cut.png", "truncated.jpeg"]
   # Training never crashes and never yields the broken image.
-  it = data.make_dataset(c, split="train", batch_size=4, process_index=0,
-                         process_count=1)
+  it = data.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
   idx = np.concatenate([b["index"] for b in _take(it, 6)])
   assert t not in idx and set(idx) == set(range(len(src))) - {t}
   assert any(p == "truncated.jpeg" for p, _ in it.source.skipped)
@@ -414,8 +381,7 @@ def test_folder_pipeline_handles_decode_failures(folder):
 def test_folder_splits_use_subdirectories(tmp_path):
   for split, n in (("train", 3), ("test", 2)):
     for i in range(n):
-      _save(Image.fromarray(_smooth_image(20, 20, seed=i)),
-            str(tmp_path / split / f"{i}.png"))
+      _save(Image.fromarray(_smooth_image(20, 20, seed=i)), str(tmp_path / split / f"{i}.png"))
   c = _config(source="folder", path=str(tmp_path))
   assert len(data.make_source(c, "train")) == 3
   assert len(data.make_source(c, "eval")) == 2
@@ -441,8 +407,7 @@ def test_folder_errors(tmp_path):
 
 def _tfds_images(n, seed):
   rng = np.random.default_rng(seed)
-  return [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-          for _ in range(n)]
+  return [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -451,32 +416,30 @@ def tfds_dir(tmp_path_factory):
 
   class VqtokTestImages(tfds.core.GeneratorBasedBuilder):
     """Tiny image dataset: 10 train and 5 test random PNG images."""
+
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.
-                                   FeaturesDict({"image": tfds.features.Image(
-                                       shape=(None, None, 3))}))
+      return tfds.core.DatasetInfo(
+        builder=self, features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3))})
+      )
 
     def _split_generators(self, dl_manager):
       del dl_manager
-      return {"train": self._generate_examples(10, 0),
-              "test": self._generate_examples(5, 1)}
+      return {"train": self._generate_examples(10, 0), "test": self._generate_examples(5, 1)}
 
     def _generate_examples(self, n, seed):
       for i, img in enumerate(_tfds_images(n, seed)):
         yield i, {"image": img}
 
   root = tmp_path_factory.mktemp("tfds")
-  tfds.builder("vqtok_test_images", data_dir=str(root),
-               file_format="array_record").download_and_prepare()
+  tfds.builder("vqtok_test_images", data_dir=str(root), file_format="array_record").download_and_prepare()
   return str(root)
 
 
 def test_tfds_end_to_end(tfds_dir):
   c = _config(source="tfds", name="vqtok_test_images", path=tfds_dir)
-  it = data.make_dataset(c, split="eval", batch_size=4, dtype="uint8",
-                         process_index=0, process_count=1)
+  it = data.make_dataset(c, split="eval", batch_size=4, dtype="uint8", process_index=0, process_count=1)
   batches = list(it)
   images = np.concatenate([b["image"] for b in batches])
   valid = np.concatenate([b["valid"] for b in batches])
@@ -489,8 +452,7 @@ def test_tfds_end_to_end(tfds_dir):
   np.testing.assert_array_equal(match.sum(0), 1)
   np.testing.assert_array_equal(match.sum(1), 1)
   assert it.source.describe(3) == "vqtok_test_images/test/00000003"
-  train = data.make_dataset(c, split="train", batch_size=5, process_index=0,
-                            process_count=1)
+  train = data.make_dataset(c, split="train", batch_size=5, process_index=0, process_count=1)
   idx = np.concatenate([b["index"] for b in _take(train, 2)])
   np.testing.assert_array_equal(np.sort(idx), np.arange(10))
 
@@ -508,11 +470,9 @@ def test_tfds_unprepared_gives_command(tfds_dir, tmp_path):
 
 def test_worker_processes_give_the_same_batches():
   c = _config()
-  plain = data.make_dataset(c, split="train", batch_size=4, process_index=0,
-                            process_count=1)
+  plain = data.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
   c.data.num_workers = 2
-  it = data.make_dataset(c, split="train", batch_size=4, process_index=0,
-                         process_count=1)
+  it = data.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
   try:
     for want, got in zip(_take(plain, 3), _take(it, 3)):
       np.testing.assert_array_equal(want["index"], got["index"])
@@ -522,8 +482,7 @@ def test_worker_processes_give_the_same_batches():
   finally:
     it.close()
   c.data.num_workers = 2
-  resumed = data.make_dataset(c, split="train", batch_size=4, process_index=0,
-                              process_count=1)
+  resumed = data.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
   try:
     resumed.set_state(state)
     np.testing.assert_array_equal(next(resumed)["image"], expected["image"])

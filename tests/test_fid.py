@@ -11,22 +11,22 @@ import pytest
 from flax import nnx
 
 from vqtok.evaluation import (
-    FeatureStats,
-    InceptionV3,
-    convert_inception_state_dict,
-    feature_fn,
-    fid_from_features,
-    frechet_distance,
-    load_inception,
-    load_stats,
-    resize_bilinear,
-    save_stats,
+  FeatureStats,
+  InceptionV3,
+  convert_inception_state_dict,
+  feature_fn,
+  fid_from_features,
+  frechet_distance,
+  load_inception,
+  load_stats,
+  resize_bilinear,
+  save_stats,
 )
 from vqtok.evaluation import fid as fid_module
 from vqtok.evaluation.inception import InceptionA, InceptionE, load_weights
 
-
 # ----------------------------------------------------------------- reference
+
 
 def _ref_frechet(mu1, s1, mu2, s2):
   """tr((S1 S2)^1/2) = sum sqrt(eig(S1^1/2 S2 S1^1/2)), a symmetric PSD problem."""
@@ -102,12 +102,10 @@ def test_feature_stats_running_equals_numpy(tmp_path):
   stats = FeatureStats()  # dimension taken from the first batch
   for b in batches:
     stats.update(b.astype(np.float32) if len(b) == 1 else b)
-  allf = np.concatenate([b if len(b) != 1 else b.astype(np.float32).astype(np.float64)
-                         for b in batches])
+  allf = np.concatenate([b if len(b) != 1 else b.astype(np.float32).astype(np.float64) for b in batches])
   assert stats.count == 50 and stats.dim == 10
   np.testing.assert_allclose(stats.mean(), allf.mean(0), rtol=1e-12)
-  np.testing.assert_allclose(stats.covariance(), np.cov(allf, rowvar=False),
-                             rtol=1e-7, atol=1e-12)
+  np.testing.assert_allclose(stats.covariance(), np.cov(allf, rowvar=False), rtol=1e-7, atol=1e-12)
   save_stats(str(tmp_path / "ref.npz"), stats)
   mu, sigma = load_stats(str(tmp_path / "ref.npz"))
   np.testing.assert_array_equal(mu, stats.mean())
@@ -137,6 +135,7 @@ def test_fid_input_errors(tmp_path):
 
 # ------------------------------------------------- pytorch-fid state dict table
 
+
 def _basic(name, cin, cout, kh, kw=None):
   return [(name, cin, cout, kh, kw or kh)]
 
@@ -148,27 +147,54 @@ def _pytorch_fid_convs():
   t += _basic("Conv2d_2b_3x3", 32, 64, 3) + _basic("Conv2d_3b_1x1", 64, 80, 1)
   t += _basic("Conv2d_4a_3x3", 80, 192, 3)
   for blk, cin, pf in (("Mixed_5b", 192, 32), ("Mixed_5c", 256, 64), ("Mixed_5d", 288, 64)):
-    t += [(f"{blk}.branch1x1", cin, 64, 1, 1), (f"{blk}.branch5x5_1", cin, 48, 1, 1),
-          (f"{blk}.branch5x5_2", 48, 64, 5, 5), (f"{blk}.branch3x3dbl_1", cin, 64, 1, 1),
-          (f"{blk}.branch3x3dbl_2", 64, 96, 3, 3), (f"{blk}.branch3x3dbl_3", 96, 96, 3, 3),
-          (f"{blk}.branch_pool", cin, pf, 1, 1)]
-  t += [("Mixed_6a.branch3x3", 288, 384, 3, 3), ("Mixed_6a.branch3x3dbl_1", 288, 64, 1, 1),
-        ("Mixed_6a.branch3x3dbl_2", 64, 96, 3, 3), ("Mixed_6a.branch3x3dbl_3", 96, 96, 3, 3)]
+    t += [
+      (f"{blk}.branch1x1", cin, 64, 1, 1),
+      (f"{blk}.branch5x5_1", cin, 48, 1, 1),
+      (f"{blk}.branch5x5_2", 48, 64, 5, 5),
+      (f"{blk}.branch3x3dbl_1", cin, 64, 1, 1),
+      (f"{blk}.branch3x3dbl_2", 64, 96, 3, 3),
+      (f"{blk}.branch3x3dbl_3", 96, 96, 3, 3),
+      (f"{blk}.branch_pool", cin, pf, 1, 1),
+    ]
+  t += [
+    ("Mixed_6a.branch3x3", 288, 384, 3, 3),
+    ("Mixed_6a.branch3x3dbl_1", 288, 64, 1, 1),
+    ("Mixed_6a.branch3x3dbl_2", 64, 96, 3, 3),
+    ("Mixed_6a.branch3x3dbl_3", 96, 96, 3, 3),
+  ]
   for blk, c7 in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
-    t += [(f"{blk}.branch1x1", 768, 192, 1, 1), (f"{blk}.branch7x7_1", 768, c7, 1, 1),
-          (f"{blk}.branch7x7_2", c7, c7, 1, 7), (f"{blk}.branch7x7_3", c7, 192, 7, 1),
-          (f"{blk}.branch7x7dbl_1", 768, c7, 1, 1), (f"{blk}.branch7x7dbl_2", c7, c7, 7, 1),
-          (f"{blk}.branch7x7dbl_3", c7, c7, 1, 7), (f"{blk}.branch7x7dbl_4", c7, c7, 7, 1),
-          (f"{blk}.branch7x7dbl_5", c7, 192, 1, 7), (f"{blk}.branch_pool", 768, 192, 1, 1)]
-  t += [("Mixed_7a.branch3x3_1", 768, 192, 1, 1), ("Mixed_7a.branch3x3_2", 192, 320, 3, 3),
-        ("Mixed_7a.branch7x7x3_1", 768, 192, 1, 1), ("Mixed_7a.branch7x7x3_2", 192, 192, 1, 7),
-        ("Mixed_7a.branch7x7x3_3", 192, 192, 7, 1), ("Mixed_7a.branch7x7x3_4", 192, 192, 3, 3)]
+    t += [
+      (f"{blk}.branch1x1", 768, 192, 1, 1),
+      (f"{blk}.branch7x7_1", 768, c7, 1, 1),
+      (f"{blk}.branch7x7_2", c7, c7, 1, 7),
+      (f"{blk}.branch7x7_3", c7, 192, 7, 1),
+      (f"{blk}.branch7x7dbl_1", 768, c7, 1, 1),
+      (f"{blk}.branch7x7dbl_2", c7, c7, 7, 1),
+      (f"{blk}.branch7x7dbl_3", c7, c7, 1, 7),
+      (f"{blk}.branch7x7dbl_4", c7, c7, 7, 1),
+      (f"{blk}.branch7x7dbl_5", c7, 192, 1, 7),
+      (f"{blk}.branch_pool", 768, 192, 1, 1),
+    ]
+  t += [
+    ("Mixed_7a.branch3x3_1", 768, 192, 1, 1),
+    ("Mixed_7a.branch3x3_2", 192, 320, 3, 3),
+    ("Mixed_7a.branch7x7x3_1", 768, 192, 1, 1),
+    ("Mixed_7a.branch7x7x3_2", 192, 192, 1, 7),
+    ("Mixed_7a.branch7x7x3_3", 192, 192, 7, 1),
+    ("Mixed_7a.branch7x7x3_4", 192, 192, 3, 3),
+  ]
   for blk, cin in (("Mixed_7b", 1280), ("Mixed_7c", 2048)):
-    t += [(f"{blk}.branch1x1", cin, 320, 1, 1), (f"{blk}.branch3x3_1", cin, 384, 1, 1),
-          (f"{blk}.branch3x3_2a", 384, 384, 1, 3), (f"{blk}.branch3x3_2b", 384, 384, 3, 1),
-          (f"{blk}.branch3x3dbl_1", cin, 448, 1, 1), (f"{blk}.branch3x3dbl_2", 448, 384, 3, 3),
-          (f"{blk}.branch3x3dbl_3a", 384, 384, 1, 3), (f"{blk}.branch3x3dbl_3b", 384, 384, 3, 1),
-          (f"{blk}.branch_pool", cin, 192, 1, 1)]
+    t += [
+      (f"{blk}.branch1x1", cin, 320, 1, 1),
+      (f"{blk}.branch3x3_1", cin, 384, 1, 1),
+      (f"{blk}.branch3x3_2a", 384, 384, 1, 3),
+      (f"{blk}.branch3x3_2b", 384, 384, 3, 1),
+      (f"{blk}.branch3x3dbl_1", cin, 448, 1, 1),
+      (f"{blk}.branch3x3dbl_2", 448, 384, 3, 3),
+      (f"{blk}.branch3x3dbl_3a", 384, 384, 1, 3),
+      (f"{blk}.branch3x3dbl_3b", 384, 384, 3, 1),
+      (f"{blk}.branch_pool", cin, 192, 1, 1),
+    ]
   return t
 
 
@@ -176,8 +202,9 @@ def _random_torch_state_dict(rng):
   sd = {}
   for name, cin, cout, kh, kw in _pytorch_fid_convs():
     # He-scaled so 94 random layers keep activations O(1).
-    sd[f"{name}.conv.weight"] = (rng.standard_normal((cout, cin, kh, kw), np.float32)
-                                 * np.float32(np.sqrt(2.0 / (cin * kh * kw))))
+    sd[f"{name}.conv.weight"] = rng.standard_normal((cout, cin, kh, kw), np.float32) * np.float32(
+      np.sqrt(2.0 / (cin * kh * kw))
+    )
     sd[f"{name}.bn.weight"] = rng.uniform(0.5, 1.5, cout).astype(np.float32)
     sd[f"{name}.bn.bias"] = rng.normal(0, 0.1, cout).astype(np.float32)
     sd[f"{name}.bn.running_mean"] = rng.normal(0, 0.1, cout).astype(np.float32)
@@ -219,7 +246,7 @@ def _np_conv(x, w_oihw, stride, pad):
   out = np.zeros((x.shape[0], ho, wo, o))
   for i in range(kh):
     for j in range(kw):
-      patch = x[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+      patch = x[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
       out += patch @ w_oihw[:, :, i, j].T
   return out
 
@@ -235,14 +262,17 @@ def test_converted_layers_match_numpy_on_torch_layout(torch_sd, inception_npz):
   model = load_inception(inception_npz, resize_input=False)
   rng = np.random.default_rng(5)
   x = rng.normal(size=(2, 9, 11, 3)).astype(np.float32)
-  np.testing.assert_allclose(np.asarray(model.Conv2d_1a_3x3(x)),
-                             _np_basic(x, torch_sd, "Conv2d_1a_3x3", stride=2),
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(model.Conv2d_1a_3x3(x)), _np_basic(x, torch_sd, "Conv2d_1a_3x3", stride=2), rtol=1e-4, atol=1e-4
+  )
   # An asymmetric (1, 7) kernel catches a swapped H/W in the conversion.
   x = rng.normal(size=(1, 5, 9, 128)).astype(np.float32)
-  np.testing.assert_allclose(np.asarray(model.Mixed_6b.branch7x7_2(x)),
-                             _np_basic(x, torch_sd, "Mixed_6b.branch7x7_2", pad=(0, 3)),
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(model.Mixed_6b.branch7x7_2(x)),
+    _np_basic(x, torch_sd, "Mixed_6b.branch7x7_2", pad=(0, 3)),
+    rtol=1e-4,
+    atol=1e-4,
+  )
 
 
 def test_inception_forward_from_converted_weights(inception_npz):
@@ -267,33 +297,28 @@ def _random_fill(model, rng):
 
 
 def _np_bn_relu(y, arrays, prefix):
-  a = {k[len(prefix) + 1:]: arrays[k].astype(np.float64) for k in arrays if k.startswith(prefix)}
-  return np.maximum((y - a["bn/mean"]) / np.sqrt(a["bn/var"] + 1e-3) * a["bn/scale"]
-                    + a["bn/bias"], 0)
+  a = {k[len(prefix) + 1 :]: arrays[k].astype(np.float64) for k in arrays if k.startswith(prefix)}
+  return np.maximum((y - a["bn/mean"]) / np.sqrt(a["bn/var"] + 1e-3) * a["bn/scale"] + a["bn/bias"], 0)
 
 
 def test_fid_block_pools():
   rng = np.random.default_rng(7)
   x = rng.normal(size=(1, 5, 6, 4))
   # FIDInceptionA: 3x3 average pool that ignores the zero padding.
-  block, arrays = _random_fill(
-      nnx.eval_shape(lambda: InceptionA(4, 3, rngs=nnx.Rngs(0))), rng)
+  block, arrays = _random_fill(nnx.eval_shape(lambda: InceptionA(4, 3, rngs=nnx.Rngs(0))), rng)
   xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   ones = np.pad(np.ones((1, 5, 6, 1)), ((0, 0), (1, 1), (1, 1), (0, 0)))
-  win = lambda a: sum(a[:, i:i + 5, j:j + 6] for i in range(3) for j in range(3))
+  win = lambda a: sum(a[:, i : i + 5, j : j + 6] for i in range(3) for j in range(3))
   avg = win(xp) / win(ones)
-  want = _np_bn_relu(avg @ arrays["branch_pool/conv/kernel"][0, 0].astype(np.float64),
-                     arrays, "branch_pool")
+  want = _np_bn_relu(avg @ arrays["branch_pool/conv/kernel"][0, 0].astype(np.float64), arrays, "branch_pool")
   got = np.asarray(block(x.astype(np.float32)))
   assert got.shape == (1, 5, 6, 64 + 64 + 96 + 3)
   np.testing.assert_allclose(got[..., -3:], want, rtol=1e-4, atol=1e-4)
   # FIDInceptionE_2: max pool in the pool branch.
-  block, arrays = _random_fill(
-      nnx.eval_shape(lambda: InceptionE(4, pool="max", rngs=nnx.Rngs(0))), rng)
+  block, arrays = _random_fill(nnx.eval_shape(lambda: InceptionE(4, pool="max", rngs=nnx.Rngs(0))), rng)
   xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-  mx = np.max([xp[:, i:i + 5, j:j + 6] for i in range(3) for j in range(3)], axis=0)
-  want = _np_bn_relu(mx @ arrays["branch_pool/conv/kernel"][0, 0].astype(np.float64),
-                     arrays, "branch_pool")
+  mx = np.max([xp[:, i : i + 5, j : j + 6] for i in range(3) for j in range(3)], axis=0)
+  want = _np_bn_relu(mx @ arrays["branch_pool/conv/kernel"][0, 0].astype(np.float64), arrays, "branch_pool")
   got = np.asarray(block(x.astype(np.float32)))
   assert got.shape == (1, 5, 6, 2048)
   np.testing.assert_allclose(got[..., -192:], want, rtol=1e-4, atol=1e-4)
@@ -301,11 +326,13 @@ def test_fid_block_pools():
 
 def _np_resize_torch(x, out_h, out_w):
   """F.interpolate(mode='bilinear', align_corners=False) on NHWC."""
+
   def coords(n_in, n_out):
     src = np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0)
     i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
     return i0, i1, src - i0
+
   h0, h1, fh = coords(x.shape[1], out_h)
   w0, w1, fw = coords(x.shape[2], out_w)
   fh, fw = fh[None, :, None, None], fw[None, None, :, None]
@@ -338,6 +365,7 @@ def test_inception_conversion_and_loading_errors(torch_sd, tmp_path):
 def test_convert_inception_script(torch_sd, tmp_path, monkeypatch, capsys):
   import importlib.util
   import pathlib
+
   path = pathlib.Path(__file__).parents[1] / "scripts" / "convert_inception.py"
   spec = importlib.util.spec_from_file_location("convert_inception", path)
   script = importlib.util.module_from_spec(spec)
@@ -350,5 +378,5 @@ def test_convert_inception_script(torch_sd, tmp_path, monkeypatch, capsys):
   assert "shape (1, 2048)" in printed and "all finite True" in printed
   with np.load(out) as f:
     np.testing.assert_array_equal(
-        f["Mixed_6b/branch7x7_2/conv/kernel"],
-        np.transpose(torch_sd["Mixed_6b.branch7x7_2.conv.weight"], (2, 3, 1, 0)))
+      f["Mixed_6b/branch7x7_2/conv/kernel"], np.transpose(torch_sd["Mixed_6b.branch7x7_2.conv.weight"], (2, 3, 1, 0))
+    )

@@ -30,7 +30,8 @@ def test_gan_losses_match_numpy(logits):
   np.testing.assert_allclose(losses.hinge_d_loss(r, f), 0.5 * (relu(1 - r).mean() + relu(1 + f).mean()), rtol=1e-5)
   np.testing.assert_allclose(losses.hinge_g_loss(f), -f.mean(), rtol=1e-5)
   np.testing.assert_allclose(
-      losses.non_saturating_d_loss(r, f), 0.5 * (softplus(-r).mean() + softplus(f).mean()), rtol=1e-5)
+    losses.non_saturating_d_loss(r, f), 0.5 * (softplus(-r).mean() + softplus(f).mean()), rtol=1e-5
+  )
   np.testing.assert_allclose(losses.non_saturating_g_loss(f), softplus(-f).mean(), rtol=1e-5)
 
 

@@ -11,16 +11,24 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vqtok.losses.perceptual import (
-    convert_lpips_state_dict,
-    load_lpips,
-    lpips_from_features,
-)
+from vqtok.losses.perceptual import convert_lpips_state_dict, load_lpips, lpips_from_features
 
 # torchvision vgg16().features: (index, in, out) of each 3x3 conv.
-_VGG16_CONVS = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256),
-                (12, 256, 256), (14, 256, 256), (17, 256, 512), (19, 512, 512),
-                (21, 512, 512), (24, 512, 512), (26, 512, 512), (28, 512, 512)]
+_VGG16_CONVS = [
+  (0, 3, 64),
+  (2, 64, 64),
+  (5, 64, 128),
+  (7, 128, 128),
+  (10, 128, 256),
+  (12, 256, 256),
+  (14, 256, 256),
+  (17, 256, 512),
+  (19, 512, 512),
+  (21, 512, 512),
+  (24, 512, 512),
+  (26, 512, 512),
+  (28, 512, 512),
+]
 _LIN_CHANNELS = [64, 128, 256, 512, 512]
 # lpips ScalingLayer constants, from the lpips package.
 _SHIFT = np.array([-0.030, -0.088, -0.188])
@@ -30,14 +38,16 @@ _SCALE = np.array([0.458, 0.448, 0.450])
 def _torch_state_dicts(rng):
   vgg = {}
   for i, cin, cout in _VGG16_CONVS:
-    vgg[f"features.{i}.weight"] = (rng.standard_normal((cout, cin, 3, 3), np.float32)
-                                   * np.float32(np.sqrt(2.0 / (cin * 9))))
+    vgg[f"features.{i}.weight"] = rng.standard_normal((cout, cin, 3, 3), np.float32) * np.float32(
+      np.sqrt(2.0 / (cin * 9))
+    )
     vgg[f"features.{i}.bias"] = rng.normal(0, 0.05, cout).astype(np.float32)
   # The classifier is in the torchvision file but unused (its 100M-entry
   # matrices are left out here to keep the test small).
   vgg["classifier.6.bias"] = np.zeros((1000,), np.float32)
-  lin = {f"lin{l}.model.1.weight": rng.uniform(0, 1, (1, c, 1, 1)).astype(np.float32)
-         for l, c in enumerate(_LIN_CHANNELS)}
+  lin = {
+    f"lin{l}.model.1.weight": rng.uniform(0, 1, (1, c, 1, 1)).astype(np.float32) for l, c in enumerate(_LIN_CHANNELS)
+  }
   return vgg, lin
 
 
@@ -77,12 +87,13 @@ def test_lpips_from_features_matches_numpy():
   fx = [rng.normal(size=s) for s in shapes]
   fy = [rng.normal(size=s) for s in shapes]
   w = [rng.uniform(0, 1, s[-1]) for s in shapes]
-  got = lpips_from_features([jnp.asarray(a, jnp.float32) for a in fx],
-                            [jnp.asarray(a, jnp.float32) for a in fy],
-                            [jnp.asarray(a, jnp.float32) for a in w])
+  got = lpips_from_features(
+    [jnp.asarray(a, jnp.float32) for a in fx],
+    [jnp.asarray(a, jnp.float32) for a in fy],
+    [jnp.asarray(a, jnp.float32) for a in w],
+  )
   to_nchw = lambda fs: [np.transpose(f, (0, 3, 1, 2)) for f in fs]
-  np.testing.assert_allclose(np.asarray(got), _np_lpips(to_nchw(fx), to_nchw(fy), w),
-                             rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(got), _np_lpips(to_nchw(fx), to_nchw(fy), w), rtol=1e-5)
 
 
 def test_lpips_gradient_finite_at_all_zero_features():
@@ -96,8 +107,7 @@ def test_lpips_gradient_finite_at_all_zero_features():
 def _np_conv3x3_relu(x, w_oihw, b):
   xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   h, wd = x.shape[1:3]
-  out = sum(xp[:, i:i + h, j:j + wd] @ w_oihw[:, :, i, j].T.astype(np.float64)
-            for i in range(3) for j in range(3))
+  out = sum(xp[:, i : i + h, j : j + wd] @ w_oihw[:, :, i, j].T.astype(np.float64) for i in range(3) for j in range(3))
   return np.maximum(out + b, 0)
 
 
@@ -128,13 +138,11 @@ def test_lpips_forward_from_converted_weights(model, torch_weights):
   # Every tap against a NumPy VGG16 on the torch-layout weights.
   fx, fy = _np_vgg_taps(x, vgg), _np_vgg_taps(y, vgg)
   got = _features(model, jnp.asarray(x))
-  assert [f.shape for f in got] == [(2, 32 // 2**l, 32 // 2**l, c)
-                                    for l, c in enumerate(_LIN_CHANNELS)]
+  assert [f.shape for f in got] == [(2, 32 // 2**l, 32 // 2**l, c) for l, c in enumerate(_LIN_CHANNELS)]
   for g, want in zip(got, fx):
     np.testing.assert_allclose(np.asarray(g), want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
   nchw = lambda fs: [np.transpose(f, (0, 3, 1, 2)) for f in fs]
-  want = _np_lpips(nchw(fx), nchw(fy), [lin[f"lin{l}.model.1.weight"].reshape(-1)
-                                        for l in range(5)])
+  want = _np_lpips(nchw(fx), nchw(fy), [lin[f"lin{l}.model.1.weight"].reshape(-1) for l in range(5)])
   np.testing.assert_allclose(d, want, rtol=1e-3)
 
 
@@ -165,6 +173,7 @@ def test_convert_lpips_script(torch_weights, tmp_path, monkeypatch, capsys):
   import importlib.util
   import pathlib
   import sys
+
   scripts = pathlib.Path(__file__).parents[1] / "scripts"
   monkeypatch.syspath_prepend(str(scripts))
   spec = importlib.util.spec_from_file_location("convert_lpips", scripts / "convert_lpips.py")

@@ -29,9 +29,9 @@ def _random_pair(h, w, seed):
 
 
 def _sk_ssim(a, b):
-  return structural_similarity(a, b, gaussian_weights=True, sigma=1.5,
-                               use_sample_covariance=False, channel_axis=-1,
-                               data_range=255)
+  return structural_similarity(
+    a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255
+  )
 
 
 @pytest.mark.parametrize("h,w", [(11, 11), (32, 32), (24, 40), (64, 48)])
@@ -43,8 +43,7 @@ def test_psnr_ssim_match_skimage(h, w):
   got_ssim = np.asarray(ssim(a, b))
   assert got_psnr.shape == got_ssim.shape == (3,)
   for i, (x, y) in enumerate(pairs):
-    np.testing.assert_allclose(got_psnr[i], peak_signal_noise_ratio(x, y, data_range=255),
-                               rtol=1e-5)
+    np.testing.assert_allclose(got_psnr[i], peak_signal_noise_ratio(x, y, data_range=255), rtol=1e-5)
     np.testing.assert_allclose(got_ssim[i], _sk_ssim(x, y), atol=1e-5)
 
 
@@ -86,8 +85,9 @@ def test_codebook_usage_matches_bincount():
   rng = np.random.default_rng(0)
   k = 64
   # Skewed, with unused codes, over several batches of different size.
-  batches = [rng.choice(k // 2, size=(n, 4, 5), p=np.arange(1, k // 2 + 1) / np.arange(
-      1, k // 2 + 1).sum()) for n in (3, 1, 6)]
+  batches = [
+    rng.choice(k // 2, size=(n, 4, 5), p=np.arange(1, k // 2 + 1) / np.arange(1, k // 2 + 1).sum()) for n in (3, 1, 6)
+  ]
   acc = CodebookUsage(k)
   for bt in batches:
     acc.update(bt)

@@ -13,4 +13,4 @@ def test_readme_python_snippets_run():
   assert len(blocks) >= 2, "the README should hold the quantizer and tokenizer quick-starts"
   namespace: dict = {}
   for block in blocks:
-    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(block, "README.md", "exec"), namespace)

@@ -24,12 +24,14 @@ from vqtok.training import Checkpointer, NonFiniteLossError, loop, train_and_eva
 
 
 VARIANTS = {  # name: (quantizer spec, other config overrides)
-    "fsq_bf16": ({"type": "fsq", "levels": (8, 5, 5, 5)}, {"model.dtype": "bfloat16"}),
-    "vq_ema": ({"type": "vq", "codebook_size": 64, "ema_decay": 0.9, "restart_threshold": 0.01}, {}),
-    "lfq": ({"type": "lfq", "bits": 4}, {}),
-    "bsq": ({"type": "bsq", "bits": 4}, {}),
-    "residual_vq": ({"type": "residual", "num_levels": 2, "quantizer": {"type": "vq", "codebook_size": 32}},
-                    {"loss.gan_loss": "non_saturating", "loss.lecam_weight": 0.1, "loss.r1_weight": 1.0}),
+  "fsq_bf16": ({"type": "fsq", "levels": (8, 5, 5, 5)}, {"model.dtype": "bfloat16"}),
+  "vq_ema": ({"type": "vq", "codebook_size": 64, "ema_decay": 0.9, "restart_threshold": 0.01}, {}),
+  "lfq": ({"type": "lfq", "bits": 4}, {}),
+  "bsq": ({"type": "bsq", "bits": 4}, {}),
+  "residual_vq": (
+    {"type": "residual", "num_levels": 2, "quantizer": {"type": "vq", "codebook_size": 32}},
+    {"loss.gan_loss": "non_saturating", "loss.lecam_weight": 0.1, "loss.r1_weight": 1.0},
+  ),
 }
 
 
@@ -58,8 +60,13 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
   assert sorted(want) == [1, 2, 3, 4, 5, 6]
 
   killed = str(tmp_path / "killed")
-  cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/tiny.py:runlocal"),
-         f"--workdir={killed}"]
+  cmd = [
+    sys.executable,
+    os.path.join(ROOT, "train.py"),
+    "--config",
+    os.path.join(ROOT, "configs/tiny.py:runlocal"),
+    f"--workdir={killed}",
+  ]
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpt_dir = os.path.join(killed, "checkpoints")
   deadline = time.time() + 240
@@ -107,9 +114,16 @@ def test_two_processes_agree_with_one(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
   procs = []
   for pid in range(2):
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/tiny.py:runlocal"),
-           f"--workdir={tmp_path / 'two'}", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-           f"--process_id={pid}"]
+    cmd = [
+      sys.executable,
+      os.path.join(ROOT, "train.py"),
+      "--config",
+      os.path.join(ROOT, "configs/tiny.py:runlocal"),
+      f"--workdir={tmp_path / 'two'}",
+      f"--coordinator_address=127.0.0.1:{port}",
+      "--num_processes=2",
+      f"--process_id={pid}",
+    ]
     procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
   outs = [p.communicate(timeout=300)[0].decode() for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs
@@ -145,8 +159,10 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
   workdir = str(tmp_path)
   make = data_lib.make_dataset
   monkeypatch.setattr(
-      loop.data_lib, "make_dataset",
-      lambda config, **kw: _PoisonAfter(make(config, **kw), 4) if kw["split"] == "train" else make(config, **kw))
+    loop.data_lib,
+    "make_dataset",
+    lambda config, **kw: _PoisonAfter(make(config, **kw), 4) if kw["split"] == "train" else make(config, **kw),
+  )
   with pytest.raises(NonFiniteLossError, match=r"step 5 in .*loss/l1=nan"):
     train_and_evaluate(load_config(), workdir, progress=False)
   monkeypatch.undo()
@@ -172,8 +188,19 @@ def test_invalid_config_fails_before_training(tmp_path):
   with pytest.raises(ValueError, match="unknown config field training.unknown_field"):
     config_lib.validate_config(c)
   res = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/tiny.py:runlocal"),
-       f"--workdir={tmp_path}", "--config.optimizer.lr=-1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      os.path.join(ROOT, "train.py"),
+      "--config",
+      os.path.join(ROOT, "configs/tiny.py:runlocal"),
+      f"--workdir={tmp_path}",
+      "--config.optimizer.lr=-1",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert res.returncode != 0 and "optimizer.lr" in res.stderr
   assert not os.path.exists(tmp_path / "checkpoints")
 
@@ -186,18 +213,20 @@ def test_perceptual_loss_from_a_weights_file(tmp_path):
   # Random weights in the converted-file layout (real ones cannot ship).
   abstract = nnx.eval_shape(lambda: LPIPS(rngs=nnx.Rngs(0)))
   rng = np.random.default_rng(0)
-  arrays = {"/".join(map(str, path)): (0.05 * rng.standard_normal(v.shape)).astype(np.float32)
-            for path, v in nnx.to_flat_state(nnx.state(abstract))}
+  arrays = {
+    "/".join(map(str, path)): (0.05 * rng.standard_normal(v.shape)).astype(np.float32)
+    for path, v in nnx.to_flat_state(nnx.state(abstract))
+  }
   for key in arrays:  # LPIPS's linear heads are non-negative
     if key.startswith("lin"):
       arrays[key] = np.abs(arrays[key])
   np.savez(tmp_path / "lpips.npz", **arrays)
-  c = load_config(**{"training.num_steps": 2, "loss.perceptual_weight": 0.5,
-                     "loss.lpips_weights": str(tmp_path / "lpips.npz")})
+  c = load_config(
+    **{"training.num_steps": 2, "loss.perceptual_weight": 0.5, "loss.lpips_weights": str(tmp_path / "lpips.npz")}
+  )
   summary = train_and_evaluate(c, str(tmp_path / "run"), progress=False)
   final = summary["final_metrics"]
   assert final["loss/perceptual"] > 0 and math.isfinite(final["loss/perceptual"])
-  np.testing.assert_allclose(
-      final["reconstruction"], final["loss/l1"] + 0.5 * final["loss/perceptual"], rtol=1e-5)
+  np.testing.assert_allclose(final["reconstruction"], final["loss/l1"] + 0.5 * final["loss/perceptual"], rtol=1e-5)
   with pytest.raises(ValueError, match="lpips_weights"):
     load_config(**{"loss.perceptual_weight": 0.5})
