@@ -1,15 +1,17 @@
-"""Evaluates a trained tokenizer: PSNR, SSIM, LPIPS, rFID, codebook usage.
+"""Evaluates a tokenizer: PSNR, SSIM, LPIPS, rFID, codebook usage.
 
-  python eval.py --config=configs/tiny.py --workdir=runs/tiny
-  python eval.py --config=configs/vqgan_f16.py --workdir=runs/x \\
-      --config.data.source=tfds --config.data.name=imagenet2012 \\
-      --config.data.eval_split=validation --config.eval.inception_weights=inception.npz
+  python eval.py --tokenizer=runs/tiny                  # a training run: its own config
+  python eval.py --tokenizer=tok/ --folder=val_images/  # a tokenizer directory (convert, export)
+  python eval.py --tokenizer=tok/ --tfds=imagenet2012 --split=validation \\
+      --inception_weights=inception.npz                 # rFID on ImageNet val
+  python eval.py --config=configs/vqgan_f16.py --tokenizer=runs/x --config.data.source=tfds ...
 
-Restores the newest checkpoint of the run (or --step), evaluates the EMA
-weights (``--config.eval.use_ema=false`` for the raw ones) on the config's eval
-split and writes eval_<step>.json and eval_<step>.png into the workdir. The
-architecture fields of --config must be the run's; data and eval fields may
-differ.
+The tokenizer's own config (saved with it) defines the architecture and the
+preprocessing; --config may change data, eval and loss fields, and is refused
+when it contradicts the saved architecture or quantizer. From a run, the
+newest checkpoint (or --step) and its EMA weights (--raw for the raw ones).
+Writes eval_<step>.json and eval_<step>.png into --output (default: the
+tokenizer's directory).
 """
 
 import json
@@ -20,22 +22,61 @@ from ml_collections import config_flags
 
 from vqtok import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file (python, get_config()).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A config file whose data/eval/loss fields to use.")
+_TOKENIZER = flags.DEFINE_string("tokenizer", None, "A tokenizer directory or a training workdir.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run directory (the same as --tokenizer).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step of a run (default: newest).")
+_RAW = flags.DEFINE_bool("raw", False, "Evaluate a run's raw weights, not its EMA weights.")
+_FOLDER = flags.DEFINE_string("folder", None, "Evaluate every image under this folder.")
+_TFDS = flags.DEFINE_string("tfds", None, "Evaluate a TFDS dataset by name.")
+_SPLIT = flags.DEFINE_string("split", "validation", "TFDS split (with --tfds).")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "TFDS data_dir (with --tfds).")
+_NUM_IMAGES = flags.DEFINE_integer("num_images", None, "Stop after this many images.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Global eval batch (a multiple of the device count).")
+_INCEPTION = flags.DEFINE_string("inception_weights", None, "FID Inception .npz (scripts/convert_inception.py).")
+_LPIPS = flags.DEFINE_string("lpips_weights", None, "LPIPS .npz (scripts/convert_lpips.py).")
+_OUTPUT = flags.DEFINE_string("output", None, "Where the report goes (default: the tokenizer's directory).")
 
 
 def main(argv):
   from vqtok import config as config_lib  # noqa: PLC0415
-  from vqtok import images  # noqa: PLC0415
+  from vqtok import images, tokenizer_dir  # noqa: PLC0415
   from vqtok.evaluation.report import evaluate  # noqa: PLC0415
-  from vqtok.training import load_tokenizer  # noqa: PLC0415
 
-  del argv
-  workdir = _WORKDIR.value
-  config = config_lib.validate_config(_CONFIG.value)
-  tokenizer, step = load_tokenizer(config, workdir, use_ema=config.eval.use_ema, step=_STEP.value)
+  if len(argv) > 1:
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}")
+  if _TOKENIZER.value and _WORKDIR.value and _TOKENIZER.value != _WORKDIR.value:
+    raise cli.UsageError("give --tokenizer or --workdir, not both")
+  source = _TOKENIZER.value or _WORKDIR.value
+  if not source:
+    raise cli.UsageError("give --tokenizer (a tokenizer directory or a training workdir)")
+  use_ema = not _RAW.value
+  if _CONFIG.value is not None:
+    use_ema = use_ema and bool(_CONFIG.value.eval.use_ema)
+  tokenizer, config, info = tokenizer_dir.load(source, use_ema=use_ema, step=_STEP.value)
+  if _CONFIG.value is not None:
+    requested = config_lib.validate_config(_CONFIG.value)
+    diff = config_lib.architecture_diff(config, requested)
+    if diff:
+      raise ValueError(
+        f"--config contradicts the tokenizer in {source} ({config_lib.describe_diff(diff)}); drop --config to use"
+        " the saved one"
+      )
+    for section in ("data", "eval", "loss"):
+      config[section] = requested[section]
+  if _FOLDER.value and _TFDS.value:
+    raise cli.UsageError("give --folder or --tfds, not both")
+  if _FOLDER.value:
+    config.data.update(source="folder", path=_FOLDER.value, eval_split="")
+  elif _TFDS.value:
+    config.data.update(source="tfds", name=_TFDS.value, path=_DATA_DIR.value, eval_split=_SPLIT.value)
+  for flag, field in ((_NUM_IMAGES, "num_images"), (_BATCH_SIZE, "batch_size"), (_INCEPTION, "inception_weights")):
+    if flag.value is not None:
+      config.eval[field] = flag.value
+  if _LPIPS.value is not None:
+    config.loss.lpips_weights = _LPIPS.value
+  config = config_lib.validate_config(config)
+  step = info["step"]
   report, grid = evaluate(
     config,
     tokenizer,
@@ -43,12 +84,14 @@ def main(argv):
     lpips_weights=config.loss.lpips_weights,
     inception_weights=config.eval.inception_weights,
   )
-  report.update(step=step, use_ema=bool(config.eval.use_ema))
-  out = os.path.join(workdir, f"eval_{step}.json")
+  report.update(step=step, use_ema=use_ema, tokenizer=os.path.abspath(source))
+  output = _OUTPUT.value or source
+  os.makedirs(output, exist_ok=True)
+  out = os.path.join(output, f"eval_{step}.json")
   with open(out + ".tmp", "w") as f:
     json.dump(report, f, indent=2)
   os.replace(out + ".tmp", out)
-  png = images.save_png(grid, os.path.join(workdir, f"eval_{step}.png"))
+  png = images.save_png(grid, os.path.join(output, f"eval_{step}.png"))
   summary = {k: report[k] for k in ("num_images", "psnr", "ssim", "lpips", "rfid") if k in report}
   summary.update({f"codebook_{k}": v for k, v in report["codebook"].items() if not isinstance(v, list)})
   print(json.dumps(summary, indent=2))

@@ -9,9 +9,11 @@ ImageNet f16 / 1024 config (ch 128, ch_mult 1-1-2-2-4, 2 res blocks, attention
 at 16x16, z_channels = embed_dim = 256). MaskGIT (Chang et al., 2022) uses
 the same levels and codebook without attention: --config.model.attention=False.
 16x16 = 256 tokens per image.
-Parameters (tests/test_models.py): 72.0M tokenizer (encoder 29.30M, decoder
-42.45M, codebook 0.26M; no quant_conv since z_channels == code_dim) plus a
-2.77M PatchGAN. Taming's encoder / decoder of this layout: 29.3M / 42.4M.
+Parameters: 72,141,699 (encoder 29.30M, decoder 42.45M, codebook 0.26M, and
+taming's 1x1 quant_conv / post_quant_conv, kept at equal widths, as Linear
+projections: 0.13M) plus a 2.77M PatchGAN; the same count as taming's own
+VQModel (tests/test_pretrained.py checks it against the reference's tensors).
+``python -m vqtok.convert taming last.ckpt DIR`` imports the published weights.
 """
 
 import ml_collections

@@ -148,7 +148,7 @@ def vit_decoder_count(w, depth, mlp, p, n_patches, d, k=0):
 
 def expected_counts(c):
   m = c.model
-  if m.encoder == "cnn":
+  if m.encoder == "cnn":  # the taming family (MaskGIT's is checked in test_pretrained.py)
     z = m.get("z_channels", 0) or m.code_dim
     args = (m.channels, tuple(m.channel_mult), m.num_res_blocks, m.attention, z)
     return cnn_encoder_count(*args), cnn_decoder_count(*args)

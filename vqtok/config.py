@@ -31,6 +31,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.image_key = "image"  # tfds: the image feature's key
   c.data.verify = True  # folder: PIL verify() every file at index time (False for huge folders)
   c.data.min_scale = 0.35  # random-resized-crop scale range (training)
+  # eval / tokenize resize: center_crop | adm_center_crop (LlamaGen) |
+  # short_side_bilinear (taming) | squash_bicubic (MaskGIT)
+  c.data.preprocess = "center_crop"
   c.data.flip = True
 
   # ---- model (vqtok.models) ----
@@ -42,7 +45,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.attention = False  # self-attention at the lowest resolution
   c.model.code_dim = 4  # width of the vectors the quantizer receives (its code_dim)
   c.model.dtype = "float32"  # compute dtype; parameters stay float32
-  c.model.z_channels = 0  # cnn: encoder output width; 0 = code_dim (no projection)
+  c.model.z_channels = 0  # cnn: encoder output width; > 0 adds projections to/from code_dim
+  c.model.cnn_family = "taming"  # cnn block kinds: taming (also LlamaGen) | maskgit
+  c.model.input_range = (-1.0, 1.0)  # what the encoder sees; batches are always [-1, 1]
   c.model.variant = ""  # vit / vit1d: big_vision size name, e.g. "B/16"
   c.model.decoder_variant = ""  # "" = same as variant
   c.model.posemb = "learn"  # vit position embedding: learn | sincos2d
@@ -114,7 +119,9 @@ def _choices() -> dict[str, tuple[str, ...]]:
   """Allowed values of the choice fields, read from the registries that own them."""
   # Imported here: the registries pull in JAX and Flax, which presets need not.
   from vqtok.data.sources import SOURCES  # noqa: PLC0415
+  from vqtok.data.transforms import PREPROCESS  # noqa: PLC0415
   from vqtok.losses.adversarial import GAN_LOSSES  # noqa: PLC0415
+  from vqtok.models.cnn import FAMILIES  # noqa: PLC0415
   from vqtok.models.discriminator import DISCRIMINATORS  # noqa: PLC0415
   from vqtok.models.tokenizer import DTYPES, ENCODERS  # noqa: PLC0415
   from vqtok.models.vit import POSEMBS  # noqa: PLC0415
@@ -124,6 +131,8 @@ def _choices() -> dict[str, tuple[str, ...]]:
     "data.source": SOURCES,
     "model.dtype": tuple(DTYPES),
     "model.encoder": ENCODERS,
+    "model.cnn_family": tuple(FAMILIES),
+    "data.preprocess": tuple(PREPROCESS),
     "model.posemb": POSEMBS,
     "quantizer.type": QUANTIZER_TYPES,
     "discriminator.type": DISCRIMINATORS,
@@ -204,6 +213,9 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   for dotted in _POSITIVE:
     if _get(config, dotted) <= 0:
       raise ValueError(f"config field {dotted}={_get(config, dotted)!r} must be > 0")
+  from vqtok.models.tokenizer import check_input_range  # noqa: PLC0415
+
+  check_input_range(config.model.input_range)
   decay = config.training.ema_decay
   if not 0 <= decay < 1:
     raise ValueError(f"config field training.ema_decay={decay!r} must be in [0, 1)")
@@ -256,3 +268,33 @@ def _merge(config: ml_collections.ConfigDict, values: dict) -> None:
     else:
       with config.ignore_type():
         config[k] = v
+
+
+# What defines a tokenizer's weights and tokens; data, loss, optimizer, training
+# and eval fields may change between runs on the same weights.
+ARCHITECTURE_SECTIONS = ("model", "quantizer")
+
+
+def architecture_diff(saved: ml_collections.ConfigDict, requested: ml_collections.ConfigDict) -> list[str]:
+  """Dotted names of the architecture / quantizer fields that differ (``image_size`` included)."""
+
+  def flat(node, prefix):
+    if isinstance(node, (ml_collections.ConfigDict, dict)):
+      out = {}
+      for k in node:
+        out.update(flat(node[k], f"{prefix}.{k}" if prefix else k))
+      return out
+    return {prefix: list(node) if isinstance(node, (tuple, list)) else node}
+
+  a, b = {}, {}
+  for section in ARCHITECTURE_SECTIONS:
+    a.update(flat(saved[section], section))
+    b.update(flat(requested[section], section))
+  a["image_size"], b["image_size"] = saved.image_size, requested.image_size
+  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def describe_diff(fields: list[str], limit: int = 4) -> str:
+  """``"model.channels, quantizer.levels differ"`` for messages."""
+  shown = ", ".join(fields[:limit]) + (f" and {len(fields) - limit} more" if len(fields) > limit else "")
+  return f"{shown} differ{'s' if len(fields) == 1 else ''}"

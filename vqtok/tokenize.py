@@ -1,8 +1,8 @@
 """Encode images to token files, and decode token files back to images.
 
-  python -m vqtok.tokenize encode --workdir=runs/tiny --output=tokens/ \\
+  python -m vqtok.tokenize encode --tokenizer=runs/tiny --output=tokens/ \\
       [--folder=DIR | --tfds=NAME --split=validation | (held-out sample photos)]
-  python -m vqtok.tokenize decode --workdir=runs/tiny --tokens=tokens/ --output=decoded/ \\
+  python -m vqtok.tokenize decode --tokenizer=runs/tiny --tokens=tokens/ --output=decoded/ \\
       [--noreencode]
 
 Token files are plain NumPy ``.npz`` shards that a downstream trainer reads
@@ -280,7 +280,9 @@ def _pad(rows: np.ndarray, batch_size: int) -> np.ndarray:
 
 def _define_flags() -> None:
   """The command line's flags (defined only when run as a program)."""
-  flags.DEFINE_string("workdir", None, "Training run directory (config.json, checkpoints/).")
+  flags.DEFINE_string("tokenizer", None, "A tokenizer directory (convert, export) or a training workdir.")
+  flags.DEFINE_string("workdir", None, "A training run directory (the same as --tokenizer).")
+  flags.DEFINE_integer("image_size", None, "encode: resize to this size (CNN tokenizers; default: the config's).")
   flags.DEFINE_string("output", None, "encode: token directory; decode: image directory.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
   flags.DEFINE_bool("raw", False, "Use the raw weights, not the EMA weights.")
@@ -300,17 +302,25 @@ _COMMANDS = ("encode", "decode")
 def main(argv: list[str]) -> int:
   """Command line: ``encode`` and ``decode`` (see the module docstring)."""
   from vqtok import config as config_lib  # noqa: PLC0415
-  from vqtok.training import load_tokenizer  # noqa: PLC0415
+  from vqtok import tokenizer_dir  # noqa: PLC0415
+  from vqtok.models import cnn  # noqa: PLC0415
 
   if len(argv) != 2 or argv[1] not in _COMMANDS:
     raise cli.UsageError(f"give one command, encode or decode; got {argv[1:]}")
   command = argv[1]
-  required = ["workdir", "output"] + (["tokens"] if command == "decode" else [])
-  missing = [f"--{name}" for name in required if FLAGS[name].value is None]
+  if FLAGS.tokenizer and FLAGS.workdir and FLAGS.tokenizer != FLAGS.workdir:
+    raise cli.UsageError("give --tokenizer or --workdir, not both")
+  source = FLAGS.tokenizer or FLAGS.workdir
+  required = ["output"] + (["tokens"] if command == "decode" else [])
+  missing = ([] if source else ["--tokenizer"]) + [f"--{n}" for n in required if FLAGS[n].value is None]
   if missing:
     raise cli.UsageError(f"{command} needs {', '.join(missing)}")
-  config = config_lib.load_run_config(FLAGS.workdir)
-  tokenizer, step = load_tokenizer(config, FLAGS.workdir, use_ema=not FLAGS.raw, step=FLAGS.step)
+  tokenizer, config, info = tokenizer_dir.load(source, use_ema=not FLAGS.raw, step=FLAGS.step)
+  step = info["step"]
+  if FLAGS.image_size:
+    if not isinstance(tokenizer.encoder, cnn.Encoder):
+      raise cli.UsageError("--image_size applies to CNN tokenizers only (a ViT's size is fixed by its weights)")
+    config.image_size = tokenizer.image_size = int(FLAGS.image_size)
   if command == "encode":
     if FLAGS.folder and FLAGS.tfds:
       raise cli.UsageError("give --folder or --tfds, not both")

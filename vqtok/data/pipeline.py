@@ -61,17 +61,19 @@ class _TrainElement(grain.transforms.RandomMap):
 
 
 class _EvalElement(grain.transforms.Map):
-  """Index (-1: padding) -> center crop; zeros with valid=False on failure."""
+  """Index (-1: padding) -> resized image (``config.data.preprocess``); zeros with valid=False on failure."""
 
-  def __init__(self, source, size: int):
-    self.source, self.size = source, size
+  def __init__(self, source, size: int, preprocess: str = "center_crop"):
+    if preprocess not in transforms.PREPROCESS:
+      raise ValueError(f"data.preprocess={preprocess!r} is not one of {tuple(transforms.PREPROCESS)}")
+    self.source, self.size, self.preprocess = source, size, preprocess
 
   def map(self, index):
     blank = np.zeros((self.size, self.size, 3), np.uint8)
     if index < 0:
       return {"image": blank, "index": np.int64(-1), "valid": np.False_}
     try:
-      img = transforms.center_crop(self.source[index], self.size)
+      img = transforms.PREPROCESS[self.preprocess](self.source[index], self.size)
       valid = np.True_
     except ValueError as e:
       self.source.record_failure(index, str(e))
@@ -188,7 +190,7 @@ def make_dataset(
     steps = -(-n // batch_size)
     ds = grain.MapDataset.range(steps * local)
     ds = ds.map(_EvalPosition(n, batch_size, local, p))
-    ds = ds.map(_EvalElement(src, size)).batch(local)
+    ds = ds.map(_EvalElement(src, size, config.data.get("preprocess", "center_crop"))).batch(local)
   if dtype == "float32" and not workers:
     ds = ds.map(_ToFloat())  # in grain's prefetch threads
   # Batches are built by MapDataset (one per index), so the iterator state is a

@@ -1,7 +1,21 @@
-"""Image transforms: evaluation center crop and training random-resized crop.
+"""Image transforms: evaluation resizes and training random-resized crop.
 
-Evaluation follows the standard rFID protocol: resize the shorter side to the
-target size with antialiased bicubic resampling (PIL), then center-crop.
+Evaluation follows the standard rFID protocol by default (``center_crop``):
+resize the shorter side to the target size with antialiased bicubic
+resampling (PIL), then center-crop. Imported tokenizers keep their authors'
+own resize (``PREPROCESS``, chosen by ``config.data.preprocess``), so an image
+file gets the token ids that the authors' code gives it:
+
+  adm_center_crop      LlamaGen (dataset/augmentation.py center_crop_arr, from
+                       ADM): halve with a box filter while the short side is at
+                       least twice the target, bicubic to the target, crop.
+  short_side_bilinear  taming-transformers (albumentations SmallestMaxSize +
+                       CenterCrop): OpenCV bilinear without antialiasing; with
+                       OpenCV installed it is used, otherwise a NumPy version
+                       of its fixed-point arithmetic.
+  squash_bicubic       MaskGIT (utils.py read_image_from_url): PIL bicubic
+                       straight to size x size, no crop.
+
 Training uses the Inception-style random-resized crop (Szegedy et al., 2015,
 "Going deeper with convolutions", arXiv:1409.4842): a box covering a uniform
 fraction ``scale`` of the area, with log-uniform aspect ratio in [3/4, 4/3],
@@ -71,6 +85,90 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
   img = resize(img, nh, nw)
   top, left = (nh - size) // 2, (nw - size) // 2
   return img[top : top + size, left : left + size]
+
+
+def _central(img: np.ndarray, size: int) -> np.ndarray:
+  h, w = img.shape[:2]
+  top, left = (h - size) // 2, (w - size) // 2
+  return img[top : top + size, left : left + size]
+
+
+def adm_center_crop(img: np.ndarray, size: int) -> np.ndarray:
+  """LlamaGen's (ADM's) center crop: box-filter halvings, bicubic to the short side, crop."""
+  _check_image(img)
+  size = _check_size(size)
+  pil = Image.fromarray(img)
+  while min(pil.size) >= 2 * size:
+    pil = pil.resize((pil.size[0] // 2, pil.size[1] // 2), resample=Image.Resampling.BOX)
+  scale = size / min(pil.size)
+  pil = pil.resize((round(pil.size[0] * scale), round(pil.size[1] * scale)), resample=Image.Resampling.BICUBIC)
+  return _central(np.asarray(pil), size)
+
+
+def squash_bicubic(img: np.ndarray, size: int) -> np.ndarray:
+  """MaskGIT's resize: PIL bicubic straight to ``size x size`` (aspect ratio not kept)."""
+  return resize(img, _check_size(size), _check_size(size))
+
+
+# OpenCV's fixed-point bilinear resize of uint8 images (imgproc/resize.cpp):
+# 11-bit coefficients, a horizontal pass in int32, a vertical pass that drops
+# 4 bits of each row before the multiply (its vectorised path).
+_COEF_SCALE = 2048
+
+
+def _cv2_linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+  scale = n_in / n_out
+  f = (np.arange(n_out, dtype=np.float64) + 0.5) * scale - 0.5
+  f = f.astype(np.float32)
+  i0 = np.floor(f).astype(np.int64)
+  frac = (f - i0).astype(np.float32)
+  frac = np.where(i0 < 0, 0, frac)
+  i0 = np.where(i0 < 0, 0, i0)
+  frac = np.where(i0 >= n_in - 1, 0, frac)
+  i0 = np.where(i0 >= n_in - 1, n_in - 1, i0)
+  c0 = np.rint((1.0 - frac) * _COEF_SCALE).astype(np.int64)
+  return i0, np.stack([c0, _COEF_SCALE - c0], axis=-1)
+
+
+def _bilinear_uint8(img: np.ndarray, height: int, width: int) -> np.ndarray:
+  try:
+    import cv2  # noqa: PLC0415  (optional: the reference's own library, exact by construction)
+
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+  except ImportError:
+    pass
+  h, w = img.shape[:2]
+  xi, xc = _cv2_linear_taps(w, width)
+  yi, yc = _cv2_linear_taps(h, height)
+  src = img.astype(np.int64)
+  x1 = np.minimum(xi + 1, w - 1)
+  rows = src[:, xi] * xc[None, :, 0, None] + src[:, x1] * xc[None, :, 1, None]  # (h, width, 3)
+  y1 = np.minimum(yi + 1, h - 1)
+  b0, b1 = yc[:, 0][:, None, None], yc[:, 1][:, None, None]
+  out = (((b0 * (rows[yi] >> 4)) >> 16) + ((b1 * (rows[y1] >> 4)) >> 16) + 2) >> 2
+  return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def short_side_bilinear(img: np.ndarray, size: int) -> np.ndarray:
+  """taming's eval resize: shorter side to ``size`` by OpenCV-style bilinear, then the central square."""
+  _check_image(img)
+  size = _check_size(size)
+  h, w = img.shape[:2]
+  scale = size / min(h, w)
+  # Python's round() is round-half-to-even, like albumentations' py3round.
+  nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+  if (nh, nw) != (h, w):
+    img = _bilinear_uint8(img, nh, nw)
+  return _central(img, size)
+
+
+#: Evaluation / tokenization resizes, by ``config.data.preprocess``.
+PREPROCESS = {
+  "center_crop": center_crop,
+  "adm_center_crop": adm_center_crop,
+  "short_side_bilinear": short_side_bilinear,
+  "squash_bicubic": squash_bicubic,
+}
 
 
 def sample_crop_box(

@@ -6,21 +6,35 @@ Synthesis", CVPR 2021 (arXiv:2012.09841), also used by MaskGIT (Chang et al.,
 (Yu et al., 2023, arXiv:2310.05737; Luo et al., 2024, arXiv:2409.04410):
 
   encoder: conv_in -> per level [num_res_blocks x ResBlock (+ attention at the
-    lowest level), stride-2 conv except at the last level] -> mid (ResBlock,
-    attention, ResBlock) -> GroupNorm, swish, conv_out to ``z_channels``.
-  decoder: the mirror image, with ``num_res_blocks + 1`` blocks per level and
-    nearest-neighbour upsampling followed by a 3x3 conv.
+    lowest level), downsampling except at the last level] -> mid blocks ->
+    GroupNorm, swish, conv_out to ``z_channels``.
+  decoder: conv_in -> mid blocks -> the levels mirrored, with nearest-neighbour
+    upsampling followed by a 3x3 conv -> GroupNorm, swish, conv_out.
 
 ``len(channel_mult) - 1`` levels downsample, so ``channel_mult=(1, 1, 2, 2, 4)``
-gives a factor of 16. ``attention=False`` drops every attention block (MaskGIT,
-MAGVIT-v2); ``attention=True`` is the taming / LlamaGen layout.
+gives a factor of 16. ``attention=True`` adds single-head self-attention at
+the lowest resolution (taming, LlamaGen).
+
+Families differ in kind, not only in size; each is a row of ``FAMILIES`` naming
+its parts (``model.cnn_family`` in the config):
+
+  taming   taming-transformers and LlamaGen: biased convs, stride-2 conv
+           downsampling padded (0, 1), mid = ResBlock, [attention], ResBlock,
+           ``num_res_blocks + 1`` decoder blocks per level, 3x3 conv_out.
+  maskgit  MaskGIT's VQGAN (google-research/maskgit, vqgan_tokenizer.py):
+           bias-free res blocks whose width-changing shortcut is a 1x1 conv of
+           the branch output, 2x2 average-pool downsampling, ``num_res_blocks``
+           mid blocks, ``num_res_blocks`` decoder blocks per level, bias-free
+           encoder conv_in and a 1x1 encoder conv_out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -98,6 +112,41 @@ class Downsample(nnx.Module):
     return self.conv(x)
 
 
+class MaskGitResBlock(nnx.Module):
+  """MaskGIT's residual block: bias-free (GroupNorm, swish, 3x3 conv) x 2.
+
+  When the width changes, the reference adds a 1x1 conv *of the branch output*
+  to the branch output and drops the input (maskgit/nets/vqgan_tokenizer.py,
+  ResBlock, lines 51-59): ``h + conv1x1(h)``, not ``conv1x1(x) + h``.
+  """
+
+  def __init__(
+    self, in_ch: int, out_ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs
+  ):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.norm1 = nnx.GroupNorm(in_ch, num_groups=_num_groups(in_ch), **kw)
+    self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), use_bias=False, **kw)
+    self.norm2 = nnx.GroupNorm(out_ch, num_groups=_num_groups(out_ch), **kw)
+    self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), use_bias=False, **kw)
+    self.skip = nnx.Conv(out_ch, out_ch, (1, 1), use_bias=False, **kw) if in_ch != out_ch else None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = self.conv1(nnx.swish(self.norm1(x)))
+    h = self.conv2(nnx.swish(self.norm2(h)))
+    return x + h if self.skip is None else h + self.skip(h)
+
+
+class AvgPoolDownsample(nnx.Module):
+  """2x2 stride-2 average pool, 'SAME' padding with the padded cells left out of the mean (MaskGIT)."""
+
+  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    del ch, param_dtype, rngs  # no parameters
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return flax.linen.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME", count_include_pad=False)
+
+
 class Upsample(nnx.Module):
   """Nearest-neighbour 2x upsampling then a 3x3 conv (no checkerboard artefacts)."""
 
@@ -109,10 +158,85 @@ class Upsample(nnx.Module):
     return self.conv(x)
 
 
-def _level_blocks(in_ch: int, out_ch: int, n: int, attention: bool, kw: dict) -> tuple[nnx.List, nnx.List]:
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """The parts in which CNN families differ in kind (sizes are config values).
+
+  Attributes:
+    res_block: the residual block class.
+    downsample: the downsampling class (one per level but the last).
+    conv_in_bias: whether the encoder's first conv has a bias.
+    conv_out_kernel: kernel size of the encoder's last conv.
+    mid_blocks: residual blocks in the middle; 0 means ``num_res_blocks``.
+    extra_decoder_blocks: decoder blocks per level beyond ``num_res_blocks``.
+  """
+
+  res_block: type
+  downsample: type
+  conv_in_bias: bool
+  conv_out_kernel: int
+  mid_blocks: int
+  extra_decoder_blocks: int
+
+  def num_mid_blocks(self, num_res_blocks: int) -> int:
+    return self.mid_blocks or num_res_blocks
+
+
+FAMILIES = {
+  "taming": Family(
+    res_block=ResBlock,
+    downsample=Downsample,
+    conv_in_bias=True,
+    conv_out_kernel=3,
+    mid_blocks=2,
+    extra_decoder_blocks=1,
+  ),
+  "maskgit": Family(
+    res_block=MaskGitResBlock,
+    downsample=AvgPoolDownsample,
+    conv_in_bias=False,
+    conv_out_kernel=1,
+    mid_blocks=0,
+    extra_decoder_blocks=0,
+  ),
+}
+
+
+def get_family(name: str) -> Family:
+  """The row of ``FAMILIES`` called ``name``; ValueError naming the choices otherwise."""
+  if name not in FAMILIES:
+    raise ValueError(f"unknown CNN family {name!r}; expected one of {tuple(FAMILIES)}")
+  return FAMILIES[name]
+
+
+def _mid(ch: int, n: int, attention: bool, family: Family, kw: dict) -> tuple[nnx.List, Any]:
+  blocks = nnx.List([family.res_block(ch, ch, **kw) for _ in range(n)])
+  return blocks, (AttnBlock(ch, **kw) if attention else None)
+
+
+def _run_mid(blocks: nnx.List, attn: Any, h: jax.Array) -> jax.Array:
+  # Attention sits after the first mid block (taming's block_1, attn_1, block_2).
+  for j, block in enumerate(blocks):
+    h = block(h)
+    if j == 0 and attn is not None:
+      h = attn(h)
+  return h
+
+
+def _run_level(res: nnx.List, attn: nnx.List, h: jax.Array) -> jax.Array:
+  for j, block in enumerate(res):
+    h = block(h)
+    if len(attn):
+      h = attn[j](h)
+  return h
+
+
+def _level_blocks(
+  in_ch: int, out_ch: int, n: int, attention: bool, family: Family, kw: dict
+) -> tuple[nnx.List, nnx.List]:
   res, attn = [], []
   for j in range(n):
-    res.append(ResBlock(in_ch if j == 0 else out_ch, out_ch, **kw))
+    res.append(family.res_block(in_ch if j == 0 else out_ch, out_ch, **kw))
     if attention:
       attn.append(AttnBlock(out_ch, **kw))
   return nnx.List(res), nnx.List(attn)
@@ -128,6 +252,7 @@ class Encoder(nnx.Module):
     channel_mult: width multiplier per level; ``len - 1`` stride-2 levels.
     num_res_blocks: residual blocks per level.
     attention: self-attention at the lowest resolution (blocks and mid).
+    family: the row of ``FAMILIES`` that names the block kinds.
     in_channels: image channels.
     dtype: compute dtype (e.g. ``jnp.bfloat16``).
     param_dtype: parameter dtype (keep float32).
@@ -142,6 +267,7 @@ class Encoder(nnx.Module):
     channel_mult: Sequence[int] = (1, 1, 2, 2, 4),
     num_res_blocks: int = 2,
     attention: bool = False,
+    family: str = "taming",
     in_channels: int = 3,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
@@ -149,25 +275,25 @@ class Encoder(nnx.Module):
   ):
     mult = check_channel_mult(channel_mult)
     _check_sizes(channels, num_res_blocks, z_channels)
+    fam = get_family(family)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.downsample_factor = 2 ** (len(mult) - 1)
     self.in_channels = in_channels
-    self.conv_in = nnx.Conv(in_channels, channels, (3, 3), **kw)
+    self.conv_in = nnx.Conv(in_channels, channels, (3, 3), use_bias=fam.conv_in_bias, **kw)
     res, attn, down = [], [], []
     ch = channels
     for i, m in enumerate(mult):
       last = i == len(mult) - 1
-      r, a = _level_blocks(ch, channels * m, num_res_blocks, attention and last, kw)
+      r, a = _level_blocks(ch, channels * m, num_res_blocks, attention and last, fam, kw)
       ch = channels * m
       res.append(r)
       attn.append(a)
-      down.append(None if last else Downsample(ch, **kw))
+      down.append(None if last else fam.downsample(ch, **kw))
     self.res, self.attn, self.down = nnx.List(res), nnx.List(attn), nnx.List(down)
-    self.mid1 = ResBlock(ch, ch, **kw)
-    self.mid_attn = AttnBlock(ch, **kw) if attention else None
-    self.mid2 = ResBlock(ch, ch, **kw)
+    self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, kw)
     self.norm_out = nnx.GroupNorm(ch, num_groups=_num_groups(ch), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.conv_out = nnx.Conv(ch, z_channels, (3, 3), **kw)
+    k = fam.conv_out_kernel
+    self.conv_out = nnx.Conv(ch, z_channels, (k, k), **kw)
 
   def latent_shape(self, height: int, width: int) -> tuple[int, int]:
     """Latent grid for an image of ``height x width``; ValueError if not divisible."""
@@ -182,16 +308,10 @@ class Encoder(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     h = self.conv_in(x)
     for res, attn, down in zip(self.res, self.attn, self.down):
-      for j, block in enumerate(res):
-        h = block(h)
-        if len(attn):
-          h = attn[j](h)
+      h = _run_level(res, attn, h)
       if down is not None:
         h = down(h)
-    h = self.mid1(h)
-    if self.mid_attn is not None:
-      h = self.mid_attn(h)
-    h = self.mid2(h)
+    h = _run_mid(self.mid, self.mid_attn, h)
     return self.conv_out(nnx.swish(self.norm_out(h)))
 
 
@@ -209,6 +329,7 @@ class Decoder(nnx.Module):
     channel_mult: Sequence[int] = (1, 1, 2, 2, 4),
     num_res_blocks: int = 2,
     attention: bool = False,
+    family: str = "taming",
     out_channels: int = 3,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
@@ -216,18 +337,18 @@ class Decoder(nnx.Module):
   ):
     mult = check_channel_mult(channel_mult)
     _check_sizes(channels, num_res_blocks, z_channels)
+    fam = get_family(family)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.z_channels = z_channels
     self.upsample_factor = 2 ** (len(mult) - 1)
     ch = channels * mult[-1]
     self.conv_in = nnx.Conv(z_channels, ch, (3, 3), **kw)
-    self.mid1 = ResBlock(ch, ch, **kw)
-    self.mid_attn = AttnBlock(ch, **kw) if attention else None
-    self.mid2 = ResBlock(ch, ch, **kw)
+    self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, kw)
     res, attn, up = [], [], []
     # Levels run from the lowest resolution up; the first one keeps attention.
+    blocks = num_res_blocks + fam.extra_decoder_blocks
     for k, m in enumerate(reversed(mult)):
-      r, a = _level_blocks(ch, channels * m, num_res_blocks + 1, attention and k == 0, kw)
+      r, a = _level_blocks(ch, channels * m, blocks, attention and k == 0, fam, kw)
       ch = channels * m
       res.append(r)
       attn.append(a)
@@ -240,16 +361,9 @@ class Decoder(nnx.Module):
   last_layer_path = ("conv_out", "kernel")
 
   def __call__(self, z: jax.Array) -> jax.Array:
-    h = self.conv_in(z)
-    h = self.mid1(h)
-    if self.mid_attn is not None:
-      h = self.mid_attn(h)
-    h = self.mid2(h)
+    h = _run_mid(self.mid, self.mid_attn, self.conv_in(z))
     for res, attn, up in zip(self.res, self.attn, self.up):
-      for j, block in enumerate(res):
-        h = block(h)
-        if len(attn):
-          h = attn[j](h)
+      h = _run_level(res, attn, h)
       if up is not None:
         h = up(h)
     return self.conv_out(nnx.swish(self.norm_out(h)))

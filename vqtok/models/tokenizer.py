@@ -33,6 +33,17 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 ENCODERS = ("cnn", "vit", "vit1d")
 
 
+def check_input_range(value: Any) -> tuple[float, float]:
+  """``(lo, hi)`` as floats, finite with lo < hi; ValueError otherwise."""
+  try:
+    lo, hi = (float(v) for v in value)
+  except (TypeError, ValueError):
+    raise ValueError(f"model.input_range must be two numbers (lo, hi); got {value!r}") from None
+  if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+    raise ValueError(f"model.input_range must be finite with lo < hi; got {value!r}")
+  return lo, hi
+
+
 class Tokenizer(nnx.Module):
   """Discrete image tokenizer.
 
@@ -41,8 +52,13 @@ class Tokenizer(nnx.Module):
     quantizer: any ``Quantizer``.
     decoder: the matching decoder; takes ``z_channels``-wide latents.
     image_size: the training image size (defines ``token_shape``).
-    z_channels: encoder output / decoder input width; Linear projections to
-      and from ``quantizer.code_dim`` are added when they differ.
+    z_channels: encoder output / decoder input width.
+    project: add Linear maps from ``z_channels`` to ``quantizer.code_dim`` and
+      back (taming's 1x1 quant_conv / post_quant_conv); None: only when the
+      widths differ.
+    input_range: the value range the encoder was trained on, (-1, 1) or
+      (0, 1) (MaskGIT). Images are always passed in [-1, 1]; they are mapped
+      to this range before the encoder, and decoder outputs mapped back.
     dtype: compute dtype of the projections (parameters stay float32).
     rngs: parameter initialisation.
   """
@@ -55,14 +71,23 @@ class Tokenizer(nnx.Module):
     *,
     image_size: int,
     z_channels: int,
+    project: bool | None = None,
+    input_range: tuple[float, float] = (-1.0, 1.0),
     dtype: Any = jnp.float32,
     rngs: nnx.Rngs,
   ):
     self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
     self.image_size = int(image_size)
     self.dtype = dtype
+    self.input_range = check_input_range(input_range)
     code_dim = quantizer.code_dim
-    if z_channels != code_dim:
+    if project is None:
+      project = z_channels != code_dim
+    if not project and z_channels != code_dim:
+      raise ValueError(
+        f"z_channels={z_channels} differs from the quantizer's code_dim={code_dim}: a projection is needed"
+      )
+    if project:
       self.project_in = nnx.Linear(z_channels, code_dim, rngs=rngs)
       self.project_out = nnx.Linear(code_dim, z_channels, dtype=dtype, rngs=rngs)
     else:
@@ -98,9 +123,21 @@ class Tokenizer(nnx.Module):
         f"tokenizer expects images of shape {self.expected_image_shape()}; got {tuple(images.shape)} ({e})"
       ) from None
 
+  def _to_model_range(self, images: jax.Array) -> jax.Array:
+    lo, hi = self.input_range
+    if (lo, hi) == (-1.0, 1.0):
+      return images
+    return lo + (images + 1.0) * ((hi - lo) / 2.0)
+
+  def _from_model_range(self, images: jax.Array) -> jax.Array:
+    lo, hi = self.input_range
+    if (lo, hi) == (-1.0, 1.0):
+      return images
+    return (images - lo) * (2.0 / (hi - lo)) - 1.0
+
   def _latents(self, images: jax.Array) -> jax.Array:
     self._check_images(images)
-    z = self.encoder(images).astype(jnp.float32)
+    z = self.encoder(self._to_model_range(images)).astype(jnp.float32)
     if self.project_in is not None:
       z = self.project_in(z)
     return z
@@ -109,7 +146,7 @@ class Tokenizer(nnx.Module):
     z_q = z_q.astype(jnp.float32)
     if self.project_out is not None:
       z_q = self.project_out(z_q)
-    return self.decoder(z_q.astype(self.dtype)).astype(jnp.float32)
+    return self._from_model_range(self.decoder(z_q.astype(self.dtype)).astype(jnp.float32))
 
   def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
     """Reconstructs ``images``.
@@ -185,7 +222,9 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
 
   Model fields (see configs/*.py): ``encoder`` in {cnn, vit, vit1d},
   ``code_dim`` (the quantizer's vector width), ``dtype``; cnn: ``channels``,
-  ``channel_mult``, ``num_res_blocks``, ``attention``, optional ``z_channels``;
+  ``channel_mult``, ``num_res_blocks``, ``attention``, ``cnn_family``, and
+  ``z_channels`` (> 0: Linear projections to and from ``code_dim``);
+  ``input_range``;
   vit/vit1d: ``variant`` (e.g. "B/8") and optional ``decoder_variant``, or
   ``width``/``depth``/``mlp_dim``/``num_heads``/``patch_size``; ``posemb``;
   vit1d: ``num_latent_tokens``.
@@ -210,6 +249,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
   quantizer = build_quantizer(config.quantizer, code_dim=code_dim, rngs=rngs)
   if kind == "cnn":
     z = int(m.get("z_channels", 0) or code_dim)
+    project = int(m.get("z_channels", 0)) > 0
     mult = cnn.check_channel_mult(m.channel_mult)
     f = 2 ** (len(mult) - 1)
     if image_size % f:  # checked before any parameter is initialised
@@ -221,12 +261,13 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
       channel_mult=mult,
       num_res_blocks=int(m.num_res_blocks),
       attention=bool(m.attention),
+      family=m.get("cnn_family", "taming"),
       dtype=dtype,
     )
     encoder = cnn.Encoder(z, rngs=rngs, **kw)
     decoder = cnn.Decoder(z, rngs=rngs, **kw)
   else:  # vit, vit1d
-    z = code_dim
+    z, project = code_dim, False
     k = int(m.get("num_latent_tokens", 0)) if kind == "vit1d" else 0
     if kind == "vit1d" and k < 1:
       raise ValueError("model.encoder='vit1d' needs model.num_latent_tokens >= 1")
@@ -234,4 +275,14 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
     enc_kw, dec_kw = _vit_kwargs(m, "variant"), _vit_kwargs(m, "decoder_variant")
     encoder = vit.ViTEncoder(z, **enc_kw, **common)
     decoder = vit.ViTDecoder(z, **dec_kw, **common)
-  return Tokenizer(encoder, quantizer, decoder, image_size=image_size, z_channels=z, dtype=dtype, rngs=rngs)
+  return Tokenizer(
+    encoder,
+    quantizer,
+    decoder,
+    image_size=image_size,
+    z_channels=z,
+    project=project,
+    input_range=tuple(m.get("input_range", (-1.0, 1.0))),
+    dtype=dtype,
+    rngs=rngs,
+  )

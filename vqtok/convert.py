@@ -1,0 +1,67 @@
+"""Converts a published tokenizer checkpoint into a vqtok tokenizer directory.
+
+  python -m vqtok.convert FORMAT CHECKPOINT OUTPUT_DIR [--ema] [--overwrite]
+
+FORMAT is one of: llamagen (vq_ds16_c2i.pt, vq_ds8_c2i.pt), taming
+(vqgan_imagenet_f16_1024 / _16384 last.ckpt), maskgit
+(tokenizer_imagenet256_checkpoint). The variant is read off the file. Neither
+torch nor the authors' code is needed. OUTPUT_DIR gets config.json and
+model.safetensors; tokenize, eval.py and train.py --config.init_from read it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import flags
+
+from vqtok import cli
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  flags.DEFINE_bool("ema", False, "Take the EMA weights where the file holds both (LlamaGen training files).")
+  flags.DEFINE_bool("overwrite", False, "Replace OUTPUT_DIR if it exists and is not empty.")
+
+
+def main(argv: list[str]) -> int:
+  from vqtok import pretrained, tokenizer_dir  # noqa: PLC0415
+
+  if len(argv) != 4:
+    raise cli.UsageError(
+      f"usage: python -m vqtok.convert FORMAT CHECKPOINT OUTPUT_DIR; FORMAT is one of {sorted(pretrained.FORMATS)}"
+    )
+  fmt, checkpoint, output = argv[1:]
+  tokenizer, config, meta = pretrained.convert(fmt, checkpoint, ema=FLAGS.ema)
+  path = tokenizer_dir.save_tokenizer(tokenizer, config, output, metadata=meta, overwrite=FLAGS.overwrite)
+  q = tokenizer.quantizer
+  summary = {
+    "output": path,
+    "format": fmt,
+    "token_shape_at_image_size": list(tokenizer.token_shape),
+    "image_size": int(config.image_size),
+    "codebook_size": int(q.codebook_size),
+    "code_dim": int(q.code_dim),
+    "parameters": int(sum(v.size for v in tokenizer_dir.tokenizer_arrays(tokenizer).values())),
+    "source_sha256": meta["source_sha256"],
+  }
+  print(json.dumps(summary, indent=2))
+  return 0
+
+
+def _usage() -> str:
+  from vqtok import pretrained  # noqa: PLC0415
+
+  rows = "\n".join(f"  {name:10s} {m.FILES}" for name, m in sorted(pretrained.FORMATS.items()))
+  return f"{__doc__}\nformats:\n{rows}\n"
+
+
+if __name__ == "__main__":
+  _define_flags()
+  if any(a in ("-h", "--help", "-?", "--helpshort") for a in sys.argv[1:]):
+    print(_usage())
+    print(FLAGS.main_module_help())
+    sys.exit(0)
+  cli.run(main)

@@ -1,0 +1,46 @@
+"""Exports a training run's tokenizer as a tokenizer directory (config.json + model.safetensors).
+
+  python -m vqtok.export --workdir=runs/x --output=tok/ [--raw] [--step=N]
+
+EMA weights by default (--raw for the raw ones), newest checkpoint unless
+--step. The directory is what tokenize, eval.py and --config.init_from read.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import flags
+
+from vqtok import cli
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  flags.DEFINE_string("workdir", None, "The training run's directory.")
+  flags.DEFINE_string("output", None, "The tokenizer directory to write.")
+  flags.DEFINE_bool("raw", False, "Export the raw weights, not the EMA weights.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
+  flags.DEFINE_bool("overwrite", False, "Replace OUTPUT if it exists and is not empty.")
+
+
+def main(argv: list[str]) -> int:
+  from vqtok import tokenizer_dir  # noqa: PLC0415
+
+  if len(argv) > 1:
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}")
+  if not FLAGS.workdir or not FLAGS.output:
+    raise cli.UsageError("give --workdir (a training run) and --output (the directory to write)")
+  if not tokenizer_dir.is_workdir(FLAGS.workdir):
+    raise FileNotFoundError(f"{FLAGS.workdir} is not a training workdir (config.json + checkpoints/)")
+  tokenizer, config, info = tokenizer_dir.load(FLAGS.workdir, use_ema=not FLAGS.raw, step=FLAGS.step)
+  meta = {"source": "vqtok", "workdir": FLAGS.workdir, "step": info["step"], "weights": "raw" if FLAGS.raw else "ema"}
+  path = tokenizer_dir.save_tokenizer(tokenizer, config, FLAGS.output, metadata=meta, overwrite=FLAGS.overwrite)
+  print(json.dumps({"output": path, "step": info["step"], "weights": meta["weights"]}, indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  _define_flags()
+  cli.run(main)

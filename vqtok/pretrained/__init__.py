@@ -1,0 +1,64 @@
+"""Published tokenizers: one converter per family, each a table of name and layout rules.
+
+``convert(format, checkpoint)`` reads the file (no torch, no reference code),
+infers the variant from its tensors, builds the vqtok tokenizer of that
+config and fills every parameter through the family's rule table, so a
+tensor without a rule, a parameter without a tensor or a shape mismatch is an
+error that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any
+
+import ml_collections
+from flax import nnx
+
+from vqtok.pretrained import layout, llamagen, maskgit, taming
+from vqtok.pretrained.reader import CheckpointError, read_checkpoint
+
+#: Convertible formats: name -> family module (NAME, FILES, IGNORE, state_dict, config, table).
+FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (llamagen, taming, maskgit)}
+
+
+def convert(format: str, checkpoint: str, *, ema: bool = False) -> tuple[nnx.Module, ml_collections.ConfigDict, dict]:
+  """Loads a published checkpoint as a vqtok tokenizer.
+
+  Args:
+    format: one of ``FORMATS``.
+    checkpoint: the published file.
+    ema: take the EMA weights where the file holds both.
+
+  Returns:
+    ``(tokenizer, config, metadata)``; the metadata names the source file and its sha256.
+
+  Raises:
+    CheckpointError: an unreadable file, one of another family, or tensors that do not fit.
+  """
+  from vqtok import config as config_lib  # noqa: PLC0415
+  from vqtok import tokenizer_dir  # noqa: PLC0415
+  from vqtok.models import build_tokenizer  # noqa: PLC0415
+
+  if format not in FORMATS:
+    raise CheckpointError(f"unknown format {format!r}; expected one of {sorted(FORMATS)}")
+  family = FORMATS[format]
+  source = os.path.basename(checkpoint)
+  tensors = family.state_dict(read_checkpoint(checkpoint), ema=ema, source=source)
+  config = family.config(tensors, source)
+  config_lib.validate_config(config)
+  tokenizer = build_tokenizer(config, rngs=nnx.Rngs(0))
+  expected = {k: v.shape for k, v in tokenizer_dir.tokenizer_arrays(tokenizer).items()}
+  mapped = layout.apply_rules(tensors, family.table(config), expected, ignore=family.IGNORE, source=source)
+  tokenizer_dir.load_arrays(tokenizer, mapped, source=source)
+  meta: dict[str, Any] = {
+    "source": format,
+    "source_file": source,
+    "source_sha256": tokenizer_dir.file_sha256(checkpoint),
+    "weights": "ema" if ema else "model",
+  }
+  return tokenizer, config, meta
+
+
+__all__ = ["FORMATS", "CheckpointError", "convert", "read_checkpoint"]

@@ -1,0 +1,60 @@
+"""What the family converters share: picking the weights out of a file, reading sizes off them.
+
+A converter infers the variant (VQ-16 or VQ-8, 1024 or 16384 codes, the widths)
+from the tensors themselves, so one command converts every published size
+and the reduced-width parity fixtures alike.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vqtok.pretrained.reader import CheckpointError, flatten
+
+
+def pick_state_dict(obj: Any, keys: Sequence[str], source: str, family: str) -> dict[str, np.ndarray]:
+  """The first of ``keys`` present in the file's top-level dict, flattened to name -> array."""
+  if not isinstance(obj, Mapping):
+    raise CheckpointError(f"{source}: expected a dict at the top of a {family} checkpoint; got {type(obj).__name__}")
+  for key in keys:
+    if key in obj and isinstance(obj[key], Mapping):
+      return flatten(obj[key])
+  found = ", ".join(repr(k) for k in list(obj)[:8])
+  raise CheckpointError(f"{source}: not a {family} checkpoint: none of {list(keys)} at the top level (found {found})")
+
+
+def require(tensors: Mapping[str, np.ndarray], name: str, source: str, family: str, ndim: int | None = None) -> tuple:
+  """The shape of tensor ``name``; a CheckpointError naming it when missing or of the wrong rank."""
+  if name not in tensors:
+    raise CheckpointError(f"{source}: not a {family} checkpoint: tensor {name!r} is missing")
+  shape = tuple(np.shape(tensors[name]))
+  if ndim is not None and len(shape) != ndim:
+    raise CheckpointError(f"{source}: tensor {name!r} has shape {shape}; expected {ndim} axes")
+  return shape
+
+
+def indices(tensors: Mapping[str, np.ndarray], pattern: str) -> list[int]:
+  """Sorted distinct values of the first group of ``pattern`` over the tensor names."""
+  rx = re.compile(pattern)
+  return sorted({int(m.group(1)) for name in tensors if (m := rx.match(name))})
+
+
+def count(tensors: Mapping[str, np.ndarray], pattern: str, source: str, what: str) -> int:
+  """How many consecutive indices ``pattern`` finds (0, 1, ... n-1); an error on gaps."""
+  found = indices(tensors, pattern)
+  if not found:
+    raise CheckpointError(f"{source}: no {what} found (tensors matching {pattern!r}); is it of another family?")
+  if found != list(range(len(found))):
+    raise CheckpointError(f"{source}: {what} are numbered {found}; expected 0..{len(found) - 1}")
+  return len(found)
+
+
+def multiples(widths: Sequence[int], base: int, source: str) -> tuple[int, ...]:
+  """``channel_mult`` from per-level widths and the base width."""
+  if any(w % base for w in widths):
+    raise CheckpointError(f"{source}: level widths {list(widths)} are not multiples of the base width {base}")
+  return tuple(w // base for w in widths)

@@ -1,0 +1,253 @@
+"""Name and layout mapping shared by every converter: a family is a table of rules.
+
+A rule pairs a published tensor name (a regular expression), the vqtok
+parameter path it fills, and the layout change. ``apply_rules`` checks the
+whole mapping: every published tensor is matched by exactly one rule or
+ignored on purpose, every vqtok parameter is written exactly once, and every
+shape agrees after the layout change. Anything else is a ``CheckpointError``
+naming the file and the key, so no parameter is ever left at its random
+initialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vqtok.pretrained.reader import CheckpointError
+
+Layout = Callable[[np.ndarray], np.ndarray]
+Target = str | Callable[[re.Match], str]
+
+
+# ---- layout changes -------------------------------------------------------------------------
+
+
+def as_is(x: np.ndarray) -> np.ndarray:
+  """No change (biases, norm scales, codebooks, Flax kernels)."""
+  return x
+
+
+def conv(x: np.ndarray) -> np.ndarray:
+  """PyTorch conv weight (out, in, kh, kw) -> Flax kernel (kh, kw, in, out)."""
+  if x.ndim != 4:
+    raise ValueError(f"a conv weight has 4 axes (out, in, kh, kw); got shape {x.shape}")
+  return np.transpose(x, (2, 3, 1, 0))
+
+
+def linear(x: np.ndarray) -> np.ndarray:
+  """PyTorch linear weight (out, in) -> Flax kernel (in, out)."""
+  if x.ndim != 2:
+    raise ValueError(f"a linear weight has 2 axes (out, in); got shape {x.shape}")
+  return x.T
+
+
+def conv1x1_as_linear(x: np.ndarray) -> np.ndarray:
+  """PyTorch 1x1 conv weight (out, in, 1, 1) -> Flax Linear kernel (in, out)."""
+  if x.ndim != 4 or x.shape[2:] != (1, 1):
+    raise ValueError(f"expected a 1x1 conv weight (out, in, 1, 1); got shape {x.shape}")
+  return x[:, :, 0, 0].T
+
+
+def conv1x1_as_heads_in(x: np.ndarray) -> np.ndarray:
+  """1x1 conv (out, in, 1, 1) -> single-head attention q/k/v kernel (in, 1, out)."""
+  return conv1x1_as_linear(x)[:, None, :]
+
+
+def conv1x1_as_heads_out(x: np.ndarray) -> np.ndarray:
+  """1x1 conv (out, in, 1, 1) -> single-head attention output kernel (1, in, out)."""
+  return conv1x1_as_linear(x)[None, :, :]
+
+
+def bias_as_heads(x: np.ndarray) -> np.ndarray:
+  """Bias (c,) of a q/k/v projection -> single-head attention bias (1, c)."""
+  return x[None, :]
+
+
+# ---- rules ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """One line of a converter's table.
+
+  Attributes:
+    pattern: regular expression over the whole published name.
+    target: the vqtok parameter path (dot-separated), a ``str.format`` template
+      over the match groups (``{1}``), or a function of the match.
+    layout: the layout change applied to the tensor.
+  """
+
+  pattern: str
+  target: Target
+  layout: Layout = as_is
+
+  def path(self, m: re.Match) -> str:
+    if callable(self.target):
+      return self.target(m)
+    return self.target.format(m.group(0), *m.groups())
+
+
+def rules(*rows: tuple) -> tuple[Rule, ...]:
+  """A table from ``(pattern, target[, layout])`` rows."""
+  return tuple(Rule(*row) for row in rows)
+
+
+WEIGHT_NAMES = {"weight": "kernel", "bias": "bias"}
+NORM_NAMES = {"weight": "scale", "bias": "bias"}
+
+
+def apply_rules(
+  tensors: Mapping[str, np.ndarray],
+  table: Sequence[Rule],
+  expected: Mapping[str, tuple[int, ...]],
+  *,
+  ignore: Sequence[str] = (),
+  source: str = "checkpoint",
+) -> dict[str, np.ndarray]:
+  """Maps published tensors to vqtok parameter paths, checking everything.
+
+  Args:
+    tensors: published name -> array.
+    table: the family's rules.
+    expected: vqtok path -> shape, for every parameter the model needs.
+    ignore: patterns of published names to drop on purpose (a discriminator,
+      LPIPS, optimizer state).
+    source: the file's name, for error messages.
+
+  Returns:
+    vqtok path -> float32/int array, with exactly the keys of ``expected``.
+
+  Raises:
+    CheckpointError: a tensor no rule (or several rules) matches, a target that
+      is not a vqtok parameter, one written twice, a shape mismatch, or a
+      vqtok parameter left unwritten.
+  """
+  compiled = [(re.compile(r.pattern), r) for r in table]
+  skip = [re.compile(p) for p in ignore]
+  out: dict[str, np.ndarray] = {}
+  origin: dict[str, str] = {}
+  for name, value in tensors.items():
+    hits = [(m, r) for c, r in compiled if (m := c.fullmatch(name))]
+    if not hits:
+      if any(p.fullmatch(name) for p in skip):
+        continue
+      raise CheckpointError(f"{source}: unexpected tensor {name!r} {tuple(np.shape(value))}: no rule maps it")
+    if len(hits) > 1:
+      raise CheckpointError(f"{source}: tensor {name!r} matches {len(hits)} rules (a converter bug)")
+    m, rule = hits[0]
+    path = rule.path(m)
+    if path not in expected:
+      raise CheckpointError(
+        f"{source}: tensor {name!r} maps to {path!r}, which the configured model does not have;"
+        " is the checkpoint of another variant or family?"
+      )
+    if path in out:
+      raise CheckpointError(f"{source}: tensors {origin[path]!r} and {name!r} both map to {path!r}")
+    try:
+      array = np.asarray(rule.layout(np.asarray(value)))
+    except ValueError as e:
+      raise CheckpointError(f"{source}: tensor {name!r}: {e}") from None
+    if tuple(array.shape) != tuple(expected[path]):
+      raise CheckpointError(
+        f"{source}: tensor {name!r} has shape {tuple(np.shape(value))}; {path!r} needs"
+        f" {tuple(expected[path])} after the layout change (got {tuple(array.shape)})"
+      )
+    out[path], origin[path] = array, name
+  missing = sorted(set(expected) - set(out))
+  if missing:
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    raise CheckpointError(
+      f"{source}: missing tensors for {', '.join(missing[:3])}{more} (the checkpoint lacks them,"
+      " or it is of another variant)"
+    )
+  return out
+
+
+def flat_paths(state: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """``{"a": {"b": leaf}} -> {"a.b": leaf}`` (keys joined with dots; ints as digits)."""
+  out: dict[str, Any] = {}
+  for k, v in state.items():
+    key = f"{prefix}.{k}" if prefix else str(k)
+    if isinstance(v, Mapping):
+      out.update(flat_paths(v, key))
+    else:
+      out[key] = v
+  return out
+
+
+# ---- rule groups for the blocks every VQGAN-style checkpoint has ---------------------------
+# ``prefix`` is a regular expression for the published module (it may hold groups);
+# ``target`` the vqtok module path: a ``str.format`` template over those groups, or a
+# function of them (for index changes such as taming's reversed decoder levels).
+
+Prefix = str | Callable[..., str]
+
+
+def under(prefix: str, target: Prefix, suffix: str, leaf: Callable[..., str], layout: Layout) -> Rule:
+  """One rule for ``<prefix>.<suffix>``: the leaf name is ``leaf(*suffix groups)``."""
+  n = re.compile(prefix).groups
+
+  def path(m: re.Match) -> str:
+    head = target(*m.groups()[:n]) if callable(target) else target.format(*m.groups()[:n])
+    return f"{head}.{leaf(*m.groups()[n:])}"
+
+  return Rule(rf"{prefix}\.{suffix}", path, layout)
+
+
+def torch_conv(prefix: str, target: Prefix) -> tuple[Rule, ...]:
+  """``<prefix>.weight`` (O, I, kh, kw) and ``.bias`` -> ``<target>.kernel`` / ``.bias``."""
+  return (under(prefix, target, "weight", lambda: "kernel", conv), under(prefix, target, "bias", lambda: "bias", as_is))
+
+
+def torch_conv1x1_linear(prefix: str, target: Prefix) -> tuple[Rule, ...]:
+  """A 1x1 conv (quant_conv) -> a Linear ``<target>.kernel`` / ``.bias``."""
+  return (
+    under(prefix, target, "weight", lambda: "kernel", conv1x1_as_linear),
+    under(prefix, target, "bias", lambda: "bias", as_is),
+  )
+
+
+def torch_norm(prefix: str, target: Prefix) -> tuple[Rule, ...]:
+  """GroupNorm ``weight`` / ``bias`` -> ``scale`` / ``bias``."""
+  return (under(prefix, target, "weight", lambda: "scale", as_is), under(prefix, target, "bias", lambda: "bias", as_is))
+
+
+def torch_resnet(prefix: str, target: Prefix) -> tuple[Rule, ...]:
+  """taming's ResnetBlock: norm1, conv1, norm2, conv2 and the 1x1 ``nin_shortcut``."""
+  sub = extend(target)
+  return (
+    *torch_norm(rf"{prefix}\.norm1", sub("norm1")),
+    *torch_conv(rf"{prefix}\.conv1", sub("conv1")),
+    *torch_norm(rf"{prefix}\.norm2", sub("norm2")),
+    *torch_conv(rf"{prefix}\.conv2", sub("conv2")),
+    *torch_conv(rf"{prefix}\.nin_shortcut", sub("skip")),
+  )
+
+
+def torch_attention(prefix: str, target: Prefix) -> tuple[Rule, ...]:
+  """taming's AttnBlock (norm, 1x1 q/k/v, proj_out) -> vqtok's single-head ``AttnBlock``."""
+  sub = extend(target)
+  qkv = {"q": "query", "k": "key", "v": "value"}
+  return (
+    *torch_norm(rf"{prefix}\.norm", sub("norm")),
+    under(prefix, target, r"(q|k|v)\.weight", lambda p: f"attn.{qkv[p]}.kernel", conv1x1_as_heads_in),
+    under(prefix, target, r"(q|k|v)\.bias", lambda p: f"attn.{qkv[p]}.bias", bias_as_heads),
+    under(prefix, target, r"proj_out\.weight", lambda: "attn.out.kernel", conv1x1_as_heads_out),
+    under(prefix, target, r"proj_out\.bias", lambda: "attn.out.bias", as_is),
+  )
+
+
+def extend(target: Prefix) -> Callable[[str], Prefix]:
+  """A function that extends ``target`` by one more path component."""
+
+  def extend(name: str) -> Prefix:
+    if callable(target):
+      return lambda *g: f"{target(*g)}.{name}"
+    return f"{target}.{name}"
+
+  return extend

@@ -1,0 +1,232 @@
+"""Reading published checkpoints into NumPy arrays, with neither torch nor the authors' code.
+
+Formats:
+  * PyTorch ``torch.save`` files (``.pt``, ``.pth``, Lightning ``.ckpt``): a zip
+    archive holding ``data.pkl`` and one raw file per storage. The pickle is
+    read by a restricted unpickler that rebuilds tensors as NumPy arrays from
+    those raw files and runs no other code: classes of other libraries that
+    a file happens to pickle (Lightning callbacks, ``argparse.Namespace``,
+    OmegaConf configs) come back as inert ``Opaque`` placeholders, so a
+    Lightning checkpoint reads without Lightning.
+  * Flax checkpoints written by ``flax.training.checkpoints`` (msgpack).
+  * ``.safetensors`` files.
+
+Anything else is a ``CheckpointError`` naming the file and what was found.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+class CheckpointError(ValueError):
+  """A checkpoint file that cannot be read or does not hold what a converter needs."""
+
+
+# torch storage class name -> NumPy dtype (bfloat16 is read as raw uint16 and widened).
+_STORAGE_DTYPES = {
+  "DoubleStorage": np.float64,
+  "FloatStorage": np.float32,
+  "HalfStorage": np.float16,
+  "BFloat16Storage": "bfloat16",
+  "LongStorage": np.int64,
+  "IntStorage": np.int32,
+  "ShortStorage": np.int16,
+  "CharStorage": np.int8,
+  "ByteStorage": np.uint8,
+  "BoolStorage": np.bool_,
+}
+
+
+class Opaque(dict):
+  """Stand-in for an object of a class the reader does not rebuild (kept inert).
+
+  A dict, so that pickled dict subclasses (Lightning's ``AttributeDict``) keep
+  their items; list-like appends are kept in ``items_appended``.
+  """
+
+  qualname = "?"
+
+  def __init__(self, *args: Any, **kwargs: Any):
+    super().__init__()
+    self.args, self.kwargs, self.state, self.items_appended = args, kwargs, None, []
+
+  def __setstate__(self, state: Any) -> None:
+    self.state = state
+
+  def append(self, item: Any) -> None:
+    self.items_appended.append(item)
+
+  def extend(self, items: Any) -> None:
+    self.items_appended.extend(items)
+
+  def __hash__(self) -> int:  # classes pickle as dict keys (Lightning's callback states)
+    return id(self)
+
+  def __repr__(self) -> str:
+    return f"<opaque {self.qualname}>"
+
+
+def _opaque_class(module: str, name: str) -> type:
+  return type(name, (Opaque,), {"qualname": f"{module}.{name}"})
+
+
+class _Storage:
+  """A lazily read storage: the raw bytes of ``data/<key>`` as a 1-D array."""
+
+  def __init__(self, archive: zipfile.ZipFile, prefix: str, key: str, dtype: Any):
+    self.archive, self.path, self.dtype = archive, f"{prefix}data/{key}", dtype
+    self._array: np.ndarray | None = None
+
+  def array(self) -> np.ndarray:
+    if self._array is None:
+      raw = self.archive.read(self.path)
+      if self.dtype == "bfloat16":  # widen to float32: bfloat16 is the top half of a float32
+        bits = np.frombuffer(raw, "<u2").astype(np.uint32) << 16
+        self._array = bits.view(np.float32)
+      else:
+        self._array = np.frombuffer(raw, np.dtype(self.dtype).newbyteorder("<"))
+    return self._array
+
+
+def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *_: Any) -> np.ndarray:
+  flat = storage.array()
+  if not size:
+    return np.array(flat[offset])
+  itemsize = flat.dtype.itemsize
+  view = np.lib.stride_tricks.as_strided(
+    flat[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride), writeable=False
+  )
+  return np.array(view)  # a contiguous copy, independent of the archive
+
+
+def _rebuild_parameter(data: np.ndarray, *_: Any) -> np.ndarray:
+  return data
+
+
+class _TorchUnpickler(pickle.Unpickler):
+  """Unpickles ``data.pkl`` of a torch zip checkpoint without torch."""
+
+  def __init__(self, file: io.BytesIO, archive: zipfile.ZipFile, prefix: str):
+    super().__init__(file)
+    self.archive, self.prefix = archive, prefix
+
+  def find_class(self, module: str, name: str) -> Any:
+    if module == "torch._utils" and name == "_rebuild_tensor_v2":
+      return _rebuild_tensor
+    if module == "torch._utils" and name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
+      return _rebuild_parameter
+    if module == "torch" and name in _STORAGE_DTYPES:
+      return name  # only used as a tag in persistent ids
+    if module == "torch" and name.endswith("dtype"):
+      return _opaque_class(module, name)
+    if module == "collections" and name == "OrderedDict":
+      return collections.OrderedDict
+    if module == "builtins" and name in ("set", "frozenset", "tuple", "list", "dict", "slice"):
+      return getattr(__import__("builtins"), name)
+    return _opaque_class(module, name)
+
+  def persistent_load(self, pid: Any) -> Any:
+    if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
+      raise CheckpointError(f"unsupported persistent id in torch checkpoint: {pid!r}")
+    _, storage_type, key, _location, _numel = pid
+    if isinstance(storage_type, str) and storage_type in _STORAGE_DTYPES:
+      dtype = _STORAGE_DTYPES[storage_type]
+    else:  # newer torch: an untyped storage; the dtype then comes from the tensor (rare)
+      raise CheckpointError(f"unsupported storage type {storage_type!r} in torch checkpoint")
+    return _Storage(self.archive, self.prefix, str(key), dtype)
+
+
+def _read_torch_zip(path: str) -> Any:
+  with zipfile.ZipFile(path) as archive:
+    pkl = [n for n in archive.namelist() if n.endswith("data.pkl")]
+    if not pkl:
+      raise CheckpointError(f"{path}: a zip archive without data.pkl is not a torch checkpoint")
+    prefix = pkl[0][: -len("data.pkl")]
+    # Tensors are copied out of the archive as they are rebuilt, so nothing
+    # refers to it once it is closed.
+    return _TorchUnpickler(io.BytesIO(archive.read(pkl[0])), archive, prefix).load()
+
+
+def _read_msgpack(path: str) -> Any:
+  from flax import serialization  # noqa: PLC0415
+
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    return serialization.msgpack_restore(data)
+  except Exception as e:  # noqa: BLE001  (msgpack raises many kinds on garbage)
+    raise CheckpointError(f"{path}: not a readable Flax (msgpack) checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+  from safetensors.numpy import load_file  # noqa: PLC0415
+
+  try:
+    return load_file(path)
+  except Exception as e:  # noqa: BLE001
+    raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def read_checkpoint(path: str) -> Any:
+  """The contents of a checkpoint file, tensors as NumPy arrays.
+
+  Args:
+    path: a torch zip checkpoint (``.pt``, ``.pth``, ``.ckpt``, ``.bin``), a Flax
+      msgpack checkpoint, or a ``.safetensors`` file; a directory is an error.
+
+  Returns:
+    The unpickled / restored object: nested dicts (and lists) of arrays and
+    plain values; unknown classes as ``Opaque`` placeholders.
+
+  Raises:
+    CheckpointError: missing, unreadable, truncated or of an unknown format.
+  """
+  if not os.path.exists(path):
+    raise CheckpointError(f"{path}: no such file")
+  if os.path.isdir(path):
+    raise CheckpointError(f"{path} is a directory; give the checkpoint file itself")
+  with open(path, "rb") as f:
+    head = f.read(8)
+  if not head:
+    raise CheckpointError(f"{path}: the file is empty")
+  try:
+    if path.endswith(".safetensors"):
+      return _read_safetensors(path)
+    if head[:4] == b"PK\x03\x04":
+      return _read_torch_zip(path)
+    if head[:4] == b"\x80\x02\x8a\x0a":  # pickle protocol 2, then torch's magic number
+      raise CheckpointError(
+        f"{path}: a legacy (pre-1.6, non-zip) torch file; load it with torch and save it again"
+        " with torch.save(..., _use_new_zipfile_serialization=True)"
+      )
+    if 0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF):  # a msgpack map
+      return _read_msgpack(path)
+  except CheckpointError:
+    raise
+  except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, KeyError, ValueError, OSError) as e:
+    raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {e})") from None
+  raise CheckpointError(f"{path}: unknown checkpoint format (first bytes {head[:4]!r})")
+
+
+def flatten(tree: Any, sep: str = ".") -> dict[str, np.ndarray]:
+  """``{"a": {"b": x}} -> {"a.b": x}`` over nested mappings; non-array leaves are dropped."""
+  out: dict[str, np.ndarray] = {}
+
+  def visit(prefix: str, node: Any) -> None:
+    if isinstance(node, Mapping):
+      for k, v in node.items():
+        visit(f"{prefix}{sep}{k}" if prefix else str(k), v)
+    elif isinstance(node, np.ndarray):
+      out[prefix] = node
+
+  visit("", tree)
+  return out
