@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -165,3 +166,44 @@ def test_eval_command_line_writes_report_and_grid(run):
   assert report["step"] == 0 and report["num_images"] == 20 and report["use_ema"] is True
   assert {"psnr", "ssim", "codebook"} <= set(report) and "rfid" not in report  # no Inception weights
   assert Image.open(os.path.join(workdir, "eval_0.png")).mode == "RGB"
+
+
+def test_export_writes_a_tokenizer_dir_that_everything_reads(run, tmp_path):
+  import vqtok
+  from vqtok.training.loop import init_from
+
+  workdir, config, tok = run
+  out = tmp_path / "tok"
+  res = subprocess.run(
+    [sys.executable, "-m", "vqtok.export", f"--workdir={workdir}", f"--output={out}"],
+    cwd=ROOT, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert res.returncode == 0, res.stderr
+  assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
+  x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (8, 32, 32, 3)), jnp.float32)
+  np.testing.assert_array_equal(vqtok.load_tokenizer(str(out)).encode(x), tok.encode(x))
+  # eval.py on the directory alone: its own config, the report beside it.
+  res = subprocess.run(
+    [sys.executable, "eval.py", f"--tokenizer={out}", "--num_images=8", "--batch_size=8"],
+    cwd=ROOT, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert res.returncode == 0, res.stderr
+  assert json.loads((out / "eval_0.json").read_text())["num_images"] == 8
+  # Fine-tuning starts from those weights: a fresh init replaced by them.
+  ft = load_config(**{"init_from": str(out), "seed": 7})
+  state, static = init_train_state(ft)
+  shardings = jax.tree.map(lambda a: a.sharding, state)
+  assert not np.array_equal(tokenizer_from_state(static, state, use_ema=False).encode(x), tok.encode(x))
+  state = init_from(ft, state, static, shardings)
+  for ema in (False, True):
+    np.testing.assert_array_equal(tokenizer_from_state(static, state, use_ema=ema).encode(x), tok.encode(x))
+  assert int(state.step) == 0
+  other = load_config(**{"init_from": str(out), "model.channels": 16})
+  state, static = init_train_state(other)
+  with pytest.raises(ValueError, match=r"model\.channels differs"):
+    init_from(other, state, static, jax.tree.map(lambda a: a.sharding, state))
+
+
+def test_init_from_must_exist():
+  with pytest.raises(ValueError, match="init_from='/nonexistent/tok'"):
+    load_config(**{"init_from": "/nonexistent/tok"})

@@ -19,6 +19,7 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.image_size = 64
+  c.init_from = ""  # a tokenizer directory or training workdir to start from (fine-tuning)
 
   # ---- data (vqtok.data) ----
   c.data = ml_collections.ConfigDict()
@@ -214,6 +215,9 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     if _get(config, dotted) <= 0:
       raise ValueError(f"config field {dotted}={_get(config, dotted)!r} must be > 0")
   from vqtok.models.tokenizer import check_input_range  # noqa: PLC0415
+
+  if config.get("init_from", "") and not os.path.exists(config.init_from):
+    raise ValueError(f"config field init_from={config.init_from!r}: no such tokenizer directory or training workdir")
 
   check_input_range(config.model.input_range)
   decay = config.training.ema_decay

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -24,7 +25,7 @@ from vqtok import images as images_lib
 from vqtok import sharding
 from vqtok.evaluation import reconstruct as reconstruct_lib
 from vqtok.training import checkpoint as ckpt_lib
-from vqtok.training.state import init_train_state
+from vqtok.training.state import Static, TrainState, init_train_state
 from vqtok.training.step import make_train_step
 
 
@@ -63,6 +64,32 @@ def check_finite(metrics: dict[str, Any], step: int) -> None:
       f"non-finite value at step {step} in {', '.join(order)} "
       f"(values: {', '.join(f'{k}={float(metrics[k]):.4g}' for k in order)})"
     )
+
+
+def init_from(config: ml_collections.ConfigDict, state: TrainState, static: Static, shardings: Any) -> TrainState:
+  """``state`` with the tokenizer weights of ``config.init_from`` (a tokenizer directory or a run).
+
+  The discriminator and the optimizer stay fresh and the step stays 0; EMA
+  weights start at the loaded ones. The architecture must be the same
+  (compute dtype and, for CNNs, image size may differ).
+  """
+  from vqtok import config as config_lib  # noqa: PLC0415
+  from vqtok import tokenizer_dir  # noqa: PLC0415
+
+  loaded, saved, _ = tokenizer_dir.load(config.init_from)
+  ignore = {"model.dtype"} | ({"image_size"} if config.model.encoder == "cnn" else set())
+  diff = [f for f in config_lib.architecture_diff(saved, config) if f not in ignore and f.startswith("model.")]
+  if diff:
+    raise ValueError(
+      f"config.init_from={config.init_from}: its architecture differs ({config_lib.describe_diff(diff)}); start"
+      f" from its config (python -m vqtok.export writes it to config.json) and override only training fields"
+    )
+  tokenizer = nnx.merge(static.g_def, state.g_params, state.g_rest)
+  tokenizer_dir.load_arrays(tokenizer, tokenizer_dir.tokenizer_arrays(loaded), source=config.init_from)
+  _, params, rest = nnx.split(tokenizer, nnx.Param, ...)
+  params, rest = params.to_pure_dict(), rest.to_pure_dict()
+  ema = jax.tree.map(jnp.copy, params) if state.ema else state.ema
+  return jax.device_put(state.replace(g_params=params, g_rest=rest, ema=ema), shardings)
 
 
 class _Writer:
@@ -114,6 +141,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   if start is not None:
     state = ckpt.restore(state, extra={"data": data_lib.checkpoint_args(train_iter, restore=True)})
     print(f"Resumed from step {start} in {ckpt.directory}", file=sys.stderr)
+  elif config.get("init_from", ""):
+    state = init_from(config, state, static, state_sh)
+    print(f"Starting from the weights of {config.init_from}", file=sys.stderr)
   start = int(state.step)
 
   def compile_step(with_gan: bool):
