@@ -51,11 +51,11 @@ def main(argv):
   if not source:
     raise cli.UsageError("give --tokenizer (a tokenizer directory or a training workdir)")
   use_ema = not _RAW.value
-  if _CONFIG.value is not None:
+  if cli.config_value(_CONFIG) is not None:
     use_ema = use_ema and bool(_CONFIG.value.eval.use_ema)
   tokenizer, config, info = tokenizer_dir.load(source, use_ema=use_ema, step=_STEP.value)
   if _CONFIG.value is not None:
-    requested = config_lib.validate_config(_CONFIG.value)
+    requested = config_lib.validate_config(cli.config_value(_CONFIG))
     diff = config_lib.architecture_diff(config, requested)
     if diff:
       raise ValueError(

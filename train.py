@@ -30,7 +30,7 @@ def main(argv):
   from vqtok import config as config_lib  # noqa: PLC0415
   from vqtok.training import distributed, train_and_evaluate  # noqa: PLC0415
 
-  config = config_lib.validate_config(_CONFIG.value)
+  config = config_lib.validate_config(cli.config_value(_CONFIG))
   distributed.initialize(
     multihost=_MULTIHOST.value, coordinator_address=_COORD.value, num_processes=_NPROC.value, process_id=_PID.value
   )

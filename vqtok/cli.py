@@ -3,9 +3,11 @@
 ``train.py``, ``eval.py`` and ``python -m vqtok.<tool>`` all parse absl flags
 (configs through ``ml_collections.config_flags``) and start with ``run(main)``.
 A mistake the user can fix (a missing file, a bad value, a wrong subcommand)
-ends with one ``error: ...`` line on stderr and exit status 2; ``--debug``
-shows the full traceback instead. Anything else is a bug and keeps its
-traceback.
+ends with one ``error: ...`` line on stderr and exit status 2, and so does a
+fault that stops a run for a reason outside the code (a full disk, a busy
+workdir, a diverged loss: exceptions whose class sets ``one_line = True``);
+``--debug`` shows the full traceback instead. A bad flag is one line too.
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -46,11 +48,35 @@ def run(main: Callable[[list[str]], int | None]) -> None:
     quiet_logging()
     try:
       return main(argv)
-    except USER_ERRORS as e:
-      if _DEBUG.value:
+    except Exception as e:
+      if _DEBUG.value or not (isinstance(e, USER_ERRORS) or getattr(type(e), "one_line", False)):
         raise
       message = e.args[0] if isinstance(e, KeyError) and e.args else e
       print(f"error: {message}  (--debug for the traceback)", file=sys.stderr)
       return 2
 
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=_parse_flags)
+
+
+def config_value(holder) -> object:
+  """The ConfigDict of a ``config_flags`` flag, or ValueError with one line if its file failed to load."""
+  try:
+    value = holder.value
+    if value is not None:
+      list(value.keys())  # config_flags reports a failed load only on first use
+  except OSError as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    raise ValueError(f"--{holder.name}: {lines[-1] if lines else e}") from None
+  return value
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag or config file reported in one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    # A config file that raised: its first line names the flag, its last the exception.
+    text = f"{lines[0]} {lines[-1]}" if len(lines) > 1 and "Traceback" in str(e) else (lines or [type(e).__name__])[0]
+    print(f"error: {text}  (--help for the flags)", file=sys.stderr)
+    sys.exit(2)

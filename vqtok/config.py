@@ -182,13 +182,34 @@ def _get(config: ml_collections.ConfigDict, dotted: str):
   return node
 
 
-def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def _check_finite(node, prefix: str) -> None:
+  """Every float in the config (nested, in lists too) is finite."""
+  import math  # noqa: PLC0415
+
+  items = node.items() if isinstance(node, (ml_collections.ConfigDict, dict)) else enumerate(node)
+  for k, v in items:
+    name = f"{prefix}.{k}" if prefix else str(k)
+    if isinstance(v, float) and not math.isfinite(v):
+      raise ValueError(f"config field {name}={v!r} must be a finite number")
+    if isinstance(v, (ml_collections.ConfigDict, dict, list, tuple)):
+      _check_finite(v, name)
+
+
+# Files and folders a config may name, that must exist before any work starts.
+_PATHS = ("loss.lpips_weights", "eval.inception_weights")
+
+
+def validate_config(config: ml_collections.ConfigDict, *, check_paths: bool = True) -> ml_collections.ConfigDict:
   """Checks field names and values before any work starts.
+
+  ``check_paths=False`` skips the files and folders the config names (for a
+  saved config read only for its architecture).
 
   Raises:
     ValueError: naming the first field that is unknown, missing or out of range.
   """
   default = default_config()
+  _check_finite(config, "")
   for section in ("data", "model", "discriminator", "loss", "optimizer", "training", "eval"):
     if section not in config:
       raise ValueError(f"config is missing the section {section!r}")
@@ -216,9 +237,6 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
       raise ValueError(f"config field {dotted}={_get(config, dotted)!r} must be > 0")
   from vqtok.models.tokenizer import check_input_range  # noqa: PLC0415
 
-  if config.get("init_from", "") and not os.path.exists(config.init_from):
-    raise ValueError(f"config field init_from={config.init_from!r}: no such tokenizer directory or training workdir")
-
   check_input_range(config.model.input_range)
   decay = config.training.ema_decay
   if not 0 <= decay < 1:
@@ -236,6 +254,14 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     )
   if len(tuple(config.training.mesh)) != 2:
     raise ValueError(f"config field training.mesh={config.training.mesh!r} must be (data, fsdp)")
+  if check_paths:
+    for dotted in _PATHS:
+      if _get(config, dotted) and not os.path.isfile(_get(config, dotted)):
+        raise ValueError(f"config field {dotted}={_get(config, dotted)!r}: no such file")
+    if config.data.source == "folder" and not os.path.isdir(config.data.path):
+      raise ValueError(f"config field data.path={config.data.path!r}: no such image folder")
+    if config.get("init_from", "") and not os.path.exists(config.init_from):
+      raise ValueError(f"config field init_from={config.init_from!r}: no such tokenizer directory or training workdir")
   # Quantizer arguments are checked by building it abstractly (no allocation).
   from flax import nnx  # noqa: PLC0415
 
@@ -302,3 +328,14 @@ def describe_diff(fields: list[str], limit: int = 4) -> str:
   """``"model.channels, quantizer.levels differ"`` for messages."""
   shown = ", ".join(fields[:limit]) + (f" and {len(fields) - limit} more" if len(fields) > limit else "")
   return f"{shown} differ{'s' if len(fields) == 1 else ''}"
+
+
+def check_devices(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ValueError unless the training and eval batches divide over ``num_devices``."""
+  for field in ("training.batch_size", "eval.batch_size"):
+    value = _get(config, field)
+    if value % num_devices:
+      raise ValueError(
+        f"config field {field}={value} must be a multiple of the {num_devices} devices of the mesh"
+        f" (e.g. {max(num_devices, value - value % num_devices)})"
+      )

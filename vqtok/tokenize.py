@@ -3,23 +3,33 @@
   python -m vqtok.tokenize encode --tokenizer=runs/tiny --output=tokens/ \\
       [--folder=DIR | --tfds=NAME --split=validation | (held-out sample photos)]
   python -m vqtok.tokenize decode --tokenizer=runs/tiny --tokens=tokens/ --output=decoded/ \\
-      [--noreencode]
+      [--noreencode] [--overwrite]
 
 Token files are plain NumPy ``.npz`` shards that a downstream trainer reads
 without vqtok: ``indices`` (int32, ``(n, *token_shape)``, plus a trailing axis
 for residual/grouped quantizers), ``names`` (the image's path or id) and
 ``source_index``; ``metadata.json`` holds the codebook size, token shape, the
-tokenizer's config and its checkpoint step. Each shard is written to a
-temporary name and renamed, so an interrupted run leaves only whole shards,
-and rerunning the same command continues with the next shard.
+tokenizer's config and its checkpoint step, and which tokenizer wrote them
+(``tokenizer``: ``tokenizer_fingerprint`` plus its path). Each shard is written
+to a temporary name and renamed, so an interrupted run leaves only whole
+shards, and rerunning the same command continues with the next shard; another
+tokenizer's token directory is refused.
+
+Decoding checks everything before it writes a pixel: the recorded tokenizer
+against the decoding one, the token grid, the index range, the output folder
+(one that holds files is used only with ``--overwrite``) and the PNG names
+(``sub/a.jpg`` becomes ``sub__a.jpg.png``, ``a.png`` stays ``a.png``; two
+names that meet are refused).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -30,6 +40,7 @@ from absl import flags
 from flax import nnx
 
 from vqtok import cli, sharding
+from vqtok import config as config_lib
 from vqtok import data as data_lib
 from vqtok import images as images_lib
 
@@ -71,12 +82,65 @@ def _write_npz(path: str, **arrays: np.ndarray) -> None:
   os.replace(tmp, path)
 
 
+def _plain(config: ml_collections.ConfigDict | Mapping) -> dict:
+  """A config as plain JSON values (tuples become lists), however it was given."""
+  if isinstance(config, ml_collections.ConfigDict):
+    return json.loads(config.to_json_best_effort())
+  return json.loads(json.dumps(dict(config)))
+
+
+def tokenizer_fingerprint(config: ml_collections.ConfigDict | Mapping, metadata: Mapping | None = None) -> dict:
+  """What identifies a tokenizer in token files: its architecture and where its weights came from.
+
+  Args:
+    config: the tokenizer's config (a ``ConfigDict``, or the plain dict that
+      ``metadata.json`` records under ``config``).
+    metadata: the tokenizer directory's metadata (``tokenizer_dir.load``'s
+      ``info["metadata"]``); a converted checkpoint records ``source_sha256``.
+
+  Returns:
+    ``{"fingerprint": sha256 hex of the canonical JSON of the config's
+    ``model`` and ``quantizer`` sections and ``image_size``,
+    "source_sha256": the converted checkpoint's hash or None}``. Two
+    tokenizers trained from one config share a fingerprint; the weights
+    themselves are not hashed.
+  """
+  plain = _plain(config)
+  sections = {k: plain.get(k) for k in (*config_lib.ARCHITECTURE_SECTIONS, "image_size")}
+  canonical = json.dumps(sections, sort_keys=True, separators=(",", ":"))
+  return {
+    "fingerprint": hashlib.sha256(canonical.encode()).hexdigest(),
+    "source_sha256": (metadata or {}).get("source_sha256") or None,
+  }
+
+
+def _identity_mismatch(recorded: Mapping, recorded_config: Mapping | None, current: Mapping, config) -> str | None:
+  """What differs between two ``tokenizer`` blocks (None: the same tokenizer)."""
+  if recorded.get("fingerprint") != current["fingerprint"]:
+    try:
+      fields = config_lib.architecture_diff(ml_collections.ConfigDict(recorded_config), config)
+    except (TypeError, KeyError, AttributeError, ValueError):  # no usable config recorded
+      fields = []
+    if fields:
+      return f"its {config_lib.describe_diff(fields)}"
+    return f"its config fingerprint differs ({str(recorded.get('fingerprint'))[:12]} vs {current['fingerprint'][:12]})"
+  if recorded.get("source_sha256") != current["source_sha256"]:
+    old, new = (str(v)[:12] if v else "none" for v in (recorded.get("source_sha256"), current["source_sha256"]))
+    return f"its source checkpoint differs (sha256 {old} vs {new})"
+  return None
+
+
+def _path_of(block: Mapping) -> str:
+  return str(block.get("path") or "(path not recorded)")
+
+
 def _metadata(
-  config: ml_collections.ConfigDict, tokenizer, step: int, source, shard_batches: int, batch_size: int
+  config: ml_collections.ConfigDict, tokenizer, step: int, source, shard_batches: int, batch_size: int, identity: dict
 ) -> dict:
   q = tokenizer.quantizer
   return {
     "format": FORMAT,
+    "tokenizer": identity,
     "codebook_size": int(q.codebook_size),
     "index_depth": q.index_depth,
     "token_shape": list(tokenizer.token_shape),
@@ -98,6 +162,8 @@ def encode_to_files(
   batch_size: int = 16,
   shard_batches: int = 16,
   progress: bool = True,
+  tokenizer_metadata: Mapping | None = None,
+  tokenizer_path: str | None = None,
 ) -> dict[str, Any]:
   """Encodes the eval split of ``config.data`` into ``.npz`` token shards.
 
@@ -109,23 +175,41 @@ def encode_to_files(
     batch_size: images per forward pass (a multiple of the device count).
     shard_batches: batches per shard file.
     progress: show a progress bar.
+    tokenizer_metadata: the tokenizer directory's metadata (its
+      ``source_sha256`` is recorded; see ``tokenizer_fingerprint``).
+    tokenizer_path: where the tokenizer was loaded from (recorded for messages).
 
   Returns:
     A summary: images encoded now, shards skipped because they existed,
     images skipped as unreadable (with their names).
+
+  Raises:
+    ValueError: ``output`` holds tokens of another tokenizer, run or source,
+      or shards without ``metadata.json``.
   """
   from tqdm.auto import tqdm  # noqa: PLC0415
 
   mesh = sharding.make_mesh((-1, 1))
   if batch_size % mesh.size:
     raise ValueError(f"batch_size={batch_size} must be divisible by {mesh.size} devices")
-  os.makedirs(output, exist_ok=True)
   source = data_lib.make_source(config, "eval")
-  meta = _metadata(config, tokenizer, step, source, shard_batches, batch_size)
+  identity = {**tokenizer_fingerprint(config, tokenizer_metadata), "path": tokenizer_path}
+  meta = _metadata(config, tokenizer, step, source, shard_batches, batch_size, identity)
   meta_path = os.path.join(output, "metadata.json")
   if os.path.exists(meta_path):
     with open(meta_path) as f:
       old = json.load(f)
+    recorded = old.get("tokenizer")
+    if recorded is None:
+      # Written before the ``tokenizer`` block: the recorded config still names the
+      # architecture; where the weights came from is unknown, so it is not compared.
+      recorded = {**tokenizer_fingerprint(old.get("config") or {}), "source_sha256": identity["source_sha256"]}
+    differs = _identity_mismatch(recorded, old.get("config"), identity, config)
+    if differs:
+      raise ValueError(
+        f"{output} holds tokens of another tokenizer ({_path_of(recorded)}; encoding with "
+        f"{_path_of(identity)}): {differs}; use a new output directory"
+      )
     keys = ("checkpoint_step", "num_images", "images_per_shard", "codebook_size", "token_shape", "source")
     changed = [k for k in keys if old.get(k) != meta[k]]
     if changed:
@@ -133,7 +217,10 @@ def encode_to_files(
         f"{output} holds tokens from a different run or source ({', '.join(changed)} differ); "
         "use a new output directory"
       )
+  elif _shard_files(output):
+    raise ValueError(f"{output} holds tokens-*.npz shards but no metadata.json; use a new output directory")
   else:
+    os.makedirs(output, exist_ok=True)
     tmp = meta_path + ".tmp"
     with open(tmp, "w") as f:
       json.dump(meta, f, indent=2)
@@ -196,52 +283,185 @@ def _flush(output: str, shard: int, rows: dict) -> None:
   )
 
 
-def read_tokens(directory: str) -> tuple[dict, np.ndarray, np.ndarray]:
-  """Reads a token directory: (metadata, indices, names), shards concatenated."""
+def _shard_files(directory: str) -> list[str]:
+  if not os.path.isdir(directory):
+    return []
+  return sorted(f for f in os.listdir(directory) if f.startswith("tokens-") and f.endswith(".npz"))
+
+
+def _read_shards(directory: str) -> tuple[dict, list[tuple[str, np.ndarray, np.ndarray]]]:
+  """``metadata.json`` and ``(file name, indices, names)`` of every shard, in order."""
   with open(os.path.join(directory, "metadata.json")) as f:
     meta = json.load(f)
-  files = sorted(f for f in os.listdir(directory) if f.startswith("tokens-") and f.endswith(".npz"))
+  files = _shard_files(directory)
   if not files:
     raise FileNotFoundError(f"no tokens-*.npz shards in {directory}")
-  idx, names = [], []
+  shards = []
   for name in files:
     with np.load(os.path.join(directory, name)) as z:
-      idx.append(z["indices"])
-      names.extend(z["names"].tolist())
-  return meta, np.concatenate(idx), np.asarray(names)
+      idx, names = z["indices"], z["names"]
+    rows = idx.shape[0] if idx.ndim else 0
+    if idx.ndim < 1 or names.shape != (rows,):
+      raise ValueError(f"{os.path.join(directory, name)}: {names.size} names for {rows} rows of indices")
+    if not np.issubdtype(idx.dtype, np.integer):
+      raise ValueError(f"{os.path.join(directory, name)}: indices are {idx.dtype}, not integers")
+    shards.append((name, idx, names))
+  return meta, shards
 
 
-def _png_name(name: str) -> str:
-  stem = os.path.splitext(name.replace(os.sep, "__").replace(":", "_").replace("/", "__"))[0]
-  return stem + ".png"
+def read_tokens(directory: str) -> tuple[dict, np.ndarray, np.ndarray]:
+  """Reads a token directory: (metadata, indices, names), shards concatenated."""
+  meta, shards = _read_shards(directory)
+  first, shape = shards[0][0], shards[0][1].shape[1:]
+  for name, idx, _ in shards:
+    if idx.shape[1:] != shape:
+      raise ValueError(
+        f"{os.path.join(directory, name)}: indices of shape {idx.shape[1:]} per image, {first} has {shape}"
+      )
+  return meta, np.concatenate([s[1] for s in shards]), np.concatenate([s[2] for s in shards])
+
+
+def png_name(name: str) -> str:
+  """The PNG file a token row decodes to: its whole name, path separators flattened.
+
+  ``sub/a.jpg`` -> ``sub__a.jpg.png`` and ``a.png`` -> ``a.png``, so ``a.jpg``
+  and ``a.png`` of one folder stay apart.
+  """
+  flat = name.replace("\\", "__").replace("/", "__").replace(":", "_")
+  return flat if flat.endswith(".png") else flat + ".png"
+
+
+def _check_grid(tokenizer: nnx.Module, meta: dict, shards: list, tokens: str) -> None:
+  """ValueError unless every shard's indices have the shape this tokenizer decodes."""
+  from vqtok.models import cnn  # noqa: PLC0415
+
+  depth = tokenizer.quantizer.index_depth
+  tail = () if depth is None else (int(depth),)
+  own = tuple(tokenizer.token_shape)
+  if isinstance(tokenizer.encoder, cnn.Encoder):
+    # A CNN decodes any grid; the one to expect is the grid the files were encoded at.
+    recorded = meta.get("token_shape")
+    grid = tuple(int(s) for s in recorded) if recorded is not None else tuple(shards[0][1].shape[1 : 1 + len(own)])
+    if len(grid) != len(own):
+      raise ValueError(f"{tokens}: token grid {grid} in metadata.json, the tokenizer makes {len(own)}-D grids {own}")
+    whose = "metadata.json's token_shape"
+  else:
+    grid, whose = own, "the tokenizer's token_shape"
+  want = grid + tail
+  for name, idx, _ in shards:
+    if tuple(idx.shape[1:]) != want:
+      raise ValueError(
+        f"{os.path.join(tokens, name)}: indices of shape {tuple(idx.shape)} do not fit (n, {', '.join(map(str, want))})"
+        f" ({whose} {grid}" + (f" with {tail[0]} indices per token)" if tail else ")")
+      )
+
+
+def _check_output(output: str, pngs: list[str], names: np.ndarray, overwrite: bool) -> int:
+  """Refuses an output folder that holds files (without ``overwrite``) or PNG names that meet.
+
+  Returns:
+    How many of ``pngs`` exist already (to be replaced).
+  """
+  first: dict[str, str] = {}
+  for png, name in zip(pngs, names):
+    if png in first:
+      raise ValueError(
+        f"token names {first[png]!r} and {str(name)!r} both decode to {png}; rename one of the images and encode again"
+      )
+    first[png] = str(name)
+  if os.path.exists(output) and not os.path.isdir(output):
+    raise NotADirectoryError(f"--output {output} exists and is not a folder")
+  held = sorted(os.listdir(output)) if os.path.isdir(output) else []
+  if held and not overwrite:
+    shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+    entries = f"{len(held)} {'entry' if len(held) == 1 else 'entries'}"
+    raise FileExistsError(
+      f"{output} already holds {entries} ({shown}); decode into a new folder, or pass --overwrite"
+      " to write there (same-named PNGs are replaced, other files kept)"
+    )
+  return len(set(held) & set(pngs))
 
 
 def decode_to_images(
-  tokenizer: nnx.Module, tokens: str, output: str, *, batch_size: int = 16, reencode: bool = True, progress: bool = True
+  tokenizer: nnx.Module,
+  tokens: str,
+  output: str,
+  *,
+  config: ml_collections.ConfigDict | None = None,
+  tokenizer_metadata: Mapping | None = None,
+  tokenizer_path: str | None = None,
+  overwrite: bool = False,
+  batch_size: int = 16,
+  reencode: bool = True,
+  progress: bool = True,
 ) -> dict[str, Any]:
   """Decodes token shards to PNG files; optionally re-encodes them.
 
+  Nothing is written until every check has passed: the tokenizer that
+  encoded the files (with ``config``), the token grid, the index range, the
+  output folder and the PNG names.
+
   Args:
-    tokenizer: the tokenizer that made the tokens (codebook must match).
+    tokenizer: the tokenizer that made the tokens.
     tokens: a directory written by ``encode_to_files``.
-    output: where ``<name>.png`` files go (existing ones are kept: resumable).
+    output: where the PNG files go (``png_name`` of each token name).
+    config: the tokenizer's config; with it, the files' recorded tokenizer
+      must be this one (files from before that record warn on stderr).
+      Without it that check is skipped.
+    tokenizer_metadata: the tokenizer directory's metadata (``source_sha256``).
+    tokenizer_path: where the tokenizer was loaded from (for messages).
+    overwrite: write into a folder that holds files, replacing same-named PNGs.
     batch_size: indices per decode call.
     reencode: encode the decoded images again and report the fraction of
       tokens that come back unchanged (a stability figure).
     progress: show a progress bar.
 
   Returns:
-    A summary with ``decoded`` and, with ``reencode``, ``token_agreement``.
+    A summary with ``decoded``, ``replaced`` (PNGs that existed), ``warnings``
+    and, with ``reencode``, ``token_agreement``.
+
+  Raises:
+    ValueError: another tokenizer, a grid or index out of place, or two
+      names for one PNG.
+    FileExistsError: ``output`` holds files and ``overwrite`` is False.
   """
   from tqdm.auto import tqdm  # noqa: PLC0415
 
-  meta, indices, names = read_tokens(tokens)
+  from vqtok.models import cnn  # noqa: PLC0415
+
+  meta, shards = _read_shards(tokens)
+  warnings = 0
+  if config is not None:
+    current_path = tokenizer_path or "(path not given)"
+    recorded = meta.get("tokenizer")
+    if recorded is None:
+      print(
+        f"warning: {tokens} does not record which tokenizer encoded it (written before vqtok did);"
+        f" decoding with {current_path} unchecked",
+        file=sys.stderr,
+      )
+      warnings += 1
+    else:
+      config = config.copy_and_resolve_references()
+      if isinstance(tokenizer.encoder, cnn.Encoder) and "image_size" in meta:
+        config.image_size = int(meta["image_size"])  # a CNN decodes the grid it was given, at any size
+      current = tokenizer_fingerprint(config, tokenizer_metadata)
+      differs = _identity_mismatch(recorded, meta.get("config"), current, config)
+      if differs:
+        raise ValueError(
+          f"{tokens} was encoded by tokenizer {_path_of(recorded)}, not by {current_path}: {differs};"
+          " decode with the tokenizer that encoded it"
+        )
   q = tokenizer.quantizer
-  if meta["codebook_size"] != q.codebook_size:
+  if meta.get("codebook_size", q.codebook_size) != q.codebook_size:
     raise ValueError(
       f"tokens in {tokens} use a codebook of {meta['codebook_size']} codes, the tokenizer has {q.codebook_size}"
     )
+  _check_grid(tokenizer, meta, shards, tokens)
+  indices, names = np.concatenate([s[1] for s in shards]), np.concatenate([s[2] for s in shards])
   q.check_indices(indices)  # a clear error for out-of-range indices
+  pngs = [png_name(str(n)) for n in names]
+  replaced = _check_output(output, pngs, names, overwrite)
   os.makedirs(output, exist_ok=True)
   decode = _jit_tokenizer(tokenizer, "decode")
   encode = _jit_tokenizer(tokenizer, "encode")
@@ -252,11 +472,9 @@ def decode_to_images(
     n = len(chunk)
     images = decode(jnp.asarray(_pad(chunk, batch_size)))
     pixels = images_lib.to_uint8(np.clip(np.asarray(images, np.float32), -1, 1))[:n]
-    for name, im in zip(names[start : start + n], pixels):
-      path = os.path.join(output, _png_name(str(name)))
-      if not os.path.exists(path):
-        images_lib.save_png(im, path)
-        decoded += 1
+    for png, im in zip(pngs[start : start + n], pixels):
+      images_lib.save_png(im, os.path.join(output, png))
+      decoded += 1
     if reencode:
       # Re-encode the 8-bit images actually written, as a user would.
       again = np.asarray(encode(jnp.asarray(data_lib.to_float(_pad(pixels, batch_size)))))[:n]
@@ -264,7 +482,7 @@ def decode_to_images(
       total += chunk.size
     bar.update(n)
   bar.close()
-  out = {"decoded": decoded, "images": len(indices)}
+  out = {"decoded": decoded, "images": len(indices), "replaced": replaced, "warnings": warnings}
   if reencode:
     out["token_agreement"] = agree / max(total, 1)
   return out
@@ -294,6 +512,7 @@ def _define_flags() -> None:
   flags.DEFINE_integer("shard_batches", 16, "encode: batches per token file.")
   flags.DEFINE_string("tokens", None, "decode: a directory written by encode.")
   flags.DEFINE_bool("reencode", True, "decode: re-encode the PNGs and report token agreement.")
+  flags.DEFINE_bool("overwrite", False, "decode: write into a folder that holds files, replacing same-named PNGs.")
 
 
 _COMMANDS = ("encode", "decode")
@@ -301,7 +520,6 @@ _COMMANDS = ("encode", "decode")
 
 def main(argv: list[str]) -> int:
   """Command line: ``encode`` and ``decode`` (see the module docstring)."""
-  from vqtok import config as config_lib  # noqa: PLC0415
   from vqtok import tokenizer_dir  # noqa: PLC0415
   from vqtok.models import cnn  # noqa: PLC0415
 
@@ -317,6 +535,7 @@ def main(argv: list[str]) -> int:
     raise cli.UsageError(f"{command} needs {', '.join(missing)}")
   tokenizer, config, info = tokenizer_dir.load(source, use_ema=not FLAGS.raw, step=FLAGS.step)
   step = info["step"]
+  identity = {"tokenizer_metadata": info["metadata"], "tokenizer_path": os.path.abspath(source)}
   if FLAGS.image_size:
     if not isinstance(tokenizer.encoder, cnn.Encoder):
       raise cli.UsageError("--image_size applies to CNN tokenizers only (a ViT's size is fixed by its weights)")
@@ -328,13 +547,20 @@ def main(argv: list[str]) -> int:
       config.data.update(source="folder", path=FLAGS.folder, eval_split="")
     elif FLAGS.tfds:
       config.data.update(source="tfds", name=FLAGS.tfds, path=FLAGS.data_dir, eval_split=FLAGS.split)
-    config_lib.validate_config(config)
+    config_lib.validate_config(config, check_paths=False)  # the folder is checked by its source
     summary = encode_to_files(
-      config, tokenizer, step, FLAGS.output, batch_size=FLAGS.batch_size, shard_batches=FLAGS.shard_batches
+      config, tokenizer, step, FLAGS.output, batch_size=FLAGS.batch_size, shard_batches=FLAGS.shard_batches, **identity
     )
   else:
     summary = decode_to_images(
-      tokenizer, FLAGS.tokens, FLAGS.output, batch_size=FLAGS.batch_size, reencode=FLAGS.reencode
+      tokenizer,
+      FLAGS.tokens,
+      FLAGS.output,
+      config=config,
+      overwrite=FLAGS.overwrite,
+      batch_size=FLAGS.batch_size,
+      reencode=FLAGS.reencode,
+      **identity,
     )
   print(json.dumps(summary, indent=2))
   return 0

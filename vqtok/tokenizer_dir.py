@@ -154,7 +154,7 @@ def load(path: str, *, use_ema: bool = True, step: int | None = None):
     from vqtok.models import build_tokenizer  # noqa: PLC0415
 
     config = config_lib.load_run_config(path)
-    config_lib.validate_config(config)
+    config_lib.validate_config(config, check_paths=False)
     tokenizer = build_tokenizer(config, rngs=nnx.Rngs(int(config.seed)))
     try:
       arrays = load_file(os.path.join(path, WEIGHTS))

@@ -47,7 +47,7 @@ def convert(format: str, checkpoint: str, *, ema: bool = False) -> tuple[nnx.Mod
   source = os.path.basename(checkpoint)
   tensors = family.state_dict(read_checkpoint(checkpoint), ema=ema, source=source)
   config = family.config(tensors, source)
-  config_lib.validate_config(config)
+  config_lib.validate_config(config, check_paths=False)
   tokenizer = build_tokenizer(config, rngs=nnx.Rngs(0))
   expected = {k: v.shape for k, v in tokenizer_dir.tokenizer_arrays(tokenizer).items()}
   mapped = layout.apply_rules(tensors, family.table(config), expected, ignore=family.IGNORE, source=source)

@@ -25,12 +25,47 @@ from vqtok import images as images_lib
 from vqtok import sharding
 from vqtok.evaluation import reconstruct as reconstruct_lib
 from vqtok.training import checkpoint as ckpt_lib
+from vqtok.training import workdir as workdir_lib
 from vqtok.training.state import Static, TrainState, init_train_state
 from vqtok.training.step import make_train_step
 
 
 class NonFiniteLossError(FloatingPointError):
-  """Raised when a loss term becomes NaN or Inf."""
+  """Raised when a loss term, or the weights about to be saved, become NaN, Inf or huge."""
+
+  one_line = True
+
+
+#: Weights beyond this magnitude have diverged (trained tokenizers stay below ~1e2).
+MAX_ABS_WEIGHT = 1e6
+
+
+@jax.jit
+def _weight_stats(trees) -> tuple[jax.Array, jax.Array]:
+  leaves = [x for x in jax.tree.leaves(trees) if jnp.issubdtype(x.dtype, jnp.floating)]
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+  largest = jnp.max(jnp.stack([jnp.max(jnp.abs(jnp.where(jnp.isfinite(x), x, 0))) for x in leaves]))
+  return finite, largest
+
+
+def weights_problem(state: TrainState) -> str:
+  """Why the weights of ``state`` must not be saved ("" when they are fine)."""
+  finite, largest = jax.device_get(_weight_stats((state.g_params, state.ema, state.d_params)))
+  if not finite:
+    return "are not finite"
+  if largest > MAX_ABS_WEIGHT:
+    return f"have diverged (max |w| = {float(largest):.3g} > {MAX_ABS_WEIGHT:.0e})"
+  return ""
+
+
+def _resume_hint(ckpt: ckpt_lib.Checkpointer) -> str:
+  last = ckpt.latest_step()
+  if last is None:
+    return "no checkpoint was saved yet: start again, with a lower --config.optimizer.lr"
+  return (
+    f"the newest checkpoint, step {last} in {ckpt.directory}, holds finite weights: rerun the same command to"
+    " resume from it (with a lower --config.optimizer.lr)"
+  )
 
 
 def _perceptual(config: ml_collections.ConfigDict):
@@ -119,18 +154,28 @@ class _Writer:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-  """Trains (or resumes) a tokenizer as configured; returns a summary dict."""
+  """Trains (or resumes) a tokenizer as configured; returns a summary dict.
+
+  Before anything is written: the workdir must hold no run of another
+  architecture, no other live trainer, and the batch sizes must divide over
+  the devices.
+  """
+  from vqtok import config as config_lib  # noqa: PLC0415
+
+  mesh = sharding.make_mesh(config.training.mesh)
+  config_lib.check_devices(config, mesh.size)
+  workdir_lib.check_identity(config, workdir)
+  os.makedirs(workdir, exist_ok=True)
+  with workdir_lib.lock(workdir):
+    workdir_lib.check_identity(config, workdir)  # again, now that no one else can write it
+    workdir_lib.write_config(config, workdir)
+    return _train(config, workdir, mesh, progress=progress)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Any, *, progress: bool) -> dict[str, Any]:
   from tqdm.auto import tqdm  # noqa: PLC0415
 
   tc = config.training
-  os.makedirs(workdir, exist_ok=True)
-  mesh = sharding.make_mesh(tc.mesh)
-  if tc.batch_size % mesh.size:
-    raise ValueError(f"training.batch_size={tc.batch_size} must be divisible by {mesh.size} devices")
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-
   state, static = init_train_state(config, lambda a: sharding.state_shardings(a, mesh))
   state_sh = jax.tree.map(lambda x: x.sharding, state)
   perceptual_fn, perceptual_params = _perceptual(config)
@@ -196,7 +241,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         steps[with_gan] = compile_step(with_gan)
       state, metrics = steps[with_gan](state, batch, perceptual_params)
       host = jax.device_get(metrics)
-      check_finite(host, step + 1)
+      try:
+        check_finite(host, step + 1)
+      except NonFiniteLossError as e:
+        raise NonFiniteLossError(f"{e}; {_resume_hint(ckpt)}") from None
       done = step + 1
       bar.update(1)
       bar.set_postfix(loss=f"{float(host['loss']):.4f}", refresh=False)
@@ -213,6 +261,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         if jax.process_index() == 0 and image is not None:
           summary["last_image"] = images_lib.save_png(image, os.path.join(workdir, "images", f"step_{done:06d}.png"))
       if done % tc.checkpoint_every == 0 or done == tc.num_steps:
+        # Never save weights that blew up: the newest checkpoint must resume.
+        problem = weights_problem(state)
+        if problem:
+          raise NonFiniteLossError(
+            f"the weights at step {done} {problem}, so they were not saved; {_resume_hint(ckpt)}"
+          )
         ckpt.save(done, state, {"data": data_lib.checkpoint_args(train_iter)})
     summary["final_metrics"] = None if metrics is None else {k: float(v) for k, v in jax.device_get(metrics).items()}
   finally:

@@ -1,0 +1,232 @@
+"""Reliability: a user's mistake or a machine fault ends in one clear line, and nothing is lost.
+
+Each test reproduces the mistake or the fault and checks the exit status or
+exception, the message, and what is on disk afterwards.
+"""
+
+import errno
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from helpers import ROOT, load_config, read_losses
+
+from vqtok import tokenizer_dir
+from vqtok.training import Checkpointer, NonFiniteLossError, load_tokenizer, loop, train_and_evaluate
+from vqtok.training import workdir as workdir_lib
+from vqtok.training.checkpoint import CheckpointSaveError
+
+TRAIN = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/tiny.py:runlocal")]
+
+
+def _snapshot(path):
+  """Every file under ``path`` with its content hash (to check that nothing changed)."""
+  out = {}
+  for root, _, files in os.walk(path):
+    for name in files:
+      full = os.path.join(root, name)
+      with open(full, "rb") as f:
+        out[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def _run(args, **kw):
+  return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+
+
+def _one_error_line(res):
+  lines = [line for line in res.stderr.splitlines() if line.strip()]
+  errors = [line for line in lines if line.startswith("error: ")]
+  assert res.returncode == 2, res.stderr
+  assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr
+  return errors[0]
+
+
+# ---- one owner per workdir ----
+
+
+def test_second_trainer_refuses_at_once_naming_the_holder(tmp_path):
+  workdir = str(tmp_path)
+  with workdir_lib.lock(workdir):
+    with pytest.raises(workdir_lib.WorkdirBusyError, match=rf"in use by another training run .*\"pid\": {os.getpid()}"):
+      train_and_evaluate(load_config(), workdir, progress=False)
+    t = time.time()
+    res = _run([*TRAIN, f"--workdir={workdir}"])
+    line = _one_error_line(res)
+    assert f'"pid": {os.getpid()}' in line and time.time() - t < 60
+  assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+  workdir = str(tmp_path)
+  code = f"from vqtok.training import workdir as w\nwith w.lock({workdir!r}):\n  print('held', flush=True)\n"
+  code += "  import time; time.sleep(60)"
+  holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == "held"
+  with pytest.raises(workdir_lib.WorkdirBusyError), workdir_lib.lock(workdir):
+    pass
+  holder.send_signal(signal.SIGKILL)
+  holder.wait()
+  with workdir_lib.lock(workdir):  # taken over: the kernel released it with the process
+    pass
+
+
+# ---- the run's identity is checked before anything is written ----
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run"))
+  train_and_evaluate(load_config(), workdir, progress=False)
+  return workdir
+
+
+def test_another_architecture_on_an_existing_run_changes_nothing(trained):
+  before = _snapshot(trained)
+  with pytest.raises(ValueError, match=r"another tokenizer \(quantizer\.levels differs\).*--config\.init_from"):
+    train_and_evaluate(load_config(**{"quantizer.levels": (5, 5, 5, 8)}), trained, progress=False)
+  res = _run([*TRAIN, f"--workdir={trained}", "--config.model.channels=16"])
+  assert "model.channels differs" in _one_error_line(res)
+  assert _snapshot(trained) == before
+
+
+def test_eval_and_tokenize_read_the_runs_config_and_refuse_a_contradiction(trained, tmp_path):
+  before = _snapshot(trained)
+  res = _run([sys.executable, "eval.py", "--config", "configs/tiny.py:runlocal", f"--tokenizer={trained}",
+              "--config.quantizer.levels=(5,5,5,8)"])  # fmt: skip
+  assert "quantizer.levels differs" in _one_error_line(res)
+  assert _snapshot(trained) == before
+  res = _run([sys.executable, "eval.py", f"--tokenizer={trained}", f"--output={tmp_path}", "--num_images=8"])
+  assert res.returncode == 0, res.stderr  # no --config needed
+  assert os.path.exists(tmp_path / "eval_6.json")
+
+
+# ---- faults: a full disk, weights that blew up ----
+
+
+def test_full_disk_stops_the_run_at_once_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  real_save = ocp.CheckpointManager.save
+
+  def save(self, step, *a, **kw):
+    if step == 4:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return real_save(self, step, *a, **kw)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+  with pytest.raises(CheckpointSaveError, match=r"step 4 to .*checkpoints failed: No space left on device \(.* free"):
+    train_and_evaluate(load_config(), workdir, progress=False)
+  monkeypatch.undo()
+  assert max(read_losses(workdir)) == 4  # stopped at once: no step after the failed save
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  assert ckpt.latest_step() == 2
+  ckpt.close()
+  summary = train_and_evaluate(load_config(), workdir, progress=False)  # the previous checkpoint resumes
+  assert summary["start_step"] == 2 and summary["final_step"] == 6
+
+
+def test_weights_problem_sees_nan_and_divergence():
+  c = load_config()
+  state, _ = loop.init_train_state(c)
+  assert loop.weights_problem(state) == ""
+  bad = jax.tree.map(lambda x: x, state)
+  leaf = jax.tree.leaves(bad.g_params)[0]
+  g = jax.tree.map(lambda x: x.at[(0,) * x.ndim].set(1e28) if x is leaf else x, bad.g_params)
+  assert "diverged (max |w| = 1e+28" in loop.weights_problem(bad.replace(g_params=g))
+  e = jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), bad.ema)
+  assert loop.weights_problem(bad.replace(ema=e)) == "are not finite"
+
+
+def test_blown_up_weights_are_never_saved(tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  real = loop.weights_problem
+  monkeypatch.setattr(loop, "weights_problem", lambda s: "have diverged (test)" if int(s.step) == 4 else real(s))
+  with pytest.raises(NonFiniteLossError, match=r"step 4 have diverged .* not saved; the newest checkpoint, step 2 in"):
+    train_and_evaluate(load_config(), workdir, progress=False)
+  monkeypatch.undo()
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  assert ckpt.all_steps() == [2]
+  ckpt.close()
+
+
+# ---- validation up front, short errors ----
+
+
+@pytest.mark.parametrize(
+  "flag,message",
+  [
+    ("--config.optimizer.lr=nan", "optimizer.lr=nan must be a finite number"),
+    ("--config.eval.batch_size=12", "eval.batch_size=12 must be a multiple of the 8 devices"),
+    ("--config.data.source=folder", "data.source='folder' needs data.path"),
+    ("--config.eval.inception_weights=/no/such.npz", "eval.inception_weights='/no/such.npz': no such file"),
+    ("--config.init_from=/no/such/tok", "init_from='/no/such/tok': no such tokenizer"),
+    ("--nope=1", "Unknown command line flag 'nope'"),
+  ],
+)
+def test_bad_config_or_flag_is_one_line_before_any_work(tmp_path, flag, message):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  t = time.time()
+  res = _run([*TRAIN, f"--workdir={tmp_path}", flag], env=env)
+  assert message in _one_error_line(res)
+  assert time.time() - t < 60 and not os.listdir(tmp_path)
+
+
+def test_misspelt_preset_and_missing_folder_are_one_line(tmp_path):
+  res = _run([sys.executable, "train.py", "--config=configs/tinyy.py", f"--workdir={tmp_path}"])
+  assert "No such file or directory: 'configs/tinyy.py'" in _one_error_line(res)
+  res = _run([sys.executable, "train.py", "--config=configs/tiny.py:runlocall", f"--workdir={tmp_path}"])
+  assert "unknown variant 'runlocall'" in _one_error_line(res)
+  res = _run([sys.executable, "-m", "vqtok.tokenize", "encode", f"--tokenizer={tmp_path}/none", "--output=x"])
+  assert "no such tokenizer directory or training workdir" in _one_error_line(res)
+  res = _run([sys.executable, "-m", "vqtok.convert", "llamagen", str(tmp_path / "none.pt"), str(tmp_path / "o")])
+  assert "none.pt: no such file" in _one_error_line(res)
+  assert not os.path.exists(tmp_path / "o")
+
+
+# ---- soak: five kill -9 at random moments, some during a save ----
+
+
+def test_five_kills_then_resume_give_the_uninterrupted_weights(tmp_path):
+  config = load_config()
+  full = str(tmp_path / "full")
+  train_and_evaluate(config, full, progress=False)
+  killed = str(tmp_path / "killed")
+  ckpt_dir = os.path.join(killed, "checkpoints")
+  rng = random.Random(0)
+  during_save = 0
+  for attempt in range(5):
+    proc = subprocess.Popen([*TRAIN, f"--workdir={killed}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    # Alternate: kill as soon as a save is in flight (a temporary directory
+    # exists), or a random moment after the process started training.
+    wait_for_save = attempt % 2 == 0
+    delay = rng.uniform(0.0, 3.0)
+    start = time.time()
+    while proc.poll() is None and time.time() < deadline:
+      listing = os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
+      saving = any("tmp" in d for d in listing)
+      if (wait_for_save and saving) or (not wait_for_save and time.time() - start > 1.5 + delay):
+        during_save += saving
+        break
+      time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  assert during_save >= 1, "no kill landed during a save"
+  summary = train_and_evaluate(config, killed, progress=False)
+  assert summary["final_step"] == 6
+  for ema in (True, False):
+    want = tokenizer_dir.tokenizer_arrays(load_tokenizer(config, full, use_ema=ema)[0])
+    got = tokenizer_dir.tokenizer_arrays(load_tokenizer(config, killed, use_ema=ema)[0])
+    assert want.keys() == got.keys()
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k], err_msg=k)

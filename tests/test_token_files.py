@@ -1,0 +1,292 @@
+"""Token files refuse the user's mistakes before anything is written.
+
+Each test reproduces one mistake (the wrong tokenizer, a hand-edited grid, an
+index out of range, a folder of other files, two images that would share a
+PNG, another tokenizer's token directory) and checks the one-line message and
+that what is on disk afterwards is what was there before.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from helpers import ROOT, load_config
+from PIL import Image
+
+from vqtok import tokenize, tokenizer_dir
+from vqtok.images import to_uint8
+from vqtok.models import build_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokdirs(tmp_path_factory):
+  """Two tokenizer directories of the runlocal preset: "a", and "b" with its FSQ levels permuted."""
+  root = tmp_path_factory.mktemp("tokenizers")
+  config = load_config()
+  other = load_config(**{"quantizer.levels": (5, 5, 5, 8), "seed": 1})  # the same 1000 codes, another tokenizer
+  paths = {}
+  for key, c, seed in (("a", config, 0), ("b", other, 1)):
+    paths[key] = tokenizer_dir.save_tokenizer(build_tokenizer(c, rngs=nnx.Rngs(seed)), c, str(root / key))
+  return {key: (path, *tokenizer_dir.load(path)) for key, path in paths.items()}
+
+
+def _images(root, names):
+  rng = np.random.default_rng(0)
+  for name in names:
+    os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(os.path.join(root, name))
+  return str(root)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  """``a.jpg`` and ``a.png`` side by side, and one image in a subfolder."""
+  return _images(tmp_path_factory.mktemp("images"), ["a.jpg", "a.png", "sub/b.png"])
+
+
+def _encode(tok, folder, out):
+  path, tokenizer, config, info = tok
+  config = config.copy_and_resolve_references()
+  config.data.update(source="folder", path=folder, eval_split="")
+  return tokenize.encode_to_files(
+    config,
+    tokenizer,
+    info["step"],
+    str(out),
+    batch_size=8,
+    progress=False,
+    tokenizer_metadata=info["metadata"],
+    tokenizer_path=path,
+  )
+
+
+def _decode(tok, tokens, out, **kwargs):
+  path, tokenizer, config, info = tok
+  return tokenize.decode_to_images(
+    tokenizer,
+    str(tokens),
+    str(out),
+    config=config,
+    tokenizer_metadata=info["metadata"],
+    tokenizer_path=path,
+    batch_size=8,
+    reencode=False,
+    progress=False,
+    **kwargs,
+  )
+
+
+@pytest.fixture(scope="module")
+def tokens(tokdirs, folder, tmp_path_factory):
+  """``folder`` encoded by tokenizer "a" (one shard)."""
+  out = tmp_path_factory.mktemp("tokens") / "a"
+  assert _encode(tokdirs["a"], folder, out)["encoded"] == 3
+  return str(out)
+
+
+def _copy(tokens, tmp_path):
+  return shutil.copytree(tokens, tmp_path / "tokens")
+
+
+def _snapshot(directory):
+  """Every file under ``directory`` with its bytes."""
+  out = {}
+  for dirpath, _, files in os.walk(directory):
+    for f in files:
+      path = os.path.join(dirpath, f)
+      with open(path, "rb") as fh:
+        out[os.path.relpath(path, directory)] = fh.read()
+  return out
+
+
+def _one_line(excinfo) -> str:
+  message = str(excinfo.value)
+  assert "\n" not in message
+  return message
+
+
+def _edit_shard(tokens, edit):
+  path = os.path.join(tokens, "tokens-00000.npz")
+  with np.load(path) as z:
+    arrays = dict(z)
+  arrays["indices"] = edit(arrays["indices"])
+  np.savez(path, **arrays)
+
+
+def test_fingerprint_names_the_architecture_and_the_source():
+  config = load_config()
+  fp = tokenize.tokenizer_fingerprint(config)
+  assert fp == tokenize.tokenizer_fingerprint(json.loads(config.to_json_best_effort()))  # as metadata.json holds it
+  assert len(fp["fingerprint"]) == 64 and fp["source_sha256"] is None
+  # Data, training and the seed are not the tokenizer; the architecture, codebook and size are.
+  assert tokenize.tokenizer_fingerprint(load_config(**{"seed": 3, "data.path": "/x"})) == fp
+  for change in ({"quantizer.levels": (5, 5, 5, 8)}, {"model.channels": 16}, {"image_size": 64}):
+    assert tokenize.tokenizer_fingerprint(load_config(**change))["fingerprint"] != fp["fingerprint"], change
+  converted = tokenize.tokenizer_fingerprint(config, {"source": "llamagen", "source_sha256": "ab" * 32})
+  assert converted == {"fingerprint": fp["fingerprint"], "source_sha256": "ab" * 32}
+
+
+def test_a_jpg_and_a_png_keep_their_names_and_decode_to_two_files(tokdirs, tokens, tmp_path):
+  meta, idx, names = tokenize.read_tokens(tokens)
+  assert list(names) == ["a.jpg", "a.png", "sub/b.png"]
+  path, tok, config, info = tokdirs["a"]
+  assert meta["tokenizer"] == {**tokenize.tokenizer_fingerprint(config, info["metadata"]), "path": path}
+  summary = _decode(tokdirs["a"], tokens, tmp_path / "dec")
+  assert summary == {"decoded": 3, "images": 3, "replaced": 0, "warnings": 0}
+  assert sorted(os.listdir(tmp_path / "dec")) == ["a.jpg.png", "a.png", "sub__b.png"]
+  for name, png in (("a.jpg", "a.jpg.png"), ("a.png", "a.png")):
+    want = to_uint8(np.clip(np.asarray(tok.decode(jnp.asarray(idx[list(names).index(name)][None]))), -1, 1))[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "dec" / png)), want)
+
+
+def test_a_cnn_decodes_the_grid_its_tokens_were_encoded_at(tokdirs, folder, tmp_path):
+  path = tokdirs["a"][0]
+  tokenizer, config, info = tokenizer_dir.load(path)  # a fresh copy, resized below
+  config.image_size = tokenizer.image_size = 64  # as ``encode --image_size=64`` does
+  _encode((path, tokenizer, config, info), folder, tmp_path / "tokens")
+  summary = _decode(tokdirs["a"], tmp_path / "tokens", tmp_path / "dec")  # the 32px tokenizer decodes 16x16 grids
+  assert summary["decoded"] == 3 and Image.open(tmp_path / "dec" / "a.png").size == (64, 64)
+
+
+def test_png_names_that_meet_are_refused(tokdirs, tmp_path):
+  folder = _images(tmp_path / "images", ["sub/x.png", "sub__x.png"])
+  _encode(tokdirs["a"], folder, tmp_path / "tokens")
+  with pytest.raises(ValueError) as e:
+    _decode(tokdirs["a"], tmp_path / "tokens", tmp_path / "dec")
+  assert "'sub/x.png' and 'sub__x.png' both decode to sub__x.png" in _one_line(e)
+  assert not os.path.exists(tmp_path / "dec")
+
+
+def test_the_wrong_tokenizer_is_refused(tokdirs, tokens, tmp_path):
+  with pytest.raises(ValueError) as e:
+    _decode(tokdirs["b"], tokens, tmp_path / "dec")
+  message = _one_line(e)
+  assert f"encoded by tokenizer {tokdirs['a'][0]}, not by {tokdirs['b'][0]}" in message
+  assert "quantizer.levels differs" in message
+  assert not os.path.exists(tmp_path / "dec")
+
+
+def test_another_source_checkpoint_is_refused(tokdirs, tokens, tmp_path):
+  _, tok, config, _ = tokdirs["a"]
+  converted = tokenizer_dir.save_tokenizer(tok, config, str(tmp_path / "c"), metadata={"source_sha256": "ab" * 32})
+  with pytest.raises(ValueError) as e:
+    _decode((converted, *tokenizer_dir.load(converted)), tokens, tmp_path / "dec")
+  assert "source checkpoint differs (sha256 none vs abababababab)" in _one_line(e)
+  assert not os.path.exists(tmp_path / "dec")
+
+
+def test_a_grid_that_does_not_fit_is_refused(tokdirs, tokens, tmp_path):
+  copy = _copy(tokens, tmp_path)
+  _edit_shard(copy, lambda idx: idx[:, :-1])  # (3, 8, 8) -> (3, 7, 8)
+  with pytest.raises(ValueError) as e:
+    _decode(tokdirs["a"], copy, tmp_path / "dec")
+  assert "tokens-00000.npz: indices of shape (3, 7, 8) do not fit (n, 8, 8)" in _one_line(e)
+  assert not os.path.exists(tmp_path / "dec")
+
+
+def test_an_index_out_of_range_is_refused_before_any_write(tokdirs, tokens, tmp_path):
+  copy = _copy(tokens, tmp_path)
+  _edit_shard(copy, lambda idx: np.where(np.arange(idx.size).reshape(idx.shape) == 5, 1000, idx))
+  dec = tmp_path / "dec"
+  os.makedirs(dec)
+  (dec / "a.png").write_bytes(b"older")
+  before = _snapshot(dec)
+  with pytest.raises(ValueError) as e:
+    _decode(tokdirs["a"], copy, dec, overwrite=True)
+  assert "out of range for a codebook of 1000 codes" in _one_line(e)
+  assert _snapshot(dec) == before
+
+
+def test_a_folder_with_other_files_needs_overwrite(tokdirs, tokens, tmp_path):
+  dec = tmp_path / "dec"
+  os.makedirs(dec)
+  (dec / "notes.txt").write_text("mine")
+  (dec / "a.png").write_bytes(b"an older a.png")
+  (dec / "old.png").write_bytes(b"an older image")
+  before = _snapshot(dec)
+  with pytest.raises(FileExistsError) as e:
+    _decode(tokdirs["a"], tokens, dec)
+  assert "already holds 3 entries (a.png, notes.txt, old.png)" in _one_line(e) and "--overwrite" in str(e.value)
+  assert _snapshot(dec) == before
+  summary = _decode(tokdirs["a"], tokens, dec, overwrite=True)
+  assert summary["decoded"] == 3 and summary["replaced"] == 1
+  after = _snapshot(dec)
+  assert after["notes.txt"] == b"mine" and after["old.png"] == b"an older image"
+  assert Image.open(dec / "a.png").size == (32, 32)  # replaced by the decoded image
+  # Decoding the same tokens again into the folder it wrote is explicit too.
+  with pytest.raises(FileExistsError):
+    _decode(tokdirs["a"], tokens, dec)
+  assert _snapshot(dec) == after
+
+
+def test_an_old_token_dir_decodes_with_a_warning(tokdirs, tokens, tmp_path, capsys):
+  copy = _copy(tokens, tmp_path)
+  meta = json.loads((copy / "metadata.json").read_text())
+  del meta["tokenizer"]
+  (copy / "metadata.json").write_text(json.dumps(meta))
+  summary = _decode(tokdirs["a"], copy, tmp_path / "dec")
+  assert summary["decoded"] == 3 and summary["warnings"] == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("warning:") and "does not record which tokenizer" in err[0]
+
+
+def test_encoding_into_another_tokenizers_dir_is_refused(tokdirs, folder, tokens, tmp_path):
+  copy = _copy(tokens, tmp_path)
+  before = _snapshot(copy)
+  with pytest.raises(ValueError) as e:
+    _encode(tokdirs["b"], folder, copy)
+  message = _one_line(e)
+  assert f"holds tokens of another tokenizer ({tokdirs['a'][0]}; encoding with {tokdirs['b'][0]})" in message
+  assert "quantizer.levels differs" in message
+  assert _snapshot(copy) == before
+  # The same tokenizer on the same source resumes: here, nothing is left to do.
+  again = _encode(tokdirs["a"], folder, copy)
+  assert again["encoded"] == 0 and again["shards_already_done"] == again["num_shards"] == 1
+  assert _snapshot(copy) == before
+  # A directory from before the tokenizer block: its recorded config still tells.
+  meta = json.loads((copy / "metadata.json").read_text())
+  del meta["tokenizer"]
+  (copy / "metadata.json").write_text(json.dumps(meta))
+  before = _snapshot(copy)
+  with pytest.raises(ValueError, match="quantizer.levels differs"):
+    _encode(tokdirs["b"], folder, copy)
+  # Shards without metadata.json are nobody's: refused, not counted as done.
+  os.remove(copy / "metadata.json")
+  with pytest.raises(ValueError, match="shards but no metadata.json"):
+    _encode(tokdirs["a"], folder, copy)
+  assert sorted(_snapshot(copy)) == ["tokens-00000.npz"]
+
+
+def _cli(*args):
+  return subprocess.run(
+    [sys.executable, "-m", "vqtok.tokenize", "decode", "--batch_size=8", "--noreencode", *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+
+
+def test_command_line_refuses_the_wrong_tokenizer_in_one_line(tokdirs, tokens, tmp_path):
+  res = _cli(f"--tokenizer={tokdirs['b'][0]}", f"--tokens={tokens}", f"--output={tmp_path / 'dec'}")
+  assert res.returncode == 2, res.stderr[-3000:]
+  lines = res.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+  assert tokdirs["a"][0] in lines[0] and tokdirs["b"][0] in lines[0] and "quantizer.levels" in lines[0]
+  assert not os.path.exists(tmp_path / "dec")
+
+
+def test_command_line_overwrite_writes_into_a_used_folder(tokdirs, tokens, tmp_path):
+  dec = tmp_path / "dec"
+  os.makedirs(dec)
+  (dec / "notes.txt").write_text("mine")
+  res = _cli(f"--tokenizer={tokdirs['a'][0]}", f"--tokens={tokens}", f"--output={dec}", "--overwrite")
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert json.loads(res.stdout[res.stdout.index("{") :])["decoded"] == 3
+  assert sorted(os.listdir(dec)) == ["a.jpg.png", "a.png", "notes.txt", "sub__b.png"]
