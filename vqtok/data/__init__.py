@@ -2,6 +2,7 @@
 
 from vqtok.data.pipeline import checkpoint_args as checkpoint_args
 from vqtok.data.pipeline import make_dataset as make_dataset
+from vqtok.data.pipeline import position as position
 from vqtok.data.sources import SOURCES as SOURCES
 from vqtok.data.sources import ImageFolderSource as ImageFolderSource
 from vqtok.data.sources import ImageSource as ImageSource

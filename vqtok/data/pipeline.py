@@ -23,6 +23,8 @@ Reference: grain dataset API (https://google-grain.readthedocs.io).
 
 from __future__ import annotations
 
+import copy
+import json
 from typing import Any
 
 import grain
@@ -207,7 +209,24 @@ def make_dataset(
   return it
 
 
-def checkpoint_args(iterator: grain.DatasetIterator, *, restore: bool = False):
+class _Position:
+  """A saved iterator position, for saving one that the live iterator has already moved past."""
+
+  def __init__(self, state: Any):
+    self._state = state
+
+  def get_state(self) -> bytes:  # grain's handler writes non-iterator items' bytes as text
+    if isinstance(self._state, bytes):  # an iterator that already serialises its own state
+      return self._state
+    return json.dumps(self._state, indent=4).encode()
+
+
+def position(iterator: grain.DatasetIterator) -> Any:
+  """The iterator's current position (what ``checkpoint_args(..., position=...)`` saves)."""
+  return copy.deepcopy(iterator.get_state())
+
+
+def checkpoint_args(iterator: grain.DatasetIterator, *, restore: bool = False, position: Any = None):
   """Orbax ``args`` that save (or restore into) ``iterator``.
 
   Use as one item of a composite checkpoint, e.g.
@@ -219,6 +238,8 @@ def checkpoint_args(iterator: grain.DatasetIterator, *, restore: bool = False):
   Args:
     iterator: the iterator returned by ``make_dataset``.
     restore: build restore args (the iterator's position is set in place).
+    position: save this earlier position (from ``position(iterator)``) instead
+      of the iterator's current one; the loop reads ahead of the step it saves.
 
   Returns:
     ``grain.checkpoint.CheckpointSave`` or ``CheckpointRestore``.
@@ -227,4 +248,6 @@ def checkpoint_args(iterator: grain.DatasetIterator, *, restore: bool = False):
     raise ValueError(f"expected a grain DatasetIterator, got {type(iterator)}")
   if restore:
     return grain.checkpoint.CheckpointRestore(iterator)
+  if position is not None:
+    return grain.checkpoint.CheckpointSave(_Position(position))
   return grain.checkpoint.CheckpointSave(iterator)

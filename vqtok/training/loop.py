@@ -8,6 +8,8 @@ with the last good checkpoint left intact.
 
 from __future__ import annotations
 
+import collections
+import glob
 import json
 import os
 import sys
@@ -127,6 +129,23 @@ def init_from(config: ml_collections.ConfigDict, state: TrainState, static: Stat
   return jax.device_put(state.replace(g_params=params, g_rest=rest, ema=ema), shardings)
 
 
+#: Batches placed on the devices ahead of the step that uses them.
+PREFETCH = 2
+
+
+def _no_bad(metrics: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+  return jnp.int32(-1), jax.tree.map(jnp.zeros_like, metrics)
+
+
+@jax.jit
+def _watch(watch, metrics: dict[str, jax.Array], step: jax.Array):
+  """(first non-finite step or -1, its metrics), updated on the devices without a host sync."""
+  first_bad, bad = watch
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
+  new = (first_bad < 0) & ~finite
+  return jnp.where(new, step, first_bad), jax.tree.map(lambda b, m: jnp.where(new, m, b), bad, metrics)
+
+
 class _Writer:
   """Metrics to metrics.jsonl and TensorBoard (process 0 only)."""
 
@@ -230,49 +249,110 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Any, *, progre
     summary["evals"].append({"step": step, **res})
     bar.write(f"step {step}: eval PSNR {res['psnr']:.2f} dB")
 
+  # Batches go to the devices PREFETCH steps ahead, each with the data
+  # position from before it was read: a checkpoint after step k saves the
+  # position of batch k + 1, so a resume reads exactly what comes next.
+  ahead: collections.deque = collections.deque()
+
+  def refill() -> None:
+    while len(ahead) < PREFETCH:
+      pos = data_lib.position(train_iter)
+      ahead.append((pos, sharding.global_batch({"image": next(train_iter)["image"]}, mesh)))
+
+  # Non-finite metrics are tracked on the devices (the first bad step and its
+  # metrics) and fetched only where the loop syncs anyway: logging, eval,
+  # images, checkpoints. No step waits for the host otherwise.
+  watch = None
+
+  def check(done: int) -> dict[str, float]:
+    """Fetches the newest metrics and raises if any step so far was non-finite."""
+    host, (first_bad, bad) = jax.device_get((metrics, watch))
+    if int(first_bad) >= 0:
+      try:
+        check_finite(bad, int(first_bad))
+      except NonFiniteLossError as e:
+        raise NonFiniteLossError(f"{e}; {_resume_hint(ckpt)}") from None
+    return {k: float(v) for k, v in host.items()}
+
   try:
     if start == 0 and tc.eval_every > 0:
       run_eval(0)
     metrics = None
     for step in range(start, tc.num_steps):
-      batch = sharding.global_batch({"image": next(train_iter)["image"]}, mesh)
+      refill()
+      _, batch = ahead.popleft()
       with_gan = config.loss.gan_weight > 0 and step >= config.loss.disc_start
-      if with_gan not in steps:
+      compiling = with_gan not in steps
+      if compiling:
+        if watch is not None:  # the new step's metrics have other keys: settle the old ones first
+          check(step)
+          watch = None
         steps[with_gan] = compile_step(with_gan)
+        bar.set_description("train (compiling)")
       state, metrics = steps[with_gan](state, batch, perceptual_params)
-      host = jax.device_get(metrics)
-      try:
-        check_finite(host, step + 1)
-      except NonFiniteLossError as e:
-        raise NonFiniteLossError(f"{e}; {_resume_hint(ckpt)}") from None
+      watch = _watch(watch if watch is not None else _no_bad(metrics), metrics, jnp.int32(step + 1))
       done = step + 1
+      if compiling and not bar.disable:  # the ETA counts steps, not compilation
+        jax.block_until_ready(metrics)
+        bar.set_description("train", refresh=False)
+        bar.start_t = bar.last_print_t = time.time()
+        bar.initial = bar.n + 1
       bar.update(1)
-      bar.set_postfix(loss=f"{float(host['loss']):.4f}", refresh=False)
-      if done % tc.log_every == 0 or done == tc.num_steps:
-        now = time.perf_counter()
-        rate = (done - step_last) * tc.batch_size / max(now - t_last, 1e-9)
-        t_last, step_last = now, done
-        writer.write(done, {**{k: float(v) for k, v in host.items()}, "images_per_second": rate})
-      if tc.eval_every > 0 and (done % tc.eval_every == 0 or done == tc.num_steps):
+      log = done % tc.log_every == 0 or done == tc.num_steps
+      evaluate = tc.eval_every > 0 and (done % tc.eval_every == 0 or done == tc.num_steps)
+      image = tc.image_every > 0 and (done % tc.image_every == 0 or done == tc.num_steps)
+      save = done % tc.checkpoint_every == 0 or done == tc.num_steps
+      if log or evaluate or image or save:
+        host = check(done)
+        bar.set_postfix(loss=f"{host['loss']:.4f}", refresh=False)
+        if log:
+          now = time.perf_counter()
+          rate = (done - step_last) * tc.batch_size / max(now - t_last, 1e-9)
+          t_last, step_last = now, done
+          writer.write(done, {**host, "images_per_second": rate})
+      if evaluate:
         run_eval(done)
-      if tc.image_every > 0 and (done % tc.image_every == 0 or done == tc.num_steps):
+      if image:
         # Every process runs the (global) computation; process 0 writes.
-        image = reconstruct_lib.reconstruction_grid(eval_fn, eval_params(), state.g_rest, mesh, fixed_images())
-        if jax.process_index() == 0 and image is not None:
-          summary["last_image"] = images_lib.save_png(image, os.path.join(workdir, "images", f"step_{done:06d}.png"))
-      if done % tc.checkpoint_every == 0 or done == tc.num_steps:
+        grid = reconstruct_lib.reconstruction_grid(eval_fn, eval_params(), state.g_rest, mesh, fixed_images())
+        if jax.process_index() == 0 and grid is not None:
+          summary["last_image"] = images_lib.save_png(grid, os.path.join(workdir, "images", f"step_{done:06d}.png"))
+      if save:
         # Never save weights that blew up: the newest checkpoint must resume.
         problem = weights_problem(state)
         if problem:
           raise NonFiniteLossError(
             f"the weights at step {done} {problem}, so they were not saved; {_resume_hint(ckpt)}"
           )
-        ckpt.save(done, state, {"data": data_lib.checkpoint_args(train_iter)})
-    summary["final_metrics"] = None if metrics is None else {k: float(v) for k, v in jax.device_get(metrics).items()}
+        refill()
+        ckpt.save(done, state, {"data": data_lib.checkpoint_args(train_iter, position=ahead[0][0])})
+    summary["final_metrics"] = None if metrics is None else check(tc.num_steps)
   finally:
     bar.close()
     ckpt.wait()
     ckpt.close()
     writer.close()
   summary["final_step"] = int(state.step)
+  # From the run's own records, so a rerun of a finished run reports the same.
+  summary["evals"] = _recorded_evals(workdir) or summary["evals"]
+  pngs = sorted(glob.glob(os.path.join(workdir, "images", "step_*.png")))
+  if pngs and "last_image" not in summary:
+    summary["last_image"] = pngs[-1]
   return summary
+
+
+def _recorded_evals(workdir: str) -> list[dict[str, Any]]:
+  """The eval records of ``metrics.jsonl`` (the last one of each step), in step order."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  found: dict[int, dict[str, Any]] = {}
+  with open(path) as f:
+    for line in f:
+      try:
+        rec = json.loads(line)
+      except json.JSONDecodeError:
+        continue  # a line cut by a kill
+      if "eval/psnr" in rec:
+        found[int(rec["step"])] = {"step": int(rec["step"]), "psnr": float(rec["eval/psnr"])}
+  return [found[k] for k in sorted(found)]
