@@ -3,8 +3,13 @@
 Run (the README's first command):
   python train.py --config=configs/tiny.py --workdir=runs/tiny
 
-Trains on the bundled sample photos at 64px; 8x8 = 64 tokens per image from an
-FSQ codebook of 8*5*5*5 = 1000 codes.
+Trains on the bundled sample photos at 64px; 16x16 = 256 tokens per image
+(f4) from an FSQ codebook of 8*5*5*5 = 1000 codes, with L1 loss only: 500
+steps on 2 CPU cores reach about 20.5 dB held-out PSNR with the colour kept
+(README). GroupNorm uses one group: with 16 channels, 32 groups would be one
+channel each, and that per-channel normalisation strips each image's colour
+(reconstructions came out grey at 16 dB). The GAN is off: it costs time and
+PSNR at this size; the runlocal variant keeps it on so the tests cover it.
 
 ``--config=configs/tiny.py:runlocal`` is the variant the tests run: 32px, a few
 steps, the same code paths.
@@ -29,6 +34,10 @@ def get_config(arg: str | None = None):
     c.optimizer.warmup_steps = 2
     c.loss.disc_start = 3
     c.eval.batch_size = 8
-  elif arg:
+  elif not arg:
+    c.model.channel_mult = (1, 2, 2)  # f4
+    c.model.norm_groups = 1
+    c.loss.gan_weight = 0.0
+  else:
     raise ValueError(f"unknown variant {arg!r} of configs/tiny.py (known: runlocal)")
   return c

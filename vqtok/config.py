@@ -48,6 +48,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # compute dtype; parameters stay float32
   c.model.z_channels = 0  # cnn: encoder output width; > 0 adds projections to/from code_dim
   c.model.cnn_family = "taming"  # cnn block kinds: taming (also LlamaGen) | maskgit
+  c.model.norm_groups = 32  # cnn GroupNorm groups (32 in published models; fewer for narrow ones)
   c.model.input_range = (-1.0, 1.0)  # what the encoder sees; batches are always [-1, 1]
   c.model.variant = ""  # vit / vit1d: big_vision size name, e.g. "B/16"
   c.model.decoder_variant = ""  # "" = same as variant
@@ -167,6 +168,7 @@ _POSITIVE = (
   "optimizer.disc_lr",
   "training.batch_size",
   "training.log_every",
+  "model.norm_groups",
   "training.checkpoint_every",
   "training.keep_checkpoints",
   "eval.batch_size",

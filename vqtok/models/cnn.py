@@ -69,12 +69,19 @@ class ResBlock(nnx.Module):
   """Pre-activation residual block: (GroupNorm, swish, 3x3 conv) x 2 + skip."""
 
   def __init__(
-    self, in_ch: int, out_ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs
+    self,
+    in_ch: int,
+    out_ch: int,
+    *,
+    groups: int = 32,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.norm1 = nnx.GroupNorm(in_ch, num_groups=_num_groups(in_ch), **kw)
+    self.norm1 = nnx.GroupNorm(in_ch, num_groups=_num_groups(in_ch, groups), **kw)
     self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), **kw)
-    self.norm2 = nnx.GroupNorm(out_ch, num_groups=_num_groups(out_ch), **kw)
+    self.norm2 = nnx.GroupNorm(out_ch, num_groups=_num_groups(out_ch, groups), **kw)
     self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), **kw)
     # 1x1 projection on the skip path only when the width changes (taming's nin_shortcut).
     self.skip = nnx.Conv(in_ch, out_ch, (1, 1), **kw) if in_ch != out_ch else None
@@ -88,8 +95,10 @@ class ResBlock(nnx.Module):
 class AttnBlock(nnx.Module):
   """Single-head spatial self-attention with a residual, as in taming's AttnBlock."""
 
-  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-    self.norm = nnx.GroupNorm(ch, num_groups=_num_groups(ch), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+  def __init__(
+    self, ch: int, *, groups: int = 32, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs
+  ):
+    self.norm = nnx.GroupNorm(ch, num_groups=_num_groups(ch, groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.attn = nnx.MultiHeadAttention(
       num_heads=1, in_features=ch, dtype=dtype, param_dtype=param_dtype, decode=False, rngs=rngs
     )
@@ -121,12 +130,19 @@ class MaskGitResBlock(nnx.Module):
   """
 
   def __init__(
-    self, in_ch: int, out_ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs
+    self,
+    in_ch: int,
+    out_ch: int,
+    *,
+    groups: int = 32,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.norm1 = nnx.GroupNorm(in_ch, num_groups=_num_groups(in_ch), **kw)
+    self.norm1 = nnx.GroupNorm(in_ch, num_groups=_num_groups(in_ch, groups), **kw)
     self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), use_bias=False, **kw)
-    self.norm2 = nnx.GroupNorm(out_ch, num_groups=_num_groups(out_ch), **kw)
+    self.norm2 = nnx.GroupNorm(out_ch, num_groups=_num_groups(out_ch, groups), **kw)
     self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), use_bias=False, **kw)
     self.skip = nnx.Conv(out_ch, out_ch, (1, 1), use_bias=False, **kw) if in_ch != out_ch else None
 
@@ -253,6 +269,9 @@ class Encoder(nnx.Module):
     num_res_blocks: residual blocks per level.
     attention: self-attention at the lowest resolution (blocks and mid).
     family: the row of ``FAMILIES`` that names the block kinds.
+    norm_groups: GroupNorm groups (fewer when the width is not a multiple);
+      32 in every published model. Narrow models want fewer: with one
+      channel per group the norm removes each image's mean colour.
     in_channels: image channels.
     dtype: compute dtype (e.g. ``jnp.bfloat16``).
     param_dtype: parameter dtype (keep float32).
@@ -268,6 +287,7 @@ class Encoder(nnx.Module):
     num_res_blocks: int = 2,
     attention: bool = False,
     family: str = "taming",
+    norm_groups: int = 32,
     in_channels: int = 3,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
@@ -277,6 +297,7 @@ class Encoder(nnx.Module):
     _check_sizes(channels, num_res_blocks, z_channels)
     fam = get_family(family)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    bkw = dict(kw, groups=norm_groups)  # normalised blocks
     self.downsample_factor = 2 ** (len(mult) - 1)
     self.in_channels = in_channels
     self.conv_in = nnx.Conv(in_channels, channels, (3, 3), use_bias=fam.conv_in_bias, **kw)
@@ -284,14 +305,16 @@ class Encoder(nnx.Module):
     ch = channels
     for i, m in enumerate(mult):
       last = i == len(mult) - 1
-      r, a = _level_blocks(ch, channels * m, num_res_blocks, attention and last, fam, kw)
+      r, a = _level_blocks(ch, channels * m, num_res_blocks, attention and last, fam, bkw)
       ch = channels * m
       res.append(r)
       attn.append(a)
       down.append(None if last else fam.downsample(ch, **kw))
     self.res, self.attn, self.down = nnx.List(res), nnx.List(attn), nnx.List(down)
-    self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, kw)
-    self.norm_out = nnx.GroupNorm(ch, num_groups=_num_groups(ch), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, bkw)
+    self.norm_out = nnx.GroupNorm(
+      ch, num_groups=_num_groups(ch, norm_groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs
+    )
     k = fam.conv_out_kernel
     self.conv_out = nnx.Conv(ch, z_channels, (k, k), **kw)
 
@@ -330,6 +353,7 @@ class Decoder(nnx.Module):
     num_res_blocks: int = 2,
     attention: bool = False,
     family: str = "taming",
+    norm_groups: int = 32,
     out_channels: int = 3,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
@@ -339,22 +363,25 @@ class Decoder(nnx.Module):
     _check_sizes(channels, num_res_blocks, z_channels)
     fam = get_family(family)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    bkw = dict(kw, groups=norm_groups)  # normalised blocks
     self.z_channels = z_channels
     self.upsample_factor = 2 ** (len(mult) - 1)
     ch = channels * mult[-1]
     self.conv_in = nnx.Conv(z_channels, ch, (3, 3), **kw)
-    self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, kw)
+    self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, bkw)
     res, attn, up = [], [], []
     # Levels run from the lowest resolution up; the first one keeps attention.
     blocks = num_res_blocks + fam.extra_decoder_blocks
     for k, m in enumerate(reversed(mult)):
-      r, a = _level_blocks(ch, channels * m, blocks, attention and k == 0, fam, kw)
+      r, a = _level_blocks(ch, channels * m, blocks, attention and k == 0, fam, bkw)
       ch = channels * m
       res.append(r)
       attn.append(a)
       up.append(Upsample(ch, **kw) if k < len(mult) - 1 else None)
     self.res, self.attn, self.up = nnx.List(res), nnx.List(attn), nnx.List(up)
-    self.norm_out = nnx.GroupNorm(ch, num_groups=_num_groups(ch), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.norm_out = nnx.GroupNorm(
+      ch, num_groups=_num_groups(ch, norm_groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs
+    )
     self.conv_out = nnx.Conv(ch, out_channels, (3, 3), **kw)
 
   #: attribute path of the last layer's kernel (adaptive GAN weight).

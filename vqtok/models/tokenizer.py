@@ -262,6 +262,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
       num_res_blocks=int(m.num_res_blocks),
       attention=bool(m.attention),
       family=m.get("cnn_family", "taming"),
+      norm_groups=int(m.get("norm_groups", 32)),
       dtype=dtype,
     )
     encoder = cnn.Encoder(z, rngs=rngs, **kw)
