@@ -64,12 +64,7 @@ def main(argv):
       )
     for section in ("data", "eval", "loss"):
       config[section] = requested[section]
-  if _FOLDER.value and _TFDS.value:
-    raise cli.UsageError("give --folder or --tfds, not both")
-  if _FOLDER.value:
-    config.data.update(source="folder", path=_FOLDER.value, eval_split="")
-  elif _TFDS.value:
-    config.data.update(source="tfds", name=_TFDS.value, path=_DATA_DIR.value, eval_split=_SPLIT.value)
+  cli.select_data(config, folder=_FOLDER.value, tfds=_TFDS.value, split=_SPLIT.value, data_dir=_DATA_DIR.value)
   for flag, field in ((_NUM_IMAGES, "num_images"), (_BATCH_SIZE, "batch_size"), (_INCEPTION, "inception_weights")):
     if flag.value is not None:
       config.eval[field] = flag.value

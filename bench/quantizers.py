@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
+from common import describe_machine, matmul_flops_per_s  # bench/common.py (this script's folder)
 from flax import nnx
 
 from vqtok.quantizers import BSQ, FSQ, LFQ, VectorQuantizer
@@ -37,20 +37,6 @@ FSQ_LEVELS = {
   16: (8, 8, 8, 5, 5, 5),
   18: (8, 8, 8, 8, 8, 8),
 }
-
-
-def machine() -> str:
-  """One line naming the device (GPU/TPU kind, or CPU model and cores)."""
-  dev = jax.devices()[0]
-  if dev.platform != "cpu":
-    return f"{dev.platform.upper()} {dev.device_kind} x{jax.device_count()}"
-  model = platform.processor() or "unknown CPU"
-  try:
-    with open("/proc/cpuinfo") as f:
-      model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return f"CPU {model}, {os.cpu_count()} cores"
 
 
 def timed(fn, *args, repeats: int) -> float:
@@ -68,11 +54,9 @@ def timed(fn, *args, repeats: int) -> float:
 
 
 def matmul_gflops(repeats: int) -> float:
-  """Measured f32 matmul rate of the default device, GFLOP/s."""
+  """Measured f32 matmul rate of the default device, GFLOP/s (larger matrices on accelerators)."""
   n = 2048 if jax.devices()[0].platform == "cpu" else 8192
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  return 2 * n**3 / timed(jax.jit(jnp.dot), a, b, repeats=max(repeats, 5)) / 1e9
+  return matmul_flops_per_s(n, trials=max(repeats, 5)) / 1e9
 
 
 def _rss_kib(field: str) -> int:
@@ -153,7 +137,7 @@ def main():
   mm = matmul_gflops(args.repeats)
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   # Other processes on the machine inflate times; the load says how much.
-  print(f"machine: {machine()}; jax {jax.__version__}; load avg {load:.1f}")
+  print(f"machine: {describe_machine()}; load avg {load:.1f}")
   print(f"f32 matmul: {mm:,.1f} GFLOP/s; tokens={args.tokens} dim={args.dim}\n")
   print("| quantizer | codes | fwd+bwd tokens/s | peak MiB | search GFLOP/s | search / matmul |")
   print("|---|---:|---:|---:|---:|---:|")

@@ -33,3 +33,14 @@ def read_losses(workdir):
       if "loss" in rec:
         out[rec["step"]] = rec["loss"]
   return out
+
+
+def snapshot(directory):
+  """Every file under ``directory`` with its bytes (to check that nothing changed)."""
+  out = {}
+  for dirpath, _, files in os.walk(directory):
+    for f in files:
+      path = os.path.join(dirpath, f)
+      with open(path, "rb") as fh:
+        out[os.path.relpath(path, directory)] = fh.read()
+  return out

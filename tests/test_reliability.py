@@ -5,7 +5,6 @@ exception, the message, and what is on disk afterwards.
 """
 
 import errno
-import hashlib
 import os
 import random
 import signal
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from helpers import ROOT, load_config, read_losses
+from helpers import ROOT, load_config, read_losses, snapshot
 
 from vqtok import tokenizer_dir
 from vqtok.training import Checkpointer, NonFiniteLossError, load_tokenizer, loop, train_and_evaluate
@@ -26,17 +25,6 @@ from vqtok.training import workdir as workdir_lib
 from vqtok.training.checkpoint import CheckpointSaveError
 
 TRAIN = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/tiny.py:runlocal")]
-
-
-def _snapshot(path):
-  """Every file under ``path`` with its content hash (to check that nothing changed)."""
-  out = {}
-  for root, _, files in os.walk(path):
-    for name in files:
-      full = os.path.join(root, name)
-      with open(full, "rb") as f:
-        out[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
-  return out
 
 
 def _run(args, **kw):
@@ -91,20 +79,20 @@ def trained(tmp_path_factory):
 
 
 def test_another_architecture_on_an_existing_run_changes_nothing(trained):
-  before = _snapshot(trained)
+  before = snapshot(trained)
   with pytest.raises(ValueError, match=r"another tokenizer \(quantizer\.levels differs\).*--config\.init_from"):
     train_and_evaluate(load_config(**{"quantizer.levels": (5, 5, 5, 8)}), trained, progress=False)
   res = _run([*TRAIN, f"--workdir={trained}", "--config.model.channels=16"])
   assert "model.channels differs" in _one_error_line(res)
-  assert _snapshot(trained) == before
+  assert snapshot(trained) == before
 
 
 def test_eval_and_tokenize_read_the_runs_config_and_refuse_a_contradiction(trained, tmp_path):
-  before = _snapshot(trained)
+  before = snapshot(trained)
   res = _run([sys.executable, "eval.py", "--config", "configs/tiny.py:runlocal", f"--tokenizer={trained}",
               "--config.quantizer.levels=(5,5,5,8)"])  # fmt: skip
   assert "quantizer.levels differs" in _one_error_line(res)
-  assert _snapshot(trained) == before
+  assert snapshot(trained) == before
   res = _run([sys.executable, "eval.py", f"--tokenizer={trained}", f"--output={tmp_path}", "--num_images=8"])
   assert res.returncode == 0, res.stderr  # no --config needed
   assert os.path.exists(tmp_path / "eval_6.json")

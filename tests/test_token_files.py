@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import ROOT, load_config
+from helpers import ROOT, load_config, snapshot
 from PIL import Image
 
 from vqtok import tokenize, tokenizer_dir
@@ -92,17 +92,6 @@ def tokens(tokdirs, folder, tmp_path_factory):
 
 def _copy(tokens, tmp_path):
   return shutil.copytree(tokens, tmp_path / "tokens")
-
-
-def _snapshot(directory):
-  """Every file under ``directory`` with its bytes."""
-  out = {}
-  for dirpath, _, files in os.walk(directory):
-    for f in files:
-      path = os.path.join(dirpath, f)
-      with open(path, "rb") as fh:
-        out[os.path.relpath(path, directory)] = fh.read()
-  return out
 
 
 def _one_line(excinfo) -> str:
@@ -196,11 +185,11 @@ def test_an_index_out_of_range_is_refused_before_any_write(tokdirs, tokens, tmp_
   dec = tmp_path / "dec"
   os.makedirs(dec)
   (dec / "a.png").write_bytes(b"older")
-  before = _snapshot(dec)
+  before = snapshot(dec)
   with pytest.raises(ValueError) as e:
     _decode(tokdirs["a"], copy, dec, overwrite=True)
   assert "out of range for a codebook of 1000 codes" in _one_line(e)
-  assert _snapshot(dec) == before
+  assert snapshot(dec) == before
 
 
 def test_a_folder_with_other_files_needs_overwrite(tokdirs, tokens, tmp_path):
@@ -209,20 +198,20 @@ def test_a_folder_with_other_files_needs_overwrite(tokdirs, tokens, tmp_path):
   (dec / "notes.txt").write_text("mine")
   (dec / "a.png").write_bytes(b"an older a.png")
   (dec / "old.png").write_bytes(b"an older image")
-  before = _snapshot(dec)
+  before = snapshot(dec)
   with pytest.raises(FileExistsError) as e:
     _decode(tokdirs["a"], tokens, dec)
   assert "already holds 3 entries (a.png, notes.txt, old.png)" in _one_line(e) and "--overwrite" in str(e.value)
-  assert _snapshot(dec) == before
+  assert snapshot(dec) == before
   summary = _decode(tokdirs["a"], tokens, dec, overwrite=True)
   assert summary["decoded"] == 3 and summary["replaced"] == 1
-  after = _snapshot(dec)
+  after = snapshot(dec)
   assert after["notes.txt"] == b"mine" and after["old.png"] == b"an older image"
   assert Image.open(dec / "a.png").size == (32, 32)  # replaced by the decoded image
   # Decoding the same tokens again into the folder it wrote is explicit too.
   with pytest.raises(FileExistsError):
     _decode(tokdirs["a"], tokens, dec)
-  assert _snapshot(dec) == after
+  assert snapshot(dec) == after
 
 
 def test_an_old_token_dir_decodes_with_a_warning(tokdirs, tokens, tmp_path, capsys):
@@ -238,29 +227,29 @@ def test_an_old_token_dir_decodes_with_a_warning(tokdirs, tokens, tmp_path, caps
 
 def test_encoding_into_another_tokenizers_dir_is_refused(tokdirs, folder, tokens, tmp_path):
   copy = _copy(tokens, tmp_path)
-  before = _snapshot(copy)
+  before = snapshot(copy)
   with pytest.raises(ValueError) as e:
     _encode(tokdirs["b"], folder, copy)
   message = _one_line(e)
   assert f"holds tokens of another tokenizer ({tokdirs['a'][0]}; encoding with {tokdirs['b'][0]})" in message
   assert "quantizer.levels differs" in message
-  assert _snapshot(copy) == before
+  assert snapshot(copy) == before
   # The same tokenizer on the same source resumes: here, nothing is left to do.
   again = _encode(tokdirs["a"], folder, copy)
   assert again["encoded"] == 0 and again["shards_already_done"] == again["num_shards"] == 1
-  assert _snapshot(copy) == before
+  assert snapshot(copy) == before
   # A directory from before the tokenizer block: its recorded config still tells.
   meta = json.loads((copy / "metadata.json").read_text())
   del meta["tokenizer"]
   (copy / "metadata.json").write_text(json.dumps(meta))
-  before = _snapshot(copy)
+  before = snapshot(copy)
   with pytest.raises(ValueError, match="quantizer.levels differs"):
     _encode(tokdirs["b"], folder, copy)
   # Shards without metadata.json are nobody's: refused, not counted as done.
   os.remove(copy / "metadata.json")
   with pytest.raises(ValueError, match="shards but no metadata.json"):
     _encode(tokdirs["a"], folder, copy)
-  assert sorted(_snapshot(copy)) == ["tokens-00000.npz"]
+  assert sorted(snapshot(copy)) == ["tokens-00000.npz"]
 
 
 def _cli(*args):

@@ -58,6 +58,16 @@ def run(main: Callable[[list[str]], int | None]) -> None:
   app.run(wrapped, flags_parser=_parse_flags)
 
 
+def select_data(config, *, folder: str | None, tfds: str | None, split: str, data_dir: str) -> None:
+  """Points ``config.data`` at ``--folder`` or ``--tfds``/``--split`` (neither: unchanged)."""
+  if folder and tfds:
+    raise UsageError("give --folder or --tfds, not both")
+  if folder:
+    config.data.update(source="folder", path=folder, eval_split="")
+  elif tfds:
+    config.data.update(source="tfds", name=tfds, path=data_dir, eval_split=split)
+
+
 def config_value(holder) -> object:
   """The ConfigDict of a ``config_flags`` flag, or ValueError with one line if its file failed to load."""
   try:

@@ -541,12 +541,7 @@ def main(argv: list[str]) -> int:
       raise cli.UsageError("--image_size applies to CNN tokenizers only (a ViT's size is fixed by its weights)")
     config.image_size = tokenizer.image_size = int(FLAGS.image_size)
   if command == "encode":
-    if FLAGS.folder and FLAGS.tfds:
-      raise cli.UsageError("give --folder or --tfds, not both")
-    if FLAGS.folder:
-      config.data.update(source="folder", path=FLAGS.folder, eval_split="")
-    elif FLAGS.tfds:
-      config.data.update(source="tfds", name=FLAGS.tfds, path=FLAGS.data_dir, eval_split=FLAGS.split)
+    cli.select_data(config, folder=FLAGS.folder, tfds=FLAGS.tfds, split=FLAGS.split, data_dir=FLAGS.data_dir)
     config_lib.validate_config(config, check_paths=False)  # the folder is checked by its source
     summary = encode_to_files(
       config, tokenizer, step, FLAGS.output, batch_size=FLAGS.batch_size, shard_batches=FLAGS.shard_batches, **identity

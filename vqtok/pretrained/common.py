@@ -58,3 +58,39 @@ def multiples(widths: Sequence[int], base: int, source: str) -> tuple[int, ...]:
   if any(w % base for w in widths):
     raise CheckpointError(f"{source}: level widths {list(widths)} are not multiples of the base width {base}")
   return tuple(w // base for w in widths)
+
+
+def cnn_config(
+  *,
+  family: str,
+  channels: int,
+  channel_mult,
+  num_res_blocks: int,
+  attention: bool,
+  z_channels: int,
+  code_dim: int,
+  quantizer: dict,
+  preprocess: str,
+  **model: Any,
+):
+  """The vqtok config of a published CNN tokenizer at 256 px (``model`` adds fields such as input_range)."""
+  import ml_collections  # noqa: PLC0415
+
+  from vqtok.config import default_config  # noqa: PLC0415
+
+  c = default_config()
+  c.image_size = 256
+  c.model.update(
+    encoder="cnn",
+    cnn_family=family,
+    channels=channels,
+    channel_mult=tuple(channel_mult),
+    num_res_blocks=num_res_blocks,
+    attention=attention,
+    z_channels=z_channels,
+    code_dim=code_dim,
+    **model,
+  )
+  c.quantizer = ml_collections.ConfigDict(quantizer)
+  c.data.preprocess = preprocess
+  return c

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -168,18 +167,6 @@ def apply_rules(
   return out
 
 
-def flat_paths(state: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  """``{"a": {"b": leaf}} -> {"a.b": leaf}`` (keys joined with dots; ints as digits)."""
-  out: dict[str, Any] = {}
-  for k, v in state.items():
-    key = f"{prefix}.{k}" if prefix else str(k)
-    if isinstance(v, Mapping):
-      out.update(flat_paths(v, key))
-    else:
-      out[key] = v
-  return out
-
-
 # ---- rule groups for the blocks every VQGAN-style checkpoint has ---------------------------
 # ``prefix`` is a regular expression for the published module (it may hold groups);
 # ``target`` the vqtok module path: a ``str.format`` template over those groups, or a
@@ -251,3 +238,12 @@ def extend(target: Prefix) -> Callable[[str], Prefix]:
     return f"{target}.{name}"
 
   return extend
+
+
+def torch_vqgan_ends(side: str) -> tuple[Rule, ...]:
+  """``<side>.conv_in``, ``.norm_out`` and ``.conv_out``: named alike by taming and LlamaGen."""
+  return (
+    *torch_conv(rf"{side}\.conv_in", f"{side}.conv_in"),
+    *torch_norm(rf"{side}\.norm_out", f"{side}.norm_out"),
+    *torch_conv(rf"{side}\.conv_out", f"{side}.conv_out"),
+  )

@@ -16,7 +16,6 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from vqtok.config import default_config
 from vqtok.pretrained import common
 from vqtok.pretrained import layout as L
 
@@ -39,20 +38,17 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     common.require(tensors, f"encoder.conv_blocks.{i}.res.0.conv1.weight", source, NAME)[0] for i in range(levels)
   ]
   codes, code_dim = common.require(tensors, "quantize.embedding.weight", source, NAME, 2)
-  c = default_config()
-  c.image_size = 256
-  c.model.update(
-    encoder="cnn",
-    cnn_family="taming",
+  c = common.cnn_config(
+    family="taming",
     channels=ch,
     channel_mult=common.multiples(widths, ch, source),
     num_res_blocks=blocks,
     attention=any(".attn." in k for k in tensors),
     z_channels=common.require(tensors, "encoder.conv_out.weight", source, NAME, 4)[0],
     code_dim=code_dim,
+    quantizer={"type": "vq", "codebook_size": codes, "l2_normalize": True},
+    preprocess="adm_center_crop",
   )
-  c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": codes, "l2_normalize": True})
-  c.data.preprocess = "adm_center_crop"
   c.discriminator.update(type="patchgan", channels=64, num_layers=3)
   return c
 
@@ -62,14 +58,12 @@ def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
   rows: list[L.Rule] = []
   for side in ("encoder", "decoder"):
     rows += [
-      *L.torch_conv(rf"{side}\.conv_in", f"{side}.conv_in"),
+      *L.torch_vqgan_ends(side),
       *L.torch_resnet(rf"{side}\.conv_blocks\.(\d+)\.res\.(\d+)", side + ".res.{0}.{1}"),
       *L.torch_attention(rf"{side}\.conv_blocks\.(\d+)\.attn\.(\d+)", side + ".attn.{0}.{1}"),
       *L.torch_resnet(rf"{side}\.mid\.0", f"{side}.mid.0"),
       *L.torch_attention(rf"{side}\.mid\.1", f"{side}.mid_attn"),
       *L.torch_resnet(rf"{side}\.mid\.2", f"{side}.mid.1"),
-      *L.torch_norm(rf"{side}\.norm_out", f"{side}.norm_out"),
-      *L.torch_conv(rf"{side}\.conv_out", f"{side}.conv_out"),
     ]
   rows += [
     *L.torch_conv(r"encoder\.conv_blocks\.(\d+)\.downsample\.conv", "encoder.down.{0}.conv"),

@@ -18,7 +18,6 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from vqtok.config import default_config
 from vqtok.pretrained import common
 from vqtok.pretrained import layout as L
 from vqtok.pretrained.reader import CheckpointError
@@ -52,21 +51,18 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     common.require(tensors, f"encoder.ResBlock_{i * blocks}.Conv_0.kernel", source, NAME)[3] for i in range(levels)
   ]
   codes, code_dim = common.require(tensors, "quantizer.codebook", source, NAME, 2)
-  c = default_config()
-  c.image_size = 256
-  c.model.update(
-    encoder="cnn",
-    cnn_family="maskgit",
+  c = common.cnn_config(
+    family="maskgit",
     channels=ch,
     channel_mult=common.multiples(widths, ch, source),
     num_res_blocks=blocks,
     attention=False,
     z_channels=0,
     code_dim=code_dim,
+    quantizer={"type": "vq", "codebook_size": codes},
+    preprocess="squash_bicubic",
     input_range=(0.0, 1.0),
   )
-  c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": codes})
-  c.data.preprocess = "squash_bicubic"
   c.discriminator.update(type="stylegan", channels=64, num_layers=6)
   return c
 

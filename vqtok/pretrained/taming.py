@@ -18,7 +18,6 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from vqtok.config import default_config
 from vqtok.pretrained import common
 from vqtok.pretrained import layout as L
 from vqtok.pretrained.reader import CheckpointError
@@ -47,20 +46,17 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
       f"{source}: attention at encoder levels {with_attn}; vqtok's CNN puts it at the lowest level only"
     )
   codes, code_dim = common.require(tensors, "quantize.embedding.weight", source, NAME, 2)
-  c = default_config()
-  c.image_size = 256
-  c.model.update(
-    encoder="cnn",
-    cnn_family="taming",
+  c = common.cnn_config(
+    family="taming",
     channels=ch,
     channel_mult=common.multiples(widths, ch, source),
     num_res_blocks=blocks,
     attention=bool(with_attn),
     z_channels=common.require(tensors, "encoder.conv_out.weight", source, NAME, 4)[0],
     code_dim=code_dim,
+    quantizer={"type": "vq", "codebook_size": codes},
+    preprocess="short_side_bilinear",
   )
-  c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": codes})
-  c.data.preprocess = "short_side_bilinear"
   c.discriminator.update(type="patchgan", channels=64, num_layers=3)
   return c
 
@@ -81,12 +77,10 @@ def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
   rows: list[L.Rule] = []
   for side in ("encoder", "decoder"):
     rows += [
-      *L.torch_conv(rf"{side}\.conv_in", f"{side}.conv_in"),
+      *L.torch_vqgan_ends(side),
       *L.torch_resnet(rf"{side}\.mid\.block_1", f"{side}.mid.0"),
       *L.torch_attention(rf"{side}\.mid\.attn_1", f"{side}.mid_attn"),
       *L.torch_resnet(rf"{side}\.mid\.block_2", f"{side}.mid.1"),
-      *L.torch_norm(rf"{side}\.norm_out", f"{side}.norm_out"),
-      *L.torch_conv(rf"{side}\.conv_out", f"{side}.conv_out"),
     ]
   rows += [
     *L.torch_resnet(r"encoder\.down\.(\d+)\.block\.(\d+)", "encoder.res.{0}.{1}"),

@@ -238,6 +238,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Any, *, progre
     initial=start,
     disable=not progress or jax.process_index() != 0,
     desc="train",
+    smoothing=0.0,  # the ETA from the average step time (evals would make a moving rate jump)
     dynamic_ncols=True,
     file=sys.stdout,
   )
