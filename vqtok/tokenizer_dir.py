@@ -74,11 +74,17 @@ def tokenizer_arrays(tokenizer: nnx.Module) -> dict[str, np.ndarray]:
   return {k: np.asarray(v) for k, v in _flat(rest.to_pure_dict()).items()}
 
 
+def array_shapes(tokenizer: nnx.Module) -> dict[str, tuple[int, ...]]:
+  """The shape of every non-RNG array of ``tokenizer``, by dot-joined path (no copies made)."""
+  _, _, rest = nnx.split(tokenizer, nnx.RngState, ...)
+  return {k: tuple(np.shape(v)) for k, v in _flat(rest.to_pure_dict()).items()}
+
+
 def load_arrays(tokenizer: nnx.Module, arrays: Mapping[str, np.ndarray], *, source: str) -> None:
   """Sets every non-RNG array of ``tokenizer`` from ``arrays``; the key sets and shapes must match exactly."""
   _, _, rest = nnx.split(tokenizer, nnx.RngState, ...)
   pure = rest.to_pure_dict()
-  want = {k: np.shape(v) for k, v in _flat(pure).items()}
+  want = {k: tuple(np.shape(v)) for k, v in _flat(pure).items()}
   missing, extra = sorted(set(want) - set(arrays)), sorted(set(arrays) - set(want))
   if missing or extra:
     raise ValueError(

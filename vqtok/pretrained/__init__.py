@@ -49,7 +49,7 @@ def convert(format: str, checkpoint: str, *, ema: bool = False) -> tuple[nnx.Mod
   config = family.config(tensors, source)
   config_lib.validate_config(config, check_paths=False)
   tokenizer = build_tokenizer(config, rngs=nnx.Rngs(0))
-  expected = {k: v.shape for k, v in tokenizer_dir.tokenizer_arrays(tokenizer).items()}
+  expected = tokenizer_dir.array_shapes(tokenizer)
   mapped = layout.apply_rules(tensors, family.table(config), expected, ignore=family.IGNORE, source=source)
   tokenizer_dir.load_arrays(tokenizer, mapped, source=source)
   meta: dict[str, Any] = {
