@@ -32,16 +32,38 @@ def describe_machine() -> str:
   return f"{text}; jax {jax.__version__} on {dev.platform} ({dev.device_kind}), {jax.device_count()} device(s)"
 
 
-def matmul_flops_per_s(n: int = 2048, trials: int = 5) -> float:
-  """Best-of-``trials`` float32 (n x n) @ (n x n) throughput in FLOP/s.
+# Dense (no sparsity) bf16 peaks from the vendors' datasheets, in FLOP/s, by
+# the start of ``jax.Device.device_kind``. MFU on an accelerator is measured
+# against these, the usual convention; benches also print a measured matmul rate.
+BF16_PEAK = {
+  "NVIDIA H200": 989e12,
+  "NVIDIA H100": 989e12,  # SXM; the PCIe part is lower
+  "NVIDIA A100": 312e12,
+  "NVIDIA L4": 121e12,
+  "TPU v4": 275e12,
+  "TPU v5 lite": 197e12,
+  "TPU v5p": 459e12,
+  "TPU v6 lite": 918e12,
+}
+
+
+def datasheet_bf16_peak() -> float | None:
+  """The device's dense bf16 peak in FLOP/s from ``BF16_PEAK``, or None."""
+  import jax  # noqa: PLC0415
+
+  kind = jax.devices()[0].device_kind
+  return next((v for k, v in BF16_PEAK.items() if kind.startswith(k)), None)
+
+
+def matmul_flops_per_s(n: int = 2048, trials: int = 5, dtype: str = "float32") -> float:
+  """Best-of-``trials`` (n x n) @ (n x n) throughput in FLOP/s, in ``dtype``.
 
   Best-of, like the timings of the benches, so that load from other processes
   on a shared machine biases both the same way (towards the unloaded speed).
   """
   import jax  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
 
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
   f = jax.jit(lambda a: a @ a)
   f(a).block_until_ready()
   best = float("inf")
@@ -58,3 +80,24 @@ def machine_header() -> float:
   peak = matmul_flops_per_s()
   print(f"measured f32 matmul throughput (best of 5, 2048^3): {peak / 1e9:.1f} GFLOP/s\n")
   return peak
+
+
+def bandwidth(mib: int = 1024, trials: int = 5) -> float:
+  """Best-of-``trials`` device copy rate in bytes/s (bytes read plus written)."""
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  if not hasattr(bandwidth, "cache"):
+    n = mib * 2**20 // 4
+    if jax.default_backend() == "cpu":
+      n //= 16
+    a = jnp.ones((n,), jnp.float32)
+    f = jax.jit(lambda a: a * 2)
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(trials):
+      t = time.perf_counter()
+      f(a).block_until_ready()
+      best = min(best, time.perf_counter() - t)
+    bandwidth.cache = 2 * 4 * n / best
+  return bandwidth.cache

@@ -32,35 +32,120 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
 
-from common import machine_header, matmul_flops_per_s  # noqa: E402  (bench/common.py)
+from common import bandwidth, datasheet_bf16_peak, machine_header, matmul_flops_per_s  # noqa: E402
 from models import _flops  # noqa: E402  (bench/models.py)
 
 from vqtok import sharding  # noqa: E402
 from vqtok.training import init_train_state, make_train_step  # noqa: E402
 
 
-def bench(name: str, batch: int, steps: int, with_gan: bool) -> dict:
+def _config(name: str, batch: int, dtype: str | None, lpips: bool):
   config = importlib.import_module(f"configs.{name}").get_config()
   config.training.batch_size = batch
-  config.loss.perceptual_weight = 0.0  # LPIPS weights are not shipped
+  if dtype:
+    config.model.dtype = dtype
+  if not lpips:
+    config.loss.perceptual_weight = 0.0
+  return config
+
+
+def _perceptual(config, lpips: bool):
+  """Random-weight LPIPS (the same cost as the real weights), or None."""
+  if not lpips or config.loss.perceptual_weight <= 0:
+    return None, None
+  from flax import nnx  # noqa: PLC0415
+
+  from vqtok.losses import perceptual  # noqa: PLC0415
+
+  gdef, params = nnx.split(perceptual.LPIPS(rngs=nnx.Rngs(0)))
+  return (lambda p, x, y: nnx.merge(gdef, p)(x, y)), params.to_pure_dict()
+
+
+def _cost(compiled, key: str) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per device program
+    cost = cost[0]
+  return float(cost.get(key, float("nan")))
+
+
+def _memory(compiled) -> float:
+  """Peak bytes of one step by XLA's buffer assignment (per device)."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return float("nan")
+  return float(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes)
+
+
+def _compile(name, batch, dtype, with_gan, lpips, fast=False):
+  """(compiled step, state, batch, lpips params, compile seconds) on all local devices."""
+  config = _config(name, batch, dtype, lpips)
   mesh = sharding.make_mesh((-1, 1))
   state, static = init_train_state(config, lambda a: sharding.state_shardings(a, mesh))
   s = config.image_size
   x = np.random.default_rng(0).uniform(-1, 1, (batch, s, s, 3)).astype(np.float32)
   b = sharding.global_batch({"image": x}, mesh)
-  step = jax.jit(make_train_step(config, static, with_gan=with_gan), donate_argnums=0)
+  fn, pparams = _perceptual(config, lpips)
+  step = jax.jit(make_train_step(config, static, with_gan=with_gan, perceptual=fn), donate_argnums=0)
+  options = {"xla_gpu_autotune_level": 0} if fast and jax.default_backend() == "gpu" else None
   t0 = time.perf_counter()
-  compiled = step.lower(state, b, None).compile()
-  compile_s = time.perf_counter() - t0
-  state, m = compiled(state, b, None)
+  lowered = step.lower(state, b, pparams)
+  try:
+    compiled = lowered.compile(compiler_options=options)
+  except Exception:  # noqa: BLE001  (an XLA without the option: compile as usual)
+    compiled = lowered.compile()
+  return compiled, state, b, pparams, time.perf_counter() - t0, s
+
+
+def _device_memory() -> dict:
+  return jax.local_devices()[0].memory_stats() or {}
+
+
+def largest_batch(name: str, dtype: str | None, with_gan: bool, lpips: bool, budget: float = 0.85) -> int:
+  """The largest batch (a multiple of 8 per device) whose step fits in ``budget`` of device memory.
+
+  Two probe compilations (batch 8 and 32 per device) give XLA's peak memory as
+  a line in the batch size; the batch is read off that line.
+  """
+  limit = _device_memory().get("bytes_limit")
+  if not limit:
+    raise SystemExit("--batch=max needs a device that reports its memory (a GPU or TPU)")
+  n = jax.local_device_count()
+  m0, m1 = (_memory(_compile(name, b * n, dtype, with_gan, lpips, fast=True)[0]) for b in (8, 32))
+  per_image = (m1 - m0) / 24
+  fixed = m0 - 8 * per_image
+  per_device = int((budget * limit - fixed) / per_image) // 8 * 8
+  print(
+    f"{name}: {fixed / 2**30:.2f} GiB fixed + {per_image / 2**20:.1f} MiB per image per device of"
+    f" {limit / 2**30:.1f} GiB: batch {per_device} per device",
+    flush=True,
+  )
+  return max(per_device, 8) * n
+
+
+def bench(name: str, batch: int, steps: int, with_gan: bool, dtype=None, lpips=False, trace=None) -> dict:
+  compiled, state, b, pparams, compile_s, s = _compile(name, batch, dtype, with_gan, lpips)
+  state, m = compiled(state, b, pparams)
   jax.block_until_ready(m)
   times = []
   for _ in range(steps):
     t0 = time.perf_counter()
-    state, m = compiled(state, b, None)
+    state, m = compiled(state, b, pparams)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
-  return dict(flops=_flops(compiled), sec=min(times), compile_s=compile_s, image=s)
+  if trace:
+    with jax.profiler.trace(trace, create_perfetto_trace=True):
+      state, m = compiled(state, b, pparams)
+      jax.block_until_ready(m)
+  stats = _device_memory()
+  return dict(
+    flops=_flops(compiled),
+    bytes=_cost(compiled, "bytes accessed"),
+    xla_memory=_memory(compiled),
+    peak_memory=stats.get("peak_bytes_in_use", float("nan")),
+    sec=min(times),
+    compile_s=compile_s,
+    image=s,
+  )
 
 
 def overhead(name: str, steps: int) -> dict:
@@ -103,10 +188,16 @@ def overhead(name: str, steps: int) -> dict:
 def main(argv=None) -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--preset", action="append", help="configs/<name>.py (repeatable)")
-  ap.add_argument("--batch", type=int, default=0, help="0: 16 for tiny, 2 otherwise")
+  ap.add_argument("--batch", default="0", help="0: 16 for tiny, 2 otherwise; max: the largest that fits")
+  ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="model.dtype (default: the preset's)")
+  ap.add_argument("--lpips", action="store_true", help="include the perceptual loss (random LPIPS weights)")
+  ap.add_argument("--gan_only", action="store_true", help="time only the G+D step")
+  ap.add_argument("--trace", help="write a profile of one step per row under this folder")
   ap.add_argument("--steps", type=int, default=3, help="timed steps; the fastest is reported")
   ap.add_argument("--overhead", action="store_true", help="host overhead of the loop per step (tiny by default)")
   args = ap.parse_args(argv)
+  args.batch_max = args.batch == "max"
+  args.batch = 0 if args.batch_max else int(args.batch)
   if args.overhead:
     machine_header()
     print("| preset | image | batch | loop s/step | bare step s/step | host overhead s/step | overhead |")
@@ -122,21 +213,40 @@ def main(argv=None) -> None:
     return
   presets = args.preset or ["tiny", "titok_s128"]
   peak = machine_header()
-  print("| preset | image | batch | step | GFLOP/step | compile s | s/step | img/s | MFU |")
-  print("|---|---|---|---|---|---|---|---|---|")
+  sheet = datasheet_bf16_peak() if jax.default_backend() != "cpu" else None
+  measured = peak
+  if sheet:
+    measured = matmul_flops_per_s(8192, dtype="bfloat16")
+    print(f"bf16 matmul (8192^3, best of 5): {measured / 1e12:.0f} TFLOP/s; datasheet dense bf16 {sheet / 1e12:.0f}\n")
+  print(
+    "| preset | image | dtype | batch | step | GFLOP/step | compile s | s/step | img/s | memory GiB | MFU |"
+    " compute floor s | memory floor s |"
+  )
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+  steps = ["G+D"] if args.gan_only else ["G", "G+D"]
   for name in presets:
-    batch = args.batch or (16 if name == "tiny" else 2)
-    for with_gan in (False, True):
-      r = bench(name, batch, args.steps, with_gan)
-      peak = max(peak, matmul_flops_per_s())
-      achieved = r["flops"] / r["sec"]
+    for kind in steps:
+      with_gan = kind == "G+D"
+      if args.batch_max:
+        batch = largest_batch(name, args.dtype, with_gan, args.lpips)
+      else:
+        batch = args.batch or (16 if name == "tiny" else 2)
+      trace = os.path.join(args.trace, f"{name}_{kind.replace('+', '')}") if args.trace else None
+      r = bench(name, batch, args.steps, with_gan, args.dtype, args.lpips, trace)
+      if not sheet:
+        measured = peak = max(peak, matmul_flops_per_s())
+      mem = r["peak_memory"] if r["peak_memory"] == r["peak_memory"] else r["xla_memory"]
       print(
-        f"| {name} | {r['image']} | {batch} | {'G+D (GAN)' if with_gan else 'G only'} |"
-        f" {r['flops'] / 1e9:.1f} | {r['compile_s']:.1f} | {r['sec']:.3f} | {batch / r['sec']:.2f} |"
-        f" {achieved / peak:.1%} |",
+        f"| {name} | {r['image']} | {args.dtype or 'float32'} | {batch} | {kind} | {r['flops'] / 1e9:.1f} |"
+        f" {r['compile_s']:.1f} | {r['sec']:.3f} | {batch / r['sec']:.1f} | {mem / 2**30:.1f} |"
+        f" {r['flops'] / r['sec'] / (sheet or peak):.1%} | {r['flops'] / measured:.3f} |"
+        f" {r['bytes'] / bandwidth():.3f} |",
         flush=True,
       )
-  print(f"\nMFU is relative to the best f32 matmul throughput seen: {peak / 1e9:.1f} GFLOP/s")
+  basis = f"the datasheet's dense bf16 peak, {sheet / 1e12:.0f} TFLOP/s" if sheet else ""
+  basis = basis or f"the best f32 matmul seen, {peak / 1e9:.1f} GFLOP/s"
+  print(f"\nMFU is relative to {basis}. Compute floor: FLOPs at the measured matmul rate;")
+  print("memory floor: XLA's bytes accessed at the measured device copy rate. Memory: the device's peak.")
 
 
 if __name__ == "__main__":
