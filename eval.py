@@ -11,7 +11,9 @@ preprocessing; --config may change data, eval and loss fields, and is refused
 when it contradicts the saved architecture or quantizer. From a run, the
 newest checkpoint (or --step) and its EMA weights (--raw for the raw ones).
 Writes eval_<step>.json and eval_<step>.png into --output (default: the
-tokenizer's directory).
+tokenizer's directory). Multi-host: --multihost, or --coordinator_address/
+--num_processes/--process_id; each process measures its share of the split,
+the sums are combined, and process 0 writes the report.
 """
 
 import json
@@ -36,15 +38,19 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Global eval batch (a mul
 _INCEPTION = flags.DEFINE_string("inception_weights", None, "FID Inception .npz (scripts/convert_inception.py).")
 _LPIPS = flags.DEFINE_string("lpips_weights", None, "LPIPS .npz (scripts/convert_lpips.py).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where the report goes (default: the tokenizer's directory).")
+cli.define_distributed_flags()
 
 
 def main(argv):
+  import jax  # noqa: PLC0415
+
   from vqtok import config as config_lib  # noqa: PLC0415
   from vqtok import images, tokenizer_dir  # noqa: PLC0415
   from vqtok.evaluation.report import evaluate  # noqa: PLC0415
 
   if len(argv) > 1:
     raise cli.UsageError(f"unexpected arguments {argv[1:]}")
+  cli.start_distributed()
   if _TOKENIZER.value and _WORKDIR.value and _TOKENIZER.value != _WORKDIR.value:
     raise cli.UsageError("give --tokenizer or --workdir, not both")
   source = _TOKENIZER.value or _WORKDIR.value
@@ -80,6 +86,8 @@ def main(argv):
     inception_weights=config.eval.inception_weights,
   )
   report.update(step=step, use_ema=use_ema, tokenizer=os.path.abspath(source))
+  if jax.process_index() != 0:
+    return
   output = _OUTPUT.value or source
   os.makedirs(output, exist_ok=True)
   out = os.path.join(output, f"eval_{step}.json")

@@ -18,22 +18,17 @@ from vqtok import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (python, get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and images.")
-_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (auto-detect).")
-_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (explicit multi-process).")
-_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (explicit multi-process).")
-_PID = flags.DEFINE_integer("process_id", None, "This process's index (explicit multi-process).")
+cli.define_distributed_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
   from vqtok import config as config_lib  # noqa: PLC0415
-  from vqtok.training import distributed, train_and_evaluate  # noqa: PLC0415
+  from vqtok.training import train_and_evaluate  # noqa: PLC0415
 
   config = config_lib.validate_config(cli.config_value(_CONFIG))
-  distributed.initialize(
-    multihost=_MULTIHOST.value, coordinator_address=_COORD.value, num_processes=_NPROC.value, process_id=_PID.value
-  )
+  cli.start_distributed()
   summary = train_and_evaluate(config, _WORKDIR.value)
   evals = summary["evals"]
   if evals:

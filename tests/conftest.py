@@ -18,3 +18,40 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 import jax
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+# Shared by the token-file and multi-host tests.
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from helpers import load_config  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from vqtok import data as data_lib  # noqa: E402
+from vqtok.training import Checkpointer, init_train_state, tokenizer_from_state  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """A run directory with one checkpoint (random init, step 0) and config.json."""
+  workdir = str(tmp_path_factory.mktemp("run"))
+  config = load_config()
+  state, static = init_train_state(config)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  ckpt.save(0, state)
+  ckpt.wait()
+  ckpt.close()
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort())
+  return workdir, config, tokenizer_from_state(static, state, use_ema=True)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  """Ten real photo crops as PNG files (names with a subdirectory)."""
+  root = tmp_path_factory.mktemp("images")
+  src = data_lib.SampleSource("eval")
+  os.makedirs(root / "sub")
+  for i in range(10):
+    img = np.asarray(Image.fromarray(src[i]).resize((40, 40)))
+    Image.fromarray(img).save(root / ("sub" if i % 2 else ".") / f"img{i:02d}.png")
+  return str(root)

@@ -17,34 +17,7 @@ from vqtok import data as data_lib
 from vqtok import tokenize
 from vqtok.evaluation.report import evaluate
 from vqtok.images import to_uint8
-from vqtok.training import Checkpointer, init_train_state, load_tokenizer, tokenizer_from_state
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  """A run directory with one checkpoint (random init, step 0) and config.json."""
-  workdir = str(tmp_path_factory.mktemp("run"))
-  config = load_config()
-  state, static = init_train_state(config)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-  ckpt.save(0, state)
-  ckpt.wait()
-  ckpt.close()
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort())
-  return workdir, config, tokenizer_from_state(static, state, use_ema=True)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-  """Ten real photo crops as PNG files (names with a subdirectory)."""
-  root = tmp_path_factory.mktemp("images")
-  src = data_lib.SampleSource("eval")
-  os.makedirs(root / "sub")
-  for i in range(10):
-    img = np.asarray(Image.fromarray(src[i]).resize((40, 40)))
-    Image.fromarray(img).save(root / ("sub" if i % 2 else ".") / f"img{i:02d}.png")
-  return str(root)
+from vqtok.training import init_train_state, load_tokenizer, tokenizer_from_state
 
 
 def test_load_tokenizer_restores_the_saved_weights(run):

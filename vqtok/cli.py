@@ -58,6 +58,27 @@ def run(main: Callable[[list[str]], int | None]) -> None:
   app.run(wrapped, flags_parser=_parse_flags)
 
 
+def define_distributed_flags() -> None:
+  """The multi-process flags of train.py, eval.py and tokenize (call at definition time)."""
+  flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (auto-detect: TPU pods, SLURM).")
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (explicit multi-process).")
+  flags.DEFINE_integer("num_processes", None, "Number of processes (explicit multi-process).")
+  flags.DEFINE_integer("process_id", None, "This process's index (explicit multi-process).")
+
+
+def start_distributed() -> None:
+  """Connects to the other processes when the flags of ``define_distributed_flags`` ask for it."""
+  from vqtok.training import distributed  # noqa: PLC0415
+
+  f = flags.FLAGS
+  distributed.initialize(
+    multihost=f.multihost,
+    coordinator_address=f.coordinator_address,
+    num_processes=f.num_processes,
+    process_id=f.process_id,
+  )
+
+
 def select_data(config, *, folder: str | None, tfds: str | None, split: str, data_dir: str) -> None:
   """Points ``config.data`` at ``--folder`` or ``--tfds``/``--split`` (neither: unchanged)."""
   if folder and tfds:

@@ -102,10 +102,36 @@ def local_rows(x: jax.Array) -> np.ndarray:
   return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)], axis=0)
 
 
-def process_sum(values: np.ndarray) -> np.ndarray:
-  """Sums a small host array over all processes (identity with one process)."""
+def process_allgather(values: np.ndarray) -> np.ndarray:
+  """Every process's ``values`` stacked on a new leading axis, bit for bit.
+
+  The arrays travel as bytes, so float64 and int64 arrive exact (JAX would
+  otherwise carry them as 32-bit values). Every process must call it with an
+  array of the same shape and dtype.
+  """
+  values = np.ascontiguousarray(values)
   if jax.process_count() == 1:
-    return np.asarray(values)
+    return values[None]
   from jax.experimental import multihost_utils  # noqa: PLC0415
 
-  return np.asarray(multihost_utils.process_allgather(np.asarray(values))).sum(axis=0)
+  raw = values.reshape(-1).view(np.uint8)
+  got = np.asarray(multihost_utils.process_allgather(raw))
+  return np.ascontiguousarray(got).view(values.dtype).reshape(jax.process_count(), *values.shape)
+
+
+def process_sum(values: np.ndarray) -> np.ndarray:
+  """Sums a host array over all processes (identity with one process), exactly in its dtype."""
+  return process_allgather(np.asarray(values)).sum(axis=0)
+
+
+def process_gather_json(value) -> list:
+  """Every process's JSON-able ``value``, in process order (``[value]`` with one process)."""
+  import json  # noqa: PLC0415
+
+  if jax.process_count() == 1:
+    return [value]
+  raw = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  size = int(process_allgather(np.asarray([raw.size], np.int64)).max())
+  padded = np.zeros(size, np.uint8)
+  padded[: raw.size] = raw
+  return [json.loads(bytes(row).rstrip(b"\0").decode()) for row in process_allgather(padded)]

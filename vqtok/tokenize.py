@@ -15,6 +15,13 @@ to a temporary name and renamed, so an interrupted run leaves only whole
 shards, and rerunning the same command continues with the next shard; another
 tokenizer's token directory is refused.
 
+Multi-host (``--multihost``, or ``--coordinator_address``/``--num_processes``/
+``--process_id``): every process encodes its own share of the images on its
+own devices and writes its own shards, ``tokens-XXXXX-pNNN.npz`` for process
+NNN; a rerun continues each process where it stopped. The directory must be
+resumed with the same number of processes. Rows carry ``names`` and
+``source_index``, so sorting by either gives the one-process order.
+
 Decoding checks everything before it writes a pixel: the recorded tokenizer
 against the decoding one, the token grid, the index range, the output folder
 (one that holds files is used only with ``--overwrite``) and the PNG names
@@ -69,9 +76,17 @@ class _Offset(data_lib.ImageSource):
     self.base.record_failure(int(index) + self.start, reason)
 
 
-def _jit_tokenizer(tokenizer: nnx.Module, method: str):
-  """``tokenizer.<method>`` compiled once, with the weights as an argument."""
+def _jit_tokenizer(tokenizer: nnx.Module, method: str, mesh: jax.sharding.Mesh | None = None):
+  """``tokenizer.<method>`` compiled once, with the weights as an argument.
+
+  With ``mesh``, the weights are copied onto its devices, replicated (a mesh
+  of this process's devices runs without the other processes).
+  """
   gdef, state = nnx.split(tokenizer)
+  if mesh is not None:
+    local = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    host = lambda a: np.asarray(a.addressable_data(0) if isinstance(a, jax.Array) else a)
+    state = jax.tree.map(lambda a: jax.device_put(host(a), local), state)
   fn = jax.jit(lambda st, x: getattr(nnx.merge(gdef, st), method)(x))
   return lambda x: fn(state, x)
 
@@ -134,8 +149,20 @@ def _path_of(block: Mapping) -> str:
   return str(block.get("path") or "(path not recorded)")
 
 
+def shard_name(shard: int, process: int = 0, processes: int = 1) -> str:
+  """A token shard's file name: ``tokens-00007.npz``, or ``tokens-00007-p001.npz`` for process 1 of several."""
+  return f"tokens-{shard:05d}.npz" if processes == 1 else f"tokens-{shard:05d}-p{process:03d}.npz"
+
+
 def _metadata(
-  config: ml_collections.ConfigDict, tokenizer, step: int, source, shard_batches: int, batch_size: int, identity: dict
+  config: ml_collections.ConfigDict,
+  tokenizer,
+  step: int,
+  source,
+  shard_batches: int,
+  batch_size: int,
+  identity: dict,
+  processes: int,
 ) -> dict:
   q = tokenizer.quantizer
   return {
@@ -148,6 +175,7 @@ def _metadata(
     "checkpoint_step": int(step),
     "num_images": len(source),
     "images_per_shard": shard_batches * batch_size,
+    "num_processes": processes,
     "source": {k: config.data[k] for k in ("source", "name", "path", "eval_split")},
     "config": json.loads(config.to_json_best_effort()),
   }
@@ -164,24 +192,33 @@ def encode_to_files(
   progress: bool = True,
   tokenizer_metadata: Mapping | None = None,
   tokenizer_path: str | None = None,
+  process_index: int | None = None,
+  process_count: int | None = None,
 ) -> dict[str, Any]:
   """Encodes the eval split of ``config.data`` into ``.npz`` token shards.
+
+  With several processes each encodes its share (the rows the data pipeline
+  gives it) on its local devices, independently of the others, into its own
+  shards (``shard_name``).
 
   Args:
     config: the tokenizer's config, with ``config.data`` naming what to encode.
     tokenizer: a trained ``Tokenizer`` (e.g. from ``training.load_tokenizer``).
     step: its checkpoint step, recorded in the metadata.
     output: directory for ``metadata.json`` and ``tokens-XXXXX.npz``.
-    batch_size: images per forward pass (a multiple of the device count).
+    batch_size: images per forward pass over all processes (each process
+      takes ``batch_size / processes``, a multiple of its device count).
     shard_batches: batches per shard file.
     progress: show a progress bar.
     tokenizer_metadata: the tokenizer directory's metadata (its
       ``source_sha256`` is recorded; see ``tokenizer_fingerprint``).
     tokenizer_path: where the tokenizer was loaded from (recorded for messages).
+    process_index: this process (default ``jax.process_index()``).
+    process_count: the number of processes (default ``jax.process_count()``).
 
   Returns:
-    A summary: images encoded now, shards skipped because they existed,
-    images skipped as unreadable (with their names).
+    This process's summary: images encoded now, shards skipped because they
+    existed, images skipped as unreadable (with their names).
 
   Raises:
     ValueError: ``output`` holds tokens of another tokenizer, run or source,
@@ -189,12 +226,14 @@ def encode_to_files(
   """
   from tqdm.auto import tqdm  # noqa: PLC0415
 
-  mesh = sharding.make_mesh((-1, 1))
-  if batch_size % mesh.size:
-    raise ValueError(f"batch_size={batch_size} must be divisible by {mesh.size} devices")
+  p = jax.process_index() if process_index is None else int(process_index)
+  n = jax.process_count() if process_count is None else int(process_count)
+  mesh = sharding.make_mesh((-1, 1), devices=jax.local_devices())
+  if batch_size % n or (batch_size // n) % mesh.size:
+    raise ValueError(f"batch_size={batch_size} must be divisible by {n} process(es) times {mesh.size} local devices")
   source = data_lib.make_source(config, "eval")
   identity = {**tokenizer_fingerprint(config, tokenizer_metadata), "path": tokenizer_path}
-  meta = _metadata(config, tokenizer, step, source, shard_batches, batch_size, identity)
+  meta = _metadata(config, tokenizer, step, source, shard_batches, batch_size, identity, n)
   meta_path = os.path.join(output, "metadata.json")
   if os.path.exists(meta_path):
     with open(meta_path) as f:
@@ -210,6 +249,11 @@ def encode_to_files(
         f"{output} holds tokens of another tokenizer ({_path_of(recorded)}; encoding with "
         f"{_path_of(identity)}): {differs}; use a new output directory"
       )
+    if old.get("num_processes", 1) != n:
+      raise ValueError(
+        f"{output} was encoded by {old.get('num_processes', 1)} process(es), this run has {n}; resume it with"
+        f" {old.get('num_processes', 1)}, or use a new output directory"
+      )
     keys = ("checkpoint_step", "num_images", "images_per_shard", "codebook_size", "token_shape", "source")
     changed = [k for k in keys if old.get(k) != meta[k]]
     if changed:
@@ -220,23 +264,27 @@ def encode_to_files(
   elif _shard_files(output):
     raise ValueError(f"{output} holds tokens-*.npz shards but no metadata.json; use a new output directory")
   else:
+    # Every process writes it (the same bytes), so a folder that is not shared
+    # between hosts gets one too.
     os.makedirs(output, exist_ok=True)
-    tmp = meta_path + ".tmp"
+    tmp = f"{meta_path}.tmp{p}"
     with open(tmp, "w") as f:
       json.dump(meta, f, indent=2)
     os.replace(tmp, meta_path)
 
   per_shard = shard_batches * batch_size
   num_shards = -(-len(source) // per_shard)
-  done = [k for k in range(num_shards) if os.path.exists(os.path.join(output, f"tokens-{k:05d}.npz"))]
-  # Shards are written in order, so the first missing one is where to resume.
-  first = next((k for k in range(num_shards) if k not in done), num_shards)
-  encode = _jit_tokenizer(tokenizer, "encode")
+  names = [shard_name(k, p, n) for k in range(num_shards)]
+  # Shards are written in order, so this process's first missing one is where it resumes.
+  first = next((k for k in range(num_shards) if not os.path.exists(os.path.join(output, names[k]))), num_shards)
+  encode = _jit_tokenizer(tokenizer, "encode", mesh)
+  share = data_lib.eval_share(len(source), batch_size, p, n)
+  done_share = data_lib.eval_share(min(first * per_shard, len(source)), batch_size, p, n)
   bar = tqdm(
-    total=len(source),
-    initial=min(first * per_shard, len(source)),
-    disable=not progress,
-    desc="encode",
+    total=share,
+    initial=done_share,
+    disable=not progress or p != 0,
+    desc="encode" if n == 1 else f"encode (process 0 of {n})",
     unit="img",
     dynamic_ncols=True,
     file=sys.stdout,
@@ -246,11 +294,11 @@ def encode_to_files(
   if first < num_shards:
     view = _Offset(source, first * per_shard)
     batches = data_lib.make_dataset(
-      config, split="eval", batch_size=batch_size, source=view, process_index=0, process_count=1
+      config, split="eval", batch_size=batch_size, source=view, process_index=p, process_count=n
     )
     shard, rows = first, {"indices": [], "names": [], "source_index": []}
     for b, batch in enumerate(batches):
-      x = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
+      x = jax.device_put(batch["image"], sharding.batch_sharding(mesh))
       idx = np.asarray(encode(x))
       valid = np.asarray(batch["valid"]).astype(bool)
       local = np.asarray(batch["index"])[valid]
@@ -260,12 +308,14 @@ def encode_to_files(
       encoded += int(valid.sum())
       bar.update(int(np.sum(np.asarray(batch["index"]) >= 0)))  # padding rows have index -1
       if (b + 1) % shard_batches == 0:
-        _flush(output, shard, rows)
+        _flush(os.path.join(output, names[shard]), rows)
         shard, rows = shard + 1, {"indices": [], "names": [], "source_index": []}
     if rows["indices"]:
-      _flush(output, shard, rows)
+      _flush(os.path.join(output, names[shard]), rows)
   bar.close()
   return {
+    "process": p,
+    "num_processes": n,
     "encoded": encoded,
     "shards_already_done": first,
     "num_shards": num_shards,
@@ -274,9 +324,9 @@ def encode_to_files(
   }
 
 
-def _flush(output: str, shard: int, rows: dict) -> None:
+def _flush(path: str, rows: dict) -> None:
   _write_npz(
-    os.path.join(output, f"tokens-{shard:05d}.npz"),
+    path,
     indices=np.concatenate(rows["indices"]),
     names=np.asarray(rows["names"], dtype=str),
     source_index=np.concatenate(rows["source_index"]).astype(np.int64),
@@ -513,6 +563,7 @@ def _define_flags() -> None:
   flags.DEFINE_string("tokens", None, "decode: a directory written by encode.")
   flags.DEFINE_bool("reencode", True, "decode: re-encode the PNGs and report token agreement.")
   flags.DEFINE_bool("overwrite", False, "decode: write into a folder that holds files, replacing same-named PNGs.")
+  cli.define_distributed_flags()
 
 
 _COMMANDS = ("encode", "decode")
@@ -533,6 +584,10 @@ def main(argv: list[str]) -> int:
   missing = ([] if source else ["--tokenizer"]) + [f"--{n}" for n in required if FLAGS[n].value is None]
   if missing:
     raise cli.UsageError(f"{command} needs {', '.join(missing)}")
+  if command == "encode":
+    cli.start_distributed()
+  elif FLAGS.multihost or FLAGS.coordinator_address:
+    raise cli.UsageError("decode runs in one process; drop the multi-process flags")
   tokenizer, config, info = tokenizer_dir.load(source, use_ema=not FLAGS.raw, step=FLAGS.step)
   step = info["step"]
   identity = {"tokenizer_metadata": info["metadata"], "tokenizer_path": os.path.abspath(source)}

@@ -1,6 +1,7 @@
 """vqtok.data: image sources, transforms and the grain input pipeline."""
 
 from vqtok.data.pipeline import checkpoint_args as checkpoint_args
+from vqtok.data.pipeline import eval_share as eval_share
 from vqtok.data.pipeline import make_dataset as make_dataset
 from vqtok.data.pipeline import position as position
 from vqtok.data.sources import SOURCES as SOURCES

@@ -94,6 +94,14 @@ class _EvalPosition(grain.transforms.Map):
     return pos if pos < self.num else -1
 
 
+def eval_share(num: int, batch_size: int, process_index: int, process_count: int) -> int:
+  """How many of ``num`` eval images ``make_dataset`` gives to process ``process_index`` (its valid rows)."""
+  local = batch_size // process_count
+  steps = -(-num // batch_size)
+  first = np.arange(steps)[:, None] * batch_size + process_index * local
+  return int(np.sum(first + np.arange(local)[None, :] < num))
+
+
 class _ToFloat(grain.transforms.Map):
   def map(self, batch):
     return {**batch, "image": transforms.to_float(batch["image"])}

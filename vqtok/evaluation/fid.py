@@ -71,6 +71,44 @@ class FeatureStats:
     m = self._sum / self.count
     return (self._outer - self.count * np.outer(m, m)) / (self.count - 1)
 
+  def to_array(self, dim: int) -> np.ndarray:
+    """This set as one float64 vector: count, mean ``(dim,)``, scatter ``(dim * dim,)``.
+
+    The scatter is the sum of outer products of the features centred on their
+    own mean. ``merged`` combines such vectors (one per process, say) exactly
+    as if all features had been added to one ``FeatureStats``. An empty set
+    gives zeros.
+    """
+    out = np.zeros(1 + dim + dim * dim, np.float64)
+    if self.count == 0:
+      return out
+    if self.dim != dim:
+      raise ValueError(f"features have dimension {self.dim}, expected {dim}")
+    m = self._sum / self.count
+    out[0] = self.count
+    out[1 : 1 + dim] = self._shift + m
+    out[1 + dim :] = (self._outer - self.count * np.outer(m, m)).reshape(-1)
+    return out
+
+  @classmethod
+  def merged(cls, packed: ArrayLike) -> FeatureStats:
+    """One ``FeatureStats`` from rows of ``to_array`` vectors ``(P, 1 + dim + dim * dim)``."""
+    packed = np.asarray(packed, np.float64)
+    dim = int(round((-1 + np.sqrt(1 + 4 * (packed.shape[1] - 1))) / 2))
+    counts, means = packed[:, 0], packed[:, 1 : 1 + dim]
+    scatters = packed[:, 1 + dim :].reshape(-1, dim, dim)
+    out = cls(dim)
+    total = counts.sum()
+    if total == 0:
+      return out
+    mean = (counts[:, None] * means).sum(axis=0) / total
+    d = means - mean
+    # Each set's scatter about its own mean, plus its mean's offset from the joint mean.
+    scatter = scatters.sum(axis=0) + (counts[:, None, None] * d[:, :, None] * d[:, None, :]).sum(axis=0)
+    out.count, out._shift = int(total), mean
+    out._sum, out._outer = np.zeros(dim), scatter
+    return out
+
 
 def frechet_distance(
   mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike, *, eps: float = 1e-6

@@ -4,6 +4,11 @@ PSNR and SSIM on [0, 255] images; LPIPS when its weights are given; rFID with
 the FID Inception when its weights are given; codebook usage, code entropy,
 perplexity and bits per image. Everything accumulates per batch (Inception
 features as running sums), so memory does not grow with the number of images.
+
+With several processes (``jax.distributed``), each process reconstructs and
+measures its own share of the split, and the sums (PSNR, SSIM, LPIPS, image
+count, code counts, FID feature statistics, skipped images) are combined over
+processes at the end: every process returns the same report.
 """
 
 from __future__ import annotations
@@ -83,14 +88,22 @@ def evaluate(
   originals, recons = [], []
   batches = data_lib.make_dataset(config, split="eval", batch_size=batch_size, num_images=num_images or None)
   total = len(batches.source) if not num_images else min(num_images, len(batches.source))
-  bar = tqdm(total=total, disable=not progress, desc="eval", unit="img", dynamic_ncols=True, file=sys.stdout)
+  share = data_lib.eval_share(total, batch_size, jax.process_index(), jax.process_count())
+  bar = tqdm(
+    total=share,
+    disable=not progress or jax.process_index() != 0,
+    desc="eval" if jax.process_count() == 1 else f"eval (process 0 of {jax.process_count()})",
+    unit="img",
+    dynamic_ncols=True,
+    file=sys.stdout,
+  )
   t0 = time.perf_counter()
   for r in reconstruct_lib.reconstructions(reconstruct, params, rest, mesh, batches):
     a, b = r.real_uint8, r.fake_uint8
-    sums["psnr"] += float(np.sum(metrics_lib.psnr(a, b)))
-    sums["ssim"] += float(np.sum(metrics_lib.ssim(a, b)))
+    sums["psnr"] += float(np.sum(metrics_lib.psnr(a, b), dtype=np.float64))
+    sums["ssim"] += float(np.sum(metrics_lib.ssim(a, b), dtype=np.float64))
     if lpips_fn is not None:
-      sums["lpips"] += float(np.sum(lpips_fn(jnp.asarray(r.real), jnp.asarray(r.fake))))
+      sums["lpips"] += float(np.sum(np.asarray(lpips_fn(jnp.asarray(r.real), jnp.asarray(r.fake))), dtype=np.float64))
     if features is not None:
       # The FID protocol feeds 8-bit images: quantise reconstructions first.
       real_stats.update(np.asarray(features(jnp.asarray(a))))
@@ -103,20 +116,38 @@ def evaluate(
     bar.update(len(r))
     bar.set_postfix(img_per_s=f"{count / max(time.perf_counter() - t0, 1e-9):.1f}", refresh=False)
   bar.close()
+  seconds = time.perf_counter() - t0
+  # Combine the processes' shares (identity with one process).
+  psnr, ssim, lpips, count = sharding.process_sum(np.asarray([sums["psnr"], sums["ssim"], sums["lpips"], count]))
+  count = int(count)
+  usage.counts = sharding.process_sum(usage.counts)
+  usage.num_images = count
+  tokens = sharding.process_allgather(np.asarray([usage.tokens_per_image or 0], np.int64)).max()
+  usage.tokens_per_image = int(tokens) or None
+  # Files skipped while listing the source appear in every process's list: keep one of each.
+  parts = sharding.process_gather_json([list(s) for s in batches.source.skipped])
+  skipped = sorted({tuple(s) for part in parts for s in part})
   if count == 0:
     raise ValueError("the evaluation split yielded no readable images")
   report: dict[str, Any] = {
     "num_images": count,
-    "psnr": sums["psnr"] / count,
-    "ssim": sums["ssim"] / count,
-    "images_per_second": count / max(time.perf_counter() - t0, 1e-9),
+    "psnr": psnr / count,
+    "ssim": ssim / count,
+    "images_per_second": count / max(seconds, 1e-9),
     "codebook": usage.result(),
-    "skipped_images": [list(s) for s in batches.source.skipped],
+    "skipped_images": [list(s) for s in skipped],
+    "num_processes": jax.process_count(),
   }
   if lpips_fn is not None:
-    report["lpips"] = sums["lpips"] / count
+    report["lpips"] = lpips / count
   if features is not None:
-    if count < 2:
+    real_stats, fake_stats = (_gather_stats(s, inception.FEATURE_DIM) for s in (real_stats, fake_stats))
+    if real_stats.count < 2:
       raise ValueError("rFID needs at least 2 images")
     report["rfid"] = fid_lib.fid_from_stats(real_stats, fake_stats)
   return report, images_lib.grid([originals, recons])
+
+
+def _gather_stats(stats: fid_lib.FeatureStats, dim: int) -> fid_lib.FeatureStats:
+  """One process's FID feature statistics combined with every other process's."""
+  return fid_lib.FeatureStats.merged(sharding.process_allgather(stats.to_array(dim)))
