@@ -30,7 +30,7 @@ def get_config():
   c.model.num_res_blocks = 4
   c.model.attention = False
   c.model.code_dim = 18
-  c.quantizer = ml_collections.ConfigDict({"type": "lfq", "bits": 18})
+  c.quantizer = ml_collections.ConfigDict({"type": "lfq", "bits": 18, "bit_order": "msb_first"})
   c.discriminator.type = "stylegan"
   c.discriminator.channels = 64
   c.discriminator.num_layers = 6  # 256 -> 4x4 before the dense head
