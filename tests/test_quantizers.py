@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 from vqtok.quantizers import (
   BSQ,
   FSQ,
+  IBQ,
   LFQ,
   QUANTIZER_TYPES,
   Grouped,
@@ -107,6 +108,7 @@ FACTORIES = {
   "residual_fsq": lambda r: Residual(make=lambda: FSQ((5, 5, 3, 3, 3, 3), rngs=r), num_levels=3, rngs=r),
   "residual_lfq_shared": lambda r: Residual([LFQ(bits=DIM, rngs=r)], num_levels=2, shared=True, rngs=r),
   "grouped_bsq": lambda r: Grouped(make=lambda: BSQ(bits=3, rngs=r), num_groups=2, rngs=r),
+  "ibq": lambda r: IBQ(40, DIM, entropy_weight=0.05, entropy_temperature=0.5, chunk_size=16, rngs=r),
   "residual_vq": lambda r: build_quantizer(
     {"type": "residual", "num_levels": 2, "quantizer": {"type": "vq", "codebook_size": 16}}, code_dim=DIM, rngs=r
   ),
@@ -471,7 +473,7 @@ def test_gradient_reaches_input(name):
   assert np.all(np.isfinite(np.asarray(g))) and float(jnp.abs(g).sum()) > 0
 
 
-@pytest.mark.parametrize("name", ["fsq_proj", "lfq", "bsq_proj", "residual_fsq", "grouped_bsq", "residual_vq"])
+@pytest.mark.parametrize("name", ["fsq_proj", "lfq", "bsq_proj", "residual_fsq", "grouped_bsq", "residual_vq", "ibq"])
 def test_bfloat16_input(name):
   q = make(name)
   z = randn(2, 3, DIM).astype(jnp.bfloat16)
@@ -507,7 +509,7 @@ def test_build_quantizer_types():
 
 
 def test_quantizer_types_are_the_registry():
-  assert QUANTIZER_TYPES == ("vq", "fsq", "lfq", "bsq", "residual", "grouped")
+  assert QUANTIZER_TYPES == ("vq", "fsq", "lfq", "bsq", "ibq", "residual", "grouped")
   for type_name in QUANTIZER_TYPES:
     assert issubclass(quantizer_class(type_name), Quantizer)
 

@@ -63,7 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   # ---- quantizer (vqtok.quantizers); kwargs of the class named by `type` ----
   c.quantizer = ml_collections.ConfigDict()
-  c.quantizer.type = "fsq"  # vq | fsq | lfq | bsq | residual | grouped
+  c.quantizer.type = "fsq"  # vq | fsq | lfq | bsq | ibq | residual | grouped
   # lfq / bsq: bit_order = "msb_first" (default) | "lsb_first"; tokenizer directories must record it
   c.quantizer.levels = (8, 5, 5, 5)
 
