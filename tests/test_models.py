@@ -20,9 +20,12 @@ from jax.sharding import PartitionSpec as P
 from vqtok import models
 from vqtok.config import default_config
 
-PRESETS = ["vqgan_f16", "llamagen_vq16", "magvit2_lfq", "bsq_vit", "titok_s128"]
+PRESETS = ["vqgan_f16", "llamagen_vq16", "magvit2_lfq", "bsq_vit", "titok_s128", "ibq"]
 # Published tokenizer sizes we could check (LlamaGen, arXiv:2406.06525, Table 2).
 PUBLISHED_PARAMS = {"llamagen_vq16": 72e6}
+# Exact counts of the reference's own modules: IBQ's Encoder + Decoder + quant_conv +
+# post_quant_conv + embedding built from SEED-Voken's imagenet_ibqgan_262144.yaml (torch).
+REFERENCE_PARAMS = {"ibq": 173_896_579}
 
 
 def _load_preset(name):
@@ -183,6 +186,8 @@ def test_preset_shapes_and_param_counts(name):
   assert (enc, dec) == (want_enc, want_dec)
   if name in PUBLISHED_PARAMS:  # whole tokenizer, as the paper reports it
     assert abs(total / PUBLISHED_PARAMS[name] - 1) < 0.02
+  if name in REFERENCE_PARAMS:
+    assert total == REFERENCE_PARAMS[name]
 
 
 def test_preset_token_layouts_and_published_sizes():
@@ -193,6 +198,7 @@ def test_preset_token_layouts_and_published_sizes():
     "magvit2_lfq": (16, 16),
     "bsq_vit": (32, 32),
     "titok_s128": (128,),
+    "ibq": (16, 16),
   }
   for name, want in layouts.items():
     c = _load_preset(name)

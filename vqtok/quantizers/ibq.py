@@ -70,6 +70,19 @@ def _logits(z: jax.Array, c: jax.Array, valid: jax.Array, precision) -> jax.Arra
   return jnp.where(valid[None, :], l, -jnp.inf)
 
 
+def _first_max(l: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Row maxima of a block and the first column attaining each (NaN rows: column 0).
+
+  A max-reduce and a min-reduce over a float iota, not ``jnp.argmax``: XLA:CPU
+  vectorises the former but not the variadic reduce behind the latter (see
+  ``search._search_codes``); a float iota is exact below 2^24 columns.
+  """
+  best = jnp.max(l, axis=1)
+  iota = jax.lax.broadcasted_iota(jnp.float32, l.shape, 1)
+  first = jnp.min(jnp.where(l == best[:, None], iota, float(l.shape[1])), axis=1)
+  return best, jnp.minimum(first.astype(jnp.int32), l.shape[1] - 1)
+
+
 def argmax_codes(z: jax.Array, codebook: jax.Array, *, chunk_size: int | None = None, precision=None) -> jax.Array:
   """``argmax_k z·e_k`` per token, scanning the codebook in chunks (ties: lowest index)."""
   z = jax.lax.stop_gradient(z).astype(jnp.float32)
@@ -80,11 +93,9 @@ def argmax_codes(z: jax.Array, codebook: jax.Array, *, chunk_size: int | None = 
   def step(carry, xs):
     best_i, best = carry
     c, v, offset = xs
-    l = _logits(z, c, v, precision)
-    m = jnp.max(l, axis=1)
-    i = jnp.argmax(l, axis=1).astype(jnp.int32) + offset
+    m, i = _first_max(_logits(z, c, v, precision))
     better = m > best  # strict: an earlier chunk keeps ties
-    return (jnp.where(better, i, best_i), jnp.where(better, m, best)), None
+    return (jnp.where(better, i + offset, best_i), jnp.where(better, m, best)), None
 
   init = (jnp.zeros_like(z[:, 0], jnp.int32), jnp.full_like(z[:, 0], -jnp.inf))
   offsets = jnp.arange(codes.shape[0], dtype=jnp.int32) * chunk
@@ -107,9 +118,8 @@ def _forward(z, codebook, chunk, temperature, eps, entropy, precision):
     best_i, m, z1, acc, zt, qt = carry
     c, v, offset = xs
     l = _logits(z, c, v, precision)
-    block_max = jnp.max(l, axis=1)
-    i = jnp.argmax(l, axis=1).astype(jnp.int32) + offset
-    best_i = jnp.where(block_max > m, i, best_i)
+    block_max, i = _first_max(l)
+    best_i = jnp.where(block_max > m, i + offset, best_i)
     m_new = jnp.maximum(m, block_max)
     a1 = jnp.exp(m - m_new)
     at = jnp.exp((m - m_new) / t)
