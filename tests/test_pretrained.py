@@ -265,6 +265,9 @@ FULL = [
   ("taming", "taming_f16-1024", 72_141_699, (16, 16), "vqgan_f16"),
   ("taming", "taming_f16-16384", 76_073_859, (16, 16), None),
   ("maskgit", "maskgit", 54_515_587, (16, 16), "maskgit_vqgan"),
+  ("open-magvit2", "open-magvit2_256", 115_127_829, (16, 16), "magvit2_lfq"),
+  ("open-magvit2", "open-magvit2_128", 112_021_653, (16, 16), "magvit2_lfq_128"),
+  ("ibq", "ibq_1024", 107_049_859, (16, 16), None),
 ]
 
 

@@ -22,7 +22,8 @@ outputs are those of the EMA weights, which the reference's evaluation uses
 quantizer's input), ``indices``, ``decoded`` (decoded from the indices) and
 ``near_tie`` (Open-MAGVIT2: a latent channel within 1e-5 of 0 relative to the
 latent's scale; IBQ: best and second logits within 1e-5 relative). Reruns give
-identical arrays.
+identical arrays. Also ``<family>/<name>_keys.json``: the names and shapes of
+the full-size models (Open-MAGVIT2 256 and 128 px, IBQ with 1024 codes).
 """
 
 import os
@@ -47,7 +48,9 @@ from src.Open_MAGVIT2.modules.vqvae.lookup_free_quantize import LFQ  # noqa: E40
 
 torch.set_grad_enabled(False)
 
-MAGVIT = dict(double_z=False, z_channels=6, resolution=32, in_channels=3, out_ch=3, ch=32, ch_mult=[1, 2], num_res_blocks=1)
+MAGVIT = dict(
+  double_z=False, z_channels=6, resolution=32, in_channels=3, out_ch=3, ch=32, ch_mult=[1, 2], num_res_blocks=1
+)
 IBQ = dict(
   double_z=False,
   z_channels=48,
@@ -192,6 +195,40 @@ def outputs(model, x):
   }
 
 
+def full_keys():
+  """Published names and shapes of the full-size models (generator only), for the full-size tests."""
+  import json  # noqa: PLC0415
+
+  magvit = dict(MAGVIT, z_channels=18, ch=128, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=4)
+  ibq = dict(IBQ, z_channels=256, resolution=256, ch=128, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=4)
+  for family, name, modules in (
+    ("open-magvit2", "open-magvit2_256", {"encoder": MagvitEncoder(**magvit), "decoder": MagvitDecoder(**magvit)}),
+    (
+      "open-magvit2",
+      "open-magvit2_128",
+      {
+        "encoder": MagvitEncoder(**dict(magvit, ch_mult=[1, 2, 2, 4])),
+        "decoder": MagvitDecoder(**dict(magvit, ch_mult=[1, 2, 2, 4])),
+      },
+    ),
+    (
+      "ibq",
+      "ibq_1024",
+      {
+        "encoder": IBQEncoder(**ibq),
+        "decoder": IBQDecoder(**ibq),
+        "quantize": IndexPropagationQuantize(1024, 256),
+        "quant_conv": torch.nn.Conv2d(256, 256, 1),
+        "post_quant_conv": torch.nn.Conv2d(256, 256, 1),
+      },
+    ),
+  ):
+    table = {f"{prefix}.{k}": list(v.shape) for prefix, m in modules.items() for k, v in m.state_dict().items()}
+    with open(os.path.join(GOLDENS, family, f"{name}_keys.json"), "w") as f:
+      json.dump(table, f, indent=0, sort_keys=True)
+    print(name, sum(int(np.prod(v)) for v in table.values()), "parameters")
+
+
 def main():
   with np.load(os.path.join(GOLDENS, "taming", "golden.npz")) as t:
     inputs = {k: t[k] for k in ("names", "images_uint8", "x", "x_nonsquare")}
@@ -214,6 +251,7 @@ def main():
       f"near ties {int(golden['near_tie'].sum() + golden['near_tie_nonsquare'].sum())},",
       f"decoded std {golden['decoded'].std():.3f}",
     )
+  full_keys()
 
 
 if __name__ == "__main__":
