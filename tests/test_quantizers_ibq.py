@@ -170,3 +170,30 @@ def test_memory_2_18_codes_256_dim_8192_tokens():
   mem = step.lower(abstract, z).compile().memory_analysis()
   # Arguments and outputs (codebook and its gradient, 256 MiB each) aside.
   assert mem.temp_size_in_bytes < 2**30, mem.temp_size_in_bytes
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_sharded_equals_unsharded_with_gradients(explicit):
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  devices = np.array(jax.devices())
+  mesh = jax.make_mesh((devices.size,), ("data",)) if explicit else jax.sharding.Mesh(devices, ("data",))
+  q = IBQ(40, 6, entropy_weight=0.05, entropy_temperature=0.5, chunk_size=16, rngs=nnx.Rngs(0))
+  z = jnp.asarray(np.random.default_rng(3).normal(size=(16, 4, 6)), jnp.float32)
+
+  @nnx.jit
+  def step(m, x):
+    def objective(m, x):
+      z_q, out = m(x, train=True)
+      return out.loss + jnp.sum(z_q**2), out
+
+    return nnx.grad(objective, argnums=(0, 1), has_aux=True)(m, x)
+
+  (g_m, g_z), out = step(nnx.clone(q), z)
+  (g_m_s, g_z_s), out_s = step(nnx.clone(q), jax.device_put(z, NamedSharding(mesh, P("data"))))
+  assert len(g_z_s.sharding.device_set) == 8
+  np.testing.assert_array_equal(np.asarray(out_s.indices), np.asarray(out.indices))
+  np.testing.assert_allclose(float(out_s.loss), float(out.loss), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(g_z_s), np.asarray(g_z), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(g_m_s.codebook[...]), np.asarray(g_m.codebook[...]), rtol=1e-5, atol=1e-6)

@@ -200,6 +200,7 @@ def _bwd(chunk, temperature, eps, entropy, precision, saved, cts):
   t = temperature
   codes, valid = _split(codebook, chunk)
   lse1, soft = res["lse1"], res["soft"]
+  code_sharding = sharding((z,), None, None) if explicit(z) else None
   # Softmax backward: ∂L/∂l_nk = P_nk (g_n·e_k − g_n·soft_n).
   g_dot_soft = jnp.sum(g_soft * soft, axis=1)
 
@@ -221,7 +222,8 @@ def _bwd(chunk, temperature, eps, entropy, precision, saved, cts):
       dx = (g_sample * d_sample + g_codebook * d_codebook) / n
       dl = dl + jnp.where(v[None, :], dx, 0.0) / t
     dz = dz + jnp.dot(dl, c, precision=precision, preferred_element_type=jnp.float32)
-    dc = jnp.dot(dl.T, z, precision=precision, preferred_element_type=jnp.float32)
+    # A sum over the tokens: under explicit mesh axes the (replicated) result's sharding must be named.
+    dc = jnp.dot(dl.T, z, precision=precision, preferred_element_type=jnp.float32, out_sharding=code_sharding)
     return dz, dc
 
   xs = (codes, valid, res["w"]) if entropy else (codes, valid)
