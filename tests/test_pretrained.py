@@ -4,7 +4,8 @@ The goldens in tests/goldens/ were made by the reference repositories' own code
 on reduced-width random-weight models saved in the published file layouts
 (scripts/parity/README.md). Tolerances: token ids exactly equal except on
 tokens the goldens mark as near-ties (best and second distances within 1e-5
-relative; there are none in these fixtures); latents within 1e-5 relative
+relative; IBQ: best and second logits; Open-MAGVIT2: a latent channel within
+1e-5 of zero, relative to the latent's scale; there are none in these fixtures); latents within 1e-5 relative
 (norm of the difference over the norm); decoded images within 1e-4.
 """
 
