@@ -143,8 +143,8 @@ def _forward(z, codebook, chunk, temperature, eps, entropy, precision):
   if not entropy:
     zero = jnp.zeros((), jnp.float32)
     return (idx, soft, zero, zero), res
-  lset = m / t + jnp.log(zt)
-  per_token = qt / zt + jnp.log(zt)
+  log_zt = jnp.log(zt)
+  per_token = qt / zt + log_zt
 
   # Pass 2: the batch-mean probability a_k of each chunk's codes, the codebook
   # entropy −Σ a log(a + ε), and for the backward pass w_k = ∂H/∂a_k and
@@ -153,7 +153,8 @@ def _forward(z, codebook, chunk, temperature, eps, entropy, precision):
     ent, b = carry
     c, v = xs
     l = _logits(z, c, v, precision)
-    p = jnp.exp(l / t - lset[:, None])
+    # log p = (l − m)/τ − log zt; l − m is exact near the maximum, l/τ − lse would cancel.
+    p = jnp.exp((l - m[:, None]) / t - log_zt[:, None])
     a = jnp.sum(p, axis=0) / n
     w = jnp.where(v, -(jnp.log(a + eps) + a / (a + eps)), 0.0)
     ent = ent - jnp.sum(jnp.where(v, a * jnp.log(a + eps), 0.0))
@@ -161,7 +162,7 @@ def _forward(z, codebook, chunk, temperature, eps, entropy, precision):
     return (ent, b), w
 
   (codebook_entropy, b), w = jax.lax.scan(pass2, (jnp.zeros((), jnp.float32), zeros), (codes, valid))
-  res.update(lset=lset, per_token=per_token, b=b, w=w)
+  res.update(m=m, log_zt=log_zt, per_token=per_token, b=b, w=w)
   return (idx, soft, jnp.mean(per_token), codebook_entropy), res
 
 
@@ -214,7 +215,7 @@ def _bwd(chunk, temperature, eps, entropy, precision, saved, cts):
     dp = jnp.dot(g_soft, c.T, precision=precision, preferred_element_type=jnp.float32)
     dl = p1 * (dp - g_dot_soft[:, None])
     if entropy:
-      log_p = l / t - res["lset"][:, None]
+      log_p = (l - res["m"][:, None]) / t - res["log_zt"][:, None]
       p = jnp.exp(log_p)
       # ∂H_n/∂x_nk = −p (log p + H_n);  ∂H(a)/∂x_nk = p (w_k − b_n) / N.
       d_sample = -p * (log_p + res["per_token"][:, None])
