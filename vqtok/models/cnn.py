@@ -261,7 +261,7 @@ class Family:
   """The parts in which CNN families differ in kind (sizes are config values).
 
   Attributes:
-    res_block: the residual block class.
+    res_block: the residual block class (or a partial of one, e.g. bias-free).
     downsample: the downsampling class (one per level but the last).
     conv_in_bias: whether the encoder's first conv has a bias.
     conv_out_kernel: kernel size of the encoder's last conv.
