@@ -8,6 +8,7 @@ search is one matmul per block plus an argmin, so the matmul bounds it).
   python bench/quantizers.py                      # defaults: a few minutes on 2 CPU cores
   python bench/quantizers.py --tokens=8192 --dim=256 --sizes=10,12,14,16,18
   python bench/quantizers.py --quantizers=vq --sweep_chunks=512,1024,2048,4096
+  python bench/quantizers.py --quantizers=vq,ibq --tokens=8192 --dim=256 --sizes=18 --repeats=1
 
 Memory: ``jax.devices()[0].memory_stats()["peak_bytes_in_use"]`` on
 accelerators; on CPU the process peak-RSS growth during the timed steps
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 from common import describe_machine, matmul_flops_per_s  # bench/common.py (this script's folder)
 from flax import nnx
 
-from vqtok.quantizers import BSQ, FSQ, LFQ, VectorQuantizer
+from vqtok.quantizers import BSQ, FSQ, IBQ, LFQ, VectorQuantizer
 from vqtok.quantizers.search import nearest_code, search_flops
 
 # FSQ levels per log2 codebook size: the paper's table (Mentzer et al. 2023,
@@ -98,6 +99,8 @@ def build(name: str, log2_size: int, dim: int, chunk: int | None):
     return LFQ(bits=log2_size, code_dim=dim, rngs=rngs)
   if name == "bsq":
     return BSQ(bits=log2_size, code_dim=dim, rngs=rngs)
+  if name == "ibq":  # the reference's training weights (entropy on: two passes over the codebook)
+    return IBQ(2**log2_size, dim, entropy_weight=0.05, chunk_size=chunk, rngs=rngs)
   raise ValueError(f"unknown quantizer {name!r}")
 
 
@@ -127,8 +130,8 @@ def main():
   p.add_argument("--tokens", type=int, default=2048)
   p.add_argument("--dim", type=int, default=128, help="z dimension (= VQ code dim)")
   p.add_argument("--sizes", default="10,12,14,16,18", help="log2 codebook sizes")
-  p.add_argument("--quantizers", default="vq,fsq,lfq,bsq")
-  p.add_argument("--chunk", type=int, default=None, help="VQ search chunk (auto)")
+  p.add_argument("--quantizers", default="vq,fsq,lfq,bsq,ibq")
+  p.add_argument("--chunk", type=int, default=None, help="VQ search / IBQ codebook chunk (auto)")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--sweep_chunks", default="", help="also time the VQ search for these chunk sizes")
   args = p.parse_args()

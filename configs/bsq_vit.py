@@ -28,7 +28,7 @@ def get_config():
   c.model.decoder_variant = "B/8"
   c.model.posemb = "learn"
   c.model.code_dim = 18
-  c.quantizer = ml_collections.ConfigDict({"type": "bsq", "bits": 18})
+  c.quantizer = ml_collections.ConfigDict({"type": "bsq", "bits": 18, "bit_order": "msb_first"})
   c.discriminator.type = "stylegan"
   c.discriminator.channels = 64
   c.discriminator.num_layers = 6

@@ -1,19 +1,21 @@
-"""MAGVIT-v2-style preset: f16 CNN with lookup-free quantization, 2^18 codes.
+"""Open-MAGVIT2 preset, 256px: f16 CNN with lookup-free quantization, 2^18 codes.
 
 Run:
   python train.py --config=configs/magvit2_lfq.py --workdir=runs/magvit2_lfq \
     --config.data.source=tfds --config.data.name=imagenet2012
 
 Reference: Yu et al., "Language Model Beats Diffusion -- Tokenizer is Key to
-Visual Generation", 2023 (arXiv:2310.05737), image tokenizer; sizes as in the
-open replication Open-MAGVIT2 (Luo et al., 2024, arXiv:2409.04410): ch 128,
-ch_mult 1-1-2-2-4, 4 res blocks, no attention, 18 latent channels = 18 LFQ
-bits. StyleGAN discriminator as in MAGVIT. 16x16 = 256 tokens at 256px.
-Our decoder is the plain VQGAN mirror (Open-MAGVIT2 adds adaptive GroupNorm
-and depth-to-space upsampling), so the count differs from theirs.
-Parameters (tests/test_models.py): 92.89M (encoder 40.40M, decoder 52.50M;
-LFQ has none) plus a 24.0M StyleGAN discriminator. Open-MAGVIT2's own decoder
-is larger (adaptive GroupNorm); their published total is not re-verified here.
+Visual Generation", 2023 (arXiv:2310.05737), image tokenizer, as replicated by
+Open-MAGVIT2 (Luo et al., 2024, arXiv:2409.04410; TencentARC/SEED-Voken
+configs/Open-MAGVIT2/gpu/imagenet_lfqgan_256_L.yaml): the ``magvit2`` CNN
+family (bias-free res blocks, no attention, adaptive GroupNorm conditioned on
+the quantized latent at each decoder level, depth-to-space upsampling),
+ch 128, ch_mult 1-1-2-2-4, 4 res blocks, 18 latent channels = 18 LFQ bits read
+least-significant first (the reference's token ids), commitment 0.25, entropy
+weight 0.1 at temperature 0.01. 16x16 = 256 tokens at 256px. The
+discriminator is vqtok's StyleGAN one (MAGVIT's), not Open-MAGVIT2's.
+Parameters (tests/test_models.py): 115,127,829 (encoder 49,751,442, decoder
+65,376,387; LFQ has none), equal to the reference's Encoder + Decoder.
 """
 
 import ml_collections
@@ -29,8 +31,9 @@ def get_config():
   c.model.channel_mult = (1, 1, 2, 2, 4)
   c.model.num_res_blocks = 4
   c.model.attention = False
+  c.model.cnn_family = "magvit2"
   c.model.code_dim = 18
-  c.quantizer = ml_collections.ConfigDict({"type": "lfq", "bits": 18})
+  c.quantizer = ml_collections.ConfigDict({"type": "lfq", "bits": 18, "bit_order": "lsb_first"})
   c.discriminator.type = "stylegan"
   c.discriminator.channels = 64
   c.discriminator.num_layers = 6  # 256 -> 4x4 before the dense head

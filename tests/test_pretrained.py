@@ -4,7 +4,8 @@ The goldens in tests/goldens/ were made by the reference repositories' own code
 on reduced-width random-weight models saved in the published file layouts
 (scripts/parity/README.md). Tolerances: token ids exactly equal except on
 tokens the goldens mark as near-ties (best and second distances within 1e-5
-relative; there are none in these fixtures); latents within 1e-5 relative
+relative; IBQ: best and second logits; Open-MAGVIT2: a latent channel within
+1e-5 of zero, relative to the latent's scale; there are none in these fixtures); latents within 1e-5 relative
 (norm of the difference over the norm); decoded images within 1e-4.
 """
 
@@ -37,7 +38,10 @@ FIXTURES = {
   "llamagen": ("reduced.pt", 32, "adm_center_crop"),
   "taming": ("reduced.ckpt", 32, "short_side_bilinear"),
   "maskgit": ("reduced_checkpoint", 64, "squash_bicubic"),
+  "open-magvit2": ("reduced.ckpt", 32, "short_side_bilinear"),
+  "ibq": ("reduced.ckpt", 32, "short_side_bilinear"),
 }
+CNN_FAMILY = {"maskgit": "maskgit", "open-magvit2": "magvit2"}
 
 
 def _fixture(family):
@@ -96,9 +100,12 @@ def test_decoding_golden_ids_is_not_trivially_equal(converted):
 def test_converted_config_names_the_family(converted):
   family, _, config, meta, _ = converted
   assert config.data.preprocess == FIXTURES[family][2]
-  assert config.model.cnn_family == ("maskgit" if family == "maskgit" else "taming")
+  assert config.model.cnn_family == CNN_FAMILY.get(family, "taming")
   assert tuple(config.model.input_range) == ((0.0, 1.0) if family == "maskgit" else (-1.0, 1.0))
   assert meta["source"] == family and len(meta["source_sha256"]) == 64
+  assert meta["weights"] == ("ema" if family in ("open-magvit2", "ibq") else "model")
+  if family == "open-magvit2":  # the reference's ids: 2 ** arange(bits)
+    assert config.quantizer.bit_order == "lsb_first"
   config_lib.validate_config(config)
 
 
@@ -130,6 +137,36 @@ def test_llamagen_ema_weights_are_picked_with_ema(tmp_path):
   np.testing.assert_array_equal(np.asarray(ema_tok.encode(jnp.asarray(x))), ids)
   raw_tok, _, _ = pretrained.convert("llamagen", train_file)
   assert not np.array_equal(np.asarray(raw_tok.encode(jnp.asarray(x))), ids)
+
+
+@pytest.mark.parametrize("family", ["open-magvit2", "ibq"])
+def test_seedvoken_ema_is_the_default_and_noema_takes_the_raw_weights(tmp_path, family):
+  # The goldens are the EMA weights' outputs (the reference evaluates under ema_scope).
+  path, g, _ = _fixture(family)
+  x, _, ids, _, _ = _golden_arrays(family, g)
+  raw, _, meta = pretrained.convert(family, path, ema=False)
+  assert meta["weights"] == "model"
+  assert not np.array_equal(np.asarray(raw.encode(jnp.asarray(x))), ids)
+  ema, _, meta = pretrained.convert(family, path, ema=True)
+  np.testing.assert_array_equal(np.asarray(ema.encode(jnp.asarray(x))), ids)
+  # Without LitEma copies, the default is the raw weights and --ema is refused by name.
+  obj = reader.read_checkpoint(path)
+  sd = {k: v for k, v in obj["state_dict"].items() if not k.startswith("model_ema.")}
+  plain = str(tmp_path / "plain.ckpt")
+  torchfile.save({"state_dict": sd}, plain)
+  assert pretrained.convert(family, plain)[2]["weights"] == "model"
+  with pytest.raises(reader.CheckpointError, match=r"plain\.ckpt: this .* checkpoint holds no EMA weights"):
+    pretrained.convert(family, plain, ema=True)
+  del obj["state_dict"]["model_ema.decoderconv_outweight"]
+  torchfile.save({"state_dict": obj["state_dict"]}, plain)
+  with pytest.raises(reader.CheckpointError, match=r"EMA copy of 'decoder\.conv_out\.weight'"):
+    pretrained.convert(family, plain)
+
+
+def test_open_magvit2_refuses_a_taming_file():
+  path, _, _ = _fixture("taming")
+  with pytest.raises(reader.CheckpointError, match=r"not a open-magvit2 checkpoint.*adaptive"):
+    pretrained.convert("open-magvit2", path)
 
 
 # ---- bad input: one clear error naming the file and the key ----
@@ -229,6 +266,9 @@ FULL = [
   ("taming", "taming_f16-1024", 72_141_699, (16, 16), "vqgan_f16"),
   ("taming", "taming_f16-16384", 76_073_859, (16, 16), None),
   ("maskgit", "maskgit", 54_515_587, (16, 16), "maskgit_vqgan"),
+  ("open-magvit2", "open-magvit2_256", 115_127_829, (16, 16), "magvit2_lfq"),
+  ("open-magvit2", "open-magvit2_128", 112_021_653, (16, 16), "magvit2_lfq_128"),
+  ("ibq", "ibq_1024", 107_049_859, (16, 16), None),
 ]
 
 
@@ -327,7 +367,7 @@ def test_convert_command_errors_are_one_line_and_write_nothing(tmp_path):
   res = _run("-m", "vqtok.convert", "nope", path, str(out))
   assert res.returncode != 0 and "unknown format 'nope'" in res.stderr
   res = _run("-m", "vqtok.convert", "--help")
-  assert res.returncode == 0 and all(f in res.stdout for f in ("llamagen", "taming", "maskgit"))
+  assert res.returncode == 0 and all(f in res.stdout for f in pretrained.FORMATS)
   out.mkdir()
   (out / "keep.txt").write_text("mine")
   res = _run("-m", "vqtok.convert", "llamagen", path, str(out))

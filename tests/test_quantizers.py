@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 from vqtok.quantizers import (
   BSQ,
   FSQ,
+  IBQ,
   LFQ,
   QUANTIZER_TYPES,
   Grouped,
@@ -107,6 +108,7 @@ FACTORIES = {
   "residual_fsq": lambda r: Residual(make=lambda: FSQ((5, 5, 3, 3, 3, 3), rngs=r), num_levels=3, rngs=r),
   "residual_lfq_shared": lambda r: Residual([LFQ(bits=DIM, rngs=r)], num_levels=2, shared=True, rngs=r),
   "grouped_bsq": lambda r: Grouped(make=lambda: BSQ(bits=3, rngs=r), num_groups=2, rngs=r),
+  "ibq": lambda r: IBQ(40, DIM, entropy_weight=0.05, entropy_temperature=0.5, chunk_size=16, rngs=r),
   "residual_vq": lambda r: build_quantizer(
     {"type": "residual", "num_levels": 2, "quantizer": {"type": "vq", "codebook_size": 16}}, code_dim=DIM, rngs=r
   ),
@@ -194,6 +196,44 @@ def test_bsq_codes_and_indices_match_numpy():
   np.testing.assert_allclose(np.linalg.norm(np.asarray(z_q), axis=-1), 1.0, rtol=1e-6)
   np.testing.assert_array_equal(np.asarray(out.indices), np_binary_index(u > 0))
   np.testing.assert_allclose(float(out.terms["commitment"]), np.mean(((u - ref) ** 2).sum(-1)), rtol=1e-5)
+
+
+def _string_index(positive, bit_order):
+  """The index as Python reads a string of binary digits: independent of the shift arithmetic."""
+  rows = positive.reshape(-1, positive.shape[-1])
+  digits = ["".join("1" if b else "0" for b in row) for row in rows]
+  if bit_order == "lsb_first":  # channel 0 is the last (least significant) digit
+    digits = [d[::-1] for d in digits]
+  return np.array([int(d, 2) for d in digits]).reshape(positive.shape[:-1])
+
+
+@pytest.mark.parametrize("bit_order", ["msb_first", "lsb_first"])
+@pytest.mark.parametrize("cls", [LFQ, BSQ])
+def test_bit_order_matches_an_independent_computation(cls, bit_order):
+  q = cls(bits=6, bit_order=bit_order, rngs=nnx.Rngs(0))
+  z = randn(5, 7, 6)
+  z_q, out = q(z)
+  want = _string_index(np.asarray(z) > 0, bit_order)
+  np.testing.assert_array_equal(np.asarray(out.indices), want)
+  np.testing.assert_array_equal(np.asarray(q.indices_to_codes(out.indices)), np.asarray(z_q))
+  # Channel 0 alone set: the top bit in msb_first, bit 0 in lsb_first.
+  one_hot = jnp.asarray(np.where(np.arange(6) == 0, 1.0, -1.0), jnp.float32)
+  assert int(q(one_hot)[1].indices) == (32 if bit_order == "msb_first" else 1)
+
+
+def test_bit_order_default_is_msb_first():
+  # The order every vqtok-trained LFQ/BSQ model has used; changing it renumbers their tokens.
+  z = randn(3, 5)
+  for cls in (LFQ, BSQ):
+    _, out = cls(bits=5, rngs=nnx.Rngs(0))(z)
+    np.testing.assert_array_equal(np.asarray(out.indices), _string_index(np.asarray(z) > 0, "msb_first"))
+
+
+def test_bit_order_rejects_unknown_values():
+  with pytest.raises(ValueError, match="LFQ bit_order must be one of"):
+    LFQ(bits=4, bit_order="little", rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="BSQ bit_order must be one of"):
+    build_quantizer({"type": "bsq", "bits": 4, "bit_order": "big"}, code_dim=4, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("temperature", [0.5, 0.01])
@@ -433,7 +473,7 @@ def test_gradient_reaches_input(name):
   assert np.all(np.isfinite(np.asarray(g))) and float(jnp.abs(g).sum()) > 0
 
 
-@pytest.mark.parametrize("name", ["fsq_proj", "lfq", "bsq_proj", "residual_fsq", "grouped_bsq", "residual_vq"])
+@pytest.mark.parametrize("name", ["fsq_proj", "lfq", "bsq_proj", "residual_fsq", "grouped_bsq", "residual_vq", "ibq"])
 def test_bfloat16_input(name):
   q = make(name)
   z = randn(2, 3, DIM).astype(jnp.bfloat16)
@@ -469,7 +509,7 @@ def test_build_quantizer_types():
 
 
 def test_quantizer_types_are_the_registry():
-  assert QUANTIZER_TYPES == ("vq", "fsq", "lfq", "bsq", "residual", "grouped")
+  assert QUANTIZER_TYPES == ("vq", "fsq", "lfq", "bsq", "ibq", "residual", "grouped")
   for type_name in QUANTIZER_TYPES:
     assert issubclass(quantizer_class(type_name), Quantizer)
 

@@ -28,6 +28,7 @@ VARIANTS = {  # name: (quantizer spec, other config overrides)
   "vq_ema": ({"type": "vq", "codebook_size": 64, "ema_decay": 0.9, "restart_threshold": 0.01}, {}),
   "lfq": ({"type": "lfq", "bits": 4}, {}),
   "bsq": ({"type": "bsq", "bits": 4}, {}),
+  "ibq": ({"type": "ibq", "codebook_size": 64, "entropy_weight": 0.05}, {}),
   "residual_vq": (
     {"type": "residual", "num_levels": 2, "quantizer": {"type": "vq", "codebook_size": 32}},
     {"loss.gan_loss": "non_saturating", "loss.lecam_weight": 0.1, "loss.r1_weight": 1.0},

@@ -47,7 +47,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.code_dim = 4  # width of the vectors the quantizer receives (its code_dim)
   c.model.dtype = "float32"  # compute dtype; parameters stay float32
   c.model.z_channels = 0  # cnn: encoder output width; > 0 adds projections to/from code_dim
-  c.model.cnn_family = "taming"  # cnn block kinds: taming (also LlamaGen) | maskgit
+  c.model.cnn_family = "taming"  # cnn block kinds: taming (also LlamaGen, IBQ) | maskgit | magvit2 (Open-MAGVIT2)
   c.model.norm_groups = 32  # cnn GroupNorm groups (32 in published models; fewer for narrow ones)
   c.model.input_range = (-1.0, 1.0)  # what the encoder sees; batches are always [-1, 1]
   c.model.variant = ""  # vit / vit1d: big_vision size name, e.g. "B/16"
@@ -63,7 +63,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   # ---- quantizer (vqtok.quantizers); kwargs of the class named by `type` ----
   c.quantizer = ml_collections.ConfigDict()
-  c.quantizer.type = "fsq"  # vq | fsq | lfq | bsq | residual | grouped
+  c.quantizer.type = "fsq"  # vq | fsq | lfq | bsq | ibq | residual | grouped
+  # lfq / bsq: bit_order = "msb_first" (default) | "lsb_first"; tokenizer directories must record it
   c.quantizer.levels = (8, 5, 5, 5)
 
   # ---- discriminator (vqtok.models.discriminator) ----

@@ -1,10 +1,11 @@
 """Converts a published tokenizer checkpoint into a vqtok tokenizer directory.
 
-  python -m vqtok.convert FORMAT CHECKPOINT OUTPUT_DIR [--ema] [--overwrite]
+  python -m vqtok.convert FORMAT CHECKPOINT OUTPUT_DIR [--ema | --noema] [--overwrite]
 
 FORMAT is one of: llamagen (vq_ds16_c2i.pt, vq_ds8_c2i.pt), taming
 (vqgan_imagenet_f16_1024 / _16384 last.ckpt), maskgit
-(tokenizer_imagenet256_checkpoint). The variant is read off the file. Neither
+(tokenizer_imagenet256_checkpoint), open-magvit2 (imagenet_256_L.ckpt,
+imagenet_128_L.ckpt), ibq (imagenet256_*.ckpt). The variant is read off the file. Neither
 torch nor the authors' code is needed. OUTPUT_DIR gets config.json and
 model.safetensors; tokenize, eval.py and train.py --config.init_from read it.
 """
@@ -22,7 +23,12 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-  flags.DEFINE_bool("ema", False, "Take the EMA weights where the file holds both (LlamaGen training files).")
+  flags.DEFINE_bool(
+    "ema",
+    None,
+    "Take the EMA weights (--ema) or the raw ones (--noema). Default: the raw weights, except for open-magvit2"
+    " and ibq files with EMA copies, which the reference evaluates with.",
+  )
   flags.DEFINE_bool("overwrite", False, "Replace OUTPUT_DIR if it exists and is not empty.")
 
 

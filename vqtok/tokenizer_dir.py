@@ -11,6 +11,16 @@ tokenizer except RNG streams, named by its dot-joined path
 from (``source``, ``source_file``, ``source_sha256``, ``step``). A directory is
 written under a temporary name and renamed when complete, so it is never
 half-written.
+
+LFQ and BSQ token ids depend on the order in which channels are read as bits
+(``bit_order``), so ``config.json`` always records it for those quantizers
+(``save_tokenizer`` writes the class default when the config leaves it out),
+and a directory that does not record it is refused rather than guessed. One
+exception, a fact rather than a guess: a directory exported from vqtok training
+(metadata ``source`` = ``vqtok``) before the option existed used
+``msb_first``, the only order vqtok had, and is read as such. Training
+workdirs are always vqtok's own, so their saved configs take the class
+default, ``msb_first``, too.
 """
 
 from __future__ import annotations
@@ -30,6 +40,52 @@ from flax import nnx
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 FORMAT = "vqtok-tokenizer-v1"
+
+
+# Quantizer types whose token ids depend on a bit order.
+_BIT_ORDER_TYPES = ("lfq", "bsq")
+# Metadata ``source`` of directories exported from vqtok training.
+_VQTOK_SOURCE = "vqtok"
+
+
+def _bit_order_specs(spec: Any) -> list[Any]:
+  """The LFQ/BSQ specs in a quantizer spec, nested residual/grouped ones included."""
+  found = []
+  while spec is not None:
+    if spec.get("type") in _BIT_ORDER_TYPES:
+      found.append(spec)
+    spec = spec.get("quantizer")
+  return found
+
+
+def record_bit_order(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of ``config`` whose LFQ/BSQ specs all name their ``bit_order`` (the class default if unset)."""
+  from vqtok.quantizers.binary import BIT_ORDERS  # noqa: PLC0415
+
+  config = ml_collections.ConfigDict(config.to_dict())
+  for spec in _bit_order_specs(config.quantizer):
+    if "bit_order" not in spec:
+      spec.bit_order = BIT_ORDERS[0]
+  return config
+
+
+def check_bit_order(config: ml_collections.ConfigDict, metadata: Mapping[str, str], path: str) -> None:
+  """Raises ValueError if an LFQ/BSQ spec of a tokenizer directory's config has no ``bit_order``.
+
+  A directory exported from vqtok training before the option existed gets
+  ``msb_first`` set in ``config``: that was vqtok's only order.
+  """
+  for spec in _bit_order_specs(config.quantizer):
+    if "bit_order" in spec:
+      continue
+    if metadata.get("source") == _VQTOK_SOURCE:
+      spec.bit_order = "msb_first"
+      continue
+    raise ValueError(
+      f"{os.path.join(path, CONFIG)}: the {spec.type} quantizer does not record its bit_order, so its token ids"
+      ' are ambiguous; add "bit_order": "msb_first" or "lsb_first" to its quantizer spec (the order the weights'
+      " were trained with)"
+    )
 
 
 def is_tokenizer_dir(path: str) -> bool:
@@ -128,7 +184,7 @@ def save_tokenizer(
     arrays = {k: np.ascontiguousarray(v) for k, v in tokenizer_arrays(tokenizer).items()}
     save_file(arrays, os.path.join(tmp, WEIGHTS), metadata=meta)
     with open(os.path.join(tmp, CONFIG), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+      f.write(record_bit_order(config).to_json_best_effort(indent=2))
     if os.path.isdir(path):
       shutil.rmtree(path)
     os.replace(tmp, path)
@@ -160,6 +216,11 @@ def load(path: str, *, use_ema: bool = True, step: int | None = None):
     from vqtok.models import build_tokenizer  # noqa: PLC0415
 
     config = config_lib.load_run_config(path)
+    try:
+      meta = read_metadata(path)
+    except Exception as e:  # noqa: BLE001  (safetensors raises its own error types)
+      raise ValueError(f"{os.path.join(path, WEIGHTS)}: unreadable ({e})") from None
+    check_bit_order(config, meta, path)
     config_lib.validate_config(config, check_paths=False)
     tokenizer = build_tokenizer(config, rngs=nnx.Rngs(int(config.seed)))
     try:
@@ -167,7 +228,6 @@ def load(path: str, *, use_ema: bool = True, step: int | None = None):
     except Exception as e:  # noqa: BLE001  (safetensors raises its own error types)
       raise ValueError(f"{os.path.join(path, WEIGHTS)}: unreadable ({e})") from None
     load_arrays(tokenizer, arrays, source=os.path.join(path, WEIGHTS))
-    meta = read_metadata(path)
     return tokenizer, config, {"step": int(meta.get("step", 0) or 0), "metadata": meta}
   if is_workdir(path):
     from vqtok.training import checkpoint  # noqa: PLC0415

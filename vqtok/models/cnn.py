@@ -26,12 +26,19 @@ its parts (``model.cnn_family`` in the config):
            the branch output, 2x2 average-pool downsampling, ``num_res_blocks``
            mid blocks, ``num_res_blocks`` decoder blocks per level, bias-free
            encoder conv_in and a 1x1 encoder conv_out.
+  magvit2  Open-MAGVIT2 (TencentARC/SEED-Voken, improved_model.py): bias-free
+           res blocks with taming's wiring, stride-2 conv downsampling padded
+           1, ``num_res_blocks`` mid and decoder blocks per level, bias-free
+           encoder conv_in, 1x1 encoder conv_out; each decoder level starts
+           with an adaptive GroupNorm conditioned on the decoder's input (the
+           quantized latent) and upsamples by a conv and depth-to-space.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen
@@ -66,7 +73,11 @@ def _check_sizes(channels: int, num_res_blocks: int, z_channels: int) -> None:
 
 
 class ResBlock(nnx.Module):
-  """Pre-activation residual block: (GroupNorm, swish, 3x3 conv) x 2 + skip."""
+  """Pre-activation residual block: (GroupNorm, swish, 3x3 conv) x 2 + skip.
+
+  ``use_bias=False`` is Open-MAGVIT2's block (improved_model.py, ResBlock):
+  the same wiring with bias-free convs and shortcut.
+  """
 
   def __init__(
     self,
@@ -74,17 +85,18 @@ class ResBlock(nnx.Module):
     out_ch: int,
     *,
     groups: int = 32,
+    use_bias: bool = True,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.norm1 = nnx.GroupNorm(in_ch, num_groups=_num_groups(in_ch, groups), **kw)
-    self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), **kw)
+    self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), use_bias=use_bias, **kw)
     self.norm2 = nnx.GroupNorm(out_ch, num_groups=_num_groups(out_ch, groups), **kw)
-    self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), **kw)
+    self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), use_bias=use_bias, **kw)
     # 1x1 projection on the skip path only when the width changes (taming's nin_shortcut).
-    self.skip = nnx.Conv(in_ch, out_ch, (1, 1), **kw) if in_ch != out_ch else None
+    self.skip = nnx.Conv(in_ch, out_ch, (1, 1), use_bias=use_bias, **kw) if in_ch != out_ch else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
     h = self.conv1(nnx.swish(self.norm1(x)))
@@ -174,25 +186,100 @@ class Upsample(nnx.Module):
     return self.conv(x)
 
 
+class PaddedDownsample(nnx.Module):
+  """Stride-2 3x3 conv padded 1 on every side (Open-MAGVIT2's encoder downsampling)."""
+
+  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    self.conv = nnx.Conv(
+      ch, ch, (3, 3), strides=2, padding=((1, 1), (1, 1)), dtype=dtype, param_dtype=param_dtype, rngs=rngs
+    )
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.conv(x)
+
+
+def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
+  """(B, H, W, b*b*C) -> (B, H*b, W*b, C), channel ``(i*b + j)*C + c`` going to offset (i, j).
+
+  The DCR order of Open-MAGVIT2's ``depth_to_space`` (improved_model.py): the
+  channel axis splits as (row offset, column offset, channel).
+  """
+  b_, h, w, c = x.shape
+  out = c // (block * block)
+  x = x.reshape(b_, h, w, block, block, out)
+  x = jnp.transpose(x, (0, 1, 3, 2, 4, 5))
+  return x.reshape(b_, h * block, w * block, out)
+
+
+class DepthToSpaceUpsample(nnx.Module):
+  """A 3x3 conv to 4x the channels, then depth-to-space: 2x upsampling (Open-MAGVIT2's Upsampler)."""
+
+  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    self.conv = nnx.Conv(ch, 4 * ch, (3, 3), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return depth_to_space(self.conv(x), 2)
+
+
+class AdaptiveGroupNorm(nnx.Module):
+  """GroupNorm without affine parameters, then a scale and bias predicted from the quantized latent.
+
+  Open-MAGVIT2's decoder (improved_model.py, AdaptiveGroupNorm): per image and
+  channel of the decoder input ``z``, scale = Linear(sqrt(var_hw(z) + eps)) and
+  bias = Linear(mean_hw(z)). The variance is torch's default ``var``, the
+  unbiased one (divides by h*w - 1), whatever the reference's comment says.
+  """
+
+  def __init__(
+    self,
+    z_channels: int,
+    ch: int,
+    *,
+    groups: int = 32,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.eps = 1e-6
+    self.norm = nnx.GroupNorm(
+      ch, num_groups=_num_groups(ch, groups), use_scale=False, use_bias=False, epsilon=self.eps, **kw
+    )
+    self.gamma = nnx.Linear(z_channels, ch, **kw)
+    self.beta = nnx.Linear(z_channels, ch, **kw)
+
+  def __call__(self, x: jax.Array, style: jax.Array) -> jax.Array:
+    s = style.astype(jnp.float32)
+    ddof = 1 if s.shape[1] * s.shape[2] > 1 else 0  # torch gives NaN for one position; keep it finite
+    scale = self.gamma(jnp.sqrt(jnp.var(s, axis=(1, 2), ddof=ddof) + self.eps).astype(x.dtype))
+    bias = self.beta(jnp.mean(s, axis=(1, 2)).astype(x.dtype))
+    return self.norm(x) * scale[:, None, None, :] + bias[:, None, None, :]
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
   """The parts in which CNN families differ in kind (sizes are config values).
 
   Attributes:
-    res_block: the residual block class.
+    res_block: the residual block class (or a partial of one, e.g. bias-free).
     downsample: the downsampling class (one per level but the last).
     conv_in_bias: whether the encoder's first conv has a bias.
     conv_out_kernel: kernel size of the encoder's last conv.
     mid_blocks: residual blocks in the middle; 0 means ``num_res_blocks``.
     extra_decoder_blocks: decoder blocks per level beyond ``num_res_blocks``.
+    upsample: the decoder's upsampling class (one per level but the last).
+    level_norm: None, or a class normalising the input of each decoder level
+      conditioned on the decoder's input (``AdaptiveGroupNorm``).
   """
 
-  res_block: type
+  res_block: Callable[..., nnx.Module]
   downsample: type
   conv_in_bias: bool
   conv_out_kernel: int
   mid_blocks: int
   extra_decoder_blocks: int
+  upsample: type = Upsample
+  level_norm: type | None = None
 
   def num_mid_blocks(self, num_res_blocks: int) -> int:
     return self.mid_blocks or num_res_blocks
@@ -214,6 +301,16 @@ FAMILIES = {
     conv_out_kernel=1,
     mid_blocks=0,
     extra_decoder_blocks=0,
+  ),
+  "magvit2": Family(
+    res_block=functools.partial(ResBlock, use_bias=False),
+    downsample=PaddedDownsample,
+    conv_in_bias=False,
+    conv_out_kernel=1,
+    mid_blocks=0,
+    extra_decoder_blocks=0,
+    upsample=DepthToSpaceUpsample,
+    level_norm=AdaptiveGroupNorm,
   ),
 }
 
@@ -369,16 +466,18 @@ class Decoder(nnx.Module):
     ch = channels * mult[-1]
     self.conv_in = nnx.Conv(z_channels, ch, (3, 3), **kw)
     self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, bkw)
-    res, attn, up = [], [], []
+    res, attn, up, norms = [], [], [], []
     # Levels run from the lowest resolution up; the first one keeps attention.
     blocks = num_res_blocks + fam.extra_decoder_blocks
     for k, m in enumerate(reversed(mult)):
+      norms.append(fam.level_norm(z_channels, ch, **bkw) if fam.level_norm is not None else None)
       r, a = _level_blocks(ch, channels * m, blocks, attention and k == 0, fam, bkw)
       ch = channels * m
       res.append(r)
       attn.append(a)
-      up.append(Upsample(ch, **kw) if k < len(mult) - 1 else None)
+      up.append(fam.upsample(ch, **kw) if k < len(mult) - 1 else None)
     self.res, self.attn, self.up = nnx.List(res), nnx.List(attn), nnx.List(up)
+    self.level_norm = nnx.List(norms)
     self.norm_out = nnx.GroupNorm(
       ch, num_groups=_num_groups(ch, norm_groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs
     )
@@ -389,7 +488,9 @@ class Decoder(nnx.Module):
 
   def __call__(self, z: jax.Array) -> jax.Array:
     h = _run_mid(self.mid, self.mid_attn, self.conv_in(z))
-    for res, attn, up in zip(self.res, self.attn, self.up):
+    for norm, res, attn, up in zip(self.level_norm, self.res, self.attn, self.up):
+      if norm is not None:
+        h = norm(h, z)
       h = _run_level(res, attn, h)
       if up is not None:
         h = up(h)

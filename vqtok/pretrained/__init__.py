@@ -16,20 +16,24 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
-from vqtok.pretrained import layout, llamagen, maskgit, taming
+from vqtok.pretrained import ibq, layout, llamagen, maskgit, open_magvit2, taming
 from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 
-#: Convertible formats: name -> family module (NAME, FILES, IGNORE, state_dict, config, table).
-FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (llamagen, taming, maskgit)}
+#: Convertible formats: name -> family module (NAME, FILES, IGNORE, state_dict, config, table;
+#: optionally default_ema(file) -> whether to take EMA weights when ``ema`` is not given).
+FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (llamagen, taming, maskgit, open_magvit2, ibq)}
 
 
-def convert(format: str, checkpoint: str, *, ema: bool = False) -> tuple[nnx.Module, ml_collections.ConfigDict, dict]:
+def convert(
+  format: str, checkpoint: str, *, ema: bool | None = None
+) -> tuple[nnx.Module, ml_collections.ConfigDict, dict]:
   """Loads a published checkpoint as a vqtok tokenizer.
 
   Args:
     format: one of ``FORMATS``.
     checkpoint: the published file.
-    ema: take the EMA weights where the file holds both.
+    ema: take the EMA weights (True) or the raw ones (False); None: the family's
+      default (EMA where the reference evaluates with it: open-magvit2, ibq).
 
   Returns:
     ``(tokenizer, config, metadata)``; the metadata names the source file and its sha256.
@@ -45,7 +49,10 @@ def convert(format: str, checkpoint: str, *, ema: bool = False) -> tuple[nnx.Mod
     raise CheckpointError(f"unknown format {format!r}; expected one of {sorted(FORMATS)}")
   family = FORMATS[format]
   source = os.path.basename(checkpoint)
-  tensors = family.state_dict(read_checkpoint(checkpoint), ema=ema, source=source)
+  obj = read_checkpoint(checkpoint)
+  if ema is None:
+    ema = bool(getattr(family, "default_ema", lambda _: False)(obj))
+  tensors = family.state_dict(obj, ema=ema, source=source)
   config = family.config(tensors, source)
   config_lib.validate_config(config, check_paths=False)
   tokenizer = build_tokenizer(config, rngs=nnx.Rngs(0))

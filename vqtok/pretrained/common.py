@@ -94,3 +94,34 @@ def cnn_config(
   c.quantizer = ml_collections.ConfigDict(quantizer)
   c.data.preprocess = preprocess
   return c
+
+
+def lit_ema_state_dict(
+  tensors: Mapping[str, np.ndarray], *, ema: bool, source: str, family: str
+) -> dict[str, np.ndarray]:
+  """The model's weights, or with ``ema`` the copies Lightning's ``LitEma`` keeps of them.
+
+  ``LitEma`` stores each trainable parameter as the buffer ``model_ema.<name
+  without dots>`` (SEED-Voken src/*/modules/ema.py), so the copy of
+  ``encoder.conv_in.weight`` is ``model_ema.encoderconv_inweight``. The
+  training loss's networks (``loss.*``) are left out either way.
+  """
+  shadow = {k[len("model_ema.") :]: v for k, v in tensors.items() if k.startswith("model_ema.")}
+  model = {k: v for k, v in tensors.items() if not k.startswith(("model_ema.", "loss."))}
+  if not ema:
+    return model
+  if not shadow:
+    raise CheckpointError(f"{source}: this {family} checkpoint holds no EMA weights (model_ema.*); pass --noema")
+  out = {}
+  for name in model:
+    key = name.replace(".", "")
+    if key not in shadow:
+      raise CheckpointError(f"{source}: the EMA copy of {name!r} (model_ema.{key}) is missing")
+    out[name] = shadow[key]
+  return out
+
+
+def has_lit_ema(obj: Any) -> bool:
+  """Whether a Lightning checkpoint's ``state_dict`` holds ``LitEma`` copies (``model_ema.*``)."""
+  sd = obj.get("state_dict") if isinstance(obj, Mapping) else None
+  return isinstance(sd, Mapping) and any(str(k).startswith("model_ema.") for k in sd)

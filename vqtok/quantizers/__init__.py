@@ -1,10 +1,11 @@
-"""Quantizers: VQ, FSQ, LFQ, BSQ and their residual and grouped forms."""
+"""Quantizers: VQ, IBQ, FSQ, LFQ, BSQ and their residual and grouped forms."""
 
 from vqtok.quantizers.base import Quantizer, QuantizerOutput, QuantizerStats, code_usage_metrics, straight_through
 from vqtok.quantizers.binary import binary_entropy_terms
 from vqtok.quantizers.bsq import BSQ
 from vqtok.quantizers.fsq import FSQ
 from vqtok.quantizers.grouped import Grouped
+from vqtok.quantizers.ibq import IBQ
 from vqtok.quantizers.lfq import LFQ
 from vqtok.quantizers.registry import QUANTIZER_TYPES, build_quantizer, quantizer_class
 from vqtok.quantizers.residual import Residual
@@ -14,6 +15,7 @@ __all__ = [
   "BSQ",
   "FSQ",
   "Grouped",
+  "IBQ",
   "LFQ",
   "QUANTIZER_TYPES",
   "Quantizer",

@@ -3,7 +3,11 @@
 Both quantise each of ``bits`` channels to its sign, so the implicit codebook
 is the set of corners of a hypercube ({-1, 1}^bits for LFQ, scaled by
 1/sqrt(bits) for BSQ) with ``2**bits`` codes and no lookup. The index is the
-binary number of the signs (first channel most significant, 1 for +).
+binary number of the signs (1 for +), read in ``bit_order``: ``"msb_first"``
+(channel 0 is the most significant bit; vqtok's order, and the only one
+before the option existed) or ``"lsb_first"`` (channel 0 is bit 0, as in
+Open-MAGVIT2's ``2 ** arange(bits)`` mask). Published tokenizers differ, so
+token ids are only the authors' ids in the authors' order.
 
 Their entropy penalties use a soft assignment p(c|z) that factorises over
 bits, p(bit_i = + | z) = sigmoid(logit_i), so the per-sample entropy is a sum
@@ -33,28 +37,39 @@ from vqtok.quantizers.base import (
 )
 
 ENTROPY_MODES = ("exact", "factorized")
+#: How channels map to index bits; the first is the default (vqtok's order).
+BIT_ORDERS = ("msb_first", "lsb_first")
 # Beyond this codebook size the usage histogram itself would dominate memory.
 _MAX_HISTOGRAM = 2**20
 # Target elements of one (N, chunk) block in the exact codebook entropy.
 _CHUNK_ELEMENTS = 2**23
 
 
-def bit_shifts(bits: int) -> jax.Array:
-  """Right-shift of each channel's bit in an index (channel 0 most significant)."""
+def check_bit_order(bit_order: str, name: str) -> str:
+  """Returns ``bit_order`` if it is one of ``BIT_ORDERS``; else raises ValueError."""
+  if bit_order not in BIT_ORDERS:
+    raise ValueError(f"{name} bit_order must be one of {BIT_ORDERS}; got {bit_order!r}")
+  return bit_order
+
+
+def bit_shifts(bits: int, bit_order: str = "msb_first") -> jax.Array:
+  """Right-shift of each channel's bit in an index, in ``bit_order``."""
+  if check_bit_order(bit_order, "bit_shifts") == "lsb_first":
+    return jnp.arange(bits, dtype=jnp.int32)
   return jnp.arange(bits - 1, -1, -1, dtype=jnp.int32)
 
 
-def signs_to_indices(positive: jax.Array) -> jax.Array:
-  """Binary index of boolean ``positive`` (..., bits) -> int32 (...)."""
+def signs_to_indices(positive: jax.Array, bit_order: str = "msb_first") -> jax.Array:
+  """Binary index of boolean ``positive`` (..., bits) -> int32 (...), in ``bit_order``."""
   bits = positive.shape[-1]
-  weights = last_axis(jnp.left_shift(jnp.int32(1), bit_shifts(bits)), positive.ndim)
+  weights = last_axis(jnp.left_shift(jnp.int32(1), bit_shifts(bits, bit_order)), positive.ndim)
   return jnp.sum(positive.astype(jnp.int32) * weights, axis=-1).astype(jnp.int32)
 
 
-def indices_to_signs(indices: jax.Array, bits: int) -> jax.Array:
-  """±1 float32 codes (..., bits) of int indices (...)."""
+def indices_to_signs(indices: jax.Array, bits: int, bit_order: str = "msb_first") -> jax.Array:
+  """±1 float32 codes (..., bits) of int indices (...), in ``bit_order``."""
   idx = jnp.asarray(indices).astype(jnp.int32)[..., None]
-  bit = jnp.bitwise_and(jnp.right_shift(idx, last_axis(bit_shifts(bits), idx.ndim)), 1)
+  bit = jnp.bitwise_and(jnp.right_shift(idx, last_axis(bit_shifts(bits, bit_order), idx.ndim)), 1)
   return bit.astype(jnp.float32) * 2.0 - 1.0
 
 
@@ -168,9 +183,11 @@ class BinaryQuantizer(Quantizer):
     codebook_entropy_weight: float,
     entropy_mode: str,
     chunk_size: int | None,
+    bit_order: str,
     rngs: nnx.Rngs,
   ) -> None:
     name = self._name
+    self.bit_order = check_bit_order(bit_order, name)
     if entropy_mode not in ENTROPY_MODES:
       raise ValueError(f"{name} entropy_mode must be one of {ENTROPY_MODES}; got {entropy_mode!r}")
     if chunk_size is not None and (chunk_size < 1 or chunk_size & (chunk_size - 1)):
@@ -208,7 +225,7 @@ class BinaryQuantizer(Quantizer):
     check_index_dtype(indices, self._name)
     self.check_indices(indices)
     # Same float32 scale as __call__, so the round trip is bit-exact.
-    codes = indices_to_signs(indices, self.bits) * jnp.float32(self.code_scale())
+    codes = indices_to_signs(indices, self.bits, self.bit_order) * jnp.float32(self.code_scale())
     if self.project_out is not None:
       codes = self.project_out(codes)
     return codes
@@ -235,7 +252,7 @@ class BinaryQuantizer(Quantizer):
     """
     positive = q > 0
     codes = straight_through(x, q)
-    indices = signs_to_indices(positive)
+    indices = signs_to_indices(positive, self.bit_order)
     terms = {"commitment": commitment}
     loss = self.commitment_weight * commitment
     if train and self.entropy_weight > 0:

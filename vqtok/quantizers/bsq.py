@@ -3,8 +3,8 @@
 The latent is (optionally) projected to ``bits`` channels and l2-normalised to
 the unit sphere, u = v / ||v||; the code is û = sign(u) / sqrt(bits), a corner
 of the hypercube inscribed in the sphere, so the quantisation error is bounded
-and the implicit codebook has 2**bits codes. Index = binary number of the signs
-(first channel most significant).
+and the implicit codebook has 2**bits codes. Index = binary number of the signs,
+in ``bit_order`` (see ``binary.py``).
 
 Entropy terms follow the paper's soft assignment q̂(c|u) ∝ exp(τ c·u) with τ
 the inverse temperature (Sec. 3.2). It factorises over bits:
@@ -43,6 +43,8 @@ class BSQ(BinaryQuantizer):
     inv_temperature: τ in q̂(c|u) ∝ exp(τ c·u).
     entropy_mode: "factorized" (paper) or "exact" (chunked over all codes).
     chunk_size: codes per chunk for the exact mode (power of two).
+    bit_order: "msb_first" (channel 0 is the index's most significant bit)
+      or "lsb_first" (channel 0 is bit 0, Open-MAGVIT2's order).
     rngs: initialises the projections.
   """
 
@@ -60,6 +62,7 @@ class BSQ(BinaryQuantizer):
     inv_temperature: float = 1.0,
     entropy_mode: str = "factorized",
     chunk_size: int | None = None,
+    bit_order: str = "msb_first",
     rngs: nnx.Rngs,
   ):
     bits = resolve_bits(bits, None, "BSQ")
@@ -75,6 +78,7 @@ class BSQ(BinaryQuantizer):
       codebook_entropy_weight=codebook_entropy_weight,
       entropy_mode=entropy_mode,
       chunk_size=chunk_size,
+      bit_order=bit_order,
       rngs=rngs,
     )
 

@@ -2,7 +2,7 @@
 
 Each of ``bits`` channels is quantised to its sign, so the implicit codebook is
 the hypercube {-1, 1}^bits with ``2**bits`` codes and no lookup. The index is
-the binary number of the signs (first channel most significant, 1 for +1).
+the binary number of the signs (1 for +1), in ``bit_order`` (see ``binary.py``).
 
 Training adds an entropy penalty: low per-sample entropy (confident codes)
 minus high codebook entropy (all codes used), with p(c|z) ∝ exp(-||z-c||²/τ).
@@ -36,6 +36,8 @@ class LFQ(BinaryQuantizer):
     temperature: τ in p(c|z) ∝ exp(-||z - c||² / τ).
     entropy_mode: "exact" (chunked over all codes) or "factorized".
     chunk_size: codes per chunk for the exact mode (power of two).
+    bit_order: "msb_first" (channel 0 is the index's most significant bit)
+      or "lsb_first" (channel 0 is bit 0, Open-MAGVIT2's order).
     rngs: initialises the projections.
   """
 
@@ -54,6 +56,7 @@ class LFQ(BinaryQuantizer):
     temperature: float = 0.01,
     entropy_mode: str = "exact",
     chunk_size: int | None = None,
+    bit_order: str = "msb_first",
     rngs: nnx.Rngs,
   ):
     bits = resolve_bits(bits, codebook_size, "LFQ")
@@ -69,6 +72,7 @@ class LFQ(BinaryQuantizer):
       codebook_entropy_weight=codebook_entropy_weight,
       entropy_mode=entropy_mode,
       chunk_size=chunk_size,
+      bit_order=bit_order,
       rngs=rngs,
     )
 

@@ -22,6 +22,7 @@ from vqtok.quantizers.base import Quantizer
 from vqtok.quantizers.bsq import BSQ
 from vqtok.quantizers.fsq import FSQ
 from vqtok.quantizers.grouped import Grouped
+from vqtok.quantizers.ibq import IBQ
 from vqtok.quantizers.lfq import LFQ
 from vqtok.quantizers.residual import Residual
 from vqtok.quantizers.vq import VectorQuantizer
@@ -31,6 +32,7 @@ _TYPES: dict[str, type[Quantizer]] = {
   "fsq": FSQ,
   "lfq": LFQ,
   "bsq": BSQ,
+  "ibq": IBQ,
   "residual": Residual,
   "grouped": Grouped,
 }

@@ -1,0 +1,95 @@
+"""Open-MAGVIT2 (Luo et al., 2024, arXiv:2409.04410): LFQ with 2^18 codes, 256 px (f16) and 128 px (f8).
+
+Published by TencentARC/SEED-Voken as PyTorch-Lightning checkpoints with the
+weights under ``"state_dict"``: the model, the training loss's networks
+(``loss.*``, left out) and, trained with ``use_ema``, ``LitEma`` copies of
+every parameter (``model_ema.*``). The reference's evaluation decodes with the
+EMA weights (``with model.ema_scope()``, evaluation_image.py), so they are the
+default when the file has them; ``--noema`` takes the raw ones. Modules:
+src/Open_MAGVIT2/modules/diffusionmodules/improved_model.py (Encoder,
+Decoder: vqtok's ``magvit2`` CNN family) and lookup_free_quantize.py (LFQ,
+no weights; its ids read the bits least-significant first, ``2 **
+arange(bits)``). The decoder lists its levels from the highest resolution
+(``up.0``, ``adaptive.0``) while vqtok's runs from the lowest, so the index
+flips. Images are [-1, 1], resized as taming's (SmallestMaxSize + CenterCrop,
+OpenCV bilinear: data/imagenet.py). The image size is 16 tokens a side (256 px
+for f16, 128 px for f8), as published.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from vqtok.pretrained import common
+from vqtok.pretrained import layout as L
+
+NAME = "open-magvit2"
+FILES = "imagenet_256_L.ckpt (f16, 256 px), imagenet_128_L.ckpt (f8, 128 px)"
+IGNORE = (r"loss\..*", r"model_ema\..*")
+
+
+def default_ema(obj: Any) -> bool:
+  return common.has_lit_ema(obj)
+
+
+def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
+  tensors = common.pick_state_dict(obj, ("state_dict",), source, NAME)
+  return common.lit_ema_state_dict(tensors, ema=ema, source=source, family=NAME)
+
+
+def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.ConfigDict:
+  """The vqtok config of the checkpoint's variant, read off the tensor shapes."""
+  ch = common.require(tensors, "encoder.conv_in.weight", source, NAME, 4)[0]
+  common.require(tensors, "decoder.adaptive.0.gamma.weight", source, NAME, 2)  # this family's decoder
+  levels = common.count(tensors, r"encoder\.down\.(\d+)\.", source, "encoder levels")
+  blocks = common.count(tensors, r"encoder\.down\.0\.block\.(\d+)\.", source, "level-0 blocks")
+  widths = [common.require(tensors, f"encoder.down.{i}.block.0.conv1.weight", source, NAME)[0] for i in range(levels)]
+  bits = common.require(tensors, "encoder.conv_out.weight", source, NAME, 4)[0]
+  c = common.cnn_config(
+    family="magvit2",
+    channels=ch,
+    channel_mult=common.multiples(widths, ch, source),
+    num_res_blocks=blocks,
+    attention=False,
+    z_channels=0,  # the encoder's output is the LFQ input: no quant_conv
+    code_dim=bits,
+    quantizer={"type": "lfq", "bits": bits, "bit_order": "lsb_first"},
+    preprocess="short_side_bilinear",
+  )
+  c.image_size = 16 * 2 ** (levels - 1)
+  c.discriminator.update(type="stylegan", channels=64, num_layers=levels + 1)
+  return c
+
+
+def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
+  """Published name -> vqtok path."""
+  last = len(c.model.channel_mult) - 1
+  flip = lambda i: last - int(i)  # the reference's decoder level i is vqtok's level last - i
+  return (
+    *L.torch_conv(r"encoder\.conv_in", "encoder.conv_in"),
+    *L.torch_resnet(r"encoder\.down\.(\d+)\.block\.(\d+)", "encoder.res.{0}.{1}"),
+    *L.torch_conv(r"encoder\.down\.(\d+)\.downsample", "encoder.down.{0}.conv"),
+    *L.torch_resnet(r"(encoder|decoder)\.mid_block\.(\d+)", "{0}.mid.{1}"),
+    *L.torch_norm(r"(encoder|decoder)\.norm_out", "{0}.norm_out"),
+    *L.torch_conv(r"(encoder|decoder)\.conv_out", "{0}.conv_out"),
+    *L.torch_conv(r"decoder\.conv_in", "decoder.conv_in"),
+    *L.torch_resnet(r"decoder\.up\.(\d+)\.block\.(\d+)", lambda i, j: f"decoder.res.{flip(i)}.{j}"),
+    *L.torch_conv(r"decoder\.up\.(\d+)\.upsample\.conv1", lambda i: f"decoder.up.{flip(i)}.conv"),
+    L.under(
+      r"decoder\.adaptive\.(\d+)\.(gamma|beta)",
+      lambda i, p: f"decoder.level_norm.{flip(i)}.{p}",
+      "weight",
+      lambda: "kernel",
+      L.linear,
+    ),  # fmt: skip
+    L.under(
+      r"decoder\.adaptive\.(\d+)\.(gamma|beta)",
+      lambda i, p: f"decoder.level_norm.{flip(i)}.{p}",
+      "bias",
+      lambda: "bias",
+      L.as_is,
+    ),  # fmt: skip
+  )
