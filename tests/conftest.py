@@ -55,3 +55,13 @@ def folder(tmp_path_factory):
     img = np.asarray(Image.fromarray(src[i]).resize((40, 40)))
     Image.fromarray(img).save(root / ("sub" if i % 2 else ".") / f"img{i:02d}.png")
   return str(root)
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+  """configs/tiny.py:runlocal trained once, uninterrupted (6 steps); copy it before changing it."""
+  from vqtok.training import train_and_evaluate
+
+  workdir = str(tmp_path_factory.mktemp("reference_run"))
+  train_and_evaluate(load_config(), workdir, progress=False)
+  return workdir

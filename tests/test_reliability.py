@@ -7,6 +7,7 @@ exception, the message, and what is on disk afterwards.
 import errno
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,9 +73,9 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("run"))
-  train_and_evaluate(load_config(), workdir, progress=False)
+def trained(tmp_path_factory, reference_run):
+  workdir = str(tmp_path_factory.mktemp("run") / "run")
+  shutil.copytree(reference_run, workdir)
   return workdir
 
 

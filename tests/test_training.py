@@ -54,10 +54,8 @@ def test_few_steps_with_each_quantizer_family(tmp_path, name):
     assert "loss/lecam" in final and "loss/r1" in final
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
-  full = str(tmp_path / "full")
-  train_and_evaluate(load_config(), full, progress=False)
-  want = read_losses(full)
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, reference_run):
+  want = read_losses(reference_run)
   assert sorted(want) == [1, 2, 3, 4, 5, 6]
 
   killed = str(tmp_path / "killed")
@@ -89,9 +87,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert got[step] == want[step], (step, got[step], want[step])  # exact on CPU
 
 
-def test_same_steps_on_one_device_and_on_eight(tmp_path):
-  runs = {}
-  for mesh in [(-1, 1), (1, 1), (2, 4)]:  # 8 devices; 1 device; 8 with FSDP over 4
+def test_same_steps_on_one_device_and_on_eight(tmp_path, reference_run):
+  runs = {(-1, 1): read_losses(reference_run)}  # 8 devices
+  for mesh in [(1, 1), (2, 4)]:  # 1 device; 8 with FSDP over 4
     workdir = str(tmp_path / "x".join(map(str, mesh)))
     summary = train_and_evaluate(load_config(**{"training.mesh": mesh}), workdir, progress=False)
     assert summary["final_step"] == 6
@@ -107,9 +105,8 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_agree_with_one(tmp_path):
-  train_and_evaluate(load_config(), str(tmp_path / "one"), progress=False)
-  want = read_losses(str(tmp_path / "one"))
+def test_two_processes_agree_with_one(tmp_path, reference_run):
+  want = read_losses(reference_run)
 
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
