@@ -1,4 +1,4 @@
-"""Quantizers: VQ, FSQ, LFQ, BSQ and their residual and grouped forms."""
+"""Quantizers: VQ, FSQ, LFQ, BSQ and their residual, grouped and multi-scale residual forms."""
 
 from vqtok.quantizers.base import Quantizer, QuantizerOutput, QuantizerStats, code_usage_metrics, straight_through
 from vqtok.quantizers.binary import binary_entropy_terms
@@ -6,6 +6,7 @@ from vqtok.quantizers.bsq import BSQ
 from vqtok.quantizers.fsq import FSQ
 from vqtok.quantizers.grouped import Grouped
 from vqtok.quantizers.lfq import LFQ
+from vqtok.quantizers.multiscale import MultiScaleResidual
 from vqtok.quantizers.registry import QUANTIZER_TYPES, build_quantizer, quantizer_class
 from vqtok.quantizers.residual import Residual
 from vqtok.quantizers.vq import VectorQuantizer
@@ -15,6 +16,7 @@ __all__ = [
   "FSQ",
   "Grouped",
   "LFQ",
+  "MultiScaleResidual",
   "QUANTIZER_TYPES",
   "Quantizer",
   "QuantizerOutput",

@@ -83,6 +83,15 @@ class Quantizer(nnx.Module, abc.ABC):
     """Trailing index axis length (residual levels / groups), None if scalar."""
     return None
 
+  def index_shape(self, z_shape: Sequence[int]) -> tuple[int, ...]:
+    """Shape of ``indices`` for an input of shape ``z_shape``.
+
+    ``z_shape[:-1]`` plus the trailing ``index_depth`` axis if any; the
+    multi-scale wrapper replaces the spatial axes by one token sequence.
+    """
+    depth = self.index_depth
+    return tuple(z_shape[:-1]) + ((depth,) if depth else ())
+
   def check_indices(self, indices: Any) -> None:
     """Raises ValueError if concrete ``indices`` fall outside the codebook.
 
