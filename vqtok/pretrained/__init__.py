@@ -16,11 +16,11 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
-from vqtok.pretrained import layout, llamagen, maskgit, taming
+from vqtok.pretrained import layout, llamagen, maskgit, taming, var
 from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 
 #: Convertible formats: name -> family module (NAME, FILES, IGNORE, state_dict, config, table).
-FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (llamagen, taming, maskgit)}
+FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (llamagen, taming, maskgit, var)}
 
 
 def convert(format: str, checkpoint: str, *, ema: bool = False) -> tuple[nnx.Module, ml_collections.ConfigDict, dict]:

@@ -1,0 +1,126 @@
+"""VAR's multi-scale tokenizer (vae_ch160v4096z32.pth): parity with VAR's own code, full size, bad files.
+
+tests/goldens/var/ holds a reduced-width random-weight state dict in the
+published layout (ch 32, ch_mult 1-2, one res block, 128 x 8 codes, VAR's
+schedule 1..16 on a 16x16 latent at 32 px) and the outputs of VAR's code on
+three photos (scripts/parity/gen_var.py). Tolerances as for the other
+families: all 680 ids per image equal (no near-ties in the fixture: smallest
+relative gap 3.9e-5), latents within 1e-5 relative, decoded images within 1e-4.
+"""
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torchfile
+from flax import nnx
+from helpers import ROOT
+
+from vqtok import config as config_lib
+from vqtok import models, pretrained, tokenizer_dir
+from vqtok.pretrained import reader
+
+GOLDENS = os.path.join(ROOT, "tests", "goldens", "var")
+REDUCED = os.path.join(GOLDENS, "reduced.pth")
+
+
+@pytest.fixture(scope="module")
+def converted():
+  tok, config, meta = pretrained.convert("var", REDUCED)
+  return tok, config, meta, np.load(os.path.join(GOLDENS, "golden.npz"))
+
+
+def _rel(a, b):
+  return float(np.linalg.norm(np.asarray(a) - b) / np.linalg.norm(b))
+
+
+_decode = nnx.jit(lambda t, i, k: t.decode(i, num_scales=k), static_argnums=2)
+
+
+def test_parity_with_vars_code(converted):
+  tok, config, _, g = converted
+  assert tok.token_shape == (16, 16) and config.image_size == 32 and config.model.project_kernel == 3
+  x = jnp.asarray(g["input"])
+  assert _rel(nnx.jit(lambda t, x: t._latents(x))(tok, x), g["latent"]) < 1e-5
+  ids = np.asarray(nnx.jit(lambda t, x: t.encode(x))(tok, x))
+  assert ids.shape == (3, 680)
+  agree = (ids == g["ids"]) | g["near_tie"]
+  assert agree.all(), f"{int((~agree).sum())} of {ids.size} ids differ"
+  np.testing.assert_allclose(np.asarray(tok.quantizer.indices_to_codes(jnp.asarray(g["ids"]))), g["f_hat"], atol=1e-5)
+  out = np.asarray(_decode(tok, jnp.asarray(g["ids"]), None))
+  assert np.abs(out - g["decoded"]).max() < 1e-4
+  assert np.abs(np.clip(out, -1, 1) - g["decoded_from_ids"]).max() < 1e-4
+  # Coarse preview from the first 4 scales (30 tokens), as VAR's idxBl_to_img gives it.
+  preview = np.asarray(_decode(tok, jnp.asarray(g["ids"]), 4))
+  assert np.abs(np.clip(preview, -1, 1) - g["preview_4"]).max() < 1e-4
+  # The tolerance can fail: shuffled ids decode to something else.
+  wrong = np.asarray(_decode(tok, jnp.asarray(np.roll(g["ids"], 1, axis=-1)), None))
+  assert np.abs(wrong - g["decoded"]).max() > 1e-2
+
+
+def test_converted_config(converted):
+  _, config, meta, g = converted
+  q = config.quantizer
+  assert q.type == "multiscale" and tuple(q.scales) == tuple(g["scales"]) and q.phi_count == 4
+  assert q.quantizer.codebook_size == 128 and config.model.code_dim == 8
+  assert meta["source"] == "var" and len(meta["source_sha256"]) == 64
+
+
+def _state_dict():
+  return {k: np.asarray(v) for k, v in reader.flatten(reader.read_checkpoint(REDUCED)).items()}
+
+
+@pytest.mark.parametrize(
+  "edit,match",
+  [
+    (lambda sd: sd.pop("quantize.quant_resi.qresi_ls.1.weight"), "phis.1.kernel"),
+    (lambda sd: sd.update({"quantize.extra.weight": np.zeros(3, np.float32)}), "quantize.extra.weight"),
+    (lambda sd: sd.update({"quantize.ema_vocab_hit_SV": np.zeros((7, 128), np.float32)}), "7 scales"),
+    (
+      lambda sd: sd.update({"encoder.mid.attn_1.qkv.weight": np.zeros((31, 64, 1, 1), np.float32)}),
+      "encoder.mid.attn_1.qkv.weight",
+    ),
+  ],
+)
+def test_converter_names_the_problem(tmp_path, edit, match):
+  sd = _state_dict()
+  edit(sd)
+  path = str(tmp_path / "bad.pth")
+  torchfile.save(sd, path)
+  with pytest.raises(reader.CheckpointError, match=match):
+    pretrained.convert("var", path)
+
+
+@pytest.mark.slow
+def test_full_size_random_weights_convert(tmp_path):
+  with open(os.path.join(GOLDENS, "var_vae_ch160v4096z32_keys.json")) as f:
+    table = json.load(f)
+  rng = np.random.default_rng(0)
+  path = str(tmp_path / "vae_ch160v4096z32.pth")
+  torchfile.save({k: rng.standard_normal(s, np.float32) * 0.02 for k, s in table.items()}, path)
+  count = sum(int(np.prod(s)) for k, s in table.items() if k != "quantize.ema_vocab_hit_SV")
+  assert count == 108_948_355  # VQVAE(vocab_size=4096, z_channels=32, ch=160) parameters
+  tok, config, _ = pretrained.convert("var", path)
+  assert sum(v.size for v in tokenizer_dir.tokenizer_arrays(tok).values()) == count
+  assert tok.token_shape == (16, 16) and tok.quantizer.num_tokens == 680 and config.image_size == 256
+  c = importlib.import_module("configs.var_vq16").get_config()
+  abstract = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
+  assert sum(v.size for v in jax.tree.leaves(nnx.state(abstract, nnx.Param))) == count
+  assert config_lib.architecture_diff(config, c) == []
+
+
+def test_convert_command(tmp_path):
+  out = tmp_path / "tok"
+  res = subprocess.run(
+    [sys.executable, "-m", "vqtok.convert", "var", REDUCED, str(out)], cwd=ROOT, capture_output=True, text=True
+  )
+  assert res.returncode == 0, res.stderr
+  summary = json.loads(res.stdout)
+  assert summary["format"] == "var" and summary["token_shape_at_image_size"] == [16, 16]
+  assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
