@@ -11,9 +11,9 @@ Besides ``Quantizer``, ``QuantizerOutput`` and ``QuantizerStats`` this module
 holds what several quantizers share: the argument checks of the contract
 (``check_last_dim``, ``check_index_dtype``) and ``last_axis`` broadcasting,
 the straight-through estimator, the batch usage metrics (``entropy``,
-``code_usage_metrics``), and what the wrappers (``Residual``, ``Grouped``) use
-to build and combine their inner quantizers (``collect_quantizers``,
-``merge_outputs``).
+``code_usage_metrics``), and what the wrappers (``Residual``, ``Grouped``,
+``MultiScaleResidual``) use to build and combine their inner quantizers
+(``collect_quantizers``, ``merge_outputs``).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def code_usage_metrics(indices: jax.Array, codebook_size: int) -> dict[str, jax.
   return {"usage": jnp.mean((counts > 0).astype(jnp.float32)), "perplexity": jnp.exp(entropy(probs))}
 
 
-# ---- shared by the wrappers (Residual, Grouped) ----
+# ---- shared by the wrappers (Residual, Grouped, MultiScaleResidual) ----
 
 
 def collect_quantizers(

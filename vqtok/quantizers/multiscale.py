@@ -22,6 +22,12 @@ The wrapped quantizer (one codebook shared by every scale, as in VAR) can be
 any single-index vqtok quantizer: VQ, or BSQ/LFQ for bitwise multi-scale
 tokenizers in the style of Infinity. Indices are one flat sequence per image
 in scale order (coarse first, row-major inside a scale).
+
+The wrapped quantizer runs once per scale, so its training-time state (EMA
+codebook, usage counts and dead-code restarts, k-means initialisation) is
+updated once per scale, coarse scales first: a k-means initialisation sees
+only the 1x1 residuals of the first batch, so prefer a random initialisation
+(VAR's) or restarts.
 """
 
 from __future__ import annotations
