@@ -21,9 +21,11 @@ import pytest
 import torchfile
 from flax import nnx
 from helpers import ROOT
+from PIL import Image
 
 from vqtok import config as config_lib
 from vqtok import models, pretrained, tokenizer_dir
+from vqtok.data import transforms
 from vqtok.pretrained import reader
 
 GOLDENS = os.path.join(ROOT, "tests", "goldens", "var")
@@ -70,6 +72,7 @@ def test_converted_config(converted):
   assert q.type == "multiscale" and tuple(q.scales) == tuple(g["scales"]) and q.phi_count == 4
   assert q.quantizer.codebook_size == 128 and config.model.code_dim == 8
   assert meta["source"] == "var" and len(meta["source_sha256"]) == 64
+  assert config.data.preprocess == "lanczos_center_crop"
 
 
 def _state_dict():
@@ -124,3 +127,16 @@ def test_convert_command(tmp_path):
   summary = json.loads(res.stdout)
   assert summary["format"] == "var" and summary["token_shape_at_image_size"] == [16, 16]
   assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
+
+
+def test_vars_preprocessing_follows_torchvision_rules():
+  # A 40 x 61 image at 24 px: short side to round(1.125 * 24) = 27, long side int(27 * 61 / 40) = 41,
+  # crop offsets round(3 / 2) = 2 and round(17 / 2) = 8 (half to even; a floor would give 1).
+  rng = np.random.default_rng(0)
+  img = rng.integers(0, 256, (40, 61, 3), dtype=np.uint8)
+  want = np.asarray(Image.fromarray(img).resize((41, 27), resample=Image.Resampling.LANCZOS))[2:26, 8:32]
+  np.testing.assert_array_equal(transforms.lanczos_center_crop(img, 24), want)
+  # Portrait: the width is the short side; an image already at the intermediate size is only cropped.
+  tall = rng.integers(0, 256, (61, 27, 3), dtype=np.uint8)
+  np.testing.assert_array_equal(transforms.lanczos_center_crop(tall, 24), tall[18:42, 2:26])
+  assert transforms.PREPROCESS["lanczos_center_crop"] is transforms.lanczos_center_crop

@@ -18,8 +18,9 @@ the highest resolution. Its quirks, each handled here:
   the usage buffer ``quantize.ema_vocab_hit_SV``, and 10 scales are VAR's
   (1, 2, 3, 4, 5, 6, 8, 10, 13, 16) for a 16x16 latent at 256 px.
 
-Images are [-1, 1]; VAR's decoder output is clamped to [-1, 1] by its
-``fhat_to_img``.
+Images are [-1, 1], resized as VAR's validation data (utils/data.py: Lanczos
+on the short side to 1.125x, center crop); VAR's decoder output is clamped to
+[-1, 1] by its ``fhat_to_img``.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     z_channels=common.require(tensors, "encoder.conv_out.weight", source, NAME, 4)[0],
     code_dim=code_dim,
     quantizer=quantizer,
-    preprocess="center_crop",
+    preprocess="lanczos_center_crop",  # utils/data.py build_dataset's val_aug
     project_kernel=kernel[2],
   )
   # The schedule ends at 16 cells: 256 px for the published f16 model, less for reduced ones.
