@@ -118,15 +118,40 @@ def test_full_size_random_weights_convert(tmp_path):
   assert config_lib.architecture_diff(config, c) == []
 
 
-def test_convert_command(tmp_path):
+def _run(*args):
+  return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_convert_encode_decode_commands(tmp_path):
   out = tmp_path / "tok"
-  res = subprocess.run(
-    [sys.executable, "-m", "vqtok.convert", "var", REDUCED, str(out)], cwd=ROOT, capture_output=True, text=True
-  )
+  res = _run("-m", "vqtok.convert", "var", REDUCED, str(out))
   assert res.returncode == 0, res.stderr
   summary = json.loads(res.stdout)
   assert summary["format"] == "var" and summary["token_shape_at_image_size"] == [16, 16]
   assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
+  images = tmp_path / "images"
+  images.mkdir()
+  for i, arr in enumerate(np.random.default_rng(0).integers(0, 256, (2, 40, 48, 3), dtype=np.uint8)):
+    Image.fromarray(arr).save(images / f"{i}.png")
+  tokens = tmp_path / "tokens"
+  res = _run("-m", "vqtok.tokenize", "encode", f"--tokenizer={out}", f"--folder={images}", f"--output={tokens}")
+  assert res.returncode == 0, res.stderr
+  assert np.load(tokens / "tokens-00000.npz")["indices"].shape == (2, 680)
+  with open(tokens / "metadata.json") as f:
+    assert json.load(f)["scales"] == [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]
+  decoded = tmp_path / "decoded"
+  res = _run(
+    "-m", "vqtok.tokenize", "decode", f"--tokenizer={out}", f"--tokens={tokens}", f"--output={decoded}",
+    "--num_scales=3", "--noreencode",
+  )  # fmt: skip
+  assert res.returncode == 0, res.stderr
+  assert sorted(os.listdir(decoded)) == ["0.png", "1.png"]
+  res = _run(
+    "-m", "vqtok.tokenize", "decode", f"--tokenizer={out}", f"--tokens={tokens}", f"--output={tmp_path / 'x'}",
+    "--num_scales=11",
+  )  # fmt: skip
+  assert res.returncode != 0 and res.stderr.strip().count("\n") == 0 and "num_scales=11" in res.stderr
+  assert not (tmp_path / "x").exists()
 
 
 def test_vars_preprocessing_follows_torchvision_rules():
