@@ -117,3 +117,29 @@ def test_token_files_eval_report_and_bad_token_length(tmp_path):
   with pytest.raises(ValueError, match=r"shape \(\d+, 129\) do not fit \(n, 130\): the tokenizer's scale schedule"):
     tokenize.decode_to_images(tok, tokens, str(tmp_path / "bad"), reencode=False, progress=False)
   assert not os.path.exists(tmp_path / "bad")
+
+
+def test_residual_per_level_scales_are_not_a_scale_schedule(tmp_path):
+  # Residual's `scales` (per-level factors) must not be taken for a multi-scale schedule.
+  from vqtok import tokenize
+  from vqtok.evaluation.report import evaluate
+
+  c = config_lib.validate_config(var_config())
+  c.quantizer = {
+    "type": "residual",
+    "num_levels": 2,
+    "scales": (1.0, 0.5),
+    "quantizer": {"type": "fsq", "levels": (5,) * 4},
+  }
+  tok = build_tokenizer(c, rngs=nnx.Rngs(0))
+  assert tok.quantizer.scale_schedule is None
+  report, _ = evaluate(c, tok, batch_size=8, num_images=8, progress=False)
+  assert "per_scale" not in report["codebook"] and len(report["codebook"]["usage_per_level"]) == 2
+  tokens = str(tmp_path / "tokens")
+  tokenize.encode_to_files(c, tok, 0, tokens, batch_size=8, progress=False)
+  with open(os.path.join(tokens, "metadata.json")) as f:
+    assert "scales" not in json.load(f)
+  out = tokenize.decode_to_images(tok, tokens, str(tmp_path / "decoded"), reencode=False, progress=False)
+  assert out["decoded"] == out["images"] > 0
+  with pytest.raises(ValueError, match="num_scales is for multi-scale quantizers; this one is Residual"):
+    tok.decode(jnp.zeros((1, 8, 8, 2), jnp.int32), num_scales=1)

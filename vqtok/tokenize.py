@@ -146,7 +146,7 @@ def _metadata(
     "index_depth": q.index_depth,
     "token_shape": list(tokenizer.token_shape),
     # Multi-scale tokenizers: indices are (n, num_tokens) in scale order, coarse first.
-    **({"scales": list(q.scales), "num_tokens": q.num_tokens} if hasattr(q, "scales") else {}),
+    **({"scales": list(q.scale_schedule), "num_tokens": q.num_tokens} if q.scale_schedule else {}),
     "image_size": int(config.image_size),
     "checkpoint_step": int(step),
     "num_images": len(source),
@@ -339,10 +339,10 @@ def _check_grid(tokenizer: nnx.Module, meta: dict, shards: list, tokens: str) ->
   from vqtok.models import cnn  # noqa: PLC0415
 
   q = tokenizer.quantizer
-  if hasattr(q, "scales"):
-    schedule = f"the tokenizer's scale schedule {list(q.scales)} ({q.num_tokens} tokens)"
+  if q.scale_schedule is not None:
+    schedule = f"the tokenizer's scale schedule {list(q.scale_schedule)} ({q.num_tokens} tokens)"
     recorded = meta.get("scales")
-    if recorded is not None and [int(s) for s in recorded] != list(q.scales):
+    if recorded is not None and [int(s) for s in recorded] != list(q.scale_schedule):
       raise ValueError(f"{tokens}: metadata.json's scale schedule {list(recorded)} is not {schedule}")
     for name, idx, _ in shards:
       if tuple(idx.shape[1:]) != (q.num_tokens,):
@@ -477,8 +477,8 @@ def decode_to_images(
       f"tokens in {tokens} use a codebook of {meta['codebook_size']} codes, the tokenizer has {q.codebook_size}"
     )
   _check_grid(tokenizer, meta, shards, tokens)
-  if num_scales is not None and not 1 <= num_scales <= len(getattr(q, "scales", ())):
-    raise ValueError(f"num_scales={num_scales}: the tokenizer has scales {list(getattr(q, 'scales', []))}")
+  if num_scales is not None and not 1 <= num_scales <= len(q.scale_schedule or ()):
+    raise ValueError(f"num_scales={num_scales}: the tokenizer's scale schedule is {list(q.scale_schedule or [])}")
   indices, names = np.concatenate([s[1] for s in shards]), np.concatenate([s[2] for s in shards])
   q.check_indices(indices)  # a clear error for out-of-range indices
   pngs = [png_name(str(n)) for n in names]

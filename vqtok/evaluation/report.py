@@ -79,7 +79,7 @@ def evaluate(
   q = tokenizer.quantizer
   usage = metrics_lib.CodebookUsage(q.codebook_size, depth=q.index_depth)
   # Multi-scale quantizers: one histogram per scale too (VAR's small scales are the ones that collapse).
-  scales = tuple(getattr(q, "scales", ()))
+  scales = tuple(q.scale_schedule or ())
   per_scale = [metrics_lib.CodebookUsage(q.codebook_size) for _ in scales]
   offsets = np.cumsum([0] + [s * s for s in scales])
   sums = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0}

@@ -103,7 +103,7 @@ class Tokenizer(nnx.Module):
     else:
       self.project_in = self.project_out = None
     self.in_channels = encoder.in_channels
-    scales = getattr(quantizer, "scales", None)
+    scales = quantizer.scale_schedule
     if scales is not None and self.token_shape != (scales[-1], scales[-1]):
       # Multi-scale quantizers: the finest scale is the latent itself.
       raise ValueError(
@@ -210,7 +210,7 @@ class Tokenizer(nnx.Module):
         f"decode expects indices of shape (B, {', '.join(map(str, per_image))}); got {tuple(indices.shape)}"
       )
     if num_scales is not None:
-      if not hasattr(self.quantizer, "scales"):
+      if self.quantizer.scale_schedule is None:
         name = type(self.quantizer).__name__
         raise ValueError(f"decode: num_scales is for multi-scale quantizers; this one is {name}")
       return self._reconstruct(self.quantizer.indices_to_codes(indices, num_scales=num_scales))

@@ -83,6 +83,11 @@ class Quantizer(nnx.Module, abc.ABC):
     """Trailing index axis length (residual levels / groups), None if scalar."""
     return None
 
+  @property
+  def scale_schedule(self) -> tuple[int, ...] | None:
+    """Side lengths of the token maps of a multi-scale quantizer, coarse first; None otherwise."""
+    return None
+
   def index_shape(self, z_shape: Sequence[int]) -> tuple[int, ...]:
     """Shape of ``indices`` for an input of shape ``z_shape``.
 

@@ -136,6 +136,10 @@ class MultiScaleResidual(Quantizer):
   # ---- token layout ----
 
   @property
+  def scale_schedule(self) -> tuple[int, ...]:
+    return self.scales
+
+  @property
   def num_tokens(self) -> int:
     """Tokens per image over all scales (680 for VAR's schedule)."""
     return sum(s * s for s in self.scales)
