@@ -9,6 +9,11 @@ search is one matmul per block plus an argmin, so the matmul bounds it).
   python bench/quantizers.py --tokens=8192 --dim=256 --sizes=10,12,14,16,18
   python bench/quantizers.py --quantizers=vq --sweep_chunks=512,1024,2048,4096
   python bench/quantizers.py --quantizers=vq,ibq --tokens=8192 --dim=256 --sizes=18 --repeats=1
+  python bench/quantizers.py --quantizers=vq,msvq --dim=32 --sizes=12   # VAR's multi-scale VQ vs plain VQ
+
+``msvq`` (MultiScaleResidual over VQ, VAR's schedule) takes the same tokens as
+16x16 latents, ``tokens / 256`` of them; it searches 680 / 256 = 2.66x as
+many vectors as plain VQ and adds the resizing and the phi convolutions.
 
 Memory: ``jax.devices()[0].memory_stats()["peak_bytes_in_use"]`` on
 accelerators; on CPU the process peak-RSS growth during the timed steps
@@ -26,7 +31,8 @@ import jax.numpy as jnp
 from common import describe_machine, matmul_flops_per_s  # bench/common.py (this script's folder)
 from flax import nnx
 
-from vqtok.quantizers import BSQ, FSQ, IBQ, LFQ, VectorQuantizer
+from vqtok.quantizers import BSQ, FSQ, IBQ, LFQ, MultiScaleResidual, VectorQuantizer
+from vqtok.quantizers.multiscale import VAR_SCALES
 from vqtok.quantizers.search import nearest_code, search_flops
 
 # FSQ levels per log2 codebook size: the paper's table (Mentzer et al. 2023,
@@ -93,6 +99,8 @@ def build(name: str, log2_size: int, dim: int, chunk: int | None):
   rngs = nnx.Rngs(0)
   if name == "vq":
     return VectorQuantizer(2**log2_size, dim, search_chunk=chunk, rngs=rngs)
+  if name == "msvq":  # VAR's multi-scale VQ over 16x16 latents (10 scales, one codebook)
+    return MultiScaleResidual(VectorQuantizer(2**log2_size, dim, search_chunk=chunk, rngs=rngs), rngs=rngs)
   if name == "fsq":
     return FSQ(FSQ_LEVELS[log2_size], code_dim=dim, rngs=rngs)
   if name == "lfq":
@@ -144,8 +152,10 @@ def main():
   print(f"f32 matmul: {mm:,.1f} GFLOP/s; tokens={args.tokens} dim={args.dim}\n")
   print("| quantizer | codes | fwd+bwd tokens/s | peak MiB | search GFLOP/s | search / matmul |")
   print("|---|---:|---:|---:|---:|---:|")
-  z = jax.random.normal(jax.random.key(1), (args.tokens, args.dim))
+  flat = jax.random.normal(jax.random.key(1), (args.tokens, args.dim))
   for name in args.quantizers.split(","):
+    side = VAR_SCALES[-1]
+    z = flat.reshape(-1, side, side, args.dim) if name == "msvq" else flat
     for s in sizes:
       try:
         model = build(name, s, args.dim, args.chunk)

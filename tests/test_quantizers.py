@@ -1,4 +1,4 @@
-"""Tests of FSQ, LFQ, BSQ, Residual, Grouped and build_quantizer.
+"""Tests of FSQ, LFQ, BSQ, Residual, Grouped, MultiScaleResidual and build_quantizer.
 
 Numerics are checked against plain NumPy/SciPy references written here from
 the papers' equations (FSQ bound/round/mixed radix; sign codes and binary
@@ -25,6 +25,7 @@ from vqtok.quantizers import (
   LFQ,
   QUANTIZER_TYPES,
   Grouped,
+  MultiScaleResidual,
   Quantizer,
   Residual,
   binary_entropy_terms,
@@ -112,8 +113,18 @@ FACTORIES = {
   "residual_vq": lambda r: build_quantizer(
     {"type": "residual", "num_levels": 2, "quantizer": {"type": "vq", "codebook_size": 16}}, code_dim=DIM, rngs=r
   ),
+  "multiscale_vq": lambda r: build_quantizer(
+    {"type": "multiscale", "scales": [1, 2, 4], "quantizer": {"type": "vq", "codebook_size": 16}}, code_dim=DIM, rngs=r
+  ),
+  "multiscale_bsq": lambda r: MultiScaleResidual(BSQ(bits=DIM, rngs=r), scales=(1, 3, 4), phi_count=1, rngs=r),
 }
 ALL = sorted(FACTORIES)
+# Multi-scale quantizers take a spatial latent (..., S, S, d): batch, 4 x 4 cells.
+SPATIAL = {"multiscale_vq", "multiscale_bsq"}
+
+
+def input_shape(name, batch, tokens):
+  return (batch, 4, 4, DIM) if name in SPATIAL else (batch, tokens, DIM)
 
 
 def make(name, seed=0):
@@ -432,11 +443,13 @@ def test_grouped_fsq_matches_numpy():
 @pytest.mark.parametrize("name", ALL)
 def test_roundtrip_jit_eager_and_sharded_agree(name):
   q = make(name)
-  z = randn(8, 3, DIM)
+  z = randn(*input_shape(name, 8, 3))
   z_q, out = q(z)
   assert z_q.shape == z.shape and z_q.dtype == z.dtype
   assert out.indices.dtype == jnp.int32
-  assert out.indices.shape == z.shape[:-1] + ((q.index_depth,) if q.index_depth else ())
+  assert out.indices.shape == q.index_shape(z.shape)
+  if name not in SPATIAL:
+    assert out.indices.shape == z.shape[:-1] + ((q.index_depth,) if q.index_depth else ())
   assert out.loss.shape == () and jnp.isfinite(out.loss)
   np.testing.assert_array_equal(np.asarray(q.indices_to_codes(out.indices)), np.asarray(z_q))
   z_q_j, out_j = jit_run(q, z, False)
@@ -461,8 +474,8 @@ def test_roundtrip_jit_eager_and_sharded_agree(name):
 @pytest.mark.parametrize("name", ALL)
 def test_gradient_reaches_input(name):
   q = make(name)
-  z = randn(2, 3, DIM)
-  w = randn(2, 3, DIM)
+  z = randn(*input_shape(name, 2, 3))
+  w = randn(*input_shape(name, 2, 3))
 
   def loss_fn(q, z):
     z_q, out = q(z, train=True)
@@ -473,10 +486,12 @@ def test_gradient_reaches_input(name):
   assert np.all(np.isfinite(np.asarray(g))) and float(jnp.abs(g).sum()) > 0
 
 
-@pytest.mark.parametrize("name", ["fsq_proj", "lfq", "bsq_proj", "residual_fsq", "grouped_bsq", "residual_vq", "ibq"])
+@pytest.mark.parametrize(
+  "name", ["fsq_proj", "lfq", "bsq_proj", "residual_fsq", "grouped_bsq", "residual_vq", "ibq", "multiscale_vq"]
+)
 def test_bfloat16_input(name):
   q = make(name)
-  z = randn(2, 3, DIM).astype(jnp.bfloat16)
+  z = randn(*input_shape(name, 2, 3)).astype(jnp.bfloat16)
   z_q, out = jit_run(q, z, True)
   assert z_q.dtype == jnp.bfloat16 and out.loss.dtype == jnp.float32
   for v in out.terms.values():
@@ -509,7 +524,7 @@ def test_build_quantizer_types():
 
 
 def test_quantizer_types_are_the_registry():
-  assert QUANTIZER_TYPES == ("vq", "fsq", "lfq", "bsq", "ibq", "residual", "grouped")
+  assert QUANTIZER_TYPES == ("vq", "fsq", "lfq", "bsq", "ibq", "residual", "grouped", "multiscale")
   for type_name in QUANTIZER_TYPES:
     assert issubclass(quantizer_class(type_name), Quantizer)
 
@@ -523,6 +538,7 @@ def test_quantizer_types_are_the_registry():
     ({"type": "fsq", "levels": [3], "code_dim": 3}, "'code_dim'"),
     ({"type": "fsq", "levels": [3], "dim": 3}, "'dim'"),
     ({"type": "residual", "num_levels": 2}, "nested 'quantizer'"),
+    ({"type": "multiscale", "scales": [1, 2]}, "nested 'quantizer'"),
     ({"type": "grouped", "num_groups": 3, "quantizer": {"type": "fsq", "levels": [3]}}, "num_groups"),
     ({"type": "residual", "num_levels": 2, "quantizer": {"type": "lfq", "bits": 2, "nope": 0}}, "nope"),
   ],

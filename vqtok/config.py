@@ -33,7 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.verify = True  # folder: PIL verify() every file at index time (False for huge folders)
   c.data.min_scale = 0.35  # random-resized-crop scale range (training)
   # eval / tokenize resize: center_crop | adm_center_crop (LlamaGen) |
-  # short_side_bilinear (taming) | squash_bicubic (MaskGIT)
+  # short_side_bilinear (taming) | squash_bicubic (MaskGIT) | lanczos_center_crop (VAR)
   c.data.preprocess = "center_crop"
   c.data.flip = True
 
@@ -47,6 +47,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.code_dim = 4  # width of the vectors the quantizer receives (its code_dim)
   c.model.dtype = "float32"  # compute dtype; parameters stay float32
   c.model.z_channels = 0  # cnn: encoder output width; > 0 adds projections to/from code_dim
+  c.model.project_kernel = 1  # cnn: those projections are 1 (Linear) or 3 (3x3 conv, VAR) wide
   c.model.cnn_family = "taming"  # cnn block kinds: taming (also LlamaGen, IBQ) | maskgit | magvit2 (Open-MAGVIT2)
   c.model.norm_groups = 32  # cnn GroupNorm groups (32 in published models; fewer for narrow ones)
   c.model.input_range = (-1.0, 1.0)  # what the encoder sees; batches are always [-1, 1]
@@ -63,7 +64,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   # ---- quantizer (vqtok.quantizers); kwargs of the class named by `type` ----
   c.quantizer = ml_collections.ConfigDict()
-  c.quantizer.type = "fsq"  # vq | fsq | lfq | bsq | ibq | residual | grouped
+  c.quantizer.type = "fsq"  # vq | fsq | lfq | bsq | ibq | residual | grouped | multiscale
   # lfq / bsq: bit_order = "msb_first" (default) | "lsb_first"; tokenizer directories must record it
   c.quantizer.levels = (8, 5, 5, 5)
 
@@ -265,6 +266,15 @@ def validate_config(config: ml_collections.ConfigDict, *, check_paths: bool = Tr
       raise ValueError(f"config field data.path={config.data.path!r}: no such image folder")
     if config.get("init_from", "") and not os.path.exists(config.init_from):
       raise ValueError(f"config field init_from={config.init_from!r}: no such tokenizer directory or training workdir")
+  scales = config.quantizer.get("scales") if config.quantizer.type == "multiscale" else None
+  if scales and config.model.encoder == "cnn":
+    factor = 2 ** (len(tuple(config.model.channel_mult)) - 1)
+    side = int(config.image_size) // factor
+    if int(tuple(scales)[-1]) != side:
+      raise ValueError(
+        f"config field quantizer.scales={list(scales)} must end at the latent size {side}"
+        f" (image_size={config.image_size} over the CNN's downsampling {factor})"
+      )
   # Quantizer arguments are checked by building it abstractly (no allocation).
   from flax import nnx  # noqa: PLC0415
 

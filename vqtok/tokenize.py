@@ -3,12 +3,13 @@
   python -m vqtok.tokenize encode --tokenizer=runs/tiny --output=tokens/ \\
       [--folder=DIR | --tfds=NAME --split=validation | (held-out sample photos)]
   python -m vqtok.tokenize decode --tokenizer=runs/tiny --tokens=tokens/ --output=decoded/ \\
-      [--noreencode] [--overwrite]
+      [--noreencode] [--overwrite] [--num_scales=K]
 
 Token files are plain NumPy ``.npz`` shards that a downstream trainer reads
 without vqtok: ``indices`` (int32, ``(n, *token_shape)``, plus a trailing axis
-for residual/grouped quantizers), ``names`` (the image's path or id) and
-``source_index``; ``metadata.json`` holds the codebook size, token shape, the
+for residual/grouped quantizers; ``(n, num_tokens)`` in scale order for
+multi-scale ones, with ``scales`` in ``metadata.json``), ``names`` (the
+image's path or id) and ``source_index``; ``metadata.json`` holds the codebook size, token shape, the
 tokenizer's config and its checkpoint step, and which tokenizer wrote them
 (``tokenizer``: ``tokenizer_fingerprint`` plus its path). Each shard is written
 to a temporary name and renamed, so an interrupted run leaves only whole
@@ -76,8 +77,8 @@ class _Offset(data_lib.ImageSource):
     self.base.record_failure(int(index) + self.start, reason)
 
 
-def _jit_tokenizer(tokenizer: nnx.Module, method: str, mesh: jax.sharding.Mesh | None = None):
-  """``tokenizer.<method>`` compiled once, with the weights as an argument.
+def _jit_tokenizer(tokenizer: nnx.Module, method: str, mesh: jax.sharding.Mesh | None = None, **kwargs):
+  """``tokenizer.<method>`` compiled once, with the weights as an argument (``kwargs`` fixed).
 
   With ``mesh``, the weights are copied onto its devices, replicated (a mesh
   of this process's devices runs without the other processes).
@@ -87,7 +88,7 @@ def _jit_tokenizer(tokenizer: nnx.Module, method: str, mesh: jax.sharding.Mesh |
     local = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     host = lambda a: np.asarray(a.addressable_data(0) if isinstance(a, jax.Array) else a)
     state = jax.tree.map(lambda a: jax.device_put(host(a), local), state)
-  fn = jax.jit(lambda st, x: getattr(nnx.merge(gdef, st), method)(x))
+  fn = jax.jit(lambda st, x: getattr(nnx.merge(gdef, st), method)(x, **kwargs))
   return lambda x: fn(state, x)
 
 
@@ -171,6 +172,8 @@ def _metadata(
     "codebook_size": int(q.codebook_size),
     "index_depth": q.index_depth,
     "token_shape": list(tokenizer.token_shape),
+    # Multi-scale tokenizers: indices are (n, num_tokens) in scale order, coarse first.
+    **({"scales": list(q.scale_schedule), "num_tokens": q.num_tokens} if q.scale_schedule else {}),
     "image_size": int(config.image_size),
     "checkpoint_step": int(step),
     "num_images": len(source),
@@ -385,7 +388,20 @@ def _check_grid(tokenizer: nnx.Module, meta: dict, shards: list, tokens: str) ->
   """ValueError unless every shard's indices have the shape this tokenizer decodes."""
   from vqtok.models import cnn  # noqa: PLC0415
 
-  depth = tokenizer.quantizer.index_depth
+  q = tokenizer.quantizer
+  if q.scale_schedule is not None:
+    schedule = f"the tokenizer's scale schedule {list(q.scale_schedule)} ({q.num_tokens} tokens)"
+    recorded = meta.get("scales")
+    if recorded is not None and [int(s) for s in recorded] != list(q.scale_schedule):
+      raise ValueError(f"{tokens}: metadata.json's scale schedule {list(recorded)} is not {schedule}")
+    for name, idx, _ in shards:
+      if tuple(idx.shape[1:]) != (q.num_tokens,):
+        raise ValueError(
+          f"{os.path.join(tokens, name)}: indices of shape {tuple(idx.shape)} do not fit"
+          f" (n, {q.num_tokens}): {schedule}"
+        )
+    return
+  depth = q.index_depth
   tail = () if depth is None else (int(depth),)
   own = tuple(tokenizer.token_shape)
   if isinstance(tokenizer.encoder, cnn.Encoder):
@@ -444,6 +460,7 @@ def decode_to_images(
   batch_size: int = 16,
   reencode: bool = True,
   progress: bool = True,
+  num_scales: int | None = None,
 ) -> dict[str, Any]:
   """Decodes token shards to PNG files; optionally re-encodes them.
 
@@ -465,6 +482,8 @@ def decode_to_images(
     reencode: encode the decoded images again and report the fraction of
       tokens that come back unchanged (a stability figure).
     progress: show a progress bar.
+    num_scales: multi-scale tokenizers: decode from the first ``num_scales``
+      scales only (coarse previews); None: all.
 
   Returns:
     A summary with ``decoded``, ``replaced`` (PNGs that existed), ``warnings``
@@ -508,12 +527,14 @@ def decode_to_images(
       f"tokens in {tokens} use a codebook of {meta['codebook_size']} codes, the tokenizer has {q.codebook_size}"
     )
   _check_grid(tokenizer, meta, shards, tokens)
+  if num_scales is not None and not 1 <= num_scales <= len(q.scale_schedule or ()):
+    raise ValueError(f"num_scales={num_scales}: the tokenizer's scale schedule is {list(q.scale_schedule or [])}")
   indices, names = np.concatenate([s[1] for s in shards]), np.concatenate([s[2] for s in shards])
   q.check_indices(indices)  # a clear error for out-of-range indices
   pngs = [png_name(str(n)) for n in names]
   replaced = _check_output(output, pngs, names, overwrite)
   os.makedirs(output, exist_ok=True)
-  decode = _jit_tokenizer(tokenizer, "decode")
+  decode = _jit_tokenizer(tokenizer, "decode", **({"num_scales": num_scales} if num_scales else {}))
   encode = _jit_tokenizer(tokenizer, "encode")
   agree = total = decoded = 0
   bar = tqdm(total=len(indices), disable=not progress, desc="decode", unit="img", dynamic_ncols=True, file=sys.stdout)
@@ -562,6 +583,7 @@ def _define_flags() -> None:
   flags.DEFINE_integer("shard_batches", 16, "encode: batches per token file.")
   flags.DEFINE_string("tokens", None, "decode: a directory written by encode.")
   flags.DEFINE_bool("reencode", True, "decode: re-encode the PNGs and report token agreement.")
+  flags.DEFINE_integer("num_scales", None, "decode: multi-scale tokenizers: use only the first k scales.")
   flags.DEFINE_bool("overwrite", False, "decode: write into a folder that holds files, replacing same-named PNGs.")
   cli.define_distributed_flags()
 
@@ -610,6 +632,7 @@ def main(argv: list[str]) -> int:
       overwrite=FLAGS.overwrite,
       batch_size=FLAGS.batch_size,
       reencode=FLAGS.reencode,
+      num_scales=FLAGS.num_scales,
       **identity,
     )
   print(json.dumps(summary, indent=2))

@@ -15,6 +15,9 @@ file gets the token ids that the authors' code gives it:
                        of its fixed-point arithmetic.
   squash_bicubic       MaskGIT (utils.py read_image_from_url): PIL bicubic
                        straight to size x size, no crop.
+  lanczos_center_crop  VAR (utils/data.py, validation): torchvision Resize of
+                       the short side to round(1.125 size) with PIL Lanczos,
+                       then torchvision's CenterCrop.
 
 Training uses the Inception-style random-resized crop (Szegedy et al., 2015,
 "Going deeper with convolutions", arXiv:1409.4842): a box covering a uniform
@@ -110,6 +113,27 @@ def squash_bicubic(img: np.ndarray, size: int) -> np.ndarray:
   return resize(img, _check_size(size), _check_size(size))
 
 
+def lanczos_center_crop(img: np.ndarray, size: int) -> np.ndarray:
+  """VAR's eval resize: short side to ``round(1.125 * size)`` by PIL Lanczos, then the central square.
+
+  torchvision's rules on a PIL image: the long side becomes
+  ``int(short_new * long / short)`` (truncated), an image already of that size is
+  not resampled, and the crop offsets are ``round((n - size) / 2)`` (half to even).
+  """
+  _check_image(img)
+  size = _check_size(size)
+  h, w = img.shape[:2]
+  mid = round(1.125 * size)
+  if w <= h:
+    nw, nh = mid, int(mid * h / w)
+  else:
+    nh, nw = mid, int(mid * w / h)
+  if (nh, nw) != (h, w):
+    img = np.asarray(Image.fromarray(img).resize((nw, nh), resample=Image.Resampling.LANCZOS))
+  top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+  return img[top : top + size, left : left + size]
+
+
 # OpenCV's fixed-point bilinear resize of uint8 images (imgproc/resize.cpp):
 # 11-bit coefficients, a horizontal pass in int32, a vertical pass that drops
 # 4 bits of each row before the multiply (its vectorised path).
@@ -168,6 +192,7 @@ PREPROCESS = {
   "adm_center_crop": adm_center_crop,
   "short_side_bilinear": short_side_bilinear,
   "squash_bicubic": squash_bicubic,
+  "lanczos_center_crop": lanczos_center_crop,
 }
 
 

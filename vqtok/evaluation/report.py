@@ -83,6 +83,10 @@ def evaluate(
 
   q = tokenizer.quantizer
   usage = metrics_lib.CodebookUsage(q.codebook_size, depth=q.index_depth)
+  # Multi-scale quantizers: one histogram per scale too (VAR's small scales are the ones that collapse).
+  scales = tuple(q.scale_schedule or ())
+  per_scale = [metrics_lib.CodebookUsage(q.codebook_size) for _ in scales]
+  offsets = np.cumsum([0] + [s * s for s in scales])
   sums = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0}
   count = 0
   originals, recons = [], []
@@ -109,6 +113,8 @@ def evaluate(
       real_stats.update(np.asarray(features(jnp.asarray(a))))
       fake_stats.update(np.asarray(features(jnp.asarray(b))))
     usage.update(r.indices)
+    for k, u in enumerate(per_scale):
+      u.update(np.asarray(r.indices)[:, offsets[k] : offsets[k + 1]])
     if len(originals) < grid_images:
       originals.extend(a[: grid_images - len(originals)])
       recons.extend(b[: grid_images - len(recons)])
@@ -138,6 +144,11 @@ def evaluate(
     "skipped_images": [list(s) for s in skipped],
     "num_processes": jax.process_count(),
   }
+  if per_scale:
+    report["codebook"]["per_scale"] = [
+      {"scale": s, **{k: u.result()[k] for k in ("usage", "perplexity", "entropy_bits")}}
+      for s, u in zip(scales, per_scale, strict=True)
+    ]
   if lpips_fn is not None:
     report["lpips"] = lpips / count
   if features is not None:

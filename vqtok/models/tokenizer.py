@@ -60,6 +60,8 @@ class Tokenizer(nnx.Module):
       (0, 1) (MaskGIT). Images are always passed in [-1, 1]; they are mapped
       to this range before the encoder, and decoder outputs mapped back.
     dtype: compute dtype of the projections (parameters stay float32).
+    project_kernel: 1: the projections are Linear maps (1x1 convolutions);
+      3: 3x3 convolutions (VAR), CNN only.
     rngs: parameter initialisation.
   """
 
@@ -74,6 +76,7 @@ class Tokenizer(nnx.Module):
     project: bool | None = None,
     input_range: tuple[float, float] = (-1.0, 1.0),
     dtype: Any = jnp.float32,
+    project_kernel: int = 1,
     rngs: nnx.Rngs,
   ):
     self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
@@ -87,12 +90,26 @@ class Tokenizer(nnx.Module):
       raise ValueError(
         f"z_channels={z_channels} differs from the quantizer's code_dim={code_dim}: a projection is needed"
       )
-    if project:
+    if project_kernel not in (1, 3) or (project_kernel != 1 and not isinstance(encoder, cnn.Encoder)):
+      raise ValueError(f"project_kernel must be 1, or 3 with the CNN encoder; got {project_kernel!r}")
+    if project and project_kernel == 1:
       self.project_in = nnx.Linear(z_channels, code_dim, rngs=rngs)
       self.project_out = nnx.Linear(code_dim, z_channels, dtype=dtype, rngs=rngs)
+    elif project:
+      # VAR's quant_conv / post_quant_conv are 3x3 convolutions (models/vqvae.py).
+      k = (project_kernel, project_kernel)
+      self.project_in = nnx.Conv(z_channels, code_dim, k, padding="SAME", rngs=rngs)
+      self.project_out = nnx.Conv(code_dim, z_channels, k, padding="SAME", dtype=dtype, rngs=rngs)
     else:
       self.project_in = self.project_out = None
     self.in_channels = encoder.in_channels
+    scales = quantizer.scale_schedule
+    if scales is not None and self.token_shape != (scales[-1], scales[-1]):
+      # Multi-scale quantizers: the finest scale is the latent itself.
+      raise ValueError(
+        f"quantizer scale schedule {list(scales)} ends at {scales[-1]}x{scales[-1]}, but the encoder's latent"
+        f" at image_size={self.image_size} is {'x'.join(map(str, self.token_shape))}"
+      )
 
   @property
   def token_shape(self) -> tuple[int, ...]:
@@ -167,8 +184,13 @@ class Tokenizer(nnx.Module):
     _, out = self.quantizer(self._latents(images), train=False)
     return out.indices
 
-  def decode(self, indices: jax.Array) -> jax.Array:
+  def decode(self, indices: jax.Array, *, num_scales: int | None = None) -> jax.Array:
     """Images (B, H, W, 3) float32 from token indices as returned by ``encode``.
+
+    Args:
+      indices: token indices, as ``encode`` returns them.
+      num_scales: multi-scale quantizers only: decode from the first
+        ``num_scales`` scales (a coarse preview); None: all.
 
     Raises:
       ValueError: wrong rank / token layout, or indices outside the codebook.
@@ -177,14 +199,21 @@ class Tokenizer(nnx.Module):
     depth = self.quantizer.index_depth
     tail = () if depth is None else (depth,)
     n = len(self.token_shape)
-    ok = indices.ndim == 1 + n + len(tail) and indices.shape[1 + n :] == tail
-    if ok and not isinstance(self.encoder, cnn.Encoder):
-      ok = indices.shape[1 : 1 + n] == self.token_shape
+    per_image = self.quantizer.index_shape((1,) + self.token_shape + (self.quantizer.code_dim,))[1:]
+    if isinstance(self.encoder, cnn.Encoder) and per_image == self.token_shape + tail:
+      # A CNN decodes any grid.
+      ok = indices.ndim == 1 + n + len(tail) and indices.shape[1 + n :] == tail
+    else:
+      ok = indices.shape[1:] == per_image
     if not ok:
       raise ValueError(
-        f"decode expects indices of shape (B, {', '.join(map(str, self.token_shape + tail))});"
-        f" got {tuple(indices.shape)}"
+        f"decode expects indices of shape (B, {', '.join(map(str, per_image))}); got {tuple(indices.shape)}"
       )
+    if num_scales is not None:
+      if self.quantizer.scale_schedule is None:
+        name = type(self.quantizer).__name__
+        raise ValueError(f"decode: num_scales is for multi-scale quantizers; this one is {name}")
+      return self._reconstruct(self.quantizer.indices_to_codes(indices, num_scales=num_scales))
     return self._reconstruct(self.quantizer.indices_to_codes(indices))
 
 
@@ -285,5 +314,6 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
     project=project,
     input_range=tuple(m.get("input_range", (-1.0, 1.0))),
     dtype=dtype,
+    project_kernel=int(m.get("project_kernel", 1)),
     rngs=rngs,
   )

@@ -1,4 +1,4 @@
-"""Quantizers: VQ, IBQ, FSQ, LFQ, BSQ and their residual and grouped forms."""
+"""Quantizers: VQ, IBQ, FSQ, LFQ, BSQ and their residual, grouped and multi-scale residual forms."""
 
 from vqtok.quantizers.base import Quantizer, QuantizerOutput, QuantizerStats, code_usage_metrics, straight_through
 from vqtok.quantizers.binary import binary_entropy_terms
@@ -7,6 +7,7 @@ from vqtok.quantizers.fsq import FSQ
 from vqtok.quantizers.grouped import Grouped
 from vqtok.quantizers.ibq import IBQ
 from vqtok.quantizers.lfq import LFQ
+from vqtok.quantizers.multiscale import MultiScaleResidual
 from vqtok.quantizers.registry import QUANTIZER_TYPES, build_quantizer, quantizer_class
 from vqtok.quantizers.residual import Residual
 from vqtok.quantizers.vq import VectorQuantizer
@@ -17,6 +18,7 @@ __all__ = [
   "Grouped",
   "IBQ",
   "LFQ",
+  "MultiScaleResidual",
   "QUANTIZER_TYPES",
   "Quantizer",
   "QuantizerOutput",

@@ -11,9 +11,9 @@ Besides ``Quantizer``, ``QuantizerOutput`` and ``QuantizerStats`` this module
 holds what several quantizers share: the argument checks of the contract
 (``check_last_dim``, ``check_index_dtype``) and ``last_axis`` broadcasting,
 the straight-through estimator, the batch usage metrics (``entropy``,
-``code_usage_metrics``), and what the wrappers (``Residual``, ``Grouped``) use
-to build and combine their inner quantizers (``collect_quantizers``,
-``merge_outputs``).
+``code_usage_metrics``), and what the wrappers (``Residual``, ``Grouped``,
+``MultiScaleResidual``) use to build and combine their inner quantizers
+(``collect_quantizers``, ``merge_outputs``).
 """
 
 from __future__ import annotations
@@ -83,6 +83,20 @@ class Quantizer(nnx.Module, abc.ABC):
     """Trailing index axis length (residual levels / groups), None if scalar."""
     return None
 
+  @property
+  def scale_schedule(self) -> tuple[int, ...] | None:
+    """Side lengths of the token maps of a multi-scale quantizer, coarse first; None otherwise."""
+    return None
+
+  def index_shape(self, z_shape: Sequence[int]) -> tuple[int, ...]:
+    """Shape of ``indices`` for an input of shape ``z_shape``.
+
+    ``z_shape[:-1]`` plus the trailing ``index_depth`` axis if any; the
+    multi-scale wrapper replaces the spatial axes by one token sequence.
+    """
+    depth = self.index_depth
+    return tuple(z_shape[:-1]) + ((depth,) if depth else ())
+
   def check_indices(self, indices: Any) -> None:
     """Raises ValueError if concrete ``indices`` fall outside the codebook.
 
@@ -148,7 +162,7 @@ def code_usage_metrics(indices: jax.Array, codebook_size: int) -> dict[str, jax.
   return {"usage": jnp.mean((counts > 0).astype(jnp.float32)), "perplexity": jnp.exp(entropy(probs))}
 
 
-# ---- shared by the wrappers (Residual, Grouped) ----
+# ---- shared by the wrappers (Residual, Grouped, MultiScaleResidual) ----
 
 
 def collect_quantizers(

@@ -3,11 +3,13 @@
 ``_TYPES`` is the one list of quantizer types (type name -> class);
 ``QUANTIZER_TYPES`` exposes its names, e.g. for config validation. The spec
 holds the class's keyword arguments; the latent dimension comes from the model
-(``code_dim``), so one spec works for any encoder width. Residual and grouped
-specs nest the spec of the quantizer they wrap::
+(``code_dim``), so one spec works for any encoder width. Residual, grouped
+and multi-scale specs nest the spec of the quantizer they wrap::
 
   {"type": "residual", "num_levels": 4,
    "quantizer": {"type": "vq", "codebook_size": 1024}}
+  {"type": "multiscale", "scales": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16],
+   "quantizer": {"type": "vq", "codebook_size": 4096}}
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from vqtok.quantizers.fsq import FSQ
 from vqtok.quantizers.grouped import Grouped
 from vqtok.quantizers.ibq import IBQ
 from vqtok.quantizers.lfq import LFQ
+from vqtok.quantizers.multiscale import MultiScaleResidual
 from vqtok.quantizers.residual import Residual
 from vqtok.quantizers.vq import VectorQuantizer
 
@@ -35,10 +38,11 @@ _TYPES: dict[str, type[Quantizer]] = {
   "ibq": IBQ,
   "residual": Residual,
   "grouped": Grouped,
+  "multiscale": MultiScaleResidual,
 }
 #: The quantizer type names a spec may give, in registry order.
 QUANTIZER_TYPES: tuple[str, ...] = tuple(_TYPES)
-_WRAPPERS = ("residual", "grouped")
+_WRAPPERS = ("residual", "grouped", "multiscale")
 # Set by build_quantizer itself, never by the spec.
 _RESERVED = ("code_dim", "rngs", "quantizers", "make")
 
@@ -96,6 +100,9 @@ def build_quantizer(spec: Mapping[str, Any], *, code_dim: int, rngs: nnx.Rngs) -
   if type_name == "residual":
     make = lambda: build_quantizer(inner_spec, code_dim=code_dim, rngs=rngs)
     return cls(make=make, code_dim=code_dim, rngs=rngs, **kwargs)
+  if type_name == "multiscale":
+    inner = build_quantizer(inner_spec, code_dim=code_dim, rngs=rngs)
+    return cls(inner, code_dim=code_dim, rngs=rngs, **kwargs)
   if type_name == "grouped":
     groups = kwargs.get("num_groups")
     if not isinstance(groups, int) or groups < 1 or code_dim % groups:
