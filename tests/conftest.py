@@ -65,3 +65,30 @@ def reference_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("reference_run"))
   train_and_evaluate(load_config(), workdir, progress=False)
   return workdir
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _compile_settings(request):
+  """Per test module: XLA's optimisations off where the module sets ``FAST_COMPILE = True``.
+
+  The end-to-end modules (training runs, command lines) spend most of their
+  time compiling tiny programs; without XLA's optimisation passes that takes
+  about half as long, and what they check (losses equal across meshes,
+  processes and resumes, files and messages) compares runs made the same way.
+  Parity, numerics and memory tests keep the optimised programs users run.
+  Subprocesses started by such a module inherit the setting. Each module's
+  compiled programs are dropped after it, so a worker's memory stays flat.
+  """
+  fast = bool(getattr(request.module, "FAST_COMPILE", False))
+  before = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS")
+  if fast:
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  if fast:
+    jax.config.update("jax_disable_most_optimizations", False)
+    if before is None:
+      os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
+    else:
+      os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = before
+  jax.clear_caches()

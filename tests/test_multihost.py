@@ -21,6 +21,8 @@ from vqtok import tokenize
 from vqtok.evaluation import fid as fid_lib
 from vqtok.evaluation.report import evaluate
 
+FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
+
 
 def _rows(directory):
   """All token rows of a directory, sorted by image name: (names, indices, source_index)."""

@@ -18,6 +18,8 @@ from vqtok import config as config_lib
 from vqtok.models.tokenizer import build_tokenizer
 from vqtok.training import train_and_evaluate
 
+FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
+
 
 def var_config(arg="runlocal", **overrides):
   spec = importlib.util.spec_from_file_location("var_vq16", os.path.join(ROOT, "configs", "var_vq16.py"))

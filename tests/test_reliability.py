@@ -25,6 +25,8 @@ from vqtok.training import Checkpointer, NonFiniteLossError, load_tokenizer, loo
 from vqtok.training import workdir as workdir_lib
 from vqtok.training.checkpoint import CheckpointSaveError
 
+FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
+
 TRAIN = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/tiny.py:runlocal")]
 
 

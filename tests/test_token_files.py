@@ -23,6 +23,8 @@ from vqtok import tokenize, tokenizer_dir
 from vqtok.images import to_uint8
 from vqtok.models import build_tokenizer
 
+FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
+
 
 @pytest.fixture(scope="module")
 def tokdirs(tmp_path_factory):

@@ -19,6 +19,8 @@ from vqtok.evaluation.report import evaluate
 from vqtok.images import to_uint8
 from vqtok.training import init_train_state, load_tokenizer, tokenizer_from_state
 
+FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
+
 
 def test_load_tokenizer_restores_the_saved_weights(run):
   workdir, config, tok = run

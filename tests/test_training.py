@@ -18,6 +18,8 @@ from vqtok import config as config_lib
 from vqtok import data as data_lib
 from vqtok.training import Checkpointer, NonFiniteLossError, loop, train_and_evaluate
 
+FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
+
 # Most runs use the runlocal config unchanged (6 steps, checkpoints every 2,
 # GAN from step 3), so the persistent compilation cache set in conftest.py
 # serves every run after the first one.

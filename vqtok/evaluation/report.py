@@ -126,10 +126,8 @@ def evaluate(
   # Combine the processes' shares (identity with one process).
   psnr, ssim, lpips, count = sharding.process_sum(np.asarray([sums["psnr"], sums["ssim"], sums["lpips"], count]))
   count = int(count)
-  usage.counts = sharding.process_sum(usage.counts)
-  usage.num_images = count
-  tokens = sharding.process_allgather(np.asarray([usage.tokens_per_image or 0], np.int64)).max()
-  usage.tokens_per_image = int(tokens) or None
+  for u in (usage, *per_scale):
+    _combine_usage(u, count)
   # Files skipped while listing the source appear in every process's list: keep one of each.
   parts = sharding.process_gather_json([list(s) for s in batches.source.skipped])
   skipped = sorted({tuple(s) for part in parts for s in part})
@@ -157,6 +155,14 @@ def evaluate(
       raise ValueError("rFID needs at least 2 images")
     report["rfid"] = fid_lib.fid_from_stats(real_stats, fake_stats)
   return report, images_lib.grid([originals, recons])
+
+
+def _combine_usage(usage: metrics_lib.CodebookUsage, count: int) -> None:
+  """One process's code counts summed with every other process's, in place."""
+  usage.counts = sharding.process_sum(usage.counts)
+  usage.num_images = count
+  tokens = sharding.process_allgather(np.asarray([usage.tokens_per_image or 0], np.int64)).max()
+  usage.tokens_per_image = int(tokens) or None
 
 
 def _gather_stats(stats: fid_lib.FeatureStats, dim: int) -> fid_lib.FeatureStats:
