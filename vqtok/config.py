@@ -54,6 +54,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.decoder_variant = ""  # "" = same as variant
   c.model.posemb = "learn"  # vit position embedding: learn | sincos2d
   c.model.num_latent_tokens = 0  # vit1d (TiTok): number of 1-D latent tokens
+  c.model.vit_family = "vqtok"  # vit block kinds: vqtok | titok (the published TiTok's layout)
+  # vit1d: > 0 makes the decoder TiTok's: logits over this many codes of a MaskGIT VQGAN,
+  # soft codes decoded by that VQGAN's CNN decoder (proxy_decoder sizes).
+  c.model.proxy_codebook_size = 0
+  c.model.proxy_code_dim = 256
+  c.model.proxy_decoder = ml_collections.ConfigDict(
+    {"channels": 128, "channel_mult": (1, 1, 2, 2, 4), "num_res_blocks": 2, "norm_groups": 32}
+  )
   # vit: explicit sizes; 0 = from variant
   c.model.width = 0
   c.model.depth = 0
@@ -127,6 +135,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
   from vqtok.models.cnn import FAMILIES  # noqa: PLC0415
   from vqtok.models.discriminator import DISCRIMINATORS  # noqa: PLC0415
   from vqtok.models.tokenizer import DTYPES, ENCODERS  # noqa: PLC0415
+  from vqtok.models.vit import FAMILIES as VIT_FAMILIES  # noqa: PLC0415
   from vqtok.models.vit import POSEMBS  # noqa: PLC0415
   from vqtok.quantizers import QUANTIZER_TYPES  # noqa: PLC0415
 
@@ -137,6 +146,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
     "model.cnn_family": tuple(FAMILIES),
     "data.preprocess": tuple(PREPROCESS),
     "model.posemb": POSEMBS,
+    "model.vit_family": tuple(VIT_FAMILIES),
     "quantizer.type": QUANTIZER_TYPES,
     "discriminator.type": DISCRIMINATORS,
     "loss.gan_loss": GAN_LOSSES,
