@@ -1,0 +1,218 @@
+"""TiTok (bytedance/1d-tokenizer): the exact architecture, the converter, parity with the reference code.
+
+tests/goldens/titok/ was made by the reference's own modules at reduced width
+(scripts/parity/gen_titok.py): ``reduced.bin`` in the published
+``tokenizer_titok_*.bin`` layout and the reference's outputs on three photos
+(32x32, [0, 1]): the encoder latents, the token ids, the proxy-code logits and
+the images decoded from the ids. ``full_keys.json`` lists the tensors of the
+published TiTok-L-32, B-64 and S-128. Tolerances: ids exactly equal except on
+near-ties (none here; smallest relative distance gap 2.4e-4); latents within
+1e-5 relative; logits and decoded images within 1e-4 (float32).
+"""
+
+import dataclasses
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torchfile
+from flax import nnx
+from helpers import ROOT
+from safetensors.numpy import save_file
+
+from vqtok import config as config_lib
+from vqtok import models, pretrained, tokenizer_dir
+from vqtok.pretrained import layout, reader, titok
+
+GOLDENS = os.path.join(ROOT, "tests", "goldens", "titok")
+REDUCED = os.path.join(GOLDENS, "reduced.bin")
+PRESETS = {"titok_l32": (32,), "titok_b64": (64,), "titok_s128": (128,)}
+
+
+@pytest.fixture(scope="module")
+def golden():
+  return dict(np.load(os.path.join(GOLDENS, "golden.npz")))
+
+
+@pytest.fixture(scope="module")
+def converted():
+  return pretrained.convert("titok", REDUCED)
+
+
+def _rel(a, b):
+  return float(np.linalg.norm(np.asarray(a) - b) / np.linalg.norm(b))
+
+
+def _x(golden):  # the reference's [0, 1] images as vqtok's [-1, 1] batch
+  return jnp.asarray(golden["images"] * 2 - 1, jnp.float32)
+
+
+def test_parity_with_the_reference(converted, golden):
+  tok, config, _ = converted
+  assert tok.token_shape == (8,) and config.image_size == 32
+  assert _rel(tok._latents(_x(golden)), golden["latents"]) < 1e-5
+  ids = np.asarray(tok.encode(_x(golden)))
+  assert ids.shape == golden["ids"].shape == (3, 8)
+  agree = (ids == golden["ids"]) | golden["near_tie"]
+  assert agree.all(), f"{int((~agree).sum())} of {ids.size} ids differ"
+  codes = tok.quantizer.indices_to_codes(jnp.asarray(golden["ids"]))
+  assert np.abs(np.asarray(tok.decoder.logits(codes)) - golden["logits"]).max() < 1e-4
+  decoded = (np.asarray(tok.decode(jnp.asarray(golden["ids"]))) + 1) / 2  # back to the reference's [0, 1]
+  assert np.abs(decoded - golden["decoded"]).max() < 1e-4
+
+
+def test_decoding_other_ids_is_not_trivially_equal(converted, golden):
+  tok = converted[0]
+  wrong = (np.asarray(tok.decode(jnp.asarray(np.roll(golden["ids"], 1, axis=-1)))) + 1) / 2
+  assert np.abs(wrong - golden["decoded"]).max() > 1e-2
+
+
+def test_legacy_latent_layout_is_what_makes_the_ids(converted, golden):
+  # The published encoder reads its latent outputs transposed (vit.Family.legacy_latents);
+  # without that quirk the same weights give other latents.
+  tok = converted[0]
+  enc = tok.encoder
+  published = enc.family
+  try:
+    enc.family = dataclasses.replace(published, legacy_latents=False)
+    assert _rel(tok._latents(_x(golden)), golden["latents"]) > 0.1
+  finally:
+    enc.family = published
+
+
+def test_hub_safetensors_layout_converts_alike(tmp_path, converted, golden):
+  # The hub's model.safetensors (PyTorchModelHubMixin) holds the same flat names.
+  tensors = reader.read_checkpoint(REDUCED)
+  path = str(tmp_path / "model.safetensors")
+  save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path)
+  tok, config, meta = pretrained.convert("titok", path)
+  np.testing.assert_array_equal(np.asarray(tok.encode(_x(golden))), golden["ids"])
+  assert config_lib.architecture_diff(config, converted[1]) == []
+  assert meta["source"] == "titok" and meta["weights"] == "model"
+
+
+def test_converted_config(converted):
+  _, config, _ = converted
+  assert config.model.vit_family == "titok" and config.model.num_heads == 2
+  assert tuple(config.model.input_range) == (0.0, 1.0)
+  assert config.quantizer.l2_normalize and config.quantizer.codebook_size == 64
+  assert config.model.proxy_codebook_size == 48 and tuple(config.model.proxy_decoder.channel_mult) == (1, 2, 2)
+  config_lib.validate_config(config)
+
+
+# ---- bad input: one clear error naming the file and the key ----
+
+
+def _write(tmp_path, edit, name="bad.bin"):
+  sd = dict(reader.read_checkpoint(REDUCED))
+  edit(sd)
+  path = str(tmp_path / name)
+  torchfile.save(sd, path)
+  return path
+
+
+@pytest.mark.parametrize(
+  "edit,match",
+  [
+    (lambda sd: sd.pop("pixel_decoder.conv_out.bias"), r"missing tensors for decoder\.pixel\.conv_out\.bias"),
+    (lambda sd: sd.pop("decoder.mask_token"), r"missing tensors for decoder\.vit\.mask_token"),
+    (lambda sd: sd.update({"encoder.extra": np.zeros(3, np.float32)}), r"unexpected tensor 'encoder\.extra'"),
+    (
+      lambda sd: sd.update({"encoder.ln_pre.bias": np.zeros(7, np.float32)}),
+      r"'encoder\.ln_pre\.bias' has shape \(7,\); 'encoder\.transformer\.ln_pre\.bias' needs \(128,\)",
+    ),
+    (
+      lambda sd: sd.update({"encoder.transformer.1.attn.in_proj_bias": np.zeros(10, np.float32)}),
+      r"'encoder\.transformer\.1\.attn\.in_proj_bias' has shape \(10,\); expected 3 x width",
+    ),
+    (
+      lambda sd: [sd.pop(k) for k in list(sd) if k.startswith("pixel_")],
+      r"holds no pixel decoder \(pixel_decoder\.\*\)",
+    ),
+    (lambda sd: sd.pop("latent_tokens"), r"not a titok checkpoint: tensor 'latent_tokens' is missing"),
+  ],
+)
+def test_converter_names_the_bad_tensor(tmp_path, edit, match):
+  path = _write(tmp_path, edit)
+  with pytest.raises(reader.CheckpointError, match=match) as e:
+    pretrained.convert("titok", path)
+  assert "bad.bin" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_checkpoint_of_another_family_is_refused(tmp_path):
+  taming = os.path.join(ROOT, "tests", "goldens", "taming", "reduced.ckpt")
+  with pytest.raises(reader.CheckpointError, match="not a titok checkpoint"):
+    pretrained.convert("titok", taming)
+  with pytest.raises(reader.CheckpointError, match="not a llamagen checkpoint|no encoder levels"):
+    pretrained.convert("llamagen", REDUCED)
+  with pytest.raises(reader.CheckpointError, match="no EMA weights"):
+    pretrained.convert("titok", REDUCED, ema=True)
+  cut = tmp_path / "cut.bin"
+  with open(REDUCED, "rb") as f:
+    cut.write_bytes(f.read()[:5000])
+  with pytest.raises(reader.CheckpointError, match="cut.bin"):
+    pretrained.convert("titok", str(cut))
+
+
+# ---- full sizes: the published tensor lists against the presets ----
+
+
+def _full_tensors(name):
+  with open(os.path.join(GOLDENS, "full_keys.json")) as f:
+    shapes = json.load(f)[name]
+  # Zero-stride arrays: the real shapes without the memory.
+  zero = np.zeros((), np.float32)
+  return titok.state_dict({k: np.broadcast_to(zero, s) for k, s in shapes.items()}, ema=False, source=name)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_are_the_published_architectures(name):
+  tensors = _full_tensors(name)
+  reference_count = sum(v.size for v in tensors.values())
+  c = importlib.import_module(f"configs.{name}").get_config()
+  tok = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
+  count = sum(v.size for v in jax.tree.leaves(nnx.state(tok, nnx.Param)))
+  want = {"titok_l32": 641_054_735, "titok_b64": 204_814_095, "titok_s128": 83_674_639}[name]
+  assert reference_count == count == want
+  assert tok.token_shape == PRESETS[name]
+  inferred = titok.config(tensors, name)
+  assert config_lib.architecture_diff(inferred, c) == []
+  config_lib.validate_config(c)
+
+
+def test_full_size_s128_tensors_map_onto_the_preset():
+  tensors = _full_tensors("titok_s128")
+  c = importlib.import_module("configs.titok_s128").get_config()
+  tok = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
+  expected = tokenizer_dir.array_shapes(tok)
+  mapped = layout.apply_rules(tensors, titok.table(c), expected, source="titok_s128")
+  assert set(mapped) == set(expected)
+
+
+# ---- the command line ----
+
+
+def test_convert_command(tmp_path):
+  out = tmp_path / "tok"
+  res = subprocess.run(
+    [sys.executable, "-m", "vqtok.convert", "titok", REDUCED, str(out)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert res.returncode == 0, res.stderr
+  summary = json.loads(res.stdout)
+  assert summary["token_shape_at_image_size"] == [8] and summary["codebook_size"] == 64
+  assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
+  import vqtok
+
+  again = vqtok.load_tokenizer(str(out))
+  g = np.load(os.path.join(GOLDENS, "golden.npz"))
+  np.testing.assert_array_equal(np.asarray(again.encode(_x(g))), g["ids"])
