@@ -14,6 +14,7 @@ import dataclasses
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -21,13 +22,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import skimage
 import torchfile
 from flax import nnx
 from helpers import ROOT
+from PIL import Image
 from safetensors.numpy import save_file
 
+import vqtok
 from vqtok import config as config_lib
-from vqtok import models, pretrained, tokenizer_dir
+from vqtok import models, pretrained, tokenize, tokenizer_dir
 from vqtok.pretrained import layout, reader, titok
 
 GOLDENS = os.path.join(ROOT, "tests", "goldens", "titok")
@@ -211,8 +215,48 @@ def test_convert_command(tmp_path):
   summary = json.loads(res.stdout)
   assert summary["token_shape_at_image_size"] == [8] and summary["codebook_size"] == 64
   assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
-  import vqtok
-
   again = vqtok.load_tokenizer(str(out))
   g = np.load(os.path.join(GOLDENS, "golden.npz"))
   np.testing.assert_array_equal(np.asarray(again.encode(_x(g))), g["ids"])
+
+
+def test_one_d_token_files_encode_decode_and_eval(tmp_path):
+  # 1-D tokens: indices of shape (N, K) through tokenize encode / decode and eval.py.
+  run = lambda *a: subprocess.run([sys.executable, *a], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  tok_dir = str(tmp_path / "tok")
+  tok, config, meta = pretrained.convert("titok", REDUCED)
+  tokenizer_dir.save_tokenizer(tok, config, tok_dir, metadata=meta)
+  images = tmp_path / "images"
+  images.mkdir()
+  photos = os.path.join(os.path.dirname(skimage.__file__), "data")
+  names = ["astronaut", "coffee", "chelsea"]
+  for name in names:
+    shutil.copy(os.path.join(photos, f"{name}.png"), images / f"{name}.png")
+  tokens = tmp_path / "tokens"
+  res = run("-m", "vqtok.tokenize", "encode", f"--tokenizer={tok_dir}", f"--folder={images}", f"--output={tokens}")
+  assert res.returncode == 0, res.stderr
+  meta_t, idx, files = tokenize.read_tokens(str(tokens))
+  assert idx.shape == (3, 8) and idx.dtype == np.int32 and tuple(meta_t["token_shape"]) == (8,)
+  assert idx.min() >= 0 and idx.max() < 64
+  decoded = tmp_path / "decoded"
+  res = run(
+    "-m", "vqtok.tokenize", "decode", f"--tokenizer={tok_dir}", f"--tokens={tokens}", f"--output={decoded}",
+    "--noreencode",
+  )  # fmt: skip
+  assert res.returncode == 0, res.stderr
+  want = np.asarray(vqtok.load_tokenizer(tok_dir).decode(jnp.asarray(idx)))
+  assert sorted(p.name for p in decoded.glob("*.png")) == sorted(f"{n}.png" for n in names)
+  for i, file in enumerate(files):
+    png = np.asarray(Image.open(decoded / os.path.basename(str(file))), np.float32) / 127.5 - 1
+    assert np.abs(png - np.clip(want[i], -1, 1)).max() <= 1 / 127.5 + 1e-4
+  # Token files of another length are refused by name.
+  bad = tmp_path / "bad_tokens"
+  shutil.copytree(tokens, bad)
+  shard = dict(np.load(bad / "tokens-00000.npz"))
+  shard["indices"] = np.zeros((3, 9), np.int32)
+  np.savez(bad / "tokens-00000.npz", **shard)
+  res = run("-m", "vqtok.tokenize", "decode", f"--tokenizer={tok_dir}", f"--tokens={bad}", f"--output={tmp_path / 'x'}")
+  assert res.returncode != 0 and "tokens-00000.npz: indices of shape (3, 9) do not fit (n, 8)" in res.stderr
+  res = run("eval.py", f"--tokenizer={tok_dir}", f"--folder={images}", f"--output={tmp_path / 'report'}")
+  assert res.returncode == 0, res.stderr
+  assert os.listdir(tmp_path / "report")
