@@ -37,7 +37,7 @@ def titok_config(*, width: int, depth: int, num_latent_tokens: int, image_size: 
     {"channels": 128, "channel_mult": (1, 1, 2, 2, 4), "num_res_blocks": 2, "norm_groups": 32}
   )
   c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": 4096, "l2_normalize": True})
-  c.data.preprocess = "center_crop"
+  c.data.preprocess = "torchvision_center_crop"
   c.discriminator.update(type="stylegan", channels=64, num_layers=6)
   return c
 

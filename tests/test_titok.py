@@ -32,10 +32,12 @@ from safetensors.numpy import save_file
 import vqtok
 from vqtok import config as config_lib
 from vqtok import models, pretrained, tokenize, tokenizer_dir
+from vqtok.data import transforms
 from vqtok.pretrained import layout, reader, titok
 
 GOLDENS = os.path.join(ROOT, "tests", "goldens", "titok")
 REDUCED = os.path.join(GOLDENS, "reduced.bin")
+PHOTOS = os.path.join(os.path.dirname(skimage.__file__), "data")
 PRESETS = {"titok_l32": (32,), "titok_b64": (64,), "titok_s128": (128,)}
 
 
@@ -69,6 +71,17 @@ def test_parity_with_the_reference(converted, golden):
   assert np.abs(np.asarray(tok.decoder.logits(codes)) - golden["logits"]).max() < 1e-4
   decoded = (np.asarray(tok.decode(jnp.asarray(golden["ids"]))) + 1) / 2  # back to the reference's [0, 1]
   assert np.abs(decoded - golden["decoded"]).max() < 1e-4
+
+
+@pytest.mark.parametrize("size", [32, 67])
+def test_preprocessing_matches_the_reference(golden, size):
+  # TiTok's eval transform: torchvision Resize(size, bicubic) + CenterCrop(size).
+  key = "images_uint8" if size == 32 else f"images_uint8_{size}"
+  fn = transforms.PREPROCESS[pretrained.convert("titok", REDUCED)[1].data.preprocess]
+  for i, name in enumerate(golden["names"]):
+    img = np.asarray(Image.open(os.path.join(PHOTOS, f"{name}.png")).convert("RGB"))
+    np.testing.assert_array_equal(fn(img, size), golden[key][i])
+  np.testing.assert_array_equal(golden["images_uint8"] / np.float32(255), golden["images"])
 
 
 def test_decoding_other_ids_is_not_trivially_equal(converted, golden):
@@ -228,16 +241,17 @@ def test_one_d_token_files_encode_decode_and_eval(tmp_path):
   tokenizer_dir.save_tokenizer(tok, config, tok_dir, metadata=meta)
   images = tmp_path / "images"
   images.mkdir()
-  photos = os.path.join(os.path.dirname(skimage.__file__), "data")
-  names = ["astronaut", "coffee", "chelsea"]
+  g = np.load(os.path.join(GOLDENS, "golden.npz"))
+  names = [str(n) for n in g["names"]]
   for name in names:
-    shutil.copy(os.path.join(photos, f"{name}.png"), images / f"{name}.png")
+    shutil.copy(os.path.join(PHOTOS, f"{name}.png"), images / f"{name}.png")
   tokens = tmp_path / "tokens"
   res = run("-m", "vqtok.tokenize", "encode", f"--tokenizer={tok_dir}", f"--folder={images}", f"--output={tokens}")
   assert res.returncode == 0, res.stderr
   meta_t, idx, files = tokenize.read_tokens(str(tokens))
   assert idx.shape == (3, 8) and idx.dtype == np.int32 and tuple(meta_t["token_shape"]) == (8,)
-  assert idx.min() >= 0 and idx.max() < 64
+  for i, file in enumerate(files):  # the reference's ids, preprocessing included
+    np.testing.assert_array_equal(idx[i], g["ids"][names.index(os.path.basename(str(file))[:-4])])
   decoded = tmp_path / "decoded"
   res = run(
     "-m", "vqtok.tokenize", "decode", f"--tokenizer={tok_dir}", f"--tokens={tokens}", f"--output={decoded}",

@@ -33,7 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.verify = True  # folder: PIL verify() every file at index time (False for huge folders)
   c.data.min_scale = 0.35  # random-resized-crop scale range (training)
   # eval / tokenize resize: center_crop | adm_center_crop (LlamaGen) |
-  # short_side_bilinear (taming) | squash_bicubic (MaskGIT)
+  # short_side_bilinear (taming) | squash_bicubic (MaskGIT) | torchvision_center_crop (TiTok)
   c.data.preprocess = "center_crop"
   c.data.flip = True
 

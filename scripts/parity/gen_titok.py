@@ -174,16 +174,24 @@ def randomise(model):
       t.copy_(0.5 * r)
 
 
-def photos():
+def photos(size):
+  """The photos through TiTok's eval transform (data/webdataset_reader.py), uint8."""
   import skimage  # noqa: PLC0415
 
+  # torchvision's C++ operators are not needed for the PIL transforms; skip registering them
+  # (a torchvision wheel built for another torch build fails there).
+  sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+  from torchvision import transforms  # noqa: PLC0415
+
+  tf = transforms.Compose(
+    [
+      transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
+      transforms.CenterCrop(size),
+    ]
+  )
   data = os.path.join(os.path.dirname(skimage.__file__), "data")
   names = ["astronaut", "coffee", "chelsea"]
-  imgs = []
-  for n in names:
-    img = Image.open(os.path.join(data, f"{n}.png")).convert("RGB")
-    img = img.resize((args.image_size, args.image_size), Image.BICUBIC)
-    imgs.append(np.asarray(img, np.float32) / 255.0)
+  imgs = [np.asarray(tf(Image.open(os.path.join(data, f"{n}.png")).convert("RGB"))) for n in names]
   return names, np.stack(imgs)
 
 
@@ -194,7 +202,8 @@ def main():
   model = build_reduced()  # fresh, then the reference's own strict load
   model.load_state_dict(torch.load(path, map_location="cpu"), strict=True)
   model.eval()
-  names, images = photos()
+  names, images_uint8 = photos(args.image_size)
+  images = images_uint8.astype(np.float32) / 255.0  # TiTok's ToTensor: [0, 1]
   x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
   latent = model.encoder(pixel_values=x, latent_tokens=model.latent_tokens)  # (B, 12, 1, K)
   z_q, result = model.encode(x)
@@ -211,6 +220,8 @@ def main():
   np.savez_compressed(
     os.path.join(args.out, "golden.npz"),
     names=np.array(names),
+    images_uint8=images_uint8,
+    images_uint8_67=photos(67)[1],  # an odd size: torchvision's truncation and crop rounding
     images=images,
     latents=latent[:, :, 0, :].permute(0, 2, 1).numpy(),  # (B, K, 12)
     ids=ids.numpy().astype(np.int32),

@@ -132,7 +132,7 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     }
   )
   c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": int(codes), "l2_normalize": True})
-  c.data.preprocess = "center_crop"
+  c.data.preprocess = "torchvision_center_crop"
   c.discriminator.update(type="stylegan", channels=64, num_layers=6)
   return c
 
