@@ -4,8 +4,9 @@ tests/goldens/titok/ was made by the reference's own modules at reduced width
 (scripts/parity/gen_titok.py): ``reduced.bin`` in the published
 ``tokenizer_titok_*.bin`` layout and the reference's outputs on three photos
 (32x32, [0, 1]): the encoder latents, the token ids, the proxy-code logits and
-the images decoded from the ids. ``full_keys.json`` lists the tensors of the
-published TiTok-L-32, B-64 and S-128. Tolerances: ids exactly equal except on
+the images decoded from the ids; ``vq8k_*`` the same for the one-stage VQ-8k
+layout (TiTok-BL-64, BL-128, SL-256). ``full_keys.json`` lists the tensors of
+the published TiTok-L-32, B-64, S-128 and the three VQ-8k tokenizers. Tolerances: ids exactly equal except on
 near-ties (none here; smallest relative distance gap 2.4e-4); latents within
 1e-5 relative; logits and decoded images within 1e-4 (float32).
 """
@@ -86,6 +87,46 @@ def test_preprocessing_matches_the_reference(golden, size):
   np.testing.assert_array_equal(golden["images_uint8"] / np.float32(255), golden["images"])
 
 
+@pytest.fixture(scope="module")
+def vq8k():
+  return pretrained.convert("titok", os.path.join(GOLDENS, "vq8k_reduced.bin")), dict(
+    np.load(os.path.join(GOLDENS, "vq8k_golden.npz"))
+  )
+
+
+def test_vq8k_parity_with_the_reference(vq8k):
+  # TiTok-BL/SL VQ-8k layout (is_legacy False): latents in order, a wider decoder of its
+  # own depth predicting pixels, a 3x3 conv_out, codes not l2-normalised.
+  (tok, config, _), golden = vq8k
+  assert config.model.vit_family == "titok_pixels" and not config.quantizer.l2_normalize
+  assert (config.model.width, config.model.num_heads, config.model.depth) == (64, 1, 1)
+  assert (config.model.decoder_width, config.model.decoder_num_heads, config.model.decoder_depth) == (128, 2, 2)
+  assert _rel(tok._latents(_x(golden)), golden["latents"]) < 1e-5
+  ids = np.asarray(tok.encode(_x(golden)))
+  assert ((ids == golden["ids"]) | golden["near_tie"]).all()
+  decoded = (np.asarray(tok.decode(jnp.asarray(golden["ids"]))) + 1) / 2
+  assert np.abs(decoded - golden["decoded"]).max() < 1e-4
+  wrong = (np.asarray(tok.decode(jnp.asarray(np.roll(golden["ids"], 1, axis=-1)))) + 1) / 2
+  assert np.abs(wrong - golden["decoded"]).max() > 1e-2
+
+
+@pytest.mark.parametrize(
+  "name,count,tokens",
+  [
+    ("titok_bl64_vq8k", 390_016_148, 64),
+    ("titok_bl128_vq8k", 390_179_988, 128),
+    ("titok_sl256_vq8k", 330_260_884, 256),
+  ],
+)
+def test_full_size_vq8k_configs_count_as_the_reference(name, count, tokens):
+  tensors = _full_tensors(name)
+  assert sum(v.size for v in tensors.values()) == count
+  c = titok.config(tensors, name)
+  tok = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
+  assert sum(v.size for v in jax.tree.leaves(nnx.state(tok, nnx.Param))) == count
+  assert tok.token_shape == (tokens,) and c.quantizer.codebook_size == 8192 and c.model.code_dim == 64
+
+
 def test_decoding_other_ids_is_not_trivially_equal(converted, golden):
   tok = converted[0]
   wrong = (np.asarray(tok.decode(jnp.asarray(np.roll(golden["ids"], 1, axis=-1)))) + 1) / 2
@@ -152,9 +193,10 @@ def _write(tmp_path, edit, name="bad.bin"):
     ),
     (
       lambda sd: [sd.pop(k) for k in list(sd) if k.startswith("pixel_")],
-      r"holds no pixel decoder \(pixel_decoder\.\*\)",
+      r"has neither a pixel decoder \(pixel_decoder\.\*\) nor a pixel head",
     ),
     (lambda sd: sd.pop("latent_tokens"), r"not a titok checkpoint: tensor 'latent_tokens' is missing"),
+    (lambda sd: sd.pop("quantize.embedding.weight"), r"'quantize\.embedding\.weight' is missing \(TiTok's VAE"),
   ],
 )
 def test_converter_names_the_bad_tensor(tmp_path, edit, match):

@@ -54,7 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.decoder_variant = ""  # "" = same as variant
   c.model.posemb = "learn"  # vit position embedding: learn | sincos2d
   c.model.num_latent_tokens = 0  # vit1d (TiTok): number of 1-D latent tokens
-  c.model.vit_family = "vqtok"  # vit block kinds: vqtok | titok (the published TiTok's layout)
+  c.model.vit_family = "vqtok"  # vit block kinds: vqtok | titok (published TiTok) | titok_pixels (its VQ-8k)
   # vit1d: > 0 makes the decoder TiTok's: logits over this many codes of a MaskGIT VQGAN,
   # soft codes decoded by that VQGAN's CNN decoder (proxy_decoder sizes).
   c.model.proxy_codebook_size = 0
@@ -68,6 +68,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.mlp_dim = 0
   c.model.num_heads = 0
   c.model.patch_size = 0
+  # vit: the decoder's own sizes where they differ (0 = as the encoder)
+  c.model.decoder_width = 0
+  c.model.decoder_depth = 0
+  c.model.decoder_mlp_dim = 0
+  c.model.decoder_num_heads = 0
 
   # ---- quantizer (vqtok.quantizers); kwargs of the class named by `type` ----
   c.quantizer = ml_collections.ConfigDict()

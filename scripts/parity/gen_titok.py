@@ -37,6 +37,9 @@ def parse():
   p.add_argument("--proxy-dim", type=int, default=16)
   p.add_argument("--pixel-channels", type=int, default=32)
   p.add_argument("--pixel-mult", default="1,2,2")  # 3 levels: upsampling 4 = the patch size
+  p.add_argument("--variant", choices=("two_stage", "vq8k"), default="two_stage")
+  p.add_argument("--decoder-width", type=int, default=128)  # vq8k: a wider, deeper decoder (as TiTok-BL)
+  p.add_argument("--decoder-depth", type=int, default=2)
   p.add_argument("--skip-full", action="store_true")
   return p.parse_args()
 
@@ -74,10 +77,12 @@ from modeling.modules import blocks, maskgit_vqgan  # noqa: E402
 torch.set_grad_enabled(False)
 os.makedirs(args.out, exist_ok=True)
 PIXEL_MULT = [int(m) for m in args.pixel_mult.split(",")]
+TOKEN_SIZE = 16 if args.variant == "vq8k" else 12
+PREFIX = "vq8k_" if args.variant == "vq8k" else ""
 
 
-def titok_config(size, num_latent_tokens, image_size=256, patch=16):
-  return OmegaConf.create(
+def titok_config(size, num_latent_tokens, image_size=256, patch=16, dec_size=None, vq8k=False):
+  c = OmegaConf.create(
     {
       "model": {
         "vq_model": {
@@ -96,6 +101,13 @@ def titok_config(size, num_latent_tokens, image_size=256, patch=16):
       "dataset": {"preprocessing": {"crop_size": image_size}},
     }
   )
+  if dec_size:
+    c.model.vq_model.vit_dec_model_size = dec_size
+  if vq8k:  # configs/infer/TiTok/titok_*_vq8k.yaml
+    c.model.vq_model.update(
+      {"codebook_size": 8192, "token_size": 64, "use_l2_norm": False, "finetune_decoder": False, "is_legacy": False}
+    )
+  return c
 
 
 def shrink_vit(vit, width, depth, codes_out=None, token_size=None):
@@ -116,7 +128,9 @@ def shrink_vit(vit, width, depth, codes_out=None, token_size=None):
   vit.ln_pre = torch.nn.LayerNorm(width)
   vit.transformer = torch.nn.ModuleList([blocks.ResidualAttentionBlock(width, heads, mlp_ratio=4.0) for _ in range(depth)])
   vit.ln_post = torch.nn.LayerNorm(width)
-  if hasattr(vit, "ffn"):  # the decoder: logits over the proxy codes
+  if hasattr(vit, "ffn") and not vit.is_legacy:  # the decoder predicts patch pixels: a new first layer
+    vit.ffn[0] = torch.nn.Conv2d(width, vit.patch_size * vit.patch_size * 3, 1, padding=0, bias=True)
+  elif hasattr(vit, "ffn"):  # the decoder: logits over the proxy codes
     vit.ffn = torch.nn.Sequential(
       torch.nn.Conv2d(width, 2 * width, 1, padding=0, bias=True),
       torch.nn.Tanh(),
@@ -128,12 +142,20 @@ def shrink_vit(vit, width, depth, codes_out=None, token_size=None):
 
 def build_reduced():
   torch.manual_seed(args.seed)
-  cfg = titok_config("small", args.latent_tokens, args.image_size, args.patch)
+  vq8k = args.variant == "vq8k"
+  cfg = titok_config("small", args.latent_tokens, args.image_size, args.patch, vq8k=vq8k)
   cfg.model.vq_model.codebook_size = args.codebook_size
+  if vq8k:
+    cfg.model.vq_model.token_size = TOKEN_SIZE
   model = ref.TiTok(cfg)
-  shrink_vit(model.encoder, args.width, args.depth, token_size=12)
-  shrink_vit(model.decoder, args.width, args.depth, codes_out=args.proxy_codes)
+  shrink_vit(model.encoder, args.width, args.depth, token_size=TOKEN_SIZE)
   model.latent_tokens = torch.nn.Parameter(torch.zeros(args.latent_tokens, args.width))
+  if vq8k:
+    shrink_vit(model.decoder, args.decoder_width, args.decoder_depth)
+    randomise(model)
+    model.eval()
+    return model
+  shrink_vit(model.decoder, args.width, args.depth, codes_out=args.proxy_codes)
   model.pixel_quantize = maskgit_vqgan.VectorQuantizer(
     num_embeddings=args.proxy_codes, embedding_dim=args.proxy_dim, commitment_cost=0.25
   )
@@ -197,7 +219,7 @@ def photos(size):
 
 def main():
   model = build_reduced()
-  path = os.path.join(args.out, "reduced.bin")
+  path = os.path.join(args.out, f"{PREFIX}reduced.bin")
   torch.save(model.state_dict(), path)  # the layout of tokenizer_titok_*.bin
   model = build_reduced()  # fresh, then the reference's own strict load
   model.load_state_dict(torch.load(path, map_location="cpu"), strict=True)
@@ -209,16 +231,20 @@ def main():
   z_q, result = model.encode(x)
   ids = result["min_encoding_indices"].reshape(x.shape[0], -1)  # (B, K)
   # near ties: best and second distances within 1e-5 relative (l2-normalised, as the reference)
-  z = torch.nn.functional.normalize(latent.permute(0, 2, 3, 1).reshape(-1, 12), dim=-1)
-  e = torch.nn.functional.normalize(model.quantize.embedding.weight, dim=-1)
+  z = torch.nn.functional.normalize(latent.permute(0, 2, 3, 1).reshape(-1, TOKEN_SIZE), dim=-1)
+  e = model.quantize.embedding.weight
+  if model.quantize.use_l2_norm:
+    e = torch.nn.functional.normalize(e, dim=-1)
+  else:
+    z = latent.permute(0, 2, 3, 1).reshape(-1, TOKEN_SIZE)
   d = torch.cdist(z.double(), e.double()) ** 2
   top2 = torch.topk(d, 2, largest=False).values
   near_tie = ((top2[:, 1] - top2[:, 0]) / top2[:, 1].clamp_min(1e-12) < 1e-5).reshape(ids.shape)
-  logits = model.decoder(z_q)  # (B, proxy codes, g, g)
+  logits = model.decoder(z_q)  # (B, proxy codes, g, g); vq8k: the images
   decoded = model.decode_tokens(ids[:, None, :])  # the reference's path from ids: (B, 3, H, W)
   gaps = ((top2[:, 1] - top2[:, 0]) / top2[:, 1]).min().item()
   np.savez_compressed(
-    os.path.join(args.out, "golden.npz"),
+    os.path.join(args.out, f"{PREFIX}golden.npz"),
     names=np.array(names),
     images_uint8=images_uint8,
     images_uint8_67=photos(67)[1],  # an odd size: torchvision's truncation and crop rounding
@@ -234,9 +260,17 @@ def main():
   if args.skip_full:
     return
   keys = {}
-  for name, size, k in (("titok_l32", "large", 32), ("titok_b64", "base", 64), ("titok_s128", "small", 128)):
+  sizes = (
+    ("titok_l32", "large", None, 32, False),
+    ("titok_b64", "base", None, 64, False),
+    ("titok_s128", "small", None, 128, False),
+    ("titok_bl64_vq8k", "base", "large", 64, True),
+    ("titok_bl128_vq8k", "base", "large", 128, True),
+    ("titok_sl256_vq8k", "small", "large", 256, True),
+  )
+  for name, size, dec_size, k, vq8k in sizes:
     with torch.device("meta"):
-      full = ref.TiTok(titok_config(size, k))
+      full = ref.TiTok(titok_config(size, k, dec_size=dec_size, vq8k=vq8k))
     keys[name] = {n: list(t.shape) for n, t in full.state_dict().items()}
     print(name, sum(int(np.prod(s)) for s in keys[name].values()))
   with open(os.path.join(args.out, "full_keys.json"), "w") as f:

@@ -242,12 +242,14 @@ def get_last_layer(tokenizer: Tokenizer) -> jax.Array:
   return node[...]
 
 
-def _vit_kwargs(m: ml_collections.ConfigDict, variant_key: str) -> dict[str, Any]:
+def _vit_kwargs(m: ml_collections.ConfigDict, variant_key: str, prefix: str = "") -> dict[str, Any]:
   variant = m.get(variant_key, None) or m.get("variant", None)
   kw = vit.decode_variant(variant) if variant else {}
   for key in ("width", "depth", "mlp_dim", "num_heads", "patch_size"):
     if m.get(key, None):  # explicit fields override the variant
       kw[key] = int(m[key])
+    if prefix and m.get(prefix + key, None):  # and decoder_* fields the shared ones, for the decoder
+      kw[key] = int(m[prefix + key])
   missing = [k for k in ("width", "depth", "mlp_dim", "num_heads", "patch_size") if k not in kw]
   if missing:
     raise ValueError(f"ViT model config needs model.variant (e.g. 'B/16') or the fields {missing}")
@@ -352,7 +354,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
       dtype=dtype,
       rngs=rngs,
     )
-    enc_kw, dec_kw = _vit_kwargs(m, "variant"), _vit_kwargs(m, "decoder_variant")
+    enc_kw, dec_kw = _vit_kwargs(m, "variant"), _vit_kwargs(m, "decoder_variant", "decoder_")
     encoder = vit.ViTEncoder(z, **enc_kw, **common)
     num_codes = int(m.get("proxy_codebook_size", 0))
     if num_codes:

@@ -52,6 +52,8 @@ class Family:
       outputs as if they were laid out (width, K) before the output 1x1 conv
       (bytedance/1d-tokenizer modeling/modules/blocks.py, TiTokEncoder.forward,
       ``is_legacy``); the weights were trained that way, so it is kept.
+    out_conv: a 3x3 conv on the decoded image (TiTok's ``conv_out`` when its
+      decoder predicts pixels, ``is_legacy: False``).
   """
 
   cls_token: bool = False
@@ -59,12 +61,15 @@ class Family:
   norm_eps: float = 1e-6
   exact_gelu: bool = False
   legacy_latents: bool = False
+  out_conv: bool = False
 
 
 #: ``model.vit_family``: vqtok's own ViT (big_vision style) and the published TiTok.
 FAMILIES = {
   "vqtok": Family(),
   "titok": Family(cls_token=True, ln_pre=True, norm_eps=1e-5, exact_gelu=True, legacy_latents=True),
+  # TiTok's one-stage layout (the VQ-8k tokenizers): latents in order, pixels from the decoder.
+  "titok_pixels": Family(cls_token=True, ln_pre=True, norm_eps=1e-5, exact_gelu=True, out_conv=True),
 }
 
 
@@ -379,8 +384,10 @@ class ViTDecoder(_ViTBase):
     else:
       self.head_hidden = None
       self.head = nnx.Linear(width, p * p * out_channels, **kw)
-
-  last_layer_path = ("head", "kernel")
+    with_conv = self.family.out_conv and not self.out_codes
+    self.out_conv = nnx.Conv(out_channels, out_channels, (3, 3), **kw) if with_conv else None
+    #: attribute path of the last layer's kernel (adaptive GAN weight).
+    self.last_layer_path = ("out_conv", "kernel") if self.out_conv is not None else ("head", "kernel")
 
   def __call__(self, z: jax.Array) -> jax.Array:
     """Images (B, H, W, out_channels), or with ``out_codes`` logits (B, H/p, W/p, out_codes)."""
@@ -397,4 +404,5 @@ class ViTDecoder(_ViTBase):
       h = h[:, h.shape[1] - n :]
     if self.head_hidden is not None:
       return self.head(jnp.tanh(self.head_hidden(h))).reshape(b, self.grid, self.grid, self.out_codes)
-    return unpatchify(self.head(h), self.grid, self.patch_size, self.out_channels)
+    out = unpatchify(self.head(h), self.grid, self.patch_size, self.out_channels)
+    return out if self.out_conv is None else self.out_conv(out)

@@ -1,4 +1,4 @@
-"""TiTok 1-D tokenizers (Yu et al., 2024, arXiv:2406.07550): TiTok-L-32, B-64, S-128.
+"""TiTok 1-D tokenizers (Yu et al., 2024, arXiv:2406.07550): TiTok-L-32, B-64, S-128 and the VQ-8k ones.
 
 Published by bytedance/1d-tokenizer (README_TiTok.md) twice over: as
 ``tokenizer_titok_{l32,b64,s128}.bin`` (a plain torch state dict, at
@@ -18,9 +18,12 @@ Quirks, each from the reference:
     into thirds before the table maps each third.
   * The head count is not stored; TiTok's sizes (blocks.py: small 512/8,
     base 768/12, large 1024/16) all have heads of width 64.
-  * Only the two-stage (``finetune_decoder``) tokenizers hold a pixel decoder;
-    the VQ-8k and VAE variants (``is_legacy: False``) decode differently and are
-    refused by name.
+  * Only the two-stage (``finetune_decoder``) tokenizers hold a pixel decoder.
+    The VQ-8k tokenizers (TiTok-BL-64, BL-128, SL-256: ``is_legacy: False``)
+    read their latents in order, predict the pixels of each patch and add a
+    3x3 ``conv_out`` (vit family ``titok_pixels``), and their codes are not
+    l2-normalised; that setting is not stored in the weights, so it is taken
+    from the kind of decoder. The VAE variants are refused by name.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from vqtok.pretrained import layout as L
 from vqtok.pretrained.reader import CheckpointError, flatten
 
 NAME = "titok"
-FILES = "tokenizer_titok_{l32,b64,s128}.bin, or model.safetensors of yucornetto/tokenizer_titok_*_imagenet"
+FILES = "tokenizer_titok_{l32,b64,s128}.bin, or model.safetensors of yucornetto/tokenizer_titok_*_imagenet (also VQ-8k)"
 IGNORE = ()
 HEAD_WIDTH = 64
 _QKV = ("query", "key", "value")
@@ -84,54 +87,55 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
   from vqtok.config import default_config  # noqa: PLC0415
 
   common.require(tensors, "latent_tokens", source, NAME, 2)
-  if not any(k.startswith("pixel_decoder.") for k in tensors):
+  two_stage = any(k.startswith("pixel_decoder.") for k in tensors)
+  if not two_stage and "decoder.conv_out.weight" not in tensors:
     raise CheckpointError(
-      f"{source}: this TiTok checkpoint holds no pixel decoder (pixel_decoder.*); only the two-stage"
-      " tokenizers TiTok-L-32, B-64 and S-128 convert (not the VQ-8k or VAE variants)"
+      f"{source}: this TiTok checkpoint has neither a pixel decoder (pixel_decoder.*) nor a pixel head"
+      " (decoder.conv_out.weight)"
+    )
+  if "quantize.embedding.weight" not in tensors:
+    raise CheckpointError(
+      f"{source}: tensor 'quantize.embedding.weight' is missing (TiTok's VAE variants do not convert)"
     )
   enc, dec = _vit(tensors, "encoder", source), _vit(tensors, "decoder", source)
   patch = common.require(tensors, "encoder.patch_embed.weight", source, NAME, 4)[2]
-  image_size = enc["grid"] * patch
   if dec["grid"] != enc["grid"]:
     raise CheckpointError(f"{source}: encoder grid {enc['grid']} and decoder grid {dec['grid']} differ")
   k = common.require(tensors, "latent_tokens", source, NAME, 2)[0]
   codes, code_dim = common.require(tensors, "quantize.embedding.weight", source, NAME, 2)
-  proxy_codes, proxy_dim = common.require(tensors, "pixel_quantize.embedding.weight", source, NAME, 2)
-  levels = common.count(tensors, r"pixel_decoder\.up\.(\d+)\.", source, "pixel decoder levels")
-  blocks = common.count(tensors, r"pixel_decoder\.up\.0\.block\.(\d+)\.", source, "pixel decoder res blocks")
-  widths = [
-    common.require(tensors, f"pixel_decoder.up.{i}.block.0.conv1.weight", source, NAME, 4)[0] for i in range(levels)
-  ]
   c = default_config()
-  c.image_size = int(image_size)
+  c.image_size = int(enc["grid"] * patch)
   c.model.update(
     encoder="vit1d",
-    vit_family="titok",
+    vit_family="titok" if two_stage else "titok_pixels",
     posemb="learn",
     num_latent_tokens=int(k),
     code_dim=int(code_dim),
     input_range=(0.0, 1.0),
-    proxy_codebook_size=int(proxy_codes),
-    proxy_code_dim=int(proxy_dim),
     patch_size=int(patch),
     **{key: int(enc[key]) for key in ("width", "depth", "mlp_dim", "num_heads")},
   )
-  if any(dec[key] != enc[key] for key in ("width", "depth", "mlp_dim")):
-    # The published two-stage tokenizers use one size for both; the config has no
-    # explicit decoder sizes, so another file is refused rather than mis-built.
-    raise CheckpointError(
-      f"{source}: the encoder ({enc['width']} wide, {enc['depth']} blocks) and decoder ({dec['width']} wide,"
-      f" {dec['depth']} blocks) ViTs differ in size, which vqtok's TiTok config does not express"
+  if any(dec[key] != enc[key] for key in ("width", "depth", "mlp_dim")):  # TiTok-BL / SL: a larger decoder
+    c.model.update({f"decoder_{key}": int(dec[key]) for key in ("width", "depth", "mlp_dim", "num_heads")})
+  if two_stage:
+    proxy_codes, proxy_dim = common.require(tensors, "pixel_quantize.embedding.weight", source, NAME, 2)
+    levels = common.count(tensors, r"pixel_decoder\.up\.(\d+)\.", source, "pixel decoder levels")
+    blocks = common.count(tensors, r"pixel_decoder\.up\.0\.block\.(\d+)\.", source, "pixel decoder res blocks")
+    widths = [
+      common.require(tensors, f"pixel_decoder.up.{i}.block.0.conv1.weight", source, NAME, 4)[0] for i in range(levels)
+    ]
+    c.model.update(proxy_codebook_size=int(proxy_codes), proxy_code_dim=int(proxy_dim))
+    c.model.proxy_decoder = ml_collections.ConfigDict(
+      {
+        "channels": int(widths[0]),
+        "channel_mult": common.multiples(widths, widths[0], source),
+        "num_res_blocks": int(blocks),
+        "norm_groups": 32,
+      }
     )
-  c.model.proxy_decoder = ml_collections.ConfigDict(
-    {
-      "channels": int(widths[0]),
-      "channel_mult": common.multiples(widths, widths[0], source),
-      "num_res_blocks": int(blocks),
-      "norm_groups": 32,
-    }
-  )
-  c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": int(codes), "l2_normalize": True})
+  # Not stored in the weights: the two-stage tokenizers' configs set use_l2_norm: True,
+  # the VQ-8k ones (configs/infer/TiTok/titok_*_vq8k.yaml) False.
+  c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": int(codes), "l2_normalize": two_stage})
   c.data.preprocess = "torchvision_center_crop"
   c.discriminator.update(type="stylegan", channels=64, num_layers=6)
   return c
@@ -196,26 +200,38 @@ def _vit_rules(side: str, target: str, heads: int) -> tuple[L.Rule, ...]:
 def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
   """Published name -> vqtok path."""
   heads = int(c.model.num_heads)
-  levels = len(c.model.proxy_decoder.channel_mult)
-  # maskgit_vqgan.py Decoder: ``up[i]`` is level i from the highest resolution and runs
-  # last-to-first; vqtok's decoder levels run from the lowest resolution.
-  res = lambda i, j: f"decoder.pixel.res.{levels - 1 - int(i)}.{j}"
-  up = lambda i: f"decoder.pixel.up.{levels - 1 - int(i)}.conv"
-  mid = "decoder.pixel.mid.{0}"
-  return (
+  dec_heads = int(c.model.get("decoder_num_heads", 0) or heads)
+  rows = [
     L.Rule(r"latent_tokens", "encoder.latent_tokens"),
     *L.torch_conv(r"encoder\.patch_embed", "encoder.patch_embed"),
     *_vit_rules("encoder", "encoder", heads),
     *L.torch_conv1x1_linear(r"encoder\.conv_out", "encoder.head"),
     L.Rule(r"quantize\.embedding\.weight", "quantizer.codebook"),
+  ]
+  if not c.model.proxy_codebook_size:  # is_legacy False: ffn.0 predicts the (p1 p2 c) patch pixels
+    return (
+      *rows,
+      *_torch_linear(r"decoder\.decoder_embed", "decoder.embed"),
+      L.Rule(r"decoder\.mask_token", "decoder.mask_token"),
+      *_vit_rules("decoder", "decoder", dec_heads),
+      *L.torch_conv1x1_linear(r"decoder\.ffn\.0", "decoder.head"),
+      *L.torch_conv(r"decoder\.conv_out", "decoder.out_conv"),
+    )
+  levels = len(c.model.proxy_decoder.channel_mult)
+  # maskgit_vqgan.py Decoder: ``up[i]`` is level i from the highest resolution and runs
+  # last-to-first; vqtok's decoder levels run from the lowest resolution.
+  res = lambda i, j: f"decoder.pixel.res.{levels - 1 - int(i)}.{j}"
+  up = lambda i: f"decoder.pixel.up.{levels - 1 - int(i)}.conv"
+  return (
+    *rows,
     *_torch_linear(r"decoder\.decoder_embed", "decoder.vit.embed"),
     L.Rule(r"decoder\.mask_token", "decoder.vit.mask_token"),
-    *_vit_rules("decoder", "decoder.vit", heads),
+    *_vit_rules("decoder", "decoder.vit", dec_heads),
     *L.torch_conv1x1_linear(r"decoder\.ffn\.0", "decoder.vit.head_hidden"),
     *L.torch_conv1x1_linear(r"decoder\.ffn\.2", "decoder.vit.head"),
     L.Rule(r"pixel_quantize\.embedding\.weight", "decoder.codebook"),
     *L.torch_conv(r"pixel_decoder\.conv_in", "decoder.pixel.conv_in"),
-    *L.torch_resnet(r"pixel_decoder\.mid\.(\d+)", mid),
+    *L.torch_resnet(r"pixel_decoder\.mid\.(\d+)", "decoder.pixel.mid.{0}"),
     *L.torch_resnet(r"pixel_decoder\.up\.(\d+)\.block\.(\d+)", res),
     *L.torch_conv(r"pixel_decoder\.up\.(\d+)\.upsample_conv", up),
     *L.torch_norm(r"pixel_decoder\.norm_out", "decoder.pixel.norm_out"),
