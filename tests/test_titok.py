@@ -333,3 +333,16 @@ def test_converted_titok_fine_tunes(tmp_path):
   losses = read_losses(str(tmp_path / "run"))
   assert sorted(losses) == [1, 2] and all(math.isfinite(v) for v in losses.values())
   assert "gan_weight" in summary["final_metrics"]
+
+
+def test_bfloat16_compute_and_bad_family(converted, golden):
+  _, config, _ = converted
+  c = config.copy_and_resolve_references()
+  c.model.dtype = "bfloat16"
+  tok = models.build_tokenizer(c, rngs=nnx.Rngs(0))
+  out, q = tok(_x(golden))
+  assert out.dtype == jnp.float32 and out.shape == (3, 32, 32, 3) and np.isfinite(np.asarray(out)).all()
+  assert q.indices.shape == (3, 8)
+  c.model.vit_family = "titok2"
+  with pytest.raises(ValueError, match=r"unknown ViT family 'titok2'; expected one of \('vqtok', 'titok'"):
+    models.build_tokenizer(c, rngs=nnx.Rngs(0))
