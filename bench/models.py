@@ -1,7 +1,7 @@
 """Tokenizer forward+backward throughput and model FLOPs utilisation (MFU).
 
 Run:
-  python bench/models.py                        # tiny @64px and titok_s128 @256px
+  python bench/models.py                        # tiny @64px and titok_s128_pixel @256px
   python bench/models.py --preset llamagen_vq16 --batch 4 --image_size 128
 
 For each preset: one jitted step computes the reconstruction loss (L1 plus the
@@ -78,7 +78,7 @@ def main(argv=None) -> None:
   ap.add_argument("--image_size", type=int, default=0, help="0: the preset's image_size")
   ap.add_argument("--steps", type=int, default=3, help="timed steps; the fastest is reported")
   args = ap.parse_args(argv)
-  presets = args.preset or ["tiny", "titok_s128"]
+  presets = args.preset or ["tiny", "titok_s128_pixel"]
 
   peak = machine_header()
   print("| preset | image | batch | params | tokens | GFLOP/step | compile s | s/step | img/s | GFLOP/s | MFU |")

@@ -1,7 +1,7 @@
 """Training-step throughput: images/s and model FLOPs utilisation (MFU).
 
 Run:
-  python bench/train.py                          # tiny @64px, titok_s128 @256px
+  python bench/train.py                          # tiny @64px, titok_s128_pixel @256px
   python bench/train.py --preset vqgan_f16 --batch 4
   python bench/train.py --overhead               # host overhead of the training loop, tiny
 
@@ -211,7 +211,7 @@ def main(argv=None) -> None:
         flush=True,
       )
     return
-  presets = args.preset or ["tiny", "titok_s128"]
+  presets = args.preset or ["tiny", "titok_s128_pixel"]
   peak = machine_header()
   sheet = datasheet_bf16_peak() if jax.default_backend() != "cpu" else None
   measured = peak

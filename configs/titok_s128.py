@@ -1,37 +1,19 @@
-"""TiTok-S-128 preset: 1-D tokenizer, ViT-S/16, 128 latent tokens, VQ 4096 codes.
+"""TiTok-S-128, the published architecture: 128 tokens, decoded through a MaskGIT VQGAN.
 
-Run:
-  python train.py --config=configs/titok_s128.py --workdir=runs/titok_s128 \
-    --config.data.source=tfds --config.data.name=imagenet2012
+Import the authors' weights (tokenizer_titok_s128.bin or the hub's model.safetensors):
+  python -m vqtok.convert titok tokenizer_titok_s128.bin tok/
 
 Reference: Yu et al., "An Image is Worth 32 Tokens for Reconstruction and
-Generation", NeurIPS 2024 (arXiv:2406.07550): ViT-S encoder and decoder with
-patch size 16 at 256px, K = 128 learned latent tokens (128 tokens per image),
-a 4096-code VQ of 12-dim l2-normalised codes (token_size 12 in the official
-configs/titok_s128.yaml of bytedance/1d-tokenizer). Our decoder predicts
-pixels directly (single-stage); the paper's two-stage recipe predicts proxy
-codes of a frozen MaskGIT VQGAN instead.
-Parameters (tests/test_models.py): 43.58M (encoder 21.79M, decoder 21.74M,
-codebook 0.05M) plus a 2.77M PatchGAN.
+Generation", NeurIPS 2024 (arXiv:2406.07550); bytedance/1d-tokenizer
+configs/infer/TiTok/titok_s128.yaml: TiTok "small" ViTs (width 512, 8 blocks,
+8 heads) with patch 16 at 256 px, 128 latent tokens, 4096 l2-normalised codes
+of dim 12; the decoder predicts logits over the 1024 codes of MaskGIT's VQGAN,
+whose decoder makes the pixels. rFID 1.71 (authors). Parameters: equal to the
+reference's tensors (tests/test_pretrained.py).
 """
 
-import ml_collections
-
-from vqtok.config import default_config
+from configs.titok_l32 import titok_config
 
 
 def get_config():
-  c = default_config()
-  c.image_size = 256
-  c.model.encoder = "vit1d"
-  c.model.variant = "S/16"
-  c.model.decoder_variant = "S/16"
-  c.model.posemb = "learn"
-  c.model.num_latent_tokens = 128
-  c.model.code_dim = 12
-  c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": 4096, "l2_normalize": True})
-  c.discriminator.type = "patchgan"
-  c.discriminator.channels = 64
-  c.discriminator.num_layers = 3
-  c.training.batch_size = 64
-  return c
+  return titok_config(width=512, depth=8, num_latent_tokens=128)

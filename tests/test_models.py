@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 from vqtok import models
 from vqtok.config import default_config
 
-PRESETS = ["vqgan_f16", "llamagen_vq16", "magvit2_lfq", "magvit2_lfq_128", "bsq_vit", "titok_s128", "ibq"]
+PRESETS = ["vqgan_f16", "llamagen_vq16", "magvit2_lfq", "magvit2_lfq_128", "bsq_vit", "titok_s128_pixel", "ibq"]
 # Published tokenizer sizes we could check (LlamaGen, arXiv:2406.06525, Table 2).
 PUBLISHED_PARAMS = {"llamagen_vq16": 72e6}
 # (encoder, decoder, tokenizer) parameters of the reference's own torch modules, built
@@ -204,7 +204,7 @@ def test_preset_token_layouts_and_published_sizes():
     "magvit2_lfq": (16, 16),
     "magvit2_lfq_128": (16, 16),
     "bsq_vit": (32, 32),
-    "titok_s128": (128,),
+    "titok_s128_pixel": (128,),
     "ibq": (16, 16),
   }
   for name, want in layouts.items():

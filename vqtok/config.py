@@ -34,6 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.min_scale = 0.35  # random-resized-crop scale range (training)
   # eval / tokenize resize: center_crop | adm_center_crop (LlamaGen) |
   # short_side_bilinear (taming) | squash_bicubic (MaskGIT) | lanczos_center_crop (VAR)
+  # | torchvision_center_crop (TiTok)
   c.data.preprocess = "center_crop"
   c.data.flip = True
 
@@ -55,12 +56,25 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.decoder_variant = ""  # "" = same as variant
   c.model.posemb = "learn"  # vit position embedding: learn | sincos2d
   c.model.num_latent_tokens = 0  # vit1d (TiTok): number of 1-D latent tokens
+  c.model.vit_family = "vqtok"  # vit block kinds: vqtok | titok (published TiTok) | titok_pixels (its VQ-8k)
+  # vit1d: > 0 makes the decoder TiTok's: logits over this many codes of a MaskGIT VQGAN,
+  # soft codes decoded by that VQGAN's CNN decoder (proxy_decoder sizes).
+  c.model.proxy_codebook_size = 0
+  c.model.proxy_code_dim = 256
+  c.model.proxy_decoder = ml_collections.ConfigDict(
+    {"channels": 128, "channel_mult": (1, 1, 2, 2, 4), "num_res_blocks": 2, "norm_groups": 32}
+  )
   # vit: explicit sizes; 0 = from variant
   c.model.width = 0
   c.model.depth = 0
   c.model.mlp_dim = 0
   c.model.num_heads = 0
   c.model.patch_size = 0
+  # vit: the decoder's own sizes where they differ (0 = as the encoder)
+  c.model.decoder_width = 0
+  c.model.decoder_depth = 0
+  c.model.decoder_mlp_dim = 0
+  c.model.decoder_num_heads = 0
 
   # ---- quantizer (vqtok.quantizers); kwargs of the class named by `type` ----
   c.quantizer = ml_collections.ConfigDict()
@@ -128,6 +142,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
   from vqtok.models.cnn import FAMILIES  # noqa: PLC0415
   from vqtok.models.discriminator import DISCRIMINATORS  # noqa: PLC0415
   from vqtok.models.tokenizer import DTYPES, ENCODERS  # noqa: PLC0415
+  from vqtok.models.vit import FAMILIES as VIT_FAMILIES  # noqa: PLC0415
   from vqtok.models.vit import POSEMBS  # noqa: PLC0415
   from vqtok.quantizers import QUANTIZER_TYPES  # noqa: PLC0415
 
@@ -138,6 +153,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
     "model.cnn_family": tuple(FAMILIES),
     "data.preprocess": tuple(PREPROCESS),
     "model.posemb": POSEMBS,
+    "model.vit_family": tuple(VIT_FAMILIES),
     "quantizer.type": QUANTIZER_TYPES,
     "discriminator.type": DISCRIMINATORS,
     "loss.gan_loss": GAN_LOSSES,

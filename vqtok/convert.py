@@ -6,7 +6,8 @@ FORMAT is one of: llamagen (vq_ds16_c2i.pt, vq_ds8_c2i.pt), taming
 (vqgan_imagenet_f16_1024 / _16384 last.ckpt), maskgit
 (tokenizer_imagenet256_checkpoint), open-magvit2 (imagenet_256_L.ckpt,
 imagenet_128_L.ckpt), ibq (imagenet256_*.ckpt), var (vae_ch160v4096z32.pth,
-multi-scale: 680 tokens per image in scale order). The variant is read off the file. Neither
+multi-scale: 680 tokens per image in scale order), titok (tokenizer_titok_{l32,b64,s128}.bin
+or the hub's model.safetensors). The variant is read off the file. Neither
 torch nor the authors' code is needed. OUTPUT_DIR gets config.json and
 model.safetensors; tokenize, eval.py and train.py --config.init_from read it.
 """

@@ -186,6 +186,27 @@ def short_side_bilinear(img: np.ndarray, size: int) -> np.ndarray:
   return _central(img, size)
 
 
+def torchvision_center_crop(img: np.ndarray, size: int) -> np.ndarray:
+  """torchvision's ``Resize(size, bicubic)`` then ``CenterCrop(size)`` on a PIL image (TiTok's eval).
+
+  torchvision truncates the long side (``int(size * long / short)``), resizes
+  with PIL's bicubic filter, and rounds the crop offset half-to-even
+  (``int(round((h - size) / 2))``); bytedance/1d-tokenizer
+  data/webdataset_reader.py ``eval_transform``.
+  """
+  _check_image(img)
+  size = _check_size(size)
+  h, w = img.shape[:2]
+  if min(h, w) != size:
+    if h <= w:
+      h, w = size, int(size * w / h)
+    else:
+      h, w = int(size * h / w), size
+    img = resize(img, h, w)
+  top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+  return img[top : top + size, left : left + size]
+
+
 #: Evaluation / tokenization resizes, by ``config.data.preprocess``.
 PREPROCESS = {
   "center_crop": center_crop,
@@ -193,6 +214,7 @@ PREPROCESS = {
   "short_side_bilinear": short_side_bilinear,
   "squash_bicubic": squash_bicubic,
   "lanczos_center_crop": lanczos_center_crop,
+  "torchvision_center_crop": torchvision_center_crop,
 }
 
 

@@ -217,6 +217,43 @@ class Tokenizer(nnx.Module):
     return self._reconstruct(self.quantizer.indices_to_codes(indices))
 
 
+class ProxyCodeDecoder(nnx.Module):
+  """TiTok's decoder: ViT logits over a MaskGIT VQGAN's codes, then that VQGAN's CNN decoder.
+
+  The ViT predicts, at each patch position, logits over the ``num_codes``
+  codes of a (frozen, imported) MaskGIT VQGAN; the softmax-weighted mean of
+  those codes (soft codes, not the argmax) goes through the VQGAN's decoder,
+  as the published TiTok does (bytedance/1d-tokenizer modeling/titok.py,
+  ``TiTok.decode``). ``logits`` is the first-stage training target's input.
+
+  Args:
+    vit: a ``vit.ViTDecoder`` built with ``out_codes=num_codes``.
+    pixel: the VQGAN's ``cnn.Decoder`` (MaskGIT family), taking ``code_dim`` channels.
+    num_codes / code_dim: the VQGAN codebook's shape.
+    dtype: compute dtype of the pixel decoder's input.
+    rngs: parameter initialisation.
+  """
+
+  def __init__(
+    self, vit_decoder: nnx.Module, pixel: nnx.Module, *, num_codes: int, code_dim: int, dtype: Any, rngs: nnx.Rngs
+  ):
+    self.vit, self.pixel, self.dtype = vit_decoder, pixel, dtype
+    # MaskGIT's codebook init (maskgit_vqgan.py VectorQuantizer): uniform in +-1/num_codes.
+    init = nnx.initializers.uniform(scale=2.0 / num_codes)
+    self.codebook = nnx.Param(init(rngs.params(), (num_codes, code_dim), jnp.float32) - 1.0 / num_codes)
+
+  last_layer_path = ("pixel", "conv_out", "kernel")
+
+  def logits(self, z: jax.Array) -> jax.Array:
+    """(B, h, w, num_codes) float32 logits over the VQGAN's codes."""
+    return self.vit(z).astype(jnp.float32)
+
+  def __call__(self, z: jax.Array) -> jax.Array:
+    probs = jax.nn.softmax(self.logits(z), axis=-1)
+    codes = jnp.einsum("bhwn,nd->bhwd", probs, self.codebook[...], precision=jax.lax.Precision.HIGHEST)
+    return self.pixel(codes.astype(self.dtype))
+
+
 def last_layer_path(tokenizer: Tokenizer) -> tuple[Any, ...]:
   """Path of the decoder's output kernel inside ``nnx.state(tokenizer, nnx.Param)``.
 
@@ -234,16 +271,50 @@ def get_last_layer(tokenizer: Tokenizer) -> jax.Array:
   return node[...]
 
 
-def _vit_kwargs(m: ml_collections.ConfigDict, variant_key: str) -> dict[str, Any]:
+def _vit_kwargs(m: ml_collections.ConfigDict, variant_key: str, prefix: str = "") -> dict[str, Any]:
   variant = m.get(variant_key, None) or m.get("variant", None)
   kw = vit.decode_variant(variant) if variant else {}
   for key in ("width", "depth", "mlp_dim", "num_heads", "patch_size"):
     if m.get(key, None):  # explicit fields override the variant
       kw[key] = int(m[key])
+    if prefix and m.get(prefix + key, None):  # and decoder_* fields the shared ones, for the decoder
+      kw[key] = int(m[prefix + key])
   missing = [k for k in ("width", "depth", "mlp_dim", "num_heads", "patch_size") if k not in kw]
   if missing:
     raise ValueError(f"ViT model config needs model.variant (e.g. 'B/16') or the fields {missing}")
   return kw
+
+
+def _proxy_code_decoder(
+  m: ml_collections.ConfigDict, z: int, num_codes: int, dec_kw: dict[str, Any], common: dict[str, Any]
+) -> ProxyCodeDecoder:
+  """TiTok's ViT -> MaskGIT VQGAN decoder (``model.proxy_*`` fields)."""
+  if m.encoder != "vit1d":
+    raise ValueError("model.proxy_codebook_size > 0 needs model.encoder='vit1d' (TiTok)")
+  pd = m.proxy_decoder
+  mult = cnn.check_channel_mult(pd.channel_mult)
+  vit_dec = vit.ViTDecoder(z, **dec_kw, **common, out_codes=num_codes)
+  f = 2 ** (len(mult) - 1)
+  if vit_dec.patch_size != f:
+    raise ValueError(
+      f"the ViT decoder's patch_size {vit_dec.patch_size} must equal the proxy decoder's upsampling factor {f}"
+      f" (model.proxy_decoder.channel_mult={mult})"
+    )
+  code_dim = int(m.proxy_code_dim)
+  pixel = cnn.Decoder(
+    code_dim,
+    channels=int(pd.channels),
+    channel_mult=mult,
+    num_res_blocks=int(pd.num_res_blocks),
+    attention=False,
+    family="maskgit",
+    norm_groups=int(pd.get("norm_groups", 32)),
+    dtype=common["dtype"],
+    rngs=common["rngs"],
+  )
+  return ProxyCodeDecoder(
+    vit_dec, pixel, num_codes=num_codes, code_dim=code_dim, dtype=common["dtype"], rngs=common["rngs"]
+  )
 
 
 def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tokenizer:
@@ -256,7 +327,10 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
   ``input_range``;
   vit/vit1d: ``variant`` (e.g. "B/8") and optional ``decoder_variant``, or
   ``width``/``depth``/``mlp_dim``/``num_heads``/``patch_size``; ``posemb``;
-  vit1d: ``num_latent_tokens``.
+  vit1d: ``num_latent_tokens``; ``vit_family`` (vqtok | titok); ``proxy_codebook_size``
+  (> 0: TiTok's decoder, logits over a MaskGIT VQGAN's codes decoded by that
+  VQGAN's CNN decoder), ``proxy_code_dim``, ``proxy_decoder`` (its ``channels``,
+  ``channel_mult``, ``num_res_blocks``, ``norm_groups``).
 
   Args:
     config: the run config (``image_size``, ``model``, ``quantizer``).
@@ -301,10 +375,21 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
     k = int(m.get("num_latent_tokens", 0)) if kind == "vit1d" else 0
     if kind == "vit1d" and k < 1:
       raise ValueError("model.encoder='vit1d' needs model.num_latent_tokens >= 1")
-    common = dict(image_size=image_size, num_latent_tokens=k, posemb=m.get("posemb", "learn"), dtype=dtype, rngs=rngs)
-    enc_kw, dec_kw = _vit_kwargs(m, "variant"), _vit_kwargs(m, "decoder_variant")
+    common = dict(
+      image_size=image_size,
+      num_latent_tokens=k,
+      posemb=m.get("posemb", "learn"),
+      family=m.get("vit_family", "vqtok"),
+      dtype=dtype,
+      rngs=rngs,
+    )
+    enc_kw, dec_kw = _vit_kwargs(m, "variant"), _vit_kwargs(m, "decoder_variant", "decoder_")
     encoder = vit.ViTEncoder(z, **enc_kw, **common)
-    decoder = vit.ViTDecoder(z, **dec_kw, **common)
+    num_codes = int(m.get("proxy_codebook_size", 0))
+    if num_codes:
+      decoder = _proxy_code_decoder(m, z, num_codes, dec_kw, common)
+    else:
+      decoder = vit.ViTDecoder(z, **dec_kw, **common)
   return Tokenizer(
     encoder,
     quantizer,

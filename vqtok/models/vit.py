@@ -11,11 +11,14 @@ Two layouts:
   learned mask tokens and reconstructs the patches from the mask positions.
 
 Blocks are pre-norm (LayerNorm, multi-head attention, LayerNorm, GELU MLP).
-Sizes follow big_vision: a table plus ``decode_variant("B/16")``.
+Sizes follow big_vision: a table plus ``decode_variant("B/16")``. How families
+differ in kind (a class token, a LayerNorm before the blocks, exact or tanh
+GELU, the published TiTok's token layout) is a row of ``FAMILIES``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -33,6 +36,48 @@ VIT_SIZES: dict[str, tuple[int, int, int, int]] = {
   "B": (768, 12, 3072, 12),
   "L": (1024, 24, 4096, 16),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """The parts in which ViT tokenizer families differ in kind (sizes are config values).
+
+  Attributes:
+    cls_token: a learned class token leads the sequence (its output is dropped);
+      the position embedding then covers it too (``grid**2 + 1`` rows).
+    ln_pre: a LayerNorm over the whole sequence before the first block.
+    norm_eps: epsilon of every LayerNorm.
+    exact_gelu: erf GELU (PyTorch's ``nn.GELU``) rather than the tanh form.
+    legacy_latents: the published TiTok encoder reads its (K, width) latent
+      outputs as if they were laid out (width, K) before the output 1x1 conv
+      (bytedance/1d-tokenizer modeling/modules/blocks.py, TiTokEncoder.forward,
+      ``is_legacy``); the weights were trained that way, so it is kept.
+    out_conv: a 3x3 conv on the decoded image (TiTok's ``conv_out`` when its
+      decoder predicts pixels, ``is_legacy: False``).
+  """
+
+  cls_token: bool = False
+  ln_pre: bool = False
+  norm_eps: float = 1e-6
+  exact_gelu: bool = False
+  legacy_latents: bool = False
+  out_conv: bool = False
+
+
+#: ``model.vit_family``: vqtok's own ViT (big_vision style) and the published TiTok.
+FAMILIES = {
+  "vqtok": Family(),
+  "titok": Family(cls_token=True, ln_pre=True, norm_eps=1e-5, exact_gelu=True, legacy_latents=True),
+  # TiTok's one-stage layout (the VQ-8k tokenizers): latents in order, pixels from the decoder.
+  "titok_pixels": Family(cls_token=True, ln_pre=True, norm_eps=1e-5, exact_gelu=True, out_conv=True),
+}
+
+
+def get_family(name: str) -> Family:
+  """The row of ``FAMILIES`` called ``name``; ValueError naming the choices otherwise."""
+  if name not in FAMILIES:
+    raise ValueError(f"unknown ViT family {name!r}; expected one of {tuple(FAMILIES)}")
+  return FAMILIES[name]
 
 
 def decode_variant(variant: str) -> dict[str, int]:
@@ -104,20 +149,22 @@ class Block(nnx.Module):
     mlp_dim: int,
     num_heads: int,
     *,
+    family: Family = FAMILIES["vqtok"],
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.norm1 = nnx.LayerNorm(width, **kw)
+    self.exact_gelu = family.exact_gelu
+    self.norm1 = nnx.LayerNorm(width, epsilon=family.norm_eps, **kw)
     self.attn = nnx.MultiHeadAttention(num_heads=num_heads, in_features=width, decode=False, **kw)
-    self.norm2 = nnx.LayerNorm(width, **kw)
+    self.norm2 = nnx.LayerNorm(width, epsilon=family.norm_eps, **kw)
     self.mlp1 = nnx.Linear(width, mlp_dim, **kw)
     self.mlp2 = nnx.Linear(mlp_dim, width, **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x + self.attn(self.norm1(x))
-    return x + self.mlp2(nnx.gelu(self.mlp1(self.norm2(x))))
+    return x + self.mlp2(nnx.gelu(self.mlp1(self.norm2(x)), approximate=not self.exact_gelu))
 
 
 class Transformer(nnx.Module):
@@ -130,6 +177,7 @@ class Transformer(nnx.Module):
     mlp_dim: int,
     num_heads: int,
     *,
+    family: Family = FAMILIES["vqtok"],
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -137,10 +185,14 @@ class Transformer(nnx.Module):
     if width % num_heads:
       raise ValueError(f"ViT width {width} is not divisible by num_heads {num_heads}")
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.blocks = nnx.List([Block(width, mlp_dim, num_heads, **kw) for _ in range(depth)])
-    self.norm = nnx.LayerNorm(width, **kw)
+    self.ln_pre = nnx.LayerNorm(width, epsilon=family.norm_eps, **kw) if family.ln_pre else None
+    self.blocks = nnx.List([Block(width, mlp_dim, num_heads, family=family, **kw) for _ in range(depth)])
+    # Per-token, so normalising every output equals TiTok's ``ln_post`` on the kept tokens.
+    self.norm = nnx.LayerNorm(width, epsilon=family.norm_eps, **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    if self.ln_pre is not None:
+      x = self.ln_pre(x)
     for block in self.blocks:
       x = block(x)
     return self.norm(x)
@@ -170,13 +222,36 @@ class _ViTBase(nnx.Module):
     depth: int,
     mlp_dim: int,
     num_heads: int,
+    family: str,
+    posemb: str,
     dtype: Dtype,
     param_dtype: Dtype,
     rngs: nnx.Rngs,
   ):
     self.image_size, self.patch_size = int(image_size), int(patch_size)
     self.grid = _grid(self.image_size, self.patch_size)
-    self.transformer = Transformer(width, depth, mlp_dim, num_heads, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.family = fam = get_family(family)
+    self.transformer = Transformer(
+      width, depth, mlp_dim, num_heads, family=fam, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+    )
+    if fam.cls_token and posemb != "learn":
+      raise ValueError(f"ViT family {family!r} has a learned position embedding; got posemb={posemb!r}")
+
+  def _build_posemb(self, width: int, posemb: str, param_dtype: Dtype, rngs: nnx.Rngs) -> None:
+    g = self.grid
+    if self.family.cls_token:
+      self.cls_token = nnx.Param(nnx.initializers.normal(stddev=width**-0.5)(rngs.params(), (1, width), param_dtype))
+      self.posemb = PosEmbed(1, g * g + 1, width, posemb, param_dtype=param_dtype, rngs=rngs)
+    else:
+      self.cls_token = None
+      self.posemb = PosEmbed(g, g, width, posemb, param_dtype=param_dtype, rngs=rngs)
+
+  def _embed_grid(self, h: jax.Array) -> jax.Array:
+    """Position-embeds (B, grid**2, width) tokens, behind the class token if the family has one."""
+    if self.cls_token is not None:
+      cls = jnp.broadcast_to(self.cls_token[...].astype(h.dtype)[None], (h.shape[0], 1, h.shape[-1]))
+      h = jnp.concatenate([cls, h], axis=1)
+    return self.posemb(h)
 
   def check_image(self, height: int, width: int) -> None:
     """ValueError unless the image is ``image_size x image_size``."""
@@ -213,18 +288,21 @@ class ViTEncoder(_ViTBase):
     num_heads: int = 12,
     num_latent_tokens: int = 0,
     posemb: str = "learn",
+    family: str = "vqtok",
     in_channels: int = 3,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
-    super().__init__(image_size, patch_size, width, depth, mlp_dim, num_heads, dtype, param_dtype, rngs)
+    super().__init__(image_size, patch_size, width, depth, mlp_dim, num_heads, family, posemb, dtype, param_dtype, rngs)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    p, g = self.patch_size, self.grid
+    p = self.patch_size
     self.in_channels = in_channels
     self.num_latent_tokens = int(num_latent_tokens)
     self.patch_embed = nnx.Conv(in_channels, width, (p, p), strides=p, padding="VALID", **kw)
-    self.posemb = PosEmbed(g, g, width, posemb, param_dtype=param_dtype, rngs=rngs)
+    self._build_posemb(width, posemb, param_dtype, rngs)
+    if self.family.legacy_latents and not self.num_latent_tokens:
+      raise ValueError(f"ViT family {family!r} needs num_latent_tokens >= 1 (a 1-D tokenizer)")
     if self.num_latent_tokens < 0:
       raise ValueError(f"num_latent_tokens must be >= 0; got {num_latent_tokens}")
     if self.num_latent_tokens:
@@ -243,13 +321,18 @@ class ViTEncoder(_ViTBase):
   def __call__(self, x: jax.Array) -> jax.Array:
     b = x.shape[0]
     h = self.patch_embed(x)
-    h = self.posemb(h.reshape(b, self.grid * self.grid, -1))
-    if self.num_latent_tokens:
+    h = self._embed_grid(h.reshape(b, self.grid * self.grid, -1))
+    k = self.num_latent_tokens
+    if k:
       lat = self.latent_posemb(self.latent_tokens[...].astype(h.dtype)[None])
       h = jnp.concatenate([h, jnp.broadcast_to(lat, (b,) + lat.shape[1:])], axis=1)
     h = self.transformer(h)
-    if self.num_latent_tokens:
-      return self.head(h[:, -self.num_latent_tokens :])
+    if k:
+      h = h[:, -k:]
+      if self.family.legacy_latents:  # (B, K, width) memory read as (B, width, K): see Family
+        h = h.reshape(b, h.shape[-1], k).transpose(0, 2, 1)
+      return self.head(h)
+    h = h[:, 1:] if self.cls_token is not None else h
     return self.head(h).reshape(b, self.grid, self.grid, -1)
 
 
@@ -273,35 +356,53 @@ class ViTDecoder(_ViTBase):
     num_heads: int = 12,
     num_latent_tokens: int = 0,
     posemb: str = "learn",
+    family: str = "vqtok",
     out_channels: int = 3,
+    out_codes: int = 0,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
-    super().__init__(image_size, patch_size, width, depth, mlp_dim, num_heads, dtype, param_dtype, rngs)
+    super().__init__(image_size, patch_size, width, depth, mlp_dim, num_heads, family, posemb, dtype, param_dtype, rngs)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    g, p = self.grid, self.patch_size
+    p = self.patch_size
     self.z_channels = z_channels
     self.out_channels = out_channels
+    self.out_codes = int(out_codes)
     self.num_latent_tokens = int(num_latent_tokens)
     self.embed = nnx.Linear(z_channels, width, **kw)
-    self.posemb = PosEmbed(g, g, width, posemb, param_dtype=param_dtype, rngs=rngs)
+    self._build_posemb(width, posemb, param_dtype, rngs)
     if self.num_latent_tokens:
       init = nnx.initializers.normal(stddev=width**-0.5)
       self.mask_token = nnx.Param(init(rngs.params(), (1, 1, width), param_dtype))
       self.latent_posemb = PosEmbed(1, self.num_latent_tokens, width, "learn", param_dtype=param_dtype, rngs=rngs)
-    self.head = nnx.Linear(width, p * p * out_channels, **kw)
-
-  last_layer_path = ("head", "kernel")
+    if self.out_codes:
+      # TiTok's proxy-code head (blocks.py TiTokDecoder ``ffn``): 1x1 convs width -> 2 width,
+      # tanh, -> one logit per code of the MaskGIT VQGAN, at every patch position.
+      self.head_hidden = nnx.Linear(width, 2 * width, **kw)
+      self.head = nnx.Linear(2 * width, self.out_codes, **kw)
+    else:
+      self.head_hidden = None
+      self.head = nnx.Linear(width, p * p * out_channels, **kw)
+    with_conv = self.family.out_conv and not self.out_codes
+    self.out_conv = nnx.Conv(out_channels, out_channels, (3, 3), **kw) if with_conv else None
+    #: attribute path of the last layer's kernel (adaptive GAN weight).
+    self.last_layer_path = ("out_conv", "kernel") if self.out_conv is not None else ("head", "kernel")
 
   def __call__(self, z: jax.Array) -> jax.Array:
+    """Images (B, H, W, out_channels), or with ``out_codes`` logits (B, H/p, W/p, out_codes)."""
     b, n = z.shape[0], self.grid * self.grid
     h = self.embed(z.reshape(b, -1, z.shape[-1]))
     if self.num_latent_tokens:
       h = self.latent_posemb(h)
       mask = jnp.broadcast_to(self.mask_token[...].astype(h.dtype), (b, n, h.shape[-1]))
-      h = jnp.concatenate([self.posemb(mask), h], axis=1)
-      h = self.transformer(h)[:, :n]
+      mask = self._embed_grid(mask)
+      c = mask.shape[1] - n  # the class token, if any
+      h = self.transformer(jnp.concatenate([mask, h], axis=1))[:, c : c + n]
     else:
-      h = self.transformer(self.posemb(h))
-    return unpatchify(self.head(h), self.grid, self.patch_size, self.out_channels)
+      h = self.transformer(self._embed_grid(h))
+      h = h[:, h.shape[1] - n :]
+    if self.head_hidden is not None:
+      return self.head(jnp.tanh(self.head_hidden(h))).reshape(b, self.grid, self.grid, self.out_codes)
+    out = unpatchify(self.head(h), self.grid, self.patch_size, self.out_channels)
+    return out if self.out_conv is None else self.out_conv(out)

@@ -16,12 +16,12 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
-from vqtok.pretrained import ibq, layout, llamagen, maskgit, open_magvit2, taming, var
+from vqtok.pretrained import ibq, layout, llamagen, maskgit, open_magvit2, taming, titok, var
 from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 
 #: Convertible formats: name -> family module (NAME, FILES, IGNORE, state_dict, config, table;
 #: optionally default_ema(file) -> whether to take EMA weights when ``ema`` is not given).
-FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (llamagen, taming, maskgit, open_magvit2, ibq, var)}
+FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (llamagen, taming, maskgit, open_magvit2, ibq, var, titok)}
 
 
 def convert(

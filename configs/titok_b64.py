@@ -1,0 +1,17 @@
+"""TiTok-B-64, the published architecture: 64 tokens, decoded through a MaskGIT VQGAN.
+
+Import the authors' weights (tokenizer_titok_b64.bin or the hub's model.safetensors):
+  python -m vqtok.convert titok tokenizer_titok_b64.bin tok/
+
+Reference: bytedance/1d-tokenizer configs/infer/TiTok/titok_b64.yaml: ViT-B
+(width 768, 12 blocks, 12 heads) encoder and decoder, patch 16 at 256 px, 64
+latent tokens, 4096 l2-normalised codes of dim 12, MaskGIT VQGAN pixel
+decoder. rFID 1.70 (authors). Parameters: equal to the reference's tensors
+(tests/test_pretrained.py).
+"""
+
+from configs.titok_l32 import titok_config
+
+
+def get_config():
+  return titok_config(width=768, depth=12, num_latent_tokens=64)
