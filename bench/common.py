@@ -64,14 +64,18 @@ def matmul_flops_per_s(n: int = 2048, trials: int = 5, dtype: str = "float32") -
   import jax  # noqa: PLC0415
 
   a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-  f = jax.jit(lambda a: a @ a)
+  return 2 * n**3 / _best_seconds(jax.jit(lambda a: a @ a), a, trials)
+
+
+def _best_seconds(f, a, trials: int) -> float:
+  """The fastest of ``trials`` timed calls of the compiled ``f(a)``, after a warm-up call."""
   f(a).block_until_ready()
   best = float("inf")
   for _ in range(trials):
     t = time.perf_counter()
     f(a).block_until_ready()
     best = min(best, time.perf_counter() - t)
-  return 2 * n**3 / best
+  return best
 
 
 def machine_header() -> float:
@@ -92,12 +96,5 @@ def bandwidth(mib: int = 1024, trials: int = 5) -> float:
     if jax.default_backend() == "cpu":
       n //= 16
     a = jnp.ones((n,), jnp.float32)
-    f = jax.jit(lambda a: a * 2)
-    f(a).block_until_ready()
-    best = float("inf")
-    for _ in range(trials):
-      t = time.perf_counter()
-      f(a).block_until_ready()
-      best = min(best, time.perf_counter() - t)
-    bandwidth.cache = 2 * 4 * n / best
+    bandwidth.cache = 2 * 4 * n / _best_seconds(jax.jit(lambda a: a * 2), a, trials)
   return bandwidth.cache

@@ -18,24 +18,12 @@ Parameters (tests/test_models.py): 112,021,653 (encoder 48,422,162, decoder
 63,599,491; LFQ has none), equal to the reference's Encoder + Decoder.
 """
 
-import ml_collections
-
-from vqtok.config import default_config
+from configs import magvit2_lfq
 
 
 def get_config():
-  c = default_config()
+  c = magvit2_lfq.get_config()  # the 256 px model, one level fewer
   c.image_size = 128
-  c.model.encoder = "cnn"
-  c.model.channels = 128
   c.model.channel_mult = (1, 2, 2, 4)
-  c.model.num_res_blocks = 4
-  c.model.attention = False
-  c.model.cnn_family = "magvit2"
-  c.model.code_dim = 18
-  c.quantizer = ml_collections.ConfigDict({"type": "lfq", "bits": 18, "bit_order": "lsb_first"})
-  c.discriminator.type = "stylegan"
-  c.discriminator.channels = 64
   c.discriminator.num_layers = 5  # 128 -> 4x4 before the dense head
-  c.training.batch_size = 64
   return c

@@ -9,9 +9,9 @@ from vqtok import config as config_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_config(arg="runlocal", **overrides):
-  """configs/tiny.py:<arg> with dotted-name overrides, validated."""
-  spec = importlib.util.spec_from_file_location("tiny", os.path.join(ROOT, "configs", "tiny.py"))
+def preset(name, arg="runlocal", **overrides):
+  """configs/<name>.py:<arg> with dotted-name overrides (not validated)."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   c = mod.get_config(arg)
@@ -21,7 +21,12 @@ def load_config(arg="runlocal", **overrides):
     for p in parents:
       node = node[p]
     node[leaf] = value
-  return config_lib.validate_config(c)
+  return c
+
+
+def load_config(arg="runlocal", **overrides):
+  """configs/tiny.py:<arg> with dotted-name overrides, validated."""
+  return config_lib.validate_config(preset("tiny", arg, **overrides))
 
 
 def read_losses(workdir):

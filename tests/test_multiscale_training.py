@@ -2,7 +2,6 @@
 exactly from a checkpoint, reports per-scale usage, and encodes/decodes in
 scale order; a schedule that does not end at the latent size is refused."""
 
-import importlib.util
 import json
 import math
 import os
@@ -12,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import ROOT, read_losses
+from helpers import preset, read_losses
 
 from vqtok import config as config_lib
 from vqtok.models.tokenizer import build_tokenizer
@@ -22,17 +21,7 @@ FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
 
 
 def var_config(arg="runlocal", **overrides):
-  spec = importlib.util.spec_from_file_location("var_vq16", os.path.join(ROOT, "configs", "var_vq16.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config(arg)
-  for dotted, value in overrides.items():
-    node = c
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return preset("var_vq16", arg, **overrides)
 
 
 def test_var_preset_sizes():

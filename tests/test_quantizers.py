@@ -36,6 +36,13 @@ from vqtok.quantizers import (
 RNG = np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rng():
+  """Every test draws the same numbers however the tests are ordered or split across workers."""
+  global RNG
+  RNG = np.random.default_rng(0)
+
+
 def randn(*shape, scale=1.0):
   return jnp.asarray(RNG.standard_normal(shape) * scale, jnp.float32)
 

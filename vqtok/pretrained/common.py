@@ -125,3 +125,34 @@ def has_lit_ema(obj: Any) -> bool:
   """Whether a Lightning checkpoint's ``state_dict`` holds ``LitEma`` copies (``model_ema.*``)."""
   sd = obj.get("state_dict") if isinstance(obj, Mapping) else None
   return isinstance(sd, Mapping) and any(str(k).startswith("model_ema.") for k in sd)
+
+
+def taming_encoder(tensors: Mapping[str, np.ndarray], source: str, family: str) -> dict[str, Any]:
+  """The CNN geometry of a taming-layout encoder (taming, IBQ, VAR), read off its tensor shapes.
+
+  Returns ``channels``, ``channel_mult``, ``num_res_blocks``, ``attention`` and
+  ``z_channels`` for ``cnn_config``; attention anywhere but the lowest level
+  is refused.
+  """
+  ch = require(tensors, "encoder.conv_in.weight", source, family, 4)[0]
+  levels = count(tensors, r"encoder\.down\.(\d+)\.", source, "encoder levels")
+  blocks = count(tensors, r"encoder\.down\.0\.block\.(\d+)\.", source, "level-0 blocks")
+  widths = [require(tensors, f"encoder.down.{i}.block.0.conv1.weight", source, family)[0] for i in range(levels)]
+  with_attn = indices(tensors, r"encoder\.down\.(\d+)\.attn\.")
+  if with_attn not in ([], [levels - 1]):
+    raise CheckpointError(
+      f"{source}: attention at encoder levels {with_attn}; vqtok's CNN puts it at the lowest level only"
+    )
+  return {
+    "channels": ch,
+    "channel_mult": multiples(widths, ch, source),
+    "num_res_blocks": blocks,
+    "attention": bool(with_attn),
+    "z_channels": require(tensors, "encoder.conv_out.weight", source, family, 4)[0],
+  }
+
+
+def lightning_state_dict(obj: Any, *, ema: bool, source: str, family: str) -> dict[str, np.ndarray]:
+  """The model's tensors of a Lightning checkpoint with ``LitEma`` copies: the EMA ones with ``ema``."""
+  tensors = pick_state_dict(obj, ("state_dict",), source, family)
+  return lit_ema_state_dict(tensors, ema=ema, source=source, family=family)

@@ -28,13 +28,11 @@ FILES = "imagenet256_1024.ckpt, imagenet256_8192.ckpt, imagenet256_16384.ckpt, i
 IGNORE = (r"loss\..*", r"model_ema\..*")
 
 
-def default_ema(obj: Any) -> bool:
-  return common.has_lit_ema(obj)
+default_ema = common.has_lit_ema
 
 
 def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
-  tensors = common.pick_state_dict(obj, ("state_dict",), source, NAME)
-  return common.lit_ema_state_dict(tensors, ema=ema, source=source, family=NAME)
+  return common.lightning_state_dict(obj, ema=ema, source=source, family=NAME)
 
 
 def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.ConfigDict:

@@ -36,23 +36,11 @@ def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
 
 def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.ConfigDict:
   """The vqtok config of the checkpoint's variant, read off the tensor shapes."""
-  ch = common.require(tensors, "encoder.conv_in.weight", source, NAME, 4)[0]
-  levels = common.count(tensors, r"encoder\.down\.(\d+)\.", source, "encoder levels")
-  blocks = common.count(tensors, r"encoder\.down\.0\.block\.(\d+)\.", source, "level-0 blocks")
-  widths = [common.require(tensors, f"encoder.down.{i}.block.0.conv1.weight", source, NAME)[0] for i in range(levels)]
-  with_attn = common.indices(tensors, r"encoder\.down\.(\d+)\.attn\.")
-  if with_attn not in ([], [levels - 1]):
-    raise CheckpointError(
-      f"{source}: attention at encoder levels {with_attn}; vqtok's CNN puts it at the lowest level only"
-    )
+  geometry = common.taming_encoder(tensors, source, NAME)
   codes, code_dim = common.require(tensors, "quantize.embedding.weight", source, NAME, 2)
   c = common.cnn_config(
     family="taming",
-    channels=ch,
-    channel_mult=common.multiples(widths, ch, source),
-    num_res_blocks=blocks,
-    attention=bool(with_attn),
-    z_channels=common.require(tensors, "encoder.conv_out.weight", source, NAME, 4)[0],
+    **geometry,
     code_dim=code_dim,
     quantizer={"type": "vq", "codebook_size": codes},
     preprocess="short_side_bilinear",

@@ -71,15 +71,7 @@ def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
 
 def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.ConfigDict:
   """The vqtok config of the checkpoint's variant, read off the tensor shapes."""
-  ch = common.require(tensors, "encoder.conv_in.weight", source, NAME, 4)[0]
-  levels = common.count(tensors, r"encoder\.down\.(\d+)\.", source, "encoder levels")
-  blocks = common.count(tensors, r"encoder\.down\.0\.block\.(\d+)\.", source, "level-0 blocks")
-  widths = [common.require(tensors, f"encoder.down.{i}.block.0.conv1.weight", source, NAME)[0] for i in range(levels)]
-  with_attn = common.indices(tensors, r"encoder\.down\.(\d+)\.attn\.")
-  if with_attn not in ([], [levels - 1]):
-    raise CheckpointError(
-      f"{source}: attention at encoder levels {with_attn}; vqtok's CNN puts it at the lowest level only"
-    )
+  geometry = common.taming_encoder(tensors, source, NAME)
   codes, code_dim = common.require(tensors, "quantize.embedding.weight", source, NAME, 2)
   kernel = common.require(tensors, "quant_conv.weight", source, NAME, 4)
   if kernel[2:] not in ((1, 1), (3, 3)):
@@ -103,18 +95,14 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
   }
   c = common.cnn_config(
     family="taming",
-    channels=ch,
-    channel_mult=common.multiples(widths, ch, source),
-    num_res_blocks=blocks,
-    attention=bool(with_attn),
-    z_channels=common.require(tensors, "encoder.conv_out.weight", source, NAME, 4)[0],
+    **geometry,
     code_dim=code_dim,
     quantizer=quantizer,
     preprocess="lanczos_center_crop",  # utils/data.py build_dataset's val_aug
     project_kernel=kernel[2],
   )
   # The schedule ends at 16 cells: 256 px for the published f16 model, less for reduced ones.
-  c.image_size = VAR_SCALES[-1] * 2 ** (levels - 1)
+  c.image_size = VAR_SCALES[-1] * 2 ** (len(geometry["channel_mult"]) - 1)
   c.discriminator.update(type="patchgan", channels=64, num_layers=3)
   return c
 
