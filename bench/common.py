@@ -78,6 +78,14 @@ def _best_seconds(f, a, trials: int) -> float:
   return best
 
 
+def xla_cost(compiled, key: str = "flops") -> float:
+  """One figure of XLA's cost analysis of a compiled program ("flops", "bytes accessed"), NaN if absent."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per device program
+    cost = cost[0]
+  return float(cost.get(key, float("nan")))
+
+
 def machine_header() -> float:
   """Prints the machine and its measured f32 matmul rate; returns the rate."""
   print(f"machine: {describe_machine()}")

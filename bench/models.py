@@ -27,16 +27,9 @@ from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import machine_header, matmul_flops_per_s
+from common import machine_header, matmul_flops_per_s, xla_cost
 
 from vqtok import models
-
-
-def _flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older JAX: one dict per device program
-    cost = cost[0]
-  return float(cost.get("flops", float("nan")))
 
 
 def bench_preset(name: str, batch: int, image_size: int | None, steps: int) -> dict:
@@ -58,7 +51,7 @@ def bench_preset(name: str, batch: int, image_size: int | None, steps: int) -> d
   t0 = time.perf_counter()
   compiled = step.lower(params, rest, x).compile()
   compile_s = time.perf_counter() - t0
-  flops = _flops(compiled)
+  flops = xla_cost(compiled)
   jax.block_until_ready(compiled(params, rest, x))  # warm-up
   times = []
   for _ in range(steps):

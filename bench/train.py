@@ -32,8 +32,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
 
-from common import bandwidth, datasheet_bf16_peak, machine_header, matmul_flops_per_s  # noqa: E402
-from models import _flops  # noqa: E402  (bench/models.py)
+from common import bandwidth, datasheet_bf16_peak, machine_header, matmul_flops_per_s, xla_cost  # noqa: E402
 
 from vqtok import sharding  # noqa: E402
 from vqtok.training import init_train_state, make_train_step  # noqa: E402
@@ -59,13 +58,6 @@ def _perceptual(config, lpips: bool):
 
   gdef, params = nnx.split(perceptual.LPIPS(rngs=nnx.Rngs(0)))
   return (lambda p, x, y: nnx.merge(gdef, p)(x, y)), params.to_pure_dict()
-
-
-def _cost(compiled, key: str) -> float:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older JAX: one dict per device program
-    cost = cost[0]
-  return float(cost.get(key, float("nan")))
 
 
 def _memory(compiled) -> float:
@@ -138,8 +130,8 @@ def bench(name: str, batch: int, steps: int, with_gan: bool, dtype=None, lpips=F
       jax.block_until_ready(m)
   stats = _device_memory()
   return dict(
-    flops=_flops(compiled),
-    bytes=_cost(compiled, "bytes accessed"),
+    flops=xla_cost(compiled),
+    bytes=xla_cost(compiled, "bytes accessed"),
     xla_memory=_memory(compiled),
     peak_memory=stats.get("peak_bytes_in_use", float("nan")),
     sec=min(times),

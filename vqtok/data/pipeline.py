@@ -90,16 +90,20 @@ class _EvalPosition(grain.transforms.Map):
     self.num, self.gb, self.lb, self.p = num, global_batch, local_batch, process_index
 
   def map(self, k):
-    pos = (k // self.lb) * self.gb + self.p * self.lb + k % self.lb
+    pos = _eval_position(k, self.gb, self.lb, self.p)
     return pos if pos < self.num else -1
+
+
+def _eval_position(k, global_batch: int, local_batch: int, process_index: int):
+  """The source index of a process's eval row ``k`` (an int or an array of them), before padding."""
+  return (k // local_batch) * global_batch + process_index * local_batch + k % local_batch
 
 
 def eval_share(num: int, batch_size: int, process_index: int, process_count: int) -> int:
   """How many of ``num`` eval images ``make_dataset`` gives to process ``process_index`` (its valid rows)."""
   local = batch_size // process_count
-  steps = -(-num // batch_size)
-  first = np.arange(steps)[:, None] * batch_size + process_index * local
-  return int(np.sum(first + np.arange(local)[None, :] < num))
+  rows = np.arange(-(-num // batch_size) * local)  # this process's rows, padding included
+  return int(np.sum(_eval_position(rows, batch_size, local, process_index) < num))
 
 
 class _ToFloat(grain.transforms.Map):
