@@ -49,9 +49,10 @@ def bench_preset(name: str, batch: int, image_size: int | None, steps: int) -> d
 
   step = jax.jit(jax.value_and_grad(loss))
   t0 = time.perf_counter()
-  compiled = step.lower(params, rest, x).compile()
+  lowered = step.lower(params, rest, x)
+  compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
-  flops = xla_cost(compiled)
+  flops = xla_cost(lowered)
   jax.block_until_ready(compiled(params, rest, x))  # warm-up
   times = []
   for _ in range(steps):

@@ -4,6 +4,8 @@ Run:
   python bench/train.py                          # tiny @64px, titok_s128_pixel @256px
   python bench/train.py --preset vqgan_f16 --batch 4
   python bench/train.py --overhead               # host overhead of the training loop, tiny
+  python bench/train.py --preset=llamagen_vq16 --preset=bsq_vit --batch=176,96 --dtype=bfloat16 \
+      --gan_only --lpips --parallel_compile=/tmp/xla_cache --breakdown   # the README's GPU table
 
 Times the real jitted training step of ``vqtok.training`` (tokenizer update,
 and with the GAN on, the discriminator update with the adaptive weight), over a
@@ -16,6 +18,16 @@ analysis; MFU divides achieved FLOP/s by a measured f32 matmul throughput.
 eval, images and checkpoints off) against the bare compiled step on the same
 batches held in memory. Loop time per step is the difference of two runs of
 different length, so start-up and compilation cancel.
+
+``--parallel_compile=DIR`` compiles the presets' steps at once, one process
+each, into JAX's persistent compilation cache in DIR, then times them one after
+the other from that cache: at 256 px on a GPU each compilation (autotuning
+included) takes minutes, mostly on the host. A child whose compiled step needs
+more than 90% of the device's memory by XLA's buffer assignment lowers its
+batch (a multiple of 8 per device) in proportion and compiles again.
+``--breakdown`` profiles one step and sums the device's kernel time by kind
+(matmul and convolution kernels, other kernels, copies) and names the
+costliest XLA ops.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import argparse
 import importlib
 import os
 import sys
+import tempfile
 import time
 
 import jax
@@ -85,7 +98,88 @@ def _compile(name, batch, dtype, with_gan, lpips, fast=False):
     compiled = lowered.compile(compiler_options=options)
   except Exception:  # noqa: BLE001  (an XLA without the option: compile as usual)
     compiled = lowered.compile()
-  return compiled, state, b, pparams, time.perf_counter() - t0, s
+  return compiled, state, b, pparams, time.perf_counter() - t0, s, lowered
+
+
+def _enable_cache(folder: str) -> None:
+  jax.config.update("jax_compilation_cache_dir", folder)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def compile_child(name: str, batch: int, dtype, with_gan: bool, lpips: bool, batch_file: str) -> None:
+  """Compiles one step into the persistent cache; writes the batch that fits to ``batch_file``."""
+  n = jax.local_device_count()
+  limit = _device_memory().get("bytes_limit")
+  while True:
+    t0 = time.perf_counter()
+    compiled = _compile(name, batch, dtype, with_gan, lpips)[0]
+    need = _memory(compiled)
+    print(f"{name}: batch {batch} compiled in {time.perf_counter() - t0:.0f} s, {need / 2**30:.1f} GiB", flush=True)
+    if not limit or need <= 0.9 * limit or batch <= 8 * n:
+      break
+    batch = max(8, int(batch * 0.9 * limit / need) // (8 * n) * 8) * n
+  with open(batch_file, "w") as f:
+    f.write(str(batch))
+
+
+def parallel_compile(args, folder: str) -> list[int]:
+  """Runs ``compile_child`` for every preset at once; returns the batches they settled on."""
+  import subprocess  # noqa: PLC0415
+
+  os.makedirs(folder, exist_ok=True)
+  env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+  procs, files = [], []
+  for name, batch in zip(args.preset, args.batches, strict=True):
+    files.append(os.path.join(folder, f"{name}.batch"))
+    cmd = [sys.executable, os.path.abspath(__file__), "--preset", name, "--batch", str(batch), "--compile_only"]
+    cmd += ["--batch_file", files[-1], "--parallel_compile", folder] + (["--lpips"] if args.lpips else [])
+    cmd += (["--dtype", args.dtype] if args.dtype else []) + (["--gan_only"] if args.gan_only else [])
+    procs.append(subprocess.Popen(cmd, env=env))
+  t0 = time.perf_counter()
+  if any(p.wait() for p in procs):
+    raise SystemExit("a compiling process failed (its output is above)")
+  print(f"compiled {len(procs)} presets in parallel in {time.perf_counter() - t0:.0f} s\n", flush=True)
+  return [int(open(f).read()) for f in files]
+
+
+def kernel_breakdown(trace_dir: str, top: int = 6) -> str:
+  """Device kernel time of a profiled step by kind, and the costliest ops, from its Perfetto trace."""
+  import glob  # noqa: PLC0415
+  import gzip  # noqa: PLC0415
+  import json  # noqa: PLC0415
+  from collections import Counter  # noqa: PLC0415
+
+  paths = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
+  if not paths:
+    return "no trace written"
+  with gzip.open(sorted(paths)[-1]) as f:
+    events = json.load(f)["traceEvents"]
+  devices = {e["pid"] for e in events if e.get("name") == "process_name" and "GPU" in e["args"]["name"]}
+  streams = {
+    (e["pid"], e["tid"])
+    for e in events
+    if e.get("name") == "thread_name" and e["pid"] in devices and "stream" in e["args"]["name"].lower()
+  }
+  kinds, ops = Counter(), Counter()
+  for e in events:
+    if e.get("ph") != "X" or (e["pid"], e.get("tid")) not in streams:
+      continue
+    name, dur = e["name"], float(e.get("dur", 0))
+    low = name.lower()
+    if "memcpy" in low or "memset" in low:
+      kinds["copies"] += dur
+    elif any(k in low for k in ("gemm", "xmma", "conv", "cutlass", "nvjet", "wgmma", "cudnn", "dot")):
+      kinds["matmul/conv kernels"] += dur
+    else:
+      kinds["other kernels (fusions, reductions)"] += dur
+    ops[e.get("args", {}).get("hlo_op", name)] += dur
+  total = sum(kinds.values())
+  if not total:
+    return "no device kernels in the trace"
+  parts = ", ".join(f"{k} {v / total:.0%}" for k, v in kinds.most_common())
+  heavy = "; ".join(f"{k[:48]} {v / total:.1%}" for k, v in ops.most_common(top))
+  return f"kernel time {total / 1e3:.1f} ms: {parts}. Costliest ops: {heavy}"
 
 
 def _device_memory() -> dict:
@@ -115,7 +209,7 @@ def largest_batch(name: str, dtype: str | None, with_gan: bool, lpips: bool, bud
 
 
 def bench(name: str, batch: int, steps: int, with_gan: bool, dtype=None, lpips=False, trace=None) -> dict:
-  compiled, state, b, pparams, compile_s, s = _compile(name, batch, dtype, with_gan, lpips)
+  compiled, state, b, pparams, compile_s, s, lowered = _compile(name, batch, dtype, with_gan, lpips)
   state, m = compiled(state, b, pparams)
   jax.block_until_ready(m)
   times = []
@@ -124,19 +218,23 @@ def bench(name: str, batch: int, steps: int, with_gan: bool, dtype=None, lpips=F
     state, m = compiled(state, b, pparams)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
+  breakdown = None
   if trace:
-    with jax.profiler.trace(trace, create_perfetto_trace=True):
-      state, m = compiled(state, b, pparams)
-      jax.block_until_ready(m)
-  stats = _device_memory()
+    try:
+      with jax.profiler.trace(trace, create_perfetto_trace=True):
+        state, m = compiled(state, b, pparams)
+        jax.block_until_ready(m)
+      breakdown = kernel_breakdown(trace)
+    except Exception as e:  # noqa: BLE001  (no profiler on this machine: the timings stand)
+      breakdown = f"no profile: {str(e).splitlines()[0][:120]}"
   return dict(
-    flops=xla_cost(compiled),
+    flops=xla_cost(lowered),
     bytes=xla_cost(compiled, "bytes accessed"),
     xla_memory=_memory(compiled),
-    peak_memory=stats.get("peak_bytes_in_use", float("nan")),
     sec=min(times),
     compile_s=compile_s,
     image=s,
+    breakdown=breakdown,
   )
 
 
@@ -180,16 +278,28 @@ def overhead(name: str, steps: int) -> dict:
 def main(argv=None) -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--preset", action="append", help="configs/<name>.py (repeatable)")
-  ap.add_argument("--batch", default="0", help="0: 16 for tiny, 2 otherwise; max: the largest that fits")
+  ap.add_argument(
+    "--batch", default="0", help="0: 16 for tiny, 2 otherwise; max: the largest that fits; or one per preset, a,b,c"
+  )
   ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="model.dtype (default: the preset's)")
   ap.add_argument("--lpips", action="store_true", help="include the perceptual loss (random LPIPS weights)")
   ap.add_argument("--gan_only", action="store_true", help="time only the G+D step")
   ap.add_argument("--trace", help="write a profile of one step per row under this folder")
+  ap.add_argument("--breakdown", action="store_true", help="profile one step and print where its device time goes")
+  ap.add_argument("--parallel_compile", metavar="DIR", help="compile all presets at once into a compilation cache")
+  ap.add_argument("--compile_only", action="store_true", help=argparse.SUPPRESS)
+  ap.add_argument("--batch_file", help=argparse.SUPPRESS)
   ap.add_argument("--steps", type=int, default=3, help="timed steps; the fastest is reported")
   ap.add_argument("--overhead", action="store_true", help="host overhead of the loop per step (tiny by default)")
   args = ap.parse_args(argv)
   args.batch_max = args.batch == "max"
-  args.batch = 0 if args.batch_max else int(args.batch)
+  args.batches = [] if args.batch_max else [int(b) for b in args.batch.split(",")]
+  args.batch = args.batches[0] if len(args.batches) == 1 else 0
+  if args.parallel_compile:
+    _enable_cache(args.parallel_compile)
+  if args.compile_only:
+    compile_child(args.preset[0], args.batch, args.dtype, True, args.lpips, args.batch_file)
+    return
   if args.overhead:
     machine_header()
     print("| preset | image | batch | loop s/step | bare step s/step | host overhead s/step | overhead |")
@@ -203,7 +313,13 @@ def main(argv=None) -> None:
         flush=True,
       )
     return
-  presets = args.preset or ["tiny", "titok_s128_pixel"]
+  presets = args.preset = args.preset or ["tiny", "titok_s128_pixel"]
+  if len(args.batches) > 1 and len(args.batches) != len(presets):
+    raise SystemExit(f"--batch={args.batch}: {len(args.batches)} batches for {len(presets)} presets")
+  if args.parallel_compile:
+    if len(args.batches) != len(presets) or not all(args.batches) or not args.gan_only:
+      raise SystemExit("--parallel_compile needs --gan_only and a fixed batch per preset (--batch=a,b,c)")
+    args.batches = parallel_compile(args, args.parallel_compile)
   peak = machine_header()
   sheet = datasheet_bf16_peak() if jax.default_backend() != "cpu" else None
   measured = peak
@@ -216,18 +332,26 @@ def main(argv=None) -> None:
   )
   print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   steps = ["G+D"] if args.gan_only else ["G", "G+D"]
-  for name in presets:
+  notes = []
+  for i, name in enumerate(presets):
     for kind in steps:
       with_gan = kind == "G+D"
       if args.batch_max:
         batch = largest_batch(name, args.dtype, with_gan, args.lpips)
       else:
-        batch = args.batch or (16 if name == "tiny" else 2)
-      trace = os.path.join(args.trace, f"{name}_{kind.replace('+', '')}") if args.trace else None
-      r = bench(name, batch, args.steps, with_gan, args.dtype, args.lpips, trace)
+        batch = (args.batches[i] if len(args.batches) == len(presets) else args.batch) or (16 if name == "tiny" else 2)
+      trace = args.trace or (tempfile.mkdtemp() if args.breakdown else None)
+      trace = os.path.join(trace, f"{name}_{kind.replace('+', '')}") if trace else None
+      try:
+        r = bench(name, batch, args.steps, with_gan, args.dtype, args.lpips, trace)
+      except Exception as e:  # noqa: BLE001  (out of memory, say: report it and go on to the next row)
+        print(f"| {name} | | {args.dtype or 'float32'} | {batch} | {kind} | failed: {str(e).splitlines()[0][:120]} |")
+        continue
+      if r["breakdown"]:
+        notes.append(f"{name} {kind}: {r['breakdown']}")
       if not sheet:
         measured = peak = max(peak, matmul_flops_per_s())
-      mem = r["peak_memory"] if r["peak_memory"] == r["peak_memory"] else r["xla_memory"]
+      mem = r["xla_memory"]
       print(
         f"| {name} | {r['image']} | {args.dtype or 'float32'} | {batch} | {kind} | {r['flops'] / 1e9:.1f} |"
         f" {r['compile_s']:.1f} | {r['sec']:.3f} | {batch / r['sec']:.1f} | {mem / 2**30:.1f} |"
@@ -235,10 +359,13 @@ def main(argv=None) -> None:
         f" {r['bytes'] / bandwidth():.3f} |",
         flush=True,
       )
+  for line in notes:
+    print(f"\n{line}")
   basis = f"the datasheet's dense bf16 peak, {sheet / 1e12:.0f} TFLOP/s" if sheet else ""
   basis = basis or f"the best f32 matmul seen, {peak / 1e9:.1f} GFLOP/s"
   print(f"\nMFU is relative to {basis}. Compute floor: FLOPs at the measured matmul rate;")
-  print("memory floor: XLA's bytes accessed at the measured device copy rate. Memory: the device's peak.")
+  print("memory floor: XLA's bytes accessed at the measured device copy rate. Memory: XLA's buffer assignment")
+  print("for the step (the device's own peak counter spans the whole process, every row before this one too).")
 
 
 if __name__ == "__main__":
