@@ -186,10 +186,9 @@ def test_misspelt_preset_and_missing_folder_are_one_line(tmp_path):
 # ---- soak: five kill -9 at random moments, some during a save ----
 
 
-def test_five_kills_then_resume_give_the_uninterrupted_weights(tmp_path):
+def test_five_kills_then_resume_give_the_uninterrupted_weights(tmp_path, reference_run):
   config = load_config()
-  full = str(tmp_path / "full")
-  train_and_evaluate(config, full, progress=False)
+  full = reference_run  # the same config, trained uninterrupted (read only here)
   killed = str(tmp_path / "killed")
   ckpt_dir = os.path.join(killed, "checkpoints")
   rng = random.Random(0)

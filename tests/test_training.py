@@ -43,7 +43,8 @@ def test_few_steps_with_each_quantizer_family(tmp_path, name):
   spec, overrides = VARIANTS[name]
   # GAN from step 0: one compiled step per variant (the no-GAN step is
   # covered by every other test here).
-  c = load_config(**{"training.num_steps": 3, "loss.disc_start": 0, **overrides})
+  # One checkpoint, at the end: saving is not what these runs test.
+  c = load_config(**{"training.num_steps": 3, "loss.disc_start": 0, "training.checkpoint_every": 1000, **overrides})
   c.quantizer = spec
   summary = train_and_evaluate(c, str(tmp_path), progress=False)
   losses = read_losses(str(tmp_path))
@@ -93,7 +94,8 @@ def test_same_steps_on_one_device_and_on_eight(tmp_path, reference_run):
   runs = {(-1, 1): read_losses(reference_run)}  # 8 devices
   for mesh in [(1, 1), (2, 4)]:  # 1 device; 8 with FSDP over 4
     workdir = str(tmp_path / "x".join(map(str, mesh)))
-    summary = train_and_evaluate(load_config(**{"training.mesh": mesh}), workdir, progress=False)
+    config = load_config(**{"training.mesh": mesh, "training.checkpoint_every": 1000})  # one save, at the end
+    summary = train_and_evaluate(config, workdir, progress=False)
     assert summary["final_step"] == 6
     runs[mesh] = read_losses(workdir)
   for mesh in [(1, 1), (2, 4)]:
@@ -123,6 +125,7 @@ def test_two_processes_agree_with_one(tmp_path, reference_run):
       f"--coordinator_address=127.0.0.1:{port}",
       "--num_processes=2",
       f"--process_id={pid}",
+      "--config.training.checkpoint_every=1000",  # one save, at the end
     ]
     procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
   outs = [p.communicate(timeout=300)[0].decode() for p in procs]
