@@ -10,8 +10,8 @@ decoder. rFID 1.70 (authors). Parameters: equal to the reference's tensors
 (tests/test_pretrained.py).
 """
 
-from configs.titok_l32 import titok_config
+from configs.titok_l32 import titok_config, two_stage
 
 
-def get_config():
-  return titok_config(width=768, depth=12, num_latent_tokens=64)
+def get_config(arg: str | None = None):
+  return two_stage(titok_config(width=768, depth=12, num_latent_tokens=64), arg or "")

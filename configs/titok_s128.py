@@ -12,8 +12,8 @@ whose decoder makes the pixels. rFID 1.71 (authors). Parameters: equal to the
 reference's tensors (tests/test_pretrained.py).
 """
 
-from configs.titok_l32 import titok_config
+from configs.titok_l32 import titok_config, two_stage
 
 
-def get_config():
-  return titok_config(width=512, depth=8, num_latent_tokens=128)
+def get_config(arg: str | None = None):
+  return two_stage(titok_config(width=512, depth=8, num_latent_tokens=128), arg or "")
