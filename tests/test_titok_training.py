@@ -1,0 +1,204 @@
+"""TiTok's two-stage training on CPU: a tiny TiTok learns a tiny random MaskGIT VQGAN's codes
+(stage 1), then fine-tunes its decoder with encoder and quantizer frozen (stage 2); both resume exactly."""
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+from helpers import ROOT, preset, read_losses
+
+from vqtok import config as config_lib
+from vqtok import data as data_lib
+from vqtok import models, tokenizer_dir
+from vqtok.training import load_tokenizer, train_and_evaluate
+from vqtok.training import teacher as teacher_lib
+from vqtok.training.state import init_train_state
+
+FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
+
+STEPS = 4  # checkpoints at 2 and 4; the resume starts from 2
+
+# A tiny MaskGIT-family VQGAN (f4, 16 codes) and a tiny TiTok over it (patch 4 = the VQGAN's factor).
+TEACHER = {
+  "image_size": 32,
+  "model.channels": 8,
+  "model.channel_mult": (1, 2, 2),
+  "model.num_res_blocks": 1,
+  "model.norm_groups": 4,
+  "model.code_dim": 8,
+}
+MODEL = {
+  "image_size": 32,
+  "model.width": 32,
+  "model.depth": 1,
+  "model.mlp_dim": 64,
+  "model.num_heads": 2,
+  "model.patch_size": 4,
+  "model.num_latent_tokens": 4,
+  "model.code_dim": 4,
+  "model.proxy_codebook_size": 16,
+  "model.proxy_code_dim": 8,
+  "model.proxy_decoder": ml_collections.ConfigDict(
+    {"channels": 8, "channel_mult": (1, 2, 2), "num_res_blocks": 1, "norm_groups": 4}
+  ),
+  "discriminator.channels": 8,
+  "discriminator.num_layers": 2,
+  "training.batch_size": 8,
+  "training.num_steps": STEPS,
+  "training.log_every": 1,
+  "training.eval_every": 0,
+  "training.image_every": 0,
+  "training.checkpoint_every": 2,
+  "training.ema_decay": 0.9,
+  "optimizer.warmup_steps": 1,
+  "optimizer.lr": 3e-3,
+  "optimizer.disc_lr": 1e-3,
+  "eval.batch_size": 8,
+}
+
+
+def _stage(stage, **overrides):
+  c = preset("titok_s128", stage, **MODEL, **overrides)
+  c.quantizer.codebook_size = 16
+  return config_lib.validate_config(c)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+  c = preset("maskgit_vqgan", None, **TEACHER)
+  c.quantizer.codebook_size = 16
+  tok = models.build_tokenizer(config_lib.validate_config(c), rngs=nnx.Rngs(3))
+  return tokenizer_dir.save_tokenizer(tok, c, str(tmp_path_factory.mktemp("t") / "teacher"))
+
+
+def _arrays(config, workdir, *, ema):
+  return tokenizer_dir.tokenizer_arrays(load_tokenizer(config, workdir, use_ema=ema)[0])
+
+
+def _resume_from_2(config, full, tmp):
+  """A copy of the finished run ``full`` cut back to its step-2 checkpoint, then resumed."""
+  cut = str(tmp)
+  shutil.copytree(full, cut)
+  shutil.rmtree(os.path.join(cut, "checkpoints", str(STEPS)))
+  summary = train_and_evaluate(config, cut, progress=False)
+  assert summary["start_step"] == 2 and summary["final_step"] == STEPS
+  return cut
+
+
+def _assert_same_run(full, cut, config):
+  want, got = read_losses(full), read_losses(cut)
+  assert [got[s] for s in (3, 4)] == [want[s] for s in (3, 4)]  # exact on CPU
+  for ema in (True, False):
+    a, b = _arrays(config, full, ema=ema), _arrays(config, cut, ema=ema)
+    for k in a:
+      np.testing.assert_array_equal(b[k], a[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory, teacher_dir):
+  config = _stage("stage1", teacher=teacher_dir)
+  workdir = str(tmp_path_factory.mktemp("s1") / "run")
+  summary = train_and_evaluate(config, workdir, progress=False)
+  return config, workdir, summary
+
+
+@pytest.fixture(scope="module")
+def stage2(tmp_path_factory, stage1):
+  _, s1, _ = stage1
+  # Perceptual term off (LPIPS weights are tested elsewhere); the GAN from step 0.
+  config = _stage("stage2", init_from=s1, **{"loss.perceptual_weight": 0.0, "loss.disc_start": 0})
+  workdir = str(tmp_path_factory.mktemp("s2") / "run")
+  summary = train_and_evaluate(config, workdir, progress=False)
+  return config, workdir, summary
+
+
+def _by_prefix(arrays, *prefixes):
+  return {k: v for k, v in arrays.items() if k.startswith(prefixes)}
+
+
+def test_stage1_learns_the_teachers_codes(stage1, teacher_dir):
+  config, workdir, summary = stage1
+  teacher = tokenizer_dir.load_tokenizer(teacher_dir)
+  # The first step's cross-entropy is that of the initial model against the teacher's own encode().
+  state, static = init_train_state(config)
+  student = nnx.merge(static.g_def, state.g_params, state.g_rest)
+  teacher_lib.fill_proxy_decoder(student, teacher, teacher_dir)
+  batch = next(iter(data_lib.make_dataset(config, split="train", batch_size=8, seed=config.seed)))["image"]
+  z_q, _ = student.quantize(jax.numpy.asarray(batch), train=True)
+  want, _ = teacher_lib.proxy_code_loss(student.proxy_logits(z_q), teacher.encode(batch))
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [r for r in map(__import__("json").loads, f) if "loss/proxy_code" in r]
+  ce = {r["step"]: r["loss/proxy_code"] for r in records}
+  np.testing.assert_allclose(ce[1], float(want), rtol=1e-4)
+  assert ce[STEPS] < ce[1] - 0.1, ce  # it learns
+  final = summary["final_metrics"]
+  assert "loss/l1" not in final and 0 <= final["proxy_code_accuracy"] <= 1  # no pixel decoder in the step
+  # The teacher's codebook and decoder were copied in and stayed bit-identical (weights and EMA).
+  t = tokenizer_dir.tokenizer_arrays(teacher)
+  codes = np.asarray(teacher.quantizer.indices_to_codes(jax.numpy.arange(16)))
+  initial = tokenizer_dir.tokenizer_arrays(student)
+  for ema in (True, False):
+    got = _arrays(config, workdir, ema=ema)
+    np.testing.assert_array_equal(got["decoder.codebook"], codes)
+    pixel = _by_prefix(got, "decoder.pixel.")
+    assert pixel and all(np.array_equal(v, t["decoder." + k[len("decoder.pixel.") :]]) for k, v in pixel.items())
+    trained = _by_prefix(got, "encoder.", "quantizer.", "decoder.vit.")
+    assert all(not np.array_equal(v, initial[k]) for k, v in trained.items() if k.endswith("kernel"))
+
+
+def test_stage1_resumes_exactly(stage1, tmp_path):
+  config, full, _ = stage1
+  _assert_same_run(full, _resume_from_2(config, full, tmp_path / "cut"), config)
+
+
+def test_stage2_trains_the_decoder_only(stage1, stage2):
+  c1, s1, _ = stage1
+  config, workdir, summary = stage2
+  final = summary["final_metrics"]
+  assert "d_loss" in final and "loss/l2" in final and "loss/proxy_code" not in final
+  assert all(math.isfinite(v) for v in read_losses(workdir).values())
+  start = _arrays(c1, s1, ema=True)  # init_from takes a run's EMA weights
+  for ema in (True, False):
+    got = _arrays(config, workdir, ema=ema)
+    frozen = _by_prefix(got, "encoder.", "quantizer.")
+    assert frozen and all(np.array_equal(v, start[k]) for k, v in frozen.items())
+    for prefix in ("decoder.vit.", "decoder.pixel.", "decoder.codebook"):
+      assert any(not np.array_equal(v, start[k]) for k, v in _by_prefix(got, prefix).items()), prefix
+
+
+def test_stage2_resumes_exactly(stage2, tmp_path):
+  config, full, _ = stage2
+  _assert_same_run(full, _resume_from_2(config, full, tmp_path / "cut"), config)
+
+
+def test_bad_teacher_is_one_clear_error(tmp_path, teacher_dir):
+  wrong = preset("maskgit_vqgan", None, **TEACHER)
+  wrong.quantizer.codebook_size = 8
+  tok = models.build_tokenizer(config_lib.validate_config(wrong), rngs=nnx.Rngs(0))
+  wrong_dir = tokenizer_dir.save_tokenizer(tok, wrong, str(tmp_path / "wrong"))
+  with pytest.raises(teacher_lib.TeacherError, match="8 codes, model.proxy_codebook_size is 16"):
+    train_and_evaluate(_stage("stage1", teacher=wrong_dir), str(tmp_path / "a"), progress=False)
+  corrupt = str(tmp_path / "corrupt")
+  shutil.copytree(teacher_dir, corrupt)
+  with open(os.path.join(corrupt, tokenizer_dir.WEIGHTS), "wb") as f:
+    f.write(b"not safetensors")
+  with pytest.raises(ValueError, match="unreadable"):
+    train_and_evaluate(_stage("stage1", teacher=corrupt), str(tmp_path / "b"), progress=False)
+  with pytest.raises(ValueError, match="loss.proxy_code_weight > 0 needs teacher"):
+    _stage("stage1")
+  with pytest.raises(ValueError, match="training.freeze: 'decoder.nope' names no parameter"):
+    init_train_state(_stage("stage2", **{"training.freeze": ("decoder.nope",), "loss.perceptual_weight": 0.0}))
+  res = subprocess.run(
+    [sys.executable, "train.py", "--config=configs/titok_s128.py:stage1", f"--workdir={tmp_path / 'c'}",
+     f"--config.teacher={tmp_path / 'none'}"],
+    cwd=ROOT, capture_output=True, text=True, timeout=120,
+  )  # fmt: skip
+  errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+  assert res.returncode == 2 and len(errors) == 1 and "no such tokenizer directory" in errors[0], res.stderr
