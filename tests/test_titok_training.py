@@ -16,9 +16,9 @@ from helpers import preset, read_losses
 from vqtok import config as config_lib
 from vqtok import data as data_lib
 from vqtok import models, tokenizer_dir
-from vqtok.training import load_tokenizer, train_and_evaluate
+from vqtok.training import Checkpointer, train_and_evaluate
 from vqtok.training import teacher as teacher_lib
-from vqtok.training.state import init_train_state, path_name
+from vqtok.training.state import abstract_train_state, init_train_state, path_name
 
 FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
 
@@ -78,14 +78,27 @@ def teacher_dir(tmp_path_factory):
   return tokenizer_dir.save_tokenizer(tok, c, str(tmp_path_factory.mktemp("t") / "teacher"))
 
 
-_LOADED = {}
+_STATES = {}
+
+
+def _state(config, workdir):
+  """The newest checkpoint's whole train state (each restored once, one abstract state per config)."""
+  if workdir not in _STATES:
+    if id(config) not in _STATES:
+      _STATES[id(config)] = abstract_train_state(config)[0]
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    _STATES[workdir] = ckpt.restore(_STATES[id(config)])
+    ckpt.close()
+  return _STATES[workdir]
 
 
 def _arrays(config, workdir, *, ema):
-  """The newest checkpoint's tokenizer arrays (each loaded once)."""
-  if (workdir, ema) not in _LOADED:
-    _LOADED[workdir, ema] = tokenizer_dir.tokenizer_arrays(load_tokenizer(config, workdir, use_ema=ema)[0])
-  return _LOADED[workdir, ema]
+  """The newest checkpoint's tokenizer parameters (EMA or raw) by dotted name."""
+  state = _state(config, workdir)
+  return {
+    path_name(p): np.asarray(v)
+    for p, v in jax.tree_util.tree_flatten_with_path(state.ema if ema else state.g_params)[0]
+  }
 
 
 def _resume_from_2(config, full, tmp):
@@ -101,10 +114,11 @@ def _resume_from_2(config, full, tmp):
 def _assert_same_run(full, cut, config):
   want, got = read_losses(full), read_losses(cut)
   assert [got[s] for s in (3, 4)] == [want[s] for s in (3, 4)]  # exact on CPU
-  for ema in (True, False):
-    a, b = _arrays(config, full, ema=ema), _arrays(config, cut, ema=ema)
-    for k in a:
-      np.testing.assert_array_equal(b[k], a[k], err_msg=k)
+  # The whole state: both models, EMA, optimizer moments (frozen parts have none), LeCam means, step.
+  a, b = jax.tree_util.tree_flatten_with_path(_state(config, full))[0], jax.tree.leaves(_state(config, cut))
+  assert len(a) == len(b)
+  for (path, x), y in zip(a, b):
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(x), err_msg=path_name(path))
 
 
 @pytest.fixture(scope="module")
