@@ -12,6 +12,13 @@ predicts, per 16x16 patch, logits over the 1024 codes of MaskGIT's VQGAN; the
 softmax-weighted codes go through that VQGAN's decoder (channels 128, mult
 1-1-2-2-4, 2 res blocks). Images in [0, 1]. rFID 2.21 (authors). Parameters:
 equal to the reference's tensors (tests/test_pretrained.py).
+
+Train it in TiTok's two stages (``two_stage`` below; README "Training TiTok in
+two stages"):
+  python -m vqtok.convert maskgit tokenizer_imagenet256_checkpoint teacher/
+  python train.py --config=configs/titok_l32.py:stage1 --workdir=runs/l32_s1 --config.teacher=teacher/ ...
+  python train.py --config=configs/titok_l32.py:stage2 --workdir=runs/l32_s2 --config.init_from=runs/l32_s1 \
+    --config.loss.lpips_weights=lpips.npz ...
 """
 
 import ml_collections
@@ -42,5 +49,70 @@ def titok_config(*, width: int, depth: int, num_latent_tokens: int, image_size: 
   return c
 
 
-def get_config():
-  return titok_config(width=1024, depth=24, num_latent_tokens=32)
+#: ``get_config`` arguments: the published architecture, or one of TiTok's training stages.
+STAGES = ("", "stage1", "stage2")
+
+
+def two_stage(c: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
+  """TiTok's two-stage training recipe on a ``titok_config``.
+
+  From bytedance/1d-tokenizer configs/training/TiTok/stage{1,2}/titok_{l32,b64,s128}.yaml
+  (the same for all three sizes), modeling/titok.py, modeling/modules/losses.py
+  (``ReconstructionLoss_Stage1`` / ``_Stage2``) and utils/train_utils.py:
+
+  * Both: AdamW lr 1e-4, weight decay 1e-4, cosine to 1e-5 (``min_lr_ratio``
+    0.1), grad-norm clip 1.0, EMA 0.999, 8 GPUs x 32 = global batch 256, 256 px.
+  * ``stage1``: encoder, quantizer and ViT decoder learn, by cross-entropy
+    (weight 1, ``loss.proxy_code_weight``), to predict the code the frozen
+    MaskGIT VQGAN (``--config.teacher``) assigns to each 16x16 patch of each
+    training image, computed on the fly from the batch; plus the quantizer
+    loss (weight 1: codebook + 0.25 commitment). No pixel loss, no GAN.
+    1,000,000 steps, warm-up 10,000, Adam b2 0.99. The teacher's codebook
+    and decoder are copied into ``decoder.codebook`` / ``decoder.pixel`` and
+    frozen (the reference has no pixel decoder in this stage; it loads the
+    same VQGAN weights there at the start of stage 2).
+  * ``stage2``: start from stage 1 (``--config.init_from``); encoder and
+    quantizer frozen (``training.freeze``; ``finetune_decoder: True``), the
+    ViT decoder, the VQGAN codebook and the VQGAN decoder fine-tuned with L2
+    (weight 1 on [0, 1] images = ``l2_weight`` 0.25 on vqtok's [-1, 1]
+    ones), a perceptual term (weight 0.1) and a hinge GAN of fixed weight
+    0.01 (not adaptive) from step 20,000 with LeCam 0.001; quantizer weight
+    0 (commitment 0). 500,000 steps, warm-up 5,000, Adam b2 0.999, the
+    discriminator at lr 1e-4.
+
+  Differences from the reference: the perceptual term is vqtok's LPIPS
+  (``--config.loss.lpips_weights``), not the reference's ConvNeXt-S (MSE of
+  its ImageNet logits at 224 px, ``perceptual_loss: convnext_s``), whose
+  weights vqtok cannot ship; the discriminator is vqtok's PatchGAN with
+  GroupNorm (128 channels, 3 stride-2 layers), not its blurred
+  NLayerDiscriminator (leaky ReLU 0.1, adaptive max-pool to 16x16); LeCam's
+  running means decay at 0.99, not 0.999; training crops are vqtok's random
+  resized crops, not resize-256 + random crop; compute is float32, not fp16;
+  weight decay also applies to the (2-D) latent tokens, mask token and
+  position embeddings, which the reference exempts.
+  """
+  if stage not in STAGES:
+    raise ValueError(f"unknown variant {stage!r} of the TiTok presets (known: stage1, stage2)")
+  if not stage:
+    return c
+  c.optimizer.update(lr=1e-4, disc_lr=1e-4, weight_decay=1e-4, min_lr_ratio=0.1, grad_clip=1.0, b1=0.9)
+  c.training.update(batch_size=256, ema_decay=0.999, log_every=50, image_every=5_000, checkpoint_every=5_000)
+  c.training.eval_every = 50_000
+  if stage == "stage1":
+    c.loss.update(proxy_code_weight=1.0, l1_weight=0.0, l2_weight=0.0, perceptual_weight=0.0, gan_weight=0.0)
+    c.training.freeze = ("decoder.pixel", "decoder.codebook")
+    c.training.num_steps = 1_000_000
+    c.optimizer.update(warmup_steps=10_000, b2=0.99)
+  else:
+    c.loss.update(l1_weight=0.0, l2_weight=0.25, perceptual_weight=0.1, gan_weight=0.01, adaptive_weight=False)
+    c.loss.update(gan_loss="hinge", disc_start=20_000, lecam_weight=0.001)
+    c.quantizer.update(commitment_weight=0.0, codebook_weight=0.0)
+    c.discriminator.update(type="patchgan", channels=128, num_layers=3)
+    c.training.freeze = ("encoder", "quantizer")
+    c.training.num_steps = 500_000
+    c.optimizer.update(warmup_steps=5_000, b2=0.999)
+  return c
+
+
+def get_config(arg: str | None = None):
+  return two_stage(titok_config(width=1024, depth=24, num_latent_tokens=32), arg or "")

@@ -10,10 +10,14 @@ configs/infer/TiTok/titok_s128.yaml: TiTok "small" ViTs (width 512, 8 blocks,
 of dim 12; the decoder predicts logits over the 1024 codes of MaskGIT's VQGAN,
 whose decoder makes the pixels. rFID 1.71 (authors). Parameters: equal to the
 reference's tensors (tests/test_pretrained.py).
+
+``titok_s128.py:stage1`` / ``:stage2``: TiTok's two-stage training recipe
+(bytedance/1d-tokenizer configs/training/TiTok/stage{1,2}/titok_s128.yaml); see
+``two_stage`` in configs/titok_l32.py for the values and the differences.
 """
 
-from configs.titok_l32 import titok_config
+from configs.titok_l32 import titok_config, two_stage
 
 
-def get_config():
-  return titok_config(width=512, depth=8, num_latent_tokens=128)
+def get_config(arg: str | None = None):
+  return two_stage(titok_config(width=512, depth=8, num_latent_tokens=128), arg or "")

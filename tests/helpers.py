@@ -10,11 +10,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def preset(name, arg="runlocal", **overrides):
-  """configs/<name>.py:<arg> with dotted-name overrides (not validated)."""
+  """configs/<name>.py:<arg> (``arg=None``: no argument) with dotted-name overrides (not validated)."""
   spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  c = mod.get_config(arg)
+  c = mod.get_config() if arg is None else mod.get_config(arg)
   for dotted, value in overrides.items():
     node = c
     *parents, leaf = dotted.split(".")

@@ -20,6 +20,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.image_size = 64
   c.init_from = ""  # a tokenizer directory or training workdir to start from (fine-tuning)
+  # A frozen teacher tokenizer (a tokenizer directory or training workdir, e.g. MaskGIT's VQGAN
+  # from `python -m vqtok.convert maskgit`): its codes are the targets of loss.proxy_code_weight,
+  # and at a fresh start its codebook and decoder fill a TiTok decoder's decoder.codebook and
+  # decoder.pixel (TiTok's first stage, bytedance/1d-tokenizer). Never trained, never saved.
+  c.teacher = ""
 
   # ---- data (vqtok.data) ----
   c.data = ml_collections.ConfigDict()
@@ -100,6 +105,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.loss.disc_start = 400  # discriminator (and GAN loss) start at this step
   c.loss.lecam_weight = 0.0
   c.loss.r1_weight = 0.0
+  # Cross-entropy of a proxy-code decoder's logits against the teacher's code ids (TiTok stage 1).
+  c.loss.proxy_code_weight = 0.0
 
   # ---- optimizer ----
   c.optimizer = ml_collections.ConfigDict()
@@ -123,6 +130,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.training.image_every = 250
   c.training.checkpoint_every = 250
   c.training.keep_checkpoints = 2
+  # Tokenizer submodules that get no updates, as dotted parameter-path prefixes
+  # ("encoder", "quantizer", "decoder.pixel"): their weights stay bit-identical.
+  c.training.freeze = ()
 
   # ---- evaluation ----
   c.eval = ml_collections.ConfigDict()
@@ -170,6 +180,7 @@ _NON_NEGATIVE = (
   "loss.disc_start",
   "loss.lecam_weight",
   "loss.r1_weight",
+  "loss.proxy_code_weight",
   "optimizer.warmup_steps",
   "optimizer.weight_decay",
   "optimizer.grad_clip",
@@ -272,6 +283,7 @@ def validate_config(config: ml_collections.ConfigDict, *, check_paths: bool = Tr
       "loss.perceptual_weight > 0 needs loss.lpips_weights (an .npz made by "
       "scripts/convert_lpips.py); set loss.perceptual_weight=0 to train without LPIPS"
     )
+  _check_teacher_fields(config)
   if len(tuple(config.training.mesh)) != 2:
     raise ValueError(f"config field training.mesh={config.training.mesh!r} must be (data, fsdp)")
   if check_paths:
@@ -280,8 +292,9 @@ def validate_config(config: ml_collections.ConfigDict, *, check_paths: bool = Tr
         raise ValueError(f"config field {dotted}={_get(config, dotted)!r}: no such file")
     if config.data.source == "folder" and not os.path.isdir(config.data.path):
       raise ValueError(f"config field data.path={config.data.path!r}: no such image folder")
-    if config.get("init_from", "") and not os.path.exists(config.init_from):
-      raise ValueError(f"config field init_from={config.init_from!r}: no such tokenizer directory or training workdir")
+    for field in ("init_from", "teacher"):
+      if config.get(field, "") and not os.path.exists(config[field]):
+        raise ValueError(f"config field {field}={config[field]!r}: no such tokenizer directory or training workdir")
   scales = config.quantizer.get("scales") if config.quantizer.type == "multiscale" else None
   if scales and config.model.encoder == "cnn":
     factor = 2 ** (len(tuple(config.model.channel_mult)) - 1)
@@ -301,6 +314,23 @@ def validate_config(config: ml_collections.ConfigDict, *, check_paths: bool = Tr
   except (TypeError, ValueError) as e:
     raise ValueError(f"config field quantizer: {e}") from e
   return config
+
+
+def _check_teacher_fields(config: ml_collections.ConfigDict) -> None:
+  """``teacher``, ``loss.proxy_code_weight`` and ``training.freeze`` agree with each other and the model."""
+  teacher, weight = config.get("teacher", ""), config.loss.get("proxy_code_weight", 0.0)
+  if not isinstance(teacher, str):
+    raise ValueError(f"config field teacher={teacher!r} must be a path (a tokenizer directory or training workdir)")
+  if weight > 0 and not teacher:
+    raise ValueError("config field loss.proxy_code_weight > 0 needs teacher (the tokenizer whose codes are targets)")
+  if (weight > 0 or teacher) and not config.model.get("proxy_codebook_size", 0):
+    field = "loss.proxy_code_weight" if weight > 0 else "teacher"
+    raise ValueError(f"config field {field} needs model.proxy_codebook_size > 0 (a decoder that predicts proxy codes)")
+  freeze = config.training.get("freeze", ())
+  if isinstance(freeze, str) or not all(isinstance(p, str) and p.strip(". ") for p in freeze):
+    raise ValueError(
+      f"config field training.freeze={freeze!r} must be a list of dotted module paths, e.g. ('encoder', 'quantizer')"
+    )
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:

@@ -159,11 +159,33 @@ class Tokenizer(nnx.Module):
       z = self.project_in(z)
     return z
 
-  def _reconstruct(self, z_q: jax.Array) -> jax.Array:
+  def _decoder_input(self, z_q: jax.Array) -> jax.Array:
     z_q = z_q.astype(jnp.float32)
     if self.project_out is not None:
       z_q = self.project_out(z_q)
-    return self._from_model_range(self.decoder(z_q.astype(self.dtype)).astype(jnp.float32))
+    return z_q.astype(self.dtype)
+
+  def _reconstruct(self, z_q: jax.Array) -> jax.Array:
+    return self._from_model_range(self.decoder(self._decoder_input(z_q)).astype(jnp.float32))
+
+  def quantize(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
+    """Quantised latents ``z_q`` of ``images`` and the quantizer output (the first half of ``__call__``)."""
+    return self.quantizer(self._latents(images), train=train)
+
+  def reconstruct(self, z_q: jax.Array) -> jax.Array:
+    """Images (B, H, W, 3) float32 in [-1, 1] from quantised latents (the second half of ``__call__``)."""
+    return self._reconstruct(z_q)
+
+  @property
+  def has_proxy_codes(self) -> bool:
+    """Whether the decoder predicts logits over a proxy codebook (TiTok's ``ProxyCodeDecoder``)."""
+    return isinstance(self.decoder, ProxyCodeDecoder)
+
+  def proxy_logits(self, z_q: jax.Array) -> jax.Array:
+    """(B, h, w, proxy_codebook_size) float32 logits of a proxy-code decoder (TiTok's first-stage output)."""
+    if not self.has_proxy_codes:
+      raise ValueError("proxy_logits needs a decoder that predicts proxy codes (model.proxy_codebook_size > 0)")
+    return self.decoder.logits(self._decoder_input(z_q))
 
   def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
     """Reconstructs ``images``.
@@ -176,7 +198,7 @@ class Tokenizer(nnx.Module):
       ``(reconstruction, quantizer_output)``; the reconstruction is float32
       (B, H, W, 3).
     """
-    z_q, out = self.quantizer(self._latents(images), train=train)
+    z_q, out = self.quantize(images, train=train)
     return self._reconstruct(z_q), out
 
   def encode(self, images: jax.Array) -> jax.Array:

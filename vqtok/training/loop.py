@@ -27,6 +27,7 @@ from vqtok import images as images_lib
 from vqtok import sharding
 from vqtok.evaluation import reconstruct as reconstruct_lib
 from vqtok.training import checkpoint as ckpt_lib
+from vqtok.training import teacher as teacher_lib
 from vqtok.training import workdir as workdir_lib
 from vqtok.training.state import Static, TrainState, init_train_state
 from vqtok.training.step import make_train_step
@@ -129,6 +130,25 @@ def init_from(config: ml_collections.ConfigDict, state: TrainState, static: Stat
   return jax.device_put(state.replace(g_params=params, g_rest=rest, ema=ema), shardings)
 
 
+def load_teacher(config: ml_collections.ConfigDict, state: TrainState, static: Static, shardings: Any, *, fresh: bool):
+  """``(teacher, teacher_arrays, state)`` for ``config.teacher`` (``(None, None, state)`` without one).
+
+  At a fresh start (not a resume) the teacher's codebook and decoder are
+  copied into the student's proxy-code decoder; EMA weights follow.
+  """
+  if not config.get("teacher", ""):
+    return None, None, state
+  student = nnx.merge(static.g_def, state.g_params, state.g_rest)
+  teacher, arrays, module = teacher_lib.load(config, student)
+  if fresh:
+    teacher_lib.fill_proxy_decoder(student, module, config.teacher)
+    _, params, rest = nnx.split(student, nnx.Param, ...)
+    params, rest = params.to_pure_dict(), rest.to_pure_dict()
+    ema = jax.tree.map(jnp.copy, params) if state.ema else state.ema
+    state = jax.device_put(state.replace(g_params=params, g_rest=rest, ema=ema), shardings)
+  return teacher, arrays, state
+
+
 #: Batches placed on the devices ahead of the step that uses them.
 PREFETCH = 2
 
@@ -208,13 +228,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Any, *, progre
   elif config.get("init_from", ""):
     state = init_from(config, state, static, state_sh)
     print(f"Starting from the weights of {config.init_from}", file=sys.stderr)
+  teacher, teacher_arrays, state = load_teacher(config, state, static, state_sh, fresh=start is None)
+  if teacher_arrays is not None:
+    teacher_arrays = jax.device_put(teacher_arrays, sharding.replicated(mesh))
   start = int(state.step)
 
   def compile_step(with_gan: bool):
-    fn = make_train_step(config, static, with_gan=with_gan, perceptual=perceptual_fn)
+    fn = make_train_step(config, static, with_gan=with_gan, perceptual=perceptual_fn, teacher=teacher)
+    rep = sharding.replicated(mesh)
     return jax.jit(
       fn,
-      in_shardings=(state_sh, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
+      in_shardings=(state_sh, sharding.batch_sharding(mesh), rep, rep),
       out_shardings=(state_sh, sharding.replicated(mesh)),
       donate_argnums=0,
     )
@@ -290,7 +314,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Any, *, progre
           watch = None
         steps[with_gan] = compile_step(with_gan)
         bar.set_description("train (compiling)")
-      state, metrics = steps[with_gan](state, batch, perceptual_params)
+      state, metrics = steps[with_gan](state, batch, perceptual_params, teacher_arrays)
       watch = _watch(watch if watch is not None else _no_bad(metrics), metrics, jnp.int32(step + 1))
       done = step + 1
       if compiling and not bar.disable:  # the ETA counts steps, not compilation

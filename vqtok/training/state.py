@@ -45,6 +45,39 @@ class Static:
   d_tx: optax.GradientTransformation
   g_schedule: Callable[[Any], jax.Array]
   last_layer: tuple[str, ...]  # path of the decoder's last kernel in g_params
+  frozen: tuple[str, ...] = ()  # training.freeze: dotted path prefixes that get no updates
+
+
+def path_name(path: tuple[Any, ...]) -> str:
+  """``"decoder.pixel.conv_in.kernel"`` for a pytree key path (or a tuple of keys)."""
+  keys = (getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path)
+  return ".".join(str(k) for k in keys)
+
+
+def is_frozen(name: str, frozen: tuple[str, ...]) -> bool:
+  """Whether the dotted parameter ``name`` lies under one of the ``frozen`` prefixes."""
+  return any(name == p or name.startswith(p + ".") for p in frozen)
+
+
+def frozen_mask(tree: Any, frozen: tuple[str, ...]) -> Any:
+  """A pytree of bools like ``tree``: True where the leaf belongs to a frozen submodule."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: is_frozen(path_name(path), frozen), tree)
+
+
+def freeze_prefixes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """``training.freeze`` as a tuple of dotted prefixes (without stray dots)."""
+  return tuple(str(p).strip(". ") for p in config.training.get("freeze", ()))
+
+
+def check_freeze(frozen: tuple[str, ...], params: Any) -> None:
+  """ValueError naming the first ``training.freeze`` entry that matches no tokenizer parameter."""
+  names = [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  for prefix in frozen:
+    if not any(is_frozen(n, (prefix,)) for n in names):
+      tops = sorted({n.split(".")[0] for n in names})
+      raise ValueError(
+        f"config field training.freeze: {prefix!r} names no parameter of the tokenizer (its modules: {', '.join(tops)})"
+      )
 
 
 def _decay_mask(params: Any) -> Any:
@@ -53,9 +86,13 @@ def _decay_mask(params: Any) -> Any:
 
 
 def make_optimizer(
-  config: ml_collections.ConfigDict, lr: float
+  config: ml_collections.ConfigDict, lr: float, *, frozen: tuple[str, ...] = ()
 ) -> tuple[optax.GradientTransformation, Callable[[Any], jax.Array]]:
-  """AdamW with linear warm-up then cosine decay, after global-norm clipping."""
+  """AdamW with linear warm-up then cosine decay, after global-norm clipping.
+
+  Parameters under a ``frozen`` prefix get zero updates and no optimizer
+  state (no moments, no weight decay); the clipping norm counts the others.
+  """
   oc = config.optimizer
   total = max(int(config.training.num_steps), oc.warmup_steps + 1)
   schedule = optax.warmup_cosine_decay_schedule(
@@ -65,7 +102,11 @@ def make_optimizer(
   if oc.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(oc.grad_clip))
   parts.append(optax.adamw(schedule, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=_decay_mask))
-  return optax.chain(*parts), schedule
+  tx = optax.chain(*parts)
+  if frozen:
+    labels = lambda params: jax.tree.map(lambda f: "frozen" if f else "train", frozen_mask(params, frozen))
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+  return tx, schedule
 
 
 def _split(module: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
@@ -83,15 +124,17 @@ def build_modules(config: ml_collections.ConfigDict) -> tuple[nnx.Module, nnx.Mo
 
 def _initializer(config: ml_collections.ConfigDict):
   """The init function, plus a dict it fills with the static parts."""
-  g_tx, g_schedule = make_optimizer(config, config.optimizer.lr)
+  frozen = freeze_prefixes(config)
+  g_tx, g_schedule = make_optimizer(config, config.optimizer.lr, frozen=frozen)
   d_tx, _ = make_optimizer(config, config.optimizer.disc_lr)
-  defs = {"g_tx": g_tx, "d_tx": d_tx, "g_schedule": g_schedule}
+  defs = {"g_tx": g_tx, "d_tx": d_tx, "g_schedule": g_schedule, "frozen": frozen}
 
   def init() -> TrainState:
     tokenizer, disc = build_modules(config)
     defs["g_def"], g_params, g_rest = _split(tokenizer)
     defs["d_def"], d_params, d_rest = _split(disc)
     defs["last_layer"] = tuple(models.last_layer_path(tokenizer))
+    check_freeze(frozen, g_params)
     ema = g_params if config.training.ema_decay > 0 else {}
     return TrainState(
       step=jnp.zeros((), jnp.int32),

@@ -3,6 +3,12 @@
 Pure function of (state, batch); the loop compiles it once with ``jax.jit``
 over the mesh. Two variants are compiled: before ``loss.disc_start`` no
 discriminator is run at all (cheaper), after it the GAN terms are on.
+
+With a teacher (``config.teacher``, ``loss.proxy_code_weight``) the step also
+takes the cross-entropy of the decoder's proxy-code logits against the
+teacher's code ids of the same batch; when no pixel loss is on, the pixel
+decoder is not run at all (TiTok's first stage). Submodules named in
+``training.freeze`` keep their parameters, EMA weights and other state.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import optax
 from flax import nnx
 
 from vqtok.losses import adversarial, reconstruction
-from vqtok.training.state import Static, TrainState
+from vqtok.training import teacher as teacher_lib
+from vqtok.training.state import Static, TrainState, frozen_mask
 
 LECAM_DECAY = 0.99
 
@@ -28,11 +35,21 @@ def _get_path(tree: Any, path: tuple[str, ...]) -> jax.Array:
   return tree
 
 
-def _forward(static: Static, params, rest, x):
+def _forward(static: Static, params, rest, x, *, pixels: bool, proxy_logits: bool):
+  """(reconstruction or None, proxy logits or None, quantizer output, new non-Param state)."""
   model = nnx.merge(static.g_def, params, rest)
-  x_hat, q = model(x, train=True)
+  z_q, q = model.quantize(x, train=True)
+  x_hat = model.reconstruct(z_q) if pixels else None
+  logits = model.proxy_logits(z_q) if proxy_logits else None
   new_rest = nnx.split(model, nnx.Param, ...)[2].to_pure_dict()
-  return x_hat, q, new_rest
+  return x_hat, logits, q, new_rest
+
+
+def _keep_frozen(new: Any, old: Any, frozen: tuple[str, ...]) -> Any:
+  """``new`` with the leaves of frozen submodules taken from ``old`` (bit-identical)."""
+  if not frozen:
+    return new
+  return jax.tree.map(lambda f, n, o: o if f else n, frozen_mask(new, frozen), new, old)
 
 
 def _discriminate(static: Static, params, rest, x):
@@ -46,31 +63,46 @@ def make_train_step(
   *,
   with_gan: bool,
   perceptual: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None,
-) -> Callable[[TrainState, dict, Any], tuple[TrainState, dict]]:
-  """Returns ``step(state, batch, perceptual_params) -> (state, metrics)``.
+  teacher: teacher_lib.Teacher | None = None,
+) -> Callable[..., tuple[TrainState, dict]]:
+  """Returns ``step(state, batch, perceptual_params, teacher_arrays=None) -> (state, metrics)``.
 
   Args:
     config: the run config (reads ``loss``, ``training.ema_decay``).
     static: graph definitions and optimizers from ``init_train_state``.
     with_gan: compile the GAN terms and the discriminator update.
     perceptual: ``f(params, x, x_hat) -> (B,)`` LPIPS distances, or None.
+    teacher: the frozen teacher (``teacher.load``) whose code ids are the
+      targets of ``loss.proxy_code_weight``; its arrays are the step's last argument.
   """
   lc = config.loss
   g_loss_fn = adversarial.G_LOSSES[lc.gan_loss]
   d_loss_fn = adversarial.D_LOSSES[lc.gan_loss]
   ema_decay = float(config.training.ema_decay)
   use_perceptual = perceptual is not None and lc.perceptual_weight > 0
+  proxy_weight = float(lc.get("proxy_code_weight", 0.0))
+  use_proxy = proxy_weight > 0
+  if use_proxy and teacher is None:
+    raise ValueError("loss.proxy_code_weight > 0 needs a teacher (config.teacher)")
+  # TiTok's first stage trains on the logits alone: no pixel decoder in the step.
+  pixels = not use_proxy or with_gan or use_perceptual or lc.l1_weight > 0 or lc.l2_weight > 0
 
-  def step(state: TrainState, batch: dict, perceptual_params: Any):
+  def step(state: TrainState, batch: dict, perceptual_params: Any, teacher_arrays: Any = None):
     x = batch["image"]
+    targets = teacher_lib.codes(teacher, teacher_arrays, x) if use_proxy else None
 
     def losses(g_params):
-      x_hat, q, new_rest = _forward(static, g_params, state.g_rest, x)
-      terms = {"l1": reconstruction.l1_loss(x, x_hat), "l2": reconstruction.l2_loss(x, x_hat)}
-      rec = lc.l1_weight * terms["l1"] + lc.l2_weight * terms["l2"]
+      x_hat, logits, q, new_rest = _forward(static, g_params, state.g_rest, x, pixels=pixels, proxy_logits=use_proxy)
+      terms, rec = {}, jnp.zeros((), jnp.float32)
+      if pixels:
+        terms.update(l1=reconstruction.l1_loss(x, x_hat), l2=reconstruction.l2_loss(x, x_hat))
+        rec = lc.l1_weight * terms["l1"] + lc.l2_weight * terms["l2"]
       if use_perceptual:
         terms["perceptual"] = jnp.mean(perceptual(perceptual_params, x, x_hat))
         rec = rec + lc.perceptual_weight * terms["perceptual"]
+      if use_proxy:
+        terms["proxy_code"], terms["proxy_code_accuracy"] = teacher_lib.proxy_code_loss(logits, targets)
+        rec = rec + proxy_weight * terms["proxy_code"]
       outs = [rec, q.loss.astype(jnp.float32)]
       if with_gan:
         logits_fake = _discriminate(static, state.d_params, state.d_rest, x_hat)
@@ -96,12 +128,17 @@ def make_train_step(
       gan_weight = jnp.asarray(lc.gan_weight, jnp.float32)
       (grads,) = vjp_fn((one, one, gan_weight))
     total = outs[0] + outs[1] + (gan_weight * outs[2] if with_gan else 0.0)
+    # Frozen submodules: no gradient (XLA then drops their backward pass), no
+    # update, and their EMA weights and other state stay as they were.
+    grads = _keep_frozen(grads, jax.tree.map(jnp.zeros_like, grads), static.frozen)
+    g_rest = _keep_frozen(g_rest, state.g_rest, static.frozen)
 
     updates, g_opt = static.g_tx.update(grads, state.g_opt, state.g_params)
-    g_params = optax.apply_updates(state.g_params, updates)
+    g_params = _keep_frozen(optax.apply_updates(state.g_params, updates), state.g_params, static.frozen)
     ema = state.ema
     if ema:
       ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, g_params)
+      ema = _keep_frozen(ema, state.ema, static.frozen)
 
     metrics = {
       "loss": total,
@@ -109,7 +146,8 @@ def make_train_step(
       "quantizer_loss": outs[1],
       "grad_norm": optax.global_norm(grads),
       "lr": static.g_schedule(state.step),
-      **{f"loss/{k}": v for k, v in terms.items()},
+      **{f"loss/{k}": v for k, v in terms.items() if k != "proxy_code_accuracy"},
+      **({"proxy_code_accuracy": terms["proxy_code_accuracy"]} if use_proxy else {}),
       **{f"quantizer/{k}": jnp.asarray(v, jnp.float32) for k, v in q.terms.items()},
       **{f"codebook/{k}": jnp.asarray(v, jnp.float32) for k, v in q.metrics.items()},
     }
