@@ -226,3 +226,5 @@ def test_bad_teacher_is_one_clear_error(tmp_path, teacher_dir):
     _stage("stage1", teacher="/no/such")
   with pytest.raises(ValueError, match="training.freeze: 'decoder.nope' names no parameter"):
     init_train_state(_stage("stage2", **{"training.freeze": ("decoder.nope",), "loss.perceptual_weight": 0.0}))
+  with pytest.raises(ValueError, match="freezes the encoder but init_from is empty"):
+    _stage("stage2", **{"loss.perceptual_weight": 0.0})  # stage 2 without the stage-1 weights

@@ -331,6 +331,11 @@ def _check_teacher_fields(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f"config field training.freeze={freeze!r} must be a list of dotted module paths, e.g. ('encoder', 'quantizer')"
     )
+  if any(p.strip(". ").split(".")[0] == "encoder" for p in freeze) and not config.get("init_from", ""):
+    raise ValueError(
+      f"config field training.freeze={tuple(freeze)!r} freezes the encoder but init_from is empty, so it would stay"
+      " at its random initial weights: set init_from (for TiTok's stage 2, the stage-1 run or its export)"
+    )
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
