@@ -136,6 +136,7 @@ def test_eval_command_line_writes_report_and_grid(run):
     timeout=300,
   )
   assert res.returncode == 0, res.stderr[-3000:]
+  assert "Warning" not in res.stderr, res.stderr[-3000:]  # e.g. a float64 sum that JAX would make float32
   with open(os.path.join(workdir, "eval_0.json")) as f:
     report = json.load(f)
   assert report["step"] == 0 and report["num_images"] == 20 and report["use_ema"] is True

@@ -89,7 +89,7 @@ def mean_psnr(fn: ReconstructFn, params: Any, rest: Any, mesh: jax.sharding.Mesh
 
   total = np.zeros(2)  # sum of per-image PSNR, number of images
   for r in reconstructions(fn, params, rest, mesh, batches):
-    total += [float(np.sum(metrics_lib.psnr(r.real_uint8, r.fake_uint8), dtype=np.float64)), len(r)]
+    total += [float(np.sum(np.asarray(metrics_lib.psnr(r.real_uint8, r.fake_uint8)), dtype=np.float64)), len(r)]
   total = sharding.process_sum(total)
   return float(total[0] / max(total[1], 1))
 

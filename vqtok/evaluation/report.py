@@ -104,8 +104,8 @@ def evaluate(
   t0 = time.perf_counter()
   for r in reconstruct_lib.reconstructions(reconstruct, params, rest, mesh, batches):
     a, b = r.real_uint8, r.fake_uint8
-    sums["psnr"] += float(np.sum(metrics_lib.psnr(a, b), dtype=np.float64))
-    sums["ssim"] += float(np.sum(metrics_lib.ssim(a, b), dtype=np.float64))
+    sums["psnr"] += float(np.sum(np.asarray(metrics_lib.psnr(a, b)), dtype=np.float64))
+    sums["ssim"] += float(np.sum(np.asarray(metrics_lib.ssim(a, b)), dtype=np.float64))
     if lpips_fn is not None:
       sums["lpips"] += float(np.sum(np.asarray(lpips_fn(jnp.asarray(r.real), jnp.asarray(r.fake))), dtype=np.float64))
     if features is not None:
