@@ -8,6 +8,7 @@ eval report must be equal.
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -118,6 +119,9 @@ def _two_processes(args):
 
 def test_two_processes_encode_and_evaluate_like_one(run, folder, tmp_path):
   workdir, config, tok = run
+  folder = shutil.copytree(folder, tmp_path / "images")
+  (folder / "broken.png").write_bytes(b"not a PNG")  # skipped by both processes, reported once
+  folder = str(folder)
   config = config.copy_and_resolve_references()
   config.data.source, config.data.path = "folder", folder
   # One process over 8 devices, in this process: what the command lines do with one process.
@@ -141,3 +145,4 @@ def test_two_processes_encode_and_evaluate_like_one(run, folder, tmp_path):
   for key in ("psnr", "ssim"):
     np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=key)
   assert got["codebook"] == want["codebook"]
+  assert [name for name, _ in got["skipped_images"]] == [name for name, _ in want["skipped_images"]] == ["broken.png"]
