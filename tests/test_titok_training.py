@@ -214,6 +214,9 @@ def test_bad_teacher_is_one_clear_error(tmp_path, teacher_dir):
   student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=nnx.Rngs(0)))
   with pytest.raises(teacher_lib.TeacherError, match="8 codes, model.proxy_codebook_size is 16"):
     teacher_lib.load(config, student)
+  with pytest.raises(teacher_lib.TeacherError, match="8 codes"):
+    train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+  assert not os.path.exists(tmp_path / "run")  # refused before anything was written
   corrupt = str(tmp_path / "corrupt")
   shutil.copytree(teacher_dir, corrupt)
   with open(os.path.join(corrupt, tokenizer_dir.WEIGHTS), "wb") as f:

@@ -130,16 +130,29 @@ def init_from(config: ml_collections.ConfigDict, state: TrainState, static: Stat
   return jax.device_put(state.replace(g_params=params, g_rest=rest, ema=ema), shardings)
 
 
-def load_teacher(config: ml_collections.ConfigDict, state: TrainState, static: Static, shardings: Any, *, fresh: bool):
+def read_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any, nnx.Module] | None:
+  """``teacher.load``'s result for ``config.teacher``, checked against the model's shapes (None without one)."""
+  if not config.get("teacher", ""):
+    return None
+  from vqtok import models  # noqa: PLC0415
+
+  student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=nnx.Rngs(0)))
+  return teacher_lib.load(config, student)
+
+
+def load_teacher(
+  config: ml_collections.ConfigDict, state: TrainState, static: Static, shardings: Any, *, fresh: bool, loaded=None
+):
   """``(teacher, teacher_arrays, state)`` for ``config.teacher`` (``(None, None, state)`` without one).
 
   At a fresh start (not a resume) the teacher's codebook and decoder are
   copied into the student's proxy-code decoder; EMA weights follow.
+  ``loaded``: ``read_teacher``'s result, when the caller read it already.
   """
   if not config.get("teacher", ""):
     return None, None, state
   student = nnx.merge(static.g_def, state.g_params, state.g_rest)
-  teacher, arrays, module = teacher_lib.load(config, student)
+  teacher, arrays, module = loaded or teacher_lib.load(config, student)
   if fresh:
     teacher_lib.fill_proxy_decoder(student, module, config.teacher)
     _, params, rest = nnx.split(student, nnx.Param, ...)
@@ -196,22 +209,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   """Trains (or resumes) a tokenizer as configured; returns a summary dict.
 
   Before anything is written: the workdir must hold no run of another
-  architecture, no other live trainer, and the batch sizes must divide over
-  the devices.
+  architecture, no other live trainer, the batch sizes must divide over
+  the devices, and a teacher (``config.teacher``) must be readable and fit
+  the model.
   """
   from vqtok import config as config_lib  # noqa: PLC0415
 
   mesh = sharding.make_mesh(config.training.mesh)
   config_lib.check_devices(config, mesh.size)
   workdir_lib.check_identity(config, workdir)
+  teacher = read_teacher(config)  # a wrong or unreadable teacher stops the run here
   os.makedirs(workdir, exist_ok=True)
   with workdir_lib.lock(workdir):
     workdir_lib.check_identity(config, workdir)  # again, now that no one else can write it
     workdir_lib.write_config(config, workdir)
-    return _train(config, workdir, mesh, progress=progress)
+    return _train(config, workdir, mesh, progress=progress, teacher=teacher)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Any, *, progress: bool) -> dict[str, Any]:
+def _train(
+  config: ml_collections.ConfigDict, workdir: str, mesh: Any, *, progress: bool, teacher=None
+) -> dict[str, Any]:
   from tqdm.auto import tqdm  # noqa: PLC0415
 
   tc = config.training
@@ -228,7 +245,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Any, *, progre
   elif config.get("init_from", ""):
     state = init_from(config, state, static, state_sh)
     print(f"Starting from the weights of {config.init_from}", file=sys.stderr)
-  teacher, teacher_arrays, state = load_teacher(config, state, static, state_sh, fresh=start is None)
+  teacher, teacher_arrays, state = load_teacher(config, state, static, state_sh, fresh=start is None, loaded=teacher)
   if teacher_arrays is not None:
     teacher_arrays = jax.device_put(teacher_arrays, sharding.replicated(mesh))
   start = int(state.step)
