@@ -18,6 +18,7 @@ from vqtok import data as data_lib
 from vqtok import models, tokenizer_dir
 from vqtok.training import Checkpointer, train_and_evaluate
 from vqtok.training import teacher as teacher_lib
+from vqtok.training import workdir as workdir_lib
 from vqtok.training.state import abstract_train_state, init_train_state, path_name
 
 FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
@@ -127,6 +128,14 @@ def stage1(tmp_path_factory, teacher_dir):
   workdir = str(tmp_path_factory.mktemp("s1") / "run")
   summary = train_and_evaluate(config, workdir, progress=False)
   return config, workdir, summary
+
+
+def test_another_freeze_list_on_a_run_is_refused(stage1):
+  config, workdir, _ = stage1
+  workdir_lib.check_identity(config, workdir)  # the same config resumes
+  other = _stage("stage1", teacher=config.teacher, **{"training.freeze": ("decoder.pixel",)})
+  with pytest.raises(ValueError, match=r"training.freeze=\('decoder.pixel', 'decoder.codebook'\), this config has"):
+    workdir_lib.check_identity(other, workdir)
 
 
 @pytest.fixture(scope="module")

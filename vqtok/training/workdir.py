@@ -78,6 +78,16 @@ def check_identity(config: ml_collections.ConfigDict, workdir: str) -> None:
       f"{workdir} holds a run of another tokenizer ({config_lib.describe_diff(diff)}); use a new --workdir, or"
       f" fine-tune from it with --config.init_from={workdir}"
     )
+  # Frozen parts have no optimizer state, so a checkpoint resumes only with the freeze list that wrote it.
+  frozen = [tuple(str(p).strip(". ") for p in c.training.get("freeze", ())) for c in (saved, config)]
+  checkpoints = os.path.join(workdir, "checkpoints")
+  has_checkpoint = os.path.isdir(checkpoints) and any(d.isdigit() for d in os.listdir(checkpoints))
+  if frozen[0] != frozen[1] and has_checkpoint:
+    raise ValueError(
+      f"{workdir} holds a run trained with training.freeze={frozen[0]}, this config has {frozen[1]}: its"
+      f" checkpoints cannot resume under another freeze list; use a new --workdir, or start from it with"
+      f" --config.init_from={workdir}"
+    )
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
