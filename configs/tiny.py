@@ -18,22 +18,28 @@ steps, the same code paths.
 from vqtok.config import default_config
 
 
+def runlocal(c):
+  """``c`` shrunk to what the tests run: a small CNN at 32px, 6 steps, checkpoints every 2, GAN from step 3."""
+  c.image_size = 32
+  c.model.channels = 8
+  c.model.channel_mult = (1, 2, 2)  # f4: 8x8 tokens at 32px
+  c.discriminator.channels = 8
+  c.training.batch_size = 8
+  c.training.num_steps = 6
+  c.training.log_every = 1
+  c.training.eval_every = 0
+  c.training.image_every = 0
+  c.training.checkpoint_every = 2
+  c.optimizer.warmup_steps = 2
+  c.loss.disc_start = 3
+  c.eval.batch_size = 8
+  return c
+
+
 def get_config(arg: str | None = None):
   c = default_config()  # the defaults are the tiny preset
   if arg == "runlocal":
-    c.image_size = 32
-    c.model.channels = 8
-    c.model.channel_mult = (1, 2, 2)  # f4: 8x8 tokens at 32px
-    c.discriminator.channels = 8
-    c.training.batch_size = 8
-    c.training.num_steps = 6
-    c.training.log_every = 1
-    c.training.eval_every = 0
-    c.training.image_every = 0
-    c.training.checkpoint_every = 2
-    c.optimizer.warmup_steps = 2
-    c.loss.disc_start = 3
-    c.eval.batch_size = 8
+    runlocal(c)
   elif not arg:
     c.model.channel_mult = (1, 2, 2)  # f4
     c.model.norm_groups = 1

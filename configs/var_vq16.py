@@ -24,6 +24,7 @@ the tests.
 
 import ml_collections
 
+from configs.tiny import runlocal
 from vqtok.config import default_config
 
 SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
@@ -44,24 +45,12 @@ def quantizer(scales, codebook_size):
 
 def get_config(arg: str | None = None):
   c = default_config()
-  if arg == "runlocal":
-    c.image_size = 32
-    c.model.channels = 8
-    c.model.channel_mult = (1, 2, 2)  # f4: an 8x8 latent at 32px
+  if arg == "runlocal":  # the tiny preset's test schedule (an 8x8 latent at 32px), with VAR's quantizer
+    runlocal(c)
     c.model.code_dim = 4
     c.model.z_channels = 4  # with project_kernel 3: VAR's 3x3 quant_conv / post_quant_conv
     c.model.project_kernel = 3
     c.quantizer = quantizer((1, 2, 3, 4, 6, 8), 64)
-    c.discriminator.channels = 8
-    c.training.batch_size = 8
-    c.training.num_steps = 6
-    c.training.log_every = 1
-    c.training.eval_every = 0
-    c.training.image_every = 0
-    c.training.checkpoint_every = 2
-    c.optimizer.warmup_steps = 2
-    c.loss.disc_start = 3
-    c.eval.batch_size = 8
     return c
   if arg:
     raise ValueError(f"unknown variant {arg!r} of configs/var_vq16.py (known: runlocal)")
