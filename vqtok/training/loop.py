@@ -140,26 +140,19 @@ def read_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any, nnx.Modul
   return teacher_lib.load(config, student)
 
 
-def load_teacher(
-  config: ml_collections.ConfigDict, state: TrainState, static: Static, shardings: Any, *, fresh: bool, loaded=None
-):
-  """``(teacher, teacher_arrays, state)`` for ``config.teacher`` (``(None, None, state)`` without one).
+def start_from_teacher(
+  config: ml_collections.ConfigDict, state: TrainState, static: Static, shardings: Any, module: nnx.Module
+) -> TrainState:
+  """``state`` with the teacher's codebook and decoder copied into the student's proxy-code decoder; EMA follows.
 
-  At a fresh start (not a resume) the teacher's codebook and decoder are
-  copied into the student's proxy-code decoder; EMA weights follow.
-  ``loaded``: ``read_teacher``'s result, when the caller read it already.
+  For a fresh start only: a resumed run has them in its checkpoint.
   """
-  if not config.get("teacher", ""):
-    return None, None, state
   student = nnx.merge(static.g_def, state.g_params, state.g_rest)
-  teacher, arrays, module = loaded or teacher_lib.load(config, student)
-  if fresh:
-    teacher_lib.fill_proxy_decoder(student, module, config.teacher)
-    _, params, rest = nnx.split(student, nnx.Param, ...)
-    params, rest = params.to_pure_dict(), rest.to_pure_dict()
-    ema = jax.tree.map(jnp.copy, params) if state.ema else state.ema
-    state = jax.device_put(state.replace(g_params=params, g_rest=rest, ema=ema), shardings)
-  return teacher, arrays, state
+  teacher_lib.fill_proxy_decoder(student, module, config.teacher)
+  _, params, rest = nnx.split(student, nnx.Param, ...)
+  params, rest = params.to_pure_dict(), rest.to_pure_dict()
+  ema = jax.tree.map(jnp.copy, params) if state.ema else state.ema
+  return jax.device_put(state.replace(g_params=params, g_rest=rest, ema=ema), shardings)
 
 
 #: Batches placed on the devices ahead of the step that uses them.
@@ -245,8 +238,11 @@ def _train(
   elif config.get("init_from", ""):
     state = init_from(config, state, static, state_sh)
     print(f"Starting from the weights of {config.init_from}", file=sys.stderr)
-  teacher, teacher_arrays, state = load_teacher(config, state, static, state_sh, fresh=start is None, loaded=teacher)
-  if teacher_arrays is not None:
+  teacher_arrays = None
+  if teacher is not None:  # read_teacher's (teacher, arrays, module)
+    teacher, teacher_arrays, module = teacher
+    if start is None:
+      state = start_from_teacher(config, state, static, state_sh, module)
     teacher_arrays = jax.device_put(teacher_arrays, sharding.replicated(mesh))
   start = int(state.step)
 
