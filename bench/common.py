@@ -112,3 +112,13 @@ def bandwidth(mib: int = 1024, trials: int = 5) -> float:
     a = jnp.ones((n,), jnp.float32)
     bandwidth.cache = 2 * 4 * n / _best_seconds(jax.jit(lambda a: a * 2), a, trials)
   return bandwidth.cache
+
+
+def random_lpips():
+  """``(f(params, x, y) -> (B,) distances, params)``: LPIPS with random weights, the real one's cost."""
+  from flax import nnx  # noqa: PLC0415
+
+  from vqtok.losses import perceptual  # noqa: PLC0415
+
+  gdef, params = nnx.split(perceptual.LPIPS(rngs=nnx.Rngs(0)))
+  return (lambda p, x, y: nnx.merge(gdef, p)(x, y)), params.to_pure_dict()

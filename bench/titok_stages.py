@@ -25,7 +25,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
 
-from common import machine_header, xla_cost  # noqa: E402
+from common import machine_header, random_lpips, xla_cost  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from vqtok import models  # noqa: E402
@@ -40,19 +40,12 @@ def _teacher(config):
   return teacher_lib.Teacher(gdef, "random"), state.to_pure_dict()
 
 
-def _lpips():
-  from vqtok.losses import perceptual  # noqa: PLC0415
-
-  gdef, params = nnx.split(perceptual.LPIPS(rngs=nnx.Rngs(0)))
-  return (lambda p, x, y: nnx.merge(gdef, p)(x, y)), params.to_pure_dict()
-
-
 def bench(preset: str, stage: str, batch: int, steps: int, with_gan: bool) -> dict:
   config = importlib.import_module(f"configs.{preset}").get_config(stage)
   config.training.batch_size = batch
   state, static = init_train_state(config)
   teacher, t_arrays = _teacher(config) if stage == "stage1" else (None, None)
-  fn, p_params = _lpips() if stage == "stage2" else (None, None)
+  fn, p_params = random_lpips() if stage == "stage2" else (None, None)
   step = jax.jit(make_train_step(config, static, with_gan=with_gan, perceptual=fn, teacher=teacher), donate_argnums=0)
   s = config.image_size
   x = {"image": np.random.default_rng(0).uniform(-1, 1, (batch, s, s, 3)).astype(np.float32)}

@@ -45,7 +45,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
 
-from common import bandwidth, datasheet_bf16_peak, machine_header, matmul_flops_per_s, xla_cost  # noqa: E402
+from common import bandwidth, datasheet_bf16_peak, machine_header, matmul_flops_per_s, random_lpips, xla_cost  # noqa: E402
 
 from vqtok import sharding  # noqa: E402
 from vqtok.training import init_train_state, make_train_step  # noqa: E402
@@ -65,12 +65,7 @@ def _perceptual(config, lpips: bool):
   """Random-weight LPIPS (the same cost as the real weights), or None."""
   if not lpips or config.loss.perceptual_weight <= 0:
     return None, None
-  from flax import nnx  # noqa: PLC0415
-
-  from vqtok.losses import perceptual  # noqa: PLC0415
-
-  gdef, params = nnx.split(perceptual.LPIPS(rngs=nnx.Rngs(0)))
-  return (lambda p, x, y: nnx.merge(gdef, p)(x, y)), params.to_pure_dict()
+  return random_lpips()
 
 
 def _memory(compiled) -> float:
