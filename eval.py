@@ -22,7 +22,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from vqtok import cli
+from vqtok import cli, faults
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file whose data/eval/loss fields to use.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "A tokenizer directory or a training workdir.")
@@ -91,9 +91,8 @@ def main(argv):
   output = _OUTPUT.value or source
   os.makedirs(output, exist_ok=True)
   out = os.path.join(output, f"eval_{step}.json")
-  with open(out + ".tmp", "w") as f:
+  with faults.atomic_path(out) as tmp, open(tmp, "w") as f:  # a full disk keeps the old report whole
     json.dump(report, f, indent=2)
-  os.replace(out + ".tmp", out)
   png = images.save_png(grid, os.path.join(output, f"eval_{step}.png"))
   summary = {k: report[k] for k in ("num_images", "psnr", "ssim", "lpips", "rfid") if k in report}
   summary.update({f"codebook_{k}": v for k, v in report["codebook"].items() if not isinstance(v, list)})

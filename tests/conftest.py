@@ -1,6 +1,7 @@
 """Test setup: 8 fake CPU devices so sharding is exercised everywhere."""
 
 import os
+import subprocess
 import tempfile
 
 # Must happen before jax is imported anywhere.
@@ -92,3 +93,27 @@ def _compile_settings(request):
     else:
       os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = before
   jax.clear_caches()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """``mount(size)`` -> the path of a real filesystem of ``size`` bytes (tmpfs), unmounted after the test.
+
+  The tests run as root in CI; where mounting is not permitted the test is
+  skipped, saying why.
+  """
+  mounts = []
+
+  def mount(size: int) -> str:
+    path = tmp_path / f"disk{len(mounts)}"
+    path.mkdir()
+    cmd = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+      pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip() or res.returncode}")
+    mounts.append(path)
+    return str(path)
+
+  yield mount
+  for path in mounts:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)

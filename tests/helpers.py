@@ -49,3 +49,13 @@ def snapshot(directory):
       with open(path, "rb") as fh:
         out[os.path.relpath(path, directory)] = fh.read()
   return out
+
+
+def fill(directory, free):
+  """Fills the filesystem of ``directory`` with one file until ``free`` bytes are left."""
+  import shutil
+
+  path = os.path.join(directory, "filler")
+  with open(path, "wb") as f:
+    f.write(b"\0" * max(shutil.disk_usage(directory).free - free, 0))
+  return path

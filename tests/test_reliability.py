@@ -7,6 +7,7 @@ exception, the message, and what is on disk afterwards.
 import errno
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import orbax.checkpoint as ocp
 import pytest
 from helpers import ROOT, load_config, read_losses, snapshot
 
-from vqtok import tokenizer_dir
+from vqtok import faults, tokenizer_dir
 from vqtok.training import Checkpointer, NonFiniteLossError, load_tokenizer, loop, train_and_evaluate
 from vqtok.training import workdir as workdir_lib
 from vqtok.training.checkpoint import CheckpointSaveError
@@ -101,7 +102,72 @@ def test_eval_and_tokenize_read_the_runs_config_and_refuse_a_contradiction(train
   assert os.path.exists(tmp_path / "eval_6.json")
 
 
-# ---- faults: a full disk, weights that blew up ----
+# ---- faults: a full disk, weights that blew up, a diverged run ----
+
+
+def _train_without_space_check(workdir, *flags):
+  """train.py with the free-space check off, so that Orbax's own writers meet the full disk."""
+  code = (
+    "import runpy, sys; from vqtok.training import checkpoint; checkpoint.SPACE_MARGIN = 0; "
+    f"sys.argv = {['train.py', f'--workdir={workdir}', *TRAIN[2:], *flags]!r}; "
+    "runpy.run_path('train.py', run_name='__main__')"
+  )
+  return _run([sys.executable, "-c", code])
+
+
+def test_a_real_full_disk_ends_in_one_line_and_the_run_resumes_elsewhere(small_disk, tmp_path, reference_run):
+  # A 4 MiB filesystem holds one or two checkpoints (1.5-1.8 MiB each, as
+  # OCDBT packs them); Orbax's writers then fail in their background threads.
+  workdir = os.path.join(small_disk(4 << 20), "run")
+  res = _train_without_space_check(workdir, "--config.training.checkpoint_every=2")
+  line = _one_error_line(res)
+  assert [x for x in res.stderr.splitlines() if x.strip()] == [line]  # no writer noise at all
+  m = re.fullmatch(
+    rf"error: saving the checkpoint of step (\d) to {workdir}/checkpoints failed: No space left on device"
+    r" \(\S+ \w?i?B free there\); the run stopped; newest complete checkpoint: step (\d)  \(--debug for the"
+    r" traceback\)",
+    line,
+  )
+  assert m and m[1] in "46" and int(m[2]) == int(m[1]) - 2, line
+  failed, newest = int(m[1]), int(m[2])
+  steps = [str(s) for s in range(2, failed, 2)]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [*steps, "good.json"]  # nothing partial
+  assert max(read_losses(workdir)) == failed  # stopped at the failed save
+  roomy = str(tmp_path / "roomy")
+  shutil.copytree(workdir, roomy)
+  summary = train_and_evaluate(load_config(), roomy, progress=False)
+  assert summary["start_step"] == newest and summary["final_step"] == 6
+  want, got = read_losses(reference_run), read_losses(roomy)
+  np.testing.assert_allclose([got[6]], [want[6]], rtol=1e-6)
+
+
+def test_a_save_that_cannot_fit_is_refused_before_writing(small_disk):
+  directory = os.path.join(small_disk(3 << 20), "checkpoints")
+  state = {"w": jax.random.normal(jax.random.key(0), (1 << 18,))}  # 1 MiB that does not compress
+  ckpt = Checkpointer(directory)
+  ckpt.save(1, state)
+  ckpt.save(2, state)  # fits: about 2 MiB are free
+  message = r"step 3 to .*: it needs about 1\.\d MiB and \d+\.\d [KM]iB is free there; .* complete checkpoint: step 2"
+  with pytest.raises(CheckpointSaveError, match=message):
+    ckpt.save(3, state)
+  ckpt.close()
+  assert sorted(os.listdir(directory)) == ["1", "2"]
+
+
+def test_a_failed_write_is_found_in_any_form():
+  tensorstore = ValueError(
+    'RESOURCE_EXHAUSTED: Error writing "d_opt.1.0.count/0" in OCDBT database at local file "/x/": Failed to'
+    " write 69198 bytes to file 19: No space left on device [os_error_code='28']"
+  )
+  assert faults.write_errno(tensorstore) == errno.ENOSPC
+  wrapped = RuntimeError("save failed")
+  wrapped.__cause__ = OSError(errno.EDQUOT, "Disk quota exceeded")
+  assert faults.write_errno(wrapped) == errno.EDQUOT
+  assert faults.write_errno(FileNotFoundError(errno.ENOENT, "No such file")) is None
+  assert faults.write_errno(ValueError("bad shape [Errno 28] in a name")) == errno.ENOSPC  # the text decides
+  assert faults.describe(OSError(errno.ENOSPC, "x"), "/no/such/dir/f").startswith(
+    "writing /no/such/dir/f failed: No space left on device ("
+  )
 
 
 def test_full_disk_stops_the_run_at_once_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -141,12 +207,53 @@ def test_blown_up_weights_are_never_saved(tmp_path, monkeypatch):
   workdir = str(tmp_path)
   real = loop.weights_problem
   monkeypatch.setattr(loop, "weights_problem", lambda s: "have diverged (test)" if int(s.step) == 4 else real(s))
-  with pytest.raises(NonFiniteLossError, match=r"step 4 have diverged .* not saved; the newest checkpoint, step 2 in"):
+  message = r"step 4 have diverged .* not saved; the newest good checkpoint is step 2 in .*: rerun the same command"
+  with pytest.raises(NonFiniteLossError, match=message + r" with a lower --config.optimizer.lr to resume from step 2$"):
     train_and_evaluate(load_config(), workdir, progress=False)
   monkeypatch.undo()
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-  assert ckpt.all_steps() == [2]
+  assert ckpt.all_steps() == [2] and ckpt.good_steps() == [2]
   ckpt.close()
+
+
+def test_a_diverged_run_resumes_from_its_last_good_checkpoint(tmp_path):
+  # The user's case: a learning rate of 1e6 blows the weights up at step 2
+  # (finite, but every later step is NaN); the checkpoint of step 2 must not
+  # be the one the message sends the user back to.
+  workdir = str(tmp_path)
+  wild = {"optimizer.lr": 1e6, "optimizer.grad_clip": 0.0, "training.checkpoint_every": 1}
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  with pytest.raises(NonFiniteLossError) as e:
+    train_and_evaluate(load_config(**wild), workdir, progress=False)
+  assert re.search(
+    rf"^non-finite value at step 3 in loss/l1.*; the newest good checkpoint is step 1 in {ckpt_dir} \(step 2, saved"
+    rf" as the run diverged, moved to {ckpt_dir}/diverged/1\): rerun the same command with a lower"
+    r" --config.optimizer.lr to resume from step 1$",
+    str(e.value),
+  ), str(e.value)
+  assert sorted(os.listdir(ckpt_dir)) == ["1", "diverged", "good.json"]
+  assert os.listdir(os.path.join(ckpt_dir, "diverged", "1")) == ["2"]
+  summary = train_and_evaluate(load_config(**{**wild, "optimizer.lr": 2e-3}), workdir, progress=False)
+  assert summary["start_step"] == 1 and summary["final_step"] == 6
+  losses = read_losses(workdir)
+  assert all(np.isfinite(losses[k]) for k in range(4, 7))
+  ckpt = Checkpointer(ckpt_dir)
+  assert ckpt.newest_good() == 6 and ckpt.latest_step() == 6
+  ckpt.close()
+
+
+def test_rotation_never_deletes_the_newest_good_checkpoint(tmp_path):
+  ckpt = Checkpointer(str(tmp_path), keep=1)
+  state = {"w": jnp.zeros(4)}
+  ckpt.save(1, state)
+  ckpt.mark_good(1)
+  for step in (2, 3):  # not (yet) judged good
+    ckpt.save(step, state)
+  assert ckpt.all_steps() == [1, 3] and ckpt.newest_good() == 1
+  ckpt.mark_good(3)
+  assert ckpt.all_steps() == [3]
+  ckpt.close()
+  assert Checkpointer(str(tmp_path)).good_steps() == [3]  # good.json
 
 
 # ---- validation up front, short errors ----

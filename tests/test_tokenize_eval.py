@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ROOT, load_config
+from helpers import ROOT, fill, load_config
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
@@ -101,47 +102,61 @@ def test_out_of_range_tokens_are_a_clear_error(run, tmp_path):
     tokenize.decode_to_images(tok, str(out), str(tmp_path / "dec"), progress=False)
 
 
-def test_tokenize_command_line(run, folder, tmp_path):
+def _command(args):
+  return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _one_error_line(res):
+  lines = [line for line in res.stderr.splitlines() if line.strip()]
+  assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
+  return lines[0]
+
+
+def test_tokenize_command_line_on_a_full_disk_then_with_room(run, folder, small_disk):
   workdir, _, _ = run
-  out = tmp_path / "cli"
-  res = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "vqtok.tokenize",
-      "encode",
-      f"--workdir={workdir}",
-      f"--folder={folder}",
-      f"--output={out}",
-      "--batch_size=8",
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  disk = small_disk(1 << 20)
+  out = os.path.join(disk, "cli")
+  filler = fill(disk, 8 << 10)  # room for metadata.json and the first shard (a 4 KiB page each)
+  cmd = ["-m", "vqtok.tokenize", "encode", f"--workdir={workdir}", f"--folder={folder}", f"--output={out}"]
+  cmd += ["--batch_size=8", "--shard_batches=1"]
+  line = _one_error_line(_command(cmd))
+  assert re.fullmatch(
+    rf"error: writing {out}/tokens-00001.npz failed: No space left on device \(\S+ \w+ free there\)  \(--debug for"
+    r" the traceback\)",
+    line,
+  ), line
+  assert sorted(os.listdir(out)) == ["metadata.json", "tokens-00000.npz"]  # the shard written so far, whole
+  os.remove(filler)
+  res = _command(cmd)
   assert res.returncode == 0, res.stderr[-3000:]
   summary = json.loads(res.stdout[res.stdout.index("{") :])
-  assert summary["encoded"] == 10
-  assert os.path.exists(out / "tokens-00000.npz")
+  assert summary["shards_already_done"] == 1 and summary["encoded"] == 2
+  _, idx, names = tokenize.read_tokens(out)
+  assert len(idx) == len(set(names)) == 10
 
 
-def test_eval_command_line_writes_report_and_grid(run):
+def test_eval_command_line_on_a_full_disk_then_with_room(run, small_disk):
   workdir, _, _ = run
-  res = subprocess.run(
-    [sys.executable, "eval.py", "--config", "configs/tiny.py:runlocal", f"--workdir={workdir}"],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  disk = small_disk(1 << 20)
+  old = os.path.join(disk, "eval_0.json")
+  with open(old, "w") as f:
+    f.write('{"old": "report"}')
+  filler = fill(disk, 0)
+  cmd = ["eval.py", "--config", "configs/tiny.py:runlocal", f"--workdir={workdir}", f"--output={disk}"]
+  line = _one_error_line(_command(cmd))
+  assert line.startswith(f"error: writing {old} failed: No space left on device ("), line
+  assert sorted(os.listdir(disk)) == ["eval_0.json", "filler"]  # the old report, whole; no temporary file
+  with open(old) as f:
+    assert json.load(f) == {"old": "report"}
+  os.remove(filler)
+  res = _command(cmd)
   assert res.returncode == 0, res.stderr[-3000:]
   assert "Warning" not in res.stderr, res.stderr[-3000:]  # e.g. a float64 sum that JAX would make float32
-  with open(os.path.join(workdir, "eval_0.json")) as f:
+  with open(old) as f:
     report = json.load(f)
   assert report["step"] == 0 and report["num_images"] == 20 and report["use_ema"] is True
   assert {"psnr", "ssim", "codebook"} <= set(report) and "rfid" not in report  # no Inception weights
-  assert Image.open(os.path.join(workdir, "eval_0.png")).mode == "RGB"
+  assert Image.open(os.path.join(disk, "eval_0.png")).mode == "RGB"
 
 
 def test_export_writes_a_tokenizer_dir_that_everything_reads(run, tmp_path):

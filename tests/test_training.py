@@ -166,15 +166,19 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
     "make_dataset",
     lambda config, **kw: _PoisonAfter(make(config, **kw), 4) if kw["split"] == "train" else make(config, **kw),
   )
-  with pytest.raises(NonFiniteLossError, match=r"step 5 in .*loss/l1=nan"):
+  # Step 5, the first after the checkpoint of step 4, is NaN: that
+  # checkpoint is not known good, so it is set aside and step 2 named.
+  message = r"step 5 in .*loss/l1=nan.*; the newest good checkpoint is step 2 in .* \(step 4, saved as the run diverged"
+  with pytest.raises(NonFiniteLossError, match=message):
     train_and_evaluate(load_config(), workdir, progress=False)
   monkeypatch.undo()
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-  assert ckpt.latest_step() == 4  # saved before the bad step, and complete
+  assert ckpt.latest_step() == 2 and ckpt.good_steps() == [2]
   ckpt.close()
-  # The run resumes cleanly from the intact checkpoint.
+  assert os.listdir(os.path.join(workdir, "checkpoints", "diverged", "2")) == ["4"]
+  # The run resumes cleanly from the good checkpoint.
   summary = train_and_evaluate(load_config(), workdir, progress=False)
-  assert summary["start_step"] == 4 and summary["final_step"] == 6
+  assert summary["start_step"] == 2 and summary["final_step"] == 6
   losses = read_losses(workdir)
   assert sorted(losses) == [1, 2, 3, 4, 5, 6] and all(math.isfinite(v) for v in losses.values())
 

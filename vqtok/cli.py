@@ -5,7 +5,8 @@
 A mistake the user can fix (a missing file, a bad value, a wrong subcommand)
 ends with one ``error: ...`` line on stderr and exit status 2, and so does a
 fault that stops a run for a reason outside the code (a full disk, a busy
-workdir, a diverged loss: exceptions whose class sets ``one_line = True``);
+workdir, a diverged loss: exceptions whose class sets ``one_line = True``,
+and any failed write, named by ``faults.describe``);
 ``--debug`` shows the full traceback instead. A bad flag is one line too.
 Anything else is a bug and keeps its traceback.
 """
@@ -16,6 +17,8 @@ import sys
 from collections.abc import Callable
 
 from absl import app, flags, logging
+
+from vqtok import faults
 
 _DEBUG = flags.DEFINE_bool("debug", False, "Show full tracebacks for errors.")
 
@@ -49,9 +52,11 @@ def run(main: Callable[[list[str]], int | None]) -> None:
     try:
       return main(argv)
     except Exception as e:
-      if _DEBUG.value or not (isinstance(e, USER_ERRORS) or getattr(type(e), "one_line", False)):
+      one_line = isinstance(e, USER_ERRORS) or getattr(type(e), "one_line", False)
+      written = None if one_line else faults.describe(e)  # a full disk, a read-only filesystem
+      if _DEBUG.value or not (one_line or written):
         raise
-      message = e.args[0] if isinstance(e, KeyError) and e.args else e
+      message = written or (e.args[0] if isinstance(e, KeyError) and e.args else e)
       print(f"error: {message}  (--debug for the traceback)", file=sys.stderr)
       return 2
 

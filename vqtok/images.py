@@ -7,6 +7,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from vqtok import faults
+
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
   """Maps float images in [-1, 1] to uint8 [0, 255] (rounded, clipped)."""
@@ -29,7 +31,6 @@ def grid(rows: list[np.ndarray], *, pad: int = 2) -> np.ndarray:
 def save_png(image: np.ndarray, path: str) -> str:
   """Writes ``image`` (uint8) to ``path`` via a temporary file; returns ``path``."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  Image.fromarray(image).save(tmp, format="PNG")
-  os.replace(tmp, path)  # never leave a half-written PNG behind
+  with faults.atomic_path(path) as tmp:  # never leave a half-written PNG behind
+    Image.fromarray(image).save(tmp, format="PNG")
   return path

@@ -47,7 +47,7 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from vqtok import cli, sharding
+from vqtok import cli, faults, sharding
 from vqtok import config as config_lib
 from vqtok import data as data_lib
 from vqtok import images as images_lib
@@ -93,9 +93,8 @@ def _jit_tokenizer(tokenizer: nnx.Module, method: str, mesh: jax.sharding.Mesh |
 
 
 def _write_npz(path: str, **arrays: np.ndarray) -> None:
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+  with faults.atomic_path(path, ".tmp.npz") as tmp:
+    np.savez(tmp, **arrays)
 
 
 def _plain(config: ml_collections.ConfigDict | Mapping) -> dict:
@@ -270,10 +269,8 @@ def encode_to_files(
     # Every process writes it (the same bytes), so a folder that is not shared
     # between hosts gets one too.
     os.makedirs(output, exist_ok=True)
-    tmp = f"{meta_path}.tmp{p}"
-    with open(tmp, "w") as f:
+    with faults.atomic_path(meta_path, f".tmp{p}") as tmp, open(tmp, "w") as f:
       json.dump(meta, f, indent=2)
-    os.replace(tmp, meta_path)
 
   per_shard = shard_batches * batch_size
   num_shards = -(-len(source) // per_shard)

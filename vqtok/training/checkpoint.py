@@ -3,20 +3,29 @@
 Orbax writes each checkpoint into a temporary directory and renames it only
 once every file is complete, so a run killed mid-save leaves the previous
 checkpoint as the latest one; leftover temporary directories are removed on the
-next start. Each save is waited for, so that a failed one (a full disk, no
-permission) stops the run at once with ``CheckpointSaveError`` naming the
-path and the free space, and the previous checkpoint stays the latest.
+next start. Before a save, the free space is checked against the size it
+needs; each save is then waited for, so that a failed one (a full disk, no
+permission: an ``OSError`` or TensorStore's error from Orbax's writer
+threads) stops the run at once with ``CheckpointSaveError`` naming the path
+and the free space, its temporary files removed and the previous checkpoint
+still the latest. Rotation keeps the last ``keep`` checkpoints and the newest
+one the training loop judged good (``good.json``).
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
+import json
 import os
 import shutil
+import time
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from vqtok import faults
 
 
 def _is_key(x: Any) -> bool:
@@ -53,76 +62,190 @@ class CheckpointSaveError(OSError):
     return str(self.args[0])
 
 
-def _os_error(e: BaseException) -> OSError | None:
-  """The OSError in ``e``'s cause chain (Orbax wraps errors of its writer threads)."""
-  seen = set()
-  while e is not None and id(e) not in seen:
-    if isinstance(e, OSError):
-      return e
-    seen.add(id(e))
-    e = e.__cause__ or e.__context__
-  return None
+#: A save must find this many times the newest checkpoint's size free (the
+#: new checkpoint is complete before the oldest is deleted; Orbax's metadata
+#: and the filesystem's blocks add a little), plus ``SPACE_SLACK`` bytes.
+#: 0 turns the check off.
+SPACE_MARGIN = 1.25
+SPACE_SLACK = 256 << 10
+
+#: The file listing the checkpoints judged good (see ``mark_good``).
+GOOD_FILE = "good.json"
 
 
-def _free_space(path: str) -> str:
-  while path and not os.path.exists(path):
-    path = os.path.dirname(path)
-  try:
-    free = shutil.disk_usage(path or ".").free
-  except OSError:
-    return "unknown"
-  for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-    if free < 1024 or unit == "TiB":
-      return f"{free:.0f} {unit}" if unit == "B" else f"{free:.1f} {unit}"
-    free /= 1024
-  return "unknown"
+def _tree_bytes(path: str) -> int:
+  total = 0
+  for root, _, files in os.walk(path):
+    for f in files:
+      with contextlib.suppress(OSError):  # removed meanwhile
+        total += os.lstat(os.path.join(root, f)).st_size
+  return total
+
+
+def _state_bytes(state: Any) -> int:
+  return sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(state) if hasattr(x, "dtype"))
 
 
 class Checkpointer:
-  """Keeps the last ``keep`` checkpoints of a run under ``directory``."""
+  """Keeps the last ``keep`` checkpoints of a run under ``directory``, and the newest good one.
+
+  A checkpoint is *good* once the training loop has seen the steps after it
+  train soundly (``mark_good``; the list is ``good.json``). Rotation never
+  deletes the newest good checkpoint, so after a divergence there is always
+  one to go back to (``set_aside`` moves the newer ones out of the way).
+  """
 
   def __init__(self, directory: str, *, keep: int = 2, async_save: bool = True):
     self.directory = os.path.abspath(directory)
+    self.keep = keep
     self._failed = False
+    self._failed_step: int | None = None
+    faults.quiet_writer_noise()
     self._manager = ocp.CheckpointManager(
       self.directory,
       options=ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, cleanup_tmp_directories=True, enable_async_checkpointing=async_save
+        max_to_keep=None, create=True, cleanup_tmp_directories=True, enable_async_checkpointing=async_save
       ),
     )
+    try:
+      with open(os.path.join(self.directory, GOOD_FILE)) as f:
+        self._good = {int(s) for s in json.load(f)["good"]}
+    except (OSError, ValueError, KeyError, TypeError):
+      self._good = set()
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def all_steps(self) -> list[int]:
-    return list(self._manager.all_steps())
+    return sorted(self._manager.all_steps())
+
+  # ---- good checkpoints ----
+
+  def good_steps(self) -> list[int]:
+    """The steps judged good, of the checkpoints still here."""
+    return sorted(self._good & set(self.all_steps()))
+
+  def newest_good(self) -> int | None:
+    good = self.good_steps()
+    return good[-1] if good else None
+
+  def mark_good(self, step: int) -> None:
+    """Records the checkpoint of ``step`` as good, then drops checkpoints beyond the last ``keep`` and that one."""
+    if step not in self.all_steps():
+      return
+    self._good.add(step)
+    good = self.good_steps()
+    if jax.process_index() == 0:
+      path = os.path.join(self.directory, GOOD_FILE)
+      with open(path + ".tmp", "w") as f:
+        json.dump({"good": good}, f)
+      os.replace(path + ".tmp", path)
+    self._rotate(good)
+
+  def _rotate(self, good: list[int] | None = None) -> None:
+    steps = self.all_steps()
+    good = self.good_steps() if good is None else good
+    kept = set(steps[-self.keep :]) | set(good[-1:])
+    for s in steps:
+      if s not in kept:
+        self._manager.delete(s)
+
+  def set_aside(self, after: int | None) -> tuple[list[int], str]:
+    """Moves the checkpoints newer than step ``after`` (all, if None) to ``diverged/<after>/``.
+
+    Returns the steps moved and where to; the newest checkpoint left is then
+    ``after``, which a rerun resumes from.
+    """
+    moved = [s for s in self.all_steps() if after is None or s > after]
+    where = os.path.join(self.directory, "diverged", str(0 if after is None else after))
+    if moved and jax.process_index() == 0:
+      os.makedirs(where, exist_ok=True)
+      for s in moved:
+        target = os.path.join(where, str(s))
+        if os.path.exists(target):
+          shutil.rmtree(target)
+        os.replace(os.path.join(self.directory, str(s)), target)
+    self._manager.reload()
+    return moved, where
+
+  # ---- saving ----
+
+  def _check_space(self, step: int, state: Any) -> None:
+    """Refuses a save that cannot fit on the disk, before anything is written."""
+    if SPACE_MARGIN <= 0:
+      return
+    steps = self.all_steps()
+    size = _tree_bytes(os.path.join(self.directory, str(steps[-1]))) if steps else _state_bytes(state)
+    need = int(size * SPACE_MARGIN) + SPACE_SLACK
+    free = faults.free_bytes(self.directory)
+    short = free is not None and free < need
+    if jax.process_count() > 1:  # every process stops, or none does
+      from jax.experimental import multihost_utils  # noqa: PLC0415
+
+      short = bool(multihost_utils.broadcast_one_to_all(np.int32(short)))
+      free = free or 0
+    if short:
+      raise CheckpointSaveError(
+        f"not saving the checkpoint of step {step} to {self.directory}: it needs about {faults.bytes_text(need)}"
+        f" and {faults.bytes_text(free)} is free there; the run stopped; {self._newest_text()}"
+      )
+
+  def _newest_text(self) -> str:
+    complete = [int(d) for d in os.listdir(self.directory) if d.isdigit()] if os.path.isdir(self.directory) else []
+    return f"newest complete checkpoint: step {max(complete)}" if complete else "no complete checkpoint yet"
+
+  def _partial(self, step: int) -> list[str]:
+    names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+    return [os.path.join(self.directory, n) for n in names if n.startswith(f"{step}.") and "tmp" in n]
+
+  def _remove_partial(self, step: int) -> None:
+    """Removes the temporary directory of a failed save, also what late writer threads put back into it."""
+    gone_since = None
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+      partial = self._partial(step)
+      for path in partial:
+        shutil.rmtree(path, ignore_errors=True)
+      if partial:
+        gone_since = None
+      elif gone_since is None:
+        gone_since = time.monotonic()
+      elif time.monotonic() - gone_since > 0.3:
+        return
+      time.sleep(0.05)
 
   def save(self, step: int, state: Any, extra: dict[str, Any] | None = None, *, force: bool = False) -> bool:
-    """Starts saving ``state`` at ``step``.
+    """Saves ``state`` at ``step`` and waits until it is complete.
 
     Args:
       step: the step number (the checkpoint's directory name).
       state: a pytree of arrays (typed PRNG keys are stored as raw key data).
       extra: more Orbax items by name, e.g. ``{"data": data.checkpoint_args(it)}``.
       force: save even if the manager's policy would skip this step.
+
+    Raises:
+      CheckpointSaveError: the disk cannot hold it (checked first), or a
+        write failed; its temporary files are removed, the previous
+        checkpoints are untouched.
     """
+    self._check_space(step, state)
     items = {"state": ocp.args.StandardSave(_unkey(state)), **(extra or {})}
     try:
       saved = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
       self._manager.wait_until_finished()
     except Exception as e:
-      cause = _os_error(e)
-      if cause is None:
+      code = faults.write_errno(e)
+      if code is None:
         raise
       self._failed = True
-      reason = cause.strerror or errno.errorcode.get(cause.errno or 0, "") or str(cause)
-      listing = os.listdir(self.directory) if os.path.isdir(self.directory) else []
-      complete = sorted(int(d) for d in listing if d.isdigit())
-      newest = f"step {complete[-1]}" if complete else "none"
+      self._failed_step = step
+      faults.failed()
+      self._remove_partial(step)
       raise CheckpointSaveError(
-        f"saving the checkpoint of step {step} to {self.directory} failed: {reason} ({_free_space(self.directory)}"
-        f" free there); the run stopped; newest complete checkpoint: {newest}"
+        f"saving the checkpoint of step {step} to {self.directory} failed: {faults.reason(code)}"
+        f" ({faults.free_text(self.directory)} free there); the run stopped; {self._newest_text()}"
       ) from e
+    self._rotate()
     return saved
 
   def restore(self, state_like: Any, *, step: int | None = None, extra: dict[str, Any] | None = None) -> Any:
@@ -152,6 +275,8 @@ class Checkpointer:
     except Exception:
       if not self._failed:  # after a failed save the error was already reported
         raise
+    if self._failed_step is not None:  # writer threads may have put files back since
+      self._remove_partial(self._failed_step)
 
 
 def load_tokenizer(config: Any, directory: str, *, use_ema: bool = True, step: int | None = None):

@@ -61,14 +61,83 @@ def weights_problem(state: TrainState) -> str:
   return ""
 
 
-def _resume_hint(ckpt: ckpt_lib.Checkpointer) -> str:
-  last = ckpt.latest_step()
-  if last is None:
-    return "no checkpoint was saved yet: start again, with a lower --config.optimizer.lr"
-  return (
-    f"the newest checkpoint, step {last} in {ckpt.directory}, holds finite weights: rerun the same command to"
-    " resume from it (with a lower --config.optimizer.lr)"
-  )
+#: How the loop judges a checkpoint good (see ``_Health``): the step after it
+#: has a finite reconstruction loss at most SPIKE_FACTOR times its running
+#: mean, and the step that made it moved the weights by at most
+#: MAX_UPDATE_RATIO times their norm, to a norm at most NORM_FACTOR times
+#: its running mean. Running means decay by RUNNING_DECAY per sampled step.
+SPIKE_FACTOR = 10.0
+NORM_FACTOR = 10.0
+MAX_UPDATE_RATIO = 1.0
+RUNNING_DECAY = 0.9
+
+
+class _Health:
+  """Judges each checkpoint by the steps around it; good ones go to ``Checkpointer.mark_good``.
+
+  A checkpoint is judged on the first sync after the step that follows it
+  (that step trained from its weights); the metrics of that probe step stay
+  on the devices until then. Judging never stops a run: only non-finite
+  values or blown-up weights do, and then the run goes back to the newest
+  good checkpoint.
+  """
+
+  def __init__(self, ckpt: ckpt_lib.Checkpointer):
+    self.ckpt = ckpt
+    self.loss_mean = self.norm_mean = None
+    self.pending: tuple[int, bool] | None = None  # (checkpoint step, was the step that made it sound)
+    self.probe = None  # device metrics of the step after the pending checkpoint
+    latest = ckpt.latest_step()
+    if latest is not None and latest not in ckpt.good_steps():
+      self.pending = (latest, True)  # a resumed run judges where it resumed from
+
+  def stepped(self, done: int, metrics: dict[str, jax.Array]) -> None:
+    if self.pending is not None and self.probe is None and done == self.pending[0] + 1:
+      self.probe = metrics
+
+  def _spike(self, loss: float) -> bool:
+    return not np.isfinite(loss) or (self.loss_mean is not None and loss > SPIKE_FACTOR * self.loss_mean)
+
+  def _jump(self, host: dict[str, float]) -> bool:
+    norm, ratio = host.get("param_norm", 0.0), host.get("update_ratio", 0.0)
+    return not ratio <= MAX_UPDATE_RATIO or (self.norm_mean is not None and not norm <= NORM_FACTOR * self.norm_mean)
+
+  def synced(self, host: dict[str, float]) -> None:
+    """At a sync: judges the pending checkpoint if its probe step ran, then updates the running means."""
+    if self.pending is not None and self.probe is not None:
+      step, sound = self.pending
+      probe = float(jax.device_get(self.probe["reconstruction"]))
+      if sound and not self._spike(probe):
+        self.ckpt.mark_good(step)
+      self.pending, self.probe = None, None
+    if not self._spike(host["reconstruction"]) and not self._jump(host):
+      decay = lambda mean, x: x if mean is None else RUNNING_DECAY * mean + (1 - RUNNING_DECAY) * x
+      self.loss_mean = decay(self.loss_mean, host["reconstruction"])
+      self.norm_mean = decay(self.norm_mean, host.get("param_norm", 0.0))
+
+  def saving(self, done: int, host: dict[str, float]) -> None:
+    """Before the save of ``done`` (right after ``synced`` at that step)."""
+    self.pending, self.probe = (done, not self._jump(host) and not self._spike(host["reconstruction"])), None
+
+  def ended(self) -> None:
+    """The run finished soundly: its last checkpoint has no step after it to judge by."""
+    if self.pending is not None and self.pending[1]:
+      self.ckpt.mark_good(self.pending[0])
+    self.pending = None
+
+
+def _diverged(ckpt: ckpt_lib.Checkpointer, what: str) -> str:
+  """Sets aside the checkpoints newer than the newest good one; ``what`` plus where to resume from."""
+  good = ckpt.newest_good()
+  moved, where = ckpt.set_aside(good)
+  lr = "rerun the same command with a lower --config.optimizer.lr"
+  steps = f"step{'s' if len(moved) > 1 else ''} {', '.join(map(str, moved))}"
+  if good is None:
+    aside = f" (saved as the run diverged: {steps}, moved to {where})" if moved else ""
+    return f"{what}; no checkpoint was good yet{aside}: {lr} to start afresh"
+  aside = f" ({steps}, saved as the run diverged, moved to {where})" if moved else ""
+  where_good = f"the newest good checkpoint is step {good} in {ckpt.directory}{aside}"
+  return f"{what}; {where_good}: {lr} to resume from step {good}"
 
 
 def _perceptual(config: ml_collections.ConfigDict):
@@ -301,16 +370,16 @@ def _train(
   # metrics) and fetched only where the loop syncs anyway: logging, eval,
   # images, checkpoints. No step waits for the host otherwise.
   watch = None
+  health = _Health(ckpt)
 
   def check(done: int) -> dict[str, float]:
     """Fetches the newest metrics and raises if any step so far was non-finite."""
     host, (first_bad, bad) = jax.device_get((metrics, watch))
     if int(first_bad) >= 0:
-      try:
-        check_finite(bad, int(first_bad))
-      except NonFiniteLossError as e:
-        raise NonFiniteLossError(f"{e}; {_resume_hint(ckpt)}") from None
-    return {k: float(v) for k, v in host.items()}
+      check_finite(bad, int(first_bad))
+    host = {k: float(v) for k, v in host.items()}
+    health.synced(host)
+    return host
 
   try:
     if start == 0 and tc.eval_every > 0:
@@ -330,6 +399,7 @@ def _train(
       state, metrics = steps[with_gan](state, batch, perceptual_params, teacher_arrays)
       watch = _watch(watch if watch is not None else _no_bad(metrics), metrics, jnp.int32(step + 1))
       done = step + 1
+      health.stepped(done, metrics)
       if compiling and not bar.disable:  # the ETA counts steps, not compilation
         jax.block_until_ready(metrics)
         bar.set_description("train", refresh=False)
@@ -359,12 +429,14 @@ def _train(
         # Never save weights that blew up: the newest checkpoint must resume.
         problem = weights_problem(state)
         if problem:
-          raise NonFiniteLossError(
-            f"the weights at step {done} {problem}, so they were not saved; {_resume_hint(ckpt)}"
-          )
+          raise NonFiniteLossError(f"the weights at step {done} {problem}, so they were not saved")
         refill()
+        health.saving(done, host)
         ckpt.save(done, state, {"data": data_lib.checkpoint_args(train_iter, position=ahead[0][0])})
     summary["final_metrics"] = None if metrics is None else check(tc.num_steps)
+    health.ended()
+  except NonFiniteLossError as e:
+    raise NonFiniteLossError(_diverged(ckpt, str(e))) from None
   finally:
     bar.close()
     ckpt.wait()

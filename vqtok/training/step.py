@@ -145,6 +145,11 @@ def make_train_step(
       "reconstruction": outs[0],
       "quantizer_loss": outs[1],
       "grad_norm": optax.global_norm(grads),
+      # For the loop's judgement of checkpoints: weights that jump by orders
+      # of magnitude in one step have diverged even while the loss is finite.
+      "param_norm": optax.global_norm(g_params),
+      "update_ratio": optax.global_norm(jax.tree.map(jnp.subtract, g_params, state.g_params))
+      / jnp.maximum(optax.global_norm(state.g_params), 1e-12),
       "lr": static.g_schedule(state.step),
       **{f"loss/{k}": v for k, v in terms.items() if k != "proxy_code_accuracy"},
       **({"proxy_code_accuracy": terms["proxy_code_accuracy"]} if use_proxy else {}),
