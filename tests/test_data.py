@@ -421,7 +421,10 @@ def tfds_dir(tmp_path_factory):
 
     def _info(self):
       return tfds.core.DatasetInfo(
-        builder=self, features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3))})
+        builder=self,
+        features=tfds.features.FeaturesDict(
+          {"image": tfds.features.Image(shape=(None, None, 3)), "label": tfds.features.ClassLabel(names=["cat", "dog"])}
+        ),
       )
 
     def _split_generators(self, dl_manager):
@@ -430,7 +433,7 @@ def tfds_dir(tmp_path_factory):
 
     def _generate_examples(self, n, seed):
       for i, img in enumerate(_tfds_images(n, seed)):
-        yield i, {"image": img}
+        yield i, {"image": img, "label": i % 2}
 
   root = tmp_path_factory.mktemp("tfds")
   tfds.builder("vqtok_test_images", data_dir=str(root), file_format="array_record").download_and_prepare()
@@ -455,6 +458,22 @@ def test_tfds_end_to_end(tfds_dir):
   train = data.make_dataset(c, split="train", batch_size=5, process_index=0, process_count=1)
   idx = np.concatenate([b["index"] for b in _take(train, 2)])
   np.testing.assert_array_equal(np.sort(idx), np.arange(10))
+
+
+def test_tfds_labels_for_token_files(tfds_dir):
+  from vqtok import tokenize
+
+  source = data.TfdsSource("vqtok_test_images", split="test", data_dir=tfds_dir)
+  assert source.label_classes("label") == ["cat", "dog"] and source.label_classes("nope") is None
+  block, label_of = tokenize._labeller(source, "feature:label")
+  assert block == {"from": "feature:label", "classes": ["cat", "dog"]}
+  # TFDS stores examples shuffled by key: each image's label is its generator index's parity.
+  want = [next(i for i, img in enumerate(_tfds_images(5, 1)) if np.array_equal(img, source[k])) % 2 for k in range(5)]
+  np.testing.assert_array_equal(label_of(np.arange(5)), want)
+  with pytest.raises(ValueError, match="has no feature 'nope' to take labels from"):
+    tokenize._labeller(source, "feature:nope")
+  with pytest.raises(ValueError, match="need --folder"):
+    tokenize._labeller(source, "subfolder")
 
 
 def test_tfds_unprepared_gives_command(tfds_dir, tmp_path):

@@ -19,6 +19,7 @@ from helpers import ROOT
 
 from vqtok import data as data_lib
 from vqtok import tokenize
+from vqtok import tokens as tokens_lib
 from vqtok.evaluation import fid as fid_lib
 from vqtok.evaluation.report import evaluate
 
@@ -80,11 +81,11 @@ def test_encode_in_shares_equals_one_process_and_resumes_per_process(run, tmp_pa
     got = tokenize.encode_to_files(config, tok, 0, two, process_index=p, process_count=2, **kw)
     assert got["encoded"] == data_lib.eval_share(20, 16, p, 2) == (12, 8)[p]
   files = sorted(f for f in os.listdir(two) if f.startswith("tokens-"))
-  assert files == [tokenize.shard_name(k, p, 2) for k in range(2) for p in (0, 1)]
+  assert files == [tokens_lib.shard_name(k, p, 2) for k in range(2) for p in (0, 1)]
   for a, b in zip(_rows(one), _rows(two)):
     np.testing.assert_array_equal(a, b)
   # Process 0 lost its last shard (images 16-19): only process 0 encodes, only that shard.
-  os.remove(os.path.join(two, tokenize.shard_name(1, 0, 2)))
+  os.remove(os.path.join(two, tokens_lib.shard_name(1, 0, 2)))
   again = [tokenize.encode_to_files(config, tok, 0, two, process_index=p, process_count=2, **kw) for p in (0, 1)]
   assert [(g["encoded"], g["shards_already_done"]) for g in again] == [(4, 1), (0, 2)]
   for a, b in zip(_rows(one), _rows(two)):

@@ -33,7 +33,8 @@ from safetensors.numpy import save_file
 
 import vqtok
 from vqtok import config as config_lib
-from vqtok import models, pretrained, tokenize, tokenizer_dir
+from vqtok import models, pretrained, tokenizer_dir
+from vqtok import tokens as tokens_lib
 from vqtok.data import transforms
 from vqtok.pretrained import layout, reader, titok
 from vqtok.training import train_and_evaluate
@@ -292,7 +293,7 @@ def test_one_d_token_files_encode_decode_and_eval(tmp_path):
   tokens = tmp_path / "tokens"
   res = run("-m", "vqtok.tokenize", "encode", f"--tokenizer={tok_dir}", f"--folder={images}", f"--output={tokens}")
   assert res.returncode == 0, res.stderr
-  meta_t, idx, files = tokenize.read_tokens(str(tokens))
+  meta_t, idx, files = tokens_lib.read_tokens(str(tokens))
   assert idx.shape == (3, 8) and idx.dtype == np.int32 and tuple(meta_t["token_shape"]) == (8,)
   for i, file in enumerate(files):  # the reference's ids, preprocessing included
     np.testing.assert_array_equal(idx[i], g["ids"][names.index(os.path.basename(str(file))[:-4])])

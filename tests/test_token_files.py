@@ -20,6 +20,7 @@ from helpers import ROOT, load_config, snapshot
 from PIL import Image
 
 from vqtok import tokenize, tokenizer_dir
+from vqtok import tokens as tokens_lib
 from vqtok.images import to_uint8
 from vqtok.models import build_tokenizer
 
@@ -112,22 +113,22 @@ def _edit_shard(tokens, edit):
 
 def test_fingerprint_names_the_architecture_and_the_source():
   config = load_config()
-  fp = tokenize.tokenizer_fingerprint(config)
-  assert fp == tokenize.tokenizer_fingerprint(json.loads(config.to_json_best_effort()))  # as metadata.json holds it
+  fp = tokens_lib.tokenizer_fingerprint(config)
+  assert fp == tokens_lib.tokenizer_fingerprint(json.loads(config.to_json_best_effort()))  # as metadata.json holds it
   assert len(fp["fingerprint"]) == 64 and fp["source_sha256"] is None
   # Data, training and the seed are not the tokenizer; the architecture, codebook and size are.
-  assert tokenize.tokenizer_fingerprint(load_config(**{"seed": 3, "data.path": "/x"})) == fp
+  assert tokens_lib.tokenizer_fingerprint(load_config(**{"seed": 3, "data.path": "/x"})) == fp
   for change in ({"quantizer.levels": (5, 5, 5, 8)}, {"model.channels": 16}, {"image_size": 64}):
-    assert tokenize.tokenizer_fingerprint(load_config(**change))["fingerprint"] != fp["fingerprint"], change
-  converted = tokenize.tokenizer_fingerprint(config, {"source": "llamagen", "source_sha256": "ab" * 32})
+    assert tokens_lib.tokenizer_fingerprint(load_config(**change))["fingerprint"] != fp["fingerprint"], change
+  converted = tokens_lib.tokenizer_fingerprint(config, {"source": "llamagen", "source_sha256": "ab" * 32})
   assert converted == {"fingerprint": fp["fingerprint"], "source_sha256": "ab" * 32}
 
 
 def test_a_jpg_and_a_png_keep_their_names_and_decode_to_two_files(tokdirs, tokens, tmp_path):
-  meta, idx, names = tokenize.read_tokens(tokens)
+  meta, idx, names = tokens_lib.read_tokens(tokens)
   assert list(names) == ["a.jpg", "a.png", "sub/b.png"]
   path, tok, config, info = tokdirs["a"]
-  assert meta["tokenizer"] == {**tokenize.tokenizer_fingerprint(config, info["metadata"]), "path": path}
+  assert meta["tokenizer"] == {**tokens_lib.tokenizer_fingerprint(config, info["metadata"]), "path": path}
   summary = _decode(tokdirs["a"], tokens, tmp_path / "dec")
   assert summary == {"decoded": 3, "images": 3, "replaced": 0, "warnings": 0}
   assert sorted(os.listdir(tmp_path / "dec")) == ["a.jpg.png", "a.png", "sub__b.png"]
@@ -281,3 +282,60 @@ def test_command_line_overwrite_writes_into_a_used_folder(tokdirs, tokens, tmp_p
   assert res.returncode == 0, res.stderr[-3000:]
   assert json.loads(res.stdout[res.stdout.index("{") :])["decoded"] == 3
   assert sorted(os.listdir(dec)) == ["a.jpg.png", "a.png", "notes.txt", "sub__b.png"]
+
+
+# ---- labels and compact indices ----
+
+
+@pytest.fixture(scope="module")
+def classes(tmp_path_factory):
+  """An ImageFolder layout: two class subfolders."""
+  return _images(tmp_path_factory.mktemp("classes"), ["n02/c.png", "n01/b.jpg", "n01/a.png"])
+
+
+def test_labels_from_class_subfolders_are_stored_with_compact_indices(tokdirs, classes, tmp_path):
+  out = tmp_path / "labelled"
+  path, tokenizer, config, info = tokdirs["a"]
+  config = config.copy_and_resolve_references()
+  config.data.update(source="folder", path=classes, eval_split="")
+  kw = dict(batch_size=8, progress=False, tokenizer_metadata=info["metadata"], tokenizer_path=path)
+  assert tokenize.encode_to_files(config, tokenizer, 0, str(out), labels="subfolder", **kw)["encoded"] == 3
+  meta, rows = tokens_lib.read_rows(str(out))
+  assert meta["labels"] == {"from": "subfolder", "classes": ["n01", "n02"]}
+  assert list(rows["names"]) == ["n01/a.png", "n01/b.jpg", "n02/c.png"]
+  np.testing.assert_array_equal(rows["labels"], [0, 0, 1])
+  assert rows["labels"].dtype == np.int32 and rows["indices"].dtype == np.int32
+  with np.load(out / "tokens-00000.npz") as z:
+    assert z["indices"].dtype == np.uint16  # 1000 codes
+  # The same tokens as without labels.
+  plain = _encode(tokdirs["a"], classes, tmp_path / "plain")
+  assert plain["encoded"] == 3 and tokens_lib.read_rows(str(tmp_path / "plain"))[0]["labels"] is None
+  np.testing.assert_array_equal(tokens_lib.read_tokens(str(tmp_path / "plain"))[1], rows["indices"])
+  # Resumed without labels: refused, naming both, nothing changed.
+  before = snapshot(out)
+  with pytest.raises(ValueError) as e:
+    _encode(tokdirs["a"], classes, out)
+  assert "was encoded with labels from subfolder (2 classes); this run asks for without labels" in _one_line(e)
+  assert snapshot(out) == before
+
+
+def test_labels_are_never_guessed(tokdirs, folder, tmp_path):
+  # ``folder`` has a.jpg and a.png at its root: they have no class.
+  path, tokenizer, config, info = tokdirs["a"]
+  config = config.copy_and_resolve_references()
+  config.data.update(source="folder", path=folder, eval_split="")
+  with pytest.raises(ValueError) as e:
+    tokenize.encode_to_files(config, tokenizer, 0, str(tmp_path / "x"), labels="subfolder", progress=False)
+  assert "2 image(s) in" in _one_line(e) and "lie outside a class subfolder, so they have no label: a.jpg, a.png" in (
+    str(e.value)
+  )
+  flat = _images(tmp_path / "flat", ["a.png", "b.png"])
+  config.data.path = flat
+  with pytest.raises(ValueError, match="has no class subfolders"):
+    tokenize.encode_to_files(config, tokenizer, 0, str(tmp_path / "x"), labels="subfolder", progress=False)
+  assert not os.path.exists(tmp_path / "x")
+
+
+def test_index_types_are_the_smallest_that_hold_the_codebook():
+  assert tokens_lib.index_dtype(256) == np.uint8 and tokens_lib.index_dtype(257) == np.uint16
+  assert tokens_lib.index_dtype(65536) == np.uint16 and tokens_lib.index_dtype(1 << 18) == np.int32

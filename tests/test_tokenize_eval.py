@@ -16,6 +16,7 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from vqtok import data as data_lib
 from vqtok import tokenize
+from vqtok import tokens as tokens_lib
 from vqtok.evaluation.report import evaluate
 from vqtok.images import to_uint8
 from vqtok.training import init_train_state, load_tokenizer, tokenizer_from_state
@@ -58,7 +59,7 @@ def test_encode_is_resumable_and_decode_round_trips(run, folder, tmp_path):
   out = str(tmp_path / "tokens")
   first = tokenize.encode_to_files(config, tok, 0, out, batch_size=8, shard_batches=1, progress=False)
   assert first["encoded"] == 10 and first["num_shards"] == 2
-  meta, idx, names = tokenize.read_tokens(out)
+  meta, idx, names = tokens_lib.read_tokens(out)
   assert meta["codebook_size"] == 1000 and tuple(meta["token_shape"]) == tok.token_shape
   assert sorted(names) == sorted(
     ["img00.png", "img02.png", "img04.png", "img06.png", "img08.png"] + [f"sub/img{i:02d}.png" for i in (1, 3, 5, 7, 9)]
@@ -73,7 +74,7 @@ def test_encode_is_resumable_and_decode_round_trips(run, folder, tmp_path):
   os.remove(os.path.join(out, "tokens-00001.npz"))
   again = tokenize.encode_to_files(config, tok, 0, out, batch_size=8, shard_batches=1, progress=False)
   assert again["shards_already_done"] == 1 and again["encoded"] == 2
-  _, idx2, names2 = tokenize.read_tokens(out)
+  _, idx2, names2 = tokens_lib.read_tokens(out)
   np.testing.assert_array_equal(idx2, idx)
   assert list(names2) == list(names)
 
@@ -131,7 +132,7 @@ def test_tokenize_command_line_on_a_full_disk_then_with_room(run, folder, small_
   assert res.returncode == 0, res.stderr[-3000:]
   summary = json.loads(res.stdout[res.stdout.index("{") :])
   assert summary["shards_already_done"] == 1 and summary["encoded"] == 2
-  _, idx, names = tokenize.read_tokens(out)
+  _, idx, names = tokens_lib.read_tokens(out)
   assert len(idx) == len(set(names)) == 10
 
 

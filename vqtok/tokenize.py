@@ -32,7 +32,6 @@ names that meet are refused).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -51,8 +50,8 @@ from vqtok import cli, faults, sharding
 from vqtok import config as config_lib
 from vqtok import data as data_lib
 from vqtok import images as images_lib
+from vqtok import tokens as tokens_lib
 
-FORMAT = "vqtok-tokens-v1"
 FLAGS = flags.FLAGS
 
 
@@ -92,68 +91,6 @@ def _jit_tokenizer(tokenizer: nnx.Module, method: str, mesh: jax.sharding.Mesh |
   return lambda x: fn(state, x)
 
 
-def _write_npz(path: str, **arrays: np.ndarray) -> None:
-  with faults.atomic_path(path, ".tmp.npz") as tmp:
-    np.savez(tmp, **arrays)
-
-
-def _plain(config: ml_collections.ConfigDict | Mapping) -> dict:
-  """A config as plain JSON values (tuples become lists), however it was given."""
-  if isinstance(config, ml_collections.ConfigDict):
-    return json.loads(config.to_json_best_effort())
-  return json.loads(json.dumps(dict(config)))
-
-
-def tokenizer_fingerprint(config: ml_collections.ConfigDict | Mapping, metadata: Mapping | None = None) -> dict:
-  """What identifies a tokenizer in token files: its architecture and where its weights came from.
-
-  Args:
-    config: the tokenizer's config (a ``ConfigDict``, or the plain dict that
-      ``metadata.json`` records under ``config``).
-    metadata: the tokenizer directory's metadata (``tokenizer_dir.load``'s
-      ``info["metadata"]``); a converted checkpoint records ``source_sha256``.
-
-  Returns:
-    ``{"fingerprint": sha256 hex of the canonical JSON of the config's
-    ``model`` and ``quantizer`` sections and ``image_size``,
-    "source_sha256": the converted checkpoint's hash or None}``. Two
-    tokenizers trained from one config share a fingerprint; the weights
-    themselves are not hashed.
-  """
-  plain = _plain(config)
-  sections = {k: plain.get(k) for k in (*config_lib.ARCHITECTURE_SECTIONS, "image_size")}
-  canonical = json.dumps(sections, sort_keys=True, separators=(",", ":"))
-  return {
-    "fingerprint": hashlib.sha256(canonical.encode()).hexdigest(),
-    "source_sha256": (metadata or {}).get("source_sha256") or None,
-  }
-
-
-def _identity_mismatch(recorded: Mapping, recorded_config: Mapping | None, current: Mapping, config) -> str | None:
-  """What differs between two ``tokenizer`` blocks (None: the same tokenizer)."""
-  if recorded.get("fingerprint") != current["fingerprint"]:
-    try:
-      fields = config_lib.architecture_diff(ml_collections.ConfigDict(recorded_config), config)
-    except (TypeError, KeyError, AttributeError, ValueError):  # no usable config recorded
-      fields = []
-    if fields:
-      return f"its {config_lib.describe_diff(fields)}"
-    return f"its config fingerprint differs ({str(recorded.get('fingerprint'))[:12]} vs {current['fingerprint'][:12]})"
-  if recorded.get("source_sha256") != current["source_sha256"]:
-    old, new = (str(v)[:12] if v else "none" for v in (recorded.get("source_sha256"), current["source_sha256"]))
-    return f"its source checkpoint differs (sha256 {old} vs {new})"
-  return None
-
-
-def _path_of(block: Mapping) -> str:
-  return str(block.get("path") or "(path not recorded)")
-
-
-def shard_name(shard: int, process: int = 0, processes: int = 1) -> str:
-  """A token shard's file name: ``tokens-00007.npz``, or ``tokens-00007-p001.npz`` for process 1 of several."""
-  return f"tokens-{shard:05d}.npz" if processes == 1 else f"tokens-{shard:05d}-p{process:03d}.npz"
-
-
 def _metadata(
   config: ml_collections.ConfigDict,
   tokenizer,
@@ -166,7 +103,7 @@ def _metadata(
 ) -> dict:
   q = tokenizer.quantizer
   return {
-    "format": FORMAT,
+    "format": tokens_lib.FORMAT,
     "tokenizer": identity,
     "codebook_size": int(q.codebook_size),
     "index_depth": q.index_depth,
@@ -183,6 +120,41 @@ def _metadata(
   }
 
 
+def _labeller(source: data_lib.ImageSource, labels: str):
+  """``(metadata.json's labels block, source indices -> int32 labels)`` for ``labels`` (``(None, None)`` for none)."""
+  if not labels:
+    return None, None
+  if labels == "subfolder":
+    if not isinstance(source, data_lib.ImageFolderSource):
+      raise ValueError("labels from subfolders need --folder, a folder of class subfolders (root/<class>/<image>)")
+    classes, table = source.subfolder_labels()
+    return {"from": "subfolder", "classes": classes}, lambda idx: table[idx]
+  if labels.startswith("feature:"):
+    key = labels.split(":", 1)[1]
+    if not isinstance(source, data_lib.TfdsSource):
+      raise ValueError(f"labels from the feature {key!r} need --tfds, a TFDS dataset")
+    classes = source.label_classes(key)
+    if classes is None:
+      raise ValueError(f"TFDS dataset {source.name!r} has no feature {key!r} to take labels from (--label_key)")
+    return {"from": f"feature:{key}", "classes": classes}, lambda idx: np.asarray(
+      [source.label(int(i), key) for i in idx], np.int32
+    )
+  raise ValueError(f"labels={labels!r}: expected 'subfolder', 'feature:KEY' or '' (none)")
+
+
+def _checked_labels(labels: np.ndarray, block: Mapping, names: list[str]) -> np.ndarray:
+  """``labels``, or ValueError naming the first rows whose label is not a known class."""
+  bound = len(block["classes"]) or np.iinfo(np.int32).max  # a plain integer feature names no classes
+  bad = [n for n, v in zip(names, labels) if not 0 <= v < bound]
+  if bad:
+    raise ValueError(f"{len(bad)} image(s) have no known label ({block['from']}): {', '.join(bad[:5])}")
+  return labels
+
+
+def _labels_text(block: Mapping | None) -> str:
+  return "without labels" if not block else f"with labels from {block['from']} ({len(block['classes'])} classes)"
+
+
 def encode_to_files(
   config: ml_collections.ConfigDict,
   tokenizer: nnx.Module,
@@ -196,6 +168,7 @@ def encode_to_files(
   tokenizer_path: str | None = None,
   process_index: int | None = None,
   process_count: int | None = None,
+  labels: str = "",
 ) -> dict[str, Any]:
   """Encodes the eval split of ``config.data`` into ``.npz`` token shards.
 
@@ -217,6 +190,8 @@ def encode_to_files(
     tokenizer_path: where the tokenizer was loaded from (recorded for messages).
     process_index: this process (default ``jax.process_index()``).
     process_count: the number of processes (default ``jax.process_count()``).
+    labels: store each row's class label: ``"subfolder"`` (a folder of class
+      subfolders) or ``"feature:KEY"`` (a TFDS integer feature); ``""`` for none.
 
   Returns:
     This process's summary: images encoded now, shards skipped because they
@@ -234,8 +209,10 @@ def encode_to_files(
   if batch_size % n or (batch_size // n) % mesh.size:
     raise ValueError(f"batch_size={batch_size} must be divisible by {n} process(es) times {mesh.size} local devices")
   source = data_lib.make_source(config, "eval")
-  identity = {**tokenizer_fingerprint(config, tokenizer_metadata), "path": tokenizer_path}
+  label_block, label_of = _labeller(source, labels)
+  identity = {**tokens_lib.tokenizer_fingerprint(config, tokenizer_metadata), "path": tokenizer_path}
   meta = _metadata(config, tokenizer, step, source, shard_batches, batch_size, identity, n)
+  meta["labels"] = label_block
   meta_path = os.path.join(output, "metadata.json")
   if os.path.exists(meta_path):
     with open(meta_path) as f:
@@ -244,17 +221,23 @@ def encode_to_files(
     if recorded is None:
       # Written before the ``tokenizer`` block: the recorded config still names the
       # architecture; where the weights came from is unknown, so it is not compared.
-      recorded = {**tokenizer_fingerprint(old.get("config") or {}), "source_sha256": identity["source_sha256"]}
-    differs = _identity_mismatch(recorded, old.get("config"), identity, config)
+      recorded = tokens_lib.tokenizer_fingerprint(old.get("config") or {})
+      recorded["source_sha256"] = identity["source_sha256"]
+    differs = tokens_lib.identity_mismatch(recorded, old.get("config"), identity, config)
     if differs:
       raise ValueError(
-        f"{output} holds tokens of another tokenizer ({_path_of(recorded)}; encoding with "
-        f"{_path_of(identity)}): {differs}; use a new output directory"
+        f"{output} holds tokens of another tokenizer ({tokens_lib.path_of(recorded)}; encoding with "
+        f"{tokens_lib.path_of(identity)}): {differs}; use a new output directory"
       )
     if old.get("num_processes", 1) != n:
       raise ValueError(
         f"{output} was encoded by {old.get('num_processes', 1)} process(es), this run has {n}; resume it with"
         f" {old.get('num_processes', 1)}, or use a new output directory"
+      )
+    if old.get("labels") != label_block:
+      raise ValueError(
+        f"{output} was encoded {_labels_text(old.get('labels'))}; this run asks for"
+        f" {_labels_text(label_block)}: resume it with the same labels, or use a new output directory"
       )
     keys = ("checkpoint_step", "num_images", "images_per_shard", "codebook_size", "token_shape", "source")
     changed = [k for k in keys if old.get(k) != meta[k]]
@@ -263,7 +246,7 @@ def encode_to_files(
         f"{output} holds tokens from a different run or source ({', '.join(changed)} differ); "
         "use a new output directory"
       )
-  elif _shard_files(output):
+  elif tokens_lib.shard_files(output):
     raise ValueError(f"{output} holds tokens-*.npz shards but no metadata.json; use a new output directory")
   else:
     # Every process writes it (the same bytes), so a folder that is not shared
@@ -274,7 +257,7 @@ def encode_to_files(
 
   per_shard = shard_batches * batch_size
   num_shards = -(-len(source) // per_shard)
-  names = [shard_name(k, p, n) for k in range(num_shards)]
+  names = [tokens_lib.shard_name(k, p, n) for k in range(num_shards)]
   # Shards are written in order, so this process's first missing one is where it resumes.
   first = next((k for k in range(num_shards) if not os.path.exists(os.path.join(output, names[k]))), num_shards)
   encode = _jit_tokenizer(tokenizer, "encode", mesh)
@@ -296,22 +279,26 @@ def encode_to_files(
     batches = data_lib.make_dataset(
       config, split="eval", batch_size=batch_size, source=view, process_index=p, process_count=n
     )
-    shard, rows = first, {"indices": [], "names": [], "source_index": []}
+    empty = lambda: {"indices": [], "names": [], "source_index": [], "labels": []}
+    shard, rows = first, empty()
+    codebook_size = meta["codebook_size"]
     for b, batch in enumerate(batches):
       x = jax.device_put(batch["image"], sharding.batch_sharding(mesh))
       idx = np.asarray(encode(x))
       valid = np.asarray(batch["valid"]).astype(bool)
       local = np.asarray(batch["index"])[valid]
-      rows["indices"].append(idx[valid].astype(np.int32))
+      rows["indices"].append(idx[valid])
       rows["names"].extend(view.describe(int(i)) for i in local)
       rows["source_index"].append(local + view.start)
+      if label_of is not None:
+        rows["labels"].append(_checked_labels(label_of(local + view.start), label_block, rows["names"][-len(local) :]))
       encoded += int(valid.sum())
       bar.update(int(np.sum(np.asarray(batch["index"]) >= 0)))  # padding rows have index -1
       if (b + 1) % shard_batches == 0:
-        _flush(os.path.join(output, names[shard]), rows)
-        shard, rows = shard + 1, {"indices": [], "names": [], "source_index": []}
+        tokens_lib.write_shard(os.path.join(output, names[shard]), rows, codebook_size)
+        shard, rows = shard + 1, empty()
     if rows["indices"]:
-      _flush(os.path.join(output, names[shard]), rows)
+      tokens_lib.write_shard(os.path.join(output, names[shard]), rows, codebook_size)
   bar.close()
   return {
     "process": p,
@@ -324,53 +311,6 @@ def encode_to_files(
   }
 
 
-def _flush(path: str, rows: dict) -> None:
-  _write_npz(
-    path,
-    indices=np.concatenate(rows["indices"]),
-    names=np.asarray(rows["names"], dtype=str),
-    source_index=np.concatenate(rows["source_index"]).astype(np.int64),
-  )
-
-
-def _shard_files(directory: str) -> list[str]:
-  if not os.path.isdir(directory):
-    return []
-  return sorted(f for f in os.listdir(directory) if f.startswith("tokens-") and f.endswith(".npz"))
-
-
-def _read_shards(directory: str) -> tuple[dict, list[tuple[str, np.ndarray, np.ndarray]]]:
-  """``metadata.json`` and ``(file name, indices, names)`` of every shard, in order."""
-  with open(os.path.join(directory, "metadata.json")) as f:
-    meta = json.load(f)
-  files = _shard_files(directory)
-  if not files:
-    raise FileNotFoundError(f"no tokens-*.npz shards in {directory}")
-  shards = []
-  for name in files:
-    with np.load(os.path.join(directory, name)) as z:
-      idx, names = z["indices"], z["names"]
-    rows = idx.shape[0] if idx.ndim else 0
-    if idx.ndim < 1 or names.shape != (rows,):
-      raise ValueError(f"{os.path.join(directory, name)}: {names.size} names for {rows} rows of indices")
-    if not np.issubdtype(idx.dtype, np.integer):
-      raise ValueError(f"{os.path.join(directory, name)}: indices are {idx.dtype}, not integers")
-    shards.append((name, idx, names))
-  return meta, shards
-
-
-def read_tokens(directory: str) -> tuple[dict, np.ndarray, np.ndarray]:
-  """Reads a token directory: (metadata, indices, names), shards concatenated."""
-  meta, shards = _read_shards(directory)
-  first, shape = shards[0][0], shards[0][1].shape[1:]
-  for name, idx, _ in shards:
-    if idx.shape[1:] != shape:
-      raise ValueError(
-        f"{os.path.join(directory, name)}: indices of shape {idx.shape[1:]} per image, {first} has {shape}"
-      )
-  return meta, np.concatenate([s[1] for s in shards]), np.concatenate([s[2] for s in shards])
-
-
 def png_name(name: str) -> str:
   """The PNG file a token row decodes to: its whole name, path separators flattened.
 
@@ -379,44 +319,6 @@ def png_name(name: str) -> str:
   """
   flat = name.replace("\\", "__").replace("/", "__").replace(":", "_")
   return flat if flat.endswith(".png") else flat + ".png"
-
-
-def _check_grid(tokenizer: nnx.Module, meta: dict, shards: list, tokens: str) -> None:
-  """ValueError unless every shard's indices have the shape this tokenizer decodes."""
-  from vqtok.models import cnn  # noqa: PLC0415
-
-  q = tokenizer.quantizer
-  if q.scale_schedule is not None:
-    schedule = f"the tokenizer's scale schedule {list(q.scale_schedule)} ({q.num_tokens} tokens)"
-    recorded = meta.get("scales")
-    if recorded is not None and [int(s) for s in recorded] != list(q.scale_schedule):
-      raise ValueError(f"{tokens}: metadata.json's scale schedule {list(recorded)} is not {schedule}")
-    for name, idx, _ in shards:
-      if tuple(idx.shape[1:]) != (q.num_tokens,):
-        raise ValueError(
-          f"{os.path.join(tokens, name)}: indices of shape {tuple(idx.shape)} do not fit"
-          f" (n, {q.num_tokens}): {schedule}"
-        )
-    return
-  depth = q.index_depth
-  tail = () if depth is None else (int(depth),)
-  own = tuple(tokenizer.token_shape)
-  if isinstance(tokenizer.encoder, cnn.Encoder):
-    # A CNN decodes any grid; the one to expect is the grid the files were encoded at.
-    recorded = meta.get("token_shape")
-    grid = tuple(int(s) for s in recorded) if recorded is not None else tuple(shards[0][1].shape[1 : 1 + len(own)])
-    if len(grid) != len(own):
-      raise ValueError(f"{tokens}: token grid {grid} in metadata.json, the tokenizer makes {len(own)}-D grids {own}")
-    whose = "metadata.json's token_shape"
-  else:
-    grid, whose = own, "the tokenizer's token_shape"
-  want = grid + tail
-  for name, idx, _ in shards:
-    if tuple(idx.shape[1:]) != want:
-      raise ValueError(
-        f"{os.path.join(tokens, name)}: indices of shape {tuple(idx.shape)} do not fit (n, {', '.join(map(str, want))})"
-        f" ({whose} {grid}" + (f" with {tail[0]} indices per token)" if tail else ")")
-      )
 
 
 def _check_output(output: str, pngs: list[str], names: np.ndarray, overwrite: bool) -> int:
@@ -495,7 +397,7 @@ def decode_to_images(
 
   from vqtok.models import cnn  # noqa: PLC0415
 
-  meta, shards = _read_shards(tokens)
+  meta, shards = tokens_lib.read_shards(tokens)
   warnings = 0
   if config is not None:
     current_path = tokenizer_path or "(path not given)"
@@ -511,11 +413,11 @@ def decode_to_images(
       config = config.copy_and_resolve_references()
       if isinstance(tokenizer.encoder, cnn.Encoder) and "image_size" in meta:
         config.image_size = int(meta["image_size"])  # a CNN decodes the grid it was given, at any size
-      current = tokenizer_fingerprint(config, tokenizer_metadata)
-      differs = _identity_mismatch(recorded, meta.get("config"), current, config)
+      current = tokens_lib.tokenizer_fingerprint(config, tokenizer_metadata)
+      differs = tokens_lib.identity_mismatch(recorded, meta.get("config"), current, config)
       if differs:
         raise ValueError(
-          f"{tokens} was encoded by tokenizer {_path_of(recorded)}, not by {current_path}: {differs};"
+          f"{tokens} was encoded by tokenizer {tokens_lib.path_of(recorded)}, not by {current_path}: {differs};"
           " decode with the tokenizer that encoded it"
         )
   q = tokenizer.quantizer
@@ -523,7 +425,7 @@ def decode_to_images(
     raise ValueError(
       f"tokens in {tokens} use a codebook of {meta['codebook_size']} codes, the tokenizer has {q.codebook_size}"
     )
-  _check_grid(tokenizer, meta, shards, tokens)
+  tokens_lib.check_grid(tokenizer, meta, shards, tokens)
   if num_scales is not None and not 1 <= num_scales <= len(q.scale_schedule or ()):
     raise ValueError(f"num_scales={num_scales}: the tokenizer's scale schedule is {list(q.scale_schedule or [])}")
   indices, names = np.concatenate([s[1] for s in shards]), np.concatenate([s[2] for s in shards])
@@ -578,6 +480,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("split", "validation", "encode: TFDS split (with --tfds).")
   flags.DEFINE_string("data_dir", "", "encode: TFDS data_dir (with --tfds).")
   flags.DEFINE_integer("shard_batches", 16, "encode: batches per token file.")
+  flags.DEFINE_enum("labels", "", ["", "subfolder"], "encode --folder: subfolder = class labels from class subfolders.")
+  flags.DEFINE_string("label_key", "label", "encode --tfds: the class-label feature to store ('' for none).")
   flags.DEFINE_string("tokens", None, "decode: a directory written by encode.")
   flags.DEFINE_bool("reencode", True, "decode: re-encode the PNGs and report token agreement.")
   flags.DEFINE_integer("num_scales", None, "decode: multi-scale tokenizers: use only the first k scales.")
@@ -586,6 +490,23 @@ def _define_flags() -> None:
 
 
 _COMMANDS = ("encode", "decode")
+
+
+def _labels_flag() -> str:
+  """``encode_to_files``'s ``labels`` from ``--labels`` and ``--label_key``."""
+  if FLAGS.labels == "subfolder":
+    if not FLAGS.folder:
+      raise cli.UsageError("--labels=subfolder needs --folder, a folder of class subfolders (root/<class>/<image>)")
+    return "subfolder"
+  if not FLAGS.tfds or not FLAGS.label_key:
+    if FLAGS["label_key"].present and FLAGS.label_key:
+      raise cli.UsageError("--label_key names a feature of a TFDS dataset: it needs --tfds")
+    return ""
+  if FLAGS["label_key"].present:
+    return f"feature:{FLAGS.label_key}"
+  # The default key: stored when the dataset has it.
+  source = data_lib.TfdsSource(FLAGS.tfds, split=FLAGS.split, data_dir=FLAGS.data_dir or None)
+  return f"feature:{FLAGS.label_key}" if source.label_classes(FLAGS.label_key) is not None else ""
 
 
 def main(argv: list[str]) -> int:
@@ -618,7 +539,14 @@ def main(argv: list[str]) -> int:
     cli.select_data(config, folder=FLAGS.folder, tfds=FLAGS.tfds, split=FLAGS.split, data_dir=FLAGS.data_dir)
     config_lib.validate_config(config, check_paths=False)  # the folder is checked by its source
     summary = encode_to_files(
-      config, tokenizer, step, FLAGS.output, batch_size=FLAGS.batch_size, shard_batches=FLAGS.shard_batches, **identity
+      config,
+      tokenizer,
+      step,
+      FLAGS.output,
+      batch_size=FLAGS.batch_size,
+      shard_batches=FLAGS.shard_batches,
+      labels=_labels_flag(),
+      **identity,
     )
   else:
     summary = decode_to_images(

@@ -224,6 +224,30 @@ class ImageFolderSource(ImageSource):
   def describe(self, index: int) -> str:
     return self.paths[self._check_index(index)]
 
+  def subfolder_labels(self) -> tuple[list[str], np.ndarray]:
+    """Class labels from the first directory of each path (torchvision's ``ImageFolder`` convention).
+
+    Returns:
+      ``(classes, labels)``: the sorted class (subfolder) names, and each
+      image's index into them (int32).
+
+    Raises:
+      ValueError: the folder has no class subfolders, or some images lie
+        outside them (their label would be a guess); the first few are named.
+    """
+    parts = [p.replace(os.sep, "/").split("/") for p in self.paths]
+    loose = [p for p, part in zip(self.paths, parts) if len(part) < 2]
+    if len(loose) == len(self.paths):
+      raise ValueError(f"{self.root} has no class subfolders (labels from subfolders: root/<class>/<image>)")
+    if loose:
+      raise ValueError(
+        f"{len(loose)} image(s) in {self.root} lie outside a class subfolder, so they have no label:"
+        f" {', '.join(loose[:5])}{', ...' if len(loose) > 5 else ''}"
+      )
+    classes = sorted({part[0] for part in parts})
+    lookup = {c: i for i, c in enumerate(classes)}
+    return classes, np.asarray([lookup[part[0]] for part in parts], np.int32)
+
 
 def sample_photo_dir() -> str:
   """The directory of scikit-image's bundled photographs."""
@@ -382,6 +406,24 @@ class TfdsSource(ImageSource):
   def __getitem__(self, index: int) -> np.ndarray:
     index = self._check_index(index)
     return decode_image(self._data_source()[index][self.image_key])
+
+  def label_classes(self, key: str) -> list[str] | None:
+    """The class names of the integer feature ``key`` (None: the dataset has no such feature)."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    features = tfds.builder(self.name, data_dir=self.data_dir).info.features
+    if key not in features:
+      return None
+    feature = features[key]
+    if isinstance(feature, tfds.features.ClassLabel):
+      return list(feature.names)
+    if not np.issubdtype(np.dtype(feature.dtype), np.integer):
+      raise ValueError(f"TFDS dataset {self.name!r}: feature {key!r} is {feature.dtype}, not an integer class label")
+    return []
+
+  def label(self, index: int, key: str) -> int:
+    """The integer feature ``key`` of element ``index``."""
+    return int(self._data_source()[self._check_index(index)][key])
 
   def describe(self, index: int) -> str:
     index = self._check_index(index)
