@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 
+import grain
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from flax import nnx
 from helpers import ROOT, load_config, snapshot
 from PIL import Image
 
+from vqtok import data as data_lib
 from vqtok import tokenize, tokenizer_dir
 from vqtok import tokens as tokens_lib
 from vqtok.images import to_uint8
@@ -339,3 +341,76 @@ def test_labels_are_never_guessed(tokdirs, folder, tmp_path):
 def test_index_types_are_the_smallest_that_hold_the_codebook():
   assert tokens_lib.index_dtype(256) == np.uint8 and tokens_lib.index_dtype(257) == np.uint16
   assert tokens_lib.index_dtype(65536) == np.uint16 and tokens_lib.index_dtype(1 << 18) == np.int32
+
+
+# ---- views, and reading rows at random with grain ----
+
+
+def _encode_views(tok, folder, out, views):
+  path, tokenizer, config, info = tok
+  config = config.copy_and_resolve_references()
+  config.data.update(source="folder", path=folder, eval_split="")
+  kw = dict(batch_size=8, progress=False, tokenizer_metadata=info["metadata"], tokenizer_path=path)
+  summary = tokenize.encode_to_files(config, tokenizer, 0, str(out), labels="subfolder", views=views, **kw)
+  return summary, config, tokenizer
+
+
+def _crops(img, size):
+  """torchvision's TenCrop(size) of an (H, W, 3) image, written out: corners, centre, then the same mirrored."""
+  h, w = img.shape[:2]
+  top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+  spots = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), (top, left)]
+  return [im[y : y + size, x : x + size] for im in (img, img[:, ::-1]) for y, x in spots]
+
+
+@pytest.mark.parametrize("views", ["flip", "ten_crop"])
+def test_each_view_holds_the_tokens_of_its_transformed_image(tokdirs, classes, tmp_path, views):
+  summary, config, tok = _encode_views(tokdirs["a"], classes, tmp_path / views, views)
+  assert summary["encoded"] == 3
+  meta, rows = tokens_lib.read_rows(str(tmp_path / views))
+  n_views = 2 if views == "flip" else 10
+  assert len(meta["views"]) == n_views and rows["indices"].shape == (3, n_views, *tok.token_shape)
+  size = config.image_size
+  for name, row in zip(rows["names"], rows["indices"]):
+    img = np.asarray(Image.open(os.path.join(classes, name)).convert("RGB"))
+    if views == "flip":
+      x = data_lib.center_crop(img, size)
+      want = [np.asarray(tok.encode(jnp.asarray(data_lib.to_float(v[None]))))[0] for v in (x, x[:, ::-1])]
+    else:  # LlamaGen's --ten-crop: resize and center-crop to int(1.1 * size), then TenCrop(size)
+      big = data_lib.center_crop(img, int(size * 1.1))
+      want = np.asarray(tok.encode(jnp.asarray(data_lib.to_float(np.stack(_crops(big, size))))))
+    np.testing.assert_array_equal(row, np.stack(want), err_msg=name)
+  if views == "flip":
+    # Decoding takes the first view, the image itself; resuming with other views is refused.
+    assert _decode(tokdirs["a"], tmp_path / views, tmp_path / "dec")["decoded"] == 3
+    with pytest.raises(ValueError, match=r"was encoded with views \['image', 'flip'\]; this run asks for \['image'\]"):
+      tokenize.encode_to_files(config, tok, 0, str(tmp_path / views), labels="subfolder", progress=False)
+
+
+def test_a_token_source_reads_rows_at_random_and_views_resume(tokdirs, classes, tmp_path):
+  _encode_views(tokdirs["a"], classes, tmp_path / "flip", "flip")
+  _, rows = tokens_lib.read_rows(str(tmp_path / "flip"))
+  source = tokens_lib.TokenSource(str(tmp_path / "flip"))
+  assert len(source) == 3 and source.num_views == 2
+  for i in (2, 0, 1):
+    record = source[i]
+    np.testing.assert_array_equal(record["indices"], rows["indices"][i])
+    assert record["name"] == rows["names"][i] and record["label"] == rows["labels"][i]
+    assert isinstance(record["indices"], np.ndarray) and record["indices"].dtype == np.int32
+  with pytest.raises(IndexError):
+    source[3]
+
+  def dataset():
+    return grain.MapDataset.source(source).repeat(4).seed(7).shuffle().random_map(tokens_lib.RandomView(2))
+
+  full = [(r["name"], r["view"], r["indices"]) for r in dataset()]
+  assert {v for _, v, _ in full} == {0, 1}  # both views are drawn
+  for name, view, idx in full:
+    np.testing.assert_array_equal(idx, rows["indices"][list(rows["names"]).index(name), view])
+  it = iter(dataset().to_iter_dataset())
+  first = [next(it)["view"] for _ in range(5)]
+  state = it.get_state()
+  again = iter(dataset().to_iter_dataset())
+  again.set_state(state)  # a resumed run continues the same sequence of rows and views
+  rest = [(r["name"], r["view"]) for r in again]
+  assert first == [v for _, v, _ in full[:5]] and rest == [(n, v) for n, v, _ in full[5:]]

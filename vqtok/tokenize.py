@@ -169,6 +169,8 @@ def encode_to_files(
   process_index: int | None = None,
   process_count: int | None = None,
   labels: str = "",
+  views: str = "",
+  crop_range: float = 1.1,
 ) -> dict[str, Any]:
   """Encodes the eval split of ``config.data`` into ``.npz`` token shards.
 
@@ -192,6 +194,10 @@ def encode_to_files(
     process_count: the number of processes (default ``jax.process_count()``).
     labels: store each row's class label: ``"subfolder"`` (a folder of class
       subfolders) or ``"feature:KEY"`` (a TFDS integer feature); ``""`` for none.
+    views: ``""`` (one view), ``"flip"`` or ``"ten_crop"`` (``tokens.VIEWS``):
+      indices get a views axis after the rows, named in ``metadata.json``.
+    crop_range: ``ten_crop``: the images are resized and center-cropped to
+      ``int(image_size * crop_range)`` before the crops are taken.
 
   Returns:
     This process's summary: images encoded now, shards skipped because they
@@ -213,6 +219,13 @@ def encode_to_files(
   identity = {**tokens_lib.tokenizer_fingerprint(config, tokenizer_metadata), "path": tokenizer_path}
   meta = _metadata(config, tokenizer, step, source, shard_batches, batch_size, identity, n)
   meta["labels"] = label_block
+  meta["views"] = tokens_lib.view_names(views)
+  size = int(config.image_size)
+  data_config = config
+  if views == "ten_crop":
+    data_config = config.copy_and_resolve_references()
+    data_config.image_size = tokens_lib.crop_size(size, views, crop_range)
+    meta["crop_range"] = float(crop_range)
   meta_path = os.path.join(output, "metadata.json")
   if os.path.exists(meta_path):
     with open(meta_path) as f:
@@ -233,6 +246,11 @@ def encode_to_files(
       raise ValueError(
         f"{output} was encoded by {old.get('num_processes', 1)} process(es), this run has {n}; resume it with"
         f" {old.get('num_processes', 1)}, or use a new output directory"
+      )
+    if (old.get("views"), old.get("crop_range")) != (meta["views"], meta.get("crop_range")):
+      raise ValueError(
+        f"{output} was encoded with views {old.get('views') or ['image']}; this run asks for"
+        f" {meta['views'] or ['image']}: resume it with the same --views, or use a new output directory"
       )
     if old.get("labels") != label_block:
       raise ValueError(
@@ -277,14 +295,16 @@ def encode_to_files(
   if first < num_shards:
     view = _Offset(source, first * per_shard)
     batches = data_lib.make_dataset(
-      config, split="eval", batch_size=batch_size, source=view, process_index=p, process_count=n
+      data_config, split="eval", batch_size=batch_size, source=view, process_index=p, process_count=n
     )
     empty = lambda: {"indices": [], "names": [], "source_index": [], "labels": []}
     shard, rows = first, empty()
     codebook_size = meta["codebook_size"]
     for b, batch in enumerate(batches):
-      x = jax.device_put(batch["image"], sharding.batch_sharding(mesh))
+      images = tokens_lib.make_views(np.asarray(batch["image"]), views, size)  # (V, B, S, S, 3)
+      x = jax.device_put(images.reshape(-1, *images.shape[2:]), sharding.batch_sharding(mesh))
       idx = np.asarray(encode(x))
+      idx = idx.reshape(images.shape[0], -1, *idx.shape[1:]).swapaxes(0, 1) if views else idx  # (B, V, ...)
       valid = np.asarray(batch["valid"]).astype(bool)
       local = np.asarray(batch["index"])[valid]
       rows["indices"].append(idx[valid])
@@ -398,6 +418,8 @@ def decode_to_images(
   from vqtok.models import cnn  # noqa: PLC0415
 
   meta, shards = tokens_lib.read_shards(tokens)
+  if meta.get("views"):  # the first view: the image itself, or (ten_crop) its top-left crop
+    shards = [(name, idx[:, 0], names) for name, idx, names in shards]
   warnings = 0
   if config is not None:
     current_path = tokenizer_path or "(path not given)"
@@ -481,6 +503,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("data_dir", "", "encode: TFDS data_dir (with --tfds).")
   flags.DEFINE_integer("shard_batches", 16, "encode: batches per token file.")
   flags.DEFINE_enum("labels", "", ["", "subfolder"], "encode --folder: subfolder = class labels from class subfolders.")
+  flags.DEFINE_enum("views", "", ["", "flip", "ten_crop"], "encode: store these views of each image too.")
+  flags.DEFINE_float("crop_range", 1.1, "encode --views=ten_crop: resize to this times the size, then crop.")
   flags.DEFINE_string("label_key", "label", "encode --tfds: the class-label feature to store ('' for none).")
   flags.DEFINE_string("tokens", None, "decode: a directory written by encode.")
   flags.DEFINE_bool("reencode", True, "decode: re-encode the PNGs and report token agreement.")
@@ -546,6 +570,8 @@ def main(argv: list[str]) -> int:
       batch_size=FLAGS.batch_size,
       shard_batches=FLAGS.shard_batches,
       labels=_labels_flag(),
+      views=FLAGS.views,
+      crop_range=FLAGS.crop_range,
       **identity,
     )
   else:

@@ -21,11 +21,17 @@ all (``faults.atomic_path``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import struct
+import threading
+import zipfile
 from collections.abc import Mapping
+from typing import Any
 
+import grain
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -223,3 +229,223 @@ def check_grid(tokenizer: nnx.Module, meta: dict, shards: list, tokens: str) -> 
         f"{os.path.join(tokens, name)}: indices of shape {tuple(idx.shape)} do not fit (n, {', '.join(map(str, want))})"
         f" ({whose} {grid}" + (f" with {tail[0]} indices per token)" if tail else ")")
       )
+
+
+# ---- views: several transformed copies of each image, one row of tokens each ----
+
+#: ``encode --views``: the image and its horizontal mirror (``flip``), or
+#: torchvision's ``TenCrop`` of the image resized to ``crop_range`` times the
+#: size (``ten_crop``: the four corners and the centre, then the same of the
+#: mirrored image), as LlamaGen's ``extract_codes_c2i.py --ten-crop`` stores them.
+VIEWS = ("flip", "ten_crop")
+_CROPS = ("top_left", "top_right", "bottom_left", "bottom_right", "center")
+
+
+def view_names(views: str) -> list[str] | None:
+  """The names ``metadata.json`` lists for ``views`` (None: one view, no views axis)."""
+  if not views:
+    return None
+  if views == "flip":
+    return ["image", "flip"]
+  if views == "ten_crop":
+    return [*_CROPS, *(f"flip_{c}" for c in _CROPS)]
+  raise ValueError(f"views={views!r}: expected one of {', '.join(VIEWS)} or '' (one view)")
+
+
+def crop_size(size: int, views: str, crop_range: float) -> int:
+  """The size the images are resized and center-cropped to before the views are taken."""
+  if views != "ten_crop":
+    return size
+  if not crop_range >= 1.0:
+    raise ValueError(f"crop_range={crop_range} must be at least 1 (the crops are taken from a larger image)")
+  return int(size * crop_range)
+
+
+def make_views(images: np.ndarray, views: str, size: int) -> np.ndarray:
+  """``(B, H, W, C)`` images -> ``(V, B, size, size, C)``, the views of each (see ``VIEWS``)."""
+  if not views:
+    return images[None]
+  mirror = images[:, :, ::-1]
+  if views == "flip":
+    return np.stack([images, mirror])
+  h, w = images.shape[1:3]
+  top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))  # torchvision's center_crop
+  corners = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), (top, left)]
+  return np.stack([im[:, y : y + size, x : x + size] for im in (images, mirror) for y, x in corners])
+
+
+# ---- reading rows at random: a grain data source ----
+
+
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip member's local file header (30 bytes)
+
+
+def _npy_at(f, offset: int) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+  """(dtype, shape, fortran order, data offset) of the ``.npy`` that starts at ``offset`` of file ``f``."""
+  f.seek(offset)
+  version = np.lib.format.read_magic(f)
+  read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+  shape, fortran, dtype = read_header(f)
+  return dtype, tuple(shape), fortran, f.tell()
+
+
+def _check_layout(path: str, out: dict) -> dict:
+  if "indices" not in out or "names" not in out:
+    raise ValueError(f"{path}: not a token shard (no indices or names)")
+  if any(dtype.hasobject or (fortran and len(shape) > 1) for dtype, shape, fortran, _ in out.values()):
+    raise ValueError(f"{path}: holds Python objects or Fortran-ordered arrays, not token arrays as np.savez writes")
+  return out
+
+
+def _layout(path: str) -> dict[str, tuple[np.dtype, tuple[int, ...], bool, int]]:
+  """Where each array of an uncompressed ``.npz`` (as ``np.savez`` writes it) lies in the file.
+
+  Walks the members' local headers in order (a few small reads); any other
+  zip layout is read through ``zipfile``.
+  """
+  out = {}
+  with open(path, "rb") as f:
+    offset, size = 0, os.fstat(f.fileno()).st_size
+    while offset < size:
+      f.seek(offset)
+      head = f.read(_LOCAL_HEADER.size)
+      if len(head) < _LOCAL_HEADER.size:
+        break
+      sig, _, _, flags, method, *_, name_len, extra_len = _LOCAL_HEADER.unpack(head)
+      if sig != b"PK\x03\x04":
+        break  # the central directory: every member was read
+      if method != 0 or flags & 0x8:
+        return _layout_by_zipfile(path)
+      name = f.read(name_len).decode()
+      dtype, shape, fortran, data = _npy_at(f, offset + _LOCAL_HEADER.size + name_len + extra_len)
+      out[name.removesuffix(".npy")] = (dtype, shape, fortran, data)
+      offset = data + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+  return _check_layout(path, out)
+
+
+def _layout_by_zipfile(path: str) -> dict[str, tuple[np.dtype, tuple[int, ...], bool, int]]:
+  out = {}
+  with zipfile.ZipFile(path) as z, open(path, "rb") as f:
+    for info in z.infolist():
+      if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"{path}: {info.filename} is compressed; token shards are written with np.savez")
+      f.seek(info.header_offset)
+      *_, name_len, extra_len = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
+      start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+      out[info.filename.removesuffix(".npy")] = _npy_at(f, start)
+  return _check_layout(path, out)
+
+
+class TokenSource:
+  """A token directory as a grain ``RandomAccessDataSource``: ``len`` and ``[i]`` over all its rows.
+
+  Records are dicts: ``indices`` (int32; ``(views, ...)`` when the files
+  have views, see ``RandomView``), ``name``, ``source_index``, and ``label``
+  where the files have labels. Opening reads each shard's few headers (where
+  its arrays lie); a record then reads its own bytes and no more, so memory
+  grows with the rows read, not with the files.
+  Rows are in shard-file order (``names`` or ``source_index`` give the
+  source's order).
+
+    source = TokenSource("in1k_tokens/")
+    ds = grain.MapDataset.source(source).seed(0).shuffle().random_map(RandomView(source.num_views)).batch(256)
+  """
+
+  def __init__(self, directory: str, *, open_files: int = 64):
+    self.directory = directory
+    with open(os.path.join(directory, "metadata.json")) as f:
+      self.metadata = json.load(f)
+    self._paths = [os.path.join(directory, name) for name in shard_files(directory)]
+    if not self._paths:
+      raise FileNotFoundError(f"no tokens-*.npz shards in {directory}")
+    self._layouts = [_layout(p) for p in self._paths]
+    for path, layout in zip(self._paths, self._layouts):
+      rows = layout["indices"][1][0]
+      bad = [key for key, (_, shape, _, _) in layout.items() if shape[:1] != (rows,)]
+      if bad:
+        raise ValueError(f"{path}: {', '.join(bad)} do not have one entry per row of indices ({rows})")
+    self._starts = np.concatenate([[0], np.cumsum([lay["indices"][1][0] for lay in self._layouts])]).astype(np.int64)
+    self._files: dict[int, int] = {}  # shard -> open descriptor, least recently used first
+    self._open_files = open_files
+    self._lock = threading.Lock()
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  @property
+  def num_views(self) -> int | None:
+    """How many views each record holds (None: files of one view, no views axis)."""
+    views = self.metadata.get("views")
+    return len(views) if views else None
+
+  def _shard(self, k: int) -> tuple[int, dict]:
+    with self._lock:
+      fd = self._files.pop(k, None)
+      if fd is None:
+        fd = os.open(self._paths[k], os.O_RDONLY)
+      self._files[k] = fd
+      while len(self._files) > self._open_files:
+        os.close(self._files.pop(next(iter(self._files))))
+      return fd, self._layouts[k]
+
+  def _read(self, fd: int, spec: tuple, row: int) -> np.ndarray:
+    dtype, shape, _, offset = spec
+    size = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    return np.frombuffer(os.pread(fd, size, offset + row * size), dtype).reshape(shape[1:])
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    index = int(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f"row {index} out of range for {len(self)} rows in {self.directory}")
+    k = int(np.searchsorted(self._starts, index, side="right")) - 1
+    fd, layout = self._shard(k)
+    row = index - int(self._starts[k])
+    record = {
+      "indices": self._read(fd, layout["indices"], row).astype(np.int32),
+      "name": str(self._read(fd, layout["names"], row)[()]),
+    }
+    if "source_index" in layout:
+      record["source_index"] = int(self._read(fd, layout["source_index"], row)[()])
+    if "labels" in layout:
+      record["label"] = int(self._read(fd, layout["labels"], row)[()])
+    return record
+
+  def close(self) -> None:
+    with self._lock:
+      for fd in self._files.values():
+        os.close(fd)
+      self._files.clear()
+
+  def __del__(self) -> None:
+    with contextlib.suppress(Exception):
+      self.close()
+
+  def __getstate__(self) -> dict[str, Any]:  # for grain's worker processes: no descriptors
+    state = self.__dict__.copy()
+    state["_files"], state["_lock"] = {}, None
+    return state
+
+  def __setstate__(self, state: dict[str, Any]) -> None:
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
+  def __repr__(self) -> str:
+    return f"TokenSource({self.directory!r}, rows={len(self)})"
+
+
+class RandomView(grain.transforms.RandomMap):
+  """Picks one view of each record at random (``indices`` ``(views, ...)`` -> ``(...)``, plus ``view``).
+
+  Grain derives each record's generator from the dataset's seed and the
+  record's position, so a resumed run sees the same views. Records without
+  a views axis (files encoded with one view) pass through unchanged.
+  """
+
+  def __init__(self, num_views: int | None = None):
+    self.num_views = num_views
+
+  def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    if self.num_views is None:
+      return element
+    view = int(rng.integers(self.num_views))
+    return {**element, "indices": element["indices"][view], "view": view}
