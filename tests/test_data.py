@@ -423,7 +423,11 @@ def tfds_dir(tmp_path_factory):
       return tfds.core.DatasetInfo(
         builder=self,
         features=tfds.features.FeaturesDict(
-          {"image": tfds.features.Image(shape=(None, None, 3)), "label": tfds.features.ClassLabel(names=["cat", "dog"])}
+          {
+            "image": tfds.features.Image(shape=(None, None, 3)),
+            "label": tfds.features.ClassLabel(names=["cat", "dog"]),
+            "caption": tfds.features.Text(),
+          }
         ),
       )
 
@@ -433,7 +437,7 @@ def tfds_dir(tmp_path_factory):
 
     def _generate_examples(self, n, seed):
       for i, img in enumerate(_tfds_images(n, seed)):
-        yield i, {"image": img, "label": i % 2}
+        yield i, {"image": img, "label": i % 2, "caption": f"image {i}"}
 
   root = tmp_path_factory.mktemp("tfds")
   tfds.builder("vqtok_test_images", data_dir=str(root), file_format="array_record").download_and_prepare()
@@ -468,8 +472,13 @@ def test_tfds_labels_for_token_files(tfds_dir):
   block, label_of = tokenize._labeller(source, "feature:label")
   assert block == {"from": "feature:label", "classes": ["cat", "dog"]}
   # TFDS stores examples shuffled by key: each image's label is its generator index's parity.
-  want = [next(i for i, img in enumerate(_tfds_images(5, 1)) if np.array_equal(img, source[k])) % 2 for k in range(5)]
-  np.testing.assert_array_equal(label_of(np.arange(5)), want)
+  order = [next(i for i, img in enumerate(_tfds_images(5, 1)) if np.array_equal(img, source[k])) for k in range(5)]
+  np.testing.assert_array_equal(label_of(np.arange(5)), [i % 2 for i in order])
+  block, caption_of = tokenize._captioner(source, "feature:caption")
+  assert block == {"from": "feature:caption"}
+  assert caption_of(np.arange(5)) == [f"image {i}" for i in order]
+  with pytest.raises(ValueError, match="no text feature 'label'"):
+    tokenize._captioner(source, "feature:label")
   with pytest.raises(ValueError, match="has no feature 'nope' to take labels from"):
     tokenize._labeller(source, "feature:nope")
   with pytest.raises(ValueError, match="need --folder"):

@@ -414,3 +414,53 @@ def test_a_token_source_reads_rows_at_random_and_views_resume(tokdirs, classes, 
   again.set_state(state)  # a resumed run continues the same sequence of rows and views
   rest = [(r["name"], r["view"]) for r in again]
   assert first == [v for _, v, _ in full[:5]] and rest == [(n, v) for n, v, _ in full[5:]]
+
+
+# ---- captions ----
+
+
+def _captions(path, items):
+  with open(path, "w") as f:
+    f.write("".join(json.dumps(item) + "\n" for item in items))
+  return str(path)
+
+
+def test_captions_are_stored_with_their_rows(tokdirs, classes, tmp_path):
+  path, tokenizer, config, info = tokdirs["a"]
+  config = config.copy_and_resolve_references()
+  config.data.update(source="folder", path=classes, eval_split="")
+  texts = {"n01/a.png": "a cat", "n01/b.jpg": "another cat", "n02/c.png": "a dog, ünïcode"}
+  file = _captions(tmp_path / "captions.jsonl", [{"name": k, "caption": v} for k, v in reversed(texts.items())])
+  out = str(tmp_path / "captioned")
+  tokenize.encode_to_files(config, tokenizer, 0, out, captions=file, labels="subfolder", progress=False)
+  meta, rows = tokens_lib.read_rows(out)
+  assert meta["captions"]["from"] == "file" and [texts[n] for n in rows["names"]] == list(rows["captions"])
+  source = tokens_lib.TokenSource(out)
+  assert [source[i]["caption"] for i in range(3)] == list(rows["captions"])
+  # Resumed with other captions: refused, naming both.
+  other = _captions(tmp_path / "other.jsonl", [{"name": k, "caption": v + "!"} for k, v in texts.items()])
+  with pytest.raises(ValueError, match=r"was encoded with the captions of .*captions.jsonl; this run asks for .*other"):
+    tokenize.encode_to_files(config, tokenizer, 0, out, captions=other, labels="subfolder", progress=False)
+
+
+@pytest.mark.parametrize(
+  "lines,message",
+  [
+    ([{"name": "n01/a.png", "caption": "x"}, {"name": "n01/zz.png", "caption": "y"}],
+     r"does not match the images \(2 image\(s\) have no caption: n01/b.jpg, n02/c.png; 1 caption\(s\) name no image:"
+     r" n01/zz.png\)"),
+    (['{"name": "n01/a.png", "caption": "x"}', "{not json"], r"captions.jsonl:2: not JSON"),
+    ([{"name": "n01/a.png", "caption": 3}], r"captions.jsonl:1: the caption of 'n01/a.png' is not a string"),
+    ([{"name": "n01/a.png", "caption": "x"}, {"name": "n01/a.png", "caption": "y"}], r":2: 'n01/a.png' has a caption"),
+  ],
+)  # fmt: skip
+def test_captions_that_do_not_match_are_refused_before_any_write(tokdirs, classes, tmp_path, lines, message):
+  path, tokenizer, config, info = tokdirs["a"]
+  config = config.copy_and_resolve_references()
+  config.data.update(source="folder", path=classes, eval_split="")
+  file = tmp_path / "captions.jsonl"
+  file.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+  with pytest.raises(ValueError, match=message) as e:
+    tokenize.encode_to_files(config, tokenizer, 0, str(tmp_path / "out"), captions=str(file), progress=False)
+  _one_line(e)
+  assert not os.path.exists(tmp_path / "out")

@@ -32,6 +32,7 @@ names that meet are refused).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -151,6 +152,48 @@ def _checked_labels(labels: np.ndarray, block: Mapping, names: list[str]) -> np.
   return labels
 
 
+def _captioner(source: data_lib.ImageSource, captions: str):
+  """``(metadata.json's captions block, source indices -> captions)`` for ``captions`` (``(None, None)``: none).
+
+  A captions file must name every image of the source and nothing else:
+  checked here, before anything is written.
+  """
+  if not captions:
+    return None, None
+  if captions.startswith("feature:"):
+    key = captions.split(":", 1)[1]
+    if not isinstance(source, data_lib.TfdsSource):
+      raise ValueError(f"captions from the feature {key!r} need --tfds, a TFDS dataset")
+    if not source.has_text(key):
+      raise ValueError(f"TFDS dataset {source.name!r} has no text feature {key!r} to take captions from")
+    return {"from": f"feature:{key}"}, lambda idx: [source.text(int(i), key) for i in idx]
+  table = tokens_lib.read_captions(captions)
+  names = [source.describe(i) for i in range(len(source))]
+  missing = [n for n in names if n not in table]
+  extra = sorted(set(table) - set(names))
+  if missing or extra:
+    parts = []
+    if missing:
+      parts.append(f"{len(missing)} image(s) have no caption: {', '.join(missing[:5])}{', ...' * (len(missing) > 5)}")
+    if extra:
+      parts.append(f"{len(extra)} caption(s) name no image: {', '.join(extra[:5])}{', ...' * (len(extra) > 5)}")
+    raise ValueError(f"{captions} does not match the images ({'; '.join(parts)})")
+  digest = hashlib.sha256(json.dumps([table[n] for n in names]).encode()).hexdigest()
+  block = {"from": "file", "path": os.path.abspath(captions), "sha256": digest}
+  return block, lambda idx: [table[names[int(i)]] for i in idx]
+
+
+def _caption_identity(block: Mapping | None) -> tuple | None:
+  """What must match to resume: the captions' origin and, for a file, its captions (wherever it now lies)."""
+  return None if not block else (block["from"], block.get("sha256"))
+
+
+def _captions_text(block: Mapping | None) -> str:
+  if not block:
+    return "without captions"
+  return f"with the captions of {block['path']}" if block["from"] == "file" else f"with captions from {block['from']}"
+
+
 def _labels_text(block: Mapping | None) -> str:
   return "without labels" if not block else f"with labels from {block['from']} ({len(block['classes'])} classes)"
 
@@ -171,6 +214,7 @@ def encode_to_files(
   labels: str = "",
   views: str = "",
   crop_range: float = 1.1,
+  captions: str = "",
 ) -> dict[str, Any]:
   """Encodes the eval split of ``config.data`` into ``.npz`` token shards.
 
@@ -198,6 +242,9 @@ def encode_to_files(
       indices get a views axis after the rows, named in ``metadata.json``.
     crop_range: ``ten_crop``: the images are resized and center-cropped to
       ``int(image_size * crop_range)`` before the crops are taken.
+    captions: store each row's caption: a JSON-lines file of ``{"name",
+      "caption"}`` matched by the rows' names (``tokens.read_captions``), or
+      ``"feature:KEY"`` (a TFDS text feature); ``""`` for none.
 
   Returns:
     This process's summary: images encoded now, shards skipped because they
@@ -216,9 +263,11 @@ def encode_to_files(
     raise ValueError(f"batch_size={batch_size} must be divisible by {n} process(es) times {mesh.size} local devices")
   source = data_lib.make_source(config, "eval")
   label_block, label_of = _labeller(source, labels)
+  caption_block, caption_of = _captioner(source, captions)
   identity = {**tokens_lib.tokenizer_fingerprint(config, tokenizer_metadata), "path": tokenizer_path}
   meta = _metadata(config, tokenizer, step, source, shard_batches, batch_size, identity, n)
   meta["labels"] = label_block
+  meta["captions"] = caption_block
   meta["views"] = tokens_lib.view_names(views)
   size = int(config.image_size)
   data_config = config
@@ -251,6 +300,11 @@ def encode_to_files(
       raise ValueError(
         f"{output} was encoded with views {old.get('views') or ['image']}; this run asks for"
         f" {meta['views'] or ['image']}: resume it with the same --views, or use a new output directory"
+      )
+    if _caption_identity(old.get("captions")) != _caption_identity(caption_block):
+      raise ValueError(
+        f"{output} was encoded {_captions_text(old.get('captions'))}; this run asks for"
+        f" {_captions_text(caption_block)}: resume it with the same captions, or use a new output directory"
       )
     if old.get("labels") != label_block:
       raise ValueError(
@@ -297,7 +351,7 @@ def encode_to_files(
     batches = data_lib.make_dataset(
       data_config, split="eval", batch_size=batch_size, source=view, process_index=p, process_count=n
     )
-    empty = lambda: {"indices": [], "names": [], "source_index": [], "labels": []}
+    empty = lambda: {"indices": [], "names": [], "source_index": [], "labels": [], "captions": []}
     shard, rows = first, empty()
     codebook_size = meta["codebook_size"]
     for b, batch in enumerate(batches):
@@ -310,6 +364,8 @@ def encode_to_files(
       rows["indices"].append(idx[valid])
       rows["names"].extend(view.describe(int(i)) for i in local)
       rows["source_index"].append(local + view.start)
+      if caption_of is not None:
+        rows["captions"].extend(caption_of(local + view.start))
       if label_of is not None:
         rows["labels"].append(_checked_labels(label_of(local + view.start), label_block, rows["names"][-len(local) :]))
       encoded += int(valid.sum())
@@ -505,6 +561,8 @@ def _define_flags() -> None:
   flags.DEFINE_enum("labels", "", ["", "subfolder"], "encode --folder: subfolder = class labels from class subfolders.")
   flags.DEFINE_enum("views", "", ["", "flip", "ten_crop"], "encode: store these views of each image too.")
   flags.DEFINE_float("crop_range", 1.1, "encode --views=ten_crop: resize to this times the size, then crop.")
+  flags.DEFINE_string("captions", None, 'encode: a JSON-lines file of {"name": ..., "caption": ...} per image.')
+  flags.DEFINE_string("caption_key", None, "encode --tfds: a text feature stored as each row's caption.")
   flags.DEFINE_string("label_key", "label", "encode --tfds: the class-label feature to store ('' for none).")
   flags.DEFINE_string("tokens", None, "decode: a directory written by encode.")
   flags.DEFINE_bool("reencode", True, "decode: re-encode the PNGs and report token agreement.")
@@ -514,6 +572,19 @@ def _define_flags() -> None:
 
 
 _COMMANDS = ("encode", "decode")
+
+
+def _captions_flag() -> str:
+  """``encode_to_files``'s ``captions`` from ``--captions`` and ``--caption_key``."""
+  if FLAGS.captions and FLAGS.caption_key:
+    raise cli.UsageError("give --captions or --caption_key, not both")
+  if FLAGS.caption_key:
+    if not FLAGS.tfds:
+      raise cli.UsageError("--caption_key names a text feature of a TFDS dataset: it needs --tfds")
+    return f"feature:{FLAGS.caption_key}"
+  if FLAGS.captions and not os.path.isfile(FLAGS.captions):
+    raise FileNotFoundError(f"--captions={FLAGS.captions}: no such file")
+  return FLAGS.captions or ""
 
 
 def _labels_flag() -> str:
@@ -572,6 +643,7 @@ def main(argv: list[str]) -> int:
       labels=_labels_flag(),
       views=FLAGS.views,
       crop_range=FLAGS.crop_range,
+      captions=_captions_flag(),
       **identity,
     )
   else:

@@ -10,8 +10,9 @@ downstream trainer reads without vqtok:
   ``uint16`` up to 65,536, else ``int32``); ``read_rows`` and ``read_tokens``
   return ``int32``.
 * ``names`` (the image's path or id) and ``source_index`` (its index in the
-  source), and ``labels`` (``int32`` class ids) when encoded with labels,
-  whose class names ``metadata.json`` lists under ``labels``.
+  source); ``labels`` (``int32`` class ids) when encoded with labels, whose
+  class names ``metadata.json`` lists under ``labels``; ``captions`` (text)
+  when encoded with captions.
 
 ``metadata.json`` also holds the codebook size, token shape, the tokenizer's
 config and checkpoint step, and which tokenizer wrote them (``tokenizer``:
@@ -131,6 +132,8 @@ def write_shard(path: str, rows: Mapping[str, list], codebook_size: int) -> None
   }
   if rows.get("labels"):
     arrays["labels"] = np.concatenate(rows["labels"]).astype(np.int32)
+  if rows.get("captions"):
+    arrays["captions"] = np.asarray(rows["captions"], dtype=str)
   write_npz(path, **arrays)
 
 
@@ -172,12 +175,12 @@ def _read(directory: str, keys: tuple[str, ...]) -> tuple[dict, list[tuple[str, 
 
 
 def read_rows(directory: str) -> tuple[dict, dict[str, np.ndarray]]:
-  """Reads a token directory: (metadata, ``{"indices", "names", "source_index"[, "labels"]}``), shards concatenated.
+  """Reads a token directory: (metadata, ``{"indices", "names", "source_index"[, "labels", "captions"]}``).
 
   ``indices`` are int32 whatever type they were stored in; ``labels`` is
   there when every shard has it.
   """
-  meta, shards = _read(directory, ("indices", "names", "source_index", "labels"))
+  meta, shards = _read(directory, ("indices", "names", "source_index", "labels", "captions"))
   first, shape = shards[0][0], shards[0][1]["indices"].shape[1:]
   for name, arrays in shards:
     if arrays["indices"].shape[1:] != shape:
@@ -341,7 +344,7 @@ class TokenSource:
 
   Records are dicts: ``indices`` (int32; ``(views, ...)`` when the files
   have views, see ``RandomView``), ``name``, ``source_index``, and ``label``
-  where the files have labels. Opening reads each shard's few headers (where
+  and ``caption`` where the files have them. Opening reads each shard's few headers (where
   its arrays lie); a record then reads its own bytes and no more, so memory
   grows with the rows read, not with the files.
   Rows are in shard-file order (``names`` or ``source_index`` give the
@@ -408,6 +411,8 @@ class TokenSource:
       record["source_index"] = int(self._read(fd, layout["source_index"], row)[()])
     if "labels" in layout:
       record["label"] = int(self._read(fd, layout["labels"], row)[()])
+    if "captions" in layout:
+      record["caption"] = str(self._read(fd, layout["captions"], row)[()])
     return record
 
   def close(self) -> None:
@@ -449,3 +454,34 @@ class RandomView(grain.transforms.RandomMap):
       return element
     view = int(rng.integers(self.num_views))
     return {**element, "indices": element["indices"][view], "view": view}
+
+
+# ---- captions ----
+
+
+def read_captions(path: str) -> dict[str, str]:
+  """A captions file: one JSON object a line, ``{"name": ..., "caption": ...}`` -> ``{name: caption}``.
+
+  Raises:
+    ValueError: bad JSON, a missing or non-string field, or a name given twice
+      (naming the line).
+  """
+  captions: dict[str, str] = {}
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        item = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{number}: not JSON ({e.msg})") from None
+      if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise ValueError(f'{path}:{number}: expected {{"name": "...", "caption": "..."}}')
+      if not isinstance(item.get("caption"), str):
+        raise ValueError(f"{path}:{number}: the caption of {item['name']!r} is not a string")
+      if item["name"] in captions:
+        raise ValueError(f"{path}:{number}: {item['name']!r} has a caption already (line numbers count from 1)")
+      captions[item["name"]] = item["caption"]
+  if not captions:
+    raise ValueError(f"{path}: no captions in it")
+  return captions

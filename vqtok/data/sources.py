@@ -425,6 +425,18 @@ class TfdsSource(ImageSource):
     """The integer feature ``key`` of element ``index``."""
     return int(self._data_source()[self._check_index(index)][key])
 
+  def has_text(self, key: str) -> bool:
+    """Whether the dataset has a text feature ``key``."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    features = tfds.builder(self.name, data_dir=self.data_dir).info.features
+    return key in features and isinstance(features[key], tfds.features.Text)
+
+  def text(self, index: int, key: str) -> str:
+    """The text feature ``key`` of element ``index``."""
+    value = self._data_source()[self._check_index(index)][key]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
   def describe(self, index: int) -> str:
     index = self._check_index(index)
     split = self.split.replace("/", "_").replace(":", "_")
