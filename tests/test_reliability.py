@@ -116,22 +116,25 @@ def _train_without_space_check(workdir, *flags):
 
 
 def test_a_real_full_disk_ends_in_one_line_and_the_run_resumes_elsewhere(small_disk, tmp_path, reference_run):
-  # A 4 MiB filesystem holds one or two checkpoints (1.5-1.8 MiB each, as
-  # OCDBT packs them); Orbax's writers then fail in their background threads.
+  # A 4 MiB filesystem holds one or two checkpoints (1.5-1.8 MiB each as OCDBT
+  # packs them, and a save briefly needs more): Orbax's writers fail in their
+  # background threads at one of the saves, which one depends on that.
   workdir = os.path.join(small_disk(4 << 20), "run")
   res = _train_without_space_check(workdir, "--config.training.checkpoint_every=2")
   line = _one_error_line(res)
   assert [x for x in res.stderr.splitlines() if x.strip()] == [line]  # no writer noise at all
   m = re.fullmatch(
     rf"error: saving the checkpoint of step (\d) to {workdir}/checkpoints failed: No space left on device"
-    r" \(\S+ \w?i?B free there\); the run stopped; newest complete checkpoint: step (\d)  \(--debug for the"
-    r" traceback\)",
+    r" \(\S+ \w?i?B free there\); the run stopped; (?:newest complete checkpoint: step (\d)|no complete checkpoint"
+    r" yet)  \(--debug for the traceback\)",
     line,
   )
-  assert m and m[1] in "46" and int(m[2]) == int(m[1]) - 2, line
-  failed, newest = int(m[1]), int(m[2])
+  assert m, line
+  failed, newest = int(m[1]), int(m[2] or 0)
+  assert newest == failed - 2, line
   steps = [str(s) for s in range(2, failed, 2)]
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [*steps, "good.json"]  # nothing partial
+  listing = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  assert listing == [*steps, "good.json"] if steps else listing in ([], ["good.json"]), listing  # nothing partial
   assert max(read_losses(workdir)) == failed  # stopped at the failed save
   roomy = str(tmp_path / "roomy")
   shutil.copytree(workdir, roomy)
