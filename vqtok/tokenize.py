@@ -354,11 +354,23 @@ def encode_to_files(
     empty = lambda: {"indices": [], "names": [], "source_index": [], "labels": [], "captions": []}
     shard, rows = first, empty()
     codebook_size = meta["codebook_size"]
-    for b, batch in enumerate(batches):
-      images = tokens_lib.make_views(np.asarray(batch["image"]), views, size)  # (V, B, S, S, 3)
-      x = jax.device_put(images.reshape(-1, *images.shape[2:]), sharding.batch_sharding(mesh))
-      idx = np.asarray(encode(x))
-      idx = idx.reshape(images.shape[0], -1, *idx.shape[1:]).swapaxes(0, 1) if views else idx  # (B, V, ...)
+
+    def dispatched():
+      """(batch, its indices still on the devices): each batch is sent before the previous one is read back."""
+      pending = None
+      for batch in batches:
+        images = tokens_lib.make_views(np.asarray(batch["image"]), views, size)  # (V, B, S, S, 3)
+        x = jax.device_put(images.reshape(-1, *images.shape[2:]), sharding.batch_sharding(mesh))
+        current = (batch, images.shape[0], encode(x))
+        if pending is not None:
+          yield pending
+        pending = current
+      if pending is not None:
+        yield pending
+
+    for b, (batch, n_views, ids) in enumerate(dispatched()):
+      idx = np.asarray(ids)
+      idx = idx.reshape(n_views, -1, *idx.shape[1:]).swapaxes(0, 1) if views else idx  # (B, V, ...)
       valid = np.asarray(batch["valid"]).astype(bool)
       local = np.asarray(batch["index"])[valid]
       rows["indices"].append(idx[valid])
