@@ -26,7 +26,6 @@ from vqtok import cli, faults
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file whose data/eval/loss fields to use.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "A tokenizer directory or a training workdir.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run directory (the same as --tokenizer).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step of a run (default: newest).")
 _RAW = flags.DEFINE_bool("raw", False, "Evaluate a run's raw weights, not its EMA weights.")
 _FOLDER = flags.DEFINE_string("folder", None, "Evaluate every image under this folder.")
@@ -51,9 +50,7 @@ def main(argv):
   if len(argv) > 1:
     raise cli.UsageError(f"unexpected arguments {argv[1:]}")
   cli.start_distributed()
-  if _TOKENIZER.value and _WORKDIR.value and _TOKENIZER.value != _WORKDIR.value:
-    raise cli.UsageError("give --tokenizer or --workdir, not both")
-  source = _TOKENIZER.value or _WORKDIR.value
+  source = _TOKENIZER.value
   if not source:
     raise cli.UsageError("give --tokenizer (a tokenizer directory or a training workdir)")
   use_ema = not _RAW.value

@@ -129,7 +129,7 @@ def test_two_processes_encode_and_evaluate_like_one(run, folder, tmp_path):
   tokenize.encode_to_files(config, tok, 0, str(tmp_path / "one"), batch_size=8, progress=False)
   want, _ = evaluate(config, tok, batch_size=8, progress=False)
 
-  common = [f"--workdir={workdir}", f"--folder={folder}", "--batch_size=8"]
+  common = [f"--tokenizer={workdir}", f"--folder={folder}", "--batch_size=8"]
   _two_processes(["-m", "vqtok.tokenize", "encode", *common, f"--output={tmp_path / 'two'}"])
   assert {f for f in os.listdir(tmp_path / "two") if f.startswith("tokens-")} == {
     "tokens-00000-p000.npz", "tokens-00000-p001.npz"

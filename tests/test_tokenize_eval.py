@@ -118,7 +118,7 @@ def test_tokenize_command_line_on_a_full_disk_then_with_room(run, folder, small_
   disk = small_disk(1 << 20)
   out = os.path.join(disk, "cli")
   filler = fill(disk, 8 << 10)  # room for metadata.json and the first shard (a 4 KiB page each)
-  cmd = ["-m", "vqtok.tokenize", "encode", f"--workdir={workdir}", f"--folder={folder}", f"--output={out}"]
+  cmd = ["-m", "vqtok.tokenize", "encode", f"--tokenizer={workdir}", f"--folder={folder}", f"--output={out}"]
   cmd += ["--batch_size=8", "--shard_batches=1"]
   line = _one_error_line(_command(cmd))
   assert re.fullmatch(
@@ -143,7 +143,7 @@ def test_eval_command_line_on_a_full_disk_then_with_room(run, small_disk):
   with open(old, "w") as f:
     f.write('{"old": "report"}')
   filler = fill(disk, 0)
-  cmd = ["eval.py", "--config", "configs/tiny.py:runlocal", f"--workdir={workdir}", f"--output={disk}"]
+  cmd = ["eval.py", "--config", "configs/tiny.py:runlocal", f"--tokenizer={workdir}", f"--output={disk}"]
   line = _one_error_line(_command(cmd))
   assert line.startswith(f"error: writing {old} failed: No space left on device ("), line
   assert sorted(os.listdir(disk)) == ["eval_0.json", "filler"]  # the old report, whole; no temporary file
@@ -167,7 +167,7 @@ def test_export_writes_a_tokenizer_dir_that_everything_reads(run, tmp_path):
   workdir, config, tok = run
   out = tmp_path / "tok"
   res = subprocess.run(
-    [sys.executable, "-m", "vqtok.export", f"--workdir={workdir}", f"--output={out}"],
+    [sys.executable, "-m", "vqtok.export", f"--tokenizer={workdir}", f"--output={out}"],
     cwd=ROOT, capture_output=True, text=True, timeout=300,
   )  # fmt: skip
   assert res.returncode == 0, res.stderr

@@ -1,6 +1,6 @@
 """Exports a training run's tokenizer as a tokenizer directory (config.json + model.safetensors).
 
-  python -m vqtok.export --workdir=runs/x --output=tok/ [--raw] [--step=N]
+  python -m vqtok.export --tokenizer=runs/x --output=tok/ [--raw] [--step=N]
 
 EMA weights by default (--raw for the raw ones), newest checkpoint unless
 --step. The directory is what tokenize, eval.py and --config.init_from read.
@@ -18,7 +18,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "The training run's directory.")
+  flags.DEFINE_string("tokenizer", None, "The training run to export (its workdir).")
   flags.DEFINE_string("output", None, "The tokenizer directory to write.")
   flags.DEFINE_bool("raw", False, "Export the raw weights, not the EMA weights.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
@@ -30,12 +30,12 @@ def main(argv: list[str]) -> int:
 
   if len(argv) > 1:
     raise cli.UsageError(f"unexpected arguments {argv[1:]}")
-  if not FLAGS.workdir or not FLAGS.output:
-    raise cli.UsageError("give --workdir (a training run) and --output (the directory to write)")
-  if not tokenizer_dir.is_workdir(FLAGS.workdir):
-    raise FileNotFoundError(f"{FLAGS.workdir} is not a training workdir (config.json + checkpoints/)")
-  tokenizer, config, info = tokenizer_dir.load(FLAGS.workdir, use_ema=not FLAGS.raw, step=FLAGS.step)
-  meta = {"source": "vqtok", "workdir": FLAGS.workdir, "step": info["step"], "weights": "raw" if FLAGS.raw else "ema"}
+  if not FLAGS.tokenizer or not FLAGS.output:
+    raise cli.UsageError("give --tokenizer (a training run) and --output (the directory to write)")
+  if not tokenizer_dir.is_workdir(FLAGS.tokenizer):
+    raise FileNotFoundError(f"--tokenizer={FLAGS.tokenizer} is not a training workdir (config.json + checkpoints/)")
+  tokenizer, config, info = tokenizer_dir.load(FLAGS.tokenizer, use_ema=not FLAGS.raw, step=FLAGS.step)
+  meta = {"source": "vqtok", "workdir": FLAGS.tokenizer, "step": info["step"], "weights": "raw" if FLAGS.raw else "ema"}
   path = tokenizer_dir.save_tokenizer(tokenizer, config, FLAGS.output, metadata=meta, overwrite=FLAGS.overwrite)
   print(json.dumps({"output": path, "step": info["step"], "weights": meta["weights"]}, indent=2))
   return 0

@@ -483,8 +483,6 @@ def decode_to_images(
   """
   from tqdm.auto import tqdm  # noqa: PLC0415
 
-  from vqtok.models import cnn  # noqa: PLC0415
-
   meta, shards = tokens_lib.read_shards(tokens)
   if meta.get("views"):  # the first view: the image itself, or (ten_crop) its top-left crop
     shards = [(name, idx[:, 0], names) for name, idx, names in shards]
@@ -501,7 +499,7 @@ def decode_to_images(
       warnings += 1
     else:
       config = config.copy_and_resolve_references()
-      if isinstance(tokenizer.encoder, cnn.Encoder) and "image_size" in meta:
+      if tokenizer.any_grid and "image_size" in meta:
         config.image_size = int(meta["image_size"])  # a CNN decodes the grid it was given, at any size
       current = tokens_lib.tokenizer_fingerprint(config, tokenizer_metadata)
       differs = tokens_lib.identity_mismatch(recorded, meta.get("config"), current, config)
@@ -559,7 +557,6 @@ def _pad(rows: np.ndarray, batch_size: int) -> np.ndarray:
 def _define_flags() -> None:
   """The command line's flags (defined only when run as a program)."""
   flags.DEFINE_string("tokenizer", None, "A tokenizer directory (convert, export) or a training workdir.")
-  flags.DEFINE_string("workdir", None, "A training run directory (the same as --tokenizer).")
   flags.DEFINE_integer("image_size", None, "encode: resize to this size (CNN tokenizers; default: the config's).")
   flags.DEFINE_string("output", None, "encode: token directory; decode: image directory.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
@@ -619,14 +616,11 @@ def _labels_flag() -> str:
 def main(argv: list[str]) -> int:
   """Command line: ``encode`` and ``decode`` (see the module docstring)."""
   from vqtok import tokenizer_dir  # noqa: PLC0415
-  from vqtok.models import cnn  # noqa: PLC0415
 
   if len(argv) != 2 or argv[1] not in _COMMANDS:
     raise cli.UsageError(f"give one command, encode or decode; got {argv[1:]}")
   command = argv[1]
-  if FLAGS.tokenizer and FLAGS.workdir and FLAGS.tokenizer != FLAGS.workdir:
-    raise cli.UsageError("give --tokenizer or --workdir, not both")
-  source = FLAGS.tokenizer or FLAGS.workdir
+  source = FLAGS.tokenizer
   required = ["output"] + (["tokens"] if command == "decode" else [])
   missing = ([] if source else ["--tokenizer"]) + [f"--{n}" for n in required if FLAGS[n].value is None]
   if missing:
@@ -639,7 +633,7 @@ def main(argv: list[str]) -> int:
   step = info["step"]
   identity = {"tokenizer_metadata": info["metadata"], "tokenizer_path": os.path.abspath(source)}
   if FLAGS.image_size:
-    if not isinstance(tokenizer.encoder, cnn.Encoder):
+    if not tokenizer.any_grid:
       raise cli.UsageError("--image_size applies to CNN tokenizers only (a ViT's size is fixed by its weights)")
     config.image_size = tokenizer.image_size = int(FLAGS.image_size)
   if command == "encode":

@@ -198,7 +198,6 @@ def read_tokens(directory: str) -> tuple[dict, np.ndarray, np.ndarray]:
 
 def check_grid(tokenizer: nnx.Module, meta: dict, shards: list, tokens: str) -> None:
   """ValueError unless every shard's indices have the shape this tokenizer decodes."""
-  from vqtok.models import cnn  # noqa: PLC0415
 
   q = tokenizer.quantizer
   if q.scale_schedule is not None:
@@ -216,7 +215,7 @@ def check_grid(tokenizer: nnx.Module, meta: dict, shards: list, tokens: str) -> 
   depth = q.index_depth
   tail = () if depth is None else (int(depth),)
   own = tuple(tokenizer.token_shape)
-  if isinstance(tokenizer.encoder, cnn.Encoder):
+  if tokenizer.any_grid:
     # A CNN decodes any grid; the one to expect is the grid the files were encoded at.
     recorded = meta.get("token_shape")
     grid = tuple(int(s) for s in recorded) if recorded is not None else tuple(shards[0][1].shape[1 : 1 + len(own)])

@@ -117,6 +117,11 @@ class Tokenizer(nnx.Module):
     return tuple(self.encoder.latent_shape(self.image_size, self.image_size))
 
   @property
+  def any_grid(self) -> bool:
+    """Whether it encodes images of any size (a multiple of its downsampling) and decodes any token grid (CNNs)."""
+    return isinstance(self.encoder, cnn.Encoder)
+
+  @property
   def num_tokens(self) -> int:
     """Number of tokens per image at ``image_size``."""
     return math.prod(self.token_shape)
@@ -124,7 +129,7 @@ class Tokenizer(nnx.Module):
   def expected_image_shape(self) -> str:
     """Human-readable accepted input shape, for error messages."""
     c, s = self.in_channels, self.image_size
-    if isinstance(self.encoder, cnn.Encoder):
+    if self.any_grid:
       f = self.encoder.downsample_factor
       return f"(B, H, W, {c}) with H, W multiples of {f}, e.g. (B, {s}, {s}, {c})"
     return f"(B, {s}, {s}, {c})"
@@ -222,7 +227,7 @@ class Tokenizer(nnx.Module):
     tail = () if depth is None else (depth,)
     n = len(self.token_shape)
     per_image = self.quantizer.index_shape((1,) + self.token_shape + (self.quantizer.code_dim,))[1:]
-    if isinstance(self.encoder, cnn.Encoder) and per_image == self.token_shape + tail:
+    if self.any_grid and per_image == self.token_shape + tail:
       # A CNN decodes any grid.
       ok = indices.ndim == 1 + n + len(tail) and indices.shape[1 + n :] == tail
     else:
