@@ -132,7 +132,7 @@ def test_a_jpg_and_a_png_keep_their_names_and_decode_to_two_files(tokdirs, token
   path, tok, config, info = tokdirs["a"]
   assert meta["tokenizer"] == {**tokens_lib.tokenizer_fingerprint(config, info["metadata"]), "path": path}
   summary = _decode(tokdirs["a"], tokens, tmp_path / "dec")
-  assert summary == {"decoded": 3, "images": 3, "replaced": 0, "warnings": 0}
+  assert summary == {"decoded": 3, "images": 3, "replaced": 0}
   assert sorted(os.listdir(tmp_path / "dec")) == ["a.jpg.png", "a.png", "sub__b.png"]
   for name, png in (("a.jpg", "a.jpg.png"), ("a.png", "a.png")):
     want = to_uint8(np.clip(np.asarray(tok.decode(jnp.asarray(idx[list(names).index(name)][None]))), -1, 1))[0]
@@ -219,15 +219,14 @@ def test_a_folder_with_other_files_needs_overwrite(tokdirs, tokens, tmp_path):
   assert snapshot(dec) == after
 
 
-def test_an_old_token_dir_decodes_with_a_warning(tokdirs, tokens, tmp_path, capsys):
+def test_a_token_dir_that_does_not_name_its_tokenizer_is_refused(tokdirs, tokens, tmp_path):
   copy = _copy(tokens, tmp_path)
   meta = json.loads((copy / "metadata.json").read_text())
   del meta["tokenizer"]
   (copy / "metadata.json").write_text(json.dumps(meta))
-  summary = _decode(tokdirs["a"], copy, tmp_path / "dec")
-  assert summary["decoded"] == 3 and summary["warnings"] == 1
-  err = capsys.readouterr().err.strip().splitlines()
-  assert len(err) == 1 and err[0].startswith("warning:") and "does not record which tokenizer" in err[0]
+  with pytest.raises(ValueError, match=r"does not record which tokenizer encoded the tokens .*; encode them again"):
+    _decode(tokdirs["a"], copy, tmp_path / "dec")
+  assert not os.path.exists(tmp_path / "dec")
 
 
 def test_encoding_into_another_tokenizers_dir_is_refused(tokdirs, folder, tokens, tmp_path):
@@ -243,13 +242,12 @@ def test_encoding_into_another_tokenizers_dir_is_refused(tokdirs, folder, tokens
   again = _encode(tokdirs["a"], folder, copy)
   assert again["encoded"] == 0 and again["shards_already_done"] == again["num_shards"] == 1
   assert snapshot(copy) == before
-  # A directory from before the tokenizer block: its recorded config still tells.
+  # A directory that does not name its tokenizer is nobody's to resume.
   meta = json.loads((copy / "metadata.json").read_text())
   del meta["tokenizer"]
   (copy / "metadata.json").write_text(json.dumps(meta))
-  before = snapshot(copy)
-  with pytest.raises(ValueError, match="quantizer.levels differs"):
-    _encode(tokdirs["b"], folder, copy)
+  with pytest.raises(ValueError, match="does not record which tokenizer encoded the tokens there"):
+    _encode(tokdirs["a"], folder, copy)
   # Shards without metadata.json are nobody's: refused, not counted as done.
   os.remove(copy / "metadata.json")
   with pytest.raises(ValueError, match="shards but no metadata.json"):

@@ -170,8 +170,6 @@ def _choices() -> dict[str, tuple[str, ...]]:
   }
 
 
-# Fields that were renamed: old dotted name -> new one.
-RENAMED = {"model.latent_dim": "model.code_dim"}
 _NON_NEGATIVE = (
   "loss.l1_weight",
   "loss.l2_weight",
@@ -246,11 +244,6 @@ def validate_config(config: ml_collections.ConfigDict, *, check_paths: bool = Tr
       raise ValueError(f"config is missing the section {section!r}")
   for section in ("data", "model", "loss", "optimizer", "training", "eval"):
     for key in config[section]:
-      if f"{section}.{key}" in RENAMED:
-        raise ValueError(
-          f"config field {section}.{key} was renamed {RENAMED[section + '.' + key]}; "
-          "rename it in your config or on the command line"
-        )
       if key not in default[section]:
         raise ValueError(f"unknown config field {section}.{key}; known fields: {sorted(default[section])}")
   for key in config:

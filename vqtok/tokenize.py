@@ -281,10 +281,10 @@ def encode_to_files(
       old = json.load(f)
     recorded = old.get("tokenizer")
     if recorded is None:
-      # Written before the ``tokenizer`` block: the recorded config still names the
-      # architecture; where the weights came from is unknown, so it is not compared.
-      recorded = tokens_lib.tokenizer_fingerprint(old.get("config") or {})
-      recorded["source_sha256"] = identity["source_sha256"]
+      raise ValueError(
+        f"{meta_path} does not record which tokenizer encoded the tokens there (no 'tokenizer' block);"
+        " use a new output directory"
+      )
     differs = tokens_lib.identity_mismatch(recorded, old.get("config"), identity, config)
     if differs:
       raise ValueError(
@@ -473,7 +473,7 @@ def decode_to_images(
       scales only (coarse previews); None: all.
 
   Returns:
-    A summary with ``decoded``, ``replaced`` (PNGs that existed), ``warnings``
+    A summary with ``decoded``, ``images``, ``replaced`` (PNGs that existed)
     and, with ``reencode``, ``token_agreement``.
 
   Raises:
@@ -486,17 +486,14 @@ def decode_to_images(
   meta, shards = tokens_lib.read_shards(tokens)
   if meta.get("views"):  # the first view: the image itself, or (ten_crop) its top-left crop
     shards = [(name, idx[:, 0], names) for name, idx, names in shards]
-  warnings = 0
   if config is not None:
     current_path = tokenizer_path or "(path not given)"
     recorded = meta.get("tokenizer")
     if recorded is None:
-      print(
-        f"warning: {tokens} does not record which tokenizer encoded it (written before vqtok did);"
-        f" decoding with {current_path} unchecked",
-        file=sys.stderr,
+      raise ValueError(
+        f"{tokens}/metadata.json does not record which tokenizer encoded the tokens (no 'tokenizer' block);"
+        " encode them again"
       )
-      warnings += 1
     else:
       config = config.copy_and_resolve_references()
       if tokenizer.any_grid and "image_size" in meta:
@@ -540,7 +537,7 @@ def decode_to_images(
       total += chunk.size
     bar.update(n)
   bar.close()
-  out = {"decoded": decoded, "images": len(indices), "replaced": replaced, "warnings": warnings}
+  out = {"decoded": decoded, "images": len(indices), "replaced": replaced}
   if reencode:
     out["token_agreement"] = agree / max(total, 1)
   return out

@@ -15,12 +15,9 @@ half-written.
 LFQ and BSQ token ids depend on the order in which channels are read as bits
 (``bit_order``), so ``config.json`` always records it for those quantizers
 (``save_tokenizer`` writes the class default when the config leaves it out),
-and a directory that does not record it is refused rather than guessed. One
-exception, a fact rather than a guess: a directory exported from vqtok training
-(metadata ``source`` = ``vqtok``) before the option existed used
-``msb_first``, the only order vqtok had, and is read as such. Training
-workdirs are always vqtok's own, so their saved configs take the class
-default, ``msb_first``, too.
+and a directory that does not record it is refused rather than guessed.
+Training workdirs are always vqtok's own, so their saved configs take the
+class default, ``msb_first``.
 """
 
 from __future__ import annotations
@@ -44,8 +41,6 @@ FORMAT = "vqtok-tokenizer-v1"
 
 # Quantizer types whose token ids depend on a bit order.
 _BIT_ORDER_TYPES = ("lfq", "bsq")
-# Metadata ``source`` of directories exported from vqtok training.
-_VQTOK_SOURCE = "vqtok"
 
 
 def _bit_order_specs(spec: Any) -> list[Any]:
@@ -70,16 +65,10 @@ def record_bit_order(config: ml_collections.ConfigDict) -> ml_collections.Config
 
 
 def check_bit_order(config: ml_collections.ConfigDict, metadata: Mapping[str, str], path: str) -> None:
-  """Raises ValueError if an LFQ/BSQ spec of a tokenizer directory's config has no ``bit_order``.
-
-  A directory exported from vqtok training before the option existed gets
-  ``msb_first`` set in ``config``: that was vqtok's only order.
-  """
+  """Raises ValueError if an LFQ/BSQ spec of a tokenizer directory's config has no ``bit_order``."""
+  del metadata  # every writer records it: no source is an exception
   for spec in _bit_order_specs(config.quantizer):
     if "bit_order" in spec:
-      continue
-    if metadata.get("source") == _VQTOK_SOURCE:
-      spec.bit_order = "msb_first"
       continue
     raise ValueError(
       f"{os.path.join(path, CONFIG)}: the {spec.type} quantizer does not record its bit_order, so its token ids"
