@@ -127,18 +127,21 @@ class _WriterNoise(logging.Filter):
     if record.levelno < logging.WARNING:
       return True
     text = record.getMessage()
-    if record.exc_info and record.exc_info[1] is not None:
-      if write_errno(record.exc_info[1]) is not None:
-        _failed.set()
-        return False
-      text += str(record.exc_info[1])
-    if _CODE.search(text) and write_errno(RuntimeError(text)) is not None:
-      _failed.set()
-      return False
+    error = record.exc_info[1] if record.exc_info else None
+    full = f"{text} {error}" if error is not None else text
+    # The checkpoint writers: Orbax's threads, and asyncio reporting their
+    # tasks ("Task/_GatheringFuture exception was never retrieved").
+    writer = "orbax" in record.pathname or record.name == "asyncio" or "OCDBT" in full or "orbax-checkpoint" in full
+    if not writer:
+      return True
     if text.startswith("Waiting for previous save to complete took"):
       return False  # vqtok waits for every save: the advice to checkpoint less often would mislead
-    # After a failure, Orbax's threads report it again in other words.
-    return not (_failed.is_set() and "orbax" in record.pathname)
+    if write_errno(error) is not None or write_errno(RuntimeError(full)) is not None:
+      _failed.set()
+      return False
+    # After a failure they report it again in other words (and the writes
+    # still in flight then find their temporary directory gone).
+    return not _failed.is_set()
 
 
 def quiet_writer_noise() -> None:
