@@ -5,6 +5,7 @@ exception, the message, and what is on disk afterwards.
 """
 
 import errno
+import logging
 import os
 import random
 import re
@@ -171,6 +172,26 @@ def test_a_failed_write_is_found_in_any_form():
   assert faults.describe(OSError(errno.ENOSPC, "x"), "/no/such/dir/f").startswith(
     "writing /no/such/dir/f failed: No space left on device ("
   )
+
+
+def test_only_the_writers_echoes_of_a_failure_are_kept_off_the_terminal():
+  noise = faults._WriterNoise()
+
+  def record(name, path, message, error=None):
+    exc_info = (type(error), error, None) if error else None
+    return logging.LogRecord(name, logging.ERROR, path, 1, message, None, exc_info)
+
+  gone = ValueError('NOT_FOUND: Error writing "g_opt.nu/0" in OCDBT database at "/r/4.orbax-checkpoint-tmp/"')
+  echo = record("asyncio", "/usr/lib/asyncio/base_events.py", "_GatheringFuture exception was never retrieved", gone)
+  mine = record("absl", "/x/vqtok/data/sources.py", "skipping unreadable image a.png ([Errno 13] Permission denied)")
+  try:
+    assert noise.filter(echo) and noise.filter(mine)  # before a failure, everything is shown
+    full = ValueError("RESOURCE_EXHAUSTED: Error writing x in OCDBT database: No space left [os_error_code=28]")
+    assert not noise.filter(record("absl", "/x/orbax/checkpoint/future.py", "thread raised", full))
+    assert not noise.filter(echo)  # after it, its echoes are dropped
+    assert noise.filter(mine)  # and other warnings are not
+  finally:
+    faults._failed.clear()
 
 
 def test_full_disk_stops_the_run_at_once_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
