@@ -68,10 +68,6 @@ def free_text(path: str) -> str:
   return "unknown" if free is None else bytes_text(free)
 
 
-def reason(code: int) -> str:
-  return os.strerror(code)
-
-
 def describe(e: BaseException, path: str | None = None) -> str | None:
   """One line for a failed write: "writing PATH failed: REASON (X free there)" (None if ``e`` is no write failure)."""
   code = write_errno(e)
@@ -79,7 +75,7 @@ def describe(e: BaseException, path: str | None = None) -> str | None:
     return None
   path = path or getattr(e, "filename", None)
   where = f"writing {path}" if path else "a write"
-  return f"{where} failed: {reason(code)}" + (f" ({free_text(path)} free there)" if path else "")
+  return f"{where} failed: {os.strerror(code)}" + (f" ({free_text(path)} free there)" if path else "")
 
 
 @contextlib.contextmanager

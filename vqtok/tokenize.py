@@ -374,12 +374,13 @@ def encode_to_files(
       valid = np.asarray(batch["valid"]).astype(bool)
       local = np.asarray(batch["index"])[valid]
       rows["indices"].append(idx[valid])
-      rows["names"].extend(view.describe(int(i)) for i in local)
+      batch_names = [view.describe(int(i)) for i in local]
+      rows["names"].extend(batch_names)
       rows["source_index"].append(local + view.start)
       if caption_of is not None:
         rows["captions"].extend(caption_of(local + view.start))
       if label_of is not None:
-        rows["labels"].append(_checked_labels(label_of(local + view.start), label_block, rows["names"][-len(local) :]))
+        rows["labels"].append(_checked_labels(label_of(local + view.start), label_block, batch_names))
       encoded += int(valid.sum())
       bar.update(int(np.sum(np.asarray(batch["index"]) >= 0)))  # padding rows have index -1
       if (b + 1) % shard_batches == 0:

@@ -118,8 +118,9 @@ def write_shard(path: str, rows: Mapping[str, list], codebook_size: int) -> None
 
   Args:
     path: the shard's file (``shard_name``).
-    rows: ``indices``, ``names``, ``source_index`` and optionally ``labels``,
-      each a list of per-batch arrays (``names``: a list of strings).
+    rows: ``indices``, ``names``, ``source_index`` and optionally ``labels``
+      and ``captions``, each a list of per-batch arrays (``names`` and
+      ``captions``: lists of strings).
     codebook_size: the indices' bound, which picks their stored type.
   """
   indices = np.concatenate(rows["indices"])

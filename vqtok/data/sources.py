@@ -407,11 +407,17 @@ class TfdsSource(ImageSource):
     index = self._check_index(index)
     return decode_image(self._data_source()[index][self.image_key])
 
+  def _features(self):
+    """The dataset's feature specs (read from its prepared ``dataset_info``)."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    return tfds.builder(self.name, data_dir=self.data_dir).info.features
+
   def label_classes(self, key: str) -> list[str] | None:
     """The class names of the integer feature ``key`` (None: the dataset has no such feature)."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
-    features = tfds.builder(self.name, data_dir=self.data_dir).info.features
+    features = self._features()
     if key not in features:
       return None
     feature = features[key]
@@ -429,7 +435,7 @@ class TfdsSource(ImageSource):
     """Whether the dataset has a text feature ``key``."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
-    features = tfds.builder(self.name, data_dir=self.data_dir).info.features
+    features = self._features()
     return key in features and isinstance(features[key], tfds.features.Text)
 
   def text(self, index: int, key: str) -> str:

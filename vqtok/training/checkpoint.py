@@ -134,18 +134,15 @@ class Checkpointer:
     if step not in self.all_steps():
       return
     self._good.add(step)
-    good = self.good_steps()
     if jax.process_index() == 0:
       path = os.path.join(self.directory, GOOD_FILE)
-      with open(path + ".tmp", "w") as f:
-        json.dump({"good": good}, f)
-      os.replace(path + ".tmp", path)
-    self._rotate(good)
+      with faults.atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump({"good": self.good_steps()}, f)
+    self._rotate()
 
-  def _rotate(self, good: list[int] | None = None) -> None:
+  def _rotate(self) -> None:
     steps = self.all_steps()
-    good = self.good_steps() if good is None else good
-    kept = set(steps[-self.keep :]) | set(good[-1:])
+    kept = set(steps[-self.keep :]) | set(self.good_steps()[-1:])
     for s in steps:
       if s not in kept:
         self._manager.delete(s)
@@ -242,7 +239,7 @@ class Checkpointer:
       faults.failed()
       self._remove_partial(step)
       raise CheckpointSaveError(
-        f"saving the checkpoint of step {step} to {self.directory} failed: {faults.reason(code)}"
+        f"saving the checkpoint of step {step} to {self.directory} failed: {os.strerror(code)}"
         f" ({faults.free_text(self.directory)} free there); the run stopped; {self._newest_text()}"
       ) from e
     self._rotate()

@@ -23,6 +23,7 @@ import jax
 import ml_collections
 
 from vqtok import config as config_lib
+from vqtok import faults
 
 LOCK = ".lock"
 
@@ -94,7 +95,5 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes ``config.json`` atomically (process 0)."""
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, "config.json")
-  with open(path + ".tmp", "w") as f:
+  with faults.atomic_path(os.path.join(workdir, "config.json")) as tmp, open(tmp, "w") as f:
     f.write(config.to_json_best_effort(indent=2))
-  os.replace(path + ".tmp", path)
