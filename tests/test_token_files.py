@@ -414,6 +414,45 @@ def test_a_token_source_reads_rows_at_random_and_views_resume(tokdirs, classes, 
   assert first == [v for _, v, _ in full[:5]] and rest == [(n, v) for n, v, _ in full[5:]]
 
 
+def test_encoded_views_export_for_llamagen_and_titok_from_the_command_line(tokdirs, classes, tmp_path):
+  """Done-when of the token-files issue: subfolder labels and flip views, read by grain above, exported here."""
+  _encode_views(tokdirs["a"], classes, tmp_path / "flip", "flip")
+  _, rows = tokens_lib.read_rows(str(tmp_path / "flip"))
+  order = np.argsort(rows["source_index"])
+
+  def export(*args):
+    return subprocess.run(
+      [sys.executable, "-m", "vqtok.tokenize", "export", f"--tokens={tmp_path / 'flip'}", *args],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
+
+  res = export("--format=llamagen", f"--output={tmp_path / 'codes_flip'}")
+  assert res.returncode == 0, res.stderr[-3000:]
+  summary = json.loads(res.stdout[res.stdout.index("{") :])
+  assert (summary["rows"], summary["views"], summary["files"]) == (3, 2, 6)
+  size = json.loads((tmp_path / "flip" / "metadata.json").read_text())["image_size"]
+  for i, row in enumerate(order):
+    codes = np.load(tmp_path / "codes_flip" / f"imagenet{size}_codes" / f"{i}.npy")
+    label = np.load(tmp_path / "codes_flip" / f"imagenet{size}_labels" / f"{i}.npy")
+    assert codes.dtype == label.dtype == np.int64 and codes.shape == (1, 2, rows["indices"][0, 0].size)
+    np.testing.assert_array_equal(codes[0], rows["indices"][row].reshape(2, -1))
+    assert label.tolist() == [rows["labels"][row]]
+  res = export("--format=titok-jsonl", f"--output={tmp_path / 'pretokenized.jsonl'}")
+  assert res.returncode == 0, res.stderr[-3000:]
+  lines = [json.loads(line) for line in (tmp_path / "pretokenized.jsonl").read_text().splitlines()]
+  want = [(int(rows["labels"][r]), rows["indices"][r, v].reshape(-1).tolist()) for r in order for v in (0, 1)]
+  assert [(d["class_id"], d["tokens"]) for d in lines] == want
+  # Files without labels, or an output that holds something: one line, nothing written.
+  res = export("--format=titok-jsonl", f"--output={tmp_path / 'pretokenized.jsonl'}")
+  assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+  assert "exists and is not empty; export never overwrites" in res.stderr
+  res = export("--format=tar", f"--output={tmp_path / 'x'}")
+  assert res.returncode != 0 and "llamagen" in res.stderr and not os.path.exists(tmp_path / "x")
+
+
 # ---- captions ----
 
 

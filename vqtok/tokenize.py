@@ -4,6 +4,8 @@
       [--folder=DIR | --tfds=NAME --split=validation | (held-out sample photos)]
   python -m vqtok.tokenize decode --tokenizer=runs/tiny --tokens=tokens/ --output=decoded/ \\
       [--noreencode] [--overwrite] [--num_scales=K]
+  python -m vqtok.tokenize export --tokens=tokens/ --format=llamagen|titok-jsonl --output=OUT \\
+      [--dataset=imagenet]
 
 Token files are plain NumPy ``.npz`` shards that a downstream trainer reads
 without vqtok: ``indices`` (int32, ``(n, *token_shape)``, plus a trailing axis
@@ -22,6 +24,11 @@ own devices and writes its own shards, ``tokens-XXXXX-pNNN.npz`` for process
 NNN; a rerun continues each process where it stopped. The directory must be
 resumed with the same number of processes. Rows carry ``names`` and
 ``source_index``, so sorting by either gives the one-process order.
+
+``export`` writes token files with class labels in the layouts PyTorch
+generator trainers read as they are (``vqtok/token_exports.py``): LlamaGen's
+code directory or 1d-tokenizer's ``pretokenized.jsonl``. It needs no
+tokenizer.
 
 Decoding checks everything before it writes a pixel: the recorded tokenizer
 against the decoding one, the token grid, the index range, the output folder
@@ -47,7 +54,7 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from vqtok import cli, faults, sharding
+from vqtok import cli, faults, sharding, token_exports
 from vqtok import config as config_lib
 from vqtok import data as data_lib
 from vqtok import images as images_lib
@@ -571,14 +578,16 @@ def _define_flags() -> None:
   flags.DEFINE_string("captions", None, 'encode: a JSON-lines file of {"name": ..., "caption": ...} per image.')
   flags.DEFINE_string("caption_key", None, "encode --tfds: a text feature stored as each row's caption.")
   flags.DEFINE_string("label_key", "label", "encode --tfds: the class-label feature to store ('' for none).")
-  flags.DEFINE_string("tokens", None, "decode: a directory written by encode.")
+  flags.DEFINE_string("tokens", None, "decode, export: a directory written by encode.")
+  flags.DEFINE_enum("format", None, list(token_exports.FORMATS), "export: the layout to write.")
+  flags.DEFINE_string("dataset", "imagenet", "export --format=llamagen: the name in OUT/<dataset><size>_codes.")
   flags.DEFINE_bool("reencode", True, "decode: re-encode the PNGs and report token agreement.")
   flags.DEFINE_integer("num_scales", None, "decode: multi-scale tokenizers: use only the first k scales.")
   flags.DEFINE_bool("overwrite", False, "decode: write into a folder that holds files, replacing same-named PNGs.")
   cli.define_distributed_flags()
 
 
-_COMMANDS = ("encode", "decode")
+_COMMANDS = ("encode", "decode", "export")
 
 
 def _captions_flag() -> str:
@@ -612,12 +621,21 @@ def _labels_flag() -> str:
 
 
 def main(argv: list[str]) -> int:
-  """Command line: ``encode`` and ``decode`` (see the module docstring)."""
+  """Command line: ``encode``, ``decode`` and ``export`` (see the module docstring)."""
   from vqtok import tokenizer_dir  # noqa: PLC0415
 
   if len(argv) != 2 or argv[1] not in _COMMANDS:
-    raise cli.UsageError(f"give one command, encode or decode; got {argv[1:]}")
+    raise cli.UsageError(f"give one command, encode, decode or export; got {argv[1:]}")
   command = argv[1]
+  if command == "export":
+    missing = [f"--{n}" for n in ("tokens", "format", "output") if FLAGS[n].value is None]
+    if missing:
+      raise cli.UsageError(f"export needs {', '.join(missing)}")
+    if FLAGS.multihost or FLAGS.coordinator_address:
+      raise cli.UsageError("export runs in one process; drop the multi-process flags")
+    summary = token_exports.export(FLAGS.tokens, FLAGS.output, FLAGS.format, dataset=FLAGS.dataset)
+    print(json.dumps(summary, indent=2))
+    return 0
   source = FLAGS.tokenizer
   required = ["output"] + (["tokens"] if command == "decode" else [])
   missing = ([] if source else ["--tokenizer"]) + [f"--{n}" for n in required if FLAGS[n].value is None]
