@@ -22,7 +22,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from vqtok import cli, faults
+from vqtok import cli, files
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file whose data/eval/loss fields to use.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "A tokenizer directory or a training workdir.")
@@ -44,8 +44,9 @@ def main(argv):
   import jax  # noqa: PLC0415
 
   from vqtok import config as config_lib  # noqa: PLC0415
-  from vqtok import images, tokenizer_dir  # noqa: PLC0415
+  from vqtok import images  # noqa: PLC0415
   from vqtok.evaluation.report import evaluate  # noqa: PLC0415
+  from vqtok.load import load  # noqa: PLC0415
 
   if len(argv) > 1:
     raise cli.UsageError(f"unexpected arguments {argv[1:]}")
@@ -56,7 +57,7 @@ def main(argv):
   use_ema = not _RAW.value
   if cli.config_value(_CONFIG) is not None:
     use_ema = use_ema and bool(_CONFIG.value.eval.use_ema)
-  tokenizer, config, info = tokenizer_dir.load(source, use_ema=use_ema, step=_STEP.value)
+  tokenizer, config, info = load(source, use_ema=use_ema, step=_STEP.value)
   if _CONFIG.value is not None:
     requested = config_lib.validate_config(cli.config_value(_CONFIG))
     diff = config_lib.architecture_diff(config, requested)
@@ -88,7 +89,7 @@ def main(argv):
   output = _OUTPUT.value or source
   os.makedirs(output, exist_ok=True)
   out = os.path.join(output, f"eval_{step}.json")
-  with faults.atomic_path(out) as tmp, open(tmp, "w") as f:  # a full disk keeps the old report whole
+  with files.atomic_path(out) as tmp, open(tmp, "w") as f:  # a full disk keeps the old report whole
     json.dump(report, f, indent=2)
   png = images.save_png(grid, os.path.join(output, f"eval_{step}.png"))
   summary = {k: report[k] for k in ("num_images", "psnr", "ssim", "lpips", "rfid") if k in report}

@@ -25,7 +25,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   from vqtok import config as config_lib  # noqa: PLC0415
-  from vqtok.training import train_and_evaluate  # noqa: PLC0415
+  from vqtok.training.loop import train_and_evaluate  # noqa: PLC0415
 
   config = config_lib.validate_config(cli.config_value(_CONFIG))
   cli.start_distributed()

@@ -29,8 +29,9 @@ from common import machine_header, random_lpips, xla_cost  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from vqtok import models  # noqa: E402
-from vqtok.training import init_train_state, make_train_step  # noqa: E402
 from vqtok.training import teacher as teacher_lib  # noqa: E402
+from vqtok.training.state import init_train_state  # noqa: E402
+from vqtok.training.step import make_train_step  # noqa: E402
 
 
 def _teacher(config):

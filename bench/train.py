@@ -48,7 +48,8 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
 from common import bandwidth, datasheet_bf16_peak, machine_header, matmul_flops_per_s, random_lpips, xla_cost  # noqa: E402
 
 from vqtok import sharding  # noqa: E402
-from vqtok.training import init_train_state, make_train_step  # noqa: E402
+from vqtok.training.state import init_train_state  # noqa: E402
+from vqtok.training.step import make_train_step  # noqa: E402
 
 
 def _config(name: str, batch: int, dtype: str | None, lpips: bool):
@@ -237,7 +238,7 @@ def overhead(name: str, steps: int) -> dict:
   import tempfile  # noqa: PLC0415
 
   from vqtok import data as data_lib  # noqa: PLC0415
-  from vqtok.training import train_and_evaluate  # noqa: PLC0415
+  from vqtok.training.loop import train_and_evaluate  # noqa: PLC0415
 
   config = importlib.import_module(f"configs.{name}").get_config()
   tc = config.training

@@ -38,10 +38,11 @@ def main(argv: list[str] | None = None) -> None:
   args = parser.parse_args(argv)
 
   # Imported late so `--help` works without JAX.
+  from vqtok import files  # noqa: PLC0415
   from vqtok.evaluation.inception import convert_inception_state_dict, feature_fn, load_inception  # noqa: PLC0415
 
   arrays = convert_inception_state_dict(read_torch_state_dict(args.pth))
-  np.savez(args.out, **arrays)
+  files.write_npz(args.out, arrays)
   n = sum(a.size for a in arrays.values())
   print(f"wrote {args.out}: {len(arrays)} arrays, {n:,} numbers")
   model = load_inception(args.out)

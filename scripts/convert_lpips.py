@@ -34,10 +34,11 @@ def main(argv: list[str] | None = None) -> None:
 
   from flax import nnx  # noqa: PLC0415
 
+  from vqtok import files  # noqa: PLC0415
   from vqtok.losses.perceptual import convert_lpips_state_dict, load_lpips  # noqa: PLC0415
 
   arrays = convert_lpips_state_dict(read_torch_state_dict(args.vgg_pth), read_torch_state_dict(args.lin_pth))
-  np.savez(args.out, **arrays)
+  files.write_npz(args.out, arrays)
   n = sum(a.size for a in arrays.values())
   print(f"wrote {args.out}: {len(arrays)} arrays, {n:,} numbers")
   model = load_lpips(args.out)

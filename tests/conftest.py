@@ -28,7 +28,8 @@ from helpers import load_config  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from vqtok import data as data_lib  # noqa: E402
-from vqtok.training import Checkpointer, init_train_state, tokenizer_from_state  # noqa: E402
+from vqtok.training.checkpoint import Checkpointer  # noqa: E402
+from vqtok.training.state import init_train_state, tokenizer_from_state  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory):
   """configs/tiny.py:runlocal trained once, uninterrupted (6 steps); copy it before changing it."""
-  from vqtok.training import train_and_evaluate
+  from vqtok.training.loop import train_and_evaluate
 
   workdir = str(tmp_path_factory.mktemp("reference_run"))
   train_and_evaluate(load_config(), workdir, progress=False)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from vqtok import files
 from vqtok.evaluation import (
   FeatureStats,
   InceptionV3,
@@ -23,7 +24,7 @@ from vqtok.evaluation import (
   save_stats,
 )
 from vqtok.evaluation import fid as fid_module
-from vqtok.evaluation.inception import InceptionA, InceptionE, load_weights
+from vqtok.evaluation.inception import InceptionA, InceptionE
 
 # ----------------------------------------------------------------- reference
 
@@ -290,15 +291,15 @@ def test_inception_forward_from_converted_weights(inception_npz):
 def _random_fill(model, rng):
   arrays = {}
   for path, v in nnx.to_flat_state(nnx.state(model)):
-    key = "/".join(map(str, path))
+    key = files.name(path)
     arr = rng.uniform(0.5, 1.5, v.shape) if key.endswith("var") else rng.normal(0, 0.5, v.shape)
     arrays[key] = arr.astype(np.float32)
-  return load_weights(model, arrays, "test"), arrays
+  return files.assign(model, arrays, source="test"), arrays
 
 
 def _np_bn_relu(y, arrays, prefix):
   a = {k[len(prefix) + 1 :]: arrays[k].astype(np.float64) for k in arrays if k.startswith(prefix)}
-  return np.maximum((y - a["bn/mean"]) / np.sqrt(a["bn/var"] + 1e-3) * a["bn/scale"] + a["bn/bias"], 0)
+  return np.maximum((y - a["bn.mean"]) / np.sqrt(a["bn.var"] + 1e-3) * a["bn.scale"] + a["bn.bias"], 0)
 
 
 def test_fid_block_pools():
@@ -310,7 +311,7 @@ def test_fid_block_pools():
   ones = np.pad(np.ones((1, 5, 6, 1)), ((0, 0), (1, 1), (1, 1), (0, 0)))
   win = lambda a: sum(a[:, i : i + 5, j : j + 6] for i in range(3) for j in range(3))
   avg = win(xp) / win(ones)
-  want = _np_bn_relu(avg @ arrays["branch_pool/conv/kernel"][0, 0].astype(np.float64), arrays, "branch_pool")
+  want = _np_bn_relu(avg @ arrays["branch_pool.conv.kernel"][0, 0].astype(np.float64), arrays, "branch_pool")
   got = np.asarray(block(x.astype(np.float32)))
   assert got.shape == (1, 5, 6, 64 + 64 + 96 + 3)
   np.testing.assert_allclose(got[..., -3:], want, rtol=1e-4, atol=1e-4)
@@ -318,7 +319,7 @@ def test_fid_block_pools():
   block, arrays = _random_fill(nnx.eval_shape(lambda: InceptionE(4, pool="max", rngs=nnx.Rngs(0))), rng)
   xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
   mx = np.max([xp[:, i : i + 5, j : j + 6] for i in range(3) for j in range(3)], axis=0)
-  want = _np_bn_relu(mx @ arrays["branch_pool/conv/kernel"][0, 0].astype(np.float64), arrays, "branch_pool")
+  want = _np_bn_relu(mx @ arrays["branch_pool.conv.kernel"][0, 0].astype(np.float64), arrays, "branch_pool")
   got = np.asarray(block(x.astype(np.float32)))
   assert got.shape == (1, 5, 6, 2048)
   np.testing.assert_allclose(got[..., -192:], want, rtol=1e-4, atol=1e-4)
@@ -356,7 +357,7 @@ def test_inception_conversion_and_loading_errors(torch_sd, tmp_path):
   with pytest.raises(ValueError, match="unexpected tensor"):
     convert_inception_state_dict({"Mixed_5b.branch1x1.weird": np.zeros(1)})
   arrays = convert_inception_state_dict(torch_sd)
-  arrays.pop("Mixed_7c/branch_pool/bn/var")
+  arrays.pop("Mixed_7c.branch_pool.bn.var")
   np.savez(tmp_path / "bad.npz", **arrays)
   with pytest.raises(ValueError, match="missing"):
     load_inception(str(tmp_path / "bad.npz"))
@@ -378,5 +379,5 @@ def test_convert_inception_script(torch_sd, tmp_path, monkeypatch, capsys):
   assert "shape (1, 2048)" in printed and "all finite True" in printed
   with np.load(out) as f:
     np.testing.assert_array_equal(
-      f["Mixed_6b/branch7x7_2/conv/kernel"], np.transpose(torch_sd["Mixed_6b.branch7x7_2.conv.weight"], (2, 3, 1, 0))
+      f["Mixed_6b.branch7x7_2.conv.kernel"], np.transpose(torch_sd["Mixed_6b.branch7x7_2.conv.weight"], (2, 3, 1, 0))
     )

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from vqtok import files
 from vqtok.losses.perceptual import convert_lpips_state_dict, load_lpips, lpips_from_features
 
 # torchvision vgg16().features: (index, in, out) of each 3x3 conv.
@@ -167,6 +168,16 @@ def test_lpips_errors(torch_weights, tmp_path, model):
     convert_lpips_state_dict({k: v for k, v in vgg.items() if k != "features.28.bias"}, lin)
   with pytest.raises(ValueError, match="same shape"):
     model(jnp.zeros((1, 16, 16, 3)), jnp.zeros((1, 16, 8, 3)))
+
+
+def test_lpips_files_with_slash_names_read_the_same(torch_weights, tmp_path, model):
+  """Files converted before names were dotted (``vgg/conv1_1/kernel``) load into the same weights."""
+  arrays = convert_lpips_state_dict(*torch_weights)
+  assert "vgg.conv1_1.kernel" in arrays and "lin4.kernel" in arrays
+  np.savez(tmp_path / "old.npz", **{k.replace(".", "/"): v for k, v in arrays.items()})
+  old = load_lpips(str(tmp_path / "old.npz"))
+  for key, value in files.arrays(old).items():
+    np.testing.assert_array_equal(value, files.arrays(model)[key], err_msg=key)
 
 
 def test_convert_lpips_script(torch_weights, tmp_path, monkeypatch, capsys):

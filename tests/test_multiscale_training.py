@@ -15,7 +15,7 @@ from helpers import preset, read_losses
 
 from vqtok import config as config_lib
 from vqtok.models.tokenizer import build_tokenizer
-from vqtok.training import train_and_evaluate
+from vqtok.training.loop import train_and_evaluate
 
 FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
 

@@ -27,7 +27,7 @@ from helpers import ROOT
 from PIL import Image
 
 from vqtok import config as config_lib
-from vqtok import models, pretrained, tokenizer_dir
+from vqtok import files, models, pretrained, tokenizer_dir
 from vqtok.data import transforms
 from vqtok.pretrained import layout, reader
 
@@ -299,7 +299,7 @@ def test_full_size_random_weights_convert(tmp_path, family, name, count, grid, p
   reference_count = _write_full(family, name, path)
   assert reference_count == count
   tok, config, _ = pretrained.convert(family, path)
-  arrays = tokenizer_dir.tokenizer_arrays(tok)
+  arrays = files.arrays(tok)
   assert sum(v.size for v in arrays.values()) == count
   assert tok.token_shape == grid
   if preset:  # the family's preset is the reference architecture

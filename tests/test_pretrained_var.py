@@ -24,7 +24,7 @@ from helpers import ROOT
 from PIL import Image
 
 from vqtok import config as config_lib
-from vqtok import models, pretrained, tokenizer_dir
+from vqtok import files, models, pretrained
 from vqtok.data import transforms
 from vqtok.pretrained import reader
 
@@ -76,7 +76,7 @@ def test_converted_config(converted):
 
 
 def _state_dict():
-  return {k: np.asarray(v) for k, v in reader.flatten(reader.read_checkpoint(REDUCED)).items()}
+  return {k: np.asarray(v) for k, v in files.flatten(reader.read_checkpoint(REDUCED), arrays_only=True).items()}
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_full_size_random_weights_convert(tmp_path):
   count = sum(int(np.prod(s)) for k, s in table.items() if k != "quantize.ema_vocab_hit_SV")
   assert count == 108_948_355  # VQVAE(vocab_size=4096, z_channels=32, ch=160) parameters
   tok, config, _ = pretrained.convert("var", path)
-  assert sum(v.size for v in tokenizer_dir.tokenizer_arrays(tok).values()) == count
+  assert sum(v.size for v in files.arrays(tok).values()) == count
   assert tok.token_shape == (16, 16) and tok.quantizer.num_tokens == 680 and config.image_size == 256
   c = importlib.import_module("configs.var_vq16").get_config()
   abstract = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))

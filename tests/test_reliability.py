@@ -22,10 +22,11 @@ import orbax.checkpoint as ocp
 import pytest
 from helpers import ROOT, load_config, read_losses, snapshot
 
-from vqtok import faults, tokenizer_dir
-from vqtok.training import Checkpointer, NonFiniteLossError, load_tokenizer, loop, train_and_evaluate
+from vqtok import faults, files
+from vqtok.training import loop
 from vqtok.training import workdir as workdir_lib
-from vqtok.training.checkpoint import CheckpointSaveError
+from vqtok.training.checkpoint import Checkpointer, CheckpointSaveError, load_tokenizer
+from vqtok.training.loop import NonFiniteLossError, train_and_evaluate
 
 FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
 
@@ -346,8 +347,8 @@ def test_five_kills_then_resume_give_the_uninterrupted_weights(tmp_path, referen
   summary = train_and_evaluate(config, killed, progress=False)
   assert summary["final_step"] == 6
   for ema in (True, False):
-    want = tokenizer_dir.tokenizer_arrays(load_tokenizer(config, full, use_ema=ema)[0])
-    got = tokenizer_dir.tokenizer_arrays(load_tokenizer(config, killed, use_ema=ema)[0])
+    want = files.arrays(load_tokenizer(config, full, use_ema=ema)[0])
+    got = files.arrays(load_tokenizer(config, killed, use_ema=ema)[0])
     assert want.keys() == got.keys()
     for k in want:
       np.testing.assert_array_equal(got[k], want[k], err_msg=k)

@@ -33,11 +33,11 @@ from safetensors.numpy import save_file
 
 import vqtok
 from vqtok import config as config_lib
-from vqtok import models, pretrained, tokenizer_dir
+from vqtok import files, models, pretrained, tokenizer_dir
 from vqtok import tokens as tokens_lib
 from vqtok.data import transforms
 from vqtok.pretrained import layout, reader, titok
-from vqtok.training import train_and_evaluate
+from vqtok.training.loop import train_and_evaluate
 
 GOLDENS = os.path.join(ROOT, "tests", "goldens", "titok")
 REDUCED = os.path.join(GOLDENS, "reduced.bin")
@@ -252,7 +252,7 @@ def test_full_size_s128_tensors_map_onto_the_preset():
   tensors = _full_tensors("titok_s128")
   c = importlib.import_module("configs.titok_s128").get_config()
   tok = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
-  expected = tokenizer_dir.array_shapes(tok)
+  expected = files.shapes(tok)
   mapped = layout.apply_rules(tensors, titok.table(c), expected, source="titok_s128")
   assert set(mapped) == set(expected)
 

@@ -15,11 +15,13 @@ from helpers import preset, read_losses
 
 from vqtok import config as config_lib
 from vqtok import data as data_lib
-from vqtok import models, tokenizer_dir
-from vqtok.training import Checkpointer, train_and_evaluate
+from vqtok import files, models, tokenizer_dir
+from vqtok.load import load_tokenizer
 from vqtok.training import teacher as teacher_lib
 from vqtok.training import workdir as workdir_lib
-from vqtok.training.state import abstract_train_state, init_train_state, path_name
+from vqtok.training.checkpoint import Checkpointer
+from vqtok.training.loop import train_and_evaluate
+from vqtok.training.state import abstract_train_state, init_train_state
 
 FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
 
@@ -97,7 +99,7 @@ def _arrays(config, workdir, *, ema):
   """The newest checkpoint's tokenizer parameters (EMA or raw) by dotted name."""
   state = _state(config, workdir)
   return {
-    path_name(p): np.asarray(v)
+    files.name(p): np.asarray(v)
     for p, v in jax.tree_util.tree_flatten_with_path(state.ema if ema else state.g_params)[0]
   }
 
@@ -119,7 +121,7 @@ def _assert_same_run(full, cut, config):
   a, b = jax.tree_util.tree_flatten_with_path(_state(config, full))[0], jax.tree.leaves(_state(config, cut))
   assert len(a) == len(b)
   for (path, x), y in zip(a, b):
-    np.testing.assert_array_equal(np.asarray(y), np.asarray(x), err_msg=path_name(path))
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(x), err_msg=files.name(path))
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +156,7 @@ def _by_prefix(arrays, *prefixes):
 
 def test_stage1_learns_the_teachers_codes(stage1, teacher_dir):
   config, workdir, summary = stage1
-  teacher = tokenizer_dir.load_tokenizer(teacher_dir)
+  teacher = load_tokenizer(teacher_dir)
   t_def, t_state = nnx.split(teacher)
   batch = next(iter(data_lib.make_dataset(config, split="train", batch_size=8, seed=config.seed)))["image"]
 
@@ -177,9 +179,9 @@ def test_stage1_learns_the_teachers_codes(stage1, teacher_dir):
   final = summary["final_metrics"]
   assert "loss/l1" not in final and 0 <= final["proxy_code_accuracy"] <= 1  # no pixel decoder in the step
   # The teacher's codebook and decoder were copied in and stayed bit-identical (weights and EMA).
-  t = tokenizer_dir.tokenizer_arrays(teacher)
+  t = files.arrays(teacher)
   codes = np.asarray(teacher.quantizer.indices_to_codes(jax.numpy.arange(16)))
-  initial = {path_name(p): v for p, v in jax.tree_util.tree_flatten_with_path(initial)[0]}
+  initial = {files.name(p): v for p, v in jax.tree_util.tree_flatten_with_path(initial)[0]}
   for ema in (True, False):
     got = _arrays(config, workdir, ema=ema)
     np.testing.assert_array_equal(got["decoder.codebook"], codes)

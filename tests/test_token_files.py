@@ -38,7 +38,7 @@ def tokdirs(tmp_path_factory):
   paths = {}
   for key, c, seed in (("a", config, 0), ("b", other, 1)):
     paths[key] = tokenizer_dir.save_tokenizer(build_tokenizer(c, rngs=nnx.Rngs(seed)), c, str(root / key))
-  return {key: (path, *tokenizer_dir.load(path)) for key, path in paths.items()}
+  return {key: (path, *tokenizer_dir.read(path)) for key, path in paths.items()}
 
 
 def _images(root, names):
@@ -141,7 +141,7 @@ def test_a_jpg_and_a_png_keep_their_names_and_decode_to_two_files(tokdirs, token
 
 def test_a_cnn_decodes_the_grid_its_tokens_were_encoded_at(tokdirs, folder, tmp_path):
   path = tokdirs["a"][0]
-  tokenizer, config, info = tokenizer_dir.load(path)  # a fresh copy, resized below
+  tokenizer, config, info = tokenizer_dir.read(path)  # a fresh copy, resized below
   config.image_size = tokenizer.image_size = 64  # as ``encode --image_size=64`` does
   _encode((path, tokenizer, config, info), folder, tmp_path / "tokens")
   summary = _decode(tokdirs["a"], tmp_path / "tokens", tmp_path / "dec")  # the 32px tokenizer decodes 16x16 grids
@@ -170,7 +170,7 @@ def test_another_source_checkpoint_is_refused(tokdirs, tokens, tmp_path):
   _, tok, config, _ = tokdirs["a"]
   converted = tokenizer_dir.save_tokenizer(tok, config, str(tmp_path / "c"), metadata={"source_sha256": "ab" * 32})
   with pytest.raises(ValueError) as e:
-    _decode((converted, *tokenizer_dir.load(converted)), tokens, tmp_path / "dec")
+    _decode((converted, *tokenizer_dir.read(converted)), tokens, tmp_path / "dec")
   assert "source checkpoint differs (sha256 none vs abababababab)" in _one_line(e)
   assert not os.path.exists(tmp_path / "dec")
 

@@ -19,7 +19,8 @@ from vqtok import tokenize
 from vqtok import tokens as tokens_lib
 from vqtok.evaluation.report import evaluate
 from vqtok.images import to_uint8
-from vqtok.training import init_train_state, load_tokenizer, tokenizer_from_state
+from vqtok.training.checkpoint import load_tokenizer
+from vqtok.training.state import init_train_state, tokenizer_from_state
 
 FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
 

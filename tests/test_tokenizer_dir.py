@@ -42,7 +42,7 @@ def test_saved_config_records_the_bit_order(tmp_path, spec):
   lsb = json.loads(json.dumps(spec))
   _binary_spec(lsb)["bit_order"] = "lsb_first"
   path = _save(tmp_path, lsb, "lsb")
-  tok, config, _ = tokenizer_dir.load(path)
+  tok, config, _ = tokenizer_dir.read(path)
   assert _binary_spec(config.quantizer)["bit_order"] == "lsb_first"
   inner = tok.quantizer if spec is LFQ else tok.quantizer.quantizers[0]
   assert inner.bit_order == "lsb_first"
@@ -53,7 +53,7 @@ def test_unrecorded_bit_order_is_refused(tmp_path, spec):
   path = _save(tmp_path, spec, "tok", metadata={"source": "someone"})
   _forget_bit_order(path)
   with pytest.raises(ValueError, match=r"config.json: the (lfq|bsq) quantizer does not record its bit_order") as e:
-    tokenizer_dir.load(path)
+    tokenizer_dir.read(path)
   assert "\n" not in str(e.value)
 
 
@@ -62,11 +62,11 @@ def test_a_vqtok_export_without_bit_order_is_refused_too(tmp_path):
   path = _save(tmp_path, LFQ, "tok", metadata={"source": "vqtok", "step": 3})
   _forget_bit_order(path)
   with pytest.raises(ValueError, match=r"config.json: the lfq quantizer does not record its bit_order"):
-    tokenizer_dir.load(path)
+    tokenizer_dir.read(path)
 
 
 def test_other_quantizers_need_no_bit_order(tmp_path):
   path = _save(tmp_path, {"type": "fsq", "levels": (8, 5, 5, 5)}, "fsq", metadata={"source": "someone"})
   with open(os.path.join(path, "config.json")) as f:
     assert "bit_order" not in json.load(f)["quantizer"]
-  tokenizer_dir.load(path)
+  tokenizer_dir.read(path)

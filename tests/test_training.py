@@ -16,7 +16,9 @@ from helpers import ROOT, load_config, read_losses
 
 from vqtok import config as config_lib
 from vqtok import data as data_lib
-from vqtok.training import Checkpointer, NonFiniteLossError, loop, train_and_evaluate
+from vqtok.training import loop
+from vqtok.training.checkpoint import Checkpointer
+from vqtok.training.loop import NonFiniteLossError, train_and_evaluate
 
 FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from absl import app, flags, logging
 
 from vqtok import faults
+from vqtok.training import distributed
 
 _DEBUG = flags.DEFINE_bool("debug", False, "Show full tracebacks for errors.")
 
@@ -73,8 +74,6 @@ def define_distributed_flags() -> None:
 
 def start_distributed() -> None:
   """Connects to the other processes when the flags of ``define_distributed_flags`` ask for it."""
-  from vqtok.training import distributed  # noqa: PLC0415
-
   f = flags.FLAGS
   distributed.initialize(
     multihost=f.multihost,

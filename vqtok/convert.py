@@ -19,7 +19,7 @@ import sys
 
 from absl import flags
 
-from vqtok import cli
+from vqtok import cli, files, pretrained, tokenizer_dir
 
 FLAGS = flags.FLAGS
 
@@ -35,8 +35,6 @@ def _define_flags() -> None:
 
 
 def main(argv: list[str]) -> int:
-  from vqtok import pretrained, tokenizer_dir  # noqa: PLC0415
-
   if len(argv) != 4:
     raise cli.UsageError(
       f"usage: python -m vqtok.convert FORMAT CHECKPOINT OUTPUT_DIR; FORMAT is one of {sorted(pretrained.FORMATS)}"
@@ -52,7 +50,7 @@ def main(argv: list[str]) -> int:
     "image_size": int(config.image_size),
     "codebook_size": int(q.codebook_size),
     "code_dim": int(q.code_dim),
-    "parameters": int(sum(v.size for v in tokenizer_dir.tokenizer_arrays(tokenizer).values())),
+    "parameters": int(sum(v.size for v in files.arrays(tokenizer).values())),
     "source_sha256": meta["source_sha256"],
   }
   print(json.dumps(summary, indent=2))
@@ -60,8 +58,6 @@ def main(argv: list[str]) -> int:
 
 
 def _usage() -> str:
-  from vqtok import pretrained  # noqa: PLC0415
-
   rows = "\n".join(f"  {name:10s} {m.FILES}" for name, m in sorted(pretrained.FORMATS.items()))
   return f"{__doc__}\nformats:\n{rows}\n"
 

@@ -12,7 +12,8 @@ import json
 
 from absl import flags
 
-from vqtok import cli
+from vqtok import cli, tokenizer_dir
+from vqtok import load as load_lib
 
 FLAGS = flags.FLAGS
 
@@ -26,15 +27,13 @@ def _define_flags() -> None:
 
 
 def main(argv: list[str]) -> int:
-  from vqtok import tokenizer_dir  # noqa: PLC0415
-
   if len(argv) > 1:
     raise cli.UsageError(f"unexpected arguments {argv[1:]}")
   if not FLAGS.tokenizer or not FLAGS.output:
     raise cli.UsageError("give --tokenizer (a training run) and --output (the directory to write)")
-  if not tokenizer_dir.is_workdir(FLAGS.tokenizer):
+  if not load_lib.is_workdir(FLAGS.tokenizer):
     raise FileNotFoundError(f"--tokenizer={FLAGS.tokenizer} is not a training workdir (config.json + checkpoints/)")
-  tokenizer, config, info = tokenizer_dir.load(FLAGS.tokenizer, use_ema=not FLAGS.raw, step=FLAGS.step)
+  tokenizer, config, info = load_lib.load(FLAGS.tokenizer, use_ema=not FLAGS.raw, step=FLAGS.step)
   meta = {"source": "vqtok", "workdir": FLAGS.tokenizer, "step": info["step"], "weights": "raw" if FLAGS.raw else "ema"}
   path = tokenizer_dir.save_tokenizer(tokenizer, config, FLAGS.output, metadata=meta, overwrite=FLAGS.overwrite)
   print(json.dumps({"output": path, "step": info["step"], "weights": meta["weights"]}, indent=2))

@@ -12,7 +12,6 @@ writers' echoes of a failure that is reported anyway off the terminal.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -21,7 +20,6 @@ import shutil
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
 
 #: The error numbers that mean "this write cannot be done here", not a bug.
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG, errno.EACCES, errno.EPERM})
@@ -76,26 +74,6 @@ def describe(e: BaseException, path: str | None = None) -> str | None:
   path = path or getattr(e, "filename", None)
   where = f"writing {path}" if path else "a write"
   return f"{where} failed: {os.strerror(code)}" + (f" ({free_text(path)} free there)" if path else "")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str, suffix: str = ".tmp") -> Iterator[str]:
-  """Yields a temporary path beside ``path`` to write; renamed onto ``path`` once the block succeeds.
-
-  On any failure the temporary file is removed (``path`` keeps what it had),
-  and a failed write is raised as ``OSError`` naming ``path``.
-  """
-  tmp = path + suffix
-  try:
-    yield tmp
-    os.replace(tmp, path)
-  except BaseException as e:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    code = write_errno(e)
-    if code is not None and getattr(e, "filename", None) != path:
-      raise OSError(code, os.strerror(code), path) from e
-    raise
 
 
 # ---- the writers' noise ----

@@ -7,7 +7,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from vqtok import faults
+from vqtok import files
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -31,6 +31,6 @@ def grid(rows: list[np.ndarray], *, pad: int = 2) -> np.ndarray:
 def save_png(image: np.ndarray, path: str) -> str:
   """Writes ``image`` (uint8) to ``path`` via a temporary file; returns ``path``."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with faults.atomic_path(path) as tmp:  # never leave a half-written PNG behind
+  with files.atomic_path(path) as tmp:  # never leave a half-written PNG behind
     Image.fromarray(image).save(tmp, format="PNG")
   return path

@@ -20,15 +20,13 @@ the files against what they returned.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import shutil
 
 import numpy as np
 
-from vqtok import faults
+from vqtok import files
 from vqtok import tokens as tokens_lib
 
 FORMATS = ("llamagen", "titok-jsonl")
@@ -128,28 +126,13 @@ def _per_view(meta: dict, rows: dict, tokens_dir: str, fmt: str) -> tuple[np.nda
   return np.ascontiguousarray(codes), labels[order].astype(np.int64)
 
 
-@contextlib.contextmanager
-def _staged_dir(output: str):
-  """Yields a temporary sibling directory that becomes ``output`` once the block succeeds."""
-  tmp = output + _TMP
-  if os.path.lexists(tmp):  # left by an interrupted export
-    shutil.rmtree(tmp)
-  os.makedirs(tmp)
-  try:
-    yield tmp
-    os.replace(tmp, output)  # onto a missing or empty directory
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-
-
 def _write_llamagen(codes: np.ndarray, labels: np.ndarray, output: str, dataset: str, size: int) -> dict:
   n, views, tokens = codes.shape
   parent = os.path.dirname(output)
   if parent:
     os.makedirs(parent, exist_ok=True)
   sub_codes, sub_labels = f"{dataset}{size}_codes", f"{dataset}{size}_labels"
-  with _staged_dir(output) as tmp:
+  with files.atomic_dir(output, _TMP) as tmp:
     for sub in (sub_codes, sub_labels):
       os.makedirs(os.path.join(tmp, sub))
     for i in range(n):
@@ -194,7 +177,7 @@ def _write_jsonl(codes: np.ndarray, labels: np.ndarray, output: str) -> dict:
   parent = os.path.dirname(output)
   if parent:
     os.makedirs(parent, exist_ok=True)
-  with faults.atomic_path(output, _TMP) as tmp, open(tmp, "w", encoding="utf-8") as f:
+  with files.atomic_path(output, _TMP) as tmp, open(tmp, "w", encoding="utf-8") as f:
     for row, label in zip(codes.tolist(), labels.tolist()):
       for view in row:
         # pretokenization.py:213-216 and 125-126: json.dump of {"class_id", "tokens"}, then a newline.

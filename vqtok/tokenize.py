@@ -54,10 +54,11 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from vqtok import cli, faults, sharding, token_exports
+from vqtok import cli, files, sharding, token_exports
 from vqtok import config as config_lib
 from vqtok import data as data_lib
 from vqtok import images as images_lib
+from vqtok import load as load_lib
 from vqtok import tokens as tokens_lib
 
 FLAGS = flags.FLAGS
@@ -331,7 +332,7 @@ def encode_to_files(
     # Every process writes it (the same bytes), so a folder that is not shared
     # between hosts gets one too.
     os.makedirs(output, exist_ok=True)
-    with faults.atomic_path(meta_path, f".tmp{p}") as tmp, open(tmp, "w") as f:
+    with files.atomic_path(meta_path, f".tmp{p}") as tmp, open(tmp, "w") as f:
       json.dump(meta, f, indent=2)
 
   per_shard = shard_batches * batch_size
@@ -622,8 +623,6 @@ def _labels_flag() -> str:
 
 def main(argv: list[str]) -> int:
   """Command line: ``encode``, ``decode`` and ``export`` (see the module docstring)."""
-  from vqtok import tokenizer_dir  # noqa: PLC0415
-
   if len(argv) != 2 or argv[1] not in _COMMANDS:
     raise cli.UsageError(f"give one command, encode, decode or export; got {argv[1:]}")
   command = argv[1]
@@ -645,7 +644,7 @@ def main(argv: list[str]) -> int:
     cli.start_distributed()
   elif FLAGS.multihost or FLAGS.coordinator_address:
     raise cli.UsageError("decode runs in one process; drop the multi-process flags")
-  tokenizer, config, info = tokenizer_dir.load(source, use_ema=not FLAGS.raw, step=FLAGS.step)
+  tokenizer, config, info = load_lib.load(source, use_ema=not FLAGS.raw, step=FLAGS.step)
   step = info["step"]
   identity = {"tokenizer_metadata": info["metadata"], "tokenizer_path": os.path.abspath(source)}
   if FLAGS.image_size:

@@ -17,7 +17,7 @@ downstream trainer reads without vqtok:
 ``metadata.json`` also holds the codebook size, token shape, the tokenizer's
 config and checkpoint step, and which tokenizer wrote them (``tokenizer``:
 ``tokenizer_fingerprint`` plus its path). Shards are written whole or not at
-all (``faults.atomic_path``).
+all (``files.atomic_path``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 from flax import nnx
 
 from vqtok import config as config_lib
-from vqtok import faults
+from vqtok import files
 
 FORMAT = "vqtok-tokens-v1"
 
@@ -49,11 +49,6 @@ def index_dtype(codebook_size: int) -> np.dtype:
     if codebook_size <= np.iinfo(dtype).max + 1:
       return np.dtype(dtype)
   return np.dtype(np.int32)
-
-
-def write_npz(path: str, **arrays: np.ndarray) -> None:
-  with faults.atomic_path(path, ".tmp.npz") as tmp:
-    np.savez(tmp, **arrays)
 
 
 def plain_config(config: ml_collections.ConfigDict | Mapping) -> dict:
@@ -135,7 +130,7 @@ def write_shard(path: str, rows: Mapping[str, list], codebook_size: int) -> None
     arrays["labels"] = np.concatenate(rows["labels"]).astype(np.int32)
   if rows.get("captions"):
     arrays["captions"] = np.asarray(rows["captions"], dtype=str)
-  write_npz(path, **arrays)
+  files.write_npz(path, arrays)
 
 
 def shard_files(directory: str) -> list[str]:

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vqtok import files
+
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -269,11 +271,11 @@ class InceptionV3(nnx.Module):
 
 # pytorch-fid BasicConv2d tensors -> (nnx path tail, layout change).
 _TORCH_SUFFIXES = {
-  "conv.weight": ("conv/kernel", lambda w: np.transpose(w, (2, 3, 1, 0))),  # OIHW->HWIO
-  "bn.weight": ("bn/scale", lambda w: w),
-  "bn.bias": ("bn/bias", lambda w: w),
-  "bn.running_mean": ("bn/mean", lambda w: w),
-  "bn.running_var": ("bn/var", lambda w: w),
+  "conv.weight": ("conv.kernel", lambda w: np.transpose(w, (2, 3, 1, 0))),  # OIHW->HWIO
+  "bn.weight": ("bn.scale", lambda w: w),
+  "bn.bias": ("bn.bias", lambda w: w),
+  "bn.running_mean": ("bn.mean", lambda w: w),
+  "bn.running_var": ("bn.var", lambda w: w),
 }
 # Parts of the torch checkpoint that FID features never use.
 _TORCH_IGNORED = ("fc.", "AuxLogits.")
@@ -288,7 +290,7 @@ def convert_inception_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[s
       ``num_batches_tracked`` entries are skipped.
 
   Returns:
-    ``{"Mixed_5b/branch1x1/conv/kernel": HWIO float32 array, ...}``, the key
+    ``{"Mixed_5b.branch1x1.conv.kernel": HWIO float32 array, ...}``, the key
     layout ``load_inception`` reads from an .npz.
   """
   out = {}
@@ -297,41 +299,12 @@ def convert_inception_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[s
       continue
     for suffix, (tail, fn) in _TORCH_SUFFIXES.items():
       if name.endswith("." + suffix):
-        prefix = name[: -len(suffix) - 1].replace(".", "/")
-        out[f"{prefix}/{tail}"] = np.ascontiguousarray(fn(np.asarray(value, np.float32)))
+        prefix = name[: -len(suffix) - 1]
+        out[f"{prefix}.{tail}"] = np.ascontiguousarray(fn(np.asarray(value, np.float32)))
         break
     else:
       raise ValueError(f"unexpected tensor in the Inception state dict: {name}")
   return out
-
-
-def load_weights(model: nnx.Module, arrays: Mapping[str, np.ndarray], what: str) -> nnx.Module:
-  """Returns ``model`` (possibly abstract) with every variable set from ``arrays``.
-
-  Args:
-    model: a module, e.g. from ``nnx.eval_shape``; its structure defines the keys.
-    arrays: ``{"a/b/kernel": array}`` covering exactly the module's variables.
-    what: a name for error messages.
-
-  Returns:
-    A new concrete module holding the given arrays.
-  """
-  graphdef, state = nnx.split(model)
-  flat = {"/".join(str(k) for k in path): v for path, v in nnx.to_flat_state(state)}
-  missing = sorted(set(flat) - set(arrays))
-  unexpected = sorted(set(arrays) - set(flat))
-  if missing or unexpected:
-    raise ValueError(
-      f"{what}: weights do not match the model; missing {missing[:5]}"
-      f" ({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})"
-    )
-  for path, var in nnx.to_flat_state(state):
-    key = "/".join(str(k) for k in path)
-    value = np.asarray(arrays[key])
-    if value.shape != tuple(var.shape):
-      raise ValueError(f"{what}: {key} has shape {value.shape}, the model wants {tuple(var.shape)}")
-    var.set_value(jnp.asarray(value, var.dtype))
-  return nnx.merge(graphdef, state)
 
 
 def load_inception(path: str, *, resize_input: bool = True) -> InceptionV3:
@@ -354,9 +327,7 @@ def load_inception(path: str, *, resize_input: bool = True) -> InceptionV3:
       f"Inception weights not found: {path}; make them with scripts/convert_inception.py (see scripts/README.md)"
     )
   abstract = nnx.eval_shape(lambda: InceptionV3(resize_input=resize_input, rngs=nnx.Rngs(0)))
-  with np.load(path) as f:
-    arrays = {k: f[k] for k in f.files}
-  return load_weights(abstract, arrays, f"Inception weights {path}")
+  return files.assign(abstract, files.read_npz(path, legacy_sep="/"), source=f"Inception weights {path}")
 
 
 def feature_fn(model: InceptionV3) -> Callable[[jax.Array], jax.Array]:

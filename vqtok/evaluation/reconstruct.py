@@ -21,14 +21,9 @@ from flax import nnx
 
 from vqtok import images as images_lib
 from vqtok import sharding
+from vqtok.evaluation import metrics as metrics_lib
 
 ReconstructFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, jax.Array]]
-
-
-def split_tokenizer(tokenizer: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
-  """``(graphdef, params, rest)`` of a tokenizer, as pure dicts (like the train state)."""
-  gdef, params, rest = nnx.split(tokenizer, nnx.Param, ...)
-  return gdef, params.to_pure_dict(), rest.to_pure_dict()
 
 
 def make_reconstruct_fn(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh) -> ReconstructFn:
@@ -85,8 +80,6 @@ def reconstructions(
 
 def mean_psnr(fn: ReconstructFn, params: Any, rest: Any, mesh: jax.sharding.Mesh, batches: Iterable[dict]) -> float:
   """Mean per-image PSNR (on [0, 255]) over all processes' images."""
-  from vqtok.evaluation import metrics as metrics_lib  # noqa: PLC0415
-
   total = np.zeros(2)  # sum of per-image PSNR, number of images
   for r in reconstructions(fn, params, rest, mesh, batches):
     total += [float(np.sum(np.asarray(metrics_lib.psnr(r.real_uint8, r.fake_uint8)), dtype=np.float64)), len(r)]

@@ -24,11 +24,13 @@ import numpy as np
 from flax import nnx
 
 from vqtok import data as data_lib
+from vqtok import files, sharding
 from vqtok import images as images_lib
-from vqtok import sharding
 from vqtok.evaluation import fid as fid_lib
+from vqtok.evaluation import inception
 from vqtok.evaluation import metrics as metrics_lib
 from vqtok.evaluation import reconstruct as reconstruct_lib
+from vqtok.losses import perceptual
 
 
 def evaluate(
@@ -64,20 +66,16 @@ def evaluate(
   mesh = sharding.make_mesh((-1, 1))
   if batch_size % mesh.size:
     raise ValueError(f"eval batch_size={batch_size} must be divisible by {mesh.size} devices")
-  gdef, params, rest = reconstruct_lib.split_tokenizer(tokenizer)
+  gdef, params, rest = files.pure(tokenizer)
   reconstruct = reconstruct_lib.make_reconstruct_fn(gdef, mesh)
 
   lpips_fn = None
   if lpips_weights:
-    from vqtok.losses import perceptual  # noqa: PLC0415
-
     lpips_def, lpips_state = nnx.split(perceptual.load_lpips(lpips_weights))
     lpips_jit = jax.jit(lambda st, a, b: nnx.merge(lpips_def, st)(a, b))
     lpips_fn = lambda a, b: lpips_jit(lpips_state, a, b)
   features = None
   if inception_weights:
-    from vqtok.evaluation import inception  # noqa: PLC0415
-
     features = inception.feature_fn(inception.load_inception(inception_weights))
     real_stats, fake_stats = fid_lib.FeatureStats(), fid_lib.FeatureStats()
 

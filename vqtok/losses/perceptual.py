@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vqtok.evaluation.inception import load_weights
+from vqtok import files
 
 # ScalingLayer of the lpips package: inputs in [-1, 1] are mapped to roughly
 # ImageNet-normalised values, (x - shift) / scale.
@@ -156,7 +156,7 @@ def convert_lpips_state_dict(
       of shape ``(1, C_l, 1, 1)``.
 
   Returns:
-    ``{"vgg/conv1_1/kernel": HWIO array, ..., "lin0/kernel": (1, 1, C, 1)}``.
+    ``{"vgg.conv1_1.kernel": HWIO array, ..., "lin0.kernel": (1, 1, C, 1)}``.
   """
 
   def find(index: int, kind: str) -> np.ndarray:
@@ -167,8 +167,8 @@ def convert_lpips_state_dict(
 
   out = {}
   for name, index in _VGG_TORCH_INDEX.items():
-    out[f"vgg/{name}/kernel"] = np.ascontiguousarray(np.transpose(find(index, "weight"), (2, 3, 1, 0)))  # OIHW -> HWIO
-    out[f"vgg/{name}/bias"] = find(index, "bias")
+    out[f"vgg.{name}.kernel"] = np.ascontiguousarray(np.transpose(find(index, "weight"), (2, 3, 1, 0)))  # OIHW -> HWIO
+    out[f"vgg.{name}.bias"] = find(index, "bias")
   for l, c in enumerate(LPIPS_CHANNELS):
     for key in (f"lin{l}.model.1.weight", f"lin{l}.model.0.weight"):
       if key in lin_state_dict:
@@ -178,7 +178,7 @@ def convert_lpips_state_dict(
       raise ValueError(f"LPIPS state dict has no lin{l}.model.1.weight")
     if w.shape != (1, c, 1, 1):
       raise ValueError(f"lin{l} weight must have shape (1, {c}, 1, 1), got {w.shape}")
-    out[f"lin{l}/kernel"] = np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
+    out[f"lin{l}.kernel"] = np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
   return out
 
 
@@ -202,6 +202,4 @@ def load_lpips(path: str) -> LPIPS:
       f"LPIPS weights not found: {path}; make them with scripts/convert_lpips.py (see scripts/README.md)"
     )
   abstract = nnx.eval_shape(lambda: LPIPS(rngs=nnx.Rngs(0)))
-  with np.load(path) as f:
-    arrays = {k: f[k] for k in f.files}
-  return load_weights(abstract, arrays, f"LPIPS weights {path}")
+  return files.assign(abstract, files.read_npz(path, legacy_sep="/"), source=f"LPIPS weights {path}")

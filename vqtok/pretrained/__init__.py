@@ -16,6 +16,9 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
+from vqtok import config as config_lib
+from vqtok import files, tokenizer_dir
+from vqtok.models import build_tokenizer
 from vqtok.pretrained import ibq, layout, llamagen, maskgit, open_magvit2, taming, titok, var
 from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 
@@ -41,10 +44,6 @@ def convert(
   Raises:
     CheckpointError: an unreadable file, one of another family, or tensors that do not fit.
   """
-  from vqtok import config as config_lib  # noqa: PLC0415
-  from vqtok import tokenizer_dir  # noqa: PLC0415
-  from vqtok.models import build_tokenizer  # noqa: PLC0415
-
   if format not in FORMATS:
     raise CheckpointError(f"unknown format {format!r}; expected one of {sorted(FORMATS)}")
   family = FORMATS[format]
@@ -56,9 +55,9 @@ def convert(
   config = family.config(tensors, source)
   config_lib.validate_config(config, check_paths=False)
   tokenizer = build_tokenizer(config, rngs=nnx.Rngs(0))
-  expected = tokenizer_dir.array_shapes(tokenizer)
+  expected = files.shapes(tokenizer)
   mapped = layout.apply_rules(tensors, family.table(config), expected, ignore=family.IGNORE, source=source)
-  tokenizer_dir.load_arrays(tokenizer, mapped, source=source)
+  files.assign(tokenizer, mapped, source=source)
   meta: dict[str, Any] = {
     "source": format,
     "source_file": source,

@@ -11,9 +11,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import ml_collections
 import numpy as np
 
-from vqtok.pretrained.reader import CheckpointError, flatten
+from vqtok.config import default_config
+from vqtok.files import flatten
+from vqtok.pretrained.reader import CheckpointError
 
 
 def pick_state_dict(obj: Any, keys: Sequence[str], source: str, family: str) -> dict[str, np.ndarray]:
@@ -22,7 +25,7 @@ def pick_state_dict(obj: Any, keys: Sequence[str], source: str, family: str) -> 
     raise CheckpointError(f"{source}: expected a dict at the top of a {family} checkpoint; got {type(obj).__name__}")
   for key in keys:
     if key in obj and isinstance(obj[key], Mapping):
-      return flatten(obj[key])
+      return flatten(obj[key], arrays_only=True)
   found = ", ".join(repr(k) for k in list(obj)[:8])
   raise CheckpointError(f"{source}: not a {family} checkpoint: none of {list(keys)} at the top level (found {found})")
 
@@ -74,10 +77,6 @@ def cnn_config(
   **model: Any,
 ):
   """The vqtok config of a published CNN tokenizer at 256 px (``model`` adds fields such as input_range)."""
-  import ml_collections  # noqa: PLC0415
-
-  from vqtok.config import default_config  # noqa: PLC0415
-
   c = default_config()
   c.image_size = 256
   c.model.update(

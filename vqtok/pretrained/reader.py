@@ -21,7 +21,6 @@ import io
 import os
 import pickle
 import zipfile
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -215,18 +214,3 @@ def read_checkpoint(path: str) -> Any:
   except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, KeyError, ValueError, OSError) as e:
     raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {e})") from None
   raise CheckpointError(f"{path}: unknown checkpoint format (first bytes {head[:4]!r})")
-
-
-def flatten(tree: Any, sep: str = ".") -> dict[str, np.ndarray]:
-  """``{"a": {"b": x}} -> {"a.b": x}`` over nested mappings; non-array leaves are dropped."""
-  out: dict[str, np.ndarray] = {}
-
-  def visit(prefix: str, node: Any) -> None:
-    if isinstance(node, Mapping):
-      for k, v in node.items():
-        visit(f"{prefix}{sep}{k}" if prefix else str(k), v)
-    elif isinstance(node, np.ndarray):
-      out[prefix] = node
-
-  visit("", tree)
-  return out

@@ -35,9 +35,11 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from vqtok.config import default_config
+from vqtok.files import flatten
 from vqtok.pretrained import common
 from vqtok.pretrained import layout as L
-from vqtok.pretrained.reader import CheckpointError, flatten
+from vqtok.pretrained.reader import CheckpointError
 
 NAME = "titok"
 FILES = "tokenizer_titok_{l32,b64,s128}.bin, or model.safetensors of yucornetto/tokenizer_titok_*_imagenet (also VQ-8k)"
@@ -51,11 +53,11 @@ def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
     raise CheckpointError(f"{source}: TiTok checkpoints hold no EMA weights; drop --ema")
   if not isinstance(obj, Mapping):
     raise CheckpointError(f"{source}: expected a dict of tensors in a {NAME} checkpoint; got {type(obj).__name__}")
-  flat = flatten(obj)
+  flat = flatten(obj, arrays_only=True)
   if "latent_tokens" not in flat:  # a training file that nests the weights
     for key in ("state_dict", "model"):
       if isinstance(obj.get(key), Mapping):
-        flat = flatten(obj[key])
+        flat = flatten(obj[key], arrays_only=True)
         break
   out: dict[str, np.ndarray] = {}
   for name, value in flat.items():
@@ -84,8 +86,6 @@ def _vit(tensors: dict[str, np.ndarray], side: str, source: str) -> dict[str, in
 
 def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.ConfigDict:
   """The vqtok config of the checkpoint, read off the tensor shapes."""
-  from vqtok.config import default_config  # noqa: PLC0415
-
   common.require(tensors, "latent_tokens", source, NAME, 2)
   two_stage = any(k.startswith("pixel_decoder.") for k in tensors)
   if not two_stage and "decoder.conv_out.weight" not in tensors:

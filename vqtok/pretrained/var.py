@@ -32,9 +32,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from vqtok.files import flatten
 from vqtok.pretrained import common, taming
 from vqtok.pretrained import layout as L
-from vqtok.pretrained.reader import CheckpointError, flatten
+from vqtok.pretrained.reader import CheckpointError
 from vqtok.quantizers.multiscale import VAR_SCALES
 
 NAME = "var"
@@ -51,7 +52,7 @@ def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
     raise CheckpointError(f"{source}: VAR's tokenizer file holds no EMA weights; drop --ema")
   if not isinstance(obj, Mapping):
     raise CheckpointError(f"{source}: expected a state dict at the top of a VAR checkpoint; got {type(obj).__name__}")
-  tensors = flatten(obj)
+  tensors = flatten(obj, arrays_only=True)
   if "encoder.conv_in.weight" not in tensors and any(isinstance(v, Mapping) for v in obj.values()):
     # Tolerate a wrapped dict ({"model": state_dict} / {"state_dict": ...}), as other families ship.
     tensors = common.pick_state_dict(obj, ("state_dict", "model", "vae"), source, NAME)

@@ -24,8 +24,9 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx
 
-from vqtok import faults
+from vqtok import faults, files, models, sharding
 
 
 def _is_key(x: Any) -> bool:
@@ -75,8 +76,8 @@ GOOD_FILE = "good.json"
 
 def _tree_bytes(path: str) -> int:
   total = 0
-  for root, _, files in os.walk(path):
-    for f in files:
+  for root, _, names in os.walk(path):
+    for f in names:
       with contextlib.suppress(OSError):  # removed meanwhile
         total += os.lstat(os.path.join(root, f)).st_size
   return total
@@ -136,7 +137,7 @@ class Checkpointer:
     self._good.add(step)
     if jax.process_index() == 0:
       path = os.path.join(self.directory, GOOD_FILE)
-      with faults.atomic_path(path) as tmp, open(tmp, "w") as f:
+      with files.atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump({"good": self.good_steps()}, f)
     self._rotate()
 
@@ -259,6 +260,19 @@ class Checkpointer:
     out = self._manager.restore(step, args=ocp.args.Composite(**items))
     return _rekey(out["state"], state_like)
 
+  def restore_parts(self, parts_like: dict[str, Any], *, step: int | None = None) -> dict[str, Any]:
+    """Restores only the train-state fields named in ``parts_like`` (e.g. ``g_params``), nothing else read."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    args = ocp.args.PyTreeRestore(
+      item=_abstract_unkey(parts_like),
+      restore_args=ocp.checkpoint_utils.construct_restore_args(_abstract_unkey(parts_like)),
+      partial_restore=True,
+    )
+    out = self._manager.restore(step, args=ocp.args.Composite(state=args))
+    return _rekey(out["state"], parts_like)
+
   def _has_item(self, step: int, name: str) -> bool:
     return os.path.isdir(os.path.join(self.directory, str(step), name))
 
@@ -277,7 +291,11 @@ class Checkpointer:
 
 
 def load_tokenizer(config: Any, directory: str, *, use_ema: bool = True, step: int | None = None):
-  """Restores a trained tokenizer from a run's checkpoints.
+  """Restores a trained tokenizer from a run's checkpoints, reading only its weights.
+
+  No optimizer or discriminator is built and their arrays are not read: the
+  tokenizer's structure comes from ``config``, and the checkpoint's
+  ``g_params`` (or ``ema``), ``g_rest`` and ``step`` are restored into it.
 
   Args:
     config: the run's config (architecture and quantizer must match).
@@ -289,17 +307,17 @@ def load_tokenizer(config: Any, directory: str, *, use_ema: bool = True, step: i
   Returns:
     ``(tokenizer, step)``: an ``nnx.Module`` in eval-ready form and its step.
   """
-  from vqtok import sharding  # noqa: PLC0415
-  from vqtok.training import state as state_lib  # noqa: PLC0415
-
   if os.path.isdir(os.path.join(directory, "checkpoints")):
     directory = os.path.join(directory, "checkpoints")
-  abstract, static = state_lib.abstract_train_state(config)
+  abstract = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=nnx.Rngs(config.seed)))
+  g_def, params, rest = files.pure(abstract)
   rep = sharding.replicated(sharding.make_mesh((-1, 1)))
-  like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), abstract)
+  placed = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), tree)
+  weights = "ema" if use_ema and config.training.ema_decay > 0 else "g_params"
+  like = {"step": placed(jax.ShapeDtypeStruct((), np.int32)), weights: placed(params), "g_rest": placed(rest)}
   ckpt = Checkpointer(directory)
   try:
-    restored = ckpt.restore(like, step=step)
+    restored = ckpt.restore_parts(like, step=step)
   finally:
     ckpt.close()
-  return state_lib.tokenizer_from_state(static, restored, use_ema=use_ema), int(restored.step)
+  return nnx.merge(g_def, restored[weights], restored["g_rest"]), int(restored["step"])

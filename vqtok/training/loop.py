@@ -23,8 +23,9 @@ import numpy as np
 from flax import nnx
 
 from vqtok import data as data_lib
+from vqtok import files, sharding
 from vqtok import images as images_lib
-from vqtok import sharding
+from vqtok import load as load_lib
 from vqtok.evaluation import reconstruct as reconstruct_lib
 from vqtok.training import checkpoint as ckpt_lib
 from vqtok.training import teacher as teacher_lib
@@ -181,9 +182,8 @@ def init_from(config: ml_collections.ConfigDict, state: TrainState, static: Stat
   (compute dtype and, for CNNs, image size may differ).
   """
   from vqtok import config as config_lib  # noqa: PLC0415
-  from vqtok import tokenizer_dir  # noqa: PLC0415
 
-  loaded, saved, _ = tokenizer_dir.load(config.init_from)
+  loaded, saved, _ = load_lib.load(config.init_from)
   ignore = {"model.dtype"} | ({"image_size"} if config.model.encoder == "cnn" else set())
   diff = [f for f in config_lib.architecture_diff(saved, config) if f not in ignore and f.startswith("model.")]
   if diff:
@@ -192,7 +192,7 @@ def init_from(config: ml_collections.ConfigDict, state: TrainState, static: Stat
       f" from its config (python -m vqtok.export writes it to config.json) and override only training fields"
     )
   tokenizer = nnx.merge(static.g_def, state.g_params, state.g_rest)
-  tokenizer_dir.load_arrays(tokenizer, tokenizer_dir.tokenizer_arrays(loaded), source=config.init_from)
+  files.assign(tokenizer, files.arrays(loaded), source=config.init_from)
   _, params, rest = nnx.split(tokenizer, nnx.Param, ...)
   params, rest = params.to_pure_dict(), rest.to_pure_dict()
   ema = jax.tree.map(jnp.copy, params) if state.ema else state.ema

@@ -19,7 +19,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from vqtok import models
+from vqtok import files, models
 
 
 @flax.struct.dataclass
@@ -48,12 +48,6 @@ class Static:
   frozen: tuple[str, ...] = ()  # training.freeze: dotted path prefixes that get no updates
 
 
-def path_name(path: tuple[Any, ...]) -> str:
-  """``"decoder.pixel.conv_in.kernel"`` for a pytree key path (or a tuple of keys)."""
-  keys = (getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path)
-  return ".".join(str(k) for k in keys)
-
-
 def is_frozen(name: str, frozen: tuple[str, ...]) -> bool:
   """Whether the dotted parameter ``name`` lies under one of the ``frozen`` prefixes."""
   return any(name == p or name.startswith(p + ".") for p in frozen)
@@ -61,7 +55,7 @@ def is_frozen(name: str, frozen: tuple[str, ...]) -> bool:
 
 def frozen_mask(tree: Any, frozen: tuple[str, ...]) -> Any:
   """A pytree of bools like ``tree``: True where the leaf belongs to a frozen submodule."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: is_frozen(path_name(path), frozen), tree)
+  return jax.tree_util.tree_map_with_path(lambda path, _: is_frozen(files.name(path), frozen), tree)
 
 
 def freeze_prefixes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -71,7 +65,7 @@ def freeze_prefixes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 def check_freeze(frozen: tuple[str, ...], params: Any) -> None:
   """ValueError naming the first ``training.freeze`` entry that matches no tokenizer parameter."""
-  names = [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  names = [files.name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   for prefix in frozen:
     if not any(is_frozen(n, (prefix,)) for n in names):
       tops = sorted({n.split(".")[0] for n in names})
@@ -109,11 +103,6 @@ def make_optimizer(
   return tx, schedule
 
 
-def _split(module: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
-  gdef, params, rest = nnx.split(module, nnx.Param, ...)
-  return gdef, params.to_pure_dict(), rest.to_pure_dict()
-
-
 def build_modules(config: ml_collections.ConfigDict) -> tuple[nnx.Module, nnx.Module]:
   """Tokenizer and discriminator, freshly initialised from ``config.seed``."""
   rngs = nnx.Rngs(config.seed)
@@ -131,8 +120,8 @@ def _initializer(config: ml_collections.ConfigDict):
 
   def init() -> TrainState:
     tokenizer, disc = build_modules(config)
-    defs["g_def"], g_params, g_rest = _split(tokenizer)
-    defs["d_def"], d_params, d_rest = _split(disc)
+    defs["g_def"], g_params, g_rest = files.pure(tokenizer)
+    defs["d_def"], d_params, d_rest = files.pure(disc)
     defs["last_layer"] = tuple(models.last_layer_path(tokenizer))
     check_freeze(frozen, g_params)
     ema = g_params if config.training.ema_decay > 0 else {}

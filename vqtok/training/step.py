@@ -22,6 +22,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from vqtok import files
 from vqtok.losses import adversarial, reconstruction
 from vqtok.training import teacher as teacher_lib
 from vqtok.training.state import Static, TrainState, frozen_mask
@@ -41,7 +42,7 @@ def _forward(static: Static, params, rest, x, *, pixels: bool, proxy_logits: boo
   z_q, q = model.quantize(x, train=True)
   x_hat = model.reconstruct(z_q) if pixels else None
   logits = model.proxy_logits(z_q) if proxy_logits else None
-  new_rest = nnx.split(model, nnx.Param, ...)[2].to_pure_dict()
+  new_rest = files.pure(model)[2]
   return x_hat, logits, q, new_rest
 
 

@@ -29,6 +29,9 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from vqtok import files
+from vqtok import load as load_lib
+
 
 class TeacherError(ValueError):
   """A teacher tokenizer that cannot supply this model's proxy codes."""
@@ -55,10 +58,8 @@ def load(config: ml_collections.ConfigDict, student: nnx.Module) -> tuple[Teache
       input range differs from ``model.input_range``.
     FileNotFoundError, ValueError: no such directory, or an unreadable one.
   """
-  from vqtok import tokenizer_dir  # noqa: PLC0415
-
   path = config.teacher
-  tokenizer, tconfig, _ = tokenizer_dir.load(path)
+  tokenizer, tconfig, _ = load_lib.load(path)
   m = config.model
   size = int(config.image_size)
   if tokenizer.quantizer.index_depth is not None or tokenizer.quantizer.scale_schedule is not None:
@@ -93,10 +94,6 @@ def codes(teacher: Teacher, arrays: Any, images: jax.Array) -> jax.Array:
   return jax.lax.stop_gradient(model.encode(jax.lax.stop_gradient(images)))
 
 
-def _flat(module: nnx.Module) -> dict[str, Any]:
-  return {"/".join(map(str, p)): v for p, v in nnx.to_flat_state(nnx.state(module, nnx.Param))}
-
-
 def fill_proxy_decoder(student: nnx.Module, teacher: nnx.Module, path: str) -> None:
   """Copies the teacher's code vectors and decoder into the student's ``decoder.codebook`` and ``decoder.pixel``."""
   ids = jnp.arange(teacher.quantizer.codebook_size, dtype=jnp.int32)
@@ -106,13 +103,13 @@ def fill_proxy_decoder(student: nnx.Module, teacher: nnx.Module, path: str) -> N
   dec = student.decoder
   if tuple(vectors.shape) != tuple(dec.codebook.shape):
     raise _fail(path, f"its code vectors are {tuple(vectors.shape)}, decoder.codebook is {tuple(dec.codebook.shape)}")
-  src, dst = _flat(teacher.decoder), _flat(dec.pixel)
+  src, dst = files.shapes(teacher.decoder, nnx.Param), files.shapes(dec.pixel, nnx.Param)
   if src.keys() != dst.keys():
     missing = sorted(dst.keys() - src.keys()) or sorted(src.keys() - dst.keys())
     raise _fail(path, f"its decoder does not match model.proxy_decoder (first differing parameter: {missing[0]})")
   for k in src:
-    if src[k].shape != dst[k].shape:
-      raise _fail(path, f"its decoder's {k} is {src[k].shape}, model.proxy_decoder's is {dst[k].shape}")
+    if src[k] != dst[k]:
+      raise _fail(path, f"its decoder's {k} is {src[k]}, model.proxy_decoder's is {dst[k]}")
   dec.codebook[...] = vectors
   nnx.update(dec.pixel, nnx.state(teacher.decoder, nnx.Param))
 

@@ -23,7 +23,8 @@ import jax
 import ml_collections
 
 from vqtok import config as config_lib
-from vqtok import faults
+from vqtok import files
+from vqtok.training import state as state_lib
 
 LOCK = ".lock"
 
@@ -80,7 +81,7 @@ def check_identity(config: ml_collections.ConfigDict, workdir: str) -> None:
       f" fine-tune from it with --config.init_from={workdir}"
     )
   # Frozen parts have no optimizer state, so a checkpoint resumes only with the freeze list that wrote it.
-  frozen = [tuple(str(p).strip(". ") for p in c.training.get("freeze", ())) for c in (saved, config)]
+  frozen = [state_lib.freeze_prefixes(c) for c in (saved, config)]
   checkpoints = os.path.join(workdir, "checkpoints")
   has_checkpoint = os.path.isdir(checkpoints) and any(d.isdigit() for d in os.listdir(checkpoints))
   if frozen[0] != frozen[1] and has_checkpoint:
@@ -95,5 +96,5 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes ``config.json`` atomically (process 0)."""
   if jax.process_index() != 0:
     return
-  with faults.atomic_path(os.path.join(workdir, "config.json")) as tmp, open(tmp, "w") as f:
+  with files.atomic_path(os.path.join(workdir, "config.json")) as tmp, open(tmp, "w") as f:
     f.write(config.to_json_best_effort(indent=2))
