@@ -25,16 +25,55 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from typing import Any
 
 import grain
 import numpy as np
 
+from vqtok.config_fields import ConfigFields
 from vqtok.data import sources as sources_lib
 from vqtok.data import transforms
 
 DTYPES = ("float32", "uint8")
 _MAX_SUBSTITUTES = 16
+
+
+def _check_config(config: Any, check_paths: bool) -> None:
+  data = config.data
+  if not 0 < data.min_scale <= 1:
+    raise ValueError(f"config field data.min_scale={data.min_scale!r} must be in (0, 1]")
+  if data.source == "folder" and not data.path:
+    raise ValueError("data.source='folder' needs data.path (the image directory)")
+  if data.source == "tfds" and not data.name:
+    raise ValueError("data.source='tfds' needs data.name (a TFDS dataset name, e.g. 'cifar10')")
+  if check_paths and data.source == "folder" and not os.path.isdir(data.path):
+    raise ValueError(f"config field data.path={data.path!r}: no such image folder")
+
+
+#: ``config.data``: where images come from (``sources.SOURCES``) and how they are cropped and resized.
+CONFIG = ConfigFields(
+  "data",
+  {
+    "source": "samples",  # samples | folder | tfds
+    "name": "",  # tfds dataset name, e.g. "cifar10"
+    "path": "",  # image folder, or tfds data_dir
+    "train_split": "train",
+    "eval_split": "test",  # samples: held-out photos; tfds: a split name
+    "num_workers": 0,  # 0: decode in the main thread
+    "image_key": "image",  # tfds: the image feature's key
+    "verify": True,  # folder: PIL verify() every file at index time (False for huge folders)
+    "min_scale": 0.35,  # random-resized-crop scale range (training)
+    # eval / tokenize resize: center_crop | adm_center_crop (LlamaGen) |
+    # short_side_bilinear (taming) | squash_bicubic (MaskGIT) | lanczos_center_crop (VAR)
+    # | torchvision_center_crop (TiTok)
+    "preprocess": "center_crop",
+    "flip": True,
+  },
+  choices={"source": sources_lib.SOURCES, "preprocess": tuple(transforms.PREPROCESS)},
+  non_negative=("num_workers",),
+  check=_check_config,
+)
 
 
 class _TrainElement(grain.transforms.RandomMap):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vqtok.config_fields import ConfigFields
 from vqtok.evaluation.inception import load_weights
 
 # ScalingLayer of the lpips package: inputs in [-1, 1] are mapped to roughly
@@ -205,3 +206,24 @@ def load_lpips(path: str) -> LPIPS:
   with np.load(path) as f:
     arrays = {k: f[k] for k in f.files}
   return load_weights(abstract, arrays, f"LPIPS weights {path}")
+
+
+def _check_config(config, check_paths: bool) -> None:
+  if config.loss.perceptual_weight > 0 and not config.loss.lpips_weights:
+    raise ValueError(
+      "loss.perceptual_weight > 0 needs loss.lpips_weights (an .npz made by "
+      "scripts/convert_lpips.py); set loss.perceptual_weight=0 to train without LPIPS"
+    )
+
+
+#: ``config.loss`` fields of the LPIPS term.
+CONFIG = ConfigFields(
+  "loss",
+  {
+    "perceptual_weight": 0.0,  # needs lpips_weights
+    "lpips_weights": "",  # .npz from scripts/convert_lpips.py
+  },
+  non_negative=("perceptual_weight",),
+  files=("lpips_weights",),
+  check=_check_config,
+)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vqtok.config_fields import ConfigFields
 from vqtok.models.cnn import _num_groups
 
 
@@ -157,6 +158,13 @@ class StyleGANDiscriminator(nnx.Module):
 
 #: The discriminator kinds ``config.discriminator.type`` may name.
 DISCRIMINATORS = ("patchgan", "stylegan")
+#: ``config.discriminator``: the keyword arguments of ``build_discriminator``.
+CONFIG = ConfigFields(
+  "discriminator",
+  {"type": "patchgan", "channels": 16, "num_layers": 2},  # type: patchgan | stylegan
+  choices={"type": DISCRIMINATORS},
+  open=True,
+)
 
 
 def build_discriminator(spec: Mapping[str, Any], *, image_size: int, rngs: nnx.Rngs) -> nnx.Module:
