@@ -15,6 +15,8 @@ import copy
 import json
 import math
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 
@@ -89,6 +91,33 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.num_images = 0  # 0: the whole split
   c.eval.inception_weights = ""  # .npz from scripts/convert_inception.py
   c.eval.use_ema = True
+  return c
+
+
+def cnn_config(
+  *,
+  quantizer: Mapping[str, Any],
+  discriminator: Mapping[str, Any],
+  image_size: int = 256,
+  preprocess: str = "",
+  **model,
+) -> ml_collections.ConfigDict:
+  """``default_config()`` made a CNN tokenizer: the published ones' presets and converters start here.
+
+  Args:
+    quantizer: the whole ``quantizer`` section (the quantizer class's arguments).
+    discriminator: ``discriminator`` fields to set, e.g. ``discriminator.TAMING_PATCHGAN``.
+    image_size: the training image size.
+    preprocess: ``data.preprocess`` (the reference's eval resize); "" keeps the default.
+    **model: ``model`` fields besides ``encoder="cnn"``, e.g. ``**cnn.TAMING_F16, code_dim=256``.
+  """
+  c = default_config()
+  c.image_size = image_size
+  c.model.update(encoder="cnn", **model)
+  c.quantizer = quantizer if isinstance(quantizer, ml_collections.ConfigDict) else ml_collections.ConfigDict(quantizer)
+  c.discriminator.update(discriminator)
+  if preprocess:
+    c.data.preprocess = preprocess
   return c
 
 

@@ -83,7 +83,7 @@ CONFIG = ConfigFields(
     # soft codes decoded by that VQGAN's CNN decoder (proxy_decoder sizes).
     "proxy_codebook_size": 0,
     "proxy_code_dim": 256,
-    "proxy_decoder": {"channels": 128, "channel_mult": (1, 1, 2, 2, 4), "num_res_blocks": 2, "norm_groups": 32},
+    "proxy_decoder": {**cnn.TAMING_F16, "norm_groups": 32},  # MaskGIT's VQGAN decoder
     # vit: explicit sizes; 0 = from variant
     "width": 0,
     "depth": 0,

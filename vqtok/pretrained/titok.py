@@ -35,6 +35,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from vqtok.config import default_config
+from vqtok.models.discriminator import MAGVIT_STYLEGAN
 from vqtok.pretrained import common
 from vqtok.pretrained import layout as L
 from vqtok.pretrained.reader import CheckpointError, flatten
@@ -84,8 +86,6 @@ def _vit(tensors: dict[str, np.ndarray], side: str, source: str) -> dict[str, in
 
 def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.ConfigDict:
   """The vqtok config of the checkpoint, read off the tensor shapes."""
-  from vqtok.config import default_config  # noqa: PLC0415
-
   common.require(tensors, "latent_tokens", source, NAME, 2)
   two_stage = any(k.startswith("pixel_decoder.") for k in tensors)
   if not two_stage and "decoder.conv_out.weight" not in tensors:
@@ -137,7 +137,7 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
   # the VQ-8k ones (configs/infer/TiTok/titok_*_vq8k.yaml) False.
   c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": int(codes), "l2_normalize": two_stage})
   c.data.preprocess = "torchvision_center_crop"
-  c.discriminator.update(type="stylegan", channels=64, num_layers=6)
+  c.discriminator.update(MAGVIT_STYLEGAN)
   return c
 
 
