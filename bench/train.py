@@ -237,7 +237,7 @@ def bench(name: str, batch: int, steps: int, with_gan: bool, dtype=None, lpips=F
 def overhead(name: str, steps: int) -> dict:
   import tempfile  # noqa: PLC0415
 
-  from vqtok import data as data_lib  # noqa: PLC0415
+  from vqtok.data import pipeline  # noqa: PLC0415
   from vqtok.training.loop import train_and_evaluate  # noqa: PLC0415
 
   config = importlib.import_module(f"configs.{name}").get_config()
@@ -258,7 +258,7 @@ def overhead(name: str, steps: int) -> dict:
   per_step_loop = (long - short) / steps
   mesh = sharding.make_mesh(tc.mesh)
   state, static = init_train_state(config, lambda a: sharding.state_shardings(a, mesh))
-  it = data_lib.make_dataset(config, split="train", batch_size=tc.batch_size, seed=config.seed)
+  it = pipeline.make_dataset(config, split="train", batch_size=tc.batch_size, seed=config.seed)
   batches = [sharding.global_batch({"image": next(it)["image"]}, mesh) for _ in range(steps)]
   step = jax.jit(make_train_step(config, static, with_gan=False), donate_argnums=0)
   state, m = step(state, batches[0], None)

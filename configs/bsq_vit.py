@@ -18,6 +18,7 @@ The ViT sizes come from ``model.variant`` / ``model.decoder_variant``
 import ml_collections
 
 from vqtok.config import default_config
+from vqtok.models.discriminator import MAGVIT_STYLEGAN
 
 
 def get_config():
@@ -29,8 +30,6 @@ def get_config():
   c.model.posemb = "learn"
   c.model.code_dim = 18
   c.quantizer = ml_collections.ConfigDict({"type": "bsq", "bits": 18, "bit_order": "msb_first"})
-  c.discriminator.type = "stylegan"
-  c.discriminator.channels = 64
-  c.discriminator.num_layers = 6
+  c.discriminator.update(MAGVIT_STYLEGAN)
   c.training.batch_size = 64
   return c

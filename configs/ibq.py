@@ -16,33 +16,26 @@ projections 0.13M), the count of the reference's own modules
 (Encoder + Decoder + quant_conv + post_quant_conv + embedding).
 """
 
-import ml_collections
-
-from vqtok.config import default_config
+from vqtok.config import cnn_config
+from vqtok.models.cnn import TAMING_F16
+from vqtok.models.discriminator import TAMING_PATCHGAN
 
 
 def get_config():
-  c = default_config()
-  c.image_size = 256
-  c.model.encoder = "cnn"
-  c.model.channels = 128
-  c.model.channel_mult = (1, 1, 2, 2, 4)
-  c.model.num_res_blocks = 4
-  c.model.attention = True
-  c.model.z_channels = 256
-  c.model.code_dim = 256
-  c.quantizer = ml_collections.ConfigDict(
-    {
+  c = cnn_config(
+    **{**TAMING_F16, "num_res_blocks": 4},
+    attention=True,
+    z_channels=256,
+    code_dim=256,
+    quantizer={
       "type": "ibq",
       "codebook_size": 2**18,
       "commitment_weight": 1.0,
       "codebook_weight": 0.25,
       "entropy_weight": 0.05,
       "entropy_temperature": 0.01,
-    }
+    },
+    discriminator=TAMING_PATCHGAN,
   )
-  c.discriminator.type = "patchgan"
-  c.discriminator.channels = 64
-  c.discriminator.num_layers = 3
   c.training.batch_size = 64
   return c

@@ -13,24 +13,19 @@ Parameters (tests/test_models.py): 71.88M (encoder 29.30M, decoder 42.45M,
 codebook 0.13M, projections 4k) plus a 2.77M PatchGAN; published: 72M.
 """
 
-import ml_collections
-
-from vqtok.config import default_config
+from vqtok.config import cnn_config
+from vqtok.models.cnn import TAMING_F16
+from vqtok.models.discriminator import TAMING_PATCHGAN
 
 
 def get_config():
-  c = default_config()
-  c.image_size = 256
-  c.model.encoder = "cnn"
-  c.model.channels = 128
-  c.model.channel_mult = (1, 1, 2, 2, 4)
-  c.model.num_res_blocks = 2
-  c.model.attention = True
-  c.model.z_channels = 256  # projected to code_dim by a Linear
-  c.model.code_dim = 8
-  c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": 16384, "l2_normalize": True})
-  c.discriminator.type = "patchgan"
-  c.discriminator.channels = 64
-  c.discriminator.num_layers = 3
+  c = cnn_config(
+    **TAMING_F16,
+    attention=True,
+    z_channels=256,  # projected to code_dim by a Linear
+    code_dim=8,
+    quantizer={"type": "vq", "codebook_size": 16384, "l2_normalize": True},
+    discriminator=TAMING_PATCHGAN,
+  )
   c.training.batch_size = 128
   return c

@@ -18,24 +18,19 @@ Parameters (tests/test_models.py): 115,127,829 (encoder 49,751,442, decoder
 65,376,387; LFQ has none), equal to the reference's Encoder + Decoder.
 """
 
-import ml_collections
-
-from vqtok.config import default_config
+from vqtok.config import cnn_config
+from vqtok.models.cnn import TAMING_F16
+from vqtok.models.discriminator import MAGVIT_STYLEGAN
 
 
 def get_config():
-  c = default_config()
-  c.image_size = 256
-  c.model.encoder = "cnn"
-  c.model.channels = 128
-  c.model.channel_mult = (1, 1, 2, 2, 4)
-  c.model.num_res_blocks = 4
-  c.model.attention = False
-  c.model.cnn_family = "magvit2"
-  c.model.code_dim = 18
-  c.quantizer = ml_collections.ConfigDict({"type": "lfq", "bits": 18, "bit_order": "lsb_first"})
-  c.discriminator.type = "stylegan"
-  c.discriminator.channels = 64
-  c.discriminator.num_layers = 6  # 256 -> 4x4 before the dense head
+  c = cnn_config(
+    **{**TAMING_F16, "num_res_blocks": 4},
+    attention=False,
+    cnn_family="magvit2",
+    code_dim=18,
+    quantizer={"type": "lfq", "bits": 18, "bit_order": "lsb_first"},
+    discriminator=MAGVIT_STYLEGAN,  # 256 -> 4x4 before the dense head
+  )
   c.training.batch_size = 64
   return c

@@ -14,26 +14,21 @@ reference's own count (tests/test_pretrained.py). ``python -m vqtok.convert
 maskgit tokenizer_imagenet256_checkpoint DIR`` imports the published weights.
 """
 
-import ml_collections
-
-from vqtok.config import default_config
+from vqtok.config import cnn_config
+from vqtok.models.cnn import TAMING_F16
+from vqtok.models.discriminator import MAGVIT_STYLEGAN
 
 
 def get_config():
-  c = default_config()
-  c.image_size = 256
-  c.model.encoder = "cnn"
-  c.model.cnn_family = "maskgit"
-  c.model.channels = 128
-  c.model.channel_mult = (1, 1, 2, 2, 4)
-  c.model.num_res_blocks = 2
-  c.model.attention = False
-  c.model.code_dim = 256
-  c.model.input_range = (0.0, 1.0)
-  c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": 1024})
-  c.data.preprocess = "squash_bicubic"
-  c.discriminator.type = "stylegan"
-  c.discriminator.channels = 64
-  c.discriminator.num_layers = 6
+  c = cnn_config(
+    cnn_family="maskgit",
+    **TAMING_F16,
+    attention=False,
+    code_dim=256,
+    input_range=(0.0, 1.0),
+    quantizer={"type": "vq", "codebook_size": 1024},
+    preprocess="squash_bicubic",
+    discriminator=MAGVIT_STYLEGAN,
+  )
   c.training.batch_size = 64
   return c

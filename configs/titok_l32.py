@@ -24,6 +24,8 @@ two stages"):
 import ml_collections
 
 from vqtok.config import default_config
+from vqtok.models.cnn import TAMING_F16
+from vqtok.models.discriminator import MAGVIT_STYLEGAN
 
 
 def titok_config(*, width: int, depth: int, num_latent_tokens: int, image_size: int = 256, patch_size: int = 16):
@@ -40,12 +42,10 @@ def titok_config(*, width: int, depth: int, num_latent_tokens: int, image_size: 
   c.model.input_range = (0.0, 1.0)
   c.model.proxy_codebook_size = 1024
   c.model.proxy_code_dim = 256
-  c.model.proxy_decoder = ml_collections.ConfigDict(
-    {"channels": 128, "channel_mult": (1, 1, 2, 2, 4), "num_res_blocks": 2, "norm_groups": 32}
-  )
+  c.model.proxy_decoder = ml_collections.ConfigDict({**TAMING_F16, "norm_groups": 32})  # MaskGIT's VQGAN decoder
   c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": 4096, "l2_normalize": True})
   c.data.preprocess = "torchvision_center_crop"
-  c.discriminator.update(type="stylegan", channels=64, num_layers=6)
+  c.discriminator.update(MAGVIT_STYLEGAN)
   return c
 
 

@@ -18,6 +18,7 @@ codebook 0.05M) plus a 2.77M PatchGAN.
 import ml_collections
 
 from vqtok.config import default_config
+from vqtok.models.discriminator import TAMING_PATCHGAN
 
 
 def get_config():
@@ -30,8 +31,6 @@ def get_config():
   c.model.num_latent_tokens = 128
   c.model.code_dim = 12
   c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": 4096, "l2_normalize": True})
-  c.discriminator.type = "patchgan"
-  c.discriminator.channels = 64
-  c.discriminator.num_layers = 3
+  c.discriminator.update(TAMING_PATCHGAN)
   c.training.batch_size = 64
   return c

@@ -25,7 +25,9 @@ the tests.
 import ml_collections
 
 from configs.tiny import runlocal
-from vqtok.config import default_config
+from vqtok.config import cnn_config, default_config
+from vqtok.models.cnn import TAMING_F16
+from vqtok.models.discriminator import TAMING_PATCHGAN
 
 SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
@@ -44,9 +46,8 @@ def quantizer(scales, codebook_size):
 
 
 def get_config(arg: str | None = None):
-  c = default_config()
   if arg == "runlocal":  # the tiny preset's test schedule (an 8x8 latent at 32px), with VAR's quantizer
-    runlocal(c)
+    c = runlocal(default_config())
     c.model.code_dim = 4
     c.model.z_channels = 4  # with project_kernel 3: VAR's 3x3 quant_conv / post_quant_conv
     c.model.project_kernel = 3
@@ -54,18 +55,14 @@ def get_config(arg: str | None = None):
     return c
   if arg:
     raise ValueError(f"unknown variant {arg!r} of configs/var_vq16.py (known: runlocal)")
-  c.image_size = 256
-  c.model.encoder = "cnn"
-  c.model.channels = 160
-  c.model.channel_mult = (1, 1, 2, 2, 4)
-  c.model.num_res_blocks = 2
-  c.model.attention = True
-  c.model.z_channels = 32
-  c.model.code_dim = 32
-  c.model.project_kernel = 3  # VAR's quant_conv / post_quant_conv: 3x3, 32 -> 32 channels
-  c.quantizer = quantizer(SCALES, 4096)
-  c.discriminator.type = "patchgan"
-  c.discriminator.channels = 64
-  c.discriminator.num_layers = 3
+  c = cnn_config(
+    **{**TAMING_F16, "channels": 160},
+    attention=True,
+    z_channels=32,
+    code_dim=32,
+    project_kernel=3,  # VAR's quant_conv / post_quant_conv: 3x3, 32 -> 32 channels
+    quantizer=quantizer(SCALES, 4096),
+    discriminator=TAMING_PATCHGAN,
+  )
   c.training.batch_size = 128
   return c

@@ -16,24 +16,19 @@ VQModel (tests/test_pretrained.py checks it against the reference's tensors).
 ``python -m vqtok.convert taming last.ckpt DIR`` imports the published weights.
 """
 
-import ml_collections
-
-from vqtok.config import default_config
+from vqtok.config import cnn_config
+from vqtok.models.cnn import TAMING_F16
+from vqtok.models.discriminator import TAMING_PATCHGAN
 
 
 def get_config():
-  c = default_config()
-  c.image_size = 256
-  c.model.encoder = "cnn"
-  c.model.channels = 128
-  c.model.channel_mult = (1, 1, 2, 2, 4)
-  c.model.num_res_blocks = 2
-  c.model.attention = True
-  c.model.z_channels = 256
-  c.model.code_dim = 256
-  c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": 1024})
-  c.discriminator.type = "patchgan"
-  c.discriminator.channels = 64
-  c.discriminator.num_layers = 3
+  c = cnn_config(
+    **TAMING_F16,
+    attention=True,
+    z_channels=256,
+    code_dim=256,
+    quantizer={"type": "vq", "codebook_size": 1024},
+    discriminator=TAMING_PATCHGAN,
+  )
   c.training.batch_size = 64
   return c

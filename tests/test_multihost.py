@@ -20,6 +20,7 @@ from helpers import ROOT
 from vqtok import data as data_lib
 from vqtok import tokenize
 from vqtok import tokens as tokens_lib
+from vqtok.data import pipeline
 from vqtok.evaluation import fid as fid_lib
 from vqtok.evaluation.report import evaluate
 
@@ -63,11 +64,11 @@ def test_eval_shares_cover_every_image_once(num, batch, processes):
   src = data_lib.SampleSource("eval")
   seen = []
   for p in range(processes):
-    it = data_lib.make_dataset(
+    it = pipeline.make_dataset(
       config, split="eval", batch_size=batch, source=src, num_images=num, process_index=p, process_count=processes
     )
     mine = [int(i) for b in it for i, v in zip(b["index"], b["valid"]) if v]
-    assert len(mine) == data_lib.eval_share(num, batch, p, processes)
+    assert len(mine) == pipeline.eval_share(num, batch, p, processes)
     seen += mine
   assert sorted(seen) == list(range(num))
 
@@ -79,7 +80,7 @@ def test_encode_in_shares_equals_one_process_and_resumes_per_process(run, tmp_pa
   tokenize.encode_to_files(config, tok, 0, one, **kw)
   for p in (0, 1):
     got = tokenize.encode_to_files(config, tok, 0, two, process_index=p, process_count=2, **kw)
-    assert got["encoded"] == data_lib.eval_share(20, 16, p, 2) == (12, 8)[p]
+    assert got["encoded"] == pipeline.eval_share(20, 16, p, 2) == (12, 8)[p]
   files = sorted(f for f in os.listdir(two) if f.startswith("tokens-"))
   assert files == [tokens_lib.shard_name(k, p, 2) for k in range(2) for p in (0, 1)]
   for a, b in zip(_rows(one), _rows(two)):

@@ -14,8 +14,8 @@ from flax import nnx
 from helpers import preset, read_losses
 
 from vqtok import config as config_lib
-from vqtok import data as data_lib
 from vqtok import files, models, tokenizer_dir
+from vqtok.data import pipeline
 from vqtok.load import load_tokenizer
 from vqtok.training import teacher as teacher_lib
 from vqtok.training import workdir as workdir_lib
@@ -158,7 +158,7 @@ def test_stage1_learns_the_teachers_codes(stage1, teacher_dir):
   config, workdir, summary = stage1
   teacher = load_tokenizer(teacher_dir)
   t_def, t_state = nnx.split(teacher)
-  batch = next(iter(data_lib.make_dataset(config, split="train", batch_size=8, seed=config.seed)))["image"]
+  batch = next(iter(pipeline.make_dataset(config, split="train", batch_size=8, seed=config.seed)))["image"]
 
   @jax.jit  # one program: eager, the tiny models cost seconds of op-by-op dispatch
   def first_step(t_state, x):

@@ -15,7 +15,7 @@ import pytest
 from helpers import ROOT, load_config, read_losses
 
 from vqtok import config as config_lib
-from vqtok import data as data_lib
+from vqtok.data import pipeline
 from vqtok.training import loop
 from vqtok.training.checkpoint import Checkpointer
 from vqtok.training.loop import NonFiniteLossError, train_and_evaluate
@@ -162,7 +162,7 @@ class _PoisonAfter:
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   workdir = str(tmp_path)
-  make = data_lib.make_dataset
+  make = pipeline.make_dataset
   monkeypatch.setattr(
     loop.data_lib,
     "make_dataset",

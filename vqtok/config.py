@@ -3,15 +3,40 @@
 Presets in configs/ start from ``default_config()`` and override fields; train.py
 and eval.py validate the result with ``validate_config`` before any work starts.
 ``load_run_config`` reads the config a training run saved back into this schema.
-The lists of allowed choices come from the registries of the modules that
-implement them (quantizer types, encoders, discriminators, GAN losses, data
-sources), so a new kind is registered in one place.
+The fields of the data, model, quantizer, discriminator and loss sections are
+declared, with their checks, by the modules that read them (``OWNED``: each a
+``ConfigFields`` table next to its registry of data sources, encoders,
+quantizer types, discriminators or GAN losses), so a new kind is registered in
+one place; this module assembles them and owns the rest (the top-level fields,
+the teacher, optimizer, training and eval).
 """
 
+import copy
 import json
+import math
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
+
+from vqtok import files
+from vqtok.config_fields import ConfigFields
+from vqtok.data import sources
+from vqtok.losses import adversarial, perceptual, reconstruction
+from vqtok.models import discriminator, tokenizer
+from vqtok.quantizers import registry
+
+#: The sections the modules that read them declare, in config order (a section may have several).
+OWNED: tuple[ConfigFields, ...] = (
+  sources.CONFIG,
+  tokenizer.CONFIG,
+  registry.CONFIG,
+  discriminator.CONFIG,
+  reconstruction.CONFIG,
+  perceptual.CONFIG,
+  adversarial.CONFIG,
+)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -26,85 +51,12 @@ def default_config() -> ml_collections.ConfigDict:
   # decoder.pixel (TiTok's first stage, bytedance/1d-tokenizer). Never trained, never saved.
   c.teacher = ""
 
-  # ---- data (vqtok.data) ----
-  c.data = ml_collections.ConfigDict()
-  c.data.source = "samples"  # samples | folder | tfds
-  c.data.name = ""  # tfds dataset name, e.g. "cifar10"
-  c.data.path = ""  # image folder, or tfds data_dir
-  c.data.train_split = "train"
-  c.data.eval_split = "test"  # samples: held-out photos; tfds: a split name
-  c.data.num_workers = 0  # 0: decode in the main thread
-  c.data.image_key = "image"  # tfds: the image feature's key
-  c.data.verify = True  # folder: PIL verify() every file at index time (False for huge folders)
-  c.data.min_scale = 0.35  # random-resized-crop scale range (training)
-  # eval / tokenize resize: center_crop | adm_center_crop (LlamaGen) |
-  # short_side_bilinear (taming) | squash_bicubic (MaskGIT) | lanczos_center_crop (VAR)
-  # | torchvision_center_crop (TiTok)
-  c.data.preprocess = "center_crop"
-  c.data.flip = True
-
-  # ---- model (vqtok.models) ----
-  c.model = ml_collections.ConfigDict()
-  c.model.encoder = "cnn"  # cnn | vit | vit1d
-  c.model.channels = 16
-  c.model.channel_mult = (1, 2, 2, 4)  # len - 1 downsamplings: f8
-  c.model.num_res_blocks = 1
-  c.model.attention = False  # self-attention at the lowest resolution
-  c.model.code_dim = 4  # width of the vectors the quantizer receives (its code_dim)
-  c.model.dtype = "float32"  # compute dtype; parameters stay float32
-  c.model.z_channels = 0  # cnn: encoder output width; > 0 adds projections to/from code_dim
-  c.model.project_kernel = 1  # cnn: those projections are 1 (Linear) or 3 (3x3 conv, VAR) wide
-  c.model.cnn_family = "taming"  # cnn block kinds: taming (also LlamaGen, IBQ) | maskgit | magvit2 (Open-MAGVIT2)
-  c.model.norm_groups = 32  # cnn GroupNorm groups (32 in published models; fewer for narrow ones)
-  c.model.input_range = (-1.0, 1.0)  # what the encoder sees; batches are always [-1, 1]
-  c.model.variant = ""  # vit / vit1d: big_vision size name, e.g. "B/16"
-  c.model.decoder_variant = ""  # "" = same as variant
-  c.model.posemb = "learn"  # vit position embedding: learn | sincos2d
-  c.model.num_latent_tokens = 0  # vit1d (TiTok): number of 1-D latent tokens
-  c.model.vit_family = "vqtok"  # vit block kinds: vqtok | titok (published TiTok) | titok_pixels (its VQ-8k)
-  # vit1d: > 0 makes the decoder TiTok's: logits over this many codes of a MaskGIT VQGAN,
-  # soft codes decoded by that VQGAN's CNN decoder (proxy_decoder sizes).
-  c.model.proxy_codebook_size = 0
-  c.model.proxy_code_dim = 256
-  c.model.proxy_decoder = ml_collections.ConfigDict(
-    {"channels": 128, "channel_mult": (1, 1, 2, 2, 4), "num_res_blocks": 2, "norm_groups": 32}
-  )
-  # vit: explicit sizes; 0 = from variant
-  c.model.width = 0
-  c.model.depth = 0
-  c.model.mlp_dim = 0
-  c.model.num_heads = 0
-  c.model.patch_size = 0
-  # vit: the decoder's own sizes where they differ (0 = as the encoder)
-  c.model.decoder_width = 0
-  c.model.decoder_depth = 0
-  c.model.decoder_mlp_dim = 0
-  c.model.decoder_num_heads = 0
-
-  # ---- quantizer (vqtok.quantizers); kwargs of the class named by `type` ----
-  c.quantizer = ml_collections.ConfigDict()
-  c.quantizer.type = "fsq"  # vq | fsq | lfq | bsq | ibq | residual | grouped | multiscale
-  # lfq / bsq: bit_order = "msb_first" (default) | "lsb_first"; tokenizer directories must record it
-  c.quantizer.levels = (8, 5, 5, 5)
-
-  # ---- discriminator (vqtok.models.discriminator) ----
-  c.discriminator = ml_collections.ConfigDict()
-  c.discriminator.type = "patchgan"  # patchgan | stylegan
-  c.discriminator.channels = 16
-  c.discriminator.num_layers = 2
-
-  # ---- losses (vqtok.losses) ----
-  c.loss = ml_collections.ConfigDict()
-  c.loss.l1_weight = 1.0
-  c.loss.l2_weight = 0.0
-  c.loss.perceptual_weight = 0.0  # needs c.loss.lpips_weights
-  c.loss.lpips_weights = ""  # .npz from scripts/convert_lpips.py
-  c.loss.gan_weight = 0.1
-  c.loss.gan_loss = "hinge"  # hinge | non_saturating
-  c.loss.adaptive_weight = True  # taming-transformers adaptive GAN weight
-  c.loss.disc_start = 400  # discriminator (and GAN loss) start at this step
-  c.loss.lecam_weight = 0.0
-  c.loss.r1_weight = 0.0
+  # ---- data, model, quantizer, discriminator, loss: declared by their modules ----
+  sections: dict[str, dict] = {}
+  for fields in OWNED:
+    sections.setdefault(fields.section, {}).update(copy.deepcopy(dict(fields.defaults)))
+  for name, values in sections.items():
+    c[name] = ml_collections.ConfigDict(values)
   # Cross-entropy of a proxy-code decoder's logits against the teacher's code ids (TiTok stage 1).
   c.loss.proxy_code_weight = 0.0
 
@@ -143,41 +95,35 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _choices() -> dict[str, tuple[str, ...]]:
-  """Allowed values of the choice fields, read from the registries that own them."""
-  # Imported here: the registries pull in JAX and Flax, which presets need not.
-  from vqtok.data.sources import SOURCES  # noqa: PLC0415
-  from vqtok.data.transforms import PREPROCESS  # noqa: PLC0415
-  from vqtok.losses.adversarial import GAN_LOSSES  # noqa: PLC0415
-  from vqtok.models.cnn import FAMILIES  # noqa: PLC0415
-  from vqtok.models.discriminator import DISCRIMINATORS  # noqa: PLC0415
-  from vqtok.models.tokenizer import DTYPES, ENCODERS  # noqa: PLC0415
-  from vqtok.models.vit import FAMILIES as VIT_FAMILIES  # noqa: PLC0415
-  from vqtok.models.vit import POSEMBS  # noqa: PLC0415
-  from vqtok.quantizers import QUANTIZER_TYPES  # noqa: PLC0415
+def cnn_config(
+  *,
+  quantizer: Mapping[str, Any],
+  discriminator: Mapping[str, Any],
+  image_size: int = 256,
+  preprocess: str = "",
+  **model,
+) -> ml_collections.ConfigDict:
+  """``default_config()`` made a CNN tokenizer: the published ones' presets and converters start here.
 
-  return {
-    "data.source": SOURCES,
-    "model.dtype": tuple(DTYPES),
-    "model.encoder": ENCODERS,
-    "model.cnn_family": tuple(FAMILIES),
-    "data.preprocess": tuple(PREPROCESS),
-    "model.posemb": POSEMBS,
-    "model.vit_family": tuple(VIT_FAMILIES),
-    "quantizer.type": QUANTIZER_TYPES,
-    "discriminator.type": DISCRIMINATORS,
-    "loss.gan_loss": GAN_LOSSES,
-  }
+  Args:
+    quantizer: the whole ``quantizer`` section (the quantizer class's arguments).
+    discriminator: ``discriminator`` fields to set, e.g. ``discriminator.TAMING_PATCHGAN``.
+    image_size: the training image size.
+    preprocess: ``data.preprocess`` (the reference's eval resize); "" keeps the default.
+    **model: ``model`` fields besides ``encoder="cnn"``, e.g. ``**cnn.TAMING_F16, code_dim=256``.
+  """
+  c = default_config()
+  c.image_size = image_size
+  c.model.update(encoder="cnn", **model)
+  c.quantizer = quantizer if isinstance(quantizer, ml_collections.ConfigDict) else ml_collections.ConfigDict(quantizer)
+  c.discriminator.update(discriminator)
+  if preprocess:
+    c.data.preprocess = preprocess
+  return c
 
 
+# This module's own fields (the owned sections' are in OWNED).
 _NON_NEGATIVE = (
-  "loss.l1_weight",
-  "loss.l2_weight",
-  "loss.perceptual_weight",
-  "loss.gan_weight",
-  "loss.disc_start",
-  "loss.lecam_weight",
-  "loss.r1_weight",
   "loss.proxy_code_weight",
   "optimizer.warmup_steps",
   "optimizer.weight_decay",
@@ -186,7 +132,6 @@ _NON_NEGATIVE = (
   "training.num_steps",
   "training.eval_every",
   "training.image_every",
-  "data.num_workers",
   "eval.num_images",
 )
 _POSITIVE = (
@@ -195,11 +140,13 @@ _POSITIVE = (
   "optimizer.disc_lr",
   "training.batch_size",
   "training.log_every",
-  "model.norm_groups",
   "training.checkpoint_every",
   "training.keep_checkpoints",
   "eval.batch_size",
 )
+# Files a config may name, that must exist before any work starts.
+_FILES = ("eval.inception_weights",)
+_SECTIONS = ("data", "model", "discriminator", "loss", "optimizer", "training", "eval")
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str):
@@ -213,8 +160,6 @@ def _get(config: ml_collections.ConfigDict, dotted: str):
 
 def _check_finite(node, prefix: str) -> None:
   """Every float in the config (nested, in lists too) is finite."""
-  import math  # noqa: PLC0415
-
   items = node.items() if isinstance(node, (ml_collections.ConfigDict, dict)) else enumerate(node)
   for k, v in items:
     name = f"{prefix}.{k}" if prefix else str(k)
@@ -222,10 +167,6 @@ def _check_finite(node, prefix: str) -> None:
       raise ValueError(f"config field {name}={v!r} must be a finite number")
     if isinstance(v, (ml_collections.ConfigDict, dict, list, tuple)):
       _check_finite(v, name)
-
-
-# Files and folders a config may name, that must exist before any work starts.
-_PATHS = ("loss.lpips_weights", "eval.inception_weights")
 
 
 def validate_config(config: ml_collections.ConfigDict, *, check_paths: bool = True) -> ml_collections.ConfigDict:
@@ -239,73 +180,49 @@ def validate_config(config: ml_collections.ConfigDict, *, check_paths: bool = Tr
   """
   default = default_config()
   _check_finite(config, "")
-  for section in ("data", "model", "discriminator", "loss", "optimizer", "training", "eval"):
+  for section in _SECTIONS:
     if section not in config:
       raise ValueError(f"config is missing the section {section!r}")
-  for section in ("data", "model", "loss", "optimizer", "training", "eval"):
+  open_sections = {f.section for f in OWNED if f.open}
+  for section in _SECTIONS:
+    if section in open_sections:  # keyword arguments of the class its type names
+      continue
     for key in config[section]:
       if key not in default[section]:
         raise ValueError(f"unknown config field {section}.{key}; known fields: {sorted(default[section])}")
   for key in config:
     if key not in default:
       raise ValueError(f"unknown config field {key!r}; known top-level fields: {sorted(default)}")
-  for dotted, options in _choices().items():
-    value = _get(config, dotted)
-    if value not in options:
-      raise ValueError(f"config field {dotted}={value!r} is not one of {options}")
-  for dotted in _NON_NEGATIVE:
+  for fields in OWNED:
+    for name, options in fields.choices.items():
+      value = _get(config, f"{fields.section}.{name}")
+      if value not in options:
+        raise ValueError(f"config field {fields.section}.{name}={value!r} is not one of {options}")
+  non_negative = [f"{f.section}.{name}" for f in OWNED for name in f.non_negative]
+  for dotted in (*non_negative, *_NON_NEGATIVE):
     if _get(config, dotted) < 0:
       raise ValueError(f"config field {dotted}={_get(config, dotted)!r} must be >= 0")
-  for dotted in _POSITIVE:
+  positive = [f"{f.section}.{name}" for f in OWNED for name in f.positive]
+  for dotted in (*positive, *_POSITIVE):
     if _get(config, dotted) <= 0:
       raise ValueError(f"config field {dotted}={_get(config, dotted)!r} must be > 0")
-  from vqtok.models.tokenizer import check_input_range  # noqa: PLC0415
-
-  check_input_range(config.model.input_range)
+  for fields in OWNED:
+    if fields.check is not None:
+      fields.check(config, check_paths)
   decay = config.training.ema_decay
   if not 0 <= decay < 1:
     raise ValueError(f"config field training.ema_decay={decay!r} must be in [0, 1)")
-  if not 0 < config.data.min_scale <= 1:
-    raise ValueError(f"config field data.min_scale={config.data.min_scale!r} must be in (0, 1]")
-  if config.data.source == "folder" and not config.data.path:
-    raise ValueError("data.source='folder' needs data.path (the image directory)")
-  if config.data.source == "tfds" and not config.data.name:
-    raise ValueError("data.source='tfds' needs data.name (a TFDS dataset name, e.g. 'cifar10')")
-  if config.loss.perceptual_weight > 0 and not config.loss.lpips_weights:
-    raise ValueError(
-      "loss.perceptual_weight > 0 needs loss.lpips_weights (an .npz made by "
-      "scripts/convert_lpips.py); set loss.perceptual_weight=0 to train without LPIPS"
-    )
   _check_teacher_fields(config)
   if len(tuple(config.training.mesh)) != 2:
     raise ValueError(f"config field training.mesh={config.training.mesh!r} must be (data, fsdp)")
   if check_paths:
-    for dotted in _PATHS:
+    files = [f"{f.section}.{name}" for f in OWNED for name in f.files]
+    for dotted in (*files, *_FILES):
       if _get(config, dotted) and not os.path.isfile(_get(config, dotted)):
         raise ValueError(f"config field {dotted}={_get(config, dotted)!r}: no such file")
-    if config.data.source == "folder" and not os.path.isdir(config.data.path):
-      raise ValueError(f"config field data.path={config.data.path!r}: no such image folder")
     for field in ("init_from", "teacher"):
       if config.get(field, "") and not os.path.exists(config[field]):
         raise ValueError(f"config field {field}={config[field]!r}: no such tokenizer directory or training workdir")
-  scales = config.quantizer.get("scales") if config.quantizer.type == "multiscale" else None
-  if scales and config.model.encoder == "cnn":
-    factor = 2 ** (len(tuple(config.model.channel_mult)) - 1)
-    side = int(config.image_size) // factor
-    if int(tuple(scales)[-1]) != side:
-      raise ValueError(
-        f"config field quantizer.scales={list(scales)} must end at the latent size {side}"
-        f" (image_size={config.image_size} over the CNN's downsampling {factor})"
-      )
-  # Quantizer arguments are checked by building it abstractly (no allocation).
-  from flax import nnx  # noqa: PLC0415
-
-  from vqtok.quantizers import build_quantizer  # noqa: PLC0415
-
-  try:
-    nnx.eval_shape(lambda: build_quantizer(config.quantizer, code_dim=int(config.model.code_dim), rngs=nnx.Rngs(0)))
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"config field quantizer: {e}") from e
   return config
 
 
@@ -324,7 +241,7 @@ def _check_teacher_fields(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f"config field training.freeze={freeze!r} must be a list of dotted module paths, e.g. ('encoder', 'quantizer')"
     )
-  if any(p.strip(". ").split(".")[0] == "encoder" for p in freeze) and not config.get("init_from", ""):
+  if any(p.split(".")[0] == "encoder" for p in freeze_prefixes(config)) and not config.get("init_from", ""):
     raise ValueError(
       f"config field training.freeze={tuple(freeze)!r} freezes the encoder but init_from is empty, so it would stay"
       " at its random initial weights: set init_from (for TiTok's stage 2, the stage-1 run or its export)"
@@ -362,22 +279,20 @@ def _merge(config: ml_collections.ConfigDict, values: dict) -> None:
 ARCHITECTURE_SECTIONS = ("model", "quantizer")
 
 
+def freeze_prefixes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """``training.freeze`` as a tuple of dotted prefixes (without stray dots)."""
+  return tuple(str(p).strip(". ") for p in config.training.get("freeze", ()))
+
+
 def architecture_diff(saved: ml_collections.ConfigDict, requested: ml_collections.ConfigDict) -> list[str]:
   """Dotted names of the architecture / quantizer fields that differ (``image_size`` included)."""
 
-  def flat(node, prefix):
-    if isinstance(node, (ml_collections.ConfigDict, dict)):
-      out = {}
-      for k in node:
-        out.update(flat(node[k], f"{prefix}.{k}" if prefix else k))
-      return out
-    return {prefix: list(node) if isinstance(node, (tuple, list)) else node}
+  def flat(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    fields = files.flatten({s: config[s].to_dict() for s in ARCHITECTURE_SECTIONS})
+    fields["image_size"] = config.image_size
+    return {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in fields.items()}
 
-  a, b = {}, {}
-  for section in ARCHITECTURE_SECTIONS:
-    a.update(flat(saved[section], section))
-    b.update(flat(requested[section], section))
-  a["image_size"], b["image_size"] = saved.image_size, requested.image_size
+  a, b = flat(saved), flat(requested)
   return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 

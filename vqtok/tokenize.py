@@ -60,6 +60,7 @@ from vqtok import data as data_lib
 from vqtok import images as images_lib
 from vqtok import load as load_lib
 from vqtok import tokens as tokens_lib
+from vqtok.data import pipeline
 
 FLAGS = flags.FLAGS
 
@@ -341,8 +342,8 @@ def encode_to_files(
   # Shards are written in order, so this process's first missing one is where it resumes.
   first = next((k for k in range(num_shards) if not os.path.exists(os.path.join(output, names[k]))), num_shards)
   encode = _jit_tokenizer(tokenizer, "encode", mesh)
-  share = data_lib.eval_share(len(source), batch_size, p, n)
-  done_share = data_lib.eval_share(min(first * per_shard, len(source)), batch_size, p, n)
+  share = pipeline.eval_share(len(source), batch_size, p, n)
+  done_share = pipeline.eval_share(min(first * per_shard, len(source)), batch_size, p, n)
   bar = tqdm(
     total=share,
     initial=done_share,
@@ -356,7 +357,7 @@ def encode_to_files(
   t0 = time.perf_counter()
   if first < num_shards:
     view = _Offset(source, first * per_shard)
-    batches = data_lib.make_dataset(
+    batches = pipeline.make_dataset(
       data_config, split="eval", batch_size=batch_size, source=view, process_index=p, process_count=n
     )
     empty = lambda: {"indices": [], "names": [], "source_index": [], "labels": [], "captions": []}

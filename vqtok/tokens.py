@@ -64,7 +64,7 @@ def tokenizer_fingerprint(config: ml_collections.ConfigDict | Mapping, metadata:
   Args:
     config: the tokenizer's config (a ``ConfigDict``, or the plain dict that
       ``metadata.json`` records under ``config``).
-    metadata: the tokenizer directory's metadata (``tokenizer_dir.load``'s
+    metadata: the tokenizer directory's metadata (``vqtok.load.load``'s
       ``info["metadata"]``); a converted checkpoint records ``source_sha256``.
 
   Returns:

@@ -1,9 +1,7 @@
-"""vqtok.data: image sources, transforms and the grain input pipeline."""
+"""vqtok.data: image sources and transforms (re-exported here), and the grain input pipeline
+(``vqtok.data.pipeline``, imported on its own: the config schema and tokenizer loading need
+the sources' fields without grain)."""
 
-from vqtok.data.pipeline import checkpoint_args as checkpoint_args
-from vqtok.data.pipeline import eval_share as eval_share
-from vqtok.data.pipeline import make_dataset as make_dataset
-from vqtok.data.pipeline import position as position
 from vqtok.data.sources import SOURCES as SOURCES
 from vqtok.data.sources import ImageFolderSource as ImageFolderSource
 from vqtok.data.sources import ImageSource as ImageSource

@@ -35,6 +35,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from vqtok.config_fields import ConfigFields
+from vqtok.data import transforms
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -485,3 +488,40 @@ def make_source(config: Any, split: str) -> ImageSource:
     sub = os.path.join(d.path, split_name) if split_name else ""
     return ImageFolderSource(sub if sub and os.path.isdir(sub) else d.path, verify=bool(d.get("verify", True)))
   return TfdsSource(d.name, split=split_name, data_dir=d.path or None, image_key=d.get("image_key", "image"))
+
+
+def _check_config(config: Any, check_paths: bool) -> None:
+  data = config.data
+  if not 0 < data.min_scale <= 1:
+    raise ValueError(f"config field data.min_scale={data.min_scale!r} must be in (0, 1]")
+  if data.source == "folder" and not data.path:
+    raise ValueError("data.source='folder' needs data.path (the image directory)")
+  if data.source == "tfds" and not data.name:
+    raise ValueError("data.source='tfds' needs data.name (a TFDS dataset name, e.g. 'cifar10')")
+  if check_paths and data.source == "folder" and not os.path.isdir(data.path):
+    raise ValueError(f"config field data.path={data.path!r}: no such image folder")
+
+
+#: ``config.data``: where images come from (``sources.SOURCES``) and how they are cropped and resized.
+CONFIG = ConfigFields(
+  "data",
+  {
+    "source": "samples",  # samples | folder | tfds
+    "name": "",  # tfds dataset name, e.g. "cifar10"
+    "path": "",  # image folder, or tfds data_dir
+    "train_split": "train",
+    "eval_split": "test",  # samples: held-out photos; tfds: a split name
+    "num_workers": 0,  # 0: decode in the main thread
+    "image_key": "image",  # tfds: the image feature's key
+    "verify": True,  # folder: PIL verify() every file at index time (False for huge folders)
+    "min_scale": 0.35,  # random-resized-crop scale range (training)
+    # eval / tokenize resize: center_crop | adm_center_crop (LlamaGen) |
+    # short_side_bilinear (taming) | squash_bicubic (MaskGIT) | lanczos_center_crop (VAR)
+    # | torchvision_center_crop (TiTok)
+    "preprocess": "center_crop",
+    "flip": True,
+  },
+  choices={"source": SOURCES, "preprocess": tuple(transforms.PREPROCESS)},
+  non_negative=("num_workers",),
+  check=_check_config,
+)

@@ -23,9 +23,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vqtok import data as data_lib
 from vqtok import files, sharding
 from vqtok import images as images_lib
+from vqtok.data import pipeline
 from vqtok.evaluation import fid as fid_lib
 from vqtok.evaluation import inception
 from vqtok.evaluation import metrics as metrics_lib
@@ -88,9 +88,9 @@ def evaluate(
   sums = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0}
   count = 0
   originals, recons = [], []
-  batches = data_lib.make_dataset(config, split="eval", batch_size=batch_size, num_images=num_images or None)
+  batches = pipeline.make_dataset(config, split="eval", batch_size=batch_size, num_images=num_images or None)
   total = len(batches.source) if not num_images else min(num_images, len(batches.source))
-  share = data_lib.eval_share(total, batch_size, jax.process_index(), jax.process_count())
+  share = pipeline.eval_share(total, batch_size, jax.process_index(), jax.process_count())
   bar = tqdm(
     total=share,
     disable=not progress or jax.process_index() != 0,

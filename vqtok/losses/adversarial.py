@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from vqtok.config_fields import ConfigFields
+
 
 def hinge_d_loss(logits_real: ArrayLike, logits_fake: ArrayLike) -> jax.Array:
   """Hinge discriminator loss: E[relu(1 - D(x))] + E[relu(1 + D(G(z)))].
@@ -60,6 +62,20 @@ D_LOSSES = {"hinge": hinge_d_loss, "non_saturating": non_saturating_d_loss}
 G_LOSSES = {"hinge": hinge_g_loss, "non_saturating": non_saturating_g_loss}
 #: The GAN loss kinds ``config.loss.gan_loss`` may name.
 GAN_LOSSES = tuple(D_LOSSES)
+#: ``config.loss`` fields of the GAN term and the discriminator's regularisers.
+CONFIG = ConfigFields(
+  "loss",
+  {
+    "gan_weight": 0.1,
+    "gan_loss": "hinge",  # hinge | non_saturating
+    "adaptive_weight": True,  # taming-transformers adaptive GAN weight
+    "disc_start": 400,  # discriminator (and GAN loss) start at this step
+    "lecam_weight": 0.0,
+    "r1_weight": 0.0,
+  },
+  choices={"gan_loss": GAN_LOSSES},
+  non_negative=("gan_weight", "disc_start", "lecam_weight", "r1_weight"),
+)
 
 
 def lecam_loss(logits_real: ArrayLike, logits_fake: ArrayLike, ema_real: ArrayLike, ema_fake: ArrayLike) -> jax.Array:

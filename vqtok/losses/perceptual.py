@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from vqtok import files
+from vqtok.config_fields import ConfigFields
 
 # ScalingLayer of the lpips package: inputs in [-1, 1] are mapped to roughly
 # ImageNet-normalised values, (x - shift) / scale.
@@ -203,3 +204,24 @@ def load_lpips(path: str) -> LPIPS:
     )
   abstract = nnx.eval_shape(lambda: LPIPS(rngs=nnx.Rngs(0)))
   return files.assign(abstract, files.read_npz(path, legacy_sep="/"), source=f"LPIPS weights {path}")
+
+
+def _check_config(config, check_paths: bool) -> None:
+  if config.loss.perceptual_weight > 0 and not config.loss.lpips_weights:
+    raise ValueError(
+      "loss.perceptual_weight > 0 needs loss.lpips_weights (an .npz made by "
+      "scripts/convert_lpips.py); set loss.perceptual_weight=0 to train without LPIPS"
+    )
+
+
+#: ``config.loss`` fields of the LPIPS term.
+CONFIG = ConfigFields(
+  "loss",
+  {
+    "perceptual_weight": 0.0,  # needs lpips_weights
+    "lpips_weights": "",  # .npz from scripts/convert_lpips.py
+  },
+  non_negative=("perceptual_weight",),
+  files=("lpips_weights",),
+  check=_check_config,
+)

@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from vqtok.config_fields import ConfigFields
+
 
 def l1_loss(x: ArrayLike, x_hat: ArrayLike) -> jax.Array:
   """Mean absolute error, computed in float32.
@@ -31,3 +33,7 @@ def l2_loss(x: ArrayLike, x_hat: ArrayLike) -> jax.Array:
   """
   d = jnp.asarray(x, jnp.float32) - jnp.asarray(x_hat, jnp.float32)
   return jnp.mean(jnp.square(d))
+
+
+#: ``config.loss`` weights of ``l1_loss`` and ``l2_loss``.
+CONFIG = ConfigFields("loss", {"l1_weight": 1.0, "l2_weight": 0.0}, non_negative=("l1_weight", "l2_weight"))

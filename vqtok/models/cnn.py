@@ -315,6 +315,13 @@ FAMILIES = {
 }
 
 
+#: The levels of the published f16 CNNs at 256 px (16x16 latents): taming-transformers' ImageNet
+#: VQGAN (configs/imagenet_vqgan.yaml: ch 128, ch_mult 1-1-2-2-4, 2 res blocks), which MaskGIT's
+#: VQGAN (also TiTok's pixel decoder) and LlamaGen's VQ-16 repeat and IBQ, Open-MAGVIT2 (4 res
+#: blocks) and VAR (ch 160) vary. ``model`` fields; a preset adds attention, z_channels, the family.
+TAMING_F16 = {"channels": 128, "channel_mult": (1, 1, 2, 2, 4), "num_res_blocks": 2}
+
+
 def get_family(name: str) -> Family:
   """The row of ``FAMILIES`` called ``name``; ValueError naming the choices otherwise."""
   if name not in FAMILIES:

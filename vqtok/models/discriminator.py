@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vqtok.config_fields import ConfigFields
 from vqtok.models.cnn import _num_groups
 
 
@@ -157,6 +158,18 @@ class StyleGANDiscriminator(nnx.Module):
 
 #: The discriminator kinds ``config.discriminator.type`` may name.
 DISCRIMINATORS = ("patchgan", "stylegan")
+#: The published recipes' discriminators (``config.discriminator``): taming-transformers' PatchGAN
+#: (taming, LlamaGen, IBQ), and MAGVIT's StyleGAN one at 256 px (6 blocks: 256 -> 4x4 before the
+#: dense head; one fewer per halving of the image).
+TAMING_PATCHGAN = {"type": "patchgan", "channels": 64, "num_layers": 3}
+MAGVIT_STYLEGAN = {"type": "stylegan", "channels": 64, "num_layers": 6}
+#: ``config.discriminator``: the keyword arguments of ``build_discriminator``.
+CONFIG = ConfigFields(
+  "discriminator",
+  {"type": "patchgan", "channels": 16, "num_layers": 2},  # type: patchgan | stylegan
+  choices={"type": DISCRIMINATORS},
+  open=True,
+)
 
 
 def build_discriminator(spec: Mapping[str, Any], *, image_size: int, rngs: nnx.Rngs) -> nnx.Module:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from vqtok.config_fields import ConfigFields
 from vqtok.models import cnn, vit
 from vqtok.quantizers import QuantizerOutput, build_quantizer
 from vqtok.quantizers.base import Quantizer
@@ -42,6 +43,69 @@ def check_input_range(value: Any) -> tuple[float, float]:
   if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
     raise ValueError(f"model.input_range must be finite with lo < hi; got {value!r}")
   return lo, hi
+
+
+def _check_config(config: Any, check_paths: bool) -> None:
+  check_input_range(config.model.input_range)
+  scales = config.quantizer.get("scales") if config.quantizer.type == "multiscale" else None
+  if scales and config.model.encoder == "cnn":
+    factor = 2 ** (len(tuple(config.model.channel_mult)) - 1)
+    side = int(config.image_size) // factor
+    if int(tuple(scales)[-1]) != side:
+      raise ValueError(
+        f"config field quantizer.scales={list(scales)} must end at the latent size {side}"
+        f" (image_size={config.image_size} over the CNN's downsampling {factor})"
+      )
+
+
+#: ``config.model``: the encoder and decoder (``ENCODERS``; cnn and vit fields), read by ``build_tokenizer``.
+CONFIG = ConfigFields(
+  "model",
+  {
+    "encoder": "cnn",  # cnn | vit | vit1d
+    "channels": 16,
+    "channel_mult": (1, 2, 2, 4),  # len - 1 downsamplings: f8
+    "num_res_blocks": 1,
+    "attention": False,  # self-attention at the lowest resolution
+    "code_dim": 4,  # width of the vectors the quantizer receives (its code_dim)
+    "dtype": "float32",  # compute dtype; parameters stay float32
+    "z_channels": 0,  # cnn: encoder output width; > 0 adds projections to/from code_dim
+    "project_kernel": 1,  # cnn: those projections are 1 (Linear) or 3 (3x3 conv, VAR) wide
+    "cnn_family": "taming",  # cnn block kinds: taming (also LlamaGen, IBQ) | maskgit | magvit2 (Open-MAGVIT2)
+    "norm_groups": 32,  # cnn GroupNorm groups (32 in published models; fewer for narrow ones)
+    "input_range": (-1.0, 1.0),  # what the encoder sees; batches are always [-1, 1]
+    "variant": "",  # vit / vit1d: big_vision size name, e.g. "B/16"
+    "decoder_variant": "",  # "" = same as variant
+    "posemb": "learn",  # vit position embedding: learn | sincos2d
+    "num_latent_tokens": 0,  # vit1d (TiTok): number of 1-D latent tokens
+    "vit_family": "vqtok",  # vit block kinds: vqtok | titok (published TiTok) | titok_pixels (its VQ-8k)
+    # vit1d: > 0 makes the decoder TiTok's: logits over this many codes of a MaskGIT VQGAN,
+    # soft codes decoded by that VQGAN's CNN decoder (proxy_decoder sizes).
+    "proxy_codebook_size": 0,
+    "proxy_code_dim": 256,
+    "proxy_decoder": {**cnn.TAMING_F16, "norm_groups": 32},  # MaskGIT's VQGAN decoder
+    # vit: explicit sizes; 0 = from variant
+    "width": 0,
+    "depth": 0,
+    "mlp_dim": 0,
+    "num_heads": 0,
+    "patch_size": 0,
+    # vit: the decoder's own sizes where they differ (0 = as the encoder)
+    "decoder_width": 0,
+    "decoder_depth": 0,
+    "decoder_mlp_dim": 0,
+    "decoder_num_heads": 0,
+  },
+  choices={
+    "dtype": tuple(DTYPES),
+    "encoder": ENCODERS,
+    "cnn_family": tuple(cnn.FAMILIES),
+    "posemb": vit.POSEMBS,
+    "vit_family": tuple(vit.FAMILIES),
+  },
+  positive=("norm_groups",),
+  check=_check_config,
+)
 
 
 class Tokenizer(nnx.Module):

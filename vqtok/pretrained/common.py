@@ -11,10 +11,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import ml_collections
 import numpy as np
 
-from vqtok.config import default_config
 from vqtok.files import flatten
 from vqtok.pretrained.reader import CheckpointError
 
@@ -63,38 +61,6 @@ def multiples(widths: Sequence[int], base: int, source: str) -> tuple[int, ...]:
   return tuple(w // base for w in widths)
 
 
-def cnn_config(
-  *,
-  family: str,
-  channels: int,
-  channel_mult,
-  num_res_blocks: int,
-  attention: bool,
-  z_channels: int,
-  code_dim: int,
-  quantizer: dict,
-  preprocess: str,
-  **model: Any,
-):
-  """The vqtok config of a published CNN tokenizer at 256 px (``model`` adds fields such as input_range)."""
-  c = default_config()
-  c.image_size = 256
-  c.model.update(
-    encoder="cnn",
-    cnn_family=family,
-    channels=channels,
-    channel_mult=tuple(channel_mult),
-    num_res_blocks=num_res_blocks,
-    attention=attention,
-    z_channels=z_channels,
-    code_dim=code_dim,
-    **model,
-  )
-  c.quantizer = ml_collections.ConfigDict(quantizer)
-  c.data.preprocess = preprocess
-  return c
-
-
 def lit_ema_state_dict(
   tensors: Mapping[str, np.ndarray], *, ema: bool, source: str, family: str
 ) -> dict[str, np.ndarray]:
@@ -130,8 +96,8 @@ def taming_encoder(tensors: Mapping[str, np.ndarray], source: str, family: str) 
   """The CNN geometry of a taming-layout encoder (taming, IBQ, VAR), read off its tensor shapes.
 
   Returns ``channels``, ``channel_mult``, ``num_res_blocks``, ``attention`` and
-  ``z_channels`` for ``cnn_config``; attention anywhere but the lowest level
-  is refused.
+  ``z_channels`` for ``vqtok.config.cnn_config``; attention anywhere but the
+  lowest level is refused.
   """
   ch = require(tensors, "encoder.conv_in.weight", source, family, 4)[0]
   levels = count(tensors, r"encoder\.down\.(\d+)\.", source, "encoder levels")

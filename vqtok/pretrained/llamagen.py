@@ -16,6 +16,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from vqtok import config as config_lib
+from vqtok.models.discriminator import TAMING_PATCHGAN
 from vqtok.pretrained import common
 from vqtok.pretrained import layout as L
 
@@ -38,8 +40,8 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     common.require(tensors, f"encoder.conv_blocks.{i}.res.0.conv1.weight", source, NAME)[0] for i in range(levels)
   ]
   codes, code_dim = common.require(tensors, "quantize.embedding.weight", source, NAME, 2)
-  c = common.cnn_config(
-    family="taming",
+  return config_lib.cnn_config(
+    cnn_family="taming",
     channels=ch,
     channel_mult=common.multiples(widths, ch, source),
     num_res_blocks=blocks,
@@ -48,9 +50,8 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     code_dim=code_dim,
     quantizer={"type": "vq", "codebook_size": codes, "l2_normalize": True},
     preprocess="adm_center_crop",
+    discriminator=TAMING_PATCHGAN,
   )
-  c.discriminator.update(type="patchgan", channels=64, num_layers=3)
-  return c
 
 
 def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:

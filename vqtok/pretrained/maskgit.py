@@ -18,6 +18,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from vqtok import config as config_lib
+from vqtok.models.discriminator import MAGVIT_STYLEGAN
 from vqtok.pretrained import common
 from vqtok.pretrained import layout as L
 from vqtok.pretrained.reader import CheckpointError
@@ -51,8 +53,8 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     common.require(tensors, f"encoder.ResBlock_{i * blocks}.Conv_0.kernel", source, NAME)[3] for i in range(levels)
   ]
   codes, code_dim = common.require(tensors, "quantizer.codebook", source, NAME, 2)
-  c = common.cnn_config(
-    family="maskgit",
+  return config_lib.cnn_config(
+    cnn_family="maskgit",
     channels=ch,
     channel_mult=common.multiples(widths, ch, source),
     num_res_blocks=blocks,
@@ -62,9 +64,8 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     quantizer={"type": "vq", "codebook_size": codes},
     preprocess="squash_bicubic",
     input_range=(0.0, 1.0),
+    discriminator=MAGVIT_STYLEGAN,
   )
-  c.discriminator.update(type="stylegan", channels=64, num_layers=6)
-  return c
 
 
 def _flax(prefix: str, target: L.Prefix) -> tuple[L.Rule, ...]:

@@ -23,6 +23,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from vqtok import config as config_lib
+from vqtok.models.discriminator import MAGVIT_STYLEGAN
 from vqtok.pretrained import common
 from vqtok.pretrained import layout as L
 
@@ -46,8 +48,8 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
   blocks = common.count(tensors, r"encoder\.down\.0\.block\.(\d+)\.", source, "level-0 blocks")
   widths = [common.require(tensors, f"encoder.down.{i}.block.0.conv1.weight", source, NAME)[0] for i in range(levels)]
   bits = common.require(tensors, "encoder.conv_out.weight", source, NAME, 4)[0]
-  c = common.cnn_config(
-    family="magvit2",
+  return config_lib.cnn_config(
+    cnn_family="magvit2",
     channels=ch,
     channel_mult=common.multiples(widths, ch, source),
     num_res_blocks=blocks,
@@ -56,10 +58,9 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     code_dim=bits,
     quantizer={"type": "lfq", "bits": bits, "bit_order": "lsb_first"},
     preprocess="short_side_bilinear",
+    image_size=16 * 2 ** (levels - 1),
+    discriminator={**MAGVIT_STYLEGAN, "num_layers": levels + 1},  # down to 4x4
   )
-  c.image_size = 16 * 2 ** (levels - 1)
-  c.discriminator.update(type="stylegan", channels=64, num_layers=levels + 1)
-  return c
 
 
 def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:

@@ -18,6 +18,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from vqtok import config as config_lib
+from vqtok.models.discriminator import TAMING_PATCHGAN
 from vqtok.pretrained import common
 from vqtok.pretrained import layout as L
 from vqtok.pretrained.reader import CheckpointError
@@ -38,15 +40,14 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
   """The vqtok config of the checkpoint's variant, read off the tensor shapes."""
   geometry = common.taming_encoder(tensors, source, NAME)
   codes, code_dim = common.require(tensors, "quantize.embedding.weight", source, NAME, 2)
-  c = common.cnn_config(
-    family="taming",
+  return config_lib.cnn_config(
+    cnn_family="taming",
     **geometry,
     code_dim=code_dim,
     quantizer={"type": "vq", "codebook_size": codes},
     preprocess="short_side_bilinear",
+    discriminator=TAMING_PATCHGAN,
   )
-  c.discriminator.update(type="patchgan", channels=64, num_layers=3)
-  return c
 
 
 def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:

@@ -37,6 +37,7 @@ import numpy as np
 
 from vqtok.config import default_config
 from vqtok.files import flatten
+from vqtok.models.discriminator import MAGVIT_STYLEGAN
 from vqtok.pretrained import common
 from vqtok.pretrained import layout as L
 from vqtok.pretrained.reader import CheckpointError
@@ -137,7 +138,7 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
   # the VQ-8k ones (configs/infer/TiTok/titok_*_vq8k.yaml) False.
   c.quantizer = ml_collections.ConfigDict({"type": "vq", "codebook_size": int(codes), "l2_normalize": two_stage})
   c.data.preprocess = "torchvision_center_crop"
-  c.discriminator.update(type="stylegan", channels=64, num_layers=6)
+  c.discriminator.update(MAGVIT_STYLEGAN)
   return c
 
 

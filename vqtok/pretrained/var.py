@@ -32,7 +32,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from vqtok import config as config_lib
 from vqtok.files import flatten
+from vqtok.models.discriminator import TAMING_PATCHGAN
 from vqtok.pretrained import common, taming
 from vqtok.pretrained import layout as L
 from vqtok.pretrained.reader import CheckpointError
@@ -94,18 +96,17 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     "beta": 0.25,
     "quantizer": {"type": "vq", "codebook_size": codes},
   }
-  c = common.cnn_config(
-    family="taming",
+  return config_lib.cnn_config(
+    cnn_family="taming",
     **geometry,
     code_dim=code_dim,
     quantizer=quantizer,
     preprocess="lanczos_center_crop",  # utils/data.py build_dataset's val_aug
     project_kernel=kernel[2],
+    # The schedule ends at 16 cells: 256 px for the published f16 model, less for reduced ones.
+    image_size=VAR_SCALES[-1] * 2 ** (len(geometry["channel_mult"]) - 1),
+    discriminator=TAMING_PATCHGAN,
   )
-  # The schedule ends at 16 cells: 256 px for the published f16 model, less for reduced ones.
-  c.image_size = VAR_SCALES[-1] * 2 ** (len(geometry["channel_mult"]) - 1)
-  c.discriminator.update(type="patchgan", channels=64, num_layers=3)
-  return c
 
 
 def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from flax import nnx
 
+from vqtok.config_fields import ConfigFields
 from vqtok.quantizers.base import Quantizer
 from vqtok.quantizers.bsq import BSQ
 from vqtok.quantizers.fsq import FSQ
@@ -110,3 +111,25 @@ def build_quantizer(spec: Mapping[str, Any], *, code_dim: int, rngs: nnx.Rngs) -
     make = lambda: build_quantizer(inner_spec, code_dim=code_dim // groups, rngs=rngs)
     return cls(make=make, code_dim=code_dim, rngs=rngs, **kwargs)
   return cls(code_dim=code_dim, rngs=rngs, **kwargs)
+
+
+def _check_config(config: Any, check_paths: bool) -> None:
+  # Built abstractly (no allocation): the classes check their own arguments.
+  try:
+    nnx.eval_shape(lambda: build_quantizer(config.quantizer, code_dim=int(config.model.code_dim), rngs=nnx.Rngs(0)))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"config field quantizer: {e}") from e
+
+
+#: ``config.quantizer``: the keyword arguments of the class its ``type`` names (``build_quantizer``).
+CONFIG = ConfigFields(
+  "quantizer",
+  {
+    "type": "fsq",  # vq | fsq | lfq | bsq | ibq | residual | grouped | multiscale
+    # lfq / bsq: bit_order = "msb_first" (default) | "lsb_first"; tokenizer directories must record it
+    "levels": (8, 5, 5, 5),
+  },
+  choices={"type": QUANTIZER_TYPES},
+  check=_check_config,
+  open=True,
+)

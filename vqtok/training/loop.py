@@ -22,10 +22,10 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vqtok import data as data_lib
 from vqtok import files, sharding
 from vqtok import images as images_lib
 from vqtok import load as load_lib
+from vqtok.data import pipeline
 from vqtok.evaluation import reconstruct as reconstruct_lib
 from vqtok.training import checkpoint as ckpt_lib
 from vqtok.training import teacher as teacher_lib
@@ -298,11 +298,11 @@ def _train(
   state_sh = jax.tree.map(lambda x: x.sharding, state)
   perceptual_fn, perceptual_params = _perceptual(config)
 
-  train_iter = data_lib.make_dataset(config, split="train", batch_size=tc.batch_size, seed=config.seed)
+  train_iter = pipeline.make_dataset(config, split="train", batch_size=tc.batch_size, seed=config.seed)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints)
   start = ckpt.latest_step()
   if start is not None:
-    state = ckpt.restore(state, extra={"data": data_lib.checkpoint_args(train_iter, restore=True)})
+    state = ckpt.restore(state, extra={"data": pipeline.checkpoint_args(train_iter, restore=True)})
     print(f"Resumed from step {start} in {ckpt.directory}", file=sys.stderr)
   elif config.get("init_from", ""):
     state = init_from(config, state, static, state_sh)
@@ -332,7 +332,7 @@ def _train(
     return state.ema if (config.eval.use_ema and state.ema) else state.g_params
 
   def eval_batches():
-    return data_lib.make_dataset(config, split="eval", batch_size=config.eval.batch_size)
+    return pipeline.make_dataset(config, split="eval", batch_size=config.eval.batch_size)
 
   def fixed_images():
     return next(iter(eval_batches()))
@@ -363,7 +363,7 @@ def _train(
 
   def refill() -> None:
     while len(ahead) < PREFETCH:
-      pos = data_lib.position(train_iter)
+      pos = pipeline.position(train_iter)
       ahead.append((pos, sharding.global_batch({"image": next(train_iter)["image"]}, mesh)))
 
   # Non-finite metrics are tracked on the devices (the first bad step and its
@@ -432,7 +432,7 @@ def _train(
           raise NonFiniteLossError(f"the weights at step {done} {problem}, so they were not saved")
         refill()
         health.saving(done, host)
-        ckpt.save(done, state, {"data": data_lib.checkpoint_args(train_iter, position=ahead[0][0])})
+        ckpt.save(done, state, {"data": pipeline.checkpoint_args(train_iter, position=ahead[0][0])})
     summary["final_metrics"] = None if metrics is None else check(tc.num_steps)
     health.ended()
   except NonFiniteLossError as e:

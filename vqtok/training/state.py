@@ -19,6 +19,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from vqtok import config as config_lib
 from vqtok import files, models
 
 
@@ -56,11 +57,6 @@ def is_frozen(name: str, frozen: tuple[str, ...]) -> bool:
 def frozen_mask(tree: Any, frozen: tuple[str, ...]) -> Any:
   """A pytree of bools like ``tree``: True where the leaf belongs to a frozen submodule."""
   return jax.tree_util.tree_map_with_path(lambda path, _: is_frozen(files.name(path), frozen), tree)
-
-
-def freeze_prefixes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """``training.freeze`` as a tuple of dotted prefixes (without stray dots)."""
-  return tuple(str(p).strip(". ") for p in config.training.get("freeze", ()))
 
 
 def check_freeze(frozen: tuple[str, ...], params: Any) -> None:
@@ -113,7 +109,7 @@ def build_modules(config: ml_collections.ConfigDict) -> tuple[nnx.Module, nnx.Mo
 
 def _initializer(config: ml_collections.ConfigDict):
   """The init function, plus a dict it fills with the static parts."""
-  frozen = freeze_prefixes(config)
+  frozen = config_lib.freeze_prefixes(config)
   g_tx, g_schedule = make_optimizer(config, config.optimizer.lr, frozen=frozen)
   d_tx, _ = make_optimizer(config, config.optimizer.disc_lr)
   defs = {"g_tx": g_tx, "d_tx": d_tx, "g_schedule": g_schedule, "frozen": frozen}

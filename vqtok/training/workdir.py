@@ -24,7 +24,6 @@ import ml_collections
 
 from vqtok import config as config_lib
 from vqtok import files
-from vqtok.training import state as state_lib
 
 LOCK = ".lock"
 
@@ -81,7 +80,7 @@ def check_identity(config: ml_collections.ConfigDict, workdir: str) -> None:
       f" fine-tune from it with --config.init_from={workdir}"
     )
   # Frozen parts have no optimizer state, so a checkpoint resumes only with the freeze list that wrote it.
-  frozen = [state_lib.freeze_prefixes(c) for c in (saved, config)]
+  frozen = [config_lib.freeze_prefixes(c) for c in (saved, config)]
   checkpoints = os.path.join(workdir, "checkpoints")
   has_checkpoint = os.path.isdir(checkpoints) and any(d.isdigit() for d in os.listdir(checkpoints))
   if frozen[0] != frozen[1] and has_checkpoint:
