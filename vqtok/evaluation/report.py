@@ -13,7 +13,6 @@ processes at the end: every process returns the same report.
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -25,6 +24,7 @@ from flax import nnx
 
 from vqtok import data as data_lib
 from vqtok import images as images_lib
+from vqtok import progress as progress_lib
 from vqtok import sharding
 from vqtok.evaluation import fid as fid_lib
 from vqtok.evaluation import metrics as metrics_lib
@@ -58,8 +58,6 @@ def evaluate(
     ``(report, grid)``: a JSON-able dict of metrics and a uint8 PNG-ready grid
     of originals (top) over reconstructions (bottom).
   """
-  from tqdm.auto import tqdm  # noqa: PLC0415
-
   batch_size = int(batch_size or config.eval.batch_size)
   mesh = sharding.make_mesh((-1, 1))
   if batch_size % mesh.size:
@@ -93,13 +91,11 @@ def evaluate(
   batches = data_lib.make_dataset(config, split="eval", batch_size=batch_size, num_images=num_images or None)
   total = len(batches.source) if not num_images else min(num_images, len(batches.source))
   share = data_lib.eval_share(total, batch_size, jax.process_index(), jax.process_count())
-  bar = tqdm(
-    total=share,
-    disable=not progress or jax.process_index() != 0,
-    desc="eval" if jax.process_count() == 1 else f"eval (process 0 of {jax.process_count()})",
+  bar = progress_lib.bar(
+    share,
+    "eval" if jax.process_count() == 1 else f"eval (process 0 of {jax.process_count()})",
+    show=progress and jax.process_index() == 0,
     unit="img",
-    dynamic_ncols=True,
-    file=sys.stdout,
   )
   t0 = time.perf_counter()
   for r in reconstruct_lib.reconstructions(reconstruct, params, rest, mesh, batches):

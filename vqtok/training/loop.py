@@ -24,6 +24,7 @@ from flax import nnx
 
 from vqtok import data as data_lib
 from vqtok import images as images_lib
+from vqtok import progress as progress_lib
 from vqtok import sharding
 from vqtok.evaluation import reconstruct as reconstruct_lib
 from vqtok.training import checkpoint as ckpt_lib
@@ -291,8 +292,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
 def _train(
   config: ml_collections.ConfigDict, workdir: str, mesh: Any, *, progress: bool, teacher=None
 ) -> dict[str, Any]:
-  from tqdm.auto import tqdm  # noqa: PLC0415
-
   tc = config.training
   state, static = init_train_state(config, lambda a: sharding.state_shardings(a, mesh))
   state_sh = jax.tree.map(lambda x: x.sharding, state)
@@ -339,14 +338,9 @@ def _train(
 
   writer = _Writer(workdir)
   summary: dict[str, Any] = {"start_step": start, "evals": []}
-  bar = tqdm(
-    total=tc.num_steps,
-    initial=start,
-    disable=not progress or jax.process_index() != 0,
-    desc="train",
-    smoothing=0.0,  # the ETA from the average step time (evals would make a moving rate jump)
-    dynamic_ncols=True,
-    file=sys.stdout,
+  # smoothing=0: the ETA from the average step time (evals would make a moving rate jump).
+  bar = progress_lib.bar(
+    tc.num_steps, "train", show=progress and jax.process_index() == 0, initial=start, smoothing=0.0
   )
   t_last, step_last = time.perf_counter(), start
 
@@ -403,8 +397,7 @@ def _train(
       if compiling and not bar.disable:  # the ETA counts steps, not compilation
         jax.block_until_ready(metrics)
         bar.set_description("train", refresh=False)
-        bar.start_t = bar.last_print_t = time.time()
-        bar.initial = bar.n + 1
+        progress_lib.restart_rate(bar)
       bar.update(1)
       log = done % tc.log_every == 0 or done == tc.num_steps
       evaluate = tc.eval_every > 0 and (done % tc.eval_every == 0 or done == tc.num_steps)
