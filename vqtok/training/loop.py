@@ -289,6 +289,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     return _train(config, workdir, mesh, progress=progress, teacher=teacher)
 
 
+def every(step: int, n: int, last: int | None = None) -> bool:
+  """Whether a task done every ``n`` steps is due after ``step`` steps (big_vision's ``itstime``).
+
+  Due at each multiple of ``n`` (0 included: before the first step) and at
+  ``last``, the run's final step, so that a run's end is always logged,
+  evaluated and saved; ``n <= 0`` means never, not even at ``last``.
+  """
+  return n > 0 and (step % n == 0 or step == last)
+
+
 def _train(
   config: ml_collections.ConfigDict, workdir: str, mesh: Any, *, progress: bool, teacher=None
 ) -> dict[str, Any]:
@@ -376,7 +386,7 @@ def _train(
     return host
 
   try:
-    if start == 0 and tc.eval_every > 0:
+    if start == 0 and every(0, tc.eval_every):
       run_eval(0)
     metrics = None
     for step in range(start, tc.num_steps):
@@ -399,10 +409,10 @@ def _train(
         bar.set_description("train", refresh=False)
         progress_lib.restart_rate(bar)
       bar.update(1)
-      log = done % tc.log_every == 0 or done == tc.num_steps
-      evaluate = tc.eval_every > 0 and (done % tc.eval_every == 0 or done == tc.num_steps)
-      image = tc.image_every > 0 and (done % tc.image_every == 0 or done == tc.num_steps)
-      save = done % tc.checkpoint_every == 0 or done == tc.num_steps
+      log = every(done, tc.log_every, last=tc.num_steps)
+      evaluate = every(done, tc.eval_every, last=tc.num_steps)
+      image = every(done, tc.image_every, last=tc.num_steps)
+      save = every(done, tc.checkpoint_every, last=tc.num_steps)
       if log or evaluate or image or save:
         host = check(done)
         bar.set_postfix(loss=f"{host['loss']:.4f}", refresh=False)
