@@ -120,5 +120,4 @@ def random_lpips():
 
   from vqtok.losses import perceptual  # noqa: PLC0415
 
-  gdef, params = nnx.split(perceptual.LPIPS(rngs=nnx.Rngs(0)))
-  return (lambda p, x, y: nnx.merge(gdef, p)(x, y)), params.to_pure_dict()
+  return perceptual.pure_lpips(perceptual.LPIPS(rngs=nnx.Rngs(0)))

@@ -164,7 +164,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
   workdir = str(tmp_path)
   make = pipeline.make_dataset
   monkeypatch.setattr(
-    loop.data_lib,
+    loop.pipeline,
     "make_dataset",
     lambda config, **kw: _PoisonAfter(make(config, **kw), 4) if kw["split"] == "train" else make(config, **kw),
   )
@@ -183,6 +183,13 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
   assert summary["start_step"] == 2 and summary["final_step"] == 6
   losses = read_losses(workdir)
   assert sorted(losses) == [1, 2, 3, 4, 5, 6] and all(math.isfinite(v) for v in losses.values())
+
+
+def test_every_is_due_at_multiples_and_the_last_step_and_never_for_n_up_to_0():
+  assert [s for s in range(11) if loop.every(s, 4)] == [0, 4, 8]
+  assert [s for s in range(1, 11) if loop.every(s, 4, last=10)] == [4, 8, 10]
+  assert [s for s in range(1, 4) if loop.every(s, 1, last=3)] == [1, 2, 3]
+  assert not any(loop.every(s, n, last=10) for s in range(11) for n in (0, -1))
 
 
 def test_invalid_config_fails_before_training(tmp_path):

@@ -42,7 +42,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -59,6 +58,7 @@ from vqtok import config as config_lib
 from vqtok import data as data_lib
 from vqtok import images as images_lib
 from vqtok import load as load_lib
+from vqtok import progress as progress_lib
 from vqtok import tokens as tokens_lib
 from vqtok.data import pipeline
 
@@ -263,8 +263,6 @@ def encode_to_files(
     ValueError: ``output`` holds tokens of another tokenizer, run or source,
       or shards without ``metadata.json``.
   """
-  from tqdm.auto import tqdm  # noqa: PLC0415
-
   p = jax.process_index() if process_index is None else int(process_index)
   n = jax.process_count() if process_count is None else int(process_count)
   mesh = sharding.make_mesh((-1, 1), devices=jax.local_devices())
@@ -344,14 +342,12 @@ def encode_to_files(
   encode = _jit_tokenizer(tokenizer, "encode", mesh)
   share = pipeline.eval_share(len(source), batch_size, p, n)
   done_share = pipeline.eval_share(min(first * per_shard, len(source)), batch_size, p, n)
-  bar = tqdm(
-    total=share,
+  bar = progress_lib.bar(
+    share,
+    "encode" if n == 1 else f"encode (process 0 of {n})",
+    show=progress and p == 0,
     initial=done_share,
-    disable=not progress or p != 0,
-    desc="encode" if n == 1 else f"encode (process 0 of {n})",
     unit="img",
-    dynamic_ncols=True,
-    file=sys.stdout,
   )
   encoded = 0
   t0 = time.perf_counter()
@@ -491,8 +487,6 @@ def decode_to_images(
       names for one PNG.
     FileExistsError: ``output`` holds files and ``overwrite`` is False.
   """
-  from tqdm.auto import tqdm  # noqa: PLC0415
-
   meta, shards = tokens_lib.read_shards(tokens)
   if meta.get("views"):  # the first view: the image itself, or (ten_crop) its top-left crop
     shards = [(name, idx[:, 0], names) for name, idx, names in shards]
@@ -531,7 +525,7 @@ def decode_to_images(
   decode = _jit_tokenizer(tokenizer, "decode", **({"num_scales": num_scales} if num_scales else {}))
   encode = _jit_tokenizer(tokenizer, "encode")
   agree = total = decoded = 0
-  bar = tqdm(total=len(indices), disable=not progress, desc="decode", unit="img", dynamic_ncols=True, file=sys.stdout)
+  bar = progress_lib.bar(len(indices), "decode", show=progress, unit="img")
   for start in range(0, len(indices), batch_size):
     chunk = indices[start : start + batch_size]
     n = len(chunk)

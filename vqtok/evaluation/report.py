@@ -13,7 +13,6 @@ processes at the end: every process returns the same report.
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -25,6 +24,7 @@ from flax import nnx
 
 from vqtok import files, sharding
 from vqtok import images as images_lib
+from vqtok import progress as progress_lib
 from vqtok.data import pipeline
 from vqtok.evaluation import fid as fid_lib
 from vqtok.evaluation import inception
@@ -60,8 +60,6 @@ def evaluate(
     ``(report, grid)``: a JSON-able dict of metrics and a uint8 PNG-ready grid
     of originals (top) over reconstructions (bottom).
   """
-  from tqdm.auto import tqdm  # noqa: PLC0415
-
   batch_size = int(batch_size or config.eval.batch_size)
   mesh = sharding.make_mesh((-1, 1))
   if batch_size % mesh.size:
@@ -71,9 +69,9 @@ def evaluate(
 
   lpips_fn = None
   if lpips_weights:
-    lpips_def, lpips_state = nnx.split(perceptual.load_lpips(lpips_weights))
-    lpips_jit = jax.jit(lambda st, a, b: nnx.merge(lpips_def, st)(a, b))
-    lpips_fn = lambda a, b: lpips_jit(lpips_state, a, b)
+    lpips_pure, lpips_params = perceptual.pure_lpips(perceptual.load_lpips(lpips_weights))
+    lpips_jit = jax.jit(lpips_pure)
+    lpips_fn = lambda a, b: lpips_jit(lpips_params, a, b)
   features = None
   if inception_weights:
     features = inception.feature_fn(inception.load_inception(inception_weights))
@@ -91,13 +89,11 @@ def evaluate(
   batches = pipeline.make_dataset(config, split="eval", batch_size=batch_size, num_images=num_images or None)
   total = len(batches.source) if not num_images else min(num_images, len(batches.source))
   share = pipeline.eval_share(total, batch_size, jax.process_index(), jax.process_count())
-  bar = tqdm(
-    total=share,
-    disable=not progress or jax.process_index() != 0,
-    desc="eval" if jax.process_count() == 1 else f"eval (process 0 of {jax.process_count()})",
+  bar = progress_lib.bar(
+    share,
+    "eval" if jax.process_count() == 1 else f"eval (process 0 of {jax.process_count()})",
+    show=progress and jax.process_index() == 0,
     unit="img",
-    dynamic_ncols=True,
-    file=sys.stdout,
   )
   t0 = time.perf_counter()
   for r in reconstruct_lib.reconstructions(reconstruct, params, rest, mesh, batches):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -204,6 +205,16 @@ def load_lpips(path: str) -> LPIPS:
     )
   abstract = nnx.eval_shape(lambda: LPIPS(rngs=nnx.Rngs(0)))
   return files.assign(abstract, files.read_npz(path, legacy_sep="/"), source=f"LPIPS weights {path}")
+
+
+def pure_lpips(model: LPIPS) -> tuple[Any, Any]:
+  """``(fn, params)``: ``model`` as a pure ``fn(params, x, y) -> (B,)`` and its weights.
+
+  The form a jitted function takes it in: the weights are an argument, not
+  constants baked into the compiled program.
+  """
+  graphdef, params = nnx.split(model)
+  return (lambda p, x, y: nnx.merge(graphdef, p)(x, y)), params.to_pure_dict()
 
 
 def _check_config(config, check_paths: bool) -> None:

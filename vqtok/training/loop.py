@@ -9,12 +9,14 @@ with the last good checkpoint left intact.
 from __future__ import annotations
 
 import collections
+import functools
 import glob
 import json
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +24,14 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vqtok import files, sharding
+from vqtok import config as config_lib
+from vqtok import files, models, sharding
 from vqtok import images as images_lib
 from vqtok import load as load_lib
+from vqtok import progress as progress_lib
 from vqtok.data import pipeline
 from vqtok.evaluation import reconstruct as reconstruct_lib
+from vqtok.losses import perceptual
 from vqtok.training import checkpoint as ckpt_lib
 from vqtok.training import teacher as teacher_lib
 from vqtok.training import workdir as workdir_lib
@@ -145,22 +150,13 @@ def _perceptual(config: ml_collections.ConfigDict):
   """Loads LPIPS if the config asks for it; fails early without weights."""
   if config.loss.perceptual_weight <= 0:
     return None, None
-  from vqtok.losses import perceptual  # noqa: PLC0415 (heavy, optional)
-
   if not config.loss.lpips_weights:
     raise ValueError(
       "loss.perceptual_weight > 0 needs LPIPS weights: set --config.loss.lpips_weights="
       "PATH.npz (convert them with scripts/convert_lpips.py), or set "
       "--config.loss.perceptual_weight=0"
     )
-  model = perceptual.load_lpips(config.loss.lpips_weights)
-  gdef, params = nnx.split(model)
-  params = params.to_pure_dict()
-
-  def fn(p, x, y):
-    return nnx.merge(gdef, p)(x, y)
-
-  return fn, params
+  return perceptual.pure_lpips(perceptual.load_lpips(config.loss.lpips_weights))
 
 
 def check_finite(metrics: dict[str, Any], step: int) -> None:
@@ -181,8 +177,6 @@ def init_from(config: ml_collections.ConfigDict, state: TrainState, static: Stat
   weights start at the loaded ones. The architecture must be the same
   (compute dtype and, for CNNs, image size may differ).
   """
-  from vqtok import config as config_lib  # noqa: PLC0415
-
   loaded, saved, _ = load_lib.load(config.init_from)
   ignore = {"model.dtype"} | ({"image_size"} if config.model.encoder == "cnn" else set())
   diff = [f for f in config_lib.architecture_diff(saved, config) if f not in ignore and f.startswith("model.")]
@@ -193,8 +187,7 @@ def init_from(config: ml_collections.ConfigDict, state: TrainState, static: Stat
     )
   tokenizer = nnx.merge(static.g_def, state.g_params, state.g_rest)
   files.assign(tokenizer, files.arrays(loaded), source=config.init_from)
-  _, params, rest = nnx.split(tokenizer, nnx.Param, ...)
-  params, rest = params.to_pure_dict(), rest.to_pure_dict()
+  _, params, rest = files.pure(tokenizer)
   ema = jax.tree.map(jnp.copy, params) if state.ema else state.ema
   return jax.device_put(state.replace(g_params=params, g_rest=rest, ema=ema), shardings)
 
@@ -203,8 +196,6 @@ def read_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any, nnx.Modul
   """``teacher.load``'s result for ``config.teacher``, checked against the model's shapes (None without one)."""
   if not config.get("teacher", ""):
     return None
-  from vqtok import models  # noqa: PLC0415
-
   student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=nnx.Rngs(0)))
   return teacher_lib.load(config, student)
 
@@ -218,8 +209,7 @@ def start_from_teacher(
   """
   student = nnx.merge(static.g_def, state.g_params, state.g_rest)
   teacher_lib.fill_proxy_decoder(student, module, config.teacher)
-  _, params, rest = nnx.split(student, nnx.Param, ...)
-  params, rest = params.to_pure_dict(), rest.to_pure_dict()
+  _, params, rest = files.pure(student)
   ema = jax.tree.map(jnp.copy, params) if state.ema else state.ema
   return jax.device_put(state.replace(g_params=params, g_rest=rest, ema=ema), shardings)
 
@@ -275,8 +265,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   the devices, and a teacher (``config.teacher``) must be readable and fit
   the model.
   """
-  from vqtok import config as config_lib  # noqa: PLC0415
-
   mesh = sharding.make_mesh(config.training.mesh)
   config_lib.check_devices(config, mesh.size)
   workdir_lib.check_identity(config, workdir)
@@ -288,11 +276,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     return _train(config, workdir, mesh, progress=progress, teacher=teacher)
 
 
+def every(step: int, n: int, last: int | None = None) -> bool:
+  """Whether a task done every ``n`` steps is due after ``step`` steps (big_vision's ``itstime``).
+
+  Due at each multiple of ``n`` (0 included: before the first step) and at
+  ``last``, the run's final step, so that a run's end is always logged,
+  evaluated and saved; ``n <= 0`` means never, not even at ``last``.
+  """
+  return n > 0 and (step % n == 0 or step == last)
+
+
+class _Run(NamedTuple):
+  """What the parts of a run read and never rebind."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: Any
+  ckpt: ckpt_lib.Checkpointer
+  writer: _Writer
+  bar: Any  # progress.bar's
+  eval_fn: Callable  # reconstruct.make_reconstruct_fn's
+
+
 def _train(
   config: ml_collections.ConfigDict, workdir: str, mesh: Any, *, progress: bool, teacher=None
 ) -> dict[str, Any]:
-  from tqdm.auto import tqdm  # noqa: PLC0415
-
+  """``train_and_evaluate`` inside the workdir's lock: the state, data and outputs, the steps, the summary."""
   tc = config.training
   state, static = init_train_state(config, lambda a: sharding.state_shardings(a, mesh))
   state_sh = jax.tree.map(lambda x: x.sharding, state)
@@ -300,141 +309,21 @@ def _train(
 
   train_iter = pipeline.make_dataset(config, split="train", batch_size=tc.batch_size, seed=config.seed)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints)
-  start = ckpt.latest_step()
-  if start is not None:
-    state = ckpt.restore(state, extra={"data": pipeline.checkpoint_args(train_iter, restore=True)})
-    print(f"Resumed from step {start} in {ckpt.directory}", file=sys.stderr)
-  elif config.get("init_from", ""):
-    state = init_from(config, state, static, state_sh)
-    print(f"Starting from the weights of {config.init_from}", file=sys.stderr)
-  teacher_arrays = None
-  if teacher is not None:  # read_teacher's (teacher, arrays, module)
-    teacher, teacher_arrays, module = teacher
-    if start is None:
-      state = start_from_teacher(config, state, static, state_sh, module)
-    teacher_arrays = jax.device_put(teacher_arrays, sharding.replicated(mesh))
+  state, teacher, teacher_arrays = _starting_state(config, state, static, state_sh, mesh, ckpt, train_iter, teacher)
   start = int(state.step)
+  compile_step = functools.partial(_compile_step, config, static, mesh, state_sh, perceptual_fn, teacher)
 
-  def compile_step(with_gan: bool):
-    fn = make_train_step(config, static, with_gan=with_gan, perceptual=perceptual_fn, teacher=teacher)
-    rep = sharding.replicated(mesh)
-    return jax.jit(
-      fn,
-      in_shardings=(state_sh, sharding.batch_sharding(mesh), rep, rep),
-      out_shardings=(state_sh, sharding.replicated(mesh)),
-      donate_argnums=0,
-    )
-
-  steps = {}
   eval_fn = reconstruct_lib.make_reconstruct_fn(static.g_def, mesh)
-
-  def eval_params():
-    return state.ema if (config.eval.use_ema and state.ema) else state.g_params
-
-  def eval_batches():
-    return pipeline.make_dataset(config, split="eval", batch_size=config.eval.batch_size)
-
-  def fixed_images():
-    return next(iter(eval_batches()))
-
   writer = _Writer(workdir)
   summary: dict[str, Any] = {"start_step": start, "evals": []}
-  bar = tqdm(
-    total=tc.num_steps,
-    initial=start,
-    disable=not progress or jax.process_index() != 0,
-    desc="train",
-    smoothing=0.0,  # the ETA from the average step time (evals would make a moving rate jump)
-    dynamic_ncols=True,
-    file=sys.stdout,
+  # smoothing=0: the ETA from the average step time (evals would make a moving rate jump).
+  bar = progress_lib.bar(
+    tc.num_steps, "train", show=progress and jax.process_index() == 0, initial=start, smoothing=0.0
   )
-  t_last, step_last = time.perf_counter(), start
-
-  def run_eval(step: int) -> None:
-    res = {"psnr": reconstruct_lib.mean_psnr(eval_fn, eval_params(), state.g_rest, mesh, eval_batches())}
-    writer.write(step, {f"eval/{k}": v for k, v in res.items()})
-    summary["evals"].append({"step": step, **res})
-    bar.write(f"step {step}: eval PSNR {res['psnr']:.2f} dB")
-
-  # Batches go to the devices PREFETCH steps ahead, each with the data
-  # position from before it was read: a checkpoint after step k saves the
-  # position of batch k + 1, so a resume reads exactly what comes next.
-  ahead: collections.deque = collections.deque()
-
-  def refill() -> None:
-    while len(ahead) < PREFETCH:
-      pos = pipeline.position(train_iter)
-      ahead.append((pos, sharding.global_batch({"image": next(train_iter)["image"]}, mesh)))
-
-  # Non-finite metrics are tracked on the devices (the first bad step and its
-  # metrics) and fetched only where the loop syncs anyway: logging, eval,
-  # images, checkpoints. No step waits for the host otherwise.
-  watch = None
-  health = _Health(ckpt)
-
-  def check(done: int) -> dict[str, float]:
-    """Fetches the newest metrics and raises if any step so far was non-finite."""
-    host, (first_bad, bad) = jax.device_get((metrics, watch))
-    if int(first_bad) >= 0:
-      check_finite(bad, int(first_bad))
-    host = {k: float(v) for k, v in host.items()}
-    health.synced(host)
-    return host
-
+  run = _Run(config, workdir, mesh, ckpt, writer, bar, eval_fn)
   try:
-    if start == 0 and tc.eval_every > 0:
-      run_eval(0)
-    metrics = None
-    for step in range(start, tc.num_steps):
-      refill()
-      _, batch = ahead.popleft()
-      with_gan = config.loss.gan_weight > 0 and step >= config.loss.disc_start
-      compiling = with_gan not in steps
-      if compiling:
-        if watch is not None:  # the new step's metrics have other keys: settle the old ones first
-          check(step)
-          watch = None
-        steps[with_gan] = compile_step(with_gan)
-        bar.set_description("train (compiling)")
-      state, metrics = steps[with_gan](state, batch, perceptual_params, teacher_arrays)
-      watch = _watch(watch if watch is not None else _no_bad(metrics), metrics, jnp.int32(step + 1))
-      done = step + 1
-      health.stepped(done, metrics)
-      if compiling and not bar.disable:  # the ETA counts steps, not compilation
-        jax.block_until_ready(metrics)
-        bar.set_description("train", refresh=False)
-        bar.start_t = bar.last_print_t = time.time()
-        bar.initial = bar.n + 1
-      bar.update(1)
-      log = done % tc.log_every == 0 or done == tc.num_steps
-      evaluate = tc.eval_every > 0 and (done % tc.eval_every == 0 or done == tc.num_steps)
-      image = tc.image_every > 0 and (done % tc.image_every == 0 or done == tc.num_steps)
-      save = done % tc.checkpoint_every == 0 or done == tc.num_steps
-      if log or evaluate or image or save:
-        host = check(done)
-        bar.set_postfix(loss=f"{host['loss']:.4f}", refresh=False)
-        if log:
-          now = time.perf_counter()
-          rate = (done - step_last) * tc.batch_size / max(now - t_last, 1e-9)
-          t_last, step_last = now, done
-          writer.write(done, {**host, "images_per_second": rate})
-      if evaluate:
-        run_eval(done)
-      if image:
-        # Every process runs the (global) computation; process 0 writes.
-        grid = reconstruct_lib.reconstruction_grid(eval_fn, eval_params(), state.g_rest, mesh, fixed_images())
-        if jax.process_index() == 0 and grid is not None:
-          summary["last_image"] = images_lib.save_png(grid, os.path.join(workdir, "images", f"step_{done:06d}.png"))
-      if save:
-        # Never save weights that blew up: the newest checkpoint must resume.
-        problem = weights_problem(state)
-        if problem:
-          raise NonFiniteLossError(f"the weights at step {done} {problem}, so they were not saved")
-        refill()
-        health.saving(done, host)
-        ckpt.save(done, state, {"data": pipeline.checkpoint_args(train_iter, position=ahead[0][0])})
-    summary["final_metrics"] = None if metrics is None else check(tc.num_steps)
-    health.ended()
+    step_args = (perceptual_params, teacher_arrays)
+    state, summary["final_metrics"] = _run_steps(run, summary, state, start, train_iter, compile_step, step_args)
   except NonFiniteLossError as e:
     raise NonFiniteLossError(_diverged(ckpt, str(e))) from None
   finally:
@@ -449,6 +338,199 @@ def _train(
   if pngs and "last_image" not in summary:
     summary["last_image"] = pngs[-1]
   return summary
+
+
+def _starting_state(
+  config: ml_collections.ConfigDict,
+  state: TrainState,
+  static: Static,
+  state_sh: Any,
+  mesh: Any,
+  ckpt: ckpt_lib.Checkpointer,
+  train_iter: Any,
+  teacher: tuple[Any, Any, nnx.Module] | None,
+) -> tuple[TrainState, Any, Any]:
+  """(the state to train from, the teacher, the teacher's arrays on the devices).
+
+  Resumed from the newest checkpoint in ``ckpt`` (``train_iter`` moves to
+  its data position), else the weights of ``config.init_from``, else fresh
+  with the teacher's proxy decoder. ``teacher`` is ``read_teacher``'s
+  result; without one, both teacher values are None.
+  """
+  start = ckpt.latest_step()
+  if start is not None:
+    state = ckpt.restore(state, extra={"data": pipeline.checkpoint_args(train_iter, restore=True)})
+    print(f"Resumed from step {start} in {ckpt.directory}", file=sys.stderr)
+  elif config.get("init_from", ""):
+    state = init_from(config, state, static, state_sh)
+    print(f"Starting from the weights of {config.init_from}", file=sys.stderr)
+  if teacher is None:
+    return state, None, None
+  teacher, teacher_arrays, module = teacher
+  if start is None:
+    state = start_from_teacher(config, state, static, state_sh, module)
+  return state, teacher, jax.device_put(teacher_arrays, sharding.replicated(mesh))
+
+
+def _compile_step(
+  config: ml_collections.ConfigDict,
+  static: Static,
+  mesh: Any,
+  state_sh: Any,
+  perceptual_fn: Callable | None,
+  teacher: Any,
+  with_gan: bool,
+) -> Callable:
+  """The jitted step, with or without the GAN terms: ``(state, batch, perceptual, teacher) -> (state, metrics)``."""
+  fn = make_train_step(config, static, with_gan=with_gan, perceptual=perceptual_fn, teacher=teacher)
+  rep = sharding.replicated(mesh)
+  return jax.jit(
+    fn,
+    in_shardings=(state_sh, sharding.batch_sharding(mesh), rep, rep),
+    out_shardings=(state_sh, sharding.replicated(mesh)),
+    donate_argnums=0,
+  )
+
+
+def _run_steps(
+  run: _Run,
+  summary: dict[str, Any],
+  state: TrainState,
+  start: int,
+  train_iter: Any,
+  compile_step: Callable[[bool], Callable],
+  step_args: tuple[Any, Any],
+) -> tuple[TrainState, dict[str, float] | None]:
+  """Trains from step ``start`` to the end; returns the final state and metrics (None when no step ran).
+
+  Logs, evaluates, writes image grids and saves where ``every`` says, adding
+  evals and the last image to ``summary``; raises NonFiniteLossError at the
+  first sync after a non-finite step.
+  """
+  config, bar = run.config, run.bar
+  tc = config.training
+  clock = (time.perf_counter(), start)  # (time, step) of the last log
+  if start == 0 and every(0, tc.eval_every):
+    _evaluate(run, summary, state, 0)
+  steps: dict[bool, Callable] = {}  # with_gan -> its compiled step
+  # Batches go to the devices PREFETCH steps ahead, each with the data
+  # position from before it was read: a checkpoint after step k saves the
+  # position of batch k + 1, so a resume reads exactly what comes next.
+  ahead: collections.deque = collections.deque()
+  # Non-finite metrics are tracked on the devices (the first bad step and its
+  # metrics) and fetched only where the loop syncs anyway: logging, eval,
+  # images, checkpoints. No step waits for the host otherwise.
+  metrics = watch = None
+  health = _Health(run.ckpt)
+  for step in range(start, tc.num_steps):
+    _refill(ahead, train_iter, run.mesh)
+    _, batch = ahead.popleft()
+    with_gan = config.loss.gan_weight > 0 and step >= config.loss.disc_start
+    compiling = with_gan not in steps
+    if compiling:
+      if watch is not None:  # the new step's metrics have other keys: settle the old ones first
+        _sync(metrics, watch, health)
+        watch = None
+      steps[with_gan] = compile_step(with_gan)
+      bar.set_description("train (compiling)")
+    state, metrics = steps[with_gan](state, batch, *step_args)
+    watch = _watch(watch if watch is not None else _no_bad(metrics), metrics, jnp.int32(step + 1))
+    done = step + 1
+    health.stepped(done, metrics)
+    if compiling and not bar.disable:  # the ETA counts steps, not compilation
+      jax.block_until_ready(metrics)
+      bar.set_description("train", refresh=False)
+      progress_lib.restart_rate(bar)
+    bar.update(1)
+    log = every(done, tc.log_every, last=tc.num_steps)
+    evaluate = every(done, tc.eval_every, last=tc.num_steps)
+    image = every(done, tc.image_every, last=tc.num_steps)
+    save = every(done, tc.checkpoint_every, last=tc.num_steps)
+    if log or evaluate or image or save:
+      host = _sync(metrics, watch, health)
+      bar.set_postfix(loss=f"{host['loss']:.4f}", refresh=False)
+      if log:
+        clock = _log(run, done, host, clock)
+    if evaluate:
+      _evaluate(run, summary, state, done)
+    if image:
+      _write_image(run, summary, state, done)
+    if save:
+      _save(run, state, done, host, health, ahead, train_iter)
+  final = None if metrics is None else _sync(metrics, watch, health)
+  health.ended()
+  return state, final
+
+
+def _refill(ahead: collections.deque, train_iter: Any, mesh: Any) -> None:
+  """Reads batches onto the devices until ``PREFETCH`` wait in ``ahead``, each as (data position before it, batch)."""
+  while len(ahead) < PREFETCH:
+    pos = pipeline.position(train_iter)
+    ahead.append((pos, sharding.global_batch({"image": next(train_iter)["image"]}, mesh)))
+
+
+def _sync(metrics: dict[str, jax.Array], watch: Any, health: _Health) -> dict[str, float]:
+  """Fetches the newest metrics and raises if any step so far was non-finite."""
+  host, (first_bad, bad) = jax.device_get((metrics, watch))
+  if int(first_bad) >= 0:
+    check_finite(bad, int(first_bad))
+  host = {k: float(v) for k, v in host.items()}
+  health.synced(host)
+  return host
+
+
+def _log(run: _Run, done: int, host: dict[str, float], clock: tuple[float, int]) -> tuple[float, int]:
+  """Writes the metrics of step ``done`` with the images per second since ``clock``; returns the new clock."""
+  now = time.perf_counter()
+  t_last, step_last = clock
+  rate = (done - step_last) * run.config.training.batch_size / max(now - t_last, 1e-9)
+  run.writer.write(done, {**host, "images_per_second": rate})
+  return now, done
+
+
+def _eval_params(config: ml_collections.ConfigDict, state: TrainState) -> Any:
+  return state.ema if (config.eval.use_ema and state.ema) else state.g_params
+
+
+def _eval_batches(config: ml_collections.ConfigDict) -> Any:
+  return pipeline.make_dataset(config, split="eval", batch_size=config.eval.batch_size)
+
+
+def _evaluate(run: _Run, summary: dict[str, Any], state: TrainState, step: int) -> None:
+  """The eval PSNR at ``step``: to the metrics, ``summary["evals"]`` and the terminal."""
+  params = _eval_params(run.config, state)
+  res = {"psnr": reconstruct_lib.mean_psnr(run.eval_fn, params, state.g_rest, run.mesh, _eval_batches(run.config))}
+  run.writer.write(step, {f"eval/{k}": v for k, v in res.items()})
+  summary["evals"].append({"step": step, **res})
+  run.bar.write(f"step {step}: eval PSNR {res['psnr']:.2f} dB")
+
+
+def _write_image(run: _Run, summary: dict[str, Any], state: TrainState, done: int) -> None:
+  """The first eval batch over its reconstructions, to ``images/step_<done>.png`` (``summary["last_image"]``)."""
+  # Every process runs the (global) computation; process 0 writes.
+  params, fixed = _eval_params(run.config, state), next(iter(_eval_batches(run.config)))
+  grid = reconstruct_lib.reconstruction_grid(run.eval_fn, params, state.g_rest, run.mesh, fixed)
+  if jax.process_index() == 0 and grid is not None:
+    summary["last_image"] = images_lib.save_png(grid, os.path.join(run.workdir, "images", f"step_{done:06d}.png"))
+
+
+def _save(
+  run: _Run,
+  state: TrainState,
+  done: int,
+  host: dict[str, float],
+  health: _Health,
+  ahead: collections.deque,
+  train_iter: Any,
+) -> None:
+  """Checkpoints step ``done`` with the data position of the next batch; ``host``: its synced metrics."""
+  # Never save weights that blew up: the newest checkpoint must resume.
+  problem = weights_problem(state)
+  if problem:
+    raise NonFiniteLossError(f"the weights at step {done} {problem}, so they were not saved")
+  _refill(ahead, train_iter, run.mesh)
+  health.saving(done, host)
+  run.ckpt.save(done, state, {"data": pipeline.checkpoint_args(train_iter, position=ahead[0][0])})
 
 
 def _recorded_evals(workdir: str) -> list[dict[str, Any]]:
