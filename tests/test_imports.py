@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = [
   # the floor: failures, named arrays and files, devices, images
   ["vqtok", "vqtok.faults", "vqtok.files", "vqtok.sharding", "vqtok.images", "vqtok.training.distributed",
-   "vqtok.config_fields"],
+   "vqtok.config_fields", "vqtok.progress"],
   # the numerics and the input pipeline, each usable on its own
   ["vqtok.quantizers", "vqtok.models", "vqtok.losses", "vqtok.data", "vqtok.evaluation.metrics",
    "vqtok.evaluation.fid", "vqtok.evaluation.inception"],
@@ -93,7 +93,8 @@ def _layer(module: str) -> int | None:
   best, found = -1, None
   for i, layer in enumerate(LAYERS):
     for name in layer:
-      if (module == name or module.startswith(name + ".")) and len(name) > best:
+      # "vqtok" is the package's own __init__ only; other names cover their submodules.
+      if (module == name or (name != "vqtok" and module.startswith(name + "."))) and len(name) > best:
         best, found = len(name), i
   return found
 
