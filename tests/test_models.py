@@ -17,7 +17,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vqtok import models
+from vqtok import files, models
 from vqtok.config import default_config
 
 PRESETS = ["vqgan_f16", "llamagen_vq16", "magvit2_lfq", "magvit2_lfq_128", "bsq_vit", "titok_s128_pixel", "ibq"]
@@ -514,3 +514,16 @@ def test_magvit2_family_round_trip_and_gradients():
   grads = nnx.jit(nnx.grad(loss))(tok)
   norms = {"/".join(map(str, p)): float(jnp.abs(v[...]).sum()) for p, v in nnx.state(grads, nnx.Param).flat_state()}
   assert all(v > 0 for k, v in norms.items() if "level_norm" in k), norms
+
+
+def test_magvit2_plain_is_magvit2_without_the_adaptive_norms():
+  # SimVQ's CNN (an earlier Open-MAGVIT2): the same parameters but the decoder's level norms.
+  def shapes(family):
+    c = tiny_config()
+    c.model.update(cnn_family=family, attention=False, z_channels=0, code_dim=4)
+    abstract = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
+    return {k: v for k, v in files.shapes(abstract).items() if not k.startswith("quantizer.")}
+
+  plain, magvit2 = shapes("magvit2_plain"), shapes("magvit2")
+  assert plain == {k: v for k, v in magvit2.items() if ".level_norm." not in k}
+  assert len(plain) < len(magvit2)

@@ -4,7 +4,7 @@ The goldens in tests/goldens/ were made by the reference repositories' own code
 on reduced-width random-weight models saved in the published file layouts
 (scripts/parity/README.md). Tolerances: token ids exactly equal except on
 tokens the goldens mark as near-ties (best and second distances within 1e-5
-relative; IBQ: best and second logits; Open-MAGVIT2: a latent channel within
+relative, SimVQ's to its projected codebook; IBQ: best and second logits; Open-MAGVIT2: a latent channel within
 1e-5 of zero, relative to the latent's scale; there are none in these fixtures); latents within 1e-5 relative
 (norm of the difference over the norm); decoded images within 1e-4.
 """
@@ -40,8 +40,10 @@ FIXTURES = {
   "maskgit": ("reduced_checkpoint", 64, "squash_bicubic"),
   "open-magvit2": ("reduced.ckpt", 32, "short_side_bilinear"),
   "ibq": ("reduced.ckpt", 32, "short_side_bilinear"),
+  "simvq": ("reduced.ckpt", 32, "torchvision_bilinear_center_crop"),
 }
-CNN_FAMILY = {"maskgit": "maskgit", "open-magvit2": "magvit2"}
+CNN_FAMILY = {"maskgit": "maskgit", "open-magvit2": "magvit2", "simvq": "magvit2_plain"}
+LIT_EMA = ("open-magvit2", "ibq", "simvq")  # Lightning files with LitEma copies, evaluated with them
 
 
 def _fixture(family):
@@ -103,7 +105,7 @@ def test_converted_config_names_the_family(converted):
   assert config.model.cnn_family == CNN_FAMILY.get(family, "taming")
   assert tuple(config.model.input_range) == ((0.0, 1.0) if family == "maskgit" else (-1.0, 1.0))
   assert meta["source"] == family and len(meta["source_sha256"]) == 64
-  assert meta["weights"] == ("ema" if family in ("open-magvit2", "ibq") else "model")
+  assert meta["weights"] == ("ema" if family in LIT_EMA else "model")
   if family == "open-magvit2":  # the reference's ids: 2 ** arange(bits)
     assert config.quantizer.bit_order == "lsb_first"
   config_lib.validate_config(config)
@@ -139,8 +141,8 @@ def test_llamagen_ema_weights_are_picked_with_ema(tmp_path):
   assert not np.array_equal(np.asarray(raw_tok.encode(jnp.asarray(x))), ids)
 
 
-@pytest.mark.parametrize("family", ["open-magvit2", "ibq"])
-def test_seedvoken_ema_is_the_default_and_noema_takes_the_raw_weights(tmp_path, family):
+@pytest.mark.parametrize("family", LIT_EMA)
+def test_lit_ema_is_the_default_and_noema_takes_the_raw_weights(tmp_path, family):
   # The goldens are the EMA weights' outputs (the reference evaluates under ema_scope).
   path, g, _ = _fixture(family)
   x, _, ids, _, _ = _golden_arrays(family, g)
@@ -167,6 +169,29 @@ def test_open_magvit2_refuses_a_taming_file():
   path, _, _ = _fixture("taming")
   with pytest.raises(reader.CheckpointError, match=r"not a open-magvit2 checkpoint.*adaptive"):
     pretrained.convert("open-magvit2", path)
+
+
+def test_simvq_and_open_magvit2_files_are_told_apart():
+  # The same CNN names; Open-MAGVIT2's decoder has adaptive norms, SimVQ's quantizer a projected codebook.
+  with pytest.raises(reader.CheckpointError, match=r"not a simvq checkpoint.*embedding_proj"):
+    pretrained.convert("simvq", _fixture("open-magvit2")[0])
+  with pytest.raises(reader.CheckpointError, match=r"'quantize\.embedding\.weight'.*another family"):
+    pretrained.convert("open-magvit2", _fixture("simvq")[0])  # its frozen codebook has no EMA copy
+  with pytest.raises(reader.CheckpointError, match=r"not a open-magvit2 checkpoint.*adaptive"):
+    pretrained.convert("open-magvit2", _fixture("simvq")[0], ema=False)
+
+
+def test_simvq_frozen_codebook_is_the_models_own_and_its_map_has_a_bias():
+  # LitEma copies only parameters that require grad: the frozen table has no model_ema copy.
+  path, _, _ = _fixture("simvq")
+  sd = reader.read_checkpoint(path)["state_dict"]
+  assert "quantize.embedding.weight" in sd and "model_ema.quantizeembeddingweight" not in sd
+  tok, config, _ = pretrained.convert("simvq", path)
+  assert config.quantizer.simvq and config.quantizer.simvq_bias
+  np.testing.assert_array_equal(np.asarray(tok.quantizer.codebook[...]), sd["quantize.embedding.weight"])
+  np.testing.assert_array_equal(
+    np.asarray(tok.quantizer.codebook_map.bias[...]), sd["model_ema.quantizeembedding_projbias"]
+  )
 
 
 # ---- bad input: one clear error naming the file and the key ----
@@ -269,6 +294,10 @@ FULL = [
   ("open-magvit2", "open-magvit2_256", 115_127_829, (16, 16), "magvit2_lfq"),
   ("open-magvit2", "open-magvit2_128", 112_021_653, (16, 16), "magvit2_lfq_128"),
   ("ibq", "ibq_1024", 107_049_859, (16, 16), None),
+  ("simvq", "simvq_1024", 64_281_987, (16, 16), None),
+  ("simvq", "simvq_8192", 65_199_491, (16, 16), None),
+  ("simvq", "simvq_65536", 72_539_523, (16, 16), None),
+  ("simvq", "simvq_262144", 97_705_347, (16, 16), None),
 ]
 
 

@@ -21,6 +21,7 @@ OPTIONS = {
   "ema": dict(ema_decay=0.9),
   "cosine": dict(l2_normalize=True),
   "simvq": dict(simvq=True),
+  "simvq_bias": dict(simvq=True, simvq_bias=True),  # the authors' map (nn.Linear with a bias)
   "restart": dict(restart_threshold=0.5),
   "kmeans": dict(kmeans_init=True, kmeans_iters=3),
   "all": dict(
@@ -30,7 +31,10 @@ OPTIONS = {
 
 
 def _make(name, k=K, d=D, seed=0):
-  return VectorQuantizer(k, d, rngs=nnx.Rngs(seed), **OPTIONS[name])
+  vq = VectorQuantizer(k, d, rngs=nnx.Rngs(seed), **OPTIONS[name])
+  if vq.simvq and vq.codebook_map.bias is not None:  # zeros at init: make the bias matter
+    vq.codebook_map.bias[...] = jax.random.normal(jax.random.key(seed + 7), (d,)) * 0.5
+  return vq
 
 
 def _z(shape=(2, 6, D), seed=1, dtype=jnp.float32):
@@ -53,6 +57,8 @@ def _reference(vq, z):
   codes = _np(vq.codebook)
   if vq.simvq:
     codes = codes @ _np(vq.codebook_map.kernel)
+    if vq.codebook_map.bias is not None:
+      codes = codes + _np(vq.codebook_map.bias)
   if vq.l2_normalize:
     x, codes = _normalize(x), _normalize(codes)
   dist = ((x[:, None] - codes[None]) ** 2).sum(-1)
@@ -119,7 +125,7 @@ def test_gradients_loss_trained():
   np.testing.assert_allclose(np.asarray(g_model.codebook[...]), want, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["proj", "simvq", "cosine"])
+@pytest.mark.parametrize("name", ["proj", "simvq", "simvq_bias", "cosine"])
 def test_gradients_reach_input_and_learned_maps(name):
   vq, z = _make(name), _z()
   g_model, g_z = nnx.grad(lambda m, z: m(z, train=True)[1].loss + jnp.sum(m(z)[0] ** 2), argnums=(0, 1))(vq, z)
@@ -128,7 +134,7 @@ def test_gradients_reach_input_and_learned_maps(name):
   assert leaves and all(s > 0 for s in leaves)
 
 
-@pytest.mark.parametrize("name", ["ema", "simvq"])
+@pytest.mark.parametrize("name", ["ema", "simvq", "simvq_bias"])
 def test_frozen_tables_are_not_params(name):
   vq = _make(name)
   params = nnx.state(vq, nnx.Param)
@@ -263,6 +269,7 @@ def test_bf16_input(name):
     dict(codebook_size=8, code_dim=4, restart_threshold=-1.0),
     dict(codebook_size=8, code_dim=4, search_chunk=0),
     dict(codebook_size=8, code_dim=4, simvq=True, ema_decay=0.9),
+    dict(codebook_size=8, code_dim=4, simvq_bias=True),
   ],
 )
 def test_bad_arguments(kwargs):

@@ -28,8 +28,8 @@ def _define_flags() -> None:
   flags.DEFINE_bool(
     "ema",
     None,
-    "Take the EMA weights (--ema) or the raw ones (--noema). Default: the raw weights, except for open-magvit2"
-    " and ibq files with EMA copies, which the reference evaluates with.",
+    "Take the EMA weights (--ema) or the raw ones (--noema). Default: the raw weights, except for open-magvit2,"
+    " ibq and simvq files with EMA copies, which the reference evaluates with.",
   )
   flags.DEFINE_bool("overwrite", False, "Replace OUTPUT_DIR if it exists and is not empty.")
 

@@ -517,7 +517,7 @@ CONFIG = ConfigFields(
     "min_scale": 0.35,  # random-resized-crop scale range (training)
     # eval / tokenize resize: center_crop | adm_center_crop (LlamaGen) |
     # short_side_bilinear (taming) | squash_bicubic (MaskGIT) | lanczos_center_crop (VAR)
-    # | torchvision_center_crop (TiTok)
+    # | torchvision_center_crop (TiTok) | torchvision_bilinear_center_crop (SimVQ)
     "preprocess": "center_crop",
     "flip": True,
   },

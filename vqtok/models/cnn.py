@@ -32,6 +32,9 @@ its parts (``model.cnn_family`` in the config):
            encoder conv_in, 1x1 encoder conv_out; each decoder level starts
            with an adaptive GroupNorm conditioned on the decoder's input (the
            quantized latent) and upsamples by a conv and depth-to-space.
+  magvit2_plain  an earlier Open-MAGVIT2, as SimVQ publishes it (youngsheen/SimVQ,
+           taming/modules/diffusionmodules/improved_model.py): ``magvit2``
+           without the decoder's adaptive GroupNorm.
 """
 
 from __future__ import annotations
@@ -311,6 +314,15 @@ FAMILIES = {
     extra_decoder_blocks=0,
     upsample=DepthToSpaceUpsample,
     level_norm=AdaptiveGroupNorm,
+  ),
+  "magvit2_plain": Family(
+    res_block=functools.partial(ResBlock, use_bias=False),
+    downsample=PaddedDownsample,
+    conv_in_bias=False,
+    conv_out_kernel=1,
+    mid_blocks=0,
+    extra_decoder_blocks=0,
+    upsample=DepthToSpaceUpsample,
   ),
 }
 

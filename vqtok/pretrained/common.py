@@ -62,14 +62,16 @@ def multiples(widths: Sequence[int], base: int, source: str) -> tuple[int, ...]:
 
 
 def lit_ema_state_dict(
-  tensors: Mapping[str, np.ndarray], *, ema: bool, source: str, family: str
+  tensors: Mapping[str, np.ndarray], *, ema: bool, source: str, family: str, frozen: Sequence[str] = ()
 ) -> dict[str, np.ndarray]:
   """The model's weights, or with ``ema`` the copies Lightning's ``LitEma`` keeps of them.
 
   ``LitEma`` stores each trainable parameter as the buffer ``model_ema.<name
   without dots>`` (SEED-Voken src/*/modules/ema.py), so the copy of
   ``encoder.conv_in.weight`` is ``model_ema.encoderconv_inweight``. The
-  training loss's networks (``loss.*``) are left out either way.
+  training loss's networks (``loss.*``) are left out either way. Parameters
+  trained with ``requires_grad=False`` (``frozen``, e.g. SimVQ's codebook) have
+  no copy: the model's own tensor is taken.
   """
   shadow = {k[len("model_ema.") :]: v for k, v in tensors.items() if k.startswith("model_ema.")}
   model = {k: v for k, v in tensors.items() if not k.startswith(("model_ema.", "loss."))}
@@ -79,9 +81,14 @@ def lit_ema_state_dict(
     raise CheckpointError(f"{source}: this {family} checkpoint holds no EMA weights (model_ema.*); pass --noema")
   out = {}
   for name in model:
+    if name in frozen:
+      out[name] = model[name]
+      continue
     key = name.replace(".", "")
     if key not in shadow:
-      raise CheckpointError(f"{source}: the EMA copy of {name!r} (model_ema.{key}) is missing")
+      raise CheckpointError(
+        f"{source}: the EMA copy of {name!r} (model_ema.{key}) is missing; is the checkpoint of another family?"
+      )
     out[name] = shadow[key]
   return out
 
@@ -117,7 +124,9 @@ def taming_encoder(tensors: Mapping[str, np.ndarray], source: str, family: str) 
   }
 
 
-def lightning_state_dict(obj: Any, *, ema: bool, source: str, family: str) -> dict[str, np.ndarray]:
+def lightning_state_dict(
+  obj: Any, *, ema: bool, source: str, family: str, frozen: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
   """The model's tensors of a Lightning checkpoint with ``LitEma`` copies: the EMA ones with ``ema``."""
   tensors = pick_state_dict(obj, ("state_dict",), source, family)
-  return lit_ema_state_dict(tensors, ema=ema, source=source, family=family)
+  return lit_ema_state_dict(tensors, ema=ema, source=source, family=family, frozen=frozen)

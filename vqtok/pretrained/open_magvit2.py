@@ -40,19 +40,25 @@ def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
   return common.lightning_state_dict(obj, ema=ema, source=source, family=NAME)
 
 
-def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.ConfigDict:
-  """The vqtok config of the checkpoint's variant, read off the tensor shapes."""
-  ch = common.require(tensors, "encoder.conv_in.weight", source, NAME, 4)[0]
-  common.require(tensors, "decoder.adaptive.0.gamma.weight", source, NAME, 2)  # this family's decoder
+def cnn_geometry(tensors: dict[str, np.ndarray], source: str, family: str) -> dict[str, Any]:
+  """``channels``, ``channel_mult`` and ``num_res_blocks`` of an improved_model.py encoder (also SimVQ's)."""
+  ch = common.require(tensors, "encoder.conv_in.weight", source, family, 4)[0]
   levels = common.count(tensors, r"encoder\.down\.(\d+)\.", source, "encoder levels")
   blocks = common.count(tensors, r"encoder\.down\.0\.block\.(\d+)\.", source, "level-0 blocks")
-  widths = [common.require(tensors, f"encoder.down.{i}.block.0.conv1.weight", source, NAME)[0] for i in range(levels)]
+  widths = [common.require(tensors, f"encoder.down.{i}.block.0.conv1.weight", source, family)[0] for i in range(levels)]
+  return {"channels": ch, "channel_mult": common.multiples(widths, ch, source), "num_res_blocks": blocks}
+
+
+def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.ConfigDict:
+  """The vqtok config of the checkpoint's variant, read off the tensor shapes."""
+  common.require(tensors, "encoder.conv_in.weight", source, NAME, 4)
+  common.require(tensors, "decoder.adaptive.0.gamma.weight", source, NAME, 2)  # this family's decoder
+  geometry = cnn_geometry(tensors, source, NAME)
+  levels = len(geometry["channel_mult"])
   bits = common.require(tensors, "encoder.conv_out.weight", source, NAME, 4)[0]
   return config_lib.cnn_config(
     cnn_family="magvit2",
-    channels=ch,
-    channel_mult=common.multiples(widths, ch, source),
-    num_res_blocks=blocks,
+    **geometry,
     attention=False,
     z_channels=0,  # the encoder's output is the LFQ input: no quant_conv
     code_dim=bits,
@@ -63,8 +69,8 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
   )
 
 
-def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
-  """Published name -> vqtok path."""
+def cnn_table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
+  """Published name -> vqtok path for the encoder and decoder, the adaptive norms aside (also SimVQ's)."""
   last = len(c.model.channel_mult) - 1
   flip = lambda i: last - int(i)  # the reference's decoder level i is vqtok's level last - i
   return (
@@ -77,6 +83,15 @@ def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
     *L.torch_conv(r"decoder\.conv_in", "decoder.conv_in"),
     *L.torch_resnet(r"decoder\.up\.(\d+)\.block\.(\d+)", lambda i, j: f"decoder.res.{flip(i)}.{j}"),
     *L.torch_conv(r"decoder\.up\.(\d+)\.upsample\.conv1", lambda i: f"decoder.up.{flip(i)}.conv"),
+  )
+
+
+def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
+  """Published name -> vqtok path."""
+  last = len(c.model.channel_mult) - 1
+  flip = lambda i: last - int(i)  # the reference's decoder level i is vqtok's level last - i
+  return (
+    *cnn_table(c),
     L.under(
       r"decoder\.adaptive\.(\d+)\.(gamma|beta)",
       lambda i, p: f"decoder.level_norm.{flip(i)}.{p}",

@@ -102,6 +102,7 @@ class VectorQuantizer(Quantizer):
     ema_epsilon: float = 1e-5,
     l2_normalize: bool = False,
     simvq: bool = False,
+    simvq_bias: bool = False,
     restart_threshold: float = 0.0,
     kmeans_init: bool = False,
     kmeans_iters: int = 10,
@@ -121,6 +122,9 @@ class VectorQuantizer(Quantizer):
       ema_epsilon: Laplace smoothing of the EMA cluster sizes.
       l2_normalize: cosine codes: normalise ``z`` and the codes.
       simvq: codebook = frozen random table @ learned linear map.
+      simvq_bias: the linear map has a bias, as the authors' code has
+        (youngsheen/SimVQ quantize.py: ``nn.Linear(e_dim, e_dim)``); the paper's
+        map is a matrix alone.
       restart_threshold: codes whose EMA usage (tokens per batch) falls below
         this are replaced by random batch vectors; 0 disables restarts.
       kmeans_init: initialise the codebook by k-means on the first train batch.
@@ -149,6 +153,8 @@ class VectorQuantizer(Quantizer):
     if simvq and (ema_decay is not None or restart_threshold > 0 or kmeans_init):
       # The SimVQ table is frozen; only the linear map learns, by the loss.
       raise ValueError("simvq cannot be combined with ema_decay, restart_threshold or kmeans_init")
+    if simvq_bias and not simvq:
+      raise ValueError("simvq_bias needs simvq=True")
 
     self.codebook_size = codebook_size
     self.code_dim = code_dim
@@ -176,7 +182,7 @@ class VectorQuantizer(Quantizer):
     if simvq:
       # Frozen (non-Param) random table; the optimizer only sees the map.
       self.codebook = QuantizerStats(jax.random.normal(rngs.params(), (codebook_size, cd)) * bound)
-      self.codebook_map = nnx.Linear(cd, cd, use_bias=False, rngs=rngs)
+      self.codebook_map = nnx.Linear(cd, cd, use_bias=simvq_bias, rngs=rngs)
     elif ema_decay is not None:
       self.codebook = QuantizerStats(init)
       # Count 1 and sum = code is a consistent EMA state (code = sum / count).
