@@ -7,11 +7,13 @@ an "fsdp" axis larger than one, each large array is split over that axis
 and TPU, one host or many.
 """
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -112,8 +114,6 @@ def process_allgather(values: np.ndarray) -> np.ndarray:
   values = np.ascontiguousarray(values)
   if jax.process_count() == 1:
     return values[None]
-  from jax.experimental import multihost_utils  # noqa: PLC0415
-
   raw = values.reshape(-1).view(np.uint8)
   got = np.asarray(multihost_utils.process_allgather(raw))
   return np.ascontiguousarray(got).view(values.dtype).reshape(jax.process_count(), *values.shape)
@@ -126,8 +126,6 @@ def process_sum(values: np.ndarray) -> np.ndarray:
 
 def process_gather_json(value) -> list:
   """Every process's JSON-able ``value``, in process order (``[value]`` with one process)."""
-  import json  # noqa: PLC0415
-
   if jax.process_count() == 1:
     return [value]
   raw = np.frombuffer(json.dumps(value).encode(), np.uint8)

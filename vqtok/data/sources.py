@@ -26,6 +26,7 @@ Reference for the TFDS random-access format: TFDS "array_record" data sources
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import threading
@@ -107,8 +108,6 @@ def decode_image(data: bytes | str | os.PathLike) -> np.ndarray:
   Raises:
     ValueError: the data cannot be decoded (corrupt, truncated, not an image).
   """
-  import io  # noqa: PLC0415
-
   f = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
   try:
     with Image.open(f) as img:
@@ -254,7 +253,7 @@ class ImageFolderSource(ImageSource):
 
 def sample_photo_dir() -> str:
   """The directory of scikit-image's bundled photographs."""
-  import skimage  # noqa: PLC0415
+  import skimage  # noqa: PLC0415  (only the bundled sample photos need it)
 
   return os.path.join(os.path.dirname(skimage.__file__), "data")
 
@@ -357,7 +356,7 @@ class TfdsSource(ImageSource):
     super().__init__()
     if not name:
       raise ValueError("config.data.name must name a TFDS dataset")
-    import tensorflow_datasets as tfds  # noqa: PLC0415
+    import tensorflow_datasets as tfds  # noqa: PLC0415  (heavy: TensorFlow, only for a TFDS source)
 
     self.name, self.split, self.image_key = name, split, image_key
     self.data_dir = os.fspath(data_dir) if data_dir else None

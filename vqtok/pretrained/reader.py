@@ -24,6 +24,8 @@ import zipfile
 from typing import Any
 
 import numpy as np
+from flax import serialization
+from safetensors.numpy import load_file
 
 
 class CheckpointError(ValueError):
@@ -156,8 +158,6 @@ def _read_torch_zip(path: str) -> Any:
 
 
 def _read_msgpack(path: str) -> Any:
-  from flax import serialization  # noqa: PLC0415
-
   with open(path, "rb") as f:
     data = f.read()
   try:
@@ -167,8 +167,6 @@ def _read_msgpack(path: str) -> Any:
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-  from safetensors.numpy import load_file  # noqa: PLC0415
-
   try:
     return load_file(path)
   except Exception as e:  # noqa: BLE001

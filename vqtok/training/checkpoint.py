@@ -25,6 +25,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from vqtok import faults, files, models, sharding
 
@@ -178,8 +179,6 @@ class Checkpointer:
     free = faults.free_bytes(self.directory)
     short = free is not None and free < need
     if jax.process_count() > 1:  # every process stops, or none does
-      from jax.experimental import multihost_utils  # noqa: PLC0415
-
       short = bool(multihost_utils.broadcast_one_to_all(np.int32(short)))
       free = free or 0
     if short:

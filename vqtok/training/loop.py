@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from tensorboardX import SummaryWriter
 
 from vqtok import config as config_lib
 from vqtok import files, models, sharding
@@ -238,8 +239,6 @@ class _Writer:
     self.enabled = jax.process_index() == 0
     if not self.enabled:
       return
-    from tensorboardX import SummaryWriter  # noqa: PLC0415
-
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115  (closed in close())
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
