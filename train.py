@@ -2,7 +2,7 @@
 
   python train.py --config=configs/tiny.py --workdir=runs/tiny
   python train.py --config=configs/vqgan_f16.py --workdir=runs/x \\
-      --config.data.source=tfds --config.data.name=imagenet2012
+      --config.data.source=tfds --config.data.name=imagenet2012 --config.loss.lpips_weights=lpips.npz
 
 Any config field can be overridden on the command line
 (``--config.quantizer.levels='(8,5,5,5)'``). Rerunning with the same workdir

@@ -245,6 +245,7 @@ def overhead(name: str, steps: int) -> dict:
   tc.eval_every = tc.image_every = 0
   tc.log_every = tc.checkpoint_every = 10**9  # one log and one checkpoint, at the end
   config.loss.disc_start = 10**9  # one compiled step (G only) in both measurements
+  config.loss.perceptual_weight = 0.0  # no LPIPS weights here (the recipes of the big presets have LPIPS)
 
   def loop_seconds(n: int) -> float:
     config.training.num_steps = n

@@ -2,7 +2,7 @@
 
 Run:
   python train.py --config=configs/ibq.py --workdir=runs/ibq \
-    --config.data.source=tfds --config.data.name=imagenet2012
+    --config.data.source=tfds --config.data.name=imagenet2012 --config.loss.lpips_weights=lpips.npz
 
 Reference: Shi et al., "Taming Scalable Visual Tokenizer for Autoregressive
 Image Generation", 2024 (arXiv:2412.02692), SEED-Voken
@@ -14,8 +14,17 @@ Parameters (tests/test_models.py): 173,896,579 (encoder 46.75M, decoder
 59.90M, codebook 67.11M, 1x1 quant_conv / post_quant_conv as Linear
 projections 0.13M), the count of the reference's own modules
 (Encoder + Decoder + quant_conv + post_quant_conv + embedding).
+
+Recipe: the same yaml with src/IBQ/models/ibqgan.py and
+modules/losses/vqperceptual.py, as configs/magvit2_lfq.py's ``recipe``: Adam
+(0.5, 0.9) at 1e-4 for both networks (the x0.1 drops after epochs 250 and 300
+have no vqtok field), no clipping, 4 x 8 x 8 = 256 images a step for 330
+epochs, EMA 0.999, L1 1 + LPIPS 1 + a fixed GAN weight 0.1 from step 0 with
+LeCam 0.05, no flips. tests/test_recipes.py holds the values with their
+lines; README "Training recipes" lists the differences.
 """
 
+from configs.magvit2_lfq import recipe
 from vqtok.config import cnn_config
 from vqtok.models.cnn import TAMING_F16
 from vqtok.models.discriminator import TAMING_PATCHGAN
@@ -37,5 +46,4 @@ def get_config():
     },
     discriminator=TAMING_PATCHGAN,
   )
-  c.training.batch_size = 64
-  return c
+  return recipe(c, epochs=330, lecam_weight=0.05)

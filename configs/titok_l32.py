@@ -88,8 +88,10 @@ def two_stage(c: ml_collections.ConfigDict, stage: str) -> ml_collections.Config
   NLayerDiscriminator (leaky ReLU 0.1, adaptive max-pool to 16x16); LeCam's
   running means decay at 0.99, not 0.999; training crops are vqtok's random
   resized crops, not resize-256 + random crop; compute is float32, not fp16;
-  weight decay also applies to the (2-D) latent tokens, mask token and
-  position embeddings, which the reference exempts.
+  weight decay also applies to the (2-D) latent tokens, mask token,
+  position embeddings and codebooks, which the reference exempts by name;
+  the EMA decay is 0.999 from the first step, where the reference's
+  (diffusers' EMAModel) is min(0.999, (1 + s) / (10 + s)).
   """
   if stage not in STAGES:
     raise ValueError(f"unknown variant {stage!r} of the TiTok presets (known: stage1, stage2)")

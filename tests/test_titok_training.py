@@ -35,6 +35,7 @@ TEACHER = {
   "model.num_res_blocks": 1,
   "model.norm_groups": 4,
   "model.code_dim": 8,
+  "loss.perceptual_weight": 0.0,  # the preset's recipe has LPIPS; a teacher is never trained
 }
 MODEL = {
   "image_size": 32,

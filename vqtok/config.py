@@ -209,9 +209,11 @@ def validate_config(config: ml_collections.ConfigDict, *, check_paths: bool = Tr
   for fields in OWNED:
     if fields.check is not None:
       fields.check(config, check_paths)
-  decay = config.training.ema_decay
-  if not 0 <= decay < 1:
-    raise ValueError(f"config field training.ema_decay={decay!r} must be in [0, 1)")
+  for dotted in ("training.ema_decay", "optimizer.b1", "optimizer.b2"):  # decay rates: 1 would never move
+    if not 0 <= _get(config, dotted) < 1:
+      raise ValueError(f"config field {dotted}={_get(config, dotted)!r} must be in [0, 1)")
+  if config.optimizer.min_lr_ratio > 1:  # the cosine decays from lr to lr * min_lr_ratio
+    raise ValueError(f"config field optimizer.min_lr_ratio={config.optimizer.min_lr_ratio!r} must be in [0, 1]")
   _check_teacher_fields(config)
   if len(tuple(config.training.mesh)) != 2:
     raise ValueError(f"config field training.mesh={config.training.mesh!r} must be (data, fsdp)")

@@ -44,7 +44,9 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     cnn_family="taming",
     **geometry,
     code_dim=code_dim,
-    quantizer={"type": "vq", "codebook_size": codes},
+    # VectorQuantizer2(beta=0.25, legacy=True), taming/modules/vqvae/quantize.py: beta weighs the
+    # codebook term, so the loss is 1.0 commitment + 0.25 codebook (configs/vqgan_f16.py too).
+    quantizer={"type": "vq", "codebook_size": codes, "commitment_weight": 1.0, "codebook_weight": 0.25},
     preprocess="short_side_bilinear",
     discriminator=TAMING_PATCHGAN,
   )

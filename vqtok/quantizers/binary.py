@@ -192,6 +192,14 @@ class BinaryQuantizer(Quantizer):
       raise ValueError(f"{name} entropy_mode must be one of {ENTROPY_MODES}; got {entropy_mode!r}")
     if chunk_size is not None and (chunk_size < 1 or chunk_size & (chunk_size - 1)):
       raise ValueError(f"{name} chunk_size must be a power of two; got {chunk_size}")
+    for field, value in (
+      ("entropy_weight", entropy_weight),
+      ("commitment_weight", commitment_weight),
+      ("sample_entropy_weight", sample_entropy_weight),
+      ("codebook_entropy_weight", codebook_entropy_weight),
+    ):
+      if not value >= 0:
+        raise ValueError(f"{name} {field} must be >= 0; got {value}")
     code_dim = bits if code_dim is None else int(code_dim)
     self.bits = bits
     self.codebook_size = 2**bits

@@ -283,6 +283,8 @@ class IBQ(Quantizer):
       ("commitment_weight", commitment_weight),
       ("codebook_weight", codebook_weight),
       ("entropy_weight", entropy_weight),
+      ("sample_entropy_weight", sample_entropy_weight),
+      ("codebook_entropy_weight", codebook_entropy_weight),
       ("entropy_eps", entropy_eps),
     ):
       if not value >= 0:
