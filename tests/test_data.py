@@ -10,6 +10,7 @@ from PIL import Image
 
 from vqtok import data
 from vqtok.config import default_config
+from vqtok.data import pipeline
 
 SIZE = 16
 
@@ -134,7 +135,7 @@ def test_transform_bad_input():
 def test_samples_train_batches():
   c = _config()
   for dtype in ("float32", "uint8"):
-    it = data.make_dataset(c, split="train", batch_size=4, dtype=dtype, process_index=0, process_count=1)
+    it = pipeline.make_dataset(c, split="train", batch_size=4, dtype=dtype, process_index=0, process_count=1)
     b = next(it)
     assert b["image"].shape == (4, SIZE, SIZE, 3)
     assert b["image"].dtype == np.dtype(dtype)
@@ -150,7 +151,7 @@ def test_samples_train_batches():
 
 def test_samples_eval_is_fixed_crops_of_held_out_photos():
   c = _config()
-  it = data.make_dataset(c, split="eval", batch_size=8, dtype="uint8", process_index=0, process_count=1)
+  it = pipeline.make_dataset(c, split="eval", batch_size=8, dtype="uint8", process_index=0, process_count=1)
   batches = list(it)
   src = it.source
   assert len(src) >= 16 and len(batches) == -(-len(src) // 8)
@@ -174,7 +175,7 @@ def test_determinism_and_seed():
   c = _config()
 
   def run(seed):
-    it = data.make_dataset(c, split="train", batch_size=4, seed=seed, process_index=0, process_count=1)
+    it = pipeline.make_dataset(c, split="train", batch_size=4, seed=seed, process_index=0, process_count=1)
     return np.stack([b["image"] for b in _take(it, 3)])
 
   a, b, other = run(1), run(1), run(2)
@@ -184,7 +185,7 @@ def test_determinism_and_seed():
 
 def test_epochs_cover_source_and_reshuffle():
   c = _config()
-  it = data.make_dataset(c, split="train", batch_size=5, process_index=0, process_count=1)
+  it = pipeline.make_dataset(c, split="train", batch_size=5, process_index=0, process_count=1)
   n = len(it.source)  # 15: three batches per epoch
   idx = np.concatenate([b["index"] for b in _take(it, 6)])
   np.testing.assert_array_equal(np.sort(idx[:n]), np.arange(n))
@@ -195,14 +196,14 @@ def test_epochs_cover_source_and_reshuffle():
 
 def test_finite_epochs_stop():
   c = _config()
-  it = data.make_dataset(c, split="train", batch_size=5, num_epochs=2, process_index=0, process_count=1)
+  it = pipeline.make_dataset(c, split="train", batch_size=5, num_epochs=2, process_index=0, process_count=1)
   assert len(list(it)) == 6
 
 
 def test_train_shards_are_disjoint_and_cover():
   c = _config()
-  whole = data.make_dataset(c, split="train", batch_size=3, process_index=0, process_count=1)
-  shards = [data.make_dataset(c, split="train", batch_size=6, process_index=p, process_count=2) for p in range(2)]
+  whole = pipeline.make_dataset(c, split="train", batch_size=3, process_index=0, process_count=1)
+  shards = [pipeline.make_dataset(c, split="train", batch_size=6, process_index=p, process_count=2) for p in range(2)]
   n = len(whole.source)
   rows = [[], []]
   for p in range(2):
@@ -221,7 +222,7 @@ def test_train_shards_are_disjoint_and_cover():
 
 
 def test_eval_num_images():
-  it = data.make_dataset(_config(), split="eval", batch_size=4, num_images=6, process_index=0, process_count=1)
+  it = pipeline.make_dataset(_config(), split="eval", batch_size=4, num_images=6, process_index=0, process_count=1)
   batches = list(it)
   np.testing.assert_array_equal(np.concatenate([b["index"] for b in batches]), [0, 1, 2, 3, 4, 5, -1, -1])
 
@@ -230,7 +231,7 @@ def test_eval_shards_are_disjoint_and_cover():
   c = _config()
   parts = []
   for p in range(2):
-    batches = list(data.make_dataset(c, split="eval", batch_size=8, process_index=p, process_count=2))
+    batches = list(pipeline.make_dataset(c, split="eval", batch_size=8, process_index=p, process_count=2))
     assert len(batches) == 3 and all(b["index"].shape == (4,) for b in batches)
     parts.append(np.concatenate([b["index"][b["valid"]] for b in batches]))
   assert not set(parts[0]) & set(parts[1])
@@ -239,11 +240,11 @@ def test_eval_shards_are_disjoint_and_cover():
 
 def test_iterator_state_restores_exactly():
   c = _config()
-  it = data.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
+  it = pipeline.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
   _take(it, 5)  # crosses an epoch boundary (15 images)
   state = it.get_state()
   expected = _take(it, 3)
-  fresh = data.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
+  fresh = pipeline.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
   fresh.set_state(state)
   for want, got in zip(expected, _take(fresh, 3)):
     np.testing.assert_array_equal(want["image"], got["image"])
@@ -252,42 +253,42 @@ def test_iterator_state_restores_exactly():
 
 def test_iterator_checkpoint_with_orbax(tmp_path):
   c = _config()
-  make = lambda: data.make_dataset(c, split="train", batch_size=4, seed=5, process_index=0, process_count=1)
+  make = lambda: pipeline.make_dataset(c, split="train", batch_size=4, seed=5, process_index=0, process_count=1)
   it = make()
   _take(it, 2)
   with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
-    mngr.save(2, args=ocp.args.Composite(step=ocp.args.JsonSave({"step": 2}), data=data.checkpoint_args(it)))
+    mngr.save(2, args=ocp.args.Composite(step=ocp.args.JsonSave({"step": 2}), data=pipeline.checkpoint_args(it)))
     mngr.wait_until_finished()
   expected = next(it)
   restored = make()
   with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
     out = mngr.restore(
       mngr.latest_step(),
-      args=ocp.args.Composite(step=ocp.args.JsonRestore(), data=data.checkpoint_args(restored, restore=True)),
+      args=ocp.args.Composite(step=ocp.args.JsonRestore(), data=pipeline.checkpoint_args(restored, restore=True)),
     )
   assert out.step == {"step": 2}
   got = next(restored)
   np.testing.assert_array_equal(expected["index"], got["index"])
   np.testing.assert_array_equal(expected["image"], got["image"])
   with pytest.raises(ValueError, match="DatasetIterator"):
-    data.checkpoint_args([1, 2])
+    pipeline.checkpoint_args([1, 2])
 
 
 def test_bad_arguments():
   c = _config()
   kw = dict(process_index=0, process_count=1)
   with pytest.raises(ValueError, match="split"):
-    data.make_dataset(c, split="test", batch_size=4, **kw)
+    pipeline.make_dataset(c, split="test", batch_size=4, **kw)
   with pytest.raises(ValueError, match="dtype"):
-    data.make_dataset(c, split="train", batch_size=4, dtype="int8", **kw)
+    pipeline.make_dataset(c, split="train", batch_size=4, dtype="int8", **kw)
   with pytest.raises(ValueError, match="multiple of process_count"):
-    data.make_dataset(c, split="train", batch_size=5, process_index=0, process_count=2)
+    pipeline.make_dataset(c, split="train", batch_size=5, process_index=0, process_count=2)
   with pytest.raises(ValueError, match="process_index"):
-    data.make_dataset(c, split="train", batch_size=4, process_index=2, process_count=2)
+    pipeline.make_dataset(c, split="train", batch_size=4, process_index=2, process_count=2)
   with pytest.raises(ValueError, match="config.data.source"):
-    data.make_dataset(_config(source="webdataset"), split="train", batch_size=4, **kw)
+    pipeline.make_dataset(_config(source="webdataset"), split="train", batch_size=4, **kw)
   with pytest.raises(ValueError, match="min_scale"):
-    data.make_dataset(_config(min_scale=0.0), split="train", batch_size=4, **kw)
+    pipeline.make_dataset(_config(min_scale=0.0), split="train", batch_size=4, **kw)
   with pytest.raises(ValueError, match="out of range"):
     data.SampleSource("train")[99]
 
@@ -362,7 +363,7 @@ def test_folder_index_and_conversions(folder):
 def test_folder_pipeline_handles_decode_failures(folder):
   root, _ = folder
   c = _config(source="folder", path=str(root))
-  it = data.make_dataset(c, split="eval", batch_size=4, process_index=0, process_count=1)
+  it = pipeline.make_dataset(c, split="eval", batch_size=4, process_index=0, process_count=1)
   batches = list(it)
   src = it.source
   t = [src.describe(i) for i in range(len(src))].index("truncated.jpeg")
@@ -372,7 +373,7 @@ def test_folder_pipeline_handles_decode_failures(folder):
   assert valid[(index >= 0) & (index != t)].all()
   assert sorted(p for p, _ in src.skipped) == ["corrupt.jpg", "cut.png", "truncated.jpeg"]
   # Training never crashes and never yields the broken image.
-  it = data.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
+  it = pipeline.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
   idx = np.concatenate([b["index"] for b in _take(it, 6)])
   assert t not in idx and set(idx) == set(range(len(src))) - {t}
   assert any(p == "truncated.jpeg" for p, _ in it.source.skipped)
@@ -446,7 +447,7 @@ def tfds_dir(tmp_path_factory):
 
 def test_tfds_end_to_end(tfds_dir):
   c = _config(source="tfds", name="vqtok_test_images", path=tfds_dir)
-  it = data.make_dataset(c, split="eval", batch_size=4, dtype="uint8", process_index=0, process_count=1)
+  it = pipeline.make_dataset(c, split="eval", batch_size=4, dtype="uint8", process_index=0, process_count=1)
   batches = list(it)
   images = np.concatenate([b["image"] for b in batches])
   valid = np.concatenate([b["valid"] for b in batches])
@@ -459,7 +460,7 @@ def test_tfds_end_to_end(tfds_dir):
   np.testing.assert_array_equal(match.sum(0), 1)
   np.testing.assert_array_equal(match.sum(1), 1)
   assert it.source.describe(3) == "vqtok_test_images/test/00000003"
-  train = data.make_dataset(c, split="train", batch_size=5, process_index=0, process_count=1)
+  train = pipeline.make_dataset(c, split="train", batch_size=5, process_index=0, process_count=1)
   idx = np.concatenate([b["index"] for b in _take(train, 2)])
   np.testing.assert_array_equal(np.sort(idx), np.arange(10))
 
@@ -498,9 +499,9 @@ def test_tfds_unprepared_gives_command(tfds_dir, tmp_path):
 
 def test_worker_processes_give_the_same_batches():
   c = _config()
-  plain = data.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
+  plain = pipeline.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
   c.data.num_workers = 2
-  it = data.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
+  it = pipeline.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
   try:
     for want, got in zip(_take(plain, 3), _take(it, 3)):
       np.testing.assert_array_equal(want["index"], got["index"])
@@ -510,7 +511,7 @@ def test_worker_processes_give_the_same_batches():
   finally:
     it.close()
   c.data.num_workers = 2
-  resumed = data.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
+  resumed = pipeline.make_dataset(c, split="train", batch_size=4, process_index=0, process_count=1)
   try:
     resumed.set_state(state)
     np.testing.assert_array_equal(next(resumed)["image"], expected["image"])
