@@ -92,6 +92,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.discriminator.type = "patchgan"  # patchgan | stylegan
   c.discriminator.channels = 16
   c.discriminator.num_layers = 2
+  c.discriminator.norm = "group"  # patchgan: group (stateless) | batch (batch statistics, as LlamaGen trains it)
 
   # ---- losses (vqtok.losses) ----
   c.loss = ml_collections.ConfigDict()
@@ -103,6 +104,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.loss.gan_loss = "hinge"  # hinge | non_saturating
   c.loss.adaptive_weight = True  # taming-transformers adaptive GAN weight
   c.loss.disc_start = 400  # discriminator (and GAN loss) start at this step
+  # Scales the discriminator's GAN loss, not its regularisers (LlamaGen: its disc_weight, vq_loss.py:160).
+  c.loss.disc_loss_weight = 1.0
   c.loss.lecam_weight = 0.0
   c.loss.r1_weight = 0.0
   # Cross-entropy of a proxy-code decoder's logits against the teacher's code ids (TiTok stage 1).
@@ -118,6 +121,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 1e-4
   c.optimizer.grad_clip = 1.0  # global-norm clip; 0 disables
   c.optimizer.min_lr_ratio = 0.1  # cosine decay ends at lr * min_lr_ratio
+  # True: the discriminator's optimizer also steps, on zero gradients, before loss.disc_start,
+  # as trainers that step it every iteration do (LlamaGen vq_train.py:207-216, taming); Adam's
+  # step count, and so its bias correction at the first real step, then counts those steps.
+  c.optimizer.disc_steps_before_start = False
 
   # ---- training loop ----
   c.training = ml_collections.ConfigDict()
@@ -150,7 +157,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
   from vqtok.data.transforms import PREPROCESS  # noqa: PLC0415
   from vqtok.losses.adversarial import GAN_LOSSES  # noqa: PLC0415
   from vqtok.models.cnn import FAMILIES  # noqa: PLC0415
-  from vqtok.models.discriminator import DISCRIMINATORS  # noqa: PLC0415
+  from vqtok.models.discriminator import DISCRIMINATORS, PATCHGAN_NORMS  # noqa: PLC0415
   from vqtok.models.tokenizer import DTYPES, ENCODERS  # noqa: PLC0415
   from vqtok.models.vit import FAMILIES as VIT_FAMILIES  # noqa: PLC0415
   from vqtok.models.vit import POSEMBS  # noqa: PLC0415
@@ -166,6 +173,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
     "model.vit_family": tuple(VIT_FAMILIES),
     "quantizer.type": QUANTIZER_TYPES,
     "discriminator.type": DISCRIMINATORS,
+    "discriminator.norm": tuple(PATCHGAN_NORMS),
     "loss.gan_loss": GAN_LOSSES,
   }
 
@@ -176,6 +184,7 @@ _NON_NEGATIVE = (
   "loss.perceptual_weight",
   "loss.gan_weight",
   "loss.disc_start",
+  "loss.disc_loss_weight",
   "loss.lecam_weight",
   "loss.r1_weight",
   "loss.proxy_code_weight",
