@@ -44,6 +44,6 @@ def get_config():
       "entropy_weight": 0.05,
       "entropy_temperature": 0.01,
     },
-    discriminator=TAMING_PATCHGAN,
+    discriminator={**TAMING_PATCHGAN, "norm": "batch"},  # NLayerDiscriminator with BatchNorm (train mode)
   )
   return recipe(c, epochs=330, lecam_weight=0.05)

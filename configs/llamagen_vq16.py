@@ -32,15 +32,18 @@ def get_config():
     z_channels=256,  # projected to code_dim by a Linear
     code_dim=8,
     quantizer={"type": "vq", "codebook_size": 16384, "l2_normalize": True},
-    discriminator=TAMING_PATCHGAN,
+    discriminator={**TAMING_PATCHGAN, "norm": "batch"},  # vq_loss.py PatchGAN: BatchNorm, trained on batch stats
   )
   # tokenizer/tokenizer_image/vq_train.py: Adam, no scheduler (--weight-decay is parsed but unused).
   c.optimizer.update(lr=1e-4, disc_lr=1e-4, b1=0.9, b2=0.95, weight_decay=0.0, grad_clip=1.0)
   c.optimizer.update(warmup_steps=0, min_lr_ratio=1.0)
+  # vq_train.py:207-216 steps D's Adam every iteration, on a zero loss before --disc-start.
+  c.optimizer.disc_steps_before_start = True
   # 40 epochs of ImageNet's 1,281,167 images at 128 (drop_last): 40 x 10,009 steps; --ema is off by default.
   c.training.update(batch_size=128, num_steps=400_360, ema_decay=0.0)
   # vq_loss.py: MSE on [-1, 1]; the GAN weight is fixed; adopt_weight(global_step=train_steps + 1, 20000)
   # switches G's and D's GAN terms on at the 0-based step 19,999.
   c.loss.update(l1_weight=0.0, l2_weight=1.0, perceptual_weight=1.0)
   c.loss.update(gan_weight=0.5, adaptive_weight=False, gan_loss="hinge", disc_start=19_999)
+  c.loss.disc_loss_weight = 0.5  # vq_loss.py:160: D's loss is scaled by the same disc_weight
   return c

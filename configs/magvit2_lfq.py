@@ -53,6 +53,6 @@ def get_config():
     cnn_family="magvit2",
     code_dim=18,
     quantizer={"type": "lfq", "bits": 18, "bit_order": "lsb_first"},
-    discriminator=TAMING_PATCHGAN,  # NLayerDiscriminator: 3 layers, 64 channels
+    discriminator={**TAMING_PATCHGAN, "norm": "batch"},  # NLayerDiscriminator: 3 layers, 64 channels, BatchNorm
   )
   return recipe(c, epochs=270, lecam_weight=0.05)

@@ -41,7 +41,7 @@ def get_config():
     # taming's VectorQuantizer2(beta=0.25, legacy=True) puts beta on the codebook term:
     # mean((sg(z_q) - z)^2) + 0.25 * mean((z_q - sg(z))^2) (taming/modules/vqvae/quantize.py).
     quantizer={"type": "vq", "codebook_size": 1024, "commitment_weight": 1.0, "codebook_weight": 0.25},
-    discriminator=TAMING_PATCHGAN,
+    discriminator={**TAMING_PATCHGAN, "norm": "batch"},  # NLayerDiscriminator with BatchNorm (train mode)
   )
   # vqgan.py configure_optimizers: Adam, no scheduler; lr = ngpu x batch x base_learning_rate.
   c.optimizer.update(lr=5.4e-5, disc_lr=5.4e-5, b1=0.5, b2=0.9, weight_decay=0.0, grad_clip=0.0)
@@ -52,4 +52,6 @@ def get_config():
   c.loss.update(l1_weight=1.0, l2_weight=0.0, perceptual_weight=1.0)
   c.loss.update(gan_weight=0.8, adaptive_weight=True, gan_loss="hinge", disc_start=250_001)
   c.data.flip = False  # taming/data/base.py: SmallestMaxSize + RandomCrop, no flip
+  # Lightning steps D's optimizer (optimizer_idx 1) every batch, on a zero loss before disc_start.
+  c.optimizer.disc_steps_before_start = True
   return c

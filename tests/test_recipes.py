@@ -77,6 +77,7 @@ SEED_VOKEN = {
   "discriminator.type": "patchgan",  # vqperceptual.py:93, 109-116 NLayerDiscriminator (use_blur False)
   "discriminator.channels": 64,  # vqperceptual.py:93 disc_ndf=64
   "discriminator.num_layers": 3,  # vqperceptual.py:90 disc_num_layers=3
+  "discriminator.norm": "batch",  # NLayerDiscriminator's nn.BatchNorm2d, trained on batch statistics
   "data.flip": False,  # data/base.py:32-38 Resize + RandomCrop, no flip
 }
 
@@ -120,6 +121,9 @@ RECIPES = {
     "discriminator.type": "patchgan",  # vq_train.py:294 --disc-type; vq_loss.py:59-64 PatchGANDiscriminator
     "discriminator.channels": 64,  # vq_loss.py:50 disc_dim=64
     "discriminator.num_layers": 3,  # vq_loss.py:51 disc_num_layers=3
+    "discriminator.norm": "batch",  # discriminator_patchgan.py: nn.BatchNorm2d, only ever in train mode
+    "loss.disc_loss_weight": 0.5,  # vq_loss.py:160 d_adversarial_loss = disc_weight * disc_factor * ...
+    "optimizer.disc_steps_before_start": True,  # vq_train.py:207-216: D's optimizer steps every iteration
     "data.flip": True,  # vq_train.py:116 RandomHorizontalFlip
     "quantizer.commitment_weight": 0.25,  # vq_train.py:288 --commit-loss-beta; vq_model.py:250
     "quantizer.codebook_weight": 1.0,  # vq_model.py:249 mean((z_q - sg z)^2), unweighted (vq_loss.py:142)
@@ -148,6 +152,8 @@ RECIPES = {
     "discriminator.type": "patchgan",  # vqperceptual.py:46-50 NLayerDiscriminator
     "discriminator.channels": 64,  # vqperceptual.py:38 disc_ndf=64
     "discriminator.num_layers": 3,  # vqperceptual.py:36 disc_num_layers=3
+    "discriminator.norm": "batch",  # taming/modules/discriminator/model.py: nn.BatchNorm2d (train mode)
+    "optimizer.disc_steps_before_start": True,  # Lightning calls optimizer_idx 1 every batch (disc_factor 0 before)
     "data.flip": False,  # taming/data/base.py:33-38 SmallestMaxSize + RandomCrop, no flip
     # vqgan.py:31 VectorQuantizer(beta=0.25), legacy: quantize.py:293-295
     # mean((sg z_q - z)^2) + 0.25 mean((z_q - sg z)^2); vqperceptual.py:107 codebook_weight 1.0 (yaml:26).
@@ -344,33 +350,18 @@ CHOICES["titok_l32:stage2"] = CHOICES["titok_b64:stage2"] = CHOICES["titok_s128:
 # What vqtok cannot express (no config field) or does not know; each appears in the preset's README row.
 AUGMENTATION = "resize-and-crop augmentation"
 DIFFERENCES = {
-  "llamagen_vq16": (AUGMENTATION, "BatchNorm discriminator", "D loss x0.5", "bf16"),
-  "vqgan_f16": (AUGMENTATION, "BatchNorm discriminator", "released run's GPU count and length unpublished"),
+  "llamagen_vq16": (AUGMENTATION, "bf16"),
+  "vqgan_f16": (AUGMENTATION, "released run's GPU count and length unpublished"),
   "maskgit_vqgan": ("trainer unpublished", "entropy loss 0.1", "perceptual network", "D loss x2"),
-  "magvit2_lfq": (
-    AUGMENTATION,
-    "BatchNorm discriminator",
-    "lr x0.1 after epochs 200 and 250",
-    "non-saturating G",
-    "LeCam decay 0.999",
-    "fp16",
-  ),
+  "magvit2_lfq": (AUGMENTATION, "lr x0.1 after epochs 200 and 250", "non-saturating G", "LeCam decay 0.999", "fp16"),
   "magvit2_lfq_128": (
     AUGMENTATION,
-    "BatchNorm discriminator",
     "lr x0.1 after epochs 250 and 300",
     "non-saturating G",
     "LeCam decay 0.999",
     "fp16",
   ),
-  "ibq": (
-    AUGMENTATION,
-    "BatchNorm discriminator",
-    "lr x0.1 after epochs 250 and 300",
-    "non-saturating G",
-    "LeCam decay 0.999",
-    "fp16",
-  ),
+  "ibq": (AUGMENTATION, "lr x0.1 after epochs 250 and 300", "non-saturating G", "LeCam decay 0.999", "fp16"),
   "bsq_vit": (
     AUGMENTATION,
     "world size unpublished",

@@ -70,6 +70,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 1e-4
   c.optimizer.grad_clip = 1.0  # global-norm clip; 0 disables
   c.optimizer.min_lr_ratio = 0.1  # cosine decay ends at lr * min_lr_ratio
+  # True: the discriminator's optimizer also steps, on zero gradients, before loss.disc_start,
+  # as trainers that step it every iteration do (LlamaGen vq_train.py:207-216, taming); Adam's
+  # step count, and so its bias correction at the first real step, then counts those steps.
+  c.optimizer.disc_steps_before_start = False
 
   # ---- training loop ----
   c.training = ml_collections.ConfigDict()

@@ -70,11 +70,13 @@ CONFIG = ConfigFields(
     "gan_loss": "hinge",  # hinge | non_saturating
     "adaptive_weight": True,  # taming-transformers adaptive GAN weight
     "disc_start": 400,  # discriminator (and GAN loss) start at this step
+    # Scales the discriminator's GAN loss, not its regularisers (LlamaGen: its disc_weight, vq_loss.py:160).
+    "disc_loss_weight": 1.0,
     "lecam_weight": 0.0,
     "r1_weight": 0.0,
   },
   choices={"gan_loss": GAN_LOSSES},
-  non_negative=("gan_weight", "disc_start", "lecam_weight", "r1_weight"),
+  non_negative=("gan_weight", "disc_start", "disc_loss_weight", "lecam_weight", "r1_weight"),
 )
 
 

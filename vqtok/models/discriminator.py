@@ -2,9 +2,11 @@
 
 * ``PatchGAN``: the NLayerDiscriminator of pix2pix (Isola et al., 2017,
   arXiv:1611.07004) as used by taming-transformers (Esser et al., 2021). The
-  original uses BatchNorm; we use GroupNorm so the discriminator is stateless
-  (no running statistics to sync or checkpoint, and per-example outputs do not
-  depend on the rest of the batch). Returns per-patch logits (B, h, w, 1).
+  original uses BatchNorm; by default we use GroupNorm so the discriminator is
+  stateless (no running statistics to sync or checkpoint, and per-example
+  outputs do not depend on the rest of the batch). ``norm="batch"`` gives the
+  original's training-mode BatchNorm, for parity with trainers that use it
+  (LlamaGen). Returns per-patch logits (B, h, w, 1).
 * ``StyleGANDiscriminator``: the residual StyleGAN2 discriminator (Karras et
   al., 2020, arXiv:1912.04958) as used by MaskGIT and MAGVIT(-v2): residual
   blocks with anti-aliased (blurred [1, 3, 3, 1]) stride-2 downsampling, no
@@ -29,19 +31,58 @@ def _lrelu(x: jax.Array) -> jax.Array:
   return nnx.leaky_relu(x, negative_slope=0.2)
 
 
+class BatchStatNorm(nnx.Module):
+  """BatchNorm as a discriminator in training mode runs it: batch statistics only.
+
+  Normalises each channel by the mean and biased variance over batch and
+  space (torch ``BatchNorm2d`` in ``train()``, eps 1e-5), then scales and
+  shifts. The trainers that use it never run their discriminator in eval mode,
+  so no running averages are kept. The statistics are those of the batch given
+  to one call: inside ``jit`` on a sharded batch, the global batch (torch DDP
+  without SyncBatchNorm uses each device's own).
+  """
+
+  def __init__(self, channels: int, *, eps: float = 1e-5, rngs: nnx.Rngs):
+    del rngs  # scale 1 and shift 0, as torch initialises them
+    self.scale = nnx.Param(jnp.ones((channels,), jnp.float32))
+    self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
+    self.eps = eps
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+    shape = (1,) * (x.ndim - 1) + (-1,)
+    return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...].reshape(shape) + self.bias[...].reshape(shape)
+
+
+def _group_norm(channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
+  return nnx.GroupNorm(channels, num_groups=_num_groups(channels), rngs=rngs)
+
+
+#: The normalisations a PatchGAN may use (``config.discriminator.norm``).
+PATCHGAN_NORMS = {"group": _group_norm, "batch": BatchStatNorm}
+
+
 class PatchGAN(nnx.Module):
-  """pix2pix / taming NLayerDiscriminator with GroupNorm (see module docstring).
+  """pix2pix / taming NLayerDiscriminator (see module docstring).
 
   Args:
     channels: width of the first layer; doubles per layer up to 8x.
     num_layers: number of stride-2 layers (taming uses 3).
     in_channels: image channels.
+    norm: ``"group"`` (stateless, per example) or ``"batch"`` (the original's
+      BatchNorm with batch statistics, as LlamaGen trains it).
     rngs: parameter initialisation.
   """
 
-  def __init__(self, *, channels: int = 64, num_layers: int = 3, in_channels: int = 3, rngs: nnx.Rngs):
+  def __init__(
+    self, *, channels: int = 64, num_layers: int = 3, in_channels: int = 3, norm: str = "group", rngs: nnx.Rngs
+  ):
     if channels < 1 or num_layers < 1:
       raise ValueError(f"PatchGAN needs channels >= 1 and num_layers >= 1; got {channels}, {num_layers}")
+    if norm not in PATCHGAN_NORMS:
+      raise ValueError(f"unknown PatchGAN norm {norm!r}; expected one of {tuple(PATCHGAN_NORMS)}")
     pad = ((1, 1), (1, 1))
     self.conv_in = nnx.Conv(in_channels, channels, (4, 4), strides=2, padding=pad, rngs=rngs)
     convs, norms = [], []
@@ -52,7 +93,7 @@ class PatchGAN(nnx.Module):
       stride = 2 if n < num_layers else 1
       # No bias: the following norm's shift makes it redundant.
       convs.append(nnx.Conv(ch, out, (4, 4), strides=stride, padding=pad, use_bias=False, rngs=rngs))
-      norms.append(nnx.GroupNorm(out, num_groups=_num_groups(out), rngs=rngs))
+      norms.append(PATCHGAN_NORMS[norm](out, rngs=rngs))
       ch = out
     self.convs, self.norms = nnx.List(convs), nnx.List(norms)
     self.conv_out = nnx.Conv(ch, 1, (4, 4), padding=pad, rngs=rngs)
@@ -166,8 +207,13 @@ MAGVIT_STYLEGAN = {"type": "stylegan", "channels": 64, "num_layers": 6}
 #: ``config.discriminator``: the keyword arguments of ``build_discriminator``.
 CONFIG = ConfigFields(
   "discriminator",
-  {"type": "patchgan", "channels": 16, "num_layers": 2},  # type: patchgan | stylegan
-  choices={"type": DISCRIMINATORS},
+  {
+    "type": "patchgan",  # patchgan | stylegan
+    "channels": 16,
+    "num_layers": 2,
+    "norm": "group",  # patchgan: group (stateless) | batch (batch statistics, as LlamaGen trains it)
+  },
+  choices={"type": DISCRIMINATORS, "norm": tuple(PATCHGAN_NORMS)},
   open=True,
 )
 
@@ -177,7 +223,8 @@ def build_discriminator(spec: Mapping[str, Any], *, image_size: int, rngs: nnx.R
 
   Args:
     spec: mapping with ``type`` in {patchgan, stylegan}, ``channels``,
-      ``num_layers`` and, for stylegan, optional ``channel_mult``.
+      ``num_layers``, for patchgan optional ``norm`` (group | batch) and, for
+      stylegan, optional ``channel_mult``.
     image_size: training image size (the StyleGAN head depends on it).
     rngs: parameter initialisation.
 
@@ -189,7 +236,7 @@ def build_discriminator(spec: Mapping[str, Any], *, image_size: int, rngs: nnx.R
     raise ValueError(f"unknown discriminator type {kind!r}; expected one of {DISCRIMINATORS}")
   channels, num_layers = int(spec.get("channels", 64)), int(spec.get("num_layers", 3))
   if kind == "patchgan":
-    return PatchGAN(channels=channels, num_layers=num_layers, rngs=rngs)
+    return PatchGAN(channels=channels, num_layers=num_layers, norm=spec.get("norm", "group"), rngs=rngs)
   mult = spec.get("channel_mult", None)
   return StyleGANDiscriminator(
     image_size=image_size,

@@ -65,6 +65,7 @@ def make_train_step(
   with_gan: bool,
   perceptual: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None,
   teacher: teacher_lib.Teacher | None = None,
+  return_grads: bool = False,
 ) -> Callable[..., tuple[TrainState, dict]]:
   """Returns ``step(state, batch, perceptual_params, teacher_arrays=None) -> (state, metrics)``.
 
@@ -75,11 +76,18 @@ def make_train_step(
     perceptual: ``f(params, x, x_hat) -> (B,)`` LPIPS distances, or None.
     teacher: the frozen teacher (``teacher.load``) whose code ids are the
       targets of ``loss.proxy_code_weight``; its arrays are the step's last argument.
+    return_grads: also return the gradients, before clipping, as
+      ``metrics["grads"] = {"g": ..., "d": ...}`` (for parity tests; the
+      trainer never asks for them).
   """
   lc = config.loss
   g_loss_fn = adversarial.G_LOSSES[lc.gan_loss]
   d_loss_fn = adversarial.D_LOSSES[lc.gan_loss]
   ema_decay = float(config.training.ema_decay)
+  d_loss_weight = float(lc.get("disc_loss_weight", 1.0))
+  # Trainers that step the discriminator's optimizer every iteration (on a
+  # zero loss before disc_start) advance its step count from the first step.
+  d_steps_early = bool(config.optimizer.get("disc_steps_before_start", False))
   use_perceptual = perceptual is not None and lc.perceptual_weight > 0
   proxy_weight = float(lc.get("proxy_code_weight", 0.0))
   use_proxy = proxy_weight > 0
@@ -168,6 +176,7 @@ def make_train_step(
         lr, lf = d(x), d(x_fake)
         dl = d_loss_fn(lr, lf)
         parts = {"d_gan": dl}
+        dl = d_loss_weight * dl
         if lc.lecam_weight > 0:
           parts["lecam"] = adversarial.lecam_loss(lr, lf, lecam["real"], lecam["fake"])
           dl = dl + lc.lecam_weight * parts["lecam"]
@@ -185,6 +194,12 @@ def make_train_step(
       }
       metrics.update({"d_loss": d_loss, "logits_real": mr, "logits_fake": mf})
       metrics.update({f"loss/{k}": v for k, v in parts.items()})
+    elif d_steps_early:
+      d_grads = jax.tree.map(jnp.zeros_like, d_params)
+      d_updates, d_opt = static.d_tx.update(d_grads, d_opt, d_params)
+      d_params = optax.apply_updates(d_params, d_updates)
+    if return_grads:
+      metrics["grads"] = {"g": grads, "d": d_grads if with_gan or d_steps_early else {}}
 
     new_state = TrainState(
       step=state.step + 1,
