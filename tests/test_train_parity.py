@@ -34,11 +34,11 @@ import torchfile
 from flax import nnx
 
 from vqtok import config as config_lib
-from vqtok import models, pretrained
+from vqtok import files, models, pretrained
 from vqtok.pretrained import layout as L
 from vqtok.pretrained import llamagen, reader
 from vqtok.training import loop
-from vqtok.training.state import TrainState, abstract_train_state, path_name
+from vqtok.training.state import TrainState, abstract_train_state
 from vqtok.training.step import make_train_step
 
 ROOT = pathlib.Path(helpers.ROOT)
@@ -121,7 +121,7 @@ def sketch_matrix(name: str, n: int) -> np.ndarray:
 
 
 def _flat(tree) -> dict[str, np.ndarray]:
-  return {path_name(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {files.name(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _to_published(tensors: dict[str, np.ndarray], table, shapes: dict[str, tuple[int, ...]], ignore=()):
