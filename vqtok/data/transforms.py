@@ -18,6 +18,9 @@ file gets the token ids that the authors' code gives it:
   lanczos_center_crop  VAR (utils/data.py, validation): torchvision Resize of
                        the short side to round(1.125 size) with PIL Lanczos,
                        then torchvision's CenterCrop.
+  torchvision_center_crop / torchvision_lanczos_center_crop
+                       TiTok / BSQ-ViT: torchvision Resize of the short side
+                       to size (bicubic / Lanczos), then CenterCrop.
 
 Training uses the Inception-style random-resized crop (Szegedy et al., 2015,
 "Going deeper with convolutions", arXiv:1409.4842): a box covering a uniform
@@ -186,14 +189,7 @@ def short_side_bilinear(img: np.ndarray, size: int) -> np.ndarray:
   return _central(img, size)
 
 
-def torchvision_center_crop(img: np.ndarray, size: int) -> np.ndarray:
-  """torchvision's ``Resize(size, bicubic)`` then ``CenterCrop(size)`` on a PIL image (TiTok's eval).
-
-  torchvision truncates the long side (``int(size * long / short)``), resizes
-  with PIL's bicubic filter, and rounds the crop offset half-to-even
-  (``int(round((h - size) / 2))``); bytedance/1d-tokenizer
-  data/webdataset_reader.py ``eval_transform``.
-  """
+def _torchvision_resize_crop(img: np.ndarray, size: int, resample: Image.Resampling) -> np.ndarray:
   _check_image(img)
   size = _check_size(size)
   h, w = img.shape[:2]
@@ -202,9 +198,29 @@ def torchvision_center_crop(img: np.ndarray, size: int) -> np.ndarray:
       h, w = size, int(size * w / h)
     else:
       h, w = int(size * h / w), size
-    img = resize(img, h, w)
+    img = np.asarray(Image.fromarray(img).resize((w, h), resample))
   top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
   return img[top : top + size, left : left + size]
+
+
+def torchvision_center_crop(img: np.ndarray, size: int) -> np.ndarray:
+  """torchvision's ``Resize(size, bicubic)`` then ``CenterCrop(size)`` on a PIL image (TiTok's eval).
+
+  torchvision truncates the long side (``int(size * long / short)``), resizes
+  with PIL's bicubic filter, and rounds the crop offset half-to-even
+  (``int(round((h - size) / 2))``); bytedance/1d-tokenizer
+  data/webdataset_reader.py ``eval_transform``.
+  """
+  return _torchvision_resize_crop(img, size, Image.Resampling.BICUBIC)
+
+
+def torchvision_lanczos_center_crop(img: np.ndarray, size: int) -> np.ndarray:
+  """torchvision's ``Resize(size, lanczos)`` then ``CenterCrop(size)`` (BSQ-ViT's eval).
+
+  As ``torchvision_center_crop`` with PIL's Lanczos filter: zhaoyue-zephyrus/bsq-vit
+  scripts/main_image_tokenizer.py ``valTs`` with the configs' ``evaluation.interpolation: lanczos``.
+  """
+  return _torchvision_resize_crop(img, size, Image.Resampling.LANCZOS)
 
 
 #: Evaluation / tokenization resizes, by ``config.data.preprocess``.
@@ -215,6 +231,7 @@ PREPROCESS = {
   "squash_bicubic": squash_bicubic,
   "lanczos_center_crop": lanczos_center_crop,
   "torchvision_center_crop": torchvision_center_crop,
+  "torchvision_lanczos_center_crop": torchvision_lanczos_center_crop,
 }
 
 
