@@ -154,6 +154,23 @@ def test_converter_names_the_bad_tensor(tmp_path, edit, match):
   assert "bad.pt" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_ema_without_ddp_and_raw_without_prefix_convert_alike(tmp_path, converted, golden):
+  # Trained on one GPU: ModelEmaV2 adds a single ``module.``, the state_dict none.
+  obj = reader.read_checkpoint(REDUCED)
+  ema = {k[len("module.") :]: v for k, v in obj["ema_state_dict"].items()}
+  path = str(tmp_path / "one_gpu.pt")
+  torchfile.save({"state_dict": {k[len("module.") :]: v for k, v in obj["state_dict"].items()}, E: ema}, path)
+  tok, _, meta = pretrained.convert("bsq-vit", path)
+  assert meta["weights"] == "ema"
+  np.testing.assert_array_equal(
+    np.asarray(tok.encoder.head.kernel[...]), np.asarray(converted[0].encoder.head.kernel[...])
+  )
+  raw = pretrained.convert("bsq-vit", path, ema=False)[0]
+  np.testing.assert_array_equal(
+    np.asarray(raw.encoder.head.kernel[...]), obj["state_dict"]["module.quant_embed.weight"].T
+  )
+
+
 def test_checkpoint_of_another_family_is_refused():
   titok = os.path.join(ROOT, "tests", "goldens", "titok", "reduced.bin")
   with pytest.raises(reader.CheckpointError, match="not a bsq-vit checkpoint"):

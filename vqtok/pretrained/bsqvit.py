@@ -48,7 +48,8 @@ IGNORE = (r"quantize\.basis", r"quantize\.group_basis")
 HEAD_WIDTH = 64
 # An index is an int32: more bits are split into groups of at most this many (BSQ index_groups).
 MAX_INDEX_BITS = 30
-_PREFIX = {"ema_state_dict": "module.module.", "state_dict": "module."}
+# DDP adds ``module.``, ModelEmaV2 around DDP ``module.module.`` (one ``module.`` without DDP).
+_PREFIXES = ("module.module.", "module.")
 
 
 def default_ema(obj: Any) -> bool:
@@ -64,10 +65,12 @@ def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
   if ema and not isinstance(obj.get(key), Mapping) and isinstance(obj.get("state_dict"), Mapping):
     raise CheckpointError(f"{source}: this {NAME} checkpoint holds no EMA weights (ema_state_dict); pass --noema")
   tensors = common.pick_state_dict(obj, (key,), source, NAME)
-  prefix = _PREFIX[key]
-  out = {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in tensors.items()}
+  out = {}
+  for k, v in tensors.items():
+    prefix = next((p for p in _PREFIXES if k.startswith(p)), "")
+    out[k[len(prefix) :]] = v
   if "quant_embed.weight" not in out:
-    raise CheckpointError(f"{source}: not a {NAME} checkpoint: tensor {prefix}quant_embed.weight is missing")
+    raise CheckpointError(f"{source}: not a {NAME} checkpoint: tensor {key}[module.quant_embed.weight] is missing")
   return L.split_in_proj(out, source)
 
 
