@@ -7,8 +7,8 @@ FORMAT is one of: llamagen (vq_ds16_c2i.pt, vq_ds8_c2i.pt), taming
 (tokenizer_imagenet256_checkpoint), open-magvit2 (imagenet_256_L.ckpt,
 imagenet_128_L.ckpt), ibq (imagenet256_*.ckpt), var (vae_ch160v4096z32.pth,
 multi-scale: 680 tokens per image in scale order), titok (tokenizer_titok_{l32,b64,s128}.bin
-or the hub's model.safetensors). The variant is read off the file. Neither
-torch nor the authors' code is needed. OUTPUT_DIR gets config.json and
+or the hub's model.safetensors), bsq-vit (checkpoint.pt, 18 or 36 bits). The variant is
+read off the file. Neither torch nor the authors' code is needed. OUTPUT_DIR gets config.json and
 model.safetensors; tokenize, eval.py and train.py --config.init_from read it.
 """
 
@@ -29,7 +29,7 @@ def _define_flags() -> None:
     "ema",
     None,
     "Take the EMA weights (--ema) or the raw ones (--noema). Default: the raw weights, except for open-magvit2,"
-    " ibq and simvq files with EMA copies, which the reference evaluates with.",
+    " ibq, simvq and bsq-vit files with EMA copies, which the reference evaluates with.",
   )
   flags.DEFINE_bool("overwrite", False, "Replace OUTPUT_DIR if it exists and is not empty.")
 

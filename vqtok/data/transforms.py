@@ -24,6 +24,8 @@ file gets the token ids that the authors' code gives it:
   torchvision_bilinear_center_crop
                        SimVQ (taming/data/base.py): the same with PIL
                        bilinear, torchvision's default.
+  torchvision_lanczos_center_crop
+                       BSQ-ViT: the same with PIL Lanczos.
 
 Training uses the Inception-style random-resized crop (Szegedy et al., 2015,
 "Going deeper with convolutions", arXiv:1409.4842): a box covering a uniform
@@ -226,6 +228,15 @@ def torchvision_bilinear_center_crop(img: np.ndarray, size: int) -> np.ndarray:
   return _torchvision_center_crop(img, size, Image.Resampling.BILINEAR)
 
 
+def torchvision_lanczos_center_crop(img: np.ndarray, size: int) -> np.ndarray:
+  """torchvision's ``Resize(size, lanczos)`` then ``CenterCrop(size)`` (BSQ-ViT's eval).
+
+  As ``torchvision_center_crop`` with PIL's Lanczos filter: zhaoyue-zephyrus/bsq-vit
+  scripts/main_image_tokenizer.py ``valTs`` with the configs' ``evaluation.interpolation: lanczos``.
+  """
+  return _torchvision_center_crop(img, size, Image.Resampling.LANCZOS)
+
+
 #: Evaluation / tokenization resizes, by ``config.data.preprocess``.
 PREPROCESS = {
   "center_crop": center_crop,
@@ -235,6 +246,7 @@ PREPROCESS = {
   "lanczos_center_crop": lanczos_center_crop,
   "torchvision_center_crop": torchvision_center_crop,
   "torchvision_bilinear_center_crop": torchvision_bilinear_center_crop,
+  "torchvision_lanczos_center_crop": torchvision_lanczos_center_crop,
 }
 
 

@@ -79,7 +79,7 @@ CONFIG = ConfigFields(
     "decoder_variant": "",  # "" = same as variant
     "posemb": "learn",  # vit position embedding: learn | sincos2d
     "num_latent_tokens": 0,  # vit1d (TiTok): number of 1-D latent tokens
-    "vit_family": "vqtok",  # vit block kinds: vqtok | titok (published TiTok) | titok_pixels (its VQ-8k)
+    "vit_family": "vqtok",  # vit block kinds: vqtok | titok (published TiTok) | titok_pixels (its VQ-8k) | bsqvit
     # vit1d: > 0 makes the decoder TiTok's: logits over this many codes of a MaskGIT VQGAN,
     # soft codes decoded by that VQGAN's CNN decoder (proxy_decoder sizes).
     "proxy_codebook_size": 0,
@@ -96,6 +96,8 @@ CONFIG = ConfigFields(
     "decoder_depth": 0,
     "decoder_mlp_dim": 0,
     "decoder_num_heads": 0,
+    # vit: > 0 puts a Linear of this width and tanh before the decoder's pixel head (BSQ-ViT: 3072)
+    "pixel_head_hidden": 0,
   },
   choices={
     "dtype": tuple(DTYPES),
@@ -105,6 +107,7 @@ CONFIG = ConfigFields(
     "vit_family": tuple(vit.FAMILIES),
   },
   positive=("norm_groups",),
+  non_negative=("pixel_head_hidden",),
   check=_check_config,
 )
 
@@ -419,6 +422,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
   ``input_range``;
   vit/vit1d: ``variant`` (e.g. "B/8") and optional ``decoder_variant``, or
   ``width``/``depth``/``mlp_dim``/``num_heads``/``patch_size``; ``posemb``;
+  ``pixel_head_hidden`` (> 0: a tanh layer of that width before the pixel head);
   vit1d: ``num_latent_tokens``; ``vit_family`` (vqtok | titok); ``proxy_codebook_size``
   (> 0: TiTok's decoder, logits over a MaskGIT VQGAN's codes decoded by that
   VQGAN's CNN decoder), ``proxy_code_dim``, ``proxy_decoder`` (its ``channels``,
@@ -481,7 +485,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
     if num_codes:
       decoder = _proxy_code_decoder(m, z, num_codes, dec_kw, common)
     else:
-      decoder = vit.ViTDecoder(z, **dec_kw, **common)
+      decoder = vit.ViTDecoder(z, **dec_kw, **common, head_hidden=int(m.get("pixel_head_hidden", 0)))
   return Tokenizer(
     encoder,
     quantizer,

@@ -54,6 +54,10 @@ class Family:
       ``is_legacy``); the weights were trained that way, so it is kept.
     out_conv: a 3x3 conv on the decoded image (TiTok's ``conv_out`` when its
       decoder predicts pixels, ``is_legacy: False``).
+    patch_bias: the patch embedding has a bias. BSQ-ViT's has none: a bias
+      before ``ln_pre`` would only shift what the LayerNorm removes
+      (zhaoyue-zephyrus/bsq-vit transcoder/models/transformer.py,
+      TransformerEncoder ``conv1 = nn.Linear(..., bias=not ln_pre)``).
   """
 
   cls_token: bool = False
@@ -62,14 +66,17 @@ class Family:
   exact_gelu: bool = False
   legacy_latents: bool = False
   out_conv: bool = False
+  patch_bias: bool = True
 
 
-#: ``model.vit_family``: vqtok's own ViT (big_vision style) and the published TiTok.
+#: ``model.vit_family``: vqtok's own ViT (big_vision style), the published TiTok and BSQ-ViT.
 FAMILIES = {
   "vqtok": Family(),
   "titok": Family(cls_token=True, ln_pre=True, norm_eps=1e-5, exact_gelu=True, legacy_latents=True),
   # TiTok's one-stage layout (the VQ-8k tokenizers): latents in order, pixels from the decoder.
   "titok_pixels": Family(cls_token=True, ln_pre=True, norm_eps=1e-5, exact_gelu=True, out_conv=True),
+  # BSQ-ViT (transcoder/models/transformer.py): CLIP-style blocks, ln_pre in both ViTs.
+  "bsqvit": Family(ln_pre=True, norm_eps=1e-5, exact_gelu=True, patch_bias=False),
 }
 
 
@@ -299,7 +306,9 @@ class ViTEncoder(_ViTBase):
     p = self.patch_size
     self.in_channels = in_channels
     self.num_latent_tokens = int(num_latent_tokens)
-    self.patch_embed = nnx.Conv(in_channels, width, (p, p), strides=p, padding="VALID", **kw)
+    self.patch_embed = nnx.Conv(
+      in_channels, width, (p, p), strides=p, padding="VALID", use_bias=self.family.patch_bias, **kw
+    )
     self._build_posemb(width, posemb, param_dtype, rngs)
     if self.family.legacy_latents and not self.num_latent_tokens:
       raise ValueError(f"ViT family {family!r} needs num_latent_tokens >= 1 (a 1-D tokenizer)")
@@ -341,7 +350,13 @@ class ViTDecoder(_ViTBase):
 
   Takes (B, H/p, W/p, z_channels) for the 2-D layout; with
   ``num_latent_tokens=K > 0`` takes (B, K, z_channels) and reconstructs from a
-  grid of learned mask tokens (TiTok). Args as ``ViTEncoder``.
+  grid of learned mask tokens (TiTok). Args as ``ViTEncoder``, and:
+
+  Args:
+    out_channels: image channels.
+    out_codes: > 0: predict logits over this many proxy codes (TiTok) instead of pixels.
+    head_hidden: > 0: a Linear of this width and tanh before the pixel head
+      (BSQ-ViT's decoder ``ffn``, 3072 wide; transformer.py TransformerDecoder).
   """
 
   def __init__(
@@ -359,6 +374,7 @@ class ViTDecoder(_ViTBase):
     family: str = "vqtok",
     out_channels: int = 3,
     out_codes: int = 0,
+    head_hidden: int = 0,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -366,6 +382,8 @@ class ViTDecoder(_ViTBase):
     super().__init__(image_size, patch_size, width, depth, mlp_dim, num_heads, family, posemb, dtype, param_dtype, rngs)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     p = self.patch_size
+    if head_hidden < 0 or (head_hidden and out_codes):
+      raise ValueError(f"head_hidden must be >= 0, and 0 with out_codes (TiTok's head); got {head_hidden}")
     self.z_channels = z_channels
     self.out_channels = out_channels
     self.out_codes = int(out_codes)
@@ -381,6 +399,9 @@ class ViTDecoder(_ViTBase):
       # tanh, -> one logit per code of the MaskGIT VQGAN, at every patch position.
       self.head_hidden = nnx.Linear(width, 2 * width, **kw)
       self.head = nnx.Linear(2 * width, self.out_codes, **kw)
+    elif head_hidden:
+      self.head_hidden = nnx.Linear(width, head_hidden, **kw)
+      self.head = nnx.Linear(head_hidden, p * p * out_channels, **kw)
     else:
       self.head_hidden = None
       self.head = nnx.Linear(width, p * p * out_channels, **kw)
@@ -403,6 +424,8 @@ class ViTDecoder(_ViTBase):
       h = self.transformer(self._embed_grid(h))
       h = h[:, h.shape[1] - n :]
     if self.head_hidden is not None:
-      return self.head(jnp.tanh(self.head_hidden(h))).reshape(b, self.grid, self.grid, self.out_codes)
+      h = jnp.tanh(self.head_hidden(h))
+    if self.out_codes:
+      return self.head(h).reshape(b, self.grid, self.grid, self.out_codes)
     out = unpatchify(self.head(h), self.grid, self.patch_size, self.out_channels)
     return out if self.out_conv is None else self.out_conv(out)

@@ -19,12 +19,14 @@ from flax import nnx
 from vqtok import config as config_lib
 from vqtok import files, tokenizer_dir
 from vqtok.models import build_tokenizer
-from vqtok.pretrained import ibq, layout, llamagen, maskgit, open_magvit2, simvq, taming, titok, var
+from vqtok.pretrained import bsqvit, ibq, layout, llamagen, maskgit, open_magvit2, simvq, taming, titok, var
 from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 
 #: Convertible formats: name -> family module (NAME, FILES, IGNORE, state_dict, config, table;
 #: optionally default_ema(file) -> whether to take EMA weights when ``ema`` is not given).
-FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (llamagen, taming, maskgit, open_magvit2, ibq, simvq, var, titok)}
+FORMATS: dict[str, ModuleType] = {
+  m.NAME: m for m in (llamagen, taming, maskgit, open_magvit2, ibq, simvq, var, titok, bsqvit)
+}
 
 
 def convert(
@@ -36,7 +38,7 @@ def convert(
     format: one of ``FORMATS``.
     checkpoint: the published file.
     ema: take the EMA weights (True) or the raw ones (False); None: the family's
-      default (EMA where the reference evaluates with it: open-magvit2, ibq, simvq).
+      default (EMA where the reference evaluates with it: open-magvit2, ibq, simvq, bsq-vit).
 
   Returns:
     ``(tokenizer, config, metadata)``; the metadata names the source file and its sha256.

@@ -247,3 +247,55 @@ def torch_vqgan_ends(side: str) -> tuple[Rule, ...]:
     *torch_norm(rf"{side}\.norm_out", f"{side}.norm_out"),
     *torch_conv(rf"{side}\.conv_out", f"{side}.conv_out"),
   )
+
+
+# ---- CLIP-style transformer blocks (TiTok, BSQ-ViT): torch ``nn.MultiheadAttention`` -----------
+
+_QKV = ("query", "key", "value")
+
+
+def split_in_proj(tensors: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+  """``attn.in_proj_weight`` / ``in_proj_bias`` (query, key and value stacked) split into ``.query`` etc."""
+  out: dict[str, np.ndarray] = {}
+  for name, value in tensors.items():
+    if name.endswith((".attn.in_proj_weight", ".attn.in_proj_bias")):
+      if np.shape(value)[0] % 3:
+        raise CheckpointError(f"{source}: tensor {name!r} has shape {np.shape(value)}; expected 3 x width rows")
+      for part, third in zip(_QKV, np.split(np.asarray(value), 3, axis=0)):
+        out[f"{name}.{part}"] = third
+    else:
+      out[name] = value
+  return out
+
+
+def heads_in(heads: int) -> Layout:
+  """torch q/k/v weight (out, in) -> Flax ``MultiHeadAttention`` kernel (in, heads, head_dim)."""
+  return lambda x: linear(x).reshape(x.shape[1], heads, -1)
+
+
+def heads_out(heads: int) -> Layout:
+  """torch ``out_proj`` weight (out, heads * head_dim) -> Flax kernel (heads, head_dim, out)."""
+  return lambda x: linear(x).reshape(heads, -1, x.shape[0])
+
+
+def torch_clip_block(prefix: str, target: Prefix, heads: int) -> tuple[Rule, ...]:
+  """A CLIP-style ``ResidualAttentionBlock`` (ln_1, attn, ln_2, mlp.c_fc, mlp.c_proj) -> ``vit.Block``."""
+  sub = extend(target)
+  return (
+    *torch_norm(rf"{prefix}\.ln_1", sub("norm1")),
+    *torch_norm(rf"{prefix}\.ln_2", sub("norm2")),
+    under(prefix, target, r"attn\.in_proj_weight\.(query|key|value)", lambda p: f"attn.{p}.kernel", heads_in(heads)),
+    under(
+      prefix,
+      target,
+      r"attn\.in_proj_bias\.(query|key|value)",
+      lambda p: f"attn.{p}.bias",
+      lambda x: x.reshape(heads, -1),
+    ),
+    under(prefix, target, r"attn\.out_proj\.weight", lambda: "attn.out.kernel", heads_out(heads)),
+    under(prefix, target, r"attn\.out_proj\.bias", lambda: "attn.out.bias", as_is),
+    under(prefix, target, r"mlp\.c_fc\.weight", lambda: "mlp1.kernel", linear),
+    under(prefix, target, r"mlp\.c_fc\.bias", lambda: "mlp1.bias", as_is),
+    under(prefix, target, r"mlp\.c_proj\.weight", lambda: "mlp2.kernel", linear),
+    under(prefix, target, r"mlp\.c_proj\.bias", lambda: "mlp2.bias", as_is),
+  )

@@ -46,7 +46,6 @@ NAME = "titok"
 FILES = "tokenizer_titok_{l32,b64,s128}.bin, or model.safetensors of yucornetto/tokenizer_titok_*_imagenet (also VQ-8k)"
 IGNORE = ()
 HEAD_WIDTH = 64
-_QKV = ("query", "key", "value")
 
 
 def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
@@ -60,16 +59,7 @@ def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
       if isinstance(obj.get(key), Mapping):
         flat = flatten(obj[key], arrays_only=True)
         break
-  out: dict[str, np.ndarray] = {}
-  for name, value in flat.items():
-    if name.endswith((".attn.in_proj_weight", ".attn.in_proj_bias")):
-      if value.shape[0] % 3:
-        raise CheckpointError(f"{source}: tensor {name!r} has shape {value.shape}; expected 3 x width rows")
-      for part, third in zip(_QKV, np.split(value, 3, axis=0)):
-        out[f"{name}.{part}"] = third
-    else:
-      out[name] = value
-  return out
+  return L.split_in_proj(flat, source)
 
 
 def _vit(tensors: dict[str, np.ndarray], side: str, source: str) -> dict[str, int]:
@@ -142,26 +132,6 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
   return c
 
 
-def _split_heads_in(heads: int) -> L.Layout:
-  def fn(x: np.ndarray) -> np.ndarray:
-    w = L.linear(x)  # (in, out)
-    return w.reshape(w.shape[0], heads, -1)
-
-  return fn
-
-
-def _split_heads_bias(heads: int) -> L.Layout:
-  return lambda x: x.reshape(heads, -1)
-
-
-def _split_heads_out(heads: int) -> L.Layout:
-  def fn(x: np.ndarray) -> np.ndarray:
-    w = L.linear(x)  # (in = heads * head_dim, out)
-    return w.reshape(heads, -1, w.shape[1])
-
-  return fn
-
-
 def _add_axis(x: np.ndarray) -> np.ndarray:
   return x[None]
 
@@ -187,14 +157,7 @@ def _vit_rules(side: str, target: str, heads: int) -> tuple[L.Rule, ...]:
     L.Rule(rf"{side}\.latent_token_positional_embedding", f"{target}.latent_posemb.embedding", _add_axis),
     *_ln(rf"{side}\.ln_pre", f"{target}.transformer.ln_pre"),
     *_ln(rf"{side}\.ln_post", f"{target}.transformer.norm"),
-    *_ln(rf"{blk}\.ln_1", to + ".norm1"),
-    *_ln(rf"{blk}\.ln_2", to + ".norm2"),
-    L.under(blk, to, r"attn\.in_proj_weight\.(query|key|value)", lambda p: f"attn.{p}.kernel", _split_heads_in(heads)),
-    L.under(blk, to, r"attn\.in_proj_bias\.(query|key|value)", lambda p: f"attn.{p}.bias", _split_heads_bias(heads)),
-    L.under(blk, to, r"attn\.out_proj\.weight", lambda: "attn.out.kernel", _split_heads_out(heads)),
-    L.under(blk, to, r"attn\.out_proj\.bias", lambda: "attn.out.bias", L.as_is),
-    *_torch_linear(rf"{blk}\.mlp\.c_fc", to + ".mlp1"),
-    *_torch_linear(rf"{blk}\.mlp\.c_proj", to + ".mlp2"),
+    *L.torch_clip_block(blk, to, heads),
   )
 
 

@@ -8,6 +8,11 @@ binary number of the signs (1 for +), read in ``bit_order``: ``"msb_first"``
 before the option existed) or ``"lsb_first"`` (channel 0 is bit 0, as in
 Open-MAGVIT2's ``2 ** arange(bits)`` mask). Published tokenizers differ, so
 token ids are only the authors' ids in the authors' order.
+An index is an int32, so at most 30 bits make one; ``index_groups=G`` splits
+the channels into G equal groups with one index each (indices gain a trailing
+axis of G), for codes of more bits (BSQ-ViT's 36: two indices of 18 bits, the
+authors' int64 id being ``ids[..., 0] * 2**18 + ids[..., 1]`` with msb first).
+The codes themselves, and the normalisation, stay those of all the bits.
 
 Their entropy penalties use a soft assignment p(c|z) that factorises over
 bits, p(bit_i = + | z) = sigmoid(logit_i), so the per-sample entropy is a sum
@@ -138,15 +143,16 @@ def binary_entropy_terms(
   return per_sample, _exact_codebook_entropy(lp, lm, chunk)
 
 
-def resolve_bits(bits: int | None, codebook_size: int | None, name: str) -> int:
-  """Number of bits from ``bits`` and/or ``codebook_size`` (= 2**bits)."""
+def resolve_bits(bits: int | None, codebook_size: int | None, name: str, index_groups: int = 1) -> int:
+  """Number of bits from ``bits`` and/or ``codebook_size`` (= 2**bits); at most 30 per index group."""
   if bits is None and codebook_size is None:
     raise ValueError(f"{name} needs bits or codebook_size")
   if bits is None:
     bits = int(codebook_size).bit_length() - 1
   bits = int(bits)
-  if bits < 1 or bits > 30:
-    raise ValueError(f"{name} bits must be in [1, 30] (int32 indices); got {bits}")
+  if bits < 1 or bits > 30 * index_groups:
+    more = "" if index_groups == 1 else f" with index_groups={index_groups}"
+    raise ValueError(f"{name} bits must be in [1, {30 * index_groups}] (int32 indices{more}); got {bits}")
   if codebook_size is not None and int(codebook_size) != 2**bits:
     raise ValueError(
       f"{name} codebook_size must be 2**bits: got codebook_size={codebook_size} with bits={bits} (2**bits = {2**bits})"
@@ -185,9 +191,17 @@ class BinaryQuantizer(Quantizer):
     chunk_size: int | None,
     bit_order: str,
     rngs: nnx.Rngs,
+    index_groups: int = 1,
   ) -> None:
     name = self._name
     self.bit_order = check_bit_order(bit_order, name)
+    if not isinstance(index_groups, int) or index_groups < 1 or bits % index_groups or bits // index_groups > 30:
+      raise ValueError(
+        f"{name} index_groups must be a positive int dividing bits={bits} into groups of <= 30; got {index_groups!r}"
+      )
+    if index_groups > 1 and entropy_mode == "exact":
+      raise ValueError(f"{name} entropy_mode='exact' sums over all 2**bits codes; with index_groups use 'factorized'")
+    self.index_groups = index_groups
     if entropy_mode not in ENTROPY_MODES:
       raise ValueError(f"{name} entropy_mode must be one of {ENTROPY_MODES}; got {entropy_mode!r}")
     if chunk_size is not None and (chunk_size < 1 or chunk_size & (chunk_size - 1)):
@@ -202,7 +216,8 @@ class BinaryQuantizer(Quantizer):
         raise ValueError(f"{name} {field} must be >= 0; got {value}")
     code_dim = bits if code_dim is None else int(code_dim)
     self.bits = bits
-    self.codebook_size = 2**bits
+    # Codes per index: per group when the indices are split.
+    self.codebook_size = 2 ** (bits // index_groups)
     self.code_dim = code_dim
     self.entropy_weight = float(entropy_weight)
     self.commitment_weight = float(commitment_weight)
@@ -221,19 +236,36 @@ class BinaryQuantizer(Quantizer):
     """Magnitude of each code coordinate (1 for LFQ, 1/sqrt(bits) for BSQ)."""
     return 1.0
 
+  @property
+  def index_depth(self) -> int | None:
+    return self.index_groups if self.index_groups > 1 else None
+
+  def _group(self, x: jax.Array) -> jax.Array:
+    """(..., bits) -> (..., index_groups, bits / index_groups) when the indices are split."""
+    if self.index_groups == 1:
+      return x
+    return x.reshape(*x.shape[:-1], self.index_groups, self.bits // self.index_groups)
+
   def indices_to_codes(self, indices: jax.Array) -> jax.Array:
     """Codes ``z_q`` (..., code_dim), float32, that eval-mode ``__call__`` returns.
 
     Args:
-      indices: int indices in ``[0, 2**bits)``, any shape.
+      indices: int indices in ``[0, codebook_size)``, any shape; with
+        ``index_groups`` > 1 a trailing axis of that many.
 
     Returns:
-      float32 array of shape ``indices.shape + (code_dim,)``.
+      float32 array of shape ``indices.shape + (code_dim,)`` (the group axis replaced).
     """
     check_index_dtype(indices, self._name)
+    g = self.index_groups
+    if g > 1 and (jnp.ndim(indices) < 1 or jnp.shape(indices)[-1] != g):
+      raise ValueError(f"{self._name} indices must have shape (..., {g}) (index_groups); got {jnp.shape(indices)}")
     self.check_indices(indices)
     # Same float32 scale as __call__, so the round trip is bit-exact.
-    codes = indices_to_signs(indices, self.bits, self.bit_order) * jnp.float32(self.code_scale())
+    signs = indices_to_signs(indices, self.bits // g, self.bit_order)
+    if g > 1:
+      signs = signs.reshape(*signs.shape[:-2], self.bits)
+    codes = signs * jnp.float32(self.code_scale())
     if self.project_out is not None:
       codes = self.project_out(codes)
     return codes
@@ -260,7 +292,7 @@ class BinaryQuantizer(Quantizer):
     """
     positive = q > 0
     codes = straight_through(x, q)
-    indices = signs_to_indices(positive, self.bit_order)
+    indices = signs_to_indices(self._group(positive), self.bit_order)
     terms = {"commitment": commitment}
     loss = self.commitment_weight * commitment
     if train and self.entropy_weight > 0:
@@ -271,6 +303,9 @@ class BinaryQuantizer(Quantizer):
     if self.project_out is not None:
       codes = self.project_out(codes)
     out = QuantizerOutput(
-      indices=indices, loss=loss, terms=terms, metrics=binary_usage_metrics(indices, positive, self.bits)
+      indices=indices,
+      loss=loss,
+      terms=terms,
+      metrics=binary_usage_metrics(indices, positive, self.bits // self.index_groups),
     )
     return codes.astype(z.dtype), out

@@ -45,6 +45,8 @@ class BSQ(BinaryQuantizer):
     chunk_size: codes per chunk for the exact mode (power of two).
     bit_order: "msb_first" (channel 0 is the index's most significant bit)
       or "lsb_first" (channel 0 is bit 0, Open-MAGVIT2's order).
+    index_groups: split each code's bits into this many int32 indices (a
+      trailing index axis), for more than 30 bits (see ``binary.py``).
     rngs: initialises the projections.
   """
 
@@ -63,9 +65,10 @@ class BSQ(BinaryQuantizer):
     entropy_mode: str = "factorized",
     chunk_size: int | None = None,
     bit_order: str = "msb_first",
+    index_groups: int = 1,
     rngs: nnx.Rngs,
   ):
-    bits = resolve_bits(bits, None, "BSQ")
+    bits = resolve_bits(bits, None, "BSQ", index_groups if isinstance(index_groups, int) else 1)
     if not inv_temperature > 0:
       raise ValueError(f"BSQ inv_temperature must be > 0; got {inv_temperature}")
     self.inv_temperature = float(inv_temperature)
@@ -80,6 +83,7 @@ class BSQ(BinaryQuantizer):
       chunk_size=chunk_size,
       bit_order=bit_order,
       rngs=rngs,
+      index_groups=index_groups,
     )
 
   def code_scale(self) -> float:
