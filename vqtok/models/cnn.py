@@ -315,16 +315,9 @@ FAMILIES = {
     upsample=DepthToSpaceUpsample,
     level_norm=AdaptiveGroupNorm,
   ),
-  "magvit2_plain": Family(
-    res_block=functools.partial(ResBlock, use_bias=False),
-    downsample=PaddedDownsample,
-    conv_in_bias=False,
-    conv_out_kernel=1,
-    mid_blocks=0,
-    extra_decoder_blocks=0,
-    upsample=DepthToSpaceUpsample,
-  ),
 }
+# SimVQ's CNN: Open-MAGVIT2's without the decoder's adaptive GroupNorm at each level.
+FAMILIES["magvit2_plain"] = dataclasses.replace(FAMILIES["magvit2"], level_norm=None)
 
 
 #: The levels of the published f16 CNNs at 256 px (16x16 latents): taming-transformers' ImageNet
