@@ -64,8 +64,21 @@ def reference_run(tmp_path_factory):
   """configs/tiny.py:runlocal trained once, uninterrupted (6 steps); copy it before changing it."""
   from vqtok.training.loop import train_and_evaluate
 
+  # Compiled as the modules that compare against it compile (FAST_COMPILE): a session fixture is
+  # set up before their module-scoped _compile_settings, and programs compiled with and without
+  # XLA's optimisations differ in the last bits.
   workdir = str(tmp_path_factory.mktemp("reference_run"))
-  train_and_evaluate(load_config(), workdir, progress=False)
+  before = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS")
+  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+  jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    train_and_evaluate(load_config(), workdir, progress=False)
+  finally:
+    jax.config.update("jax_disable_most_optimizations", before not in (None, "", "0"))
+    if before is None:
+      os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
+    else:
+      os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = before
   return workdir
 
 
