@@ -85,10 +85,7 @@ def assign(module: nnx.Module, values: Mapping[str, Any], *, source: str, what: 
   Raises:
     ValueError: a missing or unexpected name, or a shape that differs.
   """
-  if what is ...:
-    _, _, state = nnx.split(module, nnx.RngState, ...)
-  else:
-    state = nnx.state(module, what)
+  state = _state(module, what)
   want = {name(p): v for p, v in nnx.to_flat_state(state)}
   missing, extra = sorted(set(want) - set(values)), sorted(set(values) - set(want))
   if missing or extra:
@@ -133,9 +130,8 @@ def atomic_path(path: str, suffix: str = ".tmp") -> Iterator[str]:
   except BaseException as e:
     with contextlib.suppress(OSError):
       os.remove(tmp)
-    code = faults.write_errno(e)
-    if code is not None and getattr(e, "filename", None) != path:
-      raise OSError(code, os.strerror(code), path) from e
+    if (named := _naming(e, path)) is not None:
+      raise named from e
     raise
 
 
@@ -159,10 +155,17 @@ def atomic_dir(path: str, suffix: str = ".tmp") -> Iterator[str]:
     os.replace(tmp, path)
   except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
-    code = faults.write_errno(e)
-    if code is not None and getattr(e, "filename", None) != path:
-      raise OSError(code, os.strerror(code), path) from e
+    if (named := _naming(e, path)) is not None:
+      raise named from e
     raise
+
+
+def _naming(e: BaseException, path: str) -> OSError | None:
+  """A failed write (any errno form, see ``faults.write_errno``) as ``OSError`` naming ``path``; else None."""
+  code = faults.write_errno(e)
+  if code is not None and getattr(e, "filename", None) != path:
+    return OSError(code, os.strerror(code), path)
+  return None
 
 
 def read_npz(path: str, *, legacy_sep: str = "") -> dict[str, np.ndarray]:
@@ -182,22 +185,26 @@ def write_npz(path: str, values: Mapping[str, np.ndarray]) -> None:
     np.savez(tmp, **values)
 
 
-def read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-  """``(arrays, metadata)`` of a safetensors file; ValueError naming it if unreadable."""
+@contextlib.contextmanager
+def _safetensors(path: str) -> Iterator[Any]:
+  """An open safetensors file; any failure reading it is ValueError naming ``path``."""
   try:
     with safe_open(path, framework="numpy") as f:
-      return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118 (not a dict)
+      yield f
   except Exception as e:  # noqa: BLE001  (safetensors raises its own error types)
     raise ValueError(f"{path}: unreadable ({e})") from None
+
+
+def read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+  """``(arrays, metadata)`` of a safetensors file; ValueError naming it if unreadable."""
+  with _safetensors(path) as f:
+    return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118 (not a dict)
 
 
 def read_safetensors_metadata(path: str) -> dict[str, str]:
   """The metadata of a safetensors file (its header only); ValueError naming it if unreadable."""
-  try:
-    with safe_open(path, framework="numpy") as f:
-      return dict(f.metadata() or {})
-  except Exception as e:  # noqa: BLE001  (safetensors raises its own error types)
-    raise ValueError(f"{path}: unreadable ({e})") from None
+  with _safetensors(path) as f:
+    return dict(f.metadata() or {})
 
 
 def write_safetensors(path: str, values: Mapping[str, np.ndarray], metadata: Mapping[str, Any]) -> None:

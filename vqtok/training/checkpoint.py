@@ -251,9 +251,7 @@ class Checkpointer:
     Items in ``extra`` (restore args, e.g. ``data.checkpoint_args(it, restore=True)``)
     are restored too when the checkpoint has them; the others are skipped.
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    step = self._step(step)
     items = {"state": ocp.args.StandardRestore(_abstract_unkey(state_like))}
     items.update({k: v for k, v in (extra or {}).items() if self._has_item(step, k)})
     out = self._manager.restore(step, args=ocp.args.Composite(**items))
@@ -261,16 +259,18 @@ class Checkpointer:
 
   def restore_parts(self, parts_like: dict[str, Any], *, step: int | None = None) -> dict[str, Any]:
     """Restores only the train-state fields named in ``parts_like`` (e.g. ``g_params``), nothing else read."""
+    abstract = _abstract_unkey(parts_like)
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+    args = ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args, partial_restore=True)
+    out = self._manager.restore(self._step(step), args=ocp.args.Composite(state=args))
+    return _rekey(out["state"], parts_like)
+
+  def _step(self, step: int | None) -> int:
+    """``step``, or the newest checkpoint's; FileNotFoundError when there is none."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    args = ocp.args.PyTreeRestore(
-      item=_abstract_unkey(parts_like),
-      restore_args=ocp.checkpoint_utils.construct_restore_args(_abstract_unkey(parts_like)),
-      partial_restore=True,
-    )
-    out = self._manager.restore(step, args=ocp.args.Composite(state=args))
-    return _rekey(out["state"], parts_like)
+    return step
 
   def _has_item(self, step: int, name: str) -> bool:
     return os.path.isdir(os.path.join(self.directory, str(step), name))

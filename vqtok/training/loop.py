@@ -188,9 +188,7 @@ def init_from(config: ml_collections.ConfigDict, state: TrainState, static: Stat
     )
   tokenizer = nnx.merge(static.g_def, state.g_params, state.g_rest)
   files.assign(tokenizer, files.arrays(loaded), source=config.init_from)
-  _, params, rest = files.pure(tokenizer)
-  ema = jax.tree.map(jnp.copy, params) if state.ema else state.ema
-  return jax.device_put(state.replace(g_params=params, g_rest=rest, ema=ema), shardings)
+  return _with_tokenizer(state, tokenizer, shardings)
 
 
 def read_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any, nnx.Module] | None:
@@ -210,7 +208,12 @@ def start_from_teacher(
   """
   student = nnx.merge(static.g_def, state.g_params, state.g_rest)
   teacher_lib.fill_proxy_decoder(student, module, config.teacher)
-  _, params, rest = files.pure(student)
+  return _with_tokenizer(state, student, shardings)
+
+
+def _with_tokenizer(state: TrainState, tokenizer: nnx.Module, shardings: Any) -> TrainState:
+  """``state`` holding ``tokenizer``'s weights, its EMA (if kept) restarted at them, placed by ``shardings``."""
+  _, params, rest = files.pure(tokenizer)
   ema = jax.tree.map(jnp.copy, params) if state.ema else state.ema
   return jax.device_put(state.replace(g_params=params, g_rest=rest, ema=ema), shardings)
 
