@@ -46,4 +46,5 @@ def get_config():
     },
     discriminator={**TAMING_PATCHGAN, "norm": "batch"},  # NLayerDiscriminator with BatchNorm (train mode)
   )
-  return recipe(c, epochs=330, lecam_weight=0.05)
+  # ibqgan.py:226-240 steps the discriminator before the generator: global_step is the same for both.
+  return recipe(c, epochs=330, lecam_weight=0.05, disc_update_lead=0)

@@ -28,20 +28,31 @@ the values with their lines; README "Training recipes" lists the differences.
 from vqtok.config import cnn_config
 from vqtok.models.cnn import TAMING_F16
 from vqtok.models.discriminator import TAMING_PATCHGAN
+from vqtok.pretrained.open_magvit2 import LFQ_TRAINING
 
 #: ImageNet-1k's training images: an epoch is ceil(1,281,167 / 256) = 5,005 steps (no drop_last).
 STEPS_PER_EPOCH = 5_005
 
 
-def recipe(c, *, epochs: int, lecam_weight: float):
-  """Open-MAGVIT2's training recipe (configs/Open-MAGVIT2/gpu/imagenet_lfqgan_{256,128}_L.yaml) on ``c``."""
+def recipe(c, *, epochs: int, lecam_weight: float, disc_update_lead: int = 1):
+  """Open-MAGVIT2's training recipe (configs/Open-MAGVIT2/gpu/imagenet_lfqgan_{256,128}_L.yaml) on ``c``.
+
+  ``disc_update_lead``: lfqgan.py:187-197 runs the discriminator's loss after the generator's
+  step, when Lightning's global_step has counted it, so a disc_start > 0 would let the
+  discriminator train one step before the generator's GAN term starts (IBQ updates the
+  discriminator first: 0). With the yaml's disc_start 0 both start at once.
+  """
   # lfqgan.py configure_optimizers: Adam (0.5, 0.9) for G and D; scheduler_type "None"; no gradient clipping.
   c.optimizer.update(lr=1e-4, disc_lr=1e-4, b1=0.5, b2=0.9, weight_decay=0.0, grad_clip=0.0)
   c.optimizer.update(warmup_steps=0, min_lr_ratio=1.0)
   c.training.update(batch_size=256, num_steps=epochs * STEPS_PER_EPOCH, ema_decay=0.999)  # LitEma(decay=0.999)
-  # vqperceptual.py: L1 + LPIPS, a fixed gen_loss_weight (disc_weight is unused), hinge D, from disc_start 0.
+  # vqperceptual.py: L1 + LPIPS, a fixed gen_loss_weight (disc_weight is unused), hinge D, from disc_start 0;
+  # G: the non-saturating loss of each image's mean logit (l.43-54, 176).
   c.loss.update(l1_weight=1.0, l2_weight=0.0, perceptual_weight=1.0, gan_weight=0.1, adaptive_weight=False)
-  c.loss.update(gan_loss="hinge", disc_start=0, lecam_weight=lecam_weight)
+  c.loss.update(gan_loss="hinge", gen_gan_loss="non_saturating_per_image", disc_start=0)
+  # LeCAM_EMA(decay=0.999), updated with the batch's logits before lecam_reg reads it (l.73-86, 246-247).
+  c.loss.update(lecam_weight=lecam_weight, lecam_decay=0.999, lecam_ema_first=True)
+  c.loss.disc_update_lead = disc_update_lead
   c.data.flip = False  # data/base.py: Resize + RandomCrop, no flip
   return c
 
@@ -52,7 +63,7 @@ def get_config():
     attention=False,
     cnn_family="magvit2",
     code_dim=18,
-    quantizer={"type": "lfq", "bits": 18, "bit_order": "lsb_first"},
+    quantizer={"type": "lfq", "bits": 18, "bit_order": "lsb_first", **LFQ_TRAINING},
     discriminator={**TAMING_PATCHGAN, "norm": "batch"},  # NLayerDiscriminator: 3 layers, 64 channels, BatchNorm
   )
   return recipe(c, epochs=270, lecam_weight=0.05)

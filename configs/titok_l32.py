@@ -62,6 +62,12 @@ def two_stage(c: ml_collections.ConfigDict, stage: str) -> ml_collections.Config
 
   * Both: AdamW lr 1e-4, weight decay 1e-4, cosine to 1e-5 (``min_lr_ratio``
     0.1), grad-norm clip 1.0, EMA 0.999, 8 GPUs x 32 = global batch 256, 256 px.
+    No weight decay on vectors nor, by name, on the biases, latent tokens,
+    mask token, class token, embeddings and codebooks (``optimizer.no_decay``;
+    train_utils.py:230-235); the EMA warms up as diffusers' EMAModel does,
+    min(0.999, k / (k + 9)) at the k-th update (``training.ema_warmup``;
+    modeling/modules/ema_model.py:92-107). tests/test_train_parity_titok.py
+    checks stage 1's steps against the reference's code.
   * ``stage1``: encoder, quantizer and ViT decoder learn, by cross-entropy
     (weight 1, ``loss.proxy_code_weight``), to predict the code the frozen
     MaskGIT VQGAN (``--config.teacher``) assigns to each 16x16 patch of each
@@ -87,18 +93,20 @@ def two_stage(c: ml_collections.ConfigDict, stage: str) -> ml_collections.Config
   GroupNorm (128 channels, 3 stride-2 layers), not its blurred
   NLayerDiscriminator (leaky ReLU 0.1, adaptive max-pool to 16x16); LeCam's
   running means decay at 0.99, not 0.999; training crops are vqtok's random
-  resized crops, not resize-256 + random crop; compute is float32, not fp16;
-  weight decay also applies to the (2-D) latent tokens, mask token,
-  position embeddings and codebooks, which the reference exempts by name;
-  the EMA decay is 0.999 from the first step, where the reference's
-  (diffusers' EMAModel) is min(0.999, (1 + s) / (10 + s)).
+  resized crops, not resize-256 + random crop; compute is float32, not fp16.
   """
   if stage not in STAGES:
     raise ValueError(f"unknown variant {stage!r} of the TiTok presets (known: stage1, stage2)")
   if not stage:
     return c
   c.optimizer.update(lr=1e-4, disc_lr=1e-4, weight_decay=1e-4, min_lr_ratio=0.1, grad_clip=1.0, b1=0.9)
-  c.training.update(batch_size=256, ema_decay=0.999, log_every=50, image_every=5_000, checkpoint_every=5_000)
+  # train_utils.py:230-231 exempts names containing ln, bias, latent_tokens, mask_token, embedding, norm,
+  # gamma or embed; in vqtok's names: every bias (the attention's are (heads, head width) here), the
+  # latent tokens, mask and class tokens, patch / latent / position embeddings and codebooks (norm
+  # scales are vectors).
+  c.optimizer.no_decay = ("bias", "latent_tokens", "mask_token", "cls_token", "embed", "codebook")
+  c.training.update(batch_size=256, ema_decay=0.999, ema_warmup=True, log_every=50, image_every=5_000)
+  c.training.checkpoint_every = 5_000
   c.training.eval_every = 50_000
   if stage == "stage1":
     c.loss.update(proxy_code_weight=1.0, l1_weight=0.0, l2_weight=0.0, perceptual_weight=0.0, gan_weight=0.0)

@@ -54,4 +54,6 @@ def get_config():
   c.data.flip = False  # taming/data/base.py: SmallestMaxSize + RandomCrop, no flip
   # Lightning steps D's optimizer (optimizer_idx 1) every batch, on a zero loss before disc_start.
   c.optimizer.disc_steps_before_start = True
+  # Lightning runs training_step once per optimizer: D's update sees the updated G's reconstructions.
+  c.optimizer.disc_sees_updated_generator = True
   return c

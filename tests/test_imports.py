@@ -26,7 +26,8 @@ LAYERS = [
   # the config schema, assembled from what the registries of the layer below own
   ["vqtok.config"],
   # formats on disk and what reads or writes them without a trainer
-  ["vqtok.tokenizer_dir", "vqtok.tokens", "vqtok.token_exports", "vqtok.pretrained", "vqtok.training.state",
+  ["vqtok.tokenizer_dir", "vqtok.feature_teacher", "vqtok.tokens", "vqtok.token_exports", "vqtok.pretrained",
+   "vqtok.training.state",
    "vqtok.training.checkpoint", "vqtok.training.workdir", "vqtok.evaluation.reconstruct",
    "vqtok.evaluation.report", "vqtok.evaluation", "vqtok.training"],
   # a tokenizer from a directory or a workdir

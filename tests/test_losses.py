@@ -33,6 +33,9 @@ def test_gan_losses_match_numpy(logits):
     losses.non_saturating_d_loss(r, f), 0.5 * (softplus(-r).mean() + softplus(f).mean()), rtol=1e-5
   )
   np.testing.assert_allclose(losses.non_saturating_g_loss(f), softplus(-f).mean(), rtol=1e-5)
+  # Open-MAGVIT2's non_saturate_gen_loss: each image's mean logit first.
+  per_image = softplus(-f.reshape(f.shape[0], -1).mean(1)).mean()
+  np.testing.assert_allclose(losses.non_saturating_per_image_g_loss(f), per_image, rtol=1e-5)
 
 
 def test_lecam_matches_numpy(logits):

@@ -7,6 +7,7 @@ closed-form per-layer counts written here from the papers' layer lists.
 
 import importlib
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -400,6 +401,46 @@ def test_unpatchify_matches_numpy():
   np.testing.assert_array_equal(np.asarray(unpatchify(jnp.asarray(x), g, p, c)), want)
 
 
+def test_vit_attention_matches_einsum_softmax():
+  """The blocks' attention: a plain softmax(q k^T / sqrt(head_dim)) v from the module's own weights."""
+  from vqtok.models.vit import Block
+
+  block = Block(32, 64, 4, rngs=nnx.Rngs(0))  # head_dim 8
+  x = np.random.default_rng(0).normal(size=(2, 10, 32)).astype(np.float32)
+  attend = nnx.jit(lambda m, a: m(a))
+  got = np.asarray(attend(block.attn, jnp.asarray(x)))
+  a = block.attn
+  proj = lambda n: np.einsum("btd,dnh->btnh", x, np.asarray(n.kernel[...], np.float64)) + np.asarray(n.bias[...])
+  q, k, v = proj(a.query), proj(a.key), proj(a.value)
+  logits = np.einsum("btnh,bsnh->bnts", q, k) / math.sqrt(8)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  heads = np.einsum("bnts,bsnh->btnh", probs, v)
+  want = np.einsum("btnh,nho->bto", heads, np.asarray(a.out.kernel[...], np.float64)) + np.asarray(a.out.bias[...])
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # Flax's default attention_fn, the path before this one: the same XLA attention, bit for bit.
+  a.attention_fn = nnx.dot_product_attention
+  np.testing.assert_array_equal(np.asarray(attend(a, jnp.asarray(x))), got)
+
+
+def test_vit_attention_implementation_per_platform():
+  from vqtok.models.vit import attention_implementation, dot_product_attention
+
+  assert attention_implementation(jnp.bfloat16, 64) is None  # the test machine's CPU: XLA
+  assert attention_implementation(jnp.bfloat16, 64, platform="cuda") == "cudnn"
+  assert attention_implementation(jnp.float16, 128, platform="cuda") == "cudnn"
+  for dtype, head_dim in ((jnp.float32, 64), (jnp.bfloat16, 12), (jnp.bfloat16, 256)):
+    assert attention_implementation(dtype, head_dim, platform="cuda") is None
+  assert attention_implementation(jnp.bfloat16, 64, platform="tpu") is None
+  q = jax.random.normal(jax.random.key(0), (1, 4, 2, 8))
+  with pytest.raises(ValueError, match="no causal mask, dropout"):
+    dot_product_attention(q, q, q, is_causal=True)
+  # A key mask (token drop's hidden tail) attends only to the kept keys.
+  keep = jnp.arange(4) < 3
+  masked = dot_product_attention(q, q, q, mask=jnp.broadcast_to(keep, (1, 2, 4, 4)))
+  np.testing.assert_allclose(masked, dot_product_attention(q, q[:, :3], q[:, :3]), rtol=1e-6, atol=1e-6)
+
+
 def test_last_layer_path_matches_trainer_params():
   tok = tiny_tokenizer("cnn")
   node = _params(tok)
@@ -532,3 +573,20 @@ def test_magvit2_plain_is_magvit2_without_the_adaptive_norms():
   plain, magvit2 = shapes("magvit2_plain"), shapes("magvit2")
   assert plain == {k: v for k, v in magvit2.items() if ".level_norm." not in k}
   assert len(plain) < len(magvit2)
+
+
+def test_movq_is_taming_with_spatial_norms_in_the_decoder():
+  # MoVQ's decoder: each GroupNorm becomes a SpatialNorm (the GroupNorm, then gamma and beta maps
+  # from the code_dim-wide quantized latent); the encoder and the rest are taming's.
+  def shapes(family):
+    c = tiny_config()
+    c.model.update(cnn_family=family, attention=True, z_channels=8, code_dim=4)
+    abstract = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
+    return {k: v for k, v in files.shapes(abstract).items() if not k.startswith("quantizer.")}
+
+  movq, taming = shapes("movq"), shapes("taming")
+  spatial = {k: v for k, v in movq.items() if k.endswith((".gamma.kernel", ".beta.kernel"))}
+  assert spatial and all(k.startswith("decoder.") and v[0] == 4 for k, v in spatial.items())
+  plain = {re.sub(r"(norm\w*)\.norm\.", r"\1.", k): v for k, v in movq.items()}
+  plain = {k: v for k, v in plain.items() if ".gamma." not in k and ".beta." not in k}
+  assert plain == taming

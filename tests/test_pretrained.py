@@ -396,7 +396,7 @@ def test_convert_command_errors_are_one_line_and_write_nothing(tmp_path):
   res = _run("-m", "vqtok.convert", "nope", path, str(out))
   assert res.returncode != 0 and "unknown format 'nope'" in res.stderr
   res = _run("-m", "vqtok.convert", "--help")
-  assert res.returncode == 0 and all(f in res.stdout for f in pretrained.FORMATS)
+  assert res.returncode == 0 and all(f in res.stdout for f in pretrained.FORMATS | pretrained.TEACHERS)
   out.mkdir()
   (out / "keep.txt").write_text("mine")
   res = _run("-m", "vqtok.convert", "llamagen", path, str(out))

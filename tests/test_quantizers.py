@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 from vqtok.quantizers import (
   BSQ,
   FSQ,
+  GSQ,
   IBQ,
   LFQ,
   QUANTIZER_TYPES,
@@ -117,6 +118,7 @@ FACTORIES = {
   "residual_lfq_shared": lambda r: Residual([LFQ(bits=DIM, rngs=r)], num_levels=2, shared=True, rngs=r),
   "grouped_bsq": lambda r: Grouped(make=lambda: BSQ(bits=3, rngs=r), num_groups=2, rngs=r),
   "ibq": lambda r: IBQ(40, DIM, entropy_weight=0.05, entropy_temperature=0.5, chunk_size=16, rngs=r),
+  "gsq": lambda r: GSQ(24, DIM, num_groups=2, rngs=r),
   "residual_vq": lambda r: build_quantizer(
     {"type": "residual", "num_levels": 2, "quantizer": {"type": "vq", "codebook_size": 16}}, code_dim=DIM, rngs=r
   ),
@@ -284,6 +286,29 @@ def test_lfq_entropy_vs_bruteforce(mode, temperature):
   np.testing.assert_allclose(float(out.loss), want_loss, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk_size", [4, 16])
+def test_lfq_codebook_entropy_eps_vs_bruteforce(chunk_size):
+  """Open-MAGVIT2's -sum(p log(p + eps)) (lookup_free_quantize.py:107), value and gradient."""
+  bits, tau, eps = 4, 0.05, 1e-2
+  q = LFQ(bits=bits, temperature=tau, chunk_size=chunk_size, codebook_entropy_eps=eps, rngs=nnx.Rngs(0))
+  z = randn(3, 5, bits, scale=0.3)
+  codes = all_sign_codes(bits)
+
+  def want(zn):
+    p = scipy.special.softmax(-((zn.reshape(-1, 1, bits) - codes[None]) ** 2).sum(-1) / tau, axis=-1).mean(0)
+    return -np.sum(p * np.log(p + eps))
+
+  zn = np.asarray(z, np.float64)
+  got = jax.value_and_grad(lambda x: q(x, train=True)[1].terms["codebook_entropy"])(z)
+  np.testing.assert_allclose(float(got[0]), want(zn), rtol=1e-5)
+  assert abs(float(got[0]) - np_entropies(-((zn.reshape(-1, 1, bits) - codes) ** 2).sum(-1) / tau)[1]) > 1e-3
+  h = 1e-6
+  fd = np.array([(want(zn + h * e) - want(zn - h * e)) / (2 * h) for e in np.eye(zn.size).reshape(-1, *zn.shape)])
+  np.testing.assert_allclose(np.asarray(got[1]).reshape(-1), fd, rtol=2e-3, atol=1e-4)
+  with pytest.raises(ValueError, match="codebook_entropy_eps needs entropy_mode='exact'"):
+    LFQ(bits=bits, entropy_mode="factorized", codebook_entropy_eps=eps, rngs=nnx.Rngs(0))
+
+
 @pytest.mark.parametrize("mode", ["exact", "factorized"])
 def test_bsq_entropy_vs_bruteforce(mode):
   bits, tau = 3, 4.0
@@ -336,6 +361,38 @@ def test_exact_entropy_gradient_matches_dense():
   np.testing.assert_allclose(
     np.asarray(jax.grad(chunked)(logits)), np.asarray(jax.grad(dense)(logits)), rtol=1e-4, atol=1e-6
   )
+
+
+def test_exact_entropy_blocks_match_log_space_sum():
+  """The P^T Q blocks (linear probabilities) against the log-space sum over all codes they replaced."""
+  bits = 6
+  codes = jnp.asarray(all_sign_codes(bits) > 0, jnp.float32)  # (2**bits, bits), 1 for +
+
+  def log_space(a):  # log p(c|z_n) = Σ_i log p(bit_i), then logsumexp over tokens
+    lp, lm = jax.nn.log_sigmoid(a), jax.nn.log_sigmoid(-a)
+    logp = lm.sum(-1, keepdims=True) + (lp - lm) @ codes.T
+    log_avg = jax.scipy.special.logsumexp(logp, axis=0) - math.log(a.shape[0])
+    return -jnp.sum(jnp.exp(log_avg) * log_avg)
+
+  # Scale 400 is LFQ's 4 z / 0.01: most P, Q and mean entries underflow to exactly 0.
+  logits = jnp.stack([randn(24, bits, scale=2.0), randn(24, bits, scale=400.0)])
+  want, want_grad = jax.jit(jax.vmap(jax.value_and_grad(log_space)))(logits)
+  for chunk in (None, 2):  # one block (no loop), and 32 blocks of 2 codes
+    f = jax.value_and_grad(lambda a, c=chunk: binary_entropy_terms(a, chunk_size=c)[1])
+    got, grad = jax.jit(jax.vmap(f))(logits)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(np.asarray(grad)))
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(want_grad), rtol=1e-4, atol=1e-6)
+
+
+def test_entropy_blocks_per_backend():
+  from vqtok.quantizers.binary import _block_elements, default_chunk
+
+  assert default_chunk(24576, 18, "gpu") == 2**18  # magvit2_lfq's batch of 96: one GEMM
+  assert default_chunk(2048, 18, "cpu") == 2**18
+  cpu = default_chunk(8192, 18, "cpu")
+  assert cpu < 2**18 and _block_elements(8192, 18, cpu) <= 2**23
+  assert default_chunk(10**9, 4, "cpu") == 1  # never below one code
 
 
 @pytest.mark.parametrize("cls", [LFQ, BSQ])
@@ -531,7 +588,7 @@ def test_build_quantizer_types():
 
 
 def test_quantizer_types_are_the_registry():
-  assert QUANTIZER_TYPES == ("vq", "fsq", "lfq", "bsq", "ibq", "residual", "grouped", "multiscale")
+  assert QUANTIZER_TYPES == ("vq", "fsq", "lfq", "bsq", "ibq", "gsq", "residual", "grouped", "multiscale")
   for type_name in QUANTIZER_TYPES:
     assert issubclass(quantizer_class(type_name), Quantizer)
 

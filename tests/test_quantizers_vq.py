@@ -12,7 +12,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from vqtok.quantizers.base import QuantizerStats
-from vqtok.quantizers.vq import VectorQuantizer
+from vqtok.quantizers.vq import VectorQuantizer, codebook_orthogonality
 
 K, D = 16, 8
 OPTIONS = {
@@ -123,6 +123,52 @@ def test_gradients_loss_trained():
   want = np.zeros_like(codes)
   np.add.at(want, idx, 2.0 * (q - x) / n)
   np.testing.assert_allclose(np.asarray(g_model.codebook[...]), want, rtol=1e-5, atol=1e-7)
+
+
+def _orthogonality_reference(codes):
+  """TE-VQGAN's term as its code writes it (quantize.py): F.normalize rows, ||E Eᵀ - I||² / K², and its gradient."""
+  norm = np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
+  e = codes / norm
+  k = len(codes)
+  diff = e @ e.T - np.eye(k)
+  g_e = 4.0 * diff @ e / k**2  # d/dÊ of sum(diff²) / K², diff symmetric
+  g = (g_e - e * np.sum(g_e * e, axis=1, keepdims=True)) / norm  # through the row normalisation
+  return np.sum(diff**2) / k**2, g
+
+
+@pytest.mark.parametrize("k,d", [(16, 8), (6, 8)])  # the d x d Gram path (d < K) and the K x K one
+def test_orthogonality_matches_te_vqgans_definition(k, d):
+  codes = np.asarray(jax.random.normal(jax.random.key(3), (k, d)), np.float64) * 0.3
+  codes[2] = 0.0  # F.normalize leaves a zero row zero
+  want, want_grad = _orthogonality_reference(codes)
+  run = jax.jit(lambda c: (jax.value_and_grad(codebook_orthogonality)(c), codebook_orthogonality(jnp.eye(k, d) * 3.0)))
+  (got, grad), of_orthogonal = run(jnp.asarray(codes, jnp.float32))
+  np.testing.assert_allclose(float(got), want, rtol=2e-5)
+  np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-4, atol=1e-6)
+  # Orthonormal rows (K <= d) cost nothing; with K > d, the least is (K - d) / K², not 0.
+  np.testing.assert_allclose(
+    float(of_orthogonal), 0.0 if k <= d else _orthogonality_reference(np.eye(k, d))[0], atol=1e-6
+  )
+
+
+def test_orthogonal_weight_adds_the_term_to_the_loss():
+  vq, z = _make("plain"), _z()
+  reg = VectorQuantizer(K, D, rngs=nnx.Rngs(0), orthogonal_weight=10.0)
+
+  @nnx.jit
+  def run(vq, reg, z):
+    loss = lambda m: m(z, train=True)[1].loss
+    out, out_reg = vq(z)[1], reg(z)[1]
+    return out, out_reg, nnx.grad(loss)(vq).codebook[...], nnx.grad(loss)(reg).codebook[...]
+
+  out, out_reg, grad, grad_reg = run(vq, reg, z)
+  want, want_grad = _orthogonality_reference(_np(reg.codebook))
+  np.testing.assert_allclose(float(out_reg.terms["orthogonal"]), want, rtol=2e-5)
+  np.testing.assert_allclose(float(out_reg.loss), float(out.loss) + 10.0 * want, rtol=1e-5)
+  assert "orthogonal" not in out.terms
+  # Its gradient reaches the codebook: the regularised loss's minus the plain one's (same codes).
+  np.testing.assert_array_equal(_np(reg.codebook), _np(vq.codebook))
+  np.testing.assert_allclose(np.asarray(grad_reg - grad), 10.0 * want_grad, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["proj", "simvq", "simvq_bias", "cosine"])
@@ -270,6 +316,8 @@ def test_bf16_input(name):
     dict(codebook_size=8, code_dim=4, search_chunk=0),
     dict(codebook_size=8, code_dim=4, simvq=True, ema_decay=0.9),
     dict(codebook_size=8, code_dim=4, simvq_bias=True),
+    dict(codebook_size=8, code_dim=4, orthogonal_weight=-1.0),
+    dict(codebook_size=8, code_dim=4, orthogonal_weight=10.0, ema_decay=0.9),
   ],
 )
 def test_bad_arguments(kwargs):

@@ -71,8 +71,11 @@ SEED_VOKEN = {
   "loss.perceptual_weight": 1.0,  # vqperceptual.py:92 perceptual_weight=1.0 (LPIPS)
   "loss.gan_weight": 0.1,  # yaml:47 gen_loss_weight
   "loss.adaptive_weight": False,  # vqperceptual.py:177-184: gen_loss_weight set -> fixed
-  "loss.gan_loss": "hinge",  # vqperceptual.py:93 disc_loss="hinge" (G: DIFFERENCES)
+  "loss.gan_loss": "hinge",  # vqperceptual.py:93 disc_loss="hinge"
+  "loss.gen_gan_loss": "non_saturating_per_image",  # vqperceptual.py:176, 43-54: each image's mean logit
   "loss.disc_start": 0,  # yaml:45 disc_start 0
+  "loss.lecam_decay": 0.999,  # vqperceptual.py:74 LeCAM_EMA(decay=0.999)
+  "loss.lecam_ema_first": True,  # vqperceptual.py:246-247: update, then lecam_reg reads it
   "loss.r1_weight": 0.0,  # none
   "discriminator.type": "patchgan",  # vqperceptual.py:93, 109-116 NLayerDiscriminator (use_blur False)
   "discriminator.channels": 64,  # vqperceptual.py:93 disc_ndf=64
@@ -85,11 +88,16 @@ TITOK_BOTH = {
   # configs/training/TiTok/stage{1,2}/titok_{l32,b64,s128}.yaml (the same for the three sizes)
   "optimizer.lr": 1e-4,  # stage1 yaml:47, stage2 yaml:56
   "optimizer.b1": 0.9,  # stage1 yaml:48, stage2 yaml:58
-  "optimizer.weight_decay": 1e-4,  # stage1 yaml:50, stage2 yaml:60 (exemptions by name: DIFFERENCES)
+  "optimizer.weight_decay": 1e-4,  # stage1 yaml:50, stage2 yaml:60
+  # utils/train_utils.py:230-231 exempts, besides vectors, names with bias (vqtok's attention biases
+  # are (heads, head width)), latent_tokens, mask_token, embedding or embed (ln, norm, gamma: vectors
+  # here), in vqtok's parameter names:
+  "optimizer.no_decay": ("bias", "latent_tokens", "mask_token", "cls_token", "embed", "codebook"),
   "optimizer.grad_clip": 1.0,  # stage1 yaml:70, stage2 yaml:79 max_grad_norm
   "optimizer.min_lr_ratio": 0.1,  # stage1 yaml:58, stage2 yaml:67 end_lr 1e-5 of 1e-4 (cosine)
   "training.batch_size": 256,  # yaml per_gpu_batch_size 32 (stage1:62, stage2:71) x 8 (README_TiTok.md:161, 165)
   "training.ema_decay": 0.999,  # use_ema (stage1:66, stage2:75); utils/train_utils.py:150 EMAModel(decay=0.999)
+  "training.ema_warmup": True,  # modeling/modules/ema_model.py:92-107 min(decay, (1 + s) / (10 + s)), 0 first
   "data.flip": True,  # random_flip (stage1:42, stage2:50)
 }
 
@@ -154,6 +162,9 @@ RECIPES = {
     "discriminator.num_layers": 3,  # vqperceptual.py:36 disc_num_layers=3
     "discriminator.norm": "batch",  # taming/modules/discriminator/model.py: nn.BatchNorm2d (train mode)
     "optimizer.disc_steps_before_start": True,  # Lightning calls optimizer_idx 1 every batch (disc_factor 0 before)
+    # Lightning 1.0 runs training_step once per optimizer (training_loop.py run_training_batch), so
+    # vqgan.py:81-82 reconstructs again for optimizer_idx 1, after opt_ae's step.
+    "optimizer.disc_sees_updated_generator": True,
     "data.flip": False,  # taming/data/base.py:33-38 SmallestMaxSize + RandomCrop, no flip
     # vqgan.py:31 VectorQuantizer(beta=0.25), legacy: quantize.py:293-295
     # mean((sg z_q - z)^2) + 0.25 mean((z_q - sg z)^2); vqperceptual.py:107 codebook_weight 1.0 (yaml:26).
@@ -194,6 +205,9 @@ RECIPES = {
     "quantizer.sample_entropy_weight": 1.0,  # yaml:57 sample_minimization_weight
     "quantizer.codebook_entropy_weight": 1.0,  # yaml:58 batch_maximization_weight
     "quantizer.temperature": 0.01,  # lookup_free_quantize.py:79-120 (default 0.01)
+    "quantizer.codebook_entropy_eps": 1e-5,  # lookup_free_quantize.py:85, 107 log(avg_probs + eps)
+    "quantizer.entropy_mode": "exact",  # lookup_free_quantize.py:99-107: over all codes
+    "loss.disc_update_lead": 1,  # lfqgan.py:180-197: D's loss reads global_step after G's step counted
   },
   "magvit2_lfq_128": {
     **SEED_VOKEN,
@@ -204,6 +218,9 @@ RECIPES = {
     "quantizer.sample_entropy_weight": 1.0,  # yaml:57
     "quantizer.codebook_entropy_weight": 1.0,  # yaml:58
     "quantizer.temperature": 0.01,
+    "quantizer.codebook_entropy_eps": 1e-5,
+    "quantizer.entropy_mode": "exact",
+    "loss.disc_update_lead": 1,
   },
   # configs/IBQ/gpu/imagenet_ibqgan_262144.yaml with src/IBQ/models/ibqgan.py and modules/losses/vqperceptual.py.
   "ibq": {
@@ -353,15 +370,9 @@ DIFFERENCES = {
   "llamagen_vq16": (AUGMENTATION, "bf16"),
   "vqgan_f16": (AUGMENTATION, "released run's GPU count and length unpublished"),
   "maskgit_vqgan": ("trainer unpublished", "entropy loss 0.1", "perceptual network", "D loss x2"),
-  "magvit2_lfq": (AUGMENTATION, "lr x0.1 after epochs 200 and 250", "non-saturating G", "LeCam decay 0.999", "fp16"),
-  "magvit2_lfq_128": (
-    AUGMENTATION,
-    "lr x0.1 after epochs 250 and 300",
-    "non-saturating G",
-    "LeCam decay 0.999",
-    "fp16",
-  ),
-  "ibq": (AUGMENTATION, "lr x0.1 after epochs 250 and 300", "non-saturating G", "LeCam decay 0.999", "fp16"),
+  "magvit2_lfq": (AUGMENTATION, "lr x0.1 after epochs 200 and 250", "fp16"),
+  "magvit2_lfq_128": (AUGMENTATION, "lr x0.1 after epochs 250 and 300", "fp16"),
+  "ibq": (AUGMENTATION, "lr x0.1 after epochs 250 and 300", "fp16"),
   "bsq_vit": (
     AUGMENTATION,
     "world size unpublished",
@@ -371,16 +382,8 @@ DIFFERENCES = {
     "StyleGAN2 discriminator",
     "bf16",
   ),
-  "titok_*:stage1": (AUGMENTATION, "EMA warm-up", "weight-decay exemptions by name", "fp16"),
-  "titok_*:stage2": (
-    AUGMENTATION,
-    "EMA warm-up",
-    "weight-decay exemptions by name",
-    "fp16",
-    "ConvNeXt-S perceptual",
-    "blurred NLayerDiscriminator",
-    "LeCam decay 0.999",
-  ),
+  "titok_*:stage1": (AUGMENTATION, "fp16"),
+  "titok_*:stage2": (AUGMENTATION, "fp16", "ConvNeXt-S perceptual", "blurred NLayerDiscriminator", "LeCam decay 0.999"),
   "var_vq16": ("no published recipe",),
   "titok_s128_pixel": ("no published recipe",),
 }
@@ -473,10 +476,15 @@ def test_readme_lists_each_difference(name):
     ("tiny", "optimizer.b2", 1.5, r"optimizer.b2=1.5 must be in \[0, 1\)"),
     ("tiny", "optimizer.min_lr_ratio", 2.0, r"min_lr_ratio=2.0 must be in \[0, 1\]"),
     ("tiny", "optimizer.weight_decay", -1e-4, "weight_decay=-0.0001 must be >= 0"),
+    ("tiny", "optimizer.no_decay", ("embed", ""), "must be a list of parameter-name substrings"),
     ("llamagen_vq16", "quantizer.commitment_weight", -0.25, "commitment_weight and codebook_weight must be >= 0"),
     ("magvit2_lfq", "quantizer.commitment_weight", -0.25, "LFQ commitment_weight must be >= 0"),
     ("magvit2_lfq", "quantizer.entropy_weight", -0.1, "LFQ entropy_weight must be >= 0"),
     ("magvit2_lfq", "quantizer.sample_entropy_weight", -1.0, "LFQ sample_entropy_weight must be >= 0"),
+    ("magvit2_lfq", "quantizer.codebook_entropy_eps", -1e-5, "LFQ codebook_entropy_eps must be >= 0"),
+    ("magvit2_lfq", "loss.lecam_decay", 1.0, r"loss.lecam_decay=1.0 must be in \[0, 1\)"),
+    ("magvit2_lfq", "loss.disc_update_lead", -1, "disc_update_lead=-1 must be >= 0"),
+    ("magvit2_lfq", "loss.gen_gan_loss", "wasserstein", "loss.gen_gan_loss"),
     ("bsq_vit", "quantizer.codebook_entropy_weight", -1.0, "BSQ codebook_entropy_weight must be >= 0"),
     ("ibq", "quantizer.sample_entropy_weight", -1.0, "IBQ sample_entropy_weight must be >= 0"),
     ("ibq", "quantizer.codebook_entropy_weight", -1.0, "IBQ codebook_entropy_weight must be >= 0"),

@@ -11,7 +11,7 @@ golden through vqtok's own converter, the discriminator from the reference's
 state dict, the LPIPS weights rebuilt, written in the torchvision / lpips file
 layouts and converted by scripts/convert_lpips.py.
 
-Tensors are compared in the published layout: vqtok's are mapped back
+Tensors are compared in the published layout (tests/step_parity.py): vqtok's are mapped back
 through the converter's own table, then reduced to each tensor's 16-number
 Gaussian sketch (whose relative error tracks the tensor's; the tensors of at
 most 1024 numbers are compared whole after the last step).
@@ -19,39 +19,23 @@ most 1024 numbers are compared whole after the last step).
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import pathlib
-import re
-import zlib
 
 import helpers
 import jax
 import numpy as np
 import optax
 import pytest
-import torchfile
-from flax import nnx
+import step_parity as P
 
 from vqtok import config as config_lib
-from vqtok import files, models, pretrained
-from vqtok.pretrained import layout as L
+from vqtok import pretrained
 from vqtok.pretrained import llamagen, reader
-from vqtok.training import loop
-from vqtok.training.state import TrainState, abstract_train_state
-from vqtok.training.step import make_train_step
 
 ROOT = pathlib.Path(helpers.ROOT)
 GOLD = ROOT / "tests" / "goldens" / "train_llamagen"
 TOKENIZER = ROOT / "tests" / "goldens" / "llamagen" / "reduced.pt"
 PHOTOS = ROOT / "tests" / "goldens" / "llamagen" / "golden.npz"
-
-# The generator's random weights, as scripts/parity/gen_train_llamagen.py makes them.
-SKETCH = 16
-FULL = 1024
-VGG_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
-VGG_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
-LPIPS_CHANNELS = (64, 128, 256, 512, 512)
 
 # Tolerances: float32 on CPU on both sides; measured worst cases (scripts/parity/README.md)
 # in brackets, each tolerance about 3x above.
@@ -83,66 +67,7 @@ RTOL_PARAM = 2e-5
 # that rounding noise into steps of +-lr on both sides, so their weights are not compared.
 ZERO_GRAD = 1e-6
 N_ZERO_GRAD = 20
-
-# LlamaGen's NLayerDiscriminator (discriminator_patchgan.py): main.0 conv, then
-# (conv, BatchNorm, LeakyReLU) x 3, then the output conv; BatchNorm's running
-# statistics are not used in training mode.
-D_TABLE = (
-  *L.torch_conv(r"main\.0", "conv_in"),
-  *L.torch_conv(r"main\.(2|5|8)", lambda i: f"convs.{(int(i) - 2) // 3}"),
-  *L.torch_norm(r"main\.(3|6|9)", lambda i: f"norms.{(int(i) - 3) // 3}"),
-  *L.torch_conv(r"main\.11", "conv_out"),
-)
-D_IGNORE = (r"main\.\d+\.(running_mean|running_var|num_batches_tracked)",)
-
-
-def vgg_weights(seed: int) -> dict[str, np.ndarray]:
-  rs = np.random.RandomState(seed)
-  out, cin = {}, 3
-  for i, cout in zip(VGG_CONVS, VGG_WIDTHS):
-    out[f"features.{i}.weight"] = (rs.standard_normal((cout, cin, 3, 3)) * np.sqrt(2.0 / (9 * cin))).astype(np.float32)
-    out[f"features.{i}.bias"] = (0.05 * rs.standard_normal(cout)).astype(np.float32)
-    cin = cout
-  return out
-
-
-def lin_weights(seed: int) -> dict[str, np.ndarray]:
-  rs = np.random.RandomState(seed + 1)
-  return {
-    f"lin{l}.model.1.weight": (0.1 * np.abs(rs.standard_normal((1, c, 1, 1)))).astype(np.float32)
-    for l, c in enumerate(LPIPS_CHANNELS)
-  }
-
-
-@functools.cache
-def sketch_matrix(name: str, n: int) -> np.ndarray:
-  rs = np.random.RandomState(zlib.crc32(name.encode()))
-  return rs.standard_normal((SKETCH, n)) / np.sqrt(SKETCH)
-
-
-def _flat(tree) -> dict[str, np.ndarray]:
-  return {files.name(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _to_published(tensors: dict[str, np.ndarray], table, shapes: dict[str, tuple[int, ...]], ignore=()):
-  """vqtok arrays by path -> float64 arrays flattened in the published layout, by published name.
-
-  Each layout change of a converter table only moves elements, so applying it
-  to the published indices tells where each vqtok element came from.
-  """
-  compiled = [(re.compile(r.pattern), r) for r in table]
-  out = {}
-  for name, shape in shapes.items():
-    if any(re.fullmatch(p, name) for p in ignore):
-      continue
-    hits = [(m, r) for c, r in compiled if (m := c.fullmatch(name))]
-    assert len(hits) == 1, name
-    m, rule = hits[0]
-    where = np.asarray(rule.layout(np.arange(int(np.prod(shape))).reshape(shape)))
-    flat = np.empty(where.size, np.float64)
-    flat[where.reshape(-1)] = np.asarray(tensors[rule.path(m)], np.float64).reshape(-1)
-    out[name] = flat
-  return out
+GRAD_TOLERANCES = {"rtol": {"g": RTOL_G_GRAD, "d": RTOL_D_GRAD}, "rtol_norm": RTOL_GRAD_NORM, "zero_grad": ZERO_GRAD}
 
 
 def _config(tok_config, lpips_path: str, disc_start: int, ema_decay: float):
@@ -179,99 +104,28 @@ def _config(tok_config, lpips_path: str, disc_start: int, ema_decay: float):
   return config_lib.validate_config(c)
 
 
-def _rel(a, b) -> float:
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-
-
 @pytest.fixture(scope="module")
 def lpips_npz(tmp_path_factory):
-  """Random LPIPS weights in the torchvision / lpips layouts, converted by scripts/convert_lpips.py."""
-  vgg, lin = vgg_weights(0), lin_weights(0)
-  total = sum(np.sum(v, dtype=np.float64) for v in [*vgg.values(), *lin.values()])
-  np.testing.assert_allclose(total, np.load(GOLD / "golden.npz")["lpips_checksum"], rtol=1e-12)
-  d = tmp_path_factory.mktemp("lpips")
-  torchfile.save(vgg, str(d / "vgg16.pth"))
-  torchfile.save(lin, str(d / "vgg.pth"))
-  spec = importlib.util.spec_from_file_location("convert_lpips", ROOT / "scripts" / "convert_lpips.py")
-  script = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(script)
-  # The script reads .pth files with torch, which this environment lacks; vqtok's own
-  # torch-free reader reads the same files.
-  script.read_torch_state_dict = reader.read_checkpoint
-  script.main([str(d / "vgg16.pth"), str(d / "vgg.pth"), str(d / "lpips.npz")])
-  return str(d / "lpips.npz")
+  return P.lpips_npz(tmp_path_factory.mktemp("lpips"), np.load(GOLD / "golden.npz")["lpips_checksum"])
 
 
 @pytest.fixture(scope="module")
 def run(lpips_npz):
-  """vqtok's step over the golden's batches: (golden, per-step metrics and states, initial state, tables)."""
+  """vqtok's step over the golden's batches: (golden, per-step phase, metrics and state, initial state, tables)."""
   gold = np.load(GOLD / "golden.npz")
   tok, tok_config, _ = pretrained.convert("llamagen", str(TOKENIZER))
   config = _config(tok_config, lpips_npz, int(gold["disc_start"]), float(gold["ema_decay"]))
-  _, static = abstract_train_state(config)
-
-  _, g_params, g_rest = nnx.split(tok, nnx.Param, ...)
-  g_params, g_rest = g_params.to_pure_dict(), g_rest.to_pure_dict()
-  disc = models.build_discriminator(config.discriminator, image_size=config.image_size, rngs=nnx.Rngs(0))
   d_torch = reader.read_checkpoint(str(GOLD / "d_init.pt"))["discriminator"]
-  _, d_params, d_rest = nnx.split(disc, nnx.Param, ...)
-  d_params, d_rest = d_params.to_pure_dict(), d_rest.to_pure_dict()
-  want = {k: v.shape for k, v in _flat(d_params).items()}
-  for path, value in L.apply_rules(d_torch, D_TABLE, want, ignore=D_IGNORE, source="d_init.pt").items():
-    *head, leaf = path.split(".")
-    node = d_params
-    for part in head:
-      node = node[int(part) if part.isdigit() and int(part) in node else part]
-    node[leaf] = jax.numpy.asarray(value)
-
-  state = TrainState(
-    step=jax.numpy.zeros((), jax.numpy.int32),
-    g_params=g_params,
-    g_rest=g_rest,
-    g_opt=static.g_tx.init(g_params),
-    d_params=d_params,
-    d_rest=d_rest,
-    d_opt=static.d_tx.init(d_params),
-    ema=jax.tree.map(jax.numpy.copy, g_params),
-    lecam={"real": jax.numpy.zeros(()), "fake": jax.numpy.zeros(())},
-  )
-  init = state
-  perceptual_fn, perceptual_params = loop._perceptual(config)
+  init, static = P.initial_state(config, tok, d_torch, "d_init.pt")
   photos = np.load(PHOTOS)["x"].transpose(0, 2, 3, 1)  # the reference's NCHW -> NHWC
-  steps, out = {}, []
-  for s in range(int(config.training.num_steps)):
-    with_gan = config.loss.gan_weight > 0 and s >= config.loss.disc_start  # as vqtok.training.loop does
-    if with_gan not in steps:
-      fn = make_train_step(config, static, with_gan=with_gan, perceptual=perceptual_fn, return_grads=True)
-      steps[with_gan] = jax.jit(fn)
-    batch = {"image": jax.numpy.asarray(photos[gold[f"step{s}/photos"]])}
-    state, metrics = steps[with_gan](state, batch, perceptual_params)
-    out.append((with_gan, jax.device_get(metrics), jax.device_get(state)))
+  batches = [photos[gold[f"step{s}/photos"]] for s in range(int(config.training.num_steps))]
+  out = [(gan[0], metrics, state) for gan, metrics, state in P.run_steps(config, static, init, batches)]
 
   g_shapes = {k: v.shape for k, v in reader.read_checkpoint(str(TOKENIZER))["model"].items()}
   g_shapes = {k: g_shapes[k] for k in gold["g_names"]}
   d_shapes = {k: d_torch[k].shape for k in gold["d_names"]}
-  tables = {"g": (llamagen.table(config), g_shapes), "d": (D_TABLE, d_shapes)}
+  tables = {"g": (llamagen.table(config), g_shapes), "d": (P.PATCHGAN_TABLE, d_shapes)}
   return gold, out, jax.device_get(init), tables
-
-
-def _published(tables, which, tree):
-  table, shapes = tables[which]
-  return _to_published(_flat(tree), table, shapes)
-
-
-def _sketch_error(gold, prefix, tensors, *, skip=()) -> tuple[float, str]:
-  """Largest relative error of a tensor's sketch, and that tensor's name."""
-  worst, where = 0.0, ""
-  for i, (name, x) in enumerate(tensors.items()):
-    if name in skip:
-      continue
-    ref = gold[f"{prefix}/sketch"][i].astype(np.float64)
-    err = _rel(sketch_matrix(name, x.size) @ x, ref)
-    if err > worst:
-      worst, where = err, name
-  return worst, where
 
 
 LOSSES = (  # vqtok metric, golden key
@@ -284,12 +138,6 @@ LOSSES = (  # vqtok metric, golden key
   ("d_loss", "d_loss"),
 )
 LOGITS = (("loss/g_gan", "g_gan"), ("logits_real", "logits_real"), ("logits_fake", "logits_fake"))
-
-
-def _zero_grad(gold) -> set[str]:
-  steps = range(len([k for k in gold.files if k.endswith("/g_grad/global_norm")]))
-  norms = [gold[f"step{s}/g_grad/norm"] / gold[f"step{s}/g_grad/global_norm"] for s in steps]
-  return {str(n) for i, n in enumerate(gold["g_names"]) if all(r[i] < ZERO_GRAD for r in norms)}
 
 
 def _check_schedule(gold, out):
@@ -311,59 +159,13 @@ def _check_losses(gold, s, with_gan, metrics):
   assert gold[f"step{s}/entropy"] == 0  # entropy_loss_ratio 0: vqtok's VQ has no such term
 
 
-def _check_gradients(gold, s, with_gan, metrics, tables, zero):
-  for which, rtol in (("g", RTOL_G_GRAD), ("d", RTOL_D_GRAD)):
-    if which == "d" and not with_gan:  # the zero-loss step
-      assert metrics["grads"]["d"], "the discriminator's optimizer took no step before disc_start"
-      assert not any(np.any(g) for g in jax.tree.leaves(metrics["grads"]["d"]))
-      continue
-    grads = _published(tables, which, metrics["grads"][which])
-    total = np.linalg.norm([np.linalg.norm(x) for x in grads.values()])
-    np.testing.assert_allclose(total, gold[f"step{s}/{which}_grad/global_norm"], rtol=RTOL_GRAD_NORM)
-    for name in zero & set(grads):
-      assert np.linalg.norm(grads[name]) < ZERO_GRAD * total, name
-    err, where = _sketch_error(gold, f"step{s}/{which}_grad", grads, skip=zero)
-    assert err < rtol, f"{which} gradient of {where}: relative error {err:.2e}"
-
-
-def _deltas(tables, which, after, before):
-  a, b = _published(tables, which, after), _published(tables, which, before)
-  return {k: a[k] - b[k] for k in a}
-
-
-def _check_weights(gold, s, state, init, tables, zero):
-  for group, which, after, before in (
-    ("g_delta", "g", state.g_params, init.g_params),
-    ("ema_delta", "g", state.ema, init.g_params),
-    ("d_delta", "d", state.d_params, init.d_params),
-  ):
-    delta = _deltas(tables, which, after, before)
-    err, where = _sketch_error(gold, f"step{s}/{group}", delta, skip=zero)
-    assert err < RTOL_DELTA[group], f"{group} of {where}: relative error {err:.2e}"
-    # The weights themselves: the change's error against the weights' size.
-    weights = _published(tables, which, after)
-    for i, (name, x) in enumerate(delta.items()):
-      if name not in zero:
-        diff = np.linalg.norm(sketch_matrix(name, x.size) @ x - gold[f"step{s}/{group}/sketch"][i])
-        assert diff < RTOL_PARAM * np.linalg.norm(weights[name]), f"{group}: {name}"
-
-
-def _check_small_tensors_whole(gold, s, metrics, state, init, tables, zero):
-  groups = {
-    "g_grad": (_published(tables, "g", metrics["grads"]["g"]), RTOL_G_GRAD),
-    "d_grad": (_published(tables, "d", metrics["grads"]["d"]), RTOL_D_GRAD),
-    "g_delta": (_deltas(tables, "g", state.g_params, init.g_params), RTOL_DELTA["g_delta"]),
-    "ema_delta": (_deltas(tables, "g", state.ema, init.g_params), RTOL_DELTA["ema_delta"]),
-    "d_delta": (_deltas(tables, "d", state.d_params, init.d_params), RTOL_DELTA["d_delta"]),
-  }
-  for group, (tensors, rtol) in groups.items():
-    small = [(n, x) for n, x in tensors.items() if x.size <= FULL]
-    ours = np.concatenate([x for _, x in small])
-    keep = np.concatenate([np.full(x.size, n not in zero) for n, x in small])
-    ref = gold[f"step{s}/{group}/full"]
-    assert ref.shape == ours.shape
-    err = _rel(ours[keep], ref[keep])
-    assert err < rtol, f"{group}: relative error {err:.2e}"
+def _grads(with_gan, metrics):
+  """The gradients to compare: the discriminator's only from disc_start (before it, the zero-loss step's)."""
+  if not with_gan:
+    assert metrics["grads"]["d"], "the discriminator's optimizer took no step before disc_start"
+    assert not any(np.any(g) for g in jax.tree.leaves(metrics["grads"]["d"]))
+    return {"g": metrics["grads"]["g"]}
+  return metrics["grads"]
 
 
 @pytest.mark.slow
@@ -375,11 +177,12 @@ def test_three_steps_match_llamagen(run):
   """
   gold, out, init, tables = run
   _check_schedule(gold, out)
-  zero = _zero_grad(gold)
+  zero = P.zero_grad_names(gold, ZERO_GRAD)
   assert len(zero) == N_ZERO_GRAD and all(n.endswith(".bias") for n in zero), sorted(zero)
   for s, (with_gan, metrics, state) in enumerate(out):
     _check_losses(gold, s, with_gan, metrics)
-    _check_gradients(gold, s, with_gan, metrics, tables, zero)
-    _check_weights(gold, s, state, init, tables, zero)
+    P.check_gradients(gold, s, _grads(with_gan, metrics), tables, zero, **GRAD_TOLERANCES)
+    P.check_weights(gold, s, state, init, tables, zero, rtol_delta=RTOL_DELTA, rtol_param=RTOL_PARAM)
   s = len(out) - 1
-  _check_small_tensors_whole(gold, s, out[s][1], out[s][2], init, tables, zero)
+  rtol = {"g_grad": RTOL_G_GRAD, "d_grad": RTOL_D_GRAD, **RTOL_DELTA}
+  P.check_small_tensors_whole(gold, s, out[s][1]["grads"], out[s][2], init, tables, zero, rtol=rtol)

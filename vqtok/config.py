@@ -22,20 +22,22 @@ import ml_collections
 
 from vqtok import files
 from vqtok.config_fields import ConfigFields
-from vqtok.data import sources
-from vqtok.losses import adversarial, perceptual, reconstruction
+from vqtok.data import sources, video
+from vqtok.losses import adversarial, alignment, perceptual, reconstruction
 from vqtok.models import discriminator, tokenizer
 from vqtok.quantizers import registry
 
 #: The sections the modules that read them declare, in config order (a section may have several).
 OWNED: tuple[ConfigFields, ...] = (
   sources.CONFIG,
+  video.CONFIG,
   tokenizer.CONFIG,
   registry.CONFIG,
   discriminator.CONFIG,
   reconstruction.CONFIG,
   perceptual.CONFIG,
   adversarial.CONFIG,
+  alignment.CONFIG,
 )
 
 
@@ -50,6 +52,9 @@ def default_config() -> ml_collections.ConfigDict:
   # and at a fresh start its codebook and decoder fill a TiTok decoder's decoder.codebook and
   # decoder.pixel (TiTok's first stage, bytedance/1d-tokenizer). Never trained, never saved.
   c.teacher = ""
+  # A frozen feature teacher (a directory from `python -m vqtok.convert dinov2`): the feature-alignment
+  # losses (loss.vf_weight) compare the latents with its features of each batch. Never trained, never saved.
+  c.feature_teacher = ""
 
   # ---- data, model, quantizer, discriminator, loss: declared by their modules ----
   sections: dict[str, dict] = {}
@@ -74,12 +79,25 @@ def default_config() -> ml_collections.ConfigDict:
   # as trainers that step it every iteration do (LlamaGen vq_train.py:207-216, taming); Adam's
   # step count, and so its bias correction at the first real step, then counts those steps.
   c.optimizer.disc_steps_before_start = False
+  # Parameters exempt from weight decay besides the vectors (biases, norm scales): those whose
+  # dotted path contains one of these substrings, as trainers that exempt by name do
+  # (1d-tokenizer utils/train_utils.py:230-231: latent tokens, mask token, embeddings).
+  c.optimizer.no_decay = ()
+  # True: the discriminator's update judges the reconstructions of the tokenizer as updated in
+  # the same step (one more tokenizer forward pass), as pytorch-lightning's loop does for
+  # taming, whose training_step runs the whole model once per optimizer; False: those the
+  # tokenizer's update was computed from (LlamaGen vq_train.py, SEED-Voken's manual steps).
+  c.optimizer.disc_sees_updated_generator = False
 
   # ---- training loop ----
   c.training = ml_collections.ConfigDict()
   c.training.batch_size = 16  # global batch
   c.training.num_steps = 500
   c.training.ema_decay = 0.99  # 0 disables EMA weights
+  # True: the k-th update decays the EMA by min(ema_decay, k / (k + 9)), and the first copies the
+  # weights (diffusers' / open-muse's EMAModel without use_ema_warmup, as 1d-tokenizer's
+  # modeling/modules/ema_model.py:92-107); False: ema_decay from the first update.
+  c.training.ema_warmup = False
   c.training.mesh = (-1, 1)  # (data, fsdp); -1: all remaining devices
   c.training.log_every = 25
   c.training.eval_every = 100
@@ -219,6 +237,13 @@ def validate_config(config: ml_collections.ConfigDict, *, check_paths: bool = Tr
   if config.optimizer.min_lr_ratio > 1:  # the cosine decays from lr to lr * min_lr_ratio
     raise ValueError(f"config field optimizer.min_lr_ratio={config.optimizer.min_lr_ratio!r} must be in [0, 1]")
   _check_teacher_fields(config)
+  no_decay = config.optimizer.get("no_decay", ())
+  if isinstance(no_decay, str) or not all(isinstance(p, str) and p for p in no_decay):
+    raise ValueError(
+      f"config field optimizer.no_decay={no_decay!r} must be a list of parameter-name substrings, e.g. ('embed',)"
+    )
+  if not isinstance(config.training.get("ema_warmup", False), bool):
+    raise ValueError(f"config field training.ema_warmup={config.training.ema_warmup!r} must be True or False")
   if len(tuple(config.training.mesh)) != 2:
     raise ValueError(f"config field training.mesh={config.training.mesh!r} must be (data, fsdp)")
   if check_paths:

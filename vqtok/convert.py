@@ -7,9 +7,15 @@ FORMAT is one of: llamagen (vq_ds16_c2i.pt, vq_ds8_c2i.pt), taming
 (tokenizer_imagenet256_checkpoint), open-magvit2 (imagenet_256_L.ckpt,
 imagenet_128_L.ckpt), ibq (imagenet256_*.ckpt), var (vae_ch160v4096z32.pth,
 multi-scale: 680 tokens per image in scale order), titok (tokenizer_titok_{l32,b64,s128}.bin
-or the hub's model.safetensors), bsq-vit (checkpoint.pt, 18 or 36 bits). The variant is
+or the hub's model.safetensors), one-d-piece (turing-motors/One-D-Piece-*-256 model.safetensors: TiTok
+with tail token drop, decodes from any prefix), bsq-vit (checkpoint.pt, 18 or 36 bits), movq (a diffusers
+VQModel directory with spatial norms: Kandinsky 2.2's or 3's movq/; CHECKPOINT is the directory). The variant is
 read off the file. Neither torch nor the authors' code is needed. OUTPUT_DIR gets config.json and
 model.safetensors; tokenize, eval.py and train.py --config.init_from read it.
+
+Feature teachers (frozen vision foundation models for the feature-alignment
+losses): dinov2 (dinov2_vit{s,b,l}14[_reg4]_pretrain.pth). OUTPUT_DIR is then a
+feature-teacher directory, which --config.feature_teacher names.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import sys
 
 from absl import flags
 
-from vqtok import cli, files, pretrained, tokenizer_dir
+from vqtok import cli, feature_teacher, files, pretrained, tokenizer_dir
 
 FLAGS = flags.FLAGS
 
@@ -37,9 +43,12 @@ def _define_flags() -> None:
 def main(argv: list[str]) -> int:
   if len(argv) != 4:
     raise cli.UsageError(
-      f"usage: python -m vqtok.convert FORMAT CHECKPOINT OUTPUT_DIR; FORMAT is one of {sorted(pretrained.FORMATS)}"
+      "usage: python -m vqtok.convert FORMAT CHECKPOINT OUTPUT_DIR; FORMAT is one of"
+      f" {sorted(pretrained.FORMATS | pretrained.TEACHERS)}"
     )
   fmt, checkpoint, output = argv[1:]
+  if fmt in pretrained.TEACHERS:
+    return _convert_teacher(fmt, checkpoint, output)
   tokenizer, config, meta = pretrained.convert(fmt, checkpoint, ema=FLAGS.ema)
   path = tokenizer_dir.save_tokenizer(tokenizer, config, output, metadata=meta, overwrite=FLAGS.overwrite)
   q = tokenizer.quantizer
@@ -57,8 +66,25 @@ def main(argv: list[str]) -> int:
   return 0
 
 
+def _convert_teacher(fmt: str, checkpoint: str, output: str) -> int:
+  if FLAGS.ema:
+    raise cli.UsageError(f"{fmt} files hold no EMA weights; drop --ema")
+  module, config, meta = pretrained.convert_teacher(fmt, checkpoint)
+  path = feature_teacher.save(module, config, output, metadata=meta, overwrite=FLAGS.overwrite)
+  summary = {
+    "output": path,
+    "format": fmt,
+    "feature_teacher": {k: v for k, v in config.to_dict().items() if k not in ("mean", "std")},
+    "parameters": int(sum(v.size for v in files.arrays(module).values())),
+    "source_sha256": meta["source_sha256"],
+  }
+  print(json.dumps(summary, indent=2))
+  return 0
+
+
 def _usage() -> str:
-  rows = "\n".join(f"  {name:10s} {m.FILES}" for name, m in sorted(pretrained.FORMATS.items()))
+  every = {**pretrained.FORMATS, **pretrained.TEACHERS}
+  rows = "\n".join(f"  {name:10s} {m.FILES}" for name, m in sorted(every.items()))
   return f"{__doc__}\nformats:\n{rows}\n"
 
 

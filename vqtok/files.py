@@ -24,6 +24,7 @@ import shutil
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -100,7 +101,25 @@ def assign(module: nnx.Module, values: Mapping[str, Any], *, source: str, what: 
       raise ValueError(f"{source}: {key} has shape {value.shape}, the model needs {tuple(var.shape)}")
     var.set_value(jnp.asarray(value, var.dtype))
   nnx.update(module, state)
+  _fill_abstract_rngs(module)
   return module
+
+
+def _fill_abstract_rngs(module: nnx.Module, seed: int = 0) -> None:
+  """RNG streams left abstract by ``nnx.eval_shape`` (weights files hold none): fresh keys, counts 0.
+
+  A tokenizer with a training-time draw (``model.token_drop``) holds one; its
+  values only seed later training, never what a converted tokenizer computes.
+  """
+  rng = nnx.state(module, nnx.RngState)
+  for i, (_, var) in enumerate(nnx.to_flat_state(rng)):
+    value = var.get_value()
+    if isinstance(value, jax.ShapeDtypeStruct):
+      if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        var.set_value(jax.random.fold_in(jax.random.key(seed), i).reshape(value.shape))
+      else:
+        var.set_value(jnp.zeros(value.shape, value.dtype))
+  nnx.update(module, rng)
 
 
 def pure(module: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:

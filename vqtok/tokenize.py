@@ -3,7 +3,7 @@
   python -m vqtok.tokenize encode --tokenizer=runs/tiny --output=tokens/ \\
       [--folder=DIR | --tfds=NAME --split=validation | (held-out sample photos)]
   python -m vqtok.tokenize decode --tokenizer=runs/tiny --tokens=tokens/ --output=decoded/ \\
-      [--noreencode] [--overwrite] [--num_scales=K]
+      [--noreencode] [--overwrite] [--num_scales=K | --num_tokens=K]
   python -m vqtok.tokenize export --tokens=tokens/ --format=llamagen|titok-jsonl --output=OUT \\
       [--dataset=imagenet]
 
@@ -95,7 +95,9 @@ def _jit_tokenizer(tokenizer: nnx.Module, method: str, mesh: jax.sharding.Mesh |
   gdef, state = nnx.split(tokenizer)
   if mesh is not None:
     local = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    host = lambda a: np.asarray(a.addressable_data(0) if isinstance(a, jax.Array) else a)
+    local_copy = lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a
+    # RNG keys (a token drop's, quantizer dropout's) have no NumPy form: they move as they are.
+    host = lambda a: local_copy(a) if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else np.asarray(local_copy(a))
     state = jax.tree.map(lambda a: jax.device_put(host(a), local), state)
   fn = jax.jit(lambda st, x: getattr(nnx.merge(gdef, st), method)(x, **kwargs))
   return lambda x: fn(state, x)
@@ -454,6 +456,7 @@ def decode_to_images(
   reencode: bool = True,
   progress: bool = True,
   num_scales: int | None = None,
+  num_tokens: int | None = None,
 ) -> dict[str, Any]:
   """Decodes token shards to PNG files; optionally re-encodes them.
 
@@ -477,6 +480,8 @@ def decode_to_images(
     progress: show a progress bar.
     num_scales: multi-scale tokenizers: decode from the first ``num_scales``
       scales only (coarse previews); None: all.
+    num_tokens: 1-D tokenizers: decode from the first ``num_tokens`` tokens
+      (``Tokenizer.decode``); the re-encoded agreement counts those tokens.
 
   Returns:
     A summary with ``decoded``, ``images``, ``replaced`` (PNGs that existed)
@@ -517,12 +522,16 @@ def decode_to_images(
   tokens_lib.check_grid(tokenizer, meta, shards, tokens)
   if num_scales is not None and not 1 <= num_scales <= len(q.scale_schedule or ()):
     raise ValueError(f"num_scales={num_scales}: the tokenizer's scale schedule is {list(q.scale_schedule or [])}")
+  if num_tokens is not None and not (tokenizer.one_d and 1 <= num_tokens <= tokenizer.num_tokens):
+    has = f"{tokenizer.num_tokens} 1-D tokens" if tokenizer.one_d else f"a {tokenizer.token_shape} token grid, not 1-D"
+    raise ValueError(f"num_tokens={num_tokens}: the tokenizer has {has} per image")
   indices, names = np.concatenate([s[1] for s in shards]), np.concatenate([s[2] for s in shards])
   q.check_indices(indices)  # a clear error for out-of-range indices
   pngs = [png_name(str(n)) for n in names]
   replaced = _check_output(output, pngs, names, overwrite)
   os.makedirs(output, exist_ok=True)
-  decode = _jit_tokenizer(tokenizer, "decode", **({"num_scales": num_scales} if num_scales else {}))
+  fixed = {"num_scales": num_scales} if num_scales else {"num_tokens": num_tokens} if num_tokens else {}
+  decode = _jit_tokenizer(tokenizer, "decode", **fixed)
   encode = _jit_tokenizer(tokenizer, "encode")
   agree = total = decoded = 0
   bar = progress_lib.bar(len(indices), "decode", show=progress, unit="img")
@@ -537,8 +546,9 @@ def decode_to_images(
     if reencode:
       # Re-encode the 8-bit images actually written, as a user would.
       again = np.asarray(encode(jnp.asarray(data_lib.to_float(_pad(pixels, batch_size)))))[:n]
-      agree += int(np.sum(again == chunk))
-      total += chunk.size
+      kept = chunk[:, :num_tokens] if num_tokens else chunk
+      agree += int(np.sum(again[:, : kept.shape[1]] == kept))
+      total += kept.size
     bar.update(n)
   bar.close()
   out = {"decoded": decoded, "images": len(indices), "replaced": replaced}
@@ -579,6 +589,7 @@ def _define_flags() -> None:
   flags.DEFINE_string("dataset", "imagenet", "export --format=llamagen: the name in OUT/<dataset><size>_codes.")
   flags.DEFINE_bool("reencode", True, "decode: re-encode the PNGs and report token agreement.")
   flags.DEFINE_integer("num_scales", None, "decode: multi-scale tokenizers: use only the first k scales.")
+  flags.DEFINE_integer("num_tokens", None, "decode: 1-D tokenizers (TiTok): decode from the first k tokens.")
   flags.DEFINE_bool("overwrite", False, "decode: write into a folder that holds files, replacing same-named PNGs.")
   cli.define_distributed_flags()
 
@@ -672,6 +683,7 @@ def main(argv: list[str]) -> int:
       batch_size=FLAGS.batch_size,
       reencode=FLAGS.reencode,
       num_scales=FLAGS.num_scales,
+      num_tokens=FLAGS.num_tokens,
       **identity,
     )
   print(json.dumps(summary, indent=2))

@@ -46,21 +46,13 @@ script fails on a near-tie, which would make ids platform-dependent).
 
 import argparse
 import copy
-import importlib.machinery
 import os
 import sys
-import types
-import zlib
 from collections import OrderedDict
 
 import numpy as np
 import torch
-
-SKETCH = 16  # rows of each tensor's Gaussian sketch
-FULL = 1024  # tensors of at most this many numbers are stored whole
-VGG_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)  # torchvision vgg16 features indices
-VGG_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-LPIPS_CHANNELS = (64, 128, 256, 512, 512)
+from train_common import install_stubs, lin_weights, randomise_discriminator, record, vgg_weights, save_golden
 
 
 def parse():
@@ -75,62 +67,6 @@ def parse():
   p.add_argument("--ema-decay", type=float, default=0.9)
   p.add_argument("--seed", type=int, default=0)
   return p.parse_args()
-
-
-# ----------------------------------------------------------------------------- random weights
-# Also in tests/test_train_parity.py: RandomState's streams are frozen by numpy.
-def vgg_weights(seed):
-  """torchvision vgg16 ``features.{i}.weight|bias`` (He-scaled normal, small biases)."""
-  rs = np.random.RandomState(seed)
-  out, cin = OrderedDict(), 3
-  for i, cout in zip(VGG_CONVS, [c for c in VGG_CFG if c != "M"]):
-    w = rs.standard_normal((cout, cin, 3, 3)) * np.sqrt(2.0 / (9 * cin))
-    out[f"features.{i}.weight"] = w.astype(np.float32)
-    out[f"features.{i}.bias"] = (0.05 * rs.standard_normal(cout)).astype(np.float32)
-    cin = cout
-  return out
-
-
-def lin_weights(seed):
-  """lpips heads ``lin{l}.model.1.weight`` (1, C, 1, 1), non-negative like the trained ones."""
-  rs = np.random.RandomState(seed + 1)
-  return OrderedDict(
-    (f"lin{l}.model.1.weight", (0.1 * np.abs(rs.standard_normal((1, c, 1, 1)))).astype(np.float32))
-    for l, c in enumerate(LPIPS_CHANNELS)
-  )
-
-
-def sketch_matrix(name, n):
-  """The fixed (SKETCH, n) Gaussian sketch of tensor ``name``: ||R x|| ~ ||x|| for any x."""
-  rs = np.random.RandomState(zlib.crc32(name.encode()))
-  return rs.standard_normal((SKETCH, n)) / np.sqrt(SKETCH)
-
-
-# ----------------------------------------------------------------------------- stubs
-def install_stubs(vgg_sd):
-  def vgg16(pretrained=False, **_):
-    layers, cin = [], 3
-    for c in VGG_CFG:
-      if c == "M":
-        layers.append(torch.nn.MaxPool2d(kernel_size=2, stride=2))
-      else:
-        layers += [torch.nn.Conv2d(cin, c, kernel_size=3, padding=1), torch.nn.ReLU(inplace=True)]
-        cin = c
-    net = types.SimpleNamespace(features=torch.nn.Sequential(*layers))
-    net.features.load_state_dict({k[len("features.") :]: torch.from_numpy(v) for k, v in vgg_sd.items()})
-    return net
-
-  def stub(name, **attrs):
-    m = types.ModuleType(name)
-    m.__spec__ = importlib.machinery.ModuleSpec(name, None)  # torch._dynamo looks modules up by spec
-    m.__dict__.update(attrs)
-    return m
-
-  sys.modules.update(
-    torchvision=stub("torchvision", models=types.SimpleNamespace(vgg16=vgg16)),
-    requests=stub("requests"),
-    tqdm=stub("tqdm", tqdm=None),
-  )
 
 
 # ----------------------------------------------------------------------------- models
@@ -161,20 +97,6 @@ def build_tokenizer(ref, path):
   return model
 
 
-def randomise_discriminator(disc, seed):
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for m in disc.modules():
-      if isinstance(m, torch.nn.Conv2d):
-        fan_in = m.weight[0].numel()
-        m.weight.copy_(torch.randn(m.weight.shape, generator=g) / np.sqrt(fan_in))
-        if m.bias is not None:
-          m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
-      elif isinstance(m, torch.nn.BatchNorm2d):
-        m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
-        m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
-
-
 def code_gaps(model, imgs):
   """Relative gap between the two nearest (l2-normalised) codes, as vq_model.py:221-230 measures."""
   with torch.no_grad():
@@ -184,23 +106,6 @@ def code_gaps(model, imgs):
     d = (z**2).sum(1, keepdim=True) + (e**2).sum(1) - 2 * z @ e.t()
     top2 = torch.topk(d, 2, dim=1, largest=False)
     return ((top2.values[:, 1] - top2.values[:, 0]) / 2.0).numpy(), top2.indices[:, 0].numpy()
-
-
-# ----------------------------------------------------------------------------- recording
-def record(out, prefix, tensors, *, whole):
-  """For the tensors, in order: sketches, norms, the global norm and (``whole``) the small ones, concatenated."""
-  sketches, norms, full = [], [], []
-  for name, t in tensors.items():
-    x = t.detach().double().numpy().reshape(-1)
-    sketches.append(sketch_matrix(name, x.size) @ x)
-    norms.append(np.linalg.norm(x))
-    if x.size <= FULL:
-      full.append(t.detach().numpy().astype(np.float32).reshape(-1))
-  out[f"{prefix}/sketch"] = np.stack(sketches).astype(np.float32)
-  out[f"{prefix}/norm"] = np.array(norms)
-  if whole:
-    out[f"{prefix}/full"] = np.concatenate(full)
-  out[f"{prefix}/global_norm"] = np.float64(np.linalg.norm(norms))
 
 
 def main():
@@ -328,9 +233,7 @@ def main():
   gold["g_names"] = np.array(list(g0))
   gold["d_names"] = np.array(list(d0))
   gold["g_param_norm"] = np.array([p.detach().double().norm().item() for p in vq.parameters()])
-  np.savez_compressed(os.path.join(args.out, "golden.npz"), **gold)
-  size = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))
-  print(f"wrote {args.out}: {len(gold)} arrays, {size / 1e3:.0f} kB in all")
+  save_golden(args.out, gold)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""vqtok.data: image sources and transforms (re-exported here), and the grain input pipeline
+"""vqtok.data: image and video sources and transforms (re-exported here), and the grain input pipeline
 (``vqtok.data.pipeline``, imported on its own: the config schema and tokenizer loading need
 the sources' fields without grain)."""
 
@@ -16,3 +16,7 @@ from vqtok.data.transforms import random_resized_crop as random_resized_crop
 from vqtok.data.transforms import resize as resize
 from vqtok.data.transforms import sample_crop_box as sample_crop_box
 from vqtok.data.transforms import to_float as to_float
+from vqtok.data.video import VideoFolderSource as VideoFolderSource
+from vqtok.data.video import VideoSampleSource as VideoSampleSource
+from vqtok.data.video import VideoSource as VideoSource
+from vqtok.data.video import read_clip as read_clip

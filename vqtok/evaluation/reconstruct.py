@@ -63,14 +63,28 @@ class Reconstruction:
 def reconstructions(
   fn: ReconstructFn, params: Any, rest: Any, mesh: jax.sharding.Mesh, batches: Iterable[dict]
 ) -> Iterator[Reconstruction]:
-  """Reconstructs each batch (``image``, ``valid`` rows of this process); skips empty ones."""
+  """Reconstructs each batch (``image``, ``valid`` rows of this process); skips empty ones.
+
+  Each batch is sent to the devices before the previous one's results are
+  read back, so the devices reconstruct batch k + 1 while the caller scores
+  batch k on the host (the data pipeline's threads decode further ahead).
+  """
+  pending = None
   for batch in batches:
     x = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
-    x_hat, indices = fn(params, rest, x)
-    valid = np.asarray(batch["valid"]).astype(bool)
-    # Every process must run the global computation above, even with no valid rows.
-    if not valid.any():
-      continue
+    # Every process must run the global computation, even with no valid rows.
+    current = (batch, fn(params, rest, x))
+    if pending is not None:
+      yield from _read_back(*pending)
+    pending = current
+  if pending is not None:
+    yield from _read_back(*pending)
+
+
+def _read_back(batch: dict, out: tuple[jax.Array, jax.Array]) -> Iterator[Reconstruction]:
+  valid = np.asarray(batch["valid"]).astype(bool)
+  if valid.any():
+    x_hat, indices = out
     yield Reconstruction(
       real=np.asarray(batch["image"], np.float32)[valid],
       fake=sharding.local_rows(x_hat)[valid],

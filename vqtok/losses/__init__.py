@@ -1,4 +1,4 @@
-"""Losses: reconstruction, adversarial (GAN) and perceptual (LPIPS)."""
+"""Losses: reconstruction, adversarial (GAN), perceptual (LPIPS) and feature alignment (VA-VAE's VF loss)."""
 
 from vqtok.losses.adversarial import (
   adaptive_weight,
@@ -7,8 +7,10 @@ from vqtok.losses.adversarial import (
   lecam_loss,
   non_saturating_d_loss,
   non_saturating_g_loss,
+  non_saturating_per_image_g_loss,
   r1_penalty,
 )
+from vqtok.losses.alignment import vf_loss
 from vqtok.losses.perceptual import LPIPS, convert_lpips_state_dict, load_lpips, lpips_from_features
 from vqtok.losses.reconstruction import l1_loss, l2_loss
 
@@ -25,5 +27,7 @@ __all__ = [
   "lecam_loss",
   "non_saturating_d_loss",
   "non_saturating_g_loss",
+  "non_saturating_per_image_g_loss",
   "r1_penalty",
+  "vf_loss",
 ]

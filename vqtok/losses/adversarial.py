@@ -58,25 +58,61 @@ def non_saturating_g_loss(logits_fake: ArrayLike) -> jax.Array:
   return jnp.mean(jax.nn.softplus(-jnp.asarray(logits_fake, jnp.float32)))
 
 
+def non_saturating_per_image_g_loss(logits_fake: ArrayLike) -> jax.Array:
+  """Non-saturating generator loss of each image's mean logit: E_images[softplus(-mean_patches D(G(z)))].
+
+  Open-MAGVIT2's ``non_saturate_gen_loss`` (SEED-Voken
+  src/Open_MAGVIT2/modules/losses/vqperceptual.py:43-54) averages a PatchGAN's
+  logits over each image before the loss.
+  """
+  lf = jnp.asarray(logits_fake, jnp.float32)
+  return jnp.mean(jax.nn.softplus(-jnp.mean(lf.reshape(lf.shape[0], -1), axis=1)))
+
+
 D_LOSSES = {"hinge": hinge_d_loss, "non_saturating": non_saturating_d_loss}
-G_LOSSES = {"hinge": hinge_g_loss, "non_saturating": non_saturating_g_loss}
+G_LOSSES = {
+  "hinge": hinge_g_loss,
+  "non_saturating": non_saturating_g_loss,
+  "non_saturating_per_image": non_saturating_per_image_g_loss,
+}
 #: The GAN loss kinds ``config.loss.gan_loss`` may name.
 GAN_LOSSES = tuple(D_LOSSES)
+
+
+def _check_config(config, check_paths: bool) -> None:
+  lc = config.loss
+  if not 0 <= lc.lecam_decay < 1:
+    raise ValueError(f"loss.lecam_decay={lc.lecam_decay} must be in [0, 1)")
+
+
 #: ``config.loss`` fields of the GAN term and the discriminator's regularisers.
 CONFIG = ConfigFields(
   "loss",
   {
     "gan_weight": 0.1,
     "gan_loss": "hinge",  # hinge | non_saturating
+    # The generator's loss when it is not gan_loss's own ("": gan_loss's). Open-MAGVIT2 trains
+    # a hinge discriminator against "non_saturating_per_image" (vqperceptual.py:43-54, 176).
+    "gen_gan_loss": "",
     "adaptive_weight": True,  # taming-transformers adaptive GAN weight
     "disc_start": 400,  # discriminator (and GAN loss) start at this step
+    # The discriminator's updates start this many steps before disc_start. Open-MAGVIT2: 1, as
+    # its discriminator loss reads Lightning's global_step after the generator's optimizer step
+    # has counted (SEED-Voken lfqgan.py:187-197); no earlier than step 0.
+    "disc_update_lead": 0,
     # Scales the discriminator's GAN loss, not its regularisers (LlamaGen: its disc_weight, vq_loss.py:160).
     "disc_loss_weight": 1.0,
     "lecam_weight": 0.0,
+    # LeCam's running means of the logits: their decay, and whether this batch's logits enter
+    # them before the regulariser reads them (Open-MAGVIT2: 0.999 and True, vqperceptual.py:73-86,
+    # 246-247) or after it (False).
+    "lecam_decay": 0.99,
+    "lecam_ema_first": False,
     "r1_weight": 0.0,
   },
-  choices={"gan_loss": GAN_LOSSES},
-  non_negative=("gan_weight", "disc_start", "disc_loss_weight", "lecam_weight", "r1_weight"),
+  choices={"gan_loss": GAN_LOSSES, "gen_gan_loss": ("", *G_LOSSES)},
+  non_negative=("gan_weight", "disc_start", "disc_update_lead", "disc_loss_weight", "lecam_weight", "r1_weight"),
+  check=_check_config,
 )
 
 

@@ -2,7 +2,7 @@
 
 from vqtok.models.cnn import Decoder, Encoder
 from vqtok.models.discriminator import PatchGAN, StyleGANDiscriminator, blur_downsample, build_discriminator
-from vqtok.models.tokenizer import Tokenizer, build_tokenizer, get_last_layer, last_layer_path
+from vqtok.models.tokenizer import Tokenizer, build_tokenizer, encoder_last_layer_path, get_last_layer, last_layer_path
 from vqtok.models.vit import VIT_SIZES, ViTDecoder, ViTEncoder, decode_variant
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
   "blur_downsample",
   "build_discriminator",
   "build_tokenizer",
+  "encoder_last_layer_path",
   "decode_variant",
   "get_last_layer",
   "last_layer_path",

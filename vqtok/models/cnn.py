@@ -35,6 +35,11 @@ its parts (``model.cnn_family`` in the config):
   magvit2_plain  an earlier Open-MAGVIT2, as SimVQ publishes it (youngsheen/SimVQ,
            taming/modules/diffusionmodules/improved_model.py): ``magvit2``
            without the decoder's adaptive GroupNorm.
+  movq     MoVQ (Zheng et al., 2022, arXiv:2209.09002), as diffusers' ``VQModel``
+           with ``norm_type="spatial"`` builds it (Kandinsky 2.x's and 3's
+           ``movq``): ``taming`` with every GroupNorm of the decoder (res blocks,
+           attention, norm_out) a ``SpatialNorm`` conditioned on the quantized
+           latent before ``post_quant_conv`` (the decoder's ``codes``).
 """
 
 from __future__ import annotations
@@ -68,6 +73,49 @@ def check_channel_mult(channel_mult: Sequence[int]) -> tuple[int, ...]:
   return mult
 
 
+def group_norm(
+  ch: int, *, groups: int = 32, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs
+) -> nnx.GroupNorm:
+  """The blocks' default norm: GroupNorm over ``ch`` channels, eps 1e-6, with scale and bias."""
+  return nnx.GroupNorm(ch, num_groups=_num_groups(ch, groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+class SpatialNorm(nnx.Module):
+  """GroupNorm, then a scale and shift per position from the quantized latent (MoVQ's spatial normalisation).
+
+  diffusers' ``SpatialNorm`` (models/attention_processor.py): the latent ``codes``
+  is resized to the feature's grid by nearest neighbour (``F.interpolate``,
+  source index ``floor(i * in / out)``), and ``GroupNorm(x) * conv_y(codes) +
+  conv_b(codes)``, both 1x1 convolutions (Linear maps here, ``gamma``/``beta``).
+  """
+
+  def __init__(
+    self,
+    ch: int,
+    *,
+    code_channels: int,
+    groups: int = 32,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.norm = group_norm(ch, groups=groups, **kw)
+    self.gamma = nnx.Linear(code_channels, ch, **kw)
+    self.beta = nnx.Linear(code_channels, ch, **kw)
+
+  def __call__(self, x: jax.Array, codes: jax.Array) -> jax.Array:
+    (h, w), (zh, zw) = x.shape[1:3], codes.shape[1:3]
+    rows, cols = (jnp.arange(h) * zh) // h, (jnp.arange(w) * zw) // w
+    c = codes[:, rows][:, :, cols].astype(x.dtype)
+    return self.norm(x) * self.gamma(c) + self.beta(c)
+
+
+def _norm(norm: nnx.Module, x: jax.Array, codes: jax.Array | None) -> jax.Array:
+  # Only a SpatialNorm reads the quantized latent.
+  return norm(x, codes) if isinstance(norm, SpatialNorm) else norm(x)
+
+
 def _check_sizes(channels: int, num_res_blocks: int, z_channels: int) -> None:
   if num_res_blocks < 1 or channels < 1 or z_channels < 1:
     raise ValueError(
@@ -79,7 +127,8 @@ class ResBlock(nnx.Module):
   """Pre-activation residual block: (GroupNorm, swish, 3x3 conv) x 2 + skip.
 
   ``use_bias=False`` is Open-MAGVIT2's block (improved_model.py, ResBlock):
-  the same wiring with bias-free convs and shortcut.
+  the same wiring with bias-free convs and shortcut. ``norm`` makes the two
+  norms (``group_norm``, or MoVQ's ``SpatialNorm``, which reads ``codes``).
   """
 
   def __init__(
@@ -89,38 +138,46 @@ class ResBlock(nnx.Module):
     *,
     groups: int = 32,
     use_bias: bool = True,
+    norm: Callable[..., nnx.Module] = group_norm,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.norm1 = nnx.GroupNorm(in_ch, num_groups=_num_groups(in_ch, groups), **kw)
+    self.norm1 = norm(in_ch, groups=groups, **kw)
     self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), use_bias=use_bias, **kw)
-    self.norm2 = nnx.GroupNorm(out_ch, num_groups=_num_groups(out_ch, groups), **kw)
+    self.norm2 = norm(out_ch, groups=groups, **kw)
     self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), use_bias=use_bias, **kw)
     # 1x1 projection on the skip path only when the width changes (taming's nin_shortcut).
     self.skip = nnx.Conv(in_ch, out_ch, (1, 1), use_bias=use_bias, **kw) if in_ch != out_ch else None
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    h = self.conv1(nnx.swish(self.norm1(x)))
-    h = self.conv2(nnx.swish(self.norm2(h)))
+  def __call__(self, x: jax.Array, codes: jax.Array | None = None) -> jax.Array:
+    h = self.conv1(nnx.swish(_norm(self.norm1, x, codes)))
+    h = self.conv2(nnx.swish(_norm(self.norm2, h, codes)))
     return h + (x if self.skip is None else self.skip(x))
 
 
 class AttnBlock(nnx.Module):
-  """Single-head spatial self-attention with a residual, as in taming's AttnBlock."""
+  """Single-head spatial self-attention with a residual, as in taming's AttnBlock (``norm``: as ``ResBlock``'s)."""
 
   def __init__(
-    self, ch: int, *, groups: int = 32, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs
+    self,
+    ch: int,
+    *,
+    groups: int = 32,
+    norm: Callable[..., nnx.Module] = group_norm,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
   ):
-    self.norm = nnx.GroupNorm(ch, num_groups=_num_groups(ch, groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.norm = norm(ch, groups=groups, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.attn = nnx.MultiHeadAttention(
       num_heads=1, in_features=ch, dtype=dtype, param_dtype=param_dtype, decode=False, rngs=rngs
     )
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, codes: jax.Array | None = None) -> jax.Array:
     b, h, w, c = x.shape
-    t = self.norm(x).reshape(b, h * w, c)
+    t = _norm(self.norm, x, codes).reshape(b, h * w, c)
     return x + self.attn(t).reshape(b, h, w, c)
 
 
@@ -273,6 +330,8 @@ class Family:
     upsample: the decoder's upsampling class (one per level but the last).
     level_norm: None, or a class normalising the input of each decoder level
       conditioned on the decoder's input (``AdaptiveGroupNorm``).
+    decoder_norm: None, or a class taking the place of every GroupNorm of the
+      decoder, conditioned on the quantized latent (``SpatialNorm``).
   """
 
   res_block: Callable[..., nnx.Module]
@@ -283,6 +342,7 @@ class Family:
   extra_decoder_blocks: int
   upsample: type = Upsample
   level_norm: type | None = None
+  decoder_norm: type | None = None
 
   def num_mid_blocks(self, num_res_blocks: int) -> int:
     return self.mid_blocks or num_res_blocks
@@ -318,6 +378,8 @@ FAMILIES = {
 }
 # SimVQ's CNN: Open-MAGVIT2's without the decoder's adaptive GroupNorm at each level.
 FAMILIES["magvit2_plain"] = dataclasses.replace(FAMILIES["magvit2"], level_norm=None)
+# MoVQ: taming's CNN with the decoder's norms conditioned on the quantized latent.
+FAMILIES["movq"] = dataclasses.replace(FAMILIES["taming"], decoder_norm=SpatialNorm)
 
 
 #: The levels of the published f16 CNNs at 256 px (16x16 latents): taming-transformers' ImageNet
@@ -339,20 +401,25 @@ def _mid(ch: int, n: int, attention: bool, family: Family, kw: dict) -> tuple[nn
   return blocks, (AttnBlock(ch, **kw) if attention else None)
 
 
-def _run_mid(blocks: nnx.List, attn: Any, h: jax.Array) -> jax.Array:
+def _run_mid(blocks: nnx.List, attn: Any, h: jax.Array, codes: jax.Array | None = None) -> jax.Array:
   # Attention sits after the first mid block (taming's block_1, attn_1, block_2).
   for j, block in enumerate(blocks):
-    h = block(h)
+    h = _call(block, h, codes)
     if j == 0 and attn is not None:
-      h = attn(h)
+      h = attn(h, codes)
   return h
 
 
-def _run_level(res: nnx.List, attn: nnx.List, h: jax.Array) -> jax.Array:
+def _call(block: nnx.Module, h: jax.Array, codes: jax.Array | None) -> jax.Array:
+  # MaskGIT's blocks have no conditioned norms and take no codes.
+  return block(h) if codes is None else block(h, codes)
+
+
+def _run_level(res: nnx.List, attn: nnx.List, h: jax.Array, codes: jax.Array | None = None) -> jax.Array:
   for j, block in enumerate(res):
-    h = block(h)
+    h = _call(block, h, codes)
     if len(attn):
-      h = attn[j](h)
+      h = attn[j](h, codes)
   return h
 
 
@@ -450,7 +517,9 @@ class Encoder(nnx.Module):
 class Decoder(nnx.Module):
   """VQGAN convolutional decoder: (B, h, w, z_channels) -> (B, h*f, w*f, C).
 
-  Args: as ``Encoder``; ``out_channels`` is the image channel count.
+  Args: as ``Encoder``; ``out_channels`` is the image channel count;
+  ``code_channels`` the width of the quantized latent that a family with
+  ``decoder_norm`` (MoVQ) reads, ``codes`` in ``__call__`` (0: ``z_channels``).
   """
 
   def __init__(
@@ -464,6 +533,7 @@ class Decoder(nnx.Module):
     family: str = "taming",
     norm_groups: int = 32,
     out_channels: int = 3,
+    code_channels: int = 0,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -473,6 +543,12 @@ class Decoder(nnx.Module):
     fam = get_family(family)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     bkw = dict(kw, groups=norm_groups)  # normalised blocks
+    #: whether ``__call__`` reads the quantized latent ``codes`` (MoVQ's spatial norms).
+    self.reads_codes = fam.decoder_norm is not None
+    norm: Callable[..., nnx.Module] = group_norm
+    if self.reads_codes:
+      norm = functools.partial(fam.decoder_norm, code_channels=code_channels or z_channels)
+      bkw["norm"] = norm
     self.z_channels = z_channels
     self.upsample_factor = 2 ** (len(mult) - 1)
     ch = channels * mult[-1]
@@ -490,20 +566,20 @@ class Decoder(nnx.Module):
       up.append(fam.upsample(ch, **kw) if k < len(mult) - 1 else None)
     self.res, self.attn, self.up = nnx.List(res), nnx.List(attn), nnx.List(up)
     self.level_norm = nnx.List(norms)
-    self.norm_out = nnx.GroupNorm(
-      ch, num_groups=_num_groups(ch, norm_groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs
-    )
+    self.norm_out = norm(ch, groups=norm_groups, **kw)
     self.conv_out = nnx.Conv(ch, out_channels, (3, 3), **kw)
 
   #: attribute path of the last layer's kernel (adaptive GAN weight).
   last_layer_path = ("conv_out", "kernel")
 
-  def __call__(self, z: jax.Array) -> jax.Array:
-    h = _run_mid(self.mid, self.mid_attn, self.conv_in(z))
+  def __call__(self, z: jax.Array, codes: jax.Array | None = None) -> jax.Array:
+    """Images from latents ``z``; ``codes``: the quantized latent the spatial norms read (default ``z``)."""
+    codes = (z if codes is None else codes) if self.reads_codes else None
+    h = _run_mid(self.mid, self.mid_attn, self.conv_in(z), codes)
     for norm, res, attn, up in zip(self.level_norm, self.res, self.attn, self.up):
       if norm is not None:
         h = norm(h, z)
-      h = _run_level(res, attn, h)
+      h = _run_level(res, attn, h, codes)
       if up is not None:
         h = up(h)
-    return self.conv_out(nnx.swish(self.norm_out(h)))
+    return self.conv_out(nnx.swish(_norm(self.norm_out, h, codes)))

@@ -15,6 +15,7 @@ search and entropy terms are not reliable in bfloat16, and it makes
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import jax
@@ -47,6 +48,8 @@ def check_input_range(value: Any) -> tuple[float, float]:
 
 def _check_config(config: Any, check_paths: bool) -> None:
   check_input_range(config.model.input_range)
+  k = int(config.model.num_latent_tokens) if config.model.encoder == "vit1d" else 0
+  vit.check_token_drop(config.model.token_drop, k)
   scales = config.quantizer.get("scales") if config.quantizer.type == "multiscale" else None
   if scales and config.model.encoder == "cnn":
     factor = 2 ** (len(tuple(config.model.channel_mult)) - 1)
@@ -72,6 +75,7 @@ CONFIG = ConfigFields(
     "z_channels": 0,  # cnn: encoder output width; > 0 adds projections to/from code_dim
     "project_kernel": 1,  # cnn: those projections are 1 (Linear) or 3 (3x3 conv, VAR) wide
     # cnn block kinds: taming (also LlamaGen, IBQ) | maskgit | magvit2 (Open-MAGVIT2) | magvit2_plain (SimVQ)
+    # | movq (taming with MoVQ's spatially conditioned decoder norms; Kandinsky's movq)
     "cnn_family": "taming",
     "norm_groups": 32,  # cnn GroupNorm groups (32 in published models; fewer for narrow ones)
     "input_range": (-1.0, 1.0),  # what the encoder sees; batches are always [-1, 1]
@@ -79,6 +83,9 @@ CONFIG = ConfigFields(
     "decoder_variant": "",  # "" = same as variant
     "posemb": "learn",  # vit position embedding: learn | sincos2d
     "num_latent_tokens": 0,  # vit1d (TiTok): number of 1-D latent tokens
+    # vit1d: train the decoder on random prefixes of the tokens, so that decode(num_tokens=k) works:
+    # "" (off) | tail (One-D-Piece) | nested (FlexTok) (vit.TOKEN_DROPS)
+    "token_drop": "",
     "vit_family": "vqtok",  # vit block kinds: vqtok | titok (published TiTok) | titok_pixels (its VQ-8k) | bsqvit
     # vit1d: > 0 makes the decoder TiTok's: logits over this many codes of a MaskGIT VQGAN,
     # soft codes decoded by that VQGAN's CNN decoder (proxy_decoder sizes).
@@ -98,6 +105,9 @@ CONFIG = ConfigFields(
     "decoder_num_heads": 0,
     # vit: > 0 puts a Linear of this width and tanh before the decoder's pixel head (BSQ-ViT: 3072)
     "pixel_head_hidden": 0,
+    # > 0: a bias-free Linear from the quantised latents to a feature teacher's width, for the
+    # feature-alignment losses (VA-VAE's ``linear_proj`` with reverse_proj; DINOv2 ViT-L: 1024)
+    "feature_dim": 0,
   },
   choices={
     "dtype": tuple(DTYPES),
@@ -105,9 +115,10 @@ CONFIG = ConfigFields(
     "cnn_family": tuple(cnn.FAMILIES),
     "posemb": vit.POSEMBS,
     "vit_family": tuple(vit.FAMILIES),
+    "token_drop": tuple(vit.TOKEN_DROPS),
   },
   positive=("norm_groups",),
-  non_negative=("pixel_head_hidden",),
+  non_negative=("pixel_head_hidden", "feature_dim"),
   check=_check_config,
 )
 
@@ -130,6 +141,11 @@ class Tokenizer(nnx.Module):
     dtype: compute dtype of the projections (parameters stay float32).
     project_kernel: 1: the projections are Linear maps (1x1 convolutions);
       3: 3x3 convolutions (VAR), CNN only.
+    feature_dim: > 0 adds ``feature_proj``, a bias-free Linear from the
+      quantised latents to a feature teacher's width (``project_features``).
+    token_drop: 1-D tokenizers: a name in ``vit.TOKEN_DROPS``; in training
+      the decoder sees a random prefix of the tokens (its draws come from the
+      ``dropout`` stream of ``rngs``, else ``default``).
     rngs: parameter initialisation.
   """
 
@@ -145,6 +161,8 @@ class Tokenizer(nnx.Module):
     input_range: tuple[float, float] = (-1.0, 1.0),
     dtype: Any = jnp.float32,
     project_kernel: int = 1,
+    feature_dim: int = 0,
+    token_drop: str = "",
     rngs: nnx.Rngs,
   ):
     self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
@@ -170,7 +188,12 @@ class Tokenizer(nnx.Module):
       self.project_out = nnx.Conv(code_dim, z_channels, k, padding="SAME", dtype=dtype, rngs=rngs)
     else:
       self.project_in = self.project_out = None
+    # VA-VAE (hustvl/LightningDiT vavae/ldm/models/autoencoder.py, reverse_proj): a 1x1 conv without bias.
+    self.feature_proj = nnx.Linear(code_dim, feature_dim, use_bias=False, rngs=rngs) if feature_dim > 0 else None
     self.in_channels = encoder.in_channels
+    self.token_drop = token_drop
+    self._drop = vit.check_token_drop(token_drop, getattr(encoder, "num_latent_tokens", 0))
+    self.drop_rng = rngs["dropout"].fork() if self._drop is not None else nnx.data(None)
     scales = quantizer.scale_schedule
     if scales is not None and self.token_shape != (scales[-1], scales[-1]):
       # Multi-scale quantizers: the finest scale is the latent itself.
@@ -238,61 +261,114 @@ class Tokenizer(nnx.Module):
       z_q = self.project_out(z_q)
     return z_q.astype(self.dtype)
 
-  def _reconstruct(self, z_q: jax.Array) -> jax.Array:
-    return self._from_model_range(self.decoder(self._decoder_input(z_q)).astype(jnp.float32))
+  def _reconstruct(self, z_q: jax.Array, keep: jax.Array | None = None) -> jax.Array:
+    h = self._decoder_input(z_q)
+    if getattr(self.decoder, "reads_codes", False):  # MoVQ: the norms read z_q itself, before project_out
+      out = self.decoder(h, z_q.astype(self.dtype))
+    else:
+      out = self.decoder(h) if keep is None else self.decoder(h, keep)
+    return self._from_model_range(out.astype(jnp.float32))
 
   def quantize(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
     """Quantised latents ``z_q`` of ``images`` and the quantizer output (the first half of ``__call__``)."""
     return self.quantizer(self._latents(images), train=train)
 
-  def reconstruct(self, z_q: jax.Array) -> jax.Array:
-    """Images (B, H, W, 3) float32 in [-1, 1] from quantised latents (the second half of ``__call__``)."""
-    return self._reconstruct(z_q)
+  def reconstruct(self, z_q: jax.Array, *, keep: jax.Array | None = None) -> jax.Array:
+    """Images (B, H, W, 3) float32 in [-1, 1] from quantised latents (the second half of ``__call__``).
+
+    ``keep``: 1-D tokenizers: None, or (B,) int, how many leading tokens of each
+    image the decoder sees (``sample_keep``); 1-D ``z_q`` may also be a prefix.
+    """
+    return self._reconstruct(z_q, keep)
+
+  def sample_keep(self, batch: int) -> jax.Array | None:
+    """(batch,) int32 prefix lengths drawn as ``token_drop`` says (advances its RNG); None without one."""
+    if self._drop is None:
+      return None
+    return vit.sample_keep(self._drop, self.drop_rng(), batch, self.encoder.num_latent_tokens)
+
+  def project_features(self, z_q: jax.Array) -> jax.Array:
+    """Quantised latents (..., code_dim) mapped to the feature teacher's width (``model.feature_dim``), float32."""
+    if self.feature_proj is None:
+      raise ValueError("project_features needs model.feature_dim > 0 (a projection to the teacher's features)")
+    return self.feature_proj(z_q.astype(jnp.float32))
 
   @property
   def has_proxy_codes(self) -> bool:
     """Whether the decoder predicts logits over a proxy codebook (TiTok's ``ProxyCodeDecoder``)."""
     return isinstance(self.decoder, ProxyCodeDecoder)
 
-  def proxy_logits(self, z_q: jax.Array) -> jax.Array:
+  def proxy_logits(self, z_q: jax.Array, *, keep: jax.Array | None = None) -> jax.Array:
     """(B, h, w, proxy_codebook_size) float32 logits of a proxy-code decoder (TiTok's first-stage output)."""
     if not self.has_proxy_codes:
       raise ValueError("proxy_logits needs a decoder that predicts proxy codes (model.proxy_codebook_size > 0)")
-    return self.decoder.logits(self._decoder_input(z_q))
+    return self.decoder.logits(self._decoder_input(z_q), keep)
 
   def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
     """Reconstructs ``images``.
 
     Args:
       images: (B, H, W, 3) float in [-1, 1].
-      train: training mode for the quantizer (codebook updates, dropout).
+      train: training mode for the quantizer (codebook updates, dropout) and
+        the token drop.
 
     Returns:
       ``(reconstruction, quantizer_output)``; the reconstruction is float32
       (B, H, W, 3).
     """
     z_q, out = self.quantize(images, train=train)
-    return self._reconstruct(z_q), out
+    return self._reconstruct(z_q, self.sample_keep(images.shape[0]) if train else None), out
 
   def encode(self, images: jax.Array) -> jax.Array:
     """Token indices of ``images`` (eval mode): int32 ``(B,) + token_shape [+ (depth,)]``."""
     _, out = self.quantizer(self._latents(images), train=False)
     return out.indices
 
-  def decode(self, indices: jax.Array, *, num_scales: int | None = None) -> jax.Array:
+  @property
+  def one_d(self) -> bool:
+    """Whether its tokens are a 1-D sequence whose prefixes decode (TiTok's latent tokens)."""
+    return bool(getattr(self.encoder, "num_latent_tokens", 0))
+
+  def _prefix(self, indices: jax.Array, num_tokens: int | None) -> jax.Array:
+    """The first ``num_tokens`` (or all given) of 1-D ``indices``; ValueError past ``num_tokens``."""
+    total = self.num_tokens
+    given = indices.shape[1] if indices.ndim >= 2 else 0
+    k = given if num_tokens is None else int(num_tokens)
+    if not 1 <= k <= min(given or total, total):
+      raise ValueError(
+        f"decode: this tokenizer has {total} tokens per image; cannot decode from {k}"
+        + (f" (given {given})" if given and given < k <= total else "")
+      )
+    if k < total and not self.token_drop:
+      _warn_untrained_prefix(k, total)
+    return indices[:, :k]
+
+  def decode(self, indices: jax.Array, *, num_scales: int | None = None, num_tokens: int | None = None) -> jax.Array:
     """Images (B, H, W, 3) float32 from token indices as returned by ``encode``.
 
     Args:
-      indices: token indices, as ``encode`` returns them.
+      indices: token indices, as ``encode`` returns them; 1-D tokenizers also
+        take the first k of them, (B, k) with k <= ``num_tokens``.
       num_scales: multi-scale quantizers only: decode from the first
         ``num_scales`` scales (a coarse preview); None: all.
+      num_tokens: 1-D tokenizers only: decode from the first ``num_tokens``
+        tokens; None: all given. A tokenizer trained without ``token_drop``
+        decodes a prefix poorly (it warns once).
 
     Raises:
-      ValueError: wrong rank / token layout, or indices outside the codebook.
+      ValueError: wrong rank / token layout, more tokens than the tokenizer
+        has, or indices outside the codebook.
     """
     indices = jnp.asarray(indices)
+    if num_tokens is not None and not self.one_d:
+      raise ValueError(f"decode: num_tokens is for 1-D tokenizers; this one's tokens are {self.token_shape}")
     depth = self.quantizer.index_depth
     tail = () if depth is None else (depth,)
+    if self.one_d and num_scales is None:
+      if indices.ndim != 2 + len(tail) or indices.shape[2:] != tail:
+        want = ", ".join(map(str, (self.num_tokens,) + tail))
+        raise ValueError(f"decode expects indices of shape (B, {want}) or a prefix of them; got {tuple(indices.shape)}")
+      return self._reconstruct(self.quantizer.indices_to_codes(self._prefix(indices, num_tokens)))
     n = len(self.token_shape)
     per_image = self.quantizer.index_shape((1,) + self.token_shape + (self.quantizer.code_dim,))[1:]
     if self.any_grid and per_image == self.token_shape + tail:
@@ -310,6 +386,21 @@ class Tokenizer(nnx.Module):
         raise ValueError(f"decode: num_scales is for multi-scale quantizers; this one is {name}")
       return self._reconstruct(self.quantizer.indices_to_codes(indices, num_scales=num_scales))
     return self._reconstruct(self.quantizer.indices_to_codes(indices))
+
+
+_warned_prefix = False
+
+
+def _warn_untrained_prefix(k: int, total: int) -> None:
+  """Once per process: a prefix decoded by a tokenizer trained on all its tokens."""
+  global _warned_prefix
+  if not _warned_prefix:
+    _warned_prefix = True
+    warnings.warn(
+      f"decoding from the first {k} of {total} tokens with a tokenizer trained without model.token_drop:"
+      " it was never trained on prefixes and decodes them poorly (train with model.token_drop='tail')",
+      stacklevel=4,
+    )
 
 
 class ProxyCodeDecoder(nnx.Module):
@@ -339,12 +430,12 @@ class ProxyCodeDecoder(nnx.Module):
 
   last_layer_path = ("pixel", "conv_out", "kernel")
 
-  def logits(self, z: jax.Array) -> jax.Array:
-    """(B, h, w, num_codes) float32 logits over the VQGAN's codes."""
-    return self.vit(z).astype(jnp.float32)
+  def logits(self, z: jax.Array, keep: jax.Array | None = None) -> jax.Array:
+    """(B, h, w, num_codes) float32 logits over the VQGAN's codes (``keep``: as ``vit.ViTDecoder``)."""
+    return self.vit(z, keep).astype(jnp.float32)
 
-  def __call__(self, z: jax.Array) -> jax.Array:
-    probs = jax.nn.softmax(self.logits(z), axis=-1)
+  def __call__(self, z: jax.Array, keep: jax.Array | None = None) -> jax.Array:
+    probs = jax.nn.softmax(self.logits(z, keep), axis=-1)
     codes = jnp.einsum("bhwn,nd->bhwd", probs, self.codebook[...], precision=jax.lax.Precision.HIGHEST)
     return self.pixel(codes.astype(self.dtype))
 
@@ -356,6 +447,15 @@ def last_layer_path(tokenizer: Tokenizer) -> tuple[Any, ...]:
   reconstruction and GAN gradient norms at this layer).
   """
   return ("decoder",) + tuple(tokenizer.decoder.last_layer_path)
+
+
+def encoder_last_layer_path(tokenizer: Tokenizer) -> tuple[Any, ...]:
+  """Path of the encoder's output kernel in ``nnx.state(tokenizer, nnx.Param)`` (CNN ``conv_out``, ViT ``head``).
+
+  VA-VAE balances its vision-foundation loss against the reconstruction at
+  this layer (``enc_last_layer = self.encoder.conv_out.weight``).
+  """
+  return ("encoder", "conv_out" if isinstance(tokenizer.encoder, cnn.Encoder) else "head", "kernel")
 
 
 def get_last_layer(tokenizer: Tokenizer) -> jax.Array:
@@ -388,7 +488,7 @@ def _proxy_code_decoder(
     raise ValueError("model.proxy_codebook_size > 0 needs model.encoder='vit1d' (TiTok)")
   pd = m.proxy_decoder
   mult = cnn.check_channel_mult(pd.channel_mult)
-  vit_dec = vit.ViTDecoder(z, **dec_kw, **common, out_codes=num_codes)
+  vit_dec = vit.ViTDecoder(z, **dec_kw, **common, out_codes=num_codes, token_drop=m.get("token_drop", ""))
   f = 2 ** (len(mult) - 1)
   if vit_dec.patch_size != f:
     raise ValueError(
@@ -465,7 +565,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
       dtype=dtype,
     )
     encoder = cnn.Encoder(z, rngs=rngs, **kw)
-    decoder = cnn.Decoder(z, rngs=rngs, **kw)
+    decoder = cnn.Decoder(z, code_channels=code_dim, rngs=rngs, **kw)
   else:  # vit, vit1d
     z, project = code_dim, False
     k = int(m.get("num_latent_tokens", 0)) if kind == "vit1d" else 0
@@ -485,7 +585,9 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
     if num_codes:
       decoder = _proxy_code_decoder(m, z, num_codes, dec_kw, common)
     else:
-      decoder = vit.ViTDecoder(z, **dec_kw, **common, head_hidden=int(m.get("pixel_head_hidden", 0)))
+      decoder = vit.ViTDecoder(
+        z, **dec_kw, **common, head_hidden=int(m.get("pixel_head_hidden", 0)), token_drop=m.get("token_drop", "")
+      )
   return Tokenizer(
     encoder,
     quantizer,
@@ -496,5 +598,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
     input_range=tuple(m.get("input_range", (-1.0, 1.0))),
     dtype=dtype,
     project_kernel=int(m.get("project_kernel", 1)),
+    feature_dim=int(m.get("feature_dim", 0)),
+    token_drop=m.get("token_drop", "") if kind == "vit1d" else "",
     rngs=rngs,
   )

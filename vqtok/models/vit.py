@@ -11,6 +11,9 @@ Two layouts:
   learned mask tokens and reconstructs the patches from the mask positions.
 
 Blocks are pre-norm (LayerNorm, multi-head attention, LayerNorm, GELU MLP).
+Attention is ``jax.nn.dot_product_attention`` (no mask, no bias, scale
+1/sqrt(head_dim) in every family): XLA's on the CPU and TPU, cuDNN's fused
+(flash) kernel on an NVIDIA GPU for bf16/fp16 heads it supports.
 Sizes follow big_vision: a table plus ``decode_variant("B/16")``. How families
 differ in kind (a class token, a LayerNorm before the blocks, exact or tanh
 GELU, the published TiTok's token layout) is a row of ``FAMILIES``.
@@ -25,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.nnx.nn.dtypes import promote_dtype
 
 Dtype = Any
 
@@ -58,6 +62,9 @@ class Family:
       before ``ln_pre`` would only shift what the LayerNorm removes
       (zhaoyue-zephyrus/bsq-vit transcoder/models/transformer.py,
       TransformerEncoder ``conv1 = nn.Linear(..., bias=not ln_pre)``).
+    layer_scale: each residual branch is scaled per channel by a learned
+      vector before it is added (CaiT's LayerScale; DINOv2's ``ls1``/``ls2``,
+      facebookresearch/dinov2 dinov2/layers/block.py).
   """
 
   cls_token: bool = False
@@ -67,6 +74,7 @@ class Family:
   legacy_latents: bool = False
   out_conv: bool = False
   patch_bias: bool = True
+  layer_scale: bool = False
 
 
 #: ``model.vit_family``: vqtok's own ViT (big_vision style), the published TiTok and BSQ-ViT.
@@ -77,7 +85,70 @@ FAMILIES = {
   "titok_pixels": Family(cls_token=True, ln_pre=True, norm_eps=1e-5, exact_gelu=True, out_conv=True),
   # BSQ-ViT (transcoder/models/transformer.py): CLIP-style blocks, ln_pre in both ViTs.
   "bsqvit": Family(ln_pre=True, norm_eps=1e-5, exact_gelu=True, patch_bias=False),
+  # DINOv2 (dinov2/models/vision_transformer.py): LayerNorm eps 1e-6, nn.GELU, LayerScale.
+  "dinov2": Family(cls_token=True, exact_gelu=True, layer_scale=True),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenDrop:
+  """How a 1-D tokenizer learns to decode from the first k of its K tokens (``model.token_drop``).
+
+  In training, the decoder sees only the first k tokens, with k drawn afresh
+  at every step, so that any prefix decodes to the best image its length can
+  give; at inference ``Tokenizer.decode`` takes any prefix.
+
+  Attributes:
+    per_image: one k per image (True) or one for the whole batch.
+    sizes: the distribution of k: ``"uniform"`` on 1..K, or ``"pow2"``
+      uniform on the powers of two 1, 2, 4, ..., K.
+    fill: ``"remove"``: the dropped tokens are left out of the decoder's
+      sequence (here masked out of every attention, which is the same);
+      ``"token"``: each is replaced by one learned token (``decoder.drop_token``)
+      of the quantised tokens' width.
+  """
+
+  per_image: bool
+  sizes: str
+  fill: str
+
+
+#: ``model.token_drop``: "" (none) and the two published schemes.
+TOKEN_DROPS = {
+  "": None,
+  # One-D-Piece's tail token drop (turingmotors/One-D-Piece modeling/one_d_piece.py,
+  # ``apply_tail_token_drop``): ``torch.randint(1, K + 1, (1,))``, one k per batch,
+  # the tokens after it sliced off before the decoder (TiTok's decoder then adds
+  # ``latent_token_positional_embedding[:k]``), in both training stages.
+  "tail": TokenDrop(per_image=False, sizes="uniform", fill="remove"),
+  # FlexTok's nested dropout (apple/ml-flextok flextok/model/preprocessors/token_dropout.py,
+  # ``MaskedNestedDropout``, size_sampling_mode "pow2"): one k per image, from
+  # {1, 2, 4, ..., K}; the dropped tokens are overwritten by a learned mask token.
+  "nested": TokenDrop(per_image=True, sizes="pow2", fill="token"),
+}
+
+
+def check_token_drop(name: str, num_tokens: int) -> TokenDrop | None:
+  """The row of ``TOKEN_DROPS`` called ``name``; ValueError if unknown or unfit for ``num_tokens``."""
+  if name not in TOKEN_DROPS:
+    raise ValueError(f"model.token_drop={name!r} is not one of {tuple(TOKEN_DROPS)}")
+  drop = TOKEN_DROPS[name]
+  if drop is not None and num_tokens < 1:
+    raise ValueError(f"model.token_drop={name!r} needs a 1-D tokenizer (model.encoder='vit1d')")
+  if drop is not None and drop.sizes == "pow2" and num_tokens & (num_tokens - 1):
+    raise ValueError(f"model.token_drop={name!r} draws powers of two: model.num_latent_tokens={num_tokens} must be one")
+  return drop
+
+
+def sample_keep(drop: TokenDrop, key: jax.Array, batch: int, num_tokens: int) -> jax.Array:
+  """(batch,) int32: how many leading tokens each image keeps, drawn as ``drop`` says."""
+  shape = (batch,) if drop.per_image else ()
+  if drop.sizes == "uniform":
+    keep = jax.random.randint(key, shape, 1, num_tokens + 1)
+  else:
+    powers = 2 ** jnp.arange(num_tokens.bit_length(), dtype=jnp.int32)  # 1, 2, ..., K (K a power of two)
+    keep = jax.random.choice(key, powers, shape)
+  return jnp.broadcast_to(keep, (batch,)).astype(jnp.int32)
 
 
 def get_family(name: str) -> Family:
@@ -147,6 +218,53 @@ class PosEmbed(nnx.Module):
     return x + emb.astype(x.dtype)
 
 
+def _platform() -> str:
+  """The default device's platform, with NVIDIA GPUs as ``"cuda"`` (ROCm ones have no cuDNN)."""
+  dev = jax.devices()[0]
+  if dev.platform == "gpu" and "cuda" in str(dev.client.platform_version).lower():
+    return "cuda"
+  return dev.platform
+
+
+def attention_implementation(dtype: Dtype, head_dim: int, platform: str | None = None) -> str | None:
+  """``"cudnn"`` where cuDNN's fused attention takes these heads, else None (XLA).
+
+  JAX's own default (None) is XLA on every backend, so the fused kernel has to
+  be asked for; cuDNN takes fp16/bf16 heads whose size is a multiple of 8, up
+  to 128 on every GPU it supports (256 from Hopper on; 128 suffices here).
+  """
+  if (platform or _platform()) != "cuda":
+    return None
+  if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)) or head_dim % 8 or head_dim > 128:
+    return None
+  return "cudnn"
+
+
+def dot_product_attention(
+  query, key, value, *, mask=None, dropout_rate=0.0, dtype=None, module=None, is_causal=False, **_
+):
+  """``nnx.MultiHeadAttention``'s ``attention_fn``: (B, T, heads, head_dim) in and out.
+
+  The ViT blocks attend without dropout or sown weights, and with a boolean
+  key mask only where ``model.token_drop`` hides a tail of the tokens; Flax's
+  own function calls the same ``jax.nn.dot_product_attention`` with JAX's
+  default implementation (XLA everywhere), so on the CPU the two agree bit for
+  bit. Masked attention stays on XLA.
+  """
+  if dropout_rate or module is not None or is_causal:
+    raise ValueError("the ViT's attention takes no causal mask, dropout or sown weights")
+  query, key, value = promote_dtype((query, key, value), dtype=dtype)
+  if mask is not None:
+    return jax.nn.dot_product_attention(query, key, value, mask=mask)
+  impl = attention_implementation(query.dtype, query.shape[-1])
+  if impl is not None:
+    try:
+      return jax.nn.dot_product_attention(query, key, value, implementation=impl)
+    except (NotImplementedError, RuntimeError):  # a cuDNN too old for these shapes: XLA's
+      pass
+  return jax.nn.dot_product_attention(query, key, value)
+
+
 class Block(nnx.Module):
   """Pre-norm transformer block."""
 
@@ -164,14 +282,26 @@ class Block(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.exact_gelu = family.exact_gelu
     self.norm1 = nnx.LayerNorm(width, epsilon=family.norm_eps, **kw)
-    self.attn = nnx.MultiHeadAttention(num_heads=num_heads, in_features=width, decode=False, **kw)
+    self.attn = nnx.MultiHeadAttention(
+      num_heads=num_heads, in_features=width, decode=False, attention_fn=dot_product_attention, **kw
+    )
     self.norm2 = nnx.LayerNorm(width, epsilon=family.norm_eps, **kw)
     self.mlp1 = nnx.Linear(width, mlp_dim, **kw)
     self.mlp2 = nnx.Linear(mlp_dim, width, **kw)
+    if family.layer_scale:
+      self.ls1 = nnx.Param(jnp.ones((width,), param_dtype))
+      self.ls2 = nnx.Param(jnp.ones((width,), param_dtype))
+    else:
+      self.ls1 = self.ls2 = None
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = x + self.attn(self.norm1(x))
-    return x + self.mlp2(nnx.gelu(self.mlp1(self.norm2(x)), approximate=not self.exact_gelu))
+  @staticmethod
+  def _scale(h: jax.Array, ls: nnx.Param | None) -> jax.Array:
+    return h if ls is None else h * ls[...].astype(h.dtype).reshape((1,) * (h.ndim - 1) + (-1,))
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    x = x + self._scale(self.attn(self.norm1(x), mask=mask), self.ls1)
+    h = self.mlp2(nnx.gelu(self.mlp1(self.norm2(x)), approximate=not self.exact_gelu))
+    return x + self._scale(h, self.ls2)
 
 
 class Transformer(nnx.Module):
@@ -197,11 +327,12 @@ class Transformer(nnx.Module):
     # Per-token, so normalising every output equals TiTok's ``ln_post`` on the kept tokens.
     self.norm = nnx.LayerNorm(width, epsilon=family.norm_eps, **kw)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """``mask``: None, or (B, 1, 1, L) bool, the keys every token may attend to."""
     if self.ln_pre is not None:
       x = self.ln_pre(x)
     for block in self.blocks:
-      x = block(x)
+      x = block(x, mask)
     return self.norm(x)
 
 
@@ -357,6 +488,8 @@ class ViTDecoder(_ViTBase):
     out_codes: > 0: predict logits over this many proxy codes (TiTok) instead of pixels.
     head_hidden: > 0: a Linear of this width and tanh before the pixel head
       (BSQ-ViT's decoder ``ffn``, 3072 wide; transformer.py TransformerDecoder).
+    token_drop: a name in ``TOKEN_DROPS`` (1-D only): how dropped tokens reach
+      the decoder (``"nested"`` adds the learned ``drop_token``).
   """
 
   def __init__(
@@ -375,6 +508,7 @@ class ViTDecoder(_ViTBase):
     out_channels: int = 3,
     out_codes: int = 0,
     head_hidden: int = 0,
+    token_drop: str = "",
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -382,6 +516,13 @@ class ViTDecoder(_ViTBase):
     super().__init__(image_size, patch_size, width, depth, mlp_dim, num_heads, family, posemb, dtype, param_dtype, rngs)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     p = self.patch_size
+    drop = check_token_drop(token_drop, int(num_latent_tokens))
+    if drop is not None and drop.fill == "token":
+      # FlexTok's ``dropout_mask_token``: trunc_normal_(std=0.02), the width of the quantised tokens.
+      init = nnx.initializers.truncated_normal(stddev=0.02)
+      self.drop_token = nnx.Param(init(rngs.params(), (1, 1, z_channels), param_dtype))
+    else:
+      self.drop_token = None
     if head_hidden < 0 or (head_hidden and out_codes):
       raise ValueError(f"head_hidden must be >= 0, and 0 with out_codes (TiTok's head); got {head_hidden}")
     self.z_channels = z_channels
@@ -410,17 +551,48 @@ class ViTDecoder(_ViTBase):
     #: attribute path of the last layer's kernel (adaptive GAN weight).
     self.last_layer_path = ("out_conv", "kernel") if self.out_conv is not None else ("head", "kernel")
 
-  def __call__(self, z: jax.Array) -> jax.Array:
-    """Images (B, H, W, out_channels), or with ``out_codes`` logits (B, H/p, W/p, out_codes)."""
+  def _drop_tail(self, z: jax.Array, keep: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
+    """``(z, key mask)`` for the first ``keep`` tokens of each image (all of ``z`` when None).
+
+    A prefix shorter than K is decoded as it is (the tokens after it removed),
+    or, with a ``drop_token``, padded to K with it; in training ``keep`` says
+    how many of the K tokens each image keeps.
+    """
+    k = z.shape[1]
+    if not 1 <= k <= self.num_latent_tokens:
+      raise ValueError(f"the decoder takes 1 to {self.num_latent_tokens} latent tokens; got {k}")
+    if self.drop_token is None:
+      return z, None if keep is None else jnp.arange(k)[None, :] < keep[:, None]
+    full = self.num_latent_tokens
+    if k < full:
+      keep = jnp.full((z.shape[0],), k, jnp.int32) if keep is None else jnp.minimum(keep, k)
+      z = jnp.pad(z, ((0, 0), (0, full - k), (0, 0)))
+    if keep is not None:
+      kept = (jnp.arange(full)[None, :] < keep[:, None])[..., None]
+      z = jnp.where(kept, z, self.drop_token[...].astype(z.dtype))
+    return z, None
+
+  def __call__(self, z: jax.Array, keep: jax.Array | None = None) -> jax.Array:
+    """Images (B, H, W, out_channels), or with ``out_codes`` logits (B, H/p, W/p, out_codes).
+
+    1-D: ``z`` is (B, k, z_channels), k <= K (a prefix decodes as ``TOKEN_DROPS``
+    says); ``keep``: None, or (B,) int, the tokens each image keeps (training).
+    """
     b, n = z.shape[0], self.grid * self.grid
-    h = self.embed(z.reshape(b, -1, z.shape[-1]))
     if self.num_latent_tokens:
-      h = self.latent_posemb(h)
+      z, kept = self._drop_tail(z, keep)
+      h = self.embed(z)
+      # TiTok's ``latent_token_positional_embedding[:seq_len]``: a prefix takes the first rows.
+      h = h + self.latent_posemb.embedding[...][:, : h.shape[1]].astype(h.dtype)
       mask = jnp.broadcast_to(self.mask_token[...].astype(h.dtype), (b, n, h.shape[-1]))
       mask = self._embed_grid(mask)
       c = mask.shape[1] - n  # the class token, if any
-      h = self.transformer(jnp.concatenate([mask, h], axis=1))[:, c : c + n]
+      attend = None
+      if kept is not None:  # the grid (and class token) always; the latent tokens kept
+        attend = jnp.concatenate([jnp.ones((b, c + n), bool), kept], axis=1)[:, None, None, :]
+      h = self.transformer(jnp.concatenate([mask, h], axis=1), attend)[:, c : c + n]
     else:
+      h = self.embed(z.reshape(b, -1, z.shape[-1]))
       h = self.transformer(self._embed_grid(h))
       h = h[:, h.shape[1] - n :]
     if self.head_hidden is not None:

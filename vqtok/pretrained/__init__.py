@@ -17,16 +17,36 @@ import ml_collections
 from flax import nnx
 
 from vqtok import config as config_lib
-from vqtok import files, tokenizer_dir
+from vqtok import feature_teacher, files, tokenizer_dir
 from vqtok.models import build_tokenizer
-from vqtok.pretrained import bsqvit, ibq, layout, llamagen, maskgit, open_magvit2, simvq, taming, titok, var
+from vqtok.pretrained import (
+  bsqvit,
+  dinov2,
+  ibq,
+  layout,
+  llamagen,
+  maskgit,
+  movq,
+  one_d_piece,
+  open_magvit2,
+  simvq,
+  taming,
+  titok,
+  var,
+)
 from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 
 #: Convertible formats: name -> family module (NAME, FILES, IGNORE, state_dict, config, table;
-#: optionally default_ema(file) -> whether to take EMA weights when ``ema`` is not given).
+#: optionally default_ema(file) -> whether to take EMA weights when ``ema`` is not given, and for a
+#: directory (diffusers' layout) read(path) -> the file's contents and weights_file(path) -> the
+#: file its sha256 names).
 FORMATS: dict[str, ModuleType] = {
-  m.NAME: m for m in (llamagen, taming, maskgit, open_magvit2, ibq, simvq, var, titok, bsqvit)
+  m.NAME: m for m in (llamagen, taming, maskgit, open_magvit2, ibq, simvq, var, titok, one_d_piece, bsqvit, movq)
 }
+
+#: Convertible feature teachers (frozen vision foundation models): name -> family module
+#: (NAME, FILES, IGNORE, state_dict, config, table), written as feature-teacher directories.
+TEACHERS: dict[str, ModuleType] = {m.NAME: m for m in (dinov2,)}
 
 
 def convert(
@@ -36,7 +56,7 @@ def convert(
 
   Args:
     format: one of ``FORMATS``.
-    checkpoint: the published file.
+    checkpoint: the published file (movq: the diffusers model directory).
     ema: take the EMA weights (True) or the raw ones (False); None: the family's
       default (EMA where the reference evaluates with it: open-magvit2, ibq, simvq, bsq-vit).
 
@@ -47,26 +67,50 @@ def convert(
     CheckpointError: an unreadable file, one of another family, or tensors that do not fit.
   """
   if format not in FORMATS:
-    raise CheckpointError(f"unknown format {format!r}; expected one of {sorted(FORMATS)}")
+    raise CheckpointError(f"unknown format {format!r}; expected one of {sorted(FORMATS | TEACHERS)}")
   family = FORMATS[format]
-  source = os.path.basename(checkpoint)
-  obj = read_checkpoint(checkpoint)
+  source = os.path.basename(os.path.normpath(checkpoint))
+  obj = getattr(family, "read", read_checkpoint)(checkpoint)
   if ema is None:
     ema = bool(getattr(family, "default_ema", lambda _: False)(obj))
   tensors = family.state_dict(obj, ema=ema, source=source)
   config = family.config(tensors, source)
   config_lib.validate_config(config, check_paths=False)
-  tokenizer = build_tokenizer(config, rngs=nnx.Rngs(0))
+  # Built abstractly: every variable is then set from the file (apply_rules checks that none is left),
+  # so the random initialisation, op by op, would be thrown away (~10 s of CPU for a small CNN).
+  tokenizer = nnx.eval_shape(lambda: build_tokenizer(config, rngs=nnx.Rngs(0)))
   expected = files.shapes(tokenizer)
   mapped = layout.apply_rules(tensors, family.table(config), expected, ignore=family.IGNORE, source=source)
-  files.assign(tokenizer, mapped, source=source)
+  tokenizer = files.assign(tokenizer, mapped, source=source)
   meta: dict[str, Any] = {
     "source": format,
     "source_file": source,
-    "source_sha256": tokenizer_dir.file_sha256(checkpoint),
+    "source_sha256": tokenizer_dir.file_sha256(getattr(family, "weights_file", lambda p: p)(checkpoint)),
     "weights": "ema" if ema else "model",
   }
   return tokenizer, config, meta
 
 
-__all__ = ["FORMATS", "CheckpointError", "convert", "read_checkpoint"]
+def convert_teacher(format: str, checkpoint: str) -> tuple[nnx.Module, ml_collections.ConfigDict, dict]:
+  """Loads a published vision foundation model as a frozen feature teacher.
+
+  Returns:
+    ``(module, config, metadata)`` for ``feature_teacher.save``.
+
+  Raises:
+    CheckpointError: an unreadable file, one of another family, or tensors that do not fit.
+  """
+  if format not in TEACHERS:
+    raise CheckpointError(f"unknown feature teacher {format!r}; expected one of {sorted(TEACHERS)}")
+  family = TEACHERS[format]
+  source = os.path.basename(checkpoint)
+  tensors = family.state_dict(read_checkpoint(checkpoint), ema=False, source=source)
+  config = family.config(tensors, source)
+  module = feature_teacher.build(config)
+  mapped = layout.apply_rules(tensors, family.table(config), files.shapes(module), ignore=family.IGNORE, source=source)
+  files.assign(module, mapped, source=source)
+  meta = {"source": format, "source_file": source, "source_sha256": tokenizer_dir.file_sha256(checkpoint)}
+  return module, config, meta
+
+
+__all__ = ["FORMATS", "TEACHERS", "CheckpointError", "convert", "convert_teacher", "read_checkpoint"]

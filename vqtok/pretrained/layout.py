@@ -254,11 +254,16 @@ def torch_vqgan_ends(side: str) -> tuple[Rule, ...]:
 _QKV = ("query", "key", "value")
 
 
-def split_in_proj(tensors: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
-  """``attn.in_proj_weight`` / ``in_proj_bias`` (query, key and value stacked) split into ``.query`` etc."""
+def split_in_proj(
+  tensors: Mapping[str, np.ndarray],
+  source: str,
+  names: tuple[str, ...] = (".attn.in_proj_weight", ".attn.in_proj_bias"),
+) -> dict[str, np.ndarray]:
+  """Stacked query, key and value projections (``attn.in_proj_weight`` / ``in_proj_bias``, or the
+  tensors whose names end with ``names``) split into ``<name>.query``, ``.key`` and ``.value``."""
   out: dict[str, np.ndarray] = {}
   for name, value in tensors.items():
-    if name.endswith((".attn.in_proj_weight", ".attn.in_proj_bias")):
+    if name.endswith(names):
       if np.shape(value)[0] % 3:
         raise CheckpointError(f"{source}: tensor {name!r} has shape {np.shape(value)}; expected 3 x width rows")
       for part, third in zip(_QKV, np.split(np.asarray(value), 3, axis=0)):
@@ -298,4 +303,49 @@ def torch_clip_block(prefix: str, target: Prefix, heads: int) -> tuple[Rule, ...
     under(prefix, target, r"mlp\.c_fc\.bias", lambda: "mlp1.bias", as_is),
     under(prefix, target, r"mlp\.c_proj\.weight", lambda: "mlp2.kernel", linear),
     under(prefix, target, r"mlp\.c_proj\.bias", lambda: "mlp2.bias", as_is),
+  )
+
+
+# ---- diffusers' VAE blocks (models/resnet.py, attention_processor.py, autoencoders/vae.py) -------
+
+
+def diffusers_norm(prefix: str, target: Prefix) -> tuple[Rule, ...]:
+  """A GroupNorm (``weight``/``bias``) or a ``SpatialNorm`` (``norm_layer``, 1x1 ``conv_y``/``conv_b``)."""
+  sub = extend(target)
+  return (
+    *torch_norm(prefix, target),
+    *torch_norm(rf"{prefix}\.norm_layer", sub("norm")),
+    *torch_conv1x1_linear(rf"{prefix}\.conv_y", sub("gamma")),
+    *torch_conv1x1_linear(rf"{prefix}\.conv_b", sub("beta")),
+  )
+
+
+def diffusers_resnet(prefix: str, target: Prefix) -> tuple[Rule, ...]:
+  """``ResnetBlock2D`` / ``ResnetBlockCondNorm2D``: taming's wiring, the shortcut named ``conv_shortcut``."""
+  sub = extend(target)
+  return (
+    *diffusers_norm(rf"{prefix}\.norm1", sub("norm1")),
+    *torch_conv(rf"{prefix}\.conv1", sub("conv1")),
+    *diffusers_norm(rf"{prefix}\.norm2", sub("norm2")),
+    *torch_conv(rf"{prefix}\.conv2", sub("conv2")),
+    *torch_conv(rf"{prefix}\.conv_shortcut", sub("skip")),
+  )
+
+
+# diffusers' current names, then those of its deprecated AttentionBlock, which its loader renames
+# (modeling_utils.py, _convert_deprecated_attention_blocks: query -> to_q, ..., proj_attn -> to_out.0).
+_DIFFUSERS_QKV = {"to_q": "query", "to_k": "key", "to_v": "value", "query": "query", "key": "key", "value": "value"}
+
+
+def diffusers_attention(prefix: str, target: Prefix) -> tuple[Rule, ...]:
+  """A single-head ``Attention`` (``group_norm`` or ``spatial_norm``, Linear q/k/v/out) -> vqtok's ``AttnBlock``."""
+  sub = extend(target)
+  qkv = "|".join(_DIFFUSERS_QKV)
+  return (
+    *torch_norm(rf"{prefix}\.group_norm", sub("norm")),
+    *diffusers_norm(rf"{prefix}\.spatial_norm", sub("norm")),
+    under(prefix, target, rf"({qkv})\.weight", lambda p: f"attn.{_DIFFUSERS_QKV[p]}.kernel", heads_in(1)),
+    under(prefix, target, rf"({qkv})\.bias", lambda p: f"attn.{_DIFFUSERS_QKV[p]}.bias", bias_as_heads),
+    under(prefix, target, r"(?:to_out\.0|proj_attn)\.weight", lambda: "attn.out.kernel", heads_out(1)),
+    under(prefix, target, r"(?:to_out\.0|proj_attn)\.bias", lambda: "attn.out.bias", as_is),
   )

@@ -36,6 +36,12 @@ IGNORE = (r"loss\..*", r"model_ema\..*")
 default_ema = common.has_lit_ema
 
 
+#: LFQ's training terms as SEED-Voken computes them: the codebook entropy is -sum(p log(p + 1e-5))
+#: over all codes (lookup_free_quantize.py:85, 107). Recorded in converted configs, so a converted
+#: tokenizer fine-tunes with the authors' entropy, and taken by configs/magvit2_lfq.py.
+LFQ_TRAINING = {"entropy_mode": "exact", "codebook_entropy_eps": 1e-5}
+
+
 def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
   return common.lightning_state_dict(obj, ema=ema, source=source, family=NAME)
 
@@ -62,7 +68,7 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     attention=False,
     z_channels=0,  # the encoder's output is the LFQ input: no quant_conv
     code_dim=bits,
-    quantizer={"type": "lfq", "bits": bits, "bit_order": "lsb_first"},
+    quantizer={"type": "lfq", "bits": bits, "bit_order": "lsb_first", **LFQ_TRAINING},
     preprocess="short_side_bilinear",
     image_size=16 * 2 ** (levels - 1),
     discriminator={**MAGVIT_STYLEGAN, "num_layers": levels + 1},  # down to 4x4

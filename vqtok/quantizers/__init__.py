@@ -1,10 +1,11 @@
-"""Quantizers: VQ, IBQ, FSQ, LFQ, BSQ and their residual, grouped and multi-scale residual forms."""
+"""Quantizers: VQ, IBQ, GSQ, FSQ, LFQ, BSQ and their residual, grouped and multi-scale residual forms."""
 
 from vqtok.quantizers.base import Quantizer, QuantizerOutput, QuantizerStats, code_usage_metrics, straight_through
 from vqtok.quantizers.binary import binary_entropy_terms
 from vqtok.quantizers.bsq import BSQ
 from vqtok.quantizers.fsq import FSQ
 from vqtok.quantizers.grouped import Grouped
+from vqtok.quantizers.gsq import GSQ
 from vqtok.quantizers.ibq import IBQ
 from vqtok.quantizers.lfq import LFQ
 from vqtok.quantizers.multiscale import MultiScaleResidual
@@ -15,6 +16,7 @@ from vqtok.quantizers.vq import VectorQuantizer
 __all__ = [
   "BSQ",
   "FSQ",
+  "GSQ",
   "Grouped",
   "IBQ",
   "LFQ",

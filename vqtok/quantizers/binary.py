@@ -17,10 +17,18 @@ The codes themselves, and the normalisation, stay those of all the bits.
 Their entropy penalties use a soft assignment p(c|z) that factorises over
 bits, p(bit_i = + | z) = sigmoid(logit_i), so the per-sample entropy is a sum
 of binary entropies. The codebook entropy H(mean_n p(c|z_n)) does not
-factorise; ``entropy_mode="exact"`` computes it over all codes in chunks whose
-memory is O(N * chunk) forward and backward, ``"factorized"`` uses the sum of
-per-bit entropies of the mean, an upper bound (subadditivity) with memory
-linear in ``bits``.
+factorise; ``entropy_mode="exact"`` computes it over all codes, ``"factorized"``
+uses the sum of per-bit entropies of the mean, an upper bound (subadditivity)
+with memory linear in ``bits``.
+
+The exact mean is a matmul: split the bits into high and low halves, then
+p(c|z_n) = P[n, c_hi] Q[n, c_lo] and mean_n p(c|z_n) = (P^T Q)[c_hi, c_lo] / N,
+with P (N, 2**a) and Q (N, 2**b), a + b = bits. That is N * 2**bits
+multiply-adds in one well-shaped GEMM and N * (2**a + 2**b) exponentials,
+where a log-space sum over codes needs N * 2**bits exponentials and a
+bits-deep matmul for every code. Blocks of high codes bound the memory
+(``chunk_size`` codes per block; the default is per backend, one block up to
+2**bits = 2**26 on accelerators, a few MiB per block on the CPU).
 """
 
 from __future__ import annotations
@@ -46,8 +54,12 @@ ENTROPY_MODES = ("exact", "factorized")
 BIT_ORDERS = ("msb_first", "lsb_first")
 # Beyond this codebook size the usage histogram itself would dominate memory.
 _MAX_HISTOGRAM = 2**20
-# Target elements of one (N, chunk) block in the exact codebook entropy.
-_CHUNK_ELEMENTS = 2**23
+# Elements one block of the exact codebook entropy may hold (its P and Q
+# columns and its codes), per backend: cache-sized on the CPU, where blocks
+# are scanned; on accelerators 1 GiB of float32, so 2**18 codes are one GEMM
+# at any realistic batch and no loop is left.
+_BLOCK_ELEMENTS = {"cpu": 2**23}
+_ACCELERATOR_BLOCK_ELEMENTS = 2**28
 
 
 def check_bit_order(bit_order: str, name: str) -> str:
@@ -78,42 +90,83 @@ def indices_to_signs(indices: jax.Array, bits: int, bit_order: str = "msb_first"
   return bit.astype(jnp.float32) * 2.0 - 1.0
 
 
-def _exact_codebook_entropy(lp: jax.Array, lm: jax.Array, chunk: int) -> jax.Array:
-  """H(mean_n p(c|z_n)) over all 2**bits codes, chunked; lp/lm: (N, bits) logs."""
-  n, bits = lp.shape
-  num_codes = 2**bits
-  # log p(c|z_n) = Σ_i lm_ni + Σ_i b_i (lp_ni - lm_ni) with b ∈ {0,1}^bits:
-  # one (N, bits) x (bits, chunk) matmul per chunk of codes.
-  diff = lp - lm
-  base = jnp.sum(lm, axis=-1, keepdims=True)
-  log_n = math.log(n)
+def _split(bits: int, chunk: int) -> tuple[int, int]:
+  """(low bits b, high codes per block r) for blocks of ``chunk`` codes (both powers of two)."""
+  low = min(bits // 2, chunk.bit_length() - 1)
+  return low, max(1, chunk >> low)
 
-  # Rematerialised in the backward pass, so only the carry and the scanned
-  # chunk offsets are stored: memory O(N * chunk), never O(N * 2**bits).
+
+def _block_elements(n: int, bits: int, chunk: int) -> int:
+  low, rows = _split(bits, chunk)
+  return n * (2**low + rows) + rows * 2**low
+
+
+def default_chunk(n: int, bits: int, backend: str | None = None) -> int:
+  """Codes per block of the exact codebook entropy: the most that fit the backend's block budget."""
+  backend = jax.default_backend() if backend is None else backend
+  budget = _BLOCK_ELEMENTS.get(backend, _ACCELERATOR_BLOCK_ELEMENTS)
+  chunk = 2**bits
+  while chunk > 1 and _block_elements(n, bits, chunk) > budget:
+    chunk //= 2
+  return chunk
+
+
+def _code_probs(lp: jax.Array, lm: jax.Array, codes: jax.Array) -> jax.Array:
+  """p over ``codes`` (int32 (C,)) of the bits in lp/lm (N, k): (N, C), each Σ_i log p in one small matmul."""
+  k = lp.shape[-1]
+  b = jnp.bitwise_and(jnp.right_shift(codes[None, :], bit_shifts(k)[:, None]), 1).astype(jnp.float32)
+  base = jnp.sum(lm, axis=-1, keepdims=True)
+  return jnp.exp(base + jnp.dot(lp - lm, b, precision=jax.lax.Precision.HIGHEST))
+
+
+def _entropy_of(p: jax.Array, eps: float = 0.0) -> jax.Array:
+  """-Σ p log(p + eps); for eps 0 with 0 log 0 = 0 and a zero (not NaN) gradient there."""
+  if eps > 0:
+    return -jnp.sum(p * jnp.log(p + eps))
+  pos = p > 0
+  return -jnp.sum(jnp.where(pos, p * jnp.log(jnp.where(pos, p, 1.0)), 0.0))
+
+
+def _exact_codebook_entropy(lp: jax.Array, lm: jax.Array, chunk: int, eps: float = 0.0) -> jax.Array:
+  """H(mean_n p(c|z_n)) over all 2**bits codes in blocks of ``chunk``; lp/lm: (N, bits) logs; ``eps`` inside the log.
+
+  Linear, not log, probabilities: every P and Q entry is at most 1 and each
+  row sums to 1, so nothing overflows; entries that underflow are below
+  1e-38 and change the entropy by less than that.
+  """
+  n, bits = lp.shape
+  low, rows = _split(bits, chunk)
+  high = bits - low
+  q = _code_probs(lp[:, high:], lm[:, high:], jnp.arange(2**low, dtype=jnp.int32))
+
+  # Rematerialised in the backward pass: only Q, the carry and the block
+  # offsets are stored, memory O(N * (2**low + rows) + chunk).
   @jax.checkpoint
   def body(acc, start):
-    idx = start + jnp.arange(chunk, dtype=jnp.int32)
-    b = jnp.bitwise_and(jnp.right_shift(idx[None, :], bit_shifts(bits)[:, None]), 1)
-    logp = base + jnp.dot(diff, b.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
-    log_avg = jax.scipy.special.logsumexp(logp, axis=0) - log_n
-    return acc - jnp.sum(jnp.exp(log_avg) * log_avg), None
+    p = _code_probs(lp[:, :high], lm[:, :high], start + jnp.arange(rows, dtype=jnp.int32))
+    mean = jnp.dot(p.T, q, precision=jax.lax.Precision.HIGHEST) / n
+    return acc + _entropy_of(mean, eps), None
 
-  starts = jnp.arange(0, num_codes, chunk, dtype=jnp.int32)
+  starts = jnp.arange(0, 2**high, rows, dtype=jnp.int32)
+  if starts.shape[0] == 1:  # one GEMM, no loop
+    return body(jnp.zeros((), jnp.float32), starts[0])[0]
   entropy, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), starts)
   return entropy
 
 
 def binary_entropy_terms(
-  logits: jax.Array, *, mode: str = "exact", chunk_size: int | None = None
+  logits: jax.Array, *, mode: str = "exact", chunk_size: int | None = None, codebook_eps: float = 0.0
 ) -> tuple[jax.Array, jax.Array]:
   """Per-sample and codebook entropy of independent-bit code distributions.
 
   Args:
     logits: (N, bits) float32; p(bit_i = +1 | token n) = sigmoid(logits[n, i]).
-    mode: "exact" (codebook entropy over all 2**bits codes, chunked) or
+    mode: "exact" (codebook entropy over all 2**bits codes, in blocks) or
       "factorized" (Σ_i H(mean_n p(bit_i)), an upper bound on the exact value).
-    chunk_size: codes per chunk in exact mode, a power of two; default keeps
-      one (N, chunk) block near 2**23 elements.
+    chunk_size: codes per block in exact mode, a power of two; default
+      ``default_chunk`` (per backend: all codes in one block on accelerators).
+    codebook_eps: exact mode only: the codebook entropy is -Σ_c p̄_c log(p̄_c + eps)
+      (Open-MAGVIT2: eps 1e-5, lookup_free_quantize.py:85, 107); 0 is the entropy itself.
 
   Returns:
     (mean_n H(p(c|z_n)), H(mean_n p(c|z_n))) as float32 scalars, in nats.
@@ -126,6 +179,8 @@ def binary_entropy_terms(
   lm = jax.nn.log_sigmoid(-logits)
   per_sample = -jnp.sum(jnp.exp(lp) * lp + jnp.exp(lm) * lm) / n
   if mode == "factorized":
+    if codebook_eps:
+      raise ValueError("codebook_eps needs mode='exact'")
     # log of the batch-mean bit probabilities, stable for tiny temperatures.
     lbar_p = jax.scipy.special.logsumexp(lp, axis=0) - math.log(n)
     lbar_m = jax.scipy.special.logsumexp(lm, axis=0) - math.log(n)
@@ -133,14 +188,13 @@ def binary_entropy_terms(
     return per_sample, codebook
   num_codes = 2**bits
   if chunk_size is None:
-    chunk = max(1, _CHUNK_ELEMENTS // max(n, 1))
-    chunk = min(num_codes, 1 << (chunk.bit_length() - 1))
+    chunk = default_chunk(n, bits)
   else:
     chunk = int(chunk_size)
     if chunk < 1 or chunk & (chunk - 1):
       raise ValueError(f"chunk_size must be a power of two; got {chunk_size}")
     chunk = min(chunk, num_codes)
-  return per_sample, _exact_codebook_entropy(lp, lm, chunk)
+  return per_sample, _exact_codebook_entropy(lp, lm, chunk, float(codebook_eps))
 
 
 def resolve_bits(bits: int | None, codebook_size: int | None, name: str, index_groups: int = 1) -> int:
@@ -192,6 +246,7 @@ class BinaryQuantizer(Quantizer):
     bit_order: str,
     rngs: nnx.Rngs,
     index_groups: int = 1,
+    codebook_entropy_eps: float = 0.0,
   ) -> None:
     name = self._name
     self.bit_order = check_bit_order(bit_order, name)
@@ -211,6 +266,7 @@ class BinaryQuantizer(Quantizer):
       ("commitment_weight", commitment_weight),
       ("sample_entropy_weight", sample_entropy_weight),
       ("codebook_entropy_weight", codebook_entropy_weight),
+      ("codebook_entropy_eps", codebook_entropy_eps),
     ):
       if not value >= 0:
         raise ValueError(f"{name} {field} must be >= 0; got {value}")
@@ -223,6 +279,9 @@ class BinaryQuantizer(Quantizer):
     self.commitment_weight = float(commitment_weight)
     self.sample_entropy_weight = float(sample_entropy_weight)
     self.codebook_entropy_weight = float(codebook_entropy_weight)
+    if codebook_entropy_eps and entropy_mode != "exact":
+      raise ValueError(f"{name} codebook_entropy_eps needs entropy_mode='exact'; got {entropy_mode!r}")
+    self.codebook_entropy_eps = float(codebook_entropy_eps)
     self.entropy_mode = entropy_mode
     self.chunk_size = chunk_size
     if code_dim != bits:
@@ -296,7 +355,9 @@ class BinaryQuantizer(Quantizer):
     terms = {"commitment": commitment}
     loss = self.commitment_weight * commitment
     if train and self.entropy_weight > 0:
-      per_sample, codebook = binary_entropy_terms(logits_fn(), mode=self.entropy_mode, chunk_size=self.chunk_size)
+      per_sample, codebook = binary_entropy_terms(
+        logits_fn(), mode=self.entropy_mode, chunk_size=self.chunk_size, codebook_eps=self.codebook_entropy_eps
+      )
       entropy = self.sample_entropy_weight * per_sample - self.codebook_entropy_weight * codebook
       terms.update(entropy=entropy, per_sample_entropy=per_sample, codebook_entropy=codebook)
       loss = loss + self.entropy_weight * entropy

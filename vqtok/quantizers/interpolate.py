@@ -30,7 +30,7 @@ import numpy as np
 
 #: PyTorch's bicubic coefficient (``upsample_bicubic2d``); Keys' kernel.
 CUBIC_A = -0.75
-MODES = ("area", "bicubic")
+MODES = ("area", "bicubic", "bilinear")
 
 
 def _check_size(n: int, what: str) -> None:
@@ -73,11 +73,17 @@ def cubic_weights(t: np.ndarray, a: float = CUBIC_A) -> np.ndarray:
 
 
 @functools.cache
-def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
-  """``(n_out, n_in)`` float32 weights of PyTorch's bicubic resize along one axis."""
+def bicubic_matrix(n_in: int, n_out: int, scale_factor: float | None = None) -> np.ndarray:
+  """``(n_out, n_in)`` float32 weights of PyTorch's bicubic resize along one axis.
+
+  ``scale_factor``: as ``F.interpolate(..., scale_factor=s)`` without
+  ``recompute_scale_factor``: PyTorch then samples at ``(i + 0.5) / s - 0.5``
+  (``area_pixel_compute_scale``: ``float(1.0 / s)``) rather than at the
+  ratio of the sizes; DINOv2's position embeddings are resized this way.
+  """
   _check_size(n_in, "input size")
   _check_size(n_out, "output size")
-  scale = np.float32(n_in / n_out)
+  scale = np.float32(n_in / n_out if scale_factor is None else 1.0 / scale_factor)
   # No clamp of negative source positions for cubic (unlike linear modes).
   src = scale * (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
   base = np.floor(src)
@@ -91,7 +97,29 @@ def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
   return w
 
 
-_MATRICES = {"area": area_matrix, "bicubic": bicubic_matrix}
+@functools.cache
+def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """``(n_out, n_in)`` float32 weights of PyTorch's bilinear resize (``align_corners=False``) along one axis.
+
+  Samples at ``x = max((i + 0.5) * n_in / n_out - 0.5, 0)`` (linear modes clamp
+  negative positions) between ``floor(x)`` and the next index, clamped to the
+  border; no antialiasing (VA-VAE resizes its batch for DINOv2 this way).
+  """
+  _check_size(n_in, "input size")
+  _check_size(n_out, "output size")
+  scale = np.float32(n_in / n_out)
+  src = np.maximum(scale * (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+  lo = np.minimum(src.astype(np.int64), n_in - 1)
+  hi = np.minimum(lo + 1, n_in - 1)
+  frac = (src - lo.astype(np.float32)).astype(np.float32)
+  w = np.zeros((n_out, n_in), np.float32)
+  np.add.at(w, (np.arange(n_out), lo), np.float32(1) - frac)
+  np.add.at(w, (np.arange(n_out), hi), frac)
+  w.setflags(write=False)  # cached: shared by every caller
+  return w
+
+
+_MATRICES = {"area": area_matrix, "bicubic": bicubic_matrix, "bilinear": bilinear_matrix}
 
 
 def resize(x: jax.Array, size: tuple[int, int] | int, mode: str) -> jax.Array:
@@ -100,7 +128,7 @@ def resize(x: jax.Array, size: tuple[int, int] | int, mode: str) -> jax.Array:
   Args:
     x: array of rank >= 3, channels last; computed in float32.
     size: output ``(h, w)`` (or one int for both).
-    mode: ``"area"`` or ``"bicubic"`` (``align_corners=False``).
+    mode: ``"area"``, ``"bicubic"`` or ``"bilinear"`` (``align_corners=False``).
 
   Returns:
     float32 array (..., h, w, C). An axis whose size does not change is left

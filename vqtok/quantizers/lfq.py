@@ -36,6 +36,8 @@ class LFQ(BinaryQuantizer):
     temperature: τ in p(c|z) ∝ exp(-||z - c||² / τ).
     entropy_mode: "exact" (chunked over all codes) or "factorized".
     chunk_size: codes per chunk for the exact mode (power of two).
+    codebook_entropy_eps: exact mode: the codebook entropy is -Σ p̄ log(p̄ + eps)
+      (Open-MAGVIT2: 1e-5, lookup_free_quantize.py:85, 107); 0: the entropy itself.
     bit_order: "msb_first" (channel 0 is the index's most significant bit)
       or "lsb_first" (channel 0 is bit 0, Open-MAGVIT2's order).
     rngs: initialises the projections.
@@ -56,6 +58,7 @@ class LFQ(BinaryQuantizer):
     temperature: float = 0.01,
     entropy_mode: str = "exact",
     chunk_size: int | None = None,
+    codebook_entropy_eps: float = 0.0,
     bit_order: str = "msb_first",
     rngs: nnx.Rngs,
   ):
@@ -74,6 +77,7 @@ class LFQ(BinaryQuantizer):
       chunk_size=chunk_size,
       bit_order=bit_order,
       rngs=rngs,
+      codebook_entropy_eps=codebook_entropy_eps,
     )
 
   def __call__(self, z: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:

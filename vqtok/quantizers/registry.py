@@ -25,6 +25,7 @@ from vqtok.quantizers.base import Quantizer
 from vqtok.quantizers.bsq import BSQ
 from vqtok.quantizers.fsq import FSQ
 from vqtok.quantizers.grouped import Grouped
+from vqtok.quantizers.gsq import GSQ
 from vqtok.quantizers.ibq import IBQ
 from vqtok.quantizers.lfq import LFQ
 from vqtok.quantizers.multiscale import MultiScaleResidual
@@ -37,6 +38,7 @@ _TYPES: dict[str, type[Quantizer]] = {
   "lfq": LFQ,
   "bsq": BSQ,
   "ibq": IBQ,
+  "gsq": GSQ,
   "residual": Residual,
   "grouped": Grouped,
   "multiscale": MultiScaleResidual,
@@ -125,7 +127,7 @@ def _check_config(config: Any, check_paths: bool) -> None:
 CONFIG = ConfigFields(
   "quantizer",
   {
-    "type": "fsq",  # vq | fsq | lfq | bsq | ibq | residual | grouped | multiscale
+    "type": "fsq",  # vq | fsq | lfq | bsq | ibq | gsq | residual | grouped | multiscale
     # lfq / bsq: bit_order = "msb_first" (default) | "lsb_first"; tokenizer directories must record it
     "levels": (8, 5, 5, 5),
   },

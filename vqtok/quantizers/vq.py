@@ -11,6 +11,8 @@ References:
     learned linear map, so every code moves with each gradient step.
   Dhariwal et al., 2020, Jukebox (arXiv:2005.00341): dead-code restarts from
     batch vectors; k-means codebook initialisation.
+  Shin et al., 2021, TE-VQGAN (arXiv:2112.00384): a codebook orthogonality
+    regulariser, which makes quantisation translation-equivariant.
 
 All state updates are static-shape masked updates, so the module traces once
 under ``jit``; statistics are plain sums over the (global) batch.
@@ -81,6 +83,32 @@ def kmeans(
   return jax.lax.fori_loop(0, iters, lloyd, centroids)
 
 
+def codebook_orthogonality(codes: jax.Array) -> jax.Array:
+  """TE-VQGAN's orthogonality term: ``||Ê Êᵀ - I||²_F / K²``, Ê the l2-normalised ``(K, d)`` codes.
+
+  Shin et al., 2021 (arXiv:2112.00384), eq. 2, as the authors' code computes
+  it (wcshin-git/TE-VQGAN taming/modules/vqvae/quantize.py: ``F.normalize``
+  rows, ``sum(diff**2) / K**2``). When d < K it goes through the d x d Gram
+  matrix, since ``||Ê Êᵀ||²_F = ||Êᵀ Ê||²_F`` and ``tr(Ê Êᵀ) = Σ ||ê_k||²``:
+  the same value (up to rounding) without a K x K matrix (1 GiB at 16384 codes).
+
+  Args:
+    codes: ``(K, d)`` codebook.
+
+  Returns:
+    float32 scalar, 0 when the codes are orthogonal (possible only for K <= d).
+  """
+  k, d = codes.shape
+  e = unit_norm(codes.astype(jnp.float32))
+  hi = jax.lax.Precision.HIGHEST
+  if d < k:
+    gram = jnp.matmul(e.T, e, precision=hi)
+    total = jnp.sum(jnp.square(gram)) - 2.0 * jnp.sum(jnp.square(e)) + k
+  else:
+    total = jnp.sum(jnp.square(jnp.matmul(e, e.T, precision=hi) - jnp.eye(k, dtype=jnp.float32)))
+  return total / (k * k)
+
+
 class VectorQuantizer(Quantizer):
   """Nearest-neighbour vector quantizer with an explicit codebook.
 
@@ -107,6 +135,7 @@ class VectorQuantizer(Quantizer):
     kmeans_init: bool = False,
     kmeans_iters: int = 10,
     search_chunk: int | None = None,
+    orthogonal_weight: float = 0.0,
     rngs: nnx.Rngs,
   ):
     """Builds the quantizer.
@@ -130,6 +159,10 @@ class VectorQuantizer(Quantizer):
       kmeans_init: initialise the codebook by k-means on the first train batch.
       kmeans_iters: Lloyd iterations of that k-means.
       search_chunk: codes per block of the nearest-code search (None: auto).
+      orthogonal_weight: > 0 adds TE-VQGAN's ``codebook_orthogonality`` of the
+        searched codebook (``get_codebook``), times this, to the loss (the
+        authors' config: 10.0); its term is ``orthogonal``. Needs codes that
+        learn by the loss (no ``ema_decay``).
       rngs: randomness for the codebook, projections and restart/k-means key.
     """
     if codebook_size < 2:
@@ -155,6 +188,10 @@ class VectorQuantizer(Quantizer):
       raise ValueError("simvq cannot be combined with ema_decay, restart_threshold or kmeans_init")
     if simvq_bias and not simvq:
       raise ValueError("simvq_bias needs simvq=True")
+    if orthogonal_weight < 0:
+      raise ValueError(f"orthogonal_weight must be >= 0, got {orthogonal_weight}")
+    if orthogonal_weight > 0 and ema_decay is not None:
+      raise ValueError("orthogonal_weight needs codes trained by the loss; an EMA codebook gets no gradient")
 
     self.codebook_size = codebook_size
     self.code_dim = code_dim
@@ -169,6 +206,7 @@ class VectorQuantizer(Quantizer):
     self.kmeans_init = kmeans_init
     self.kmeans_iters = kmeans_iters
     self.search_chunk = search_chunk
+    self.orthogonal_weight = orthogonal_weight
 
     if cd != code_dim:
       self.project_in = nnx.Linear(code_dim, cd, rngs=rngs)
@@ -274,7 +312,8 @@ class VectorQuantizer(Quantizer):
     Returns:
       ``z_q`` (shape and dtype of ``z``) and a ``QuantizerOutput`` with int32
       ``indices`` of shape ``z.shape[:-1]``, ``loss``, ``terms``
-      (``commitment``, and ``codebook`` unless EMA) and ``metrics``
+      (``commitment``, ``codebook`` unless EMA, ``orthogonal`` with
+      ``orthogonal_weight``) and ``metrics``
       (``usage``, ``perplexity``, and ``dead_codes`` with restarts).
     """
     check_last_dim(z, self.code_dim, "VectorQuantizer")
@@ -299,6 +338,9 @@ class VectorQuantizer(Quantizer):
     if self.ema_decay is None:
       terms["codebook"] = jnp.mean(jnp.square(jax.lax.stop_gradient(x) - q))
       loss = loss + self.codebook_weight * terms["codebook"]
+    if self.orthogonal_weight > 0:
+      terms["orthogonal"] = codebook_orthogonality(codes)
+      loss = loss + self.orthogonal_weight * terms["orthogonal"]
 
     # The value is exactly q, so the eval output equals indices_to_codes bit
     # for bit; no gradient reaches the codes through it (they learn from the

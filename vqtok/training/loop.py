@@ -26,7 +26,7 @@ from flax import nnx
 from tensorboardX import SummaryWriter
 
 from vqtok import config as config_lib
-from vqtok import files, models, sharding
+from vqtok import feature_teacher, files, models, sharding
 from vqtok import images as images_lib
 from vqtok import load as load_lib
 from vqtok import progress as progress_lib
@@ -199,6 +199,14 @@ def read_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any, nnx.Modul
   return teacher_lib.load(config, student)
 
 
+def read_feature_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any] | None:
+  """``feature_teacher.load_for``'s result for ``config.feature_teacher`` when a feature loss is on (else None)."""
+  if not config.get("feature_teacher", "") or config.loss.get("vf_weight", 0.0) <= 0:
+    return None
+  student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=nnx.Rngs(0)))
+  return feature_teacher.load_for(config, student)
+
+
 def start_from_teacher(
   config: ml_collections.ConfigDict, state: TrainState, static: Static, shardings: Any, module: nnx.Module
 ) -> TrainState:
@@ -271,11 +279,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   config_lib.check_devices(config, mesh.size)
   workdir_lib.check_identity(config, workdir)
   teacher = read_teacher(config)  # a wrong or unreadable teacher stops the run here
+  features = read_feature_teacher(config)  # and so does a feature teacher
   os.makedirs(workdir, exist_ok=True)
   with workdir_lib.lock(workdir):
     workdir_lib.check_identity(config, workdir)  # again, now that no one else can write it
     workdir_lib.write_config(config, workdir)
-    return _train(config, workdir, mesh, progress=progress, teacher=teacher)
+    return _train(config, workdir, mesh, progress=progress, teacher=teacher, features=features)
 
 
 def every(step: int, n: int, last: int | None = None) -> bool:
@@ -301,7 +310,7 @@ class _Run(NamedTuple):
 
 
 def _train(
-  config: ml_collections.ConfigDict, workdir: str, mesh: Any, *, progress: bool, teacher=None
+  config: ml_collections.ConfigDict, workdir: str, mesh: Any, *, progress: bool, teacher=None, features=None
 ) -> dict[str, Any]:
   """``train_and_evaluate`` inside the workdir's lock: the state, data and outputs, the steps, the summary."""
   tc = config.training
@@ -313,7 +322,10 @@ def _train(
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints)
   state, teacher, teacher_arrays = _starting_state(config, state, static, state_sh, mesh, ckpt, train_iter, teacher)
   start = int(state.step)
-  compile_step = functools.partial(_compile_step, config, static, mesh, state_sh, perceptual_fn, teacher)
+  feature_def, feature_arrays = features if features is not None else (None, None)
+  if feature_arrays is not None:
+    feature_arrays = jax.device_put(feature_arrays, sharding.replicated(mesh))
+  compile_step = functools.partial(_compile_step, config, static, mesh, state_sh, perceptual_fn, teacher, feature_def)
 
   eval_fn = reconstruct_lib.make_reconstruct_fn(static.g_def, mesh)
   writer = _Writer(workdir)
@@ -324,7 +336,7 @@ def _train(
   )
   run = _Run(config, workdir, mesh, ckpt, writer, bar, eval_fn)
   try:
-    step_args = (perceptual_params, teacher_arrays)
+    step_args = (perceptual_params, teacher_arrays, feature_arrays)
     state, summary["final_metrics"] = _run_steps(run, summary, state, start, train_iter, compile_step, step_args)
   except NonFiniteLossError as e:
     raise NonFiniteLossError(_diverged(ckpt, str(e))) from None
@@ -374,6 +386,13 @@ def _starting_state(
   return state, teacher, jax.device_put(teacher_arrays, sharding.replicated(mesh))
 
 
+def gan_phase(config: ml_collections.ConfigDict, step: int) -> tuple[bool, bool]:
+  """(the generator's GAN term is on, the discriminator trains) at 0-based ``step``."""
+  lc = config.loss
+  on = lc.gan_weight > 0
+  return on and step >= lc.disc_start, on and step >= lc.disc_start - lc.get("disc_update_lead", 0)
+
+
 def _compile_step(
   config: ml_collections.ConfigDict,
   static: Static,
@@ -381,14 +400,27 @@ def _compile_step(
   state_sh: Any,
   perceptual_fn: Callable | None,
   teacher: Any,
-  with_gan: bool,
+  feature_def: Any,
+  gan: tuple[bool, bool],
 ) -> Callable:
-  """The jitted step, with or without the GAN terms: ``(state, batch, perceptual, teacher) -> (state, metrics)``."""
-  fn = make_train_step(config, static, with_gan=with_gan, perceptual=perceptual_fn, teacher=teacher)
+  """The jitted step, with or without the GAN terms: ``(state, batch, perceptual, teacher, features) -> ...``.
+
+  ``gan``: (the generator's GAN term, the discriminator's update), as ``gan_phase`` gives them.
+  """
+  with_gan, train_disc = gan
+  fn = make_train_step(
+    config,
+    static,
+    with_gan=with_gan,
+    train_disc=train_disc,
+    perceptual=perceptual_fn,
+    teacher=teacher,
+    feature_teacher=feature_def,
+  )
   rep = sharding.replicated(mesh)
   return jax.jit(
     fn,
-    in_shardings=(state_sh, sharding.batch_sharding(mesh), rep, rep),
+    in_shardings=(state_sh, sharding.batch_sharding(mesh), rep, rep, rep),
     out_shardings=(state_sh, sharding.replicated(mesh)),
     donate_argnums=0,
   )
@@ -400,8 +432,8 @@ def _run_steps(
   state: TrainState,
   start: int,
   train_iter: Any,
-  compile_step: Callable[[bool], Callable],
-  step_args: tuple[Any, Any],
+  compile_step: Callable[[tuple[bool, bool]], Callable],
+  step_args: tuple[Any, Any, Any],
 ) -> tuple[TrainState, dict[str, float] | None]:
   """Trains from step ``start`` to the end; returns the final state and metrics (None when no step ran).
 
@@ -414,7 +446,7 @@ def _run_steps(
   clock = (time.perf_counter(), start)  # (time, step) of the last log
   if start == 0 and every(0, tc.eval_every):
     _evaluate(run, summary, state, 0)
-  steps: dict[bool, Callable] = {}  # with_gan -> its compiled step
+  steps: dict[tuple[bool, bool], Callable] = {}  # gan_phase -> its compiled step
   # Batches go to the devices PREFETCH steps ahead, each with the data
   # position from before it was read: a checkpoint after step k saves the
   # position of batch k + 1, so a resume reads exactly what comes next.
@@ -427,15 +459,15 @@ def _run_steps(
   for step in range(start, tc.num_steps):
     _refill(ahead, train_iter, run.mesh)
     _, batch = ahead.popleft()
-    with_gan = config.loss.gan_weight > 0 and step >= config.loss.disc_start
-    compiling = with_gan not in steps
+    gan = gan_phase(config, step)
+    compiling = gan not in steps
     if compiling:
       if watch is not None:  # the new step's metrics have other keys: settle the old ones first
         _sync(metrics, watch, health)
         watch = None
-      steps[with_gan] = compile_step(with_gan)
+      steps[gan] = compile_step(gan)
       bar.set_description("train (compiling)")
-    state, metrics = steps[with_gan](state, batch, *step_args)
+    state, metrics = steps[gan](state, batch, *step_args)
     watch = _watch(watch if watch is not None else _no_bad(metrics), metrics, jnp.int32(step + 1))
     done = step + 1
     health.stepped(done, metrics)

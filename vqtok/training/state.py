@@ -47,6 +47,7 @@ class Static:
   g_schedule: Callable[[Any], jax.Array]
   last_layer: tuple[str, ...]  # path of the decoder's last kernel in g_params
   frozen: tuple[str, ...] = ()  # training.freeze: dotted path prefixes that get no updates
+  enc_last_layer: tuple[str, ...] = ()  # path of the encoder's last kernel (VA-VAE's adaptive VF weight)
 
 
 def is_frozen(name: str, frozen: tuple[str, ...]) -> bool:
@@ -70,9 +71,11 @@ def check_freeze(frozen: tuple[str, ...], params: Any) -> None:
       )
 
 
-def _decay_mask(params: Any) -> Any:
-  # No weight decay on biases, norm scales and other vectors.
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+def decay_mask(params: Any, no_decay: tuple[str, ...] = ()) -> Any:
+  """True where weight decay applies: not on vectors (biases, norm scales), nor where the name holds a ``no_decay``."""
+  return jax.tree_util.tree_map_with_path(
+    lambda path, p: p.ndim > 1 and not any(s in files.name(path) for s in no_decay), params
+  )
 
 
 def make_optimizer(
@@ -91,7 +94,9 @@ def make_optimizer(
   parts = []
   if oc.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(oc.grad_clip))
-  parts.append(optax.adamw(schedule, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=_decay_mask))
+  no_decay = tuple(oc.get("no_decay", ()))
+  mask = lambda params: decay_mask(params, no_decay)
+  parts.append(optax.adamw(schedule, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=mask))
   tx = optax.chain(*parts)
   if frozen:
     labels = lambda params: jax.tree.map(lambda f: "frozen" if f else "train", frozen_mask(params, frozen))
@@ -119,6 +124,7 @@ def _initializer(config: ml_collections.ConfigDict):
     defs["g_def"], g_params, g_rest = files.pure(tokenizer)
     defs["d_def"], d_params, d_rest = files.pure(disc)
     defs["last_layer"] = tuple(models.last_layer_path(tokenizer))
+    defs["enc_last_layer"] = tuple(models.encoder_last_layer_path(tokenizer))
     check_freeze(frozen, g_params)
     ema = g_params if config.training.ema_decay > 0 else {}
     return TrainState(

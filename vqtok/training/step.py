@@ -2,13 +2,24 @@
 
 Pure function of (state, batch); the loop compiles it once with ``jax.jit``
 over the mesh. Two variants are compiled: before ``loss.disc_start`` no
-discriminator is run at all (cheaper), after it the GAN terms are on.
+discriminator is run at all (cheaper), after it the GAN terms are on (and a
+third with ``loss.disc_update_lead``: the discriminator trains, the generator
+has no GAN term yet). With ``optimizer.disc_sees_updated_generator`` the
+discriminator's update judges the reconstructions of the tokenizer as just
+updated (one more forward pass), as taming's Lightning loop does.
 
 With a teacher (``config.teacher``, ``loss.proxy_code_weight``) the step also
 takes the cross-entropy of the decoder's proxy-code logits against the
 teacher's code ids of the same batch; when no pixel loss is on, the pixel
 decoder is not run at all (TiTok's first stage). Submodules named in
 ``training.freeze`` keep their parameters, EMA weights and other state.
+
+With a feature teacher (``config.feature_teacher``, ``loss.vf_weight``) the
+step runs the frozen teacher on the batch (resized to its resolution) and adds
+VA-VAE's vision-foundation loss between the projected quantised latents and
+its patch features; with ``loss.vf_adaptive`` its weight is the ratio of the
+reconstruction's and the VF loss's gradient norms at the encoder's last layer
+(one more backward pass for each of the two, and one for the quantizer loss).
 """
 
 from __future__ import annotations
@@ -22,12 +33,11 @@ import ml_collections
 import optax
 from flax import nnx
 
+from vqtok import feature_teacher as feature_teacher_lib
 from vqtok import files
-from vqtok.losses import adversarial, reconstruction
+from vqtok.losses import adversarial, alignment, reconstruction
 from vqtok.training import teacher as teacher_lib
 from vqtok.training.state import Static, TrainState, frozen_mask
-
-LECAM_DECAY = 0.99
 
 
 def _get_path(tree: Any, path: tuple[str, ...]) -> jax.Array:
@@ -36,14 +46,16 @@ def _get_path(tree: Any, path: tuple[str, ...]) -> jax.Array:
   return tree
 
 
-def _forward(static: Static, params, rest, x, *, pixels: bool, proxy_logits: bool):
-  """(reconstruction or None, proxy logits or None, quantizer output, new non-Param state)."""
+def _forward(static: Static, params, rest, x, *, pixels: bool, proxy_logits: bool, features: bool = False):
+  """(reconstruction, proxy logits, quantizer output, new non-Param state, projected latents); None where not asked."""
   model = nnx.merge(static.g_def, params, rest)
   z_q, q = model.quantize(x, train=True)
-  x_hat = model.reconstruct(z_q) if pixels else None
-  logits = model.proxy_logits(z_q) if proxy_logits else None
+  keep = model.sample_keep(x.shape[0])  # model.token_drop: one draw for the pixels and the logits
+  x_hat = model.reconstruct(z_q, keep=keep) if pixels else None
+  logits = model.proxy_logits(z_q, keep=keep) if proxy_logits else None
+  feats = model.project_features(z_q) if features else None
   new_rest = files.pure(model)[2]
-  return x_hat, logits, q, new_rest
+  return x_hat, logits, q, new_rest, feats
 
 
 def _keep_frozen(new: Any, old: Any, frozen: tuple[str, ...]) -> Any:
@@ -58,50 +70,105 @@ def _discriminate(static: Static, params, rest, x):
   return disc(x.astype(jnp.float32)).astype(jnp.float32)
 
 
+def _vf_grads(lc: Any, static: Static, vjp_fn: Callable, n: int, with_gan: bool):
+  """``(grads, gan_weight, vf_weight)`` when the VF loss (the last of ``n`` outputs) is on.
+
+  The outputs are (reconstruction, quantizer loss[, GAN], VF). VA-VAE weighs
+  the VF loss by ``vf_weight * ||grad rec|| / (||grad vf|| + 1e-4)`` at the
+  encoder's last layer (clipped to 1e8) and the GAN loss as the step does
+  without it, so each part gets its own backward pass, combined linearly.
+  """
+  one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
+
+  def grad_of(i: int):
+    return vjp_fn(tuple(one if j == i else zero for j in range(n)))[0]
+
+  g_rec, g_q, g_vf = grad_of(0), grad_of(1), grad_of(n - 1)
+  if lc.vf_adaptive:
+    vf_weight = lc.vf_weight * adversarial.adaptive_weight(
+      _get_path(g_rec, static.enc_last_layer),
+      _get_path(g_vf, static.enc_last_layer),
+      max_weight=alignment.MAX_VF_WEIGHT,
+    )
+  else:
+    vf_weight = jnp.asarray(lc.vf_weight, jnp.float32)
+  g_main = jax.tree.map(jnp.add, g_rec, g_q)
+  grads = jax.tree.map(lambda a, b: a + vf_weight * b, g_main, g_vf)
+  gan_weight = zero
+  if with_gan:
+    g_gan = grad_of(2)
+    if lc.adaptive_weight:
+      gan_weight = lc.gan_weight * adversarial.adaptive_weight(
+        _get_path(g_main, static.last_layer), _get_path(g_gan, static.last_layer)
+      )
+    else:
+      gan_weight = jnp.asarray(lc.gan_weight, jnp.float32)
+    grads = jax.tree.map(lambda a, b: a + gan_weight * b, grads, g_gan)
+  return grads, gan_weight, vf_weight
+
+
 def make_train_step(
   config: ml_collections.ConfigDict,
   static: Static,
   *,
   with_gan: bool,
+  train_disc: bool | None = None,
   perceptual: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None,
   teacher: teacher_lib.Teacher | None = None,
+  feature_teacher: feature_teacher_lib.Loaded | None = None,
   return_grads: bool = False,
 ) -> Callable[..., tuple[TrainState, dict]]:
-  """Returns ``step(state, batch, perceptual_params, teacher_arrays=None) -> (state, metrics)``.
+  """Returns ``step(state, batch, perceptual_params, teacher_arrays=None, feature_arrays=None) -> (state, metrics)``.
 
   Args:
     config: the run config (reads ``loss``, ``training.ema_decay``).
     static: graph definitions and optimizers from ``init_train_state``.
-    with_gan: compile the GAN terms and the discriminator update.
+    with_gan: compile the generator's GAN term (and, by default, the discriminator update).
+    train_disc: compile the discriminator update (default: ``with_gan``); True without
+      ``with_gan`` is the ``loss.disc_update_lead`` steps before ``loss.disc_start``.
     perceptual: ``f(params, x, x_hat) -> (B,)`` LPIPS distances, or None.
     teacher: the frozen teacher (``teacher.load``) whose code ids are the
-      targets of ``loss.proxy_code_weight``; its arrays are the step's last argument.
+      targets of ``loss.proxy_code_weight``; its arrays are the step's fourth argument.
+    feature_teacher: the frozen feature teacher (``feature_teacher.load_for``)
+      of ``loss.vf_weight``; its arrays are the step's last argument.
     return_grads: also return the gradients, before clipping, as
       ``metrics["grads"] = {"g": ..., "d": ...}`` (for parity tests; the
       trainer never asks for them).
   """
   lc = config.loss
-  g_loss_fn = adversarial.G_LOSSES[lc.gan_loss]
+  g_loss_fn = adversarial.G_LOSSES[lc.get("gen_gan_loss", "") or lc.gan_loss]
   d_loss_fn = adversarial.D_LOSSES[lc.gan_loss]
   ema_decay = float(config.training.ema_decay)
+  ema_warmup = bool(config.training.get("ema_warmup", False))
   d_loss_weight = float(lc.get("disc_loss_weight", 1.0))
+  train_disc = with_gan if train_disc is None else train_disc
+  lecam_decay = float(lc.get("lecam_decay", 0.99))
+  lecam_first = bool(lc.get("lecam_ema_first", False))
   # Trainers that step the discriminator's optimizer every iteration (on a
   # zero loss before disc_start) advance its step count from the first step.
   d_steps_early = bool(config.optimizer.get("disc_steps_before_start", False))
+  d_sees_update = bool(config.optimizer.get("disc_sees_updated_generator", False))
   use_perceptual = perceptual is not None and lc.perceptual_weight > 0
   proxy_weight = float(lc.get("proxy_code_weight", 0.0))
   use_proxy = proxy_weight > 0
   if use_proxy and teacher is None:
     raise ValueError("loss.proxy_code_weight > 0 needs a teacher (config.teacher)")
+  use_vf = float(lc.get("vf_weight", 0.0)) > 0
+  if use_vf and feature_teacher is None:
+    raise ValueError("loss.vf_weight > 0 needs a feature teacher (config.feature_teacher)")
   # TiTok's first stage trains on the logits alone: no pixel decoder in the step.
-  pixels = not use_proxy or with_gan or use_perceptual or lc.l1_weight > 0 or lc.l2_weight > 0
+  pixels = not use_proxy or with_gan or train_disc or use_perceptual or lc.l1_weight > 0 or lc.l2_weight > 0
 
-  def step(state: TrainState, batch: dict, perceptual_params: Any, teacher_arrays: Any = None):
+  def step(state: TrainState, batch: dict, perceptual_params: Any, teacher_arrays: Any = None, feature_arrays=None):
     x = batch["image"]
     targets = teacher_lib.codes(teacher, teacher_arrays, x) if use_proxy else None
+    if use_vf:
+      teacher_feats = feature_teacher_lib.batch_features(feature_teacher, feature_arrays, x, lc.vf_resize)
 
     def losses(g_params):
-      x_hat, logits, q, new_rest = _forward(static, g_params, state.g_rest, x, pixels=pixels, proxy_logits=use_proxy)
+      x_hat, logits, q, new_rest, feats = _forward(
+        static, g_params, state.g_rest, x, pixels=pixels, proxy_logits=use_proxy, features=use_vf
+      )
       terms, rec = {}, jnp.zeros((), jnp.float32)
       if pixels:
         terms.update(l1=reconstruction.l1_loss(x, x_hat), l2=reconstruction.l2_loss(x, x_hat))
@@ -117,11 +184,25 @@ def make_train_step(
         logits_fake = _discriminate(static, state.d_params, state.d_rest, x_hat)
         terms["g_gan"] = g_loss_fn(logits_fake)
         outs.append(terms["g_gan"])
+      if use_vf:
+        terms["vf"], parts = alignment.vf_loss(
+          feats,
+          teacher_feats,
+          distmat_margin=lc.vf_distmat_margin,
+          cos_margin=lc.vf_cos_margin,
+          distmat_weight=lc.vf_distmat_weight,
+          cos_weight=lc.vf_cos_weight,
+        )
+        terms.update(parts)
+        outs.append(terms["vf"])
       return tuple(outs), (x_hat, q, new_rest, terms)
 
     outs, vjp_fn, (x_hat, q, g_rest, terms) = jax.vjp(losses, state.g_params, has_aux=True)
     one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
-    if not with_gan:
+    vf_weight = zero
+    if use_vf:
+      grads, gan_weight, vf_weight = _vf_grads(lc, static, vjp_fn, len(outs), with_gan)
+    elif not with_gan:
       (grads,) = vjp_fn((one, one))
       gan_weight = zero
     elif lc.adaptive_weight:
@@ -136,7 +217,7 @@ def make_train_step(
     else:
       gan_weight = jnp.asarray(lc.gan_weight, jnp.float32)
       (grads,) = vjp_fn((one, one, gan_weight))
-    total = outs[0] + outs[1] + (gan_weight * outs[2] if with_gan else 0.0)
+    total = outs[0] + outs[1] + (gan_weight * outs[2] if with_gan else 0.0) + (vf_weight * outs[-1] if use_vf else 0.0)
     # Frozen submodules: no gradient (XLA then drops their backward pass), no
     # update, and their EMA weights and other state stay as they were.
     grads = _keep_frozen(grads, jax.tree.map(jnp.zeros_like, grads), static.frozen)
@@ -146,7 +227,11 @@ def make_train_step(
     g_params = _keep_frozen(optax.apply_updates(state.g_params, updates), state.g_params, static.frozen)
     ema = state.ema
     if ema:
-      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, g_params)
+      decay = ema_decay
+      if ema_warmup:  # training.ema_warmup: the k-th update (k = step + 1) decays by min(decay, k / (k + 9))
+        k = (state.step + 1).astype(jnp.float32)
+        decay = jnp.where(k > 1, jnp.minimum(ema_decay, k / (k + 9.0)), 0.0)
+      ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, g_params)
       ema = _keep_frozen(ema, state.ema, static.frozen)
 
     metrics = {
@@ -162,14 +247,23 @@ def make_train_step(
       "lr": static.g_schedule(state.step),
       **{f"loss/{k}": v for k, v in terms.items() if k != "proxy_code_accuracy"},
       **({"proxy_code_accuracy": terms["proxy_code_accuracy"]} if use_proxy else {}),
+      **({"vf_weight": vf_weight} if use_vf else {}),
       **{f"quantizer/{k}": jnp.asarray(v, jnp.float32) for k, v in q.terms.items()},
       **{f"codebook/{k}": jnp.asarray(v, jnp.float32) for k, v in q.metrics.items()},
     }
 
     d_params, d_opt, lecam = state.d_params, state.d_opt, state.lecam
     if with_gan:
-      x_fake = jax.lax.stop_gradient(x_hat)
       metrics["gan_weight"] = gan_weight
+    # The running means of the logits, with this batch's (constant) means.
+    running = lambda old, mean: lecam_decay * old + (1 - lecam_decay) * jax.lax.stop_gradient(mean)
+    if train_disc:
+      x_fake = x_hat
+      if d_sees_update:
+        # The updated tokenizer's reconstructions; its state updates (quantizer statistics)
+        # are dropped, so the batch counts once.
+        x_fake = _forward(static, g_params, g_rest, x, pixels=True, proxy_logits=False)[0]
+      x_fake = jax.lax.stop_gradient(x_fake)
 
       def d_losses(dp):
         d = lambda im: _discriminate(static, dp, state.d_rest, im)
@@ -178,7 +272,10 @@ def make_train_step(
         parts = {"d_gan": dl}
         dl = d_loss_weight * dl
         if lc.lecam_weight > 0:
-          parts["lecam"] = adversarial.lecam_loss(lr, lf, lecam["real"], lecam["fake"])
+          ema_real, ema_fake = lecam["real"], lecam["fake"]
+          if lecam_first:
+            ema_real, ema_fake = running(ema_real, jnp.mean(lr)), running(ema_fake, jnp.mean(lf))
+          parts["lecam"] = adversarial.lecam_loss(lr, lf, ema_real, ema_fake)
           dl = dl + lc.lecam_weight * parts["lecam"]
         if lc.r1_weight > 0:
           parts["r1"] = adversarial.r1_penalty(d, x.astype(jnp.float32))
@@ -188,10 +285,7 @@ def make_train_step(
       (d_loss, (mr, mf, parts)), d_grads = jax.value_and_grad(d_losses, has_aux=True)(d_params)
       d_updates, d_opt = static.d_tx.update(d_grads, d_opt, d_params)
       d_params = optax.apply_updates(d_params, d_updates)
-      lecam = {
-        "real": LECAM_DECAY * lecam["real"] + (1 - LECAM_DECAY) * mr,
-        "fake": LECAM_DECAY * lecam["fake"] + (1 - LECAM_DECAY) * mf,
-      }
+      lecam = {"real": running(lecam["real"], mr), "fake": running(lecam["fake"], mf)}
       metrics.update({"d_loss": d_loss, "logits_real": mr, "logits_fake": mf})
       metrics.update({f"loss/{k}": v for k, v in parts.items()})
     elif d_steps_early:
@@ -199,7 +293,7 @@ def make_train_step(
       d_updates, d_opt = static.d_tx.update(d_grads, d_opt, d_params)
       d_params = optax.apply_updates(d_params, d_updates)
     if return_grads:
-      metrics["grads"] = {"g": grads, "d": d_grads if with_gan or d_steps_early else {}}
+      metrics["grads"] = {"g": grads, "d": d_grads if train_disc or d_steps_early else {}}
 
     new_state = TrainState(
       step=state.step + 1,

@@ -1,0 +1,170 @@
+"""VA-VAE's vision-foundation loss: the maths against a NumPy transcription of the reference, and a tiny run.
+
+The NumPy reference follows hustvl/LightningDiT
+vavae/ldm/modules/losses/contperceptual.py line by line, in its (B, C, H, W)
+layout: ``F.normalize`` over channels, ``einsum('bci,bcj->bij')``,
+``F.cosine_similarity(aux_feature, z)`` over channels (each vector divided by
+its norm clamped at 1e-8).
+"""
+
+import json
+import math
+import os
+import types
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+from helpers import load_config, read_losses
+
+from vqtok import config as config_lib
+from vqtok import feature_teacher
+from vqtok.losses import alignment
+from vqtok.models import dinov2
+from vqtok.training import step as step_lib
+from vqtok.training.loop import train_and_evaluate
+
+FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
+
+
+def _reference(z, aux, distmat_margin, cos_margin, distmat_weight=1.0, cos_weight=1.0):
+  """contperceptual.py's vf_loss on NCHW float64 arrays."""
+  b, c = z.shape[:2]
+  z_flat, aux_flat = z.reshape(b, c, -1), aux.reshape(b, c, -1)
+  norm = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  z_norm, aux_norm = norm(z_flat), norm(aux_flat)
+  z_cos_sim = np.einsum("bci,bcj->bij", z_norm, z_norm)
+  aux_cos_sim = np.einsum("bci,bcj->bij", aux_norm, aux_norm)
+  diff = np.abs(z_cos_sim - aux_cos_sim)
+  vf_loss_1 = np.maximum(diff - distmat_margin, 0).mean()
+  unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
+  cos = (unit(aux) * unit(z)).sum(axis=1)
+  vf_loss_2 = np.maximum(1 - cos_margin - cos, 0).mean()
+  return vf_loss_1 * distmat_weight + vf_loss_2 * cos_weight, vf_loss_1, vf_loss_2
+
+
+@pytest.mark.parametrize("margins", [(0.25, 0.5), (0.0, 0.0), (0.1, 0.3)])
+def test_vf_loss_matches_the_reference(margins):
+  rng = np.random.default_rng(0)
+  feats = rng.normal(size=(2, 4, 5, 12))
+  # Latents partly aligned with the features, so both hinges are active on some positions only.
+  z = 0.7 * feats + rng.normal(size=feats.shape)
+  nchw = lambda a: np.transpose(a, (0, 3, 1, 2))
+  want, d, c = _reference(nchw(z), nchw(feats), *margins, distmat_weight=2.0, cos_weight=0.5)
+  got, parts = alignment.vf_loss(
+    jnp.asarray(z, jnp.float32),
+    jnp.asarray(feats, jnp.float32),
+    distmat_margin=margins[0],
+    cos_margin=margins[1],
+    distmat_weight=2.0,
+    cos_weight=0.5,
+  )
+  assert d > 0 and c > 0
+  np.testing.assert_allclose(float(parts["vf_distmat"]), d, rtol=1e-5)
+  np.testing.assert_allclose(float(parts["vf_cos"]), c, rtol=1e-5)
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  # Identical directions: both parts vanish (a positive scale changes no cosine).
+  zero, _ = alignment.vf_loss(3.0 * feats, feats, distmat_margin=0.0, cos_margin=0.0)
+  assert abs(float(zero)) < 1e-6
+  with pytest.raises(ValueError, match="differ in shape"):
+    alignment.vf_loss(z[:, :2], feats, distmat_margin=0.0, cos_margin=0.0)
+
+
+def _teacher_dir(path, width=16):
+  """A random tiny DINOv2 (patch 4, 8 x 8 grid at 32 px) as a feature-teacher directory."""
+  module = dinov2.DINOv2(width=width, depth=1, mlp_dim=32, num_heads=2, patch_size=4, pos_grid=8, rngs=nnx.Rngs(1))
+  config = {
+    "teacher": "dinov2",
+    "width": width,
+    "depth": 1,
+    "mlp_dim": 32,
+    "num_heads": 2,
+    "patch_size": 4,
+    "pos_grid": 8,
+    "num_register_tokens": 0,
+    "interpolate_offset": 0.1,
+    "resize_size": 32,
+    "resolution": 32,
+    "mean": list(dinov2.IMAGENET_MEAN),
+    "std": list(dinov2.IMAGENET_STD),
+  }
+  return feature_teacher.save(module, ml_collections.ConfigDict(config), str(path), metadata={}, overwrite=False)
+
+
+def test_tiny_run_with_a_dinov2_teacher(tmp_path):
+  teacher = _teacher_dir(tmp_path / "teacher")
+  over = {
+    "feature_teacher": teacher,
+    "model.feature_dim": 16,
+    "loss.vf_weight": 0.1,
+    "training.num_steps": 2,  # before disc_start (3): one compiled step, without the GAN
+    "training.checkpoint_every": 1000,
+  }
+  summary = train_and_evaluate(load_config(**over), str(tmp_path / "run"), progress=False)
+  losses = read_losses(str(tmp_path / "run"))
+  assert sorted(losses) == [1, 2] and all(math.isfinite(v) for v in losses.values())
+  final = summary["final_metrics"]
+  assert final["loss/vf"] > 0 and final["vf_weight"] > 0
+  assert math.isclose(final["loss/vf"], final["loss/vf_distmat"] + final["loss/vf_cos"], rel_tol=1e-5)
+  with open(os.path.join(tmp_path, "run", "config.json")) as f:
+    assert json.load(f)["feature_teacher"] == teacher
+
+
+def test_bad_feature_teacher_settings(tmp_path):
+  with pytest.raises(ValueError, match="needs feature_teacher"):
+    load_config(**{"loss.vf_weight": 0.1, "model.feature_dim": 16})
+  teacher = _teacher_dir(tmp_path / "teacher")
+  with pytest.raises(ValueError, match="needs model.feature_dim"):
+    load_config(**{"loss.vf_weight": 0.1, "feature_teacher": teacher})
+  wide = load_config(**{"loss.vf_weight": 0.1, "feature_teacher": teacher, "model.feature_dim": 8})
+  with pytest.raises(feature_teacher.FeatureTeacherError, match="16 wide, model.feature_dim is 8"):
+    train_and_evaluate(wide, str(tmp_path / "run"), progress=False)
+  grid = load_config(**{"loss.vf_weight": 0.1, "feature_teacher": teacher, "model.feature_dim": 16})
+  grid.model.channel_mult = (1, 2, 2, 2)  # f8: a 4 x 4 latent grid against the teacher's 8 x 8
+  with pytest.raises(feature_teacher.FeatureTeacherError, match=r"patch grid at 32px is \(8, 8\)"):
+    train_and_evaluate(config_lib.validate_config(grid), str(tmp_path / "run"), progress=False)
+  assert not os.path.exists(tmp_path / "run")  # nothing written
+  with pytest.raises(feature_teacher.FeatureTeacherError, match="not a feature-teacher directory"):
+    feature_teacher.load_for(load_config(**{"feature_teacher": str(tmp_path)}), None)
+
+
+@pytest.mark.parametrize("with_gan", [False, True])
+def test_vf_and_gan_weights_are_gradient_ratios(with_gan):
+  """VA-VAE's VF weight: vf_weight * ||grad rec|| / (||grad vf|| + 1e-4) at the encoder's last kernel, clipped
+  to 1e8; the GAN weight as without it (at the decoder's last kernel, against rec + quantizer loss)."""
+  rng = np.random.default_rng(0)
+  params = {
+    "encoder": {"conv_out": {"kernel": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}},
+    "decoder": {"head": {"kernel": jnp.asarray(rng.normal(size=(4, 2)), jnp.float32)}},
+  }
+
+  def outs(p):  # (rec, quantizer, [gan,] vf), each reaching both kernels differently
+    e, d = p["encoder"]["conv_out"]["kernel"], p["decoder"]["head"]["kernel"]
+    h = jnp.tanh(e.sum(0)) @ d
+    rec, quant, vf = jnp.sum(h**2), 0.3 * jnp.sum(e**2), jnp.sum(jnp.sin(e)) * 2.0
+    return (rec, quant, jnp.sum(jnp.cos(h)), vf) if with_gan else (rec, quant, vf)
+
+  out, vjp_fn = jax.vjp(outs, params)
+  lc = ml_collections.ConfigDict(dict(vf_weight=0.1, vf_adaptive=True, gan_weight=0.5, adaptive_weight=True))
+  static = types.SimpleNamespace(
+    enc_last_layer=("encoder", "conv_out", "kernel"), last_layer=("decoder", "head", "kernel")
+  )
+  grads, gan_w, vf_w = step_lib._vf_grads(lc, static, vjp_fn, len(out), with_gan)
+
+  part = lambda i: jax.grad(lambda p: outs(p)[i])(params)
+  g_rec, g_q, g_vf = part(0), part(1), part(len(out) - 1)
+  enc = lambda g: np.asarray(g["encoder"]["conv_out"]["kernel"])
+  dec = lambda g: np.asarray(g["decoder"]["head"]["kernel"])
+  want_vf = 0.1 * np.linalg.norm(enc(g_rec)) / (np.linalg.norm(enc(g_vf)) + 1e-4)
+  np.testing.assert_allclose(float(vf_w), want_vf, rtol=1e-5)
+  want_gan = 0.0
+  if with_gan:
+    g_gan, main = part(2), jax.tree.map(jnp.add, g_rec, g_q)
+    want_gan = 0.5 * np.linalg.norm(dec(main)) / (np.linalg.norm(dec(g_gan)) + 1e-4)
+  np.testing.assert_allclose(float(gan_w), want_gan, rtol=1e-5)
+  for get in (enc, dec):
+    want = get(g_rec) + get(g_q) + want_vf * get(g_vf) + (want_gan * get(part(2)) if with_gan else 0)
+    np.testing.assert_allclose(get(grads), want, rtol=1e-5, atol=1e-6)
