@@ -14,6 +14,12 @@ Writes eval_<step>.json and eval_<step>.png into --output (default: the
 tokenizer's directory). Multi-host: --multihost, or --coordinator_address/
 --num_processes/--process_id; each process measures its share of the split,
 the sums are combined, and process 0 writes the report.
+
+1-D tokenizers (TiTok, One-D-Piece): --num_tokens=1,2,4,...,32 evaluates the
+reconstructions decoded from the first k tokens of each image, once per k,
+into eval_<step>_k<k>.json/.png, and eval_<step>_by_tokens.json holds the
+metrics against k (PSNR/SSIM/LPIPS/rFID; the real images' Inception features
+are computed again for each k).
 """
 
 import json
@@ -36,6 +42,9 @@ _NUM_IMAGES = flags.DEFINE_integer("num_images", None, "Stop after this many ima
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Global eval batch (a multiple of the device count).")
 _INCEPTION = flags.DEFINE_string("inception_weights", None, "FID Inception .npz (scripts/convert_inception.py).")
 _LPIPS = flags.DEFINE_string("lpips_weights", None, "LPIPS .npz (scripts/convert_lpips.py).")
+_NUM_TOKENS = flags.DEFINE_list(
+  "num_tokens", None, "1-D tokenizers: evaluate decodes from the first k tokens, for each k in this list."
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Where the report goes (default: the tokenizer's directory).")
 cli.define_distributed_flags()
 
@@ -45,7 +54,7 @@ def main(argv):
 
   from vqtok import config as config_lib  # noqa: PLC0415
   from vqtok import images  # noqa: PLC0415
-  from vqtok.evaluation.report import evaluate  # noqa: PLC0415
+  from vqtok.evaluation.report import check_num_tokens, evaluate  # noqa: PLC0415
   from vqtok.load import load  # noqa: PLC0415
 
   if len(argv) > 1:
@@ -76,26 +85,50 @@ def main(argv):
     config.loss.lpips_weights = _LPIPS.value
   config = config_lib.validate_config(config)
   step = info["step"]
-  report, grid = evaluate(
-    config,
-    tokenizer,
-    num_images=config.eval.num_images or None,
-    lpips_weights=config.loss.lpips_weights,
-    inception_weights=config.eval.inception_weights,
-  )
-  report.update(step=step, use_ema=use_ema, tokenizer=os.path.abspath(source))
+  try:
+    prefixes = [int(k) for k in _NUM_TOKENS.value or []]
+  except ValueError:
+    raise cli.UsageError(f"--num_tokens={','.join(_NUM_TOKENS.value)}: give whole numbers, e.g. 1,2,4,8") from None
+  for k in prefixes:
+    check_num_tokens(tokenizer, k)
+  runs = []
+  for k in prefixes or [None]:
+    report, grid = evaluate(
+      config,
+      tokenizer,
+      num_images=config.eval.num_images or None,
+      lpips_weights=config.loss.lpips_weights,
+      inception_weights=config.eval.inception_weights,
+      num_tokens=k,
+    )
+    report.update(step=step, use_ema=use_ema, tokenizer=os.path.abspath(source))
+    runs.append((k, report, grid))
   if jax.process_index() != 0:
     return
   output = _OUTPUT.value or source
   os.makedirs(output, exist_ok=True)
-  out = os.path.join(output, f"eval_{step}.json")
-  with files.atomic_path(out) as tmp, open(tmp, "w") as f:  # a full disk keeps the old report whole
-    json.dump(report, f, indent=2)
-  png = images.save_png(grid, os.path.join(output, f"eval_{step}.png"))
-  summary = {k: report[k] for k in ("num_images", "psnr", "ssim", "lpips", "rfid") if k in report}
-  summary.update({f"codebook_{k}": v for k, v in report["codebook"].items() if not isinstance(v, list)})
-  print(json.dumps(summary, indent=2))
-  print(f"report: {out}\nimages: {png}")
+  table = {}
+  for k, report, grid in runs:
+    name = f"eval_{step}" if k is None else f"eval_{step}_k{k}"
+    out = _write_json(os.path.join(output, f"{name}.json"), report)
+    png = images.save_png(grid, os.path.join(output, f"{name}.png"))
+    summary = {key: report[key] for key in ("num_images", "psnr", "ssim", "lpips", "rfid") if key in report}
+    table[k] = summary
+    summary.update({f"codebook_{key}": v for key, v in report["codebook"].items() if not isinstance(v, list)})
+    print(json.dumps(summary if k is None else {"num_tokens": k, **summary}, indent=2))
+    print(f"report: {out}\nimages: {png}")
+  if prefixes:
+    metrics = [m for m in ("psnr", "ssim", "lpips", "rfid") if m in table[prefixes[0]]]
+    by_tokens = {"num_tokens": prefixes, **{m: [table[k][m] for k in prefixes] for m in metrics}, "step": step}
+    print(
+      f"against the number of tokens: {_write_json(os.path.join(output, f'eval_{step}_by_tokens.json'), by_tokens)}"
+    )
+
+
+def _write_json(path: str, value: dict) -> str:
+  with files.atomic_path(path) as tmp, open(tmp, "w") as f:  # a full disk keeps the old report whole
+    json.dump(value, f, indent=2)
+  return path
 
 
 if __name__ == "__main__":

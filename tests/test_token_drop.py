@@ -5,7 +5,11 @@ per batch, the tail left out of the decoder), "nested" FlexTok's (one k per
 image from {1, 2, 4, ..., K}, the tail overwritten by a learned token).
 """
 
+import json
 import math
+import os
+import subprocess
+import sys
 import warnings
 
 import jax
@@ -17,10 +21,12 @@ from helpers import load_config, read_losses
 
 from vqtok import config as config_lib
 from vqtok import load, models, tokenize
+from vqtok.evaluation.report import evaluate
 from vqtok.models import tokenizer as tokenizer_lib
 from vqtok.models import vit
 from vqtok.training.loop import train_and_evaluate
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
 
 K = 8
@@ -138,3 +144,23 @@ def test_tiny_titok_trains_with_tail_drop_and_decodes_prefixes(tmp_path):
   assert out["decoded"] == out["images"] > 0 and 0 <= out["token_agreement"] <= 1
   with pytest.raises(ValueError, match=f"num_tokens={K + 1}: the tokenizer has {K} 1-D tokens per image"):
     tokenize.decode_to_images(tok, tokens, str(tmp_path / "k9"), config=saved, num_tokens=K + 1, progress=False)
+  # eval.py against k: one report per prefix length and the table of them.
+  out = tmp_path / "eval"
+  res = subprocess.run(
+    [sys.executable, "eval.py", f"--tokenizer={workdir}", "--num_tokens=2,8", "--num_images=8", "--batch_size=8",
+     f"--output={out}"],
+    cwd=ROOT, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert res.returncode == 0, res.stderr
+  assert sorted(os.listdir(out)) == sorted(
+    ["eval_4_by_tokens.json"] + [f"eval_4_k{k}.{e}" for k in (2, 8) for e in ("json", "png")]
+  )
+  by_tokens = json.loads((out / "eval_4_by_tokens.json").read_text())
+  assert by_tokens["num_tokens"] == [2, 8] and by_tokens["step"] == 4
+  whole, _ = evaluate(saved, tok, batch_size=8, num_images=8, progress=False)  # all the tokens, as without the flag
+  assert by_tokens["psnr"][1] == pytest.approx(whole["psnr"], abs=1e-4)
+  assert by_tokens["psnr"][0] != pytest.approx(whole["psnr"], abs=1e-4)  # the prefix decodes differently
+  assert json.loads((out / "eval_4_k2.json").read_text())["num_tokens"] == 2
+  for k, match in ((K + 1, f"num_tokens={K + 1}: the tokenizer has {K} tokens per image"), (0, "num_tokens=0")):
+    with pytest.raises(ValueError, match=match):
+      evaluate(saved, tok, batch_size=8, num_images=8, num_tokens=k, progress=False)

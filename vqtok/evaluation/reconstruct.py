@@ -26,15 +26,21 @@ from vqtok.evaluation import metrics as metrics_lib
 ReconstructFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, jax.Array]]
 
 
-def make_reconstruct_fn(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh) -> ReconstructFn:
+def make_reconstruct_fn(
+  graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, *, num_tokens: int | None = None
+) -> ReconstructFn:
   """Eval-mode reconstruction, jitted over ``mesh``: ``(params, rest, x) -> (x_hat, indices)``.
 
   ``x_hat`` is float32 clipped to [-1, 1]; both outputs are batch-sharded.
+  ``num_tokens``: 1-D tokenizers only, ``x_hat`` decoded from the first
+  ``num_tokens`` of each image's tokens (``Tokenizer.decode(num_tokens=...)``).
   """
 
   def reconstruct(params, rest, x):
     model = nnx.merge(graphdef, params, rest)
     x_hat, q = model(x, train=False)
+    if num_tokens is not None:
+      x_hat = model.decode(q.indices, num_tokens=num_tokens)
     return jnp.clip(x_hat.astype(jnp.float32), -1.0, 1.0), q.indices
 
   return jax.jit(reconstruct, out_shardings=sharding.batch_sharding(mesh))

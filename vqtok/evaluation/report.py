@@ -42,6 +42,7 @@ def evaluate(
   lpips_weights: str = "",
   inception_weights: str = "",
   grid_images: int = 8,
+  num_tokens: int | None = None,
   progress: bool = True,
 ) -> tuple[dict[str, Any], np.ndarray]:
   """Reconstructs the eval split of ``config.data`` and measures it.
@@ -54,6 +55,8 @@ def evaluate(
     lpips_weights: LPIPS .npz (see scripts/README.md); empty: no LPIPS.
     inception_weights: FID Inception .npz; empty: no rFID.
     grid_images: how many originals/reconstructions go in the returned grid.
+    num_tokens: 1-D tokenizers only: reconstructions decoded from the first
+      ``num_tokens`` tokens of each image (codebook usage still counts all).
     progress: show a progress bar with images per second.
 
   Returns:
@@ -64,8 +67,10 @@ def evaluate(
   mesh = sharding.make_mesh((-1, 1))
   if batch_size % mesh.size:
     raise ValueError(f"eval batch_size={batch_size} must be divisible by {mesh.size} devices")
+  if num_tokens is not None:
+    check_num_tokens(tokenizer, num_tokens)
   gdef, params, rest = files.pure(tokenizer)
-  reconstruct = reconstruct_lib.make_reconstruct_fn(gdef, mesh)
+  reconstruct = reconstruct_lib.make_reconstruct_fn(gdef, mesh, num_tokens=num_tokens)
 
   lpips_fn = None
   if lpips_weights:
@@ -136,6 +141,8 @@ def evaluate(
     "skipped_images": [list(s) for s in skipped],
     "num_processes": jax.process_count(),
   }
+  if num_tokens is not None:
+    report["num_tokens"] = num_tokens
   if per_scale:
     report["codebook"]["per_scale"] = [
       {"scale": s, **{k: u.result()[k] for k in ("usage", "perplexity", "entropy_bits")}}
@@ -149,6 +156,14 @@ def evaluate(
       raise ValueError("rFID needs at least 2 images")
     report["rfid"] = fid_lib.fid_from_stats(real_stats, fake_stats)
   return report, images_lib.grid([originals, recons])
+
+
+def check_num_tokens(tokenizer: nnx.Module, num_tokens: int) -> None:
+  """ValueError unless ``tokenizer`` is 1-D and has at least ``num_tokens`` tokens per image."""
+  if not tokenizer.one_d:
+    raise ValueError(f"num_tokens is for 1-D tokenizers; this one's tokens are {tokenizer.token_shape}")
+  if not 1 <= num_tokens <= tokenizer.num_tokens:
+    raise ValueError(f"num_tokens={num_tokens}: the tokenizer has {tokenizer.num_tokens} tokens per image")
 
 
 def _combine_usage(usage: metrics_lib.CodebookUsage, count: int) -> None:
