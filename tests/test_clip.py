@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +58,19 @@ def test_torchscript_archive_reads_as_torchs_state_dict():
     for k, (shape, dtype) in want.items():
       assert list(tensors[k].shape) == shape and "torch." + str(tensors[k].dtype) == dtype, k
     assert int(tensors["input_resolution"]) == 224
+
+
+def test_torchscript_archive_without_class_sources_reads_the_same(tmp_path):
+  """Classes whose source is not in ``code/`` give every tensor attribute: for a traced module, the same dict."""
+  src, dst = os.path.join(GOLDENS, "ViT-T-14.pt"), str(tmp_path / "nocode.pt")
+  with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+    for item in zin.infolist():
+      if "/code/" not in item.filename:
+        zout.writestr(item, zin.read(item.filename))
+  want, got = read_checkpoint(src), read_checkpoint(dst)
+  assert list(got) == list(want)
+  for k, v in want.items():
+    np.testing.assert_array_equal(got[k], v)
 
 
 def test_preprocessing_is_the_reference_transform(fixture):
