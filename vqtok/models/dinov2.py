@@ -73,8 +73,9 @@ class DINOv2(nnx.Module):
   ):
     if num_register_tokens < 0 or pos_grid < 1 or patch_size < 1:
       raise ValueError(
-        f"DINOv2: bad sizes pos_grid={pos_grid}, patch_size={patch_size}, registers={num_register_tokens}"
+        f"{family}: bad sizes pos_grid={pos_grid}, patch_size={patch_size}, registers={num_register_tokens}"
       )
+    self.family_name = family
     self.width, self.patch_size, self.pos_grid = int(width), int(patch_size), int(pos_grid)
     self.num_register_tokens, self.interpolate_offset = int(num_register_tokens), float(interpolate_offset)
     p, init = self.patch_size, nnx.initializers.normal(stddev=0.02)
@@ -93,7 +94,9 @@ class DINOv2(nnx.Module):
     """The patch grid of an image; ValueError unless both sides are multiples of the patch size."""
     p = self.patch_size
     if height % p or width % p or height < p or width < p:
-      raise ValueError(f"DINOv2 needs image sides that are multiples of its patch size {p}; got {height}x{width}")
+      raise ValueError(
+        f"the {self.family_name} teacher needs image sides in multiples of its patch {p}; got {height}x{width}"
+      )
     return height // p, width // p
 
   def position_embedding(self, gh: int, gw: int) -> jax.Array:
