@@ -44,8 +44,15 @@ def _build_dinov2(c: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
   return dinov2.DINOv2(**{k: int(c[k]) for k in _SIZES}, interpolate_offset=float(c["interpolate_offset"]), rngs=rngs)
 
 
+def _build_clip(c: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
+  # OpenAI CLIP's ViT: the DINOv2 module with CLIP's family row and its class-token projection.
+  sizes = {k: int(c[k]) for k in _SIZES}
+  return dinov2.DINOv2(**sizes, interpolate_offset=0.0, family="clip", proj_dim=int(c["proj_dim"]), rngs=rngs)
+
+
 #: ``teacher`` kind -> builder from the directory's config.
 BUILDERS: dict[str, Callable[[Mapping[str, Any], nnx.Rngs], nnx.Module]] = {"dinov2": _build_dinov2}
+BUILDERS["clip"] = _build_clip
 
 
 class FeatureTeacherError(ValueError):

@@ -13,6 +13,14 @@ does, bicubic (PyTorch's, no antialiasing) with the scale factor
 ``(g + interpolate_offset) / 37`` rather than the output size, a historical
 offset the published weights were evaluated with (``interpolate_offset=0.1``,
 dinov2/hub/backbones.py). At the training grid itself nothing is resized.
+
+The same module, with ``family="clip"`` and ``proj_dim``, is OpenAI CLIP's
+``VisionTransformer`` (openai/CLIP clip/model.py): a bias-free patch
+convolution, the class token and position embedding, ``ln_pre``, QuickGELU
+blocks without LayerScale, ``ln_post`` (here on every token: the patch
+features) and ``proj`` of the class token (``encode_image``). CLIP runs at its
+training grid only; elsewhere the grid is resized bicubically to the size
+(``interpolate_offset=0``), which is vqtok's, not the reference's.
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ class DINOv2(nnx.Module):
     pos_grid: side of the learned position grid (37: trained at 518 px).
     num_register_tokens: 0, or 4 for the ``_reg`` models.
     interpolate_offset: added to the patch grid in the position-embedding scale factor.
+    family: ``"dinov2"`` or ``"clip"`` (a row of ``vit.FAMILIES``: the patch bias, ln_pre,
+      the activation, LayerScale, LayerNorm epsilon).
+    proj_dim: > 0: a bias-free projection of the class features to this width (CLIP's ``proj``).
     rngs: initialisation (the weights are then loaded).
   """
 
@@ -55,29 +66,37 @@ class DINOv2(nnx.Module):
     pos_grid: int = 37,
     num_register_tokens: int = 0,
     interpolate_offset: float = 0.1,
+    family: str = "dinov2",
+    proj_dim: int = 0,
     param_dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
     if num_register_tokens < 0 or pos_grid < 1 or patch_size < 1:
       raise ValueError(
-        f"DINOv2: bad sizes pos_grid={pos_grid}, patch_size={patch_size}, registers={num_register_tokens}"
+        f"{family}: bad sizes pos_grid={pos_grid}, patch_size={patch_size}, registers={num_register_tokens}"
       )
+    self.family_name = family
     self.width, self.patch_size, self.pos_grid = int(width), int(patch_size), int(pos_grid)
     self.num_register_tokens, self.interpolate_offset = int(num_register_tokens), float(interpolate_offset)
     p, init = self.patch_size, nnx.initializers.normal(stddev=0.02)
-    self.patch_embed = nnx.Conv(3, width, (p, p), strides=p, padding="VALID", param_dtype=param_dtype, rngs=rngs)
+    fam = vit.get_family(family)
+    self.patch_embed = nnx.Conv(
+      3, width, (p, p), strides=p, padding="VALID", use_bias=fam.patch_bias, param_dtype=param_dtype, rngs=rngs
+    )
     self.cls_token = nnx.Param(init(rngs.params(), (1, width), param_dtype))
     self.pos_embed = nnx.Param(init(rngs.params(), (1, pos_grid * pos_grid + 1, width), param_dtype))
     n = self.num_register_tokens
     self.register_tokens = nnx.Param(init(rngs.params(), (n, width), param_dtype)) if n else None
-    fam = vit.FAMILIES["dinov2"]
     self.transformer = vit.Transformer(width, depth, mlp_dim, num_heads, family=fam, param_dtype=param_dtype, rngs=rngs)
+    self.proj = nnx.Param(init(rngs.params(), (width, int(proj_dim)), param_dtype)) if proj_dim > 0 else None
 
   def grid(self, height: int, width: int) -> tuple[int, int]:
     """The patch grid of an image; ValueError unless both sides are multiples of the patch size."""
     p = self.patch_size
     if height % p or width % p or height < p or width < p:
-      raise ValueError(f"DINOv2 needs image sides that are multiples of its patch size {p}; got {height}x{width}")
+      raise ValueError(
+        f"the {self.family_name} teacher needs image sides in multiples of its patch {p}; got {height}x{width}"
+      )
     return height // p, width // p
 
   def position_embedding(self, gh: int, gw: int) -> jax.Array:
@@ -102,7 +121,8 @@ class DINOv2(nnx.Module):
     Returns:
       ``cls`` (B, width), ``registers`` (B, num_register_tokens, width) and
       ``patches`` (B, H/14, W/14, width): the final LayerNorm's outputs
-      (the reference's ``x_norm_clstoken`` / ``_regtokens`` / ``_patchtokens``).
+      (the reference's ``x_norm_clstoken`` / ``_regtokens`` / ``_patchtokens``);
+      with ``proj_dim``, also ``embedding`` (B, proj_dim): ``cls @ proj``.
     """
     b = pixels.shape[0]
     gh, gw = self.grid(pixels.shape[1], pixels.shape[2])
@@ -114,7 +134,10 @@ class DINOv2(nnx.Module):
       regs = jnp.broadcast_to(self.register_tokens[...][None], (b, r, self.width))
       h = jnp.concatenate([h[:, :1], regs, h[:, 1:]], axis=1)
     h = self.transformer(h)
-    return {"cls": h[:, 0], "registers": h[:, 1 : 1 + r], "patches": h[:, 1 + r :].reshape(b, gh, gw, self.width)}
+    out = {"cls": h[:, 0], "registers": h[:, 1 : 1 + r], "patches": h[:, 1 + r :].reshape(b, gh, gw, self.width)}
+    if self.proj is not None:
+      out["embedding"] = jnp.matmul(out["cls"], self.proj[...].astype(jnp.float32), precision="highest")
+    return out
 
 
 def normalize(images: np.ndarray | jax.Array, mean=IMAGENET_MEAN, std=IMAGENET_STD):

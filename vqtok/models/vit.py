@@ -65,6 +65,8 @@ class Family:
     layer_scale: each residual branch is scaled per channel by a learned
       vector before it is added (CaiT's LayerScale; DINOv2's ``ls1``/``ls2``,
       facebookresearch/dinov2 dinov2/layers/block.py).
+    quick_gelu: the MLP's activation is ``x * sigmoid(1.702 x)`` (OpenAI CLIP's
+      ``QuickGELU``, openai/CLIP clip/model.py), not a GELU.
   """
 
   cls_token: bool = False
@@ -75,6 +77,7 @@ class Family:
   out_conv: bool = False
   patch_bias: bool = True
   layer_scale: bool = False
+  quick_gelu: bool = False
 
 
 #: ``model.vit_family``: vqtok's own ViT (big_vision style), the published TiTok and BSQ-ViT.
@@ -87,6 +90,8 @@ FAMILIES = {
   "bsqvit": Family(ln_pre=True, norm_eps=1e-5, exact_gelu=True, patch_bias=False),
   # DINOv2 (dinov2/models/vision_transformer.py): LayerNorm eps 1e-6, nn.GELU, LayerScale.
   "dinov2": Family(cls_token=True, exact_gelu=True, layer_scale=True),
+  # OpenAI CLIP's VisionTransformer (clip/model.py): no conv bias, ln_pre, eps 1e-5, QuickGELU.
+  "clip": Family(cls_token=True, ln_pre=True, norm_eps=1e-5, patch_bias=False, quick_gelu=True),
 }
 
 
@@ -280,7 +285,7 @@ class Block(nnx.Module):
     rngs: nnx.Rngs,
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.exact_gelu = family.exact_gelu
+    self.exact_gelu, self.quick_gelu = family.exact_gelu, family.quick_gelu
     self.norm1 = nnx.LayerNorm(width, epsilon=family.norm_eps, **kw)
     self.attn = nnx.MultiHeadAttention(
       num_heads=num_heads, in_features=width, decode=False, attention_fn=dot_product_attention, **kw
@@ -300,7 +305,9 @@ class Block(nnx.Module):
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     x = x + self._scale(self.attn(self.norm1(x), mask=mask), self.ls1)
-    h = self.mlp2(nnx.gelu(self.mlp1(self.norm2(x)), approximate=not self.exact_gelu))
+    h = self.mlp1(self.norm2(x))
+    h = h * jax.nn.sigmoid(1.702 * h) if self.quick_gelu else nnx.gelu(h, approximate=not self.exact_gelu)
+    h = self.mlp2(h)
     return x + self._scale(h, self.ls2)
 
 

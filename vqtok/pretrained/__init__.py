@@ -21,6 +21,7 @@ from vqtok import feature_teacher, files, tokenizer_dir
 from vqtok.models import build_tokenizer
 from vqtok.pretrained import (
   bsqvit,
+  clip,
   dinov2,
   ibq,
   layout,
@@ -46,7 +47,7 @@ FORMATS: dict[str, ModuleType] = {
 
 #: Convertible feature teachers (frozen vision foundation models): name -> family module
 #: (NAME, FILES, IGNORE, state_dict, config, table), written as feature-teacher directories.
-TEACHERS: dict[str, ModuleType] = {m.NAME: m for m in (dinov2,)}
+TEACHERS: dict[str, ModuleType] = {m.NAME: m for m in (dinov2, clip)}
 
 
 def convert(

@@ -8,6 +8,13 @@ Formats:
     a file happens to pickle (Lightning callbacks, ``argparse.Namespace``,
     OmegaConf configs) come back as inert ``Opaque`` placeholders, so a
     Lightning checkpoint reads without Lightning.
+  * TorchScript archives (``torch.jit.save``; OpenAI's CLIP ``.pt`` files): the
+    same zip layout, where ``data.pkl`` pickles the module tree as objects of
+    the archive's own classes and ``code/`` holds those classes' source. They
+    read as the module's ``state_dict``: ``visual.conv1.weight`` -> array, the
+    parameters and buffers each class lists (``__parameters__``,
+    ``__buffers__``) under the attribute path of its object. None of the
+    code is run; it is only searched for those two lists.
   * Flax checkpoints written by ``flax.training.checkpoints`` (msgpack).
   * ``.safetensors`` files.
 
@@ -20,6 +27,7 @@ import collections
 import io
 import os
 import pickle
+import re
 import zipfile
 from typing import Any
 
@@ -146,15 +154,77 @@ class _TorchUnpickler(pickle.Unpickler):
     return _Storage(self.archive, self.prefix, str(key), dtype)
 
 
+_CLASS = re.compile(r"^class (\w+)\(", re.M)
+_LIST = r"^  {}\s*=\s*\[([^\]]*)\]"
+
+
+class _ScriptClasses:
+  """The ``__parameters__`` and ``__buffers__`` of a TorchScript archive's classes, read off ``code/``."""
+
+  def __init__(self, archive: zipfile.ZipFile, prefix: str):
+    self.archive, self.prefix, self.names = archive, prefix, set(archive.namelist())
+    self._cache: dict[str, tuple[str, ...] | None] = {}
+
+  def state_names(self, qualname: str) -> tuple[str, ...] | None:
+    """The parameter then buffer names of class ``qualname`` (``__torch__.a.b.Cls``); None if not found."""
+    if qualname not in self._cache:
+      self._cache[qualname] = self._find(qualname)
+    return self._cache[qualname]
+
+  def _find(self, qualname: str) -> tuple[str, ...] | None:
+    module, _, name = qualname.rpartition(".")
+    path = f"{self.prefix}code/{module.replace('.', '/')}.py"
+    if path not in self.names:
+      return None
+    source = self.archive.read(path).decode("utf-8", "replace")
+    starts = [(m.start(), m.group(1)) for m in _CLASS.finditer(source)] + [(len(source), "")]
+    for (start, cls), (end, _) in zip(starts, starts[1:]):
+      if cls == name:
+        body, out = source[start:end], []
+        for field in ("__parameters__", "__buffers__"):
+          m = re.search(_LIST.format(field), body, re.M)
+          out += re.findall(r"[\"']([^\"']+)[\"']", m.group(1)) if m else []
+        return tuple(out)
+    return None
+
+
+def _script_state_dict(root: Any, classes: _ScriptClasses) -> dict[str, np.ndarray]:
+  """``state_dict()`` of an unpickled TorchScript module tree (parameters and buffers by dotted path)."""
+  out: dict[str, np.ndarray] = collections.OrderedDict()
+
+  def walk(obj: Opaque, prefix: str) -> None:
+    state = obj.state if isinstance(obj.state, dict) else {}
+    names = classes.state_names(obj.qualname)
+    if names is None:  # a class without source in the archive: every tensor attribute
+      names = tuple(k for k, v in state.items() if isinstance(v, np.ndarray))
+    for name in names:
+      if isinstance(state.get(name), np.ndarray):  # an optional parameter (bias=None) is absent
+        out[prefix + name] = state[name]
+    for name, value in state.items():
+      if isinstance(value, Opaque) and value.qualname.startswith("__torch__."):
+        walk(value, f"{prefix}{name}.")
+
+  if not (isinstance(root, Opaque) and root.qualname.startswith("__torch__.")):
+    raise CheckpointError(f"a TorchScript archive whose data.pkl holds {type(root).__name__}, not a module")
+  walk(root, "")
+  return out
+
+
 def _read_torch_zip(path: str) -> Any:
   with zipfile.ZipFile(path) as archive:
-    pkl = [n for n in archive.namelist() if n.endswith("data.pkl")]
+    pkl = sorted((n for n in archive.namelist() if n.endswith("data.pkl")), key=len)
     if not pkl:
       raise CheckpointError(f"{path}: a zip archive without data.pkl is not a torch checkpoint")
     prefix = pkl[0][: -len("data.pkl")]
     # Tensors are copied out of the archive as they are rebuilt, so nothing
     # refers to it once it is closed.
-    return _TorchUnpickler(io.BytesIO(archive.read(pkl[0])), archive, prefix).load()
+    obj = _TorchUnpickler(io.BytesIO(archive.read(pkl[0])), archive, prefix).load()
+    if f"{prefix}constants.pkl" in archive.namelist():  # a TorchScript archive (torch.jit.save)
+      try:
+        return _script_state_dict(obj, _ScriptClasses(archive, prefix))
+      except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return obj
 
 
 def _read_msgpack(path: str) -> Any:
@@ -177,12 +247,14 @@ def read_checkpoint(path: str) -> Any:
   """The contents of a checkpoint file, tensors as NumPy arrays.
 
   Args:
-    path: a torch zip checkpoint (``.pt``, ``.pth``, ``.ckpt``, ``.bin``), a Flax
+    path: a torch zip checkpoint (``.pt``, ``.pth``, ``.ckpt``, ``.bin``) or
+      TorchScript archive, a Flax
       msgpack checkpoint, or a ``.safetensors`` file; a directory is an error.
 
   Returns:
     The unpickled / restored object: nested dicts (and lists) of arrays and
-    plain values; unknown classes as ``Opaque`` placeholders.
+    plain values; unknown classes as ``Opaque`` placeholders. A TorchScript
+    archive: its module's state dict (dotted name -> array).
 
   Raises:
     CheckpointError: missing, unreadable, truncated or of an unknown format.
