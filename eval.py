@@ -15,6 +15,13 @@ tokenizer's directory). Multi-host: --multihost, or --coordinator_address/
 --num_processes/--process_id; each process measures its share of the split,
 the sums are combined, and process 0 writes the report.
 
+Semantic tokenizers: --feature_teacher=DIR adds feature_cosine, the agreement
+of the tokenizer's projected latents (model.feature_dim) with the teacher's
+patch features; --probe=TRAIN[,TEST] adds knn_probe, the top-1 accuracy of a
+k-NN classifier (DINO's: k=20, T=0.07, cosine) on the pooled quantised
+latents, each set a folder of class subfolders or tfds:NAME[:SPLIT] (one set:
+leave-one-out).
+
 1-D tokenizers (TiTok, One-D-Piece): --num_tokens=1,2,4,...,32 evaluates the
 reconstructions decoded from the first k tokens of each image, once per k,
 into eval_<step>_k<k>.json/.png, and eval_<step>_by_tokens.json holds the
@@ -45,6 +52,13 @@ _LPIPS = flags.DEFINE_string("lpips_weights", None, "LPIPS .npz (scripts/convert
 _NUM_TOKENS = flags.DEFINE_list(
   "num_tokens", None, "1-D tokenizers: evaluate decodes from the first k tokens, for each k in this list."
 )
+_FEATURE_TEACHER = flags.DEFINE_string(
+  "feature_teacher", None, "A feature-teacher directory: report feature_cosine (tokenizers with model.feature_dim)."
+)
+_PROBE = flags.DEFINE_list(
+  "probe", None, "k-NN probe: TRAIN[,TEST], each a folder of class subfolders or tfds:NAME[:SPLIT]."
+)
+_PROBE_K = flags.DEFINE_integer("probe_k", 20, "Neighbours that vote in the k-NN probe.")
 _OUTPUT = flags.DEFINE_string("output", None, "Where the report goes (default: the tokenizer's directory).")
 cli.define_distributed_flags()
 
@@ -54,6 +68,7 @@ def main(argv):
 
   from vqtok import config as config_lib  # noqa: PLC0415
   from vqtok import images  # noqa: PLC0415
+  from vqtok.evaluation import semantic  # noqa: PLC0415
   from vqtok.evaluation.report import check_num_tokens, evaluate  # noqa: PLC0415
   from vqtok.load import load  # noqa: PLC0415
 
@@ -91,6 +106,13 @@ def main(argv):
     raise cli.UsageError(f"--num_tokens={','.join(_NUM_TOKENS.value)}: give whole numbers, e.g. 1,2,4,8") from None
   for k in prefixes:
     check_num_tokens(tokenizer, k)
+  probe = list(_PROBE.value or [])
+  if len(probe) > 2 or (probe and not all(probe)):
+    raise cli.UsageError(f"--probe={','.join(probe)}: give TRAIN or TRAIN,TEST")
+  if probe and jax.process_count() > 1:
+    raise cli.UsageError("--probe runs in one process (its k-NN needs every image's features in one place)")
+  if _PROBE_K.value < 1:
+    raise cli.UsageError(f"--probe_k={_PROBE_K.value}: give at least 1")
   runs = []
   for k in prefixes or [None]:
     report, grid = evaluate(
@@ -100,9 +122,17 @@ def main(argv):
       lpips_weights=config.loss.lpips_weights,
       inception_weights=config.eval.inception_weights,
       num_tokens=k,
+      feature_teacher=_FEATURE_TEACHER.value or "",
     )
     report.update(step=step, use_ema=use_ema, tokenizer=os.path.abspath(source))
     runs.append((k, report, grid))
+  if probe:
+    knn = semantic.knn_probe(
+      config, tokenizer, *probe, batch_size=config.eval.batch_size, num_images=config.eval.num_images or None,
+      k=_PROBE_K.value,
+    )  # fmt: skip
+    for _, report, _ in runs:
+      report["knn_probe"] = knn
   if jax.process_index() != 0:
     return
   output = _OUTPUT.value or source
@@ -112,13 +142,16 @@ def main(argv):
     name = f"eval_{step}" if k is None else f"eval_{step}_k{k}"
     out = _write_json(os.path.join(output, f"{name}.json"), report)
     png = images.save_png(grid, os.path.join(output, f"{name}.png"))
-    summary = {key: report[key] for key in ("num_images", "psnr", "ssim", "lpips", "rfid") if key in report}
+    keys = ("num_images", "psnr", "ssim", "lpips", "rfid", "feature_cosine")
+    summary = {key: report[key] for key in keys if key in report}
+    if "knn_probe" in report:
+      summary["knn_probe_accuracy"] = report["knn_probe"]["accuracy"]
     table[k] = summary
     summary.update({f"codebook_{key}": v for key, v in report["codebook"].items() if not isinstance(v, list)})
     print(json.dumps(summary if k is None else {"num_tokens": k, **summary}, indent=2))
     print(f"report: {out}\nimages: {png}")
   if prefixes:
-    metrics = [m for m in ("psnr", "ssim", "lpips", "rfid") if m in table[prefixes[0]]]
+    metrics = [m for m in ("psnr", "ssim", "lpips", "rfid", "feature_cosine") if m in table[prefixes[0]]]
     by_tokens = {"num_tokens": prefixes, **{m: [table[k][m] for k in prefixes] for m in metrics}, "step": step}
     print(
       f"against the number of tokens: {_write_json(os.path.join(output, f'eval_{step}_by_tokens.json'), by_tokens)}"

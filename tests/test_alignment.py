@@ -10,6 +10,8 @@ its norm clamped at 1e-8).
 import json
 import math
 import os
+import subprocess
+import sys
 import types
 
 import jax
@@ -18,10 +20,14 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import load_config, read_losses
+from helpers import ROOT, load_config, read_losses
+from PIL import Image
 
 from vqtok import config as config_lib
-from vqtok import feature_teacher
+from vqtok import feature_teacher, load, models
+from vqtok.data import pipeline, transforms
+from vqtok.evaluation import semantic
+from vqtok.evaluation.report import evaluate
 from vqtok.losses import alignment
 from vqtok.models import dinov2
 from vqtok.training import step as step_lib
@@ -111,6 +117,93 @@ def test_tiny_run_with_a_dinov2_teacher(tmp_path):
   assert math.isclose(final["loss/vf"], final["loss/vf_distmat"] + final["loss/vf_cos"], rel_tol=1e-5)
   with open(os.path.join(tmp_path, "run", "config.json")) as f:
     assert json.load(f)["feature_teacher"] == teacher
+  # eval.py measures what the alignment bought: feature agreement and a k-NN probe on labelled folders.
+  folders = [_colour_classes(tmp_path / name, seed) for name, seed in (("probe_train", 0), ("probe_test", 1))]
+  out = tmp_path / "eval"
+  res = subprocess.run(
+    [sys.executable, "eval.py", f"--tokenizer={tmp_path / 'run'}", f"--feature_teacher={teacher}",
+     f"--probe={','.join(folders)}", "--probe_k=3", f"--output={out}"],
+    cwd=ROOT, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert res.returncode == 0, res.stderr
+  report = json.loads((out / "eval_2.json").read_text())
+  # feature_cosine against NumPy: the projected codes and the teacher's patches of the same eval images.
+  tok, saved, _ = load.load(str(tmp_path / "run"))
+  batch = next(iter(pipeline.make_dataset(saved, split="eval", batch_size=saved.eval.batch_size)))
+  x = jnp.asarray(batch["image"])[np.asarray(batch["valid"]).astype(bool)]
+  pred = np.asarray(tok.project_features(tok.quantizer.indices_to_codes(tok.encode(x)))).reshape(len(x), -1, 16)
+  module, tconfig = feature_teacher.read(teacher)
+  target = np.asarray(feature_teacher.features(module, tconfig, x, (-1.0, 1.0), "bilinear")).reshape(len(x), -1, 16)
+  norms = np.linalg.norm(pred, axis=-1) * np.linalg.norm(target, axis=-1)
+  cos = (pred * target).sum(-1) / np.maximum(norms, 1e-8)  # FSQ's all-zero code projects to 0: cosine 0
+  assert report["num_images"] == 20 and len(x) == 8  # NumPy's batch: the first 8 of the 20
+  first = json.loads(res.stdout[res.stdout.index("{") : res.stdout.index("}") + 1])
+  assert first["feature_cosine"] == pytest.approx(report["feature_cosine"])
+  assert -1 <= report["feature_cosine"] <= 1 and report["feature_teacher"] == teacher
+  partial, _ = semantic_report(saved, tok, teacher, num_images=8)
+  assert partial["feature_cosine"] == pytest.approx(float(cos.mean()), abs=1e-5)
+  probe = report["knn_probe"]
+  assert (probe["num_train"], probe["num_test"], probe["num_classes"], probe["k"]) == (12, 12, 2, 3)
+
+  # The same probe by hand: the images read in a known order with known labels, then the pooled codes' k-NN.
+  def pooled(folder):
+    paths = [
+      (c, os.path.join(folder, n, f))
+      for c, n in enumerate(("blue", "red"))
+      for f in sorted(os.listdir(os.path.join(folder, n)))
+    ]
+    imgs = [transforms.center_crop(np.asarray(Image.open(p).convert("RGB")), 32) for _, p in paths]
+    x = jnp.asarray(np.stack(imgs).astype(np.float32) / 127.5 - 1.0)
+    return np.asarray(semantic.pooled_latents(tok, x)), np.asarray([c for c, _ in paths])
+
+  (bank, bank_labels), (queries, labels) = pooled(folders[0]), pooled(folders[1])
+  expected = float(np.mean(semantic.knn_predict(bank, bank_labels, queries, k=3) == labels))
+  assert probe["accuracy"] == pytest.approx(expected) and probe["chance"] == 0.5
+  assert expected > 0.5  # red and blue: the codes of a barely trained tokenizer still tell them apart, mostly
+  # A tokenizer without a feature projection cannot be compared with a teacher.
+  with pytest.raises(ValueError, match=r"needs a tokenizer with model.feature_dim > 0"):
+    semantic.feature_cosine_fn(load_config(**{"feature_teacher": teacher}), _plain_tokenizer())
+
+
+def semantic_report(config, tok, teacher, num_images=None):
+  return evaluate(config, tok, batch_size=8, num_images=num_images, feature_teacher=teacher, progress=False)
+
+
+def _plain_tokenizer():
+  return models.build_tokenizer(load_config(), rngs=nnx.Rngs(0))
+
+
+def _colour_classes(root, seed, per_class=6):
+  """A folder of class subfolders: reddish and bluish noise images (40 x 40)."""
+  rng = np.random.default_rng(seed)
+  for name, channel in (("blue", 2), ("red", 0)):
+    os.makedirs(root / name)
+    for i in range(per_class):
+      img = rng.integers(0, 20, (40, 40, 3))
+      img[..., channel] += 220
+      Image.fromarray(img.astype(np.uint8)).save(root / name / f"{i}.png")
+  return str(root)
+
+
+def test_knn_predict_matches_a_plain_transcription():
+  rng = np.random.default_rng(0)
+  bank, labels, queries = rng.normal(size=(30, 5)), rng.integers(0, 3, 30), rng.normal(size=(7, 5))
+
+  def plain(q, exclude=None, k=4, t=0.07):
+    sims = [(float(q @ b / np.linalg.norm(q) / np.linalg.norm(b)), j) for j, b in enumerate(bank) if j != exclude]
+    votes = np.zeros(3)
+    for s, j in sorted(sims, reverse=True)[:k]:
+      votes[labels[j]] += math.exp(s / t)
+    return int(votes.argmax())
+
+  got = semantic.knn_predict(bank, labels, queries, k=4)
+  np.testing.assert_array_equal(got, [plain(q) for q in queries])
+  loo = semantic.knn_predict(bank, labels, bank, k=4, leave_one_out=True)
+  np.testing.assert_array_equal(loo, [plain(b, exclude=j) for j, b in enumerate(bank)])
+  assert (semantic.knn_predict(bank, labels, bank, k=1) == labels).all()  # each image is its own neighbour
+  assert not (loo == labels).all()  # ...and random labels are not learnt without it: the test can fail
+  with pytest.raises(ValueError, match="at least 2 labelled images"):
+    semantic.knn_predict(bank[:1], labels[:1], bank[:1], leave_one_out=True)
 
 
 def test_bad_feature_teacher_settings(tmp_path):

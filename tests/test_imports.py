@@ -29,7 +29,7 @@ LAYERS = [
   ["vqtok.tokenizer_dir", "vqtok.feature_teacher", "vqtok.tokens", "vqtok.token_exports", "vqtok.pretrained",
    "vqtok.training.state",
    "vqtok.training.checkpoint", "vqtok.training.workdir", "vqtok.evaluation.reconstruct",
-   "vqtok.evaluation.report", "vqtok.evaluation", "vqtok.training"],
+   "vqtok.evaluation.semantic", "vqtok.evaluation.report", "vqtok.evaluation", "vqtok.training"],
   # a tokenizer from a directory or a workdir
   ["vqtok.load"],
   # the trainer

@@ -27,7 +27,7 @@ from vqtok import images as images_lib
 from vqtok import progress as progress_lib
 from vqtok.data import pipeline
 from vqtok.evaluation import fid as fid_lib
-from vqtok.evaluation import inception
+from vqtok.evaluation import inception, semantic
 from vqtok.evaluation import metrics as metrics_lib
 from vqtok.evaluation import reconstruct as reconstruct_lib
 from vqtok.losses import perceptual
@@ -43,6 +43,7 @@ def evaluate(
   inception_weights: str = "",
   grid_images: int = 8,
   num_tokens: int | None = None,
+  feature_teacher: str = "",
   progress: bool = True,
 ) -> tuple[dict[str, Any], np.ndarray]:
   """Reconstructs the eval split of ``config.data`` and measures it.
@@ -57,6 +58,9 @@ def evaluate(
     grid_images: how many originals/reconstructions go in the returned grid.
     num_tokens: 1-D tokenizers only: reconstructions decoded from the first
       ``num_tokens`` tokens of each image (codebook usage still counts all).
+    feature_teacher: a feature-teacher directory: also report
+      ``feature_cosine``, the agreement of the tokenizer's projected latents
+      with the teacher's patch features (``semantic.feature_cosine_fn``).
     progress: show a progress bar with images per second.
 
   Returns:
@@ -71,6 +75,11 @@ def evaluate(
     check_num_tokens(tokenizer, num_tokens)
   gdef, params, rest = files.pure(tokenizer)
   reconstruct = reconstruct_lib.make_reconstruct_fn(gdef, mesh, num_tokens=num_tokens)
+  cosine_fn = None
+  if feature_teacher:
+    with_teacher = ml_collections.ConfigDict(config.to_dict())
+    with_teacher.feature_teacher = feature_teacher
+    cosine_fn = semantic.feature_cosine_fn(with_teacher, tokenizer)
 
   lpips_fn = None
   if lpips_weights:
@@ -88,7 +97,7 @@ def evaluate(
   scales = tuple(q.scale_schedule or ())
   per_scale = [metrics_lib.CodebookUsage(q.codebook_size) for _ in scales]
   offsets = np.cumsum([0] + [s * s for s in scales])
-  sums = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0}
+  sums = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0, "cosine": 0.0}
   count = 0
   originals, recons = [], []
   batches = pipeline.make_dataset(config, split="eval", batch_size=batch_size, num_images=num_images or None)
@@ -111,6 +120,8 @@ def evaluate(
       # The FID protocol feeds 8-bit images: quantise reconstructions first.
       real_stats.update(np.asarray(features(jnp.asarray(a))))
       fake_stats.update(np.asarray(features(jnp.asarray(b))))
+    if cosine_fn is not None:
+      sums["cosine"] += float(np.sum(np.asarray(cosine_fn(params, rest, jnp.asarray(r.real))), dtype=np.float64))
     usage.update(r.indices)
     for k, u in enumerate(per_scale):
       u.update(np.asarray(r.indices)[:, offsets[k] : offsets[k + 1]])
@@ -123,7 +134,9 @@ def evaluate(
   bar.close()
   seconds = time.perf_counter() - t0
   # Combine the processes' shares (identity with one process).
-  psnr, ssim, lpips, count = sharding.process_sum(np.asarray([sums["psnr"], sums["ssim"], sums["lpips"], count]))
+  psnr, ssim, lpips, cosine, count = sharding.process_sum(
+    np.asarray([sums["psnr"], sums["ssim"], sums["lpips"], sums["cosine"], count])
+  )
   count = int(count)
   for u in (usage, *per_scale):
     _combine_usage(u, count)
@@ -150,6 +163,9 @@ def evaluate(
     ]
   if lpips_fn is not None:
     report["lpips"] = lpips / count
+  if cosine_fn is not None:
+    report["feature_cosine"] = cosine / count
+    report["feature_teacher"] = feature_teacher
   if features is not None:
     real_stats, fake_stats = (_gather_stats(s, inception.FEATURE_DIM) for s in (real_stats, fake_stats))
     if real_stats.count < 2:
