@@ -14,7 +14,8 @@ read off the file. Neither torch nor the authors' code is needed. OUTPUT_DIR get
 model.safetensors; tokenize, eval.py and train.py --config.init_from read it.
 
 Feature teachers (frozen vision foundation models for the feature-alignment
-losses): dinov2 (dinov2_vit{s,b,l}14[_reg4]_pretrain.pth). OUTPUT_DIR is then a
+losses): dinov2 (dinov2_vit{s,b,l}14[_reg4]_pretrain.pth), siglip (big_vision's
+webli_*_{b16,l16,so400m}_*.npz: the image tower). OUTPUT_DIR is then a
 feature-teacher directory, which --config.feature_teacher names.
 """
 

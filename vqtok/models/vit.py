@@ -87,6 +87,9 @@ FAMILIES = {
   "bsqvit": Family(ln_pre=True, norm_eps=1e-5, exact_gelu=True, patch_bias=False),
   # DINOv2 (dinov2/models/vision_transformer.py): LayerNorm eps 1e-6, nn.GELU, LayerScale.
   "dinov2": Family(cls_token=True, exact_gelu=True, layer_scale=True),
+  # SigLIP's image tower (big_vision/models/vit.py): Flax's LayerNorm (eps 1e-6) and nn.gelu (tanh),
+  # no class token; the same blocks as vqtok's own ViT, named for the published files it loads.
+  "siglip": Family(),
 }
 
 
