@@ -114,8 +114,13 @@ def test_directory_command_and_bad_input(tmp_path):
   want, _, _ = pretrained.convert_teacher("siglip", src)
   for k, v in files.arrays(want).items():
     np.testing.assert_array_equal(files.arrays(module)[k], v)
-  # A text tower alone, a DINOv2 file, a big_vision ViT without a MAP head: one clear line each.
+  # The image tower saved alone (big_vision's ``file.npz:img`` sub-tree) converts the same.
   arrays = dict(np.load(src))
+  np.savez(tmp_path / "img.npz", **{k[11:]: v for k, v in arrays.items() if k.startswith("params/img/")})
+  alone, _, _ = pretrained.convert_teacher("siglip", str(tmp_path / "img.npz"))
+  for k, v in files.arrays(want).items():
+    np.testing.assert_array_equal(files.arrays(alone)[k], v)
+  # A text tower alone, a DINOv2 file, a big_vision ViT without a MAP head: one clear line each.
   np.savez(tmp_path / "txt.npz", **{k: v for k, v in arrays.items() if not k.startswith("params/img/")})
   with pytest.raises(CheckpointError, match="no image tower .*a text tower only"):
     pretrained.convert_teacher("siglip", str(tmp_path / "txt.npz"))

@@ -15,7 +15,9 @@ Quirks, each from the reference:
     (``Transformer/encoderblock/...`` with a leading depth axis; vit.py
     ``scan_to_pyloop``); they are split into ``encoderblock_<i>`` first.
   * Files written before optax hold ``opt/target/`` instead of ``params/``,
-    some hold the parameters at the top (big_vision/utils.py ``load_params``).
+    some hold the parameters at the top (big_vision/utils.py ``load_params``);
+    a file of the image tower alone (what ``load_params("file.npz:img")``
+    gives, saved) is read as ``img/``.
   * The image tower's Dense ``head`` exists only when the model was built with
     an image output size (``out_dim``); the published SigLIP files have none
     (the colab's ``out_dim=(None, EMBDIM)``).
@@ -57,6 +59,12 @@ def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
     if any(k.startswith(prefix) for k in flat):
       flat = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
       break
+  if (
+    not any(k.startswith("img/") for k in flat)
+    and "embedding/kernel" in flat
+    and "Transformer/encoder_norm/scale" in flat
+  ):
+    flat = {f"img/{k}": v for k, v in flat.items()}  # the image tower alone (load_params's ``file.npz:img``)
   if not any(k.startswith("img/") for k in flat):
     found = ", ".join(sorted(flat)[:4])
     what = "a text tower only" if any(k.startswith("txt/") for k in flat) else f"found {found}"
