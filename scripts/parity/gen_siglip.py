@@ -13,7 +13,8 @@ under ``params/``), loaded back with ``two_towers.load`` and run on images
 prepared by the colab's own pipeline, ``resize(RES)|value_range(-1, 1)``
 (big_vision/pp, TensorFlow). Nothing is copied: everything is imported from
 the checkout. Every parameter is random (LayerNorms, biases, the MAP probe
-included), so a layout mistake shows.
+included), so a layout mistake shows; the tokens entering the first block are
+small, so a wrong LayerNorm epsilon shows too.
 
 Two variants: ``b16`` as the published SigLIP files (width 32, patch 16, 224 px, blocks
 ``encoderblock_<i>``, no image head: ``out_dim=(None, D)``); ``p14_scan``
@@ -93,6 +94,10 @@ def randomize(params):
       r = 1 + rng.normal(0, 0.3, v.shape)
     else:  # biases, position embeddings, the probe, token embeddings, t and b
       r = rng.normal(0, 0.5, v.shape)
+    if name in ("img/embedding/kernel", "img/embedding/bias", "img/pos_embedding"):
+      # Small tokens into the first LayerNorm (variance ~1e-3), so that its epsilon (Flax's 1e-6)
+      # shows: with 1e-5 the features move by ~1e-3 relative, not by less than the tolerance.
+      r = r * 0.03
     out[name] = r.astype(np.float32)
   return out
 

@@ -78,7 +78,8 @@ class SigLIP(nnx.Module):
   ):
     if patch_size < 1 or pos_grid < 1 or embed_dim < 0:
       raise ValueError(f"SigLIP: bad sizes patch_size={patch_size}, pos_grid={pos_grid}, embed_dim={embed_dim}")
-    self.width, self.patch_size, self.pos_grid, self.embed_dim = int(width), int(patch_size), int(pos_grid), embed_dim
+    self.width, self.patch_size, self.pos_grid = int(width), int(patch_size), int(pos_grid)
+    self.embed_dim = int(embed_dim)
     p, fam = self.patch_size, vit.FAMILIES["siglip"]
     self.patch_embed = nnx.Conv(3, width, (p, p), strides=p, padding="VALID", rngs=rngs)
     self.pos_embed = vit.PosEmbed(pos_grid, pos_grid, width, "learn", rngs=rngs)
