@@ -15,7 +15,8 @@ model.safetensors; tokenize, eval.py and train.py --config.init_from read it.
 
 Feature teachers (frozen vision foundation models for the feature-alignment
 losses): dinov2 (dinov2_vit{s,b,l}14[_reg4]_pretrain.pth), clip (OpenAI's
-TorchScript ViT-B-16.pt, ViT-L-14.pt). OUTPUT_DIR is then a
+TorchScript ViT-B-16.pt, ViT-L-14.pt), siglip (big_vision's
+webli_*_{b16,l16,so400m}_*.npz: the image tower). OUTPUT_DIR is then a
 feature-teacher directory, which --config.feature_teacher names.
 """
 

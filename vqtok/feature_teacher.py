@@ -3,7 +3,7 @@
 ``config.json`` (``teacher``: the model kind, its sizes and its own
 preprocessing: ``resize_size``, ``resolution``, ``mean``, ``std``) +
 ``model.safetensors`` (its arrays by dotted path, metadata naming the source
-file and its sha256). ``python -m vqtok.convert dinov2 FILE OUT/`` writes one;
+file and its sha256). ``python -m vqtok.convert dinov2 FILE OUT/`` (or ``siglip``) writes one;
 ``config.feature_teacher`` names one for training. Written atomically, like a
 tokenizer directory.
 
@@ -31,7 +31,7 @@ from PIL import Image
 
 from vqtok import files
 from vqtok.data import transforms
-from vqtok.models import dinov2
+from vqtok.models import dinov2, siglip
 from vqtok.quantizers import interpolate
 
 CONFIG = "config.json"
@@ -50,9 +50,17 @@ def _build_clip(c: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
   return dinov2.DINOv2(**sizes, interpolate_offset=0.0, family="clip", proj_dim=int(c["proj_dim"]), rngs=rngs)
 
 
+def _build_siglip(c: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
+  sizes = ("width", "depth", "mlp_dim", "num_heads", "patch_size", "pos_grid", "embed_dim")
+  return siglip.SigLIP(**{k: int(c[k]) for k in sizes}, rngs=rngs)
+
+
 #: ``teacher`` kind -> builder from the directory's config.
-BUILDERS: dict[str, Callable[[Mapping[str, Any], nnx.Rngs], nnx.Module]] = {"dinov2": _build_dinov2}
-BUILDERS["clip"] = _build_clip
+BUILDERS: dict[str, Callable[[Mapping[str, Any], nnx.Rngs], nnx.Module]] = {
+  "dinov2": _build_dinov2,
+  "siglip": _build_siglip,
+  "clip": _build_clip,
+}
 
 
 class FeatureTeacherError(ValueError):
@@ -115,11 +123,16 @@ def preprocess(image: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
 
   torchvision's ``Resize(resize_size, bicubic)`` on a PIL image, ``CenterCrop(resolution)``,
   ``ToTensor`` and ``Normalize(mean, std)`` (dinov2/data/transforms.py
-  ``make_classification_eval_transform``).
+  ``make_classification_eval_transform``); with ``preprocess: "squash_bilinear"``
+  (SigLIP) the whole image to ``resolution`` by TF's bilinear resize instead
+  (``transforms.squash_bilinear_tf``), no crop.
   """
-  img = transforms.torchvision_resize_crop(
-    image, int(config["resize_size"]), int(config["resolution"]), Image.Resampling.BICUBIC
-  )
+  if config.get("preprocess") == "squash_bilinear":
+    img = transforms.squash_bilinear_tf(image, int(config["resolution"]))
+  else:
+    img = transforms.torchvision_resize_crop(
+      image, int(config["resize_size"]), int(config["resolution"]), Image.Resampling.BICUBIC
+    )
   return dinov2.normalize(img.astype(np.float32) / np.float32(255.0), config["mean"], config["std"])
 
 

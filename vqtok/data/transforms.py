@@ -208,6 +208,33 @@ def short_side_bilinear(img: np.ndarray, size: int) -> np.ndarray:
   return _central(img, size)
 
 
+def squash_bilinear_tf(img: np.ndarray, size: int) -> np.ndarray:
+  """The whole image to ``size x size`` as big_vision's ``resize(size)`` does it (SigLIP's eval).
+
+  ``tf.image.resize(method="bilinear", antialias=False)`` on the uint8 image
+  (TF2: half-pixel centers, sample positions ``(i + 0.5) * in / out - 0.5``
+  in float32, neighbours clamped to the border), its lerps in TF's order
+  (``top + (bottom - top) * dy`` of ``left + (right - left) * dx``), then
+  clipped and cast back to uint8, which truncates (big_vision/pp/ops_image.py
+  ``get_resize``). No antialiasing: a large image is sampled, not averaged.
+  """
+  _check_image(img)
+  size = _check_size(size)
+
+  def taps(n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    scale = np.float32(n_in) / np.float32(size)
+    src = (np.arange(size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    low = np.floor(src)
+    return np.maximum(low.astype(np.int64), 0), np.minimum(np.ceil(src).astype(np.int64), n_in - 1), src - low
+
+  (y0, y1, dy), (x0, x1, dx) = taps(img.shape[0]), taps(img.shape[1])
+  x, dx = img.astype(np.float32), dx[None, :, None]
+  top = x[y0][:, x0] + (x[y0][:, x1] - x[y0][:, x0]) * dx
+  bottom = x[y1][:, x0] + (x[y1][:, x1] - x[y1][:, x0]) * dx
+  out = top + (bottom - top) * dy[:, None, None]
+  return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def torchvision_resize_crop(img: np.ndarray, size: int, crop: int, resample: Image.Resampling) -> np.ndarray:
   """torchvision's ``Resize(size, resample)`` of the short side, then ``CenterCrop(crop)``, on a PIL image."""
   _check_image(img)

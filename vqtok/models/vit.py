@@ -92,6 +92,9 @@ FAMILIES = {
   "dinov2": Family(cls_token=True, exact_gelu=True, layer_scale=True),
   # OpenAI CLIP's VisionTransformer (clip/model.py): no conv bias, ln_pre, eps 1e-5, QuickGELU.
   "clip": Family(cls_token=True, ln_pre=True, norm_eps=1e-5, patch_bias=False, quick_gelu=True),
+  # SigLIP's image tower (big_vision/models/vit.py): Flax's LayerNorm (eps 1e-6) and nn.gelu (tanh),
+  # no class token; the same blocks as vqtok's own ViT, named for the published files it loads.
+  "siglip": Family(),
 }
 
 

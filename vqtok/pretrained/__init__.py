@@ -30,6 +30,7 @@ from vqtok.pretrained import (
   movq,
   one_d_piece,
   open_magvit2,
+  siglip,
   simvq,
   taming,
   titok,
@@ -47,7 +48,7 @@ FORMATS: dict[str, ModuleType] = {
 
 #: Convertible feature teachers (frozen vision foundation models): name -> family module
 #: (NAME, FILES, IGNORE, state_dict, config, table), written as feature-teacher directories.
-TEACHERS: dict[str, ModuleType] = {m.NAME: m for m in (dinov2, clip)}
+TEACHERS: dict[str, ModuleType] = {m.NAME: m for m in (dinov2, clip, siglip)}
 
 
 def convert(

@@ -17,6 +17,9 @@ Formats:
     code is run; it is only searched for those two lists.
   * Flax checkpoints written by ``flax.training.checkpoints`` (msgpack).
   * ``.safetensors`` files.
+  * NumPy ``.npz`` archives (big_vision's published checkpoints): a flat dict
+    of arrays named by ``/``-separated paths, as ``np.load`` gives them
+    (bfloat16, which NumPy stores as 2-byte void, widened to float32).
 
 Anything else is a ``CheckpointError`` naming the file and what was found.
 """
@@ -210,9 +213,22 @@ def _script_state_dict(root: Any, classes: _ScriptClasses) -> dict[str, np.ndarr
   return out
 
 
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+  out = {}
+  with np.load(path, allow_pickle=False) as npz:
+    for name in npz.files:
+      a = npz[name]
+      if a.dtype.kind == "V" and a.dtype.itemsize == 2:  # bfloat16 (big_vision utils.recover_dtype)
+        a = (a.view("<u2").astype(np.uint32) << 16).view(np.float32)
+      out[name] = a
+  return out
+
+
 def _read_torch_zip(path: str) -> Any:
   with zipfile.ZipFile(path) as archive:
     pkl = sorted((n for n in archive.namelist() if n.endswith("data.pkl")), key=len)
+    if not pkl and archive.namelist() and all(n.endswith(".npy") for n in archive.namelist()):
+      return _read_npz(path)
     if not pkl:
       raise CheckpointError(f"{path}: a zip archive without data.pkl is not a torch checkpoint")
     prefix = pkl[0][: -len("data.pkl")]
@@ -248,8 +264,8 @@ def read_checkpoint(path: str) -> Any:
 
   Args:
     path: a torch zip checkpoint (``.pt``, ``.pth``, ``.ckpt``, ``.bin``) or
-      TorchScript archive, a Flax
-      msgpack checkpoint, or a ``.safetensors`` file; a directory is an error.
+      TorchScript archive, a Flax msgpack checkpoint, a ``.safetensors`` file or
+      a NumPy ``.npz`` archive; a directory is an error.
 
   Returns:
     The unpickled / restored object: nested dicts (and lists) of arrays and
