@@ -122,6 +122,6 @@ def test_preset_variants_validate(variant):
   mult, dim, codes, groups = importlib.import_module("configs.gsq").VARIANTS[variant]
   q = nnx.eval_shape(lambda: build_quantizer(c.quantizer, code_dim=dim, rngs=nnx.Rngs(0)))
   assert isinstance(q, GSQ) and q.codebook_size == codes and q.index_depth == groups and q.group_dim == dim // groups
-  assert c.model.cnn_family == "magvit2" and tuple(c.model.channel_mult) == mult
+  assert c.model.cnn_family == "flex" and tuple(c.model.channel_mult) == mult
   with pytest.raises(ValueError, match="unknown variant 'f4'"):
     preset("gsq", "f4")
