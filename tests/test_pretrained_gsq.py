@@ -25,6 +25,7 @@ from PIL import Image
 from vqtok import files, models, pretrained
 from vqtok.data import transforms
 from vqtok.pretrained import gsq, layout, reader
+from vqtok.quantizers import GSQ
 
 GOLDENS = os.path.join(ROOT, "tests", "goldens", "gsq")
 REDUCED = os.path.join(GOLDENS, "reduced.pt")
@@ -71,7 +72,8 @@ def test_config_and_preprocessing_are_flex_gens(converted):
   m = config.model
   assert m.cnn_family == "flex" and m.channels == 8 and tuple(m.channel_mult) == (1, 2, 2) and m.num_res_blocks == 1
   assert not m.attention and m.z_channels == 0 and m.code_dim == 8 and tuple(m.input_range) == (-1.0, 1.0)
-  assert dict(config.quantizer) == {"type": "gsq", "codebook_size": 64, "num_groups": 2, "commitment_weight": 0.25}
+  q = {"type": "gsq", "codebook_size": 64, "num_groups": 2, "commitment_weight": 0.25, "normalize": "l2"}
+  assert dict(config.quantizer) == q
   assert meta["source"] == "gsq" and meta["weights"] == "model" and len(meta["source_sha256"]) == 64
   fn = transforms.PREPROCESS[config.data.preprocess]  # timm's eval transform at 32 px: 36 px, then the centre
   for i, name in enumerate(g["names"]):
@@ -98,10 +100,40 @@ def _with_args(edit):
   return obj
 
 
+@pytest.mark.parametrize("mode", ["l2", "none", "clip"])
+def test_quantizer_modes_match_flex_gens(mode):
+  # flex_gen's gvq with use_l2_norm (GSQ), without (the -no_l2 ablations), and force_1d_clip (-CLIP).
+  g = np.load(os.path.join(GOLDENS, "quantizer_modes.npz"))
+  codebook, z = g[f"{mode}_codebook"], _nhwc(g[f"{mode}_z"])
+  ids = g[f"{mode}_indices"]
+  q = GSQ(len(codebook), z.shape[-1], num_groups=ids.shape[-1], normalize=mode, rngs=nnx.Rngs(0))
+  q.codebook[...] = jnp.asarray(codebook)
+  z_q, out = q(jnp.asarray(z))
+  np.testing.assert_array_equal(np.asarray(out.indices), ids)
+  np.testing.assert_allclose(np.asarray(z_q), _nhwc(g[f"{mode}_quantized"]), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(float(out.loss), float(g[f"{mode}_loss"]), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+  "edit,mode",
+  [
+    (lambda q: None, "l2"),
+    (lambda q: q.update(use_l2_norm=False), "none"),
+    (lambda q: q.update(use_l2_norm=False, force_1d_clip=True, use_uniform_init=True), "none"),  # 4-channel groups
+    (lambda q: q.update(use_l2_norm=False, force_1d_clip=True, use_uniform_init=True, num_group=8), "clip"),
+  ],
+)
+def test_the_quantizer_normalisation_comes_from_the_file(edit, mode):
+  obj = _with_args(lambda a: edit(a["quantizer_config"]))
+  assert gsq.options(obj, "x") == {"normalize": mode}
+  tensors = gsq.state_dict(obj, ema=False, source="x")
+  assert gsq.config(tensors, "x", **gsq.options(obj, "x")).quantizer.normalize == mode
+
+
 @pytest.mark.parametrize(
   "edit,match",
   [
-    (lambda a: a["quantizer_config"].update(use_l2_norm=False), r"x: a gvq quantizer without use_l2_norm"),
+    (lambda a: a["quantizer_config"].update(use_l1_norm=True), r"x: a gvq quantizer with use_l1_norm"),
     (lambda a: a["quantizer_config"].update(quantize_type="fsq"), r"quantize_type 'fsq'; converts vq, gvq and gsq"),
     (lambda a: a.update(use_adaptive_norm=False), r"use_adaptive_norm=False; GSQ's have True"),
     (lambda a: a.pop("use_learnable_up_down_sample"), r"use_learnable_up_down_sample=False"),

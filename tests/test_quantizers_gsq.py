@@ -104,6 +104,8 @@ def test_one_group_on_the_sphere_is_the_l2_vq_and_off_it_is_not():
     (dict(codebook_size=8, code_dim=6, num_groups=4), "num_groups=4 must be a positive int dividing code_dim=6"),
     (dict(codebook_size=8, code_dim=4, num_groups=0), "num_groups"),
     (dict(codebook_size=8, code_dim=4, commitment_weight=-1.0), "commitment_weight"),
+    (dict(codebook_size=8, code_dim=4, normalize="l1"), r"normalize='l1'; expected one of \('l2', 'none', 'clip'\)"),
+    (dict(codebook_size=8, code_dim=4, normalize="clip"), "normalize='clip' needs groups of one channel; got 4"),
   ],
 )
 def test_bad_arguments(kwargs, match):

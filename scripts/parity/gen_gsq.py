@@ -29,7 +29,10 @@ the framework's initial values; codes off the unit sphere), saves it with
   decoded         ``decode_from_code_indices(indices)``
   near_tie        best and second distance within 1e-5 relative
 and the same for the taming goldens' non-square input (suffix ``_nonsquare``).
-Also ``gsq/published_keys.json``: the tensor names and shapes, and the
+``quantizer_modes.npz``: flex_gen's ``gvq`` quantizer with ``use_l2_norm``
+(GSQ), without (the ``-no_l2`` ablations) and with ``force_1d_clip`` on
+one-channel groups (the ``-CLIP`` ablation), each on random latents:
+codebook, latents, ids, output and loss. Also ``gsq/published_keys.json``: the tensor names and shapes, and the
 parameter count, of a flexTokenizer built from published config.yaml files
 (F8: GSQ-F8-D64-G16-V8k, GSQ-F8-D8-V64k; F16: GSQ-F16-D16-G16-V256k-CLIP's
 geometry). Needs torch, timm, torchvision, omegaconf, einops,
@@ -61,6 +64,7 @@ for name in ("flex_gen", "flex_gen.autoencoders"):
   sys.modules[name] = mod
 from flex_gen.autoencoders.flexTokenizer import flexTokenizer  # noqa: E402  (the function timm registers)
 from flex_gen.autoencoders.flexTokenizer.flexTokenizer import FlexTokenizer  # noqa: E402
+from flex_gen.quantizers import AnyQuantizer  # noqa: E402
 from timm.data import create_transform  # noqa: E402
 
 
@@ -172,6 +176,37 @@ def preprocess(names):
   return torch.stack([t(im) for im in images]).numpy()
 
 
+#: The quantizers of the published ablations, as their config.yaml files set them (plus GSQ's own):
+#: GSQ-F16-D16-G8-V256k-no_l2 (gvq without use_l2_norm) and GSQ-F16-D16-G16-V256k-CLIP (one-channel
+#: groups, uniform init, force_1d_clip).
+MODES = {
+  "l2": dict(quantize_type="gvq", embed_dim=8, num_embed=64, num_group=2, use_l2_norm=True),
+  "none": dict(quantize_type="gvq", embed_dim=8, num_embed=64, num_group=2, use_l2_norm=False),
+  "clip": dict(
+    quantize_type="gvq", embed_dim=8, num_embed=16, num_group=8, use_l2_norm=False, use_uniform_init=True,
+    force_1d_clip=True,
+  ),
+}
+
+
+def quantizer_modes():
+  """Each mode's quantizer (built as FlexTokenizer builds it) on random latents: ids, output, loss."""
+  g = torch.Generator().manual_seed(2)
+  out = {}
+  for mode, cfg in MODES.items():
+    q = AnyQuantizer.build_quantizer(dict(cfg, commitment_loss_weight=0.25))
+    w = q.codebook.weight
+    w.copy_(torch.randn(w.shape, generator=g) * (0.5 + torch.rand(w.shape[0], 1, generator=g)))
+    z = 1.5 * torch.randn(2, cfg["embed_dim"], 3, 5, generator=g)  # (B, C, h, w), as the decoder gives it
+    r = q(z)
+    out[f"{mode}_codebook"] = w.numpy().copy()
+    out[f"{mode}_z"] = z.numpy()
+    out[f"{mode}_indices"] = r["codes"].numpy().astype(np.int64)
+    out[f"{mode}_quantized"] = r["quantized"].numpy()
+    out[f"{mode}_loss"] = np.float32(r["aux_loss"])
+  return out
+
+
 def main():
   with np.load(os.path.join(GOLDENS, "taming", "golden.npz")) as t:
     names, x_nonsquare = t["names"], t["x_nonsquare"]
@@ -190,6 +225,7 @@ def main():
   for k, v in outputs(model, torch.from_numpy(x_nonsquare)).items():
     golden[k + "_nonsquare"] = v
   np.savez_compressed(os.path.join(out, "golden.npz"), **golden)
+  np.savez_compressed(os.path.join(out, "quantizer_modes.npz"), **quantizer_modes())
   print("ids", golden["indices"].shape, "near ties", int(golden["near_tie"].sum()), int(golden["near_tie_nonsquare"].sum()))
   keys = {}
   for name, cfg in PUBLISHED.items():

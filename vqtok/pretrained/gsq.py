@@ -10,9 +10,11 @@ arguments)}``; the arguments (read here without running code, OmegaConf
 containers as the trainer passes them or plain ones) must be those of the
 published models: ``flexTokenizer`` with ``use_adaptive_norm`` and
 ``use_learnable_up_down_sample`` (vqtok's ``flex`` CNN family), no attention,
-3x3 kernels, and an l2-normalised quantizer: ``vq`` (one group), ``gvq`` or
-``gsq`` with ``use_l2_norm`` (vqtok's ``gsq``: the nearest code after both
-are normalised, the stored code as output, one codebook for the groups).
+3x3 kernels, and a ``vq`` (one group), ``gvq`` or ``gsq`` quantizer: vqtok's
+``gsq`` (one codebook for the groups, the stored code as output) with
+``normalize="l2"`` where ``use_l2_norm`` (GSQ: the nearest code after both
+are normalised), and the ablations published beside (``-no_l2``: ``"none"``;
+``-CLIP``: ``force_1d_clip``, ``"clip"``).
 
 The encoder and decoder keep their blocks in one flat list each
 (``encoder.blocks.N``: res blocks, the stride-2 convs; ``decoder.blocks.N``:
@@ -100,12 +102,30 @@ def check_arguments(args: Mapping[str, Any], source: str) -> None:
   q = args.get("quantizer_config")
   kind = str(q.get("quantize_type", "")).lower() if isinstance(q, Mapping) else None
   if kind not in ("vq", "gvq", "gsq"):
-    raise CheckpointError(f"{source}: quantize_type {kind!r}; converts vq, gvq and gsq (l2-normalised)")
-  if not q.get("use_l2_norm", False) or q.get("use_l1_norm", False):
-    raise CheckpointError(
-      f"{source}: a {kind} quantizer without use_l2_norm (or with use_l1_norm); GSQ's normalises"
-      " latents and codes (vqtok's gsq quantizer)"
-    )
+    raise CheckpointError(f"{source}: quantize_type {kind!r}; converts vq, gvq and gsq")
+  if q.get("use_l1_norm", False):
+    raise CheckpointError(f"{source}: a {kind} quantizer with use_l1_norm; converts l2-normalised or plain ones")
+  if kind == "vq" and q.get("num_group", 1) != 1:
+    raise CheckpointError(f"{source}: a vq quantizer with num_group={q['num_group']}; vq has one group")
+
+
+def normalize(args: Mapping[str, Any]) -> str:
+  """vqtok's ``GSQ(normalize=...)`` for the quantizer arguments (group_vector_quantizer.py ``normlization_func``)."""
+  q = args["quantizer_config"]
+  if q.get("use_l2_norm", False):
+    return "l2"
+  groups = q.get("num_group", 1)
+  one_channel = groups and q.get("embed_dim", 0) // groups == 1
+  if q.get("force_1d_clip", False) and q.get("use_uniform_init", False) and one_channel:
+    return "clip"
+  return "none"
+
+
+def options(obj: Any, source: str) -> dict[str, Any]:
+  """``config``'s arguments that the file holds besides its tensors: the quantizer's normalisation."""
+  args = arguments(obj, source)
+  check_arguments(args, source)
+  return {"normalize": normalize(args)}
 
 
 def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
@@ -161,8 +181,11 @@ def order(channels: int, mult: tuple[int, ...], blocks: int) -> tuple[list[str],
   return enc, dec
 
 
-def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.ConfigDict:
-  """The vqtok config, read off the tensor shapes (so that any published size converts)."""
+def config(tensors: dict[str, np.ndarray], source: str, normalize: str = "l2") -> ml_collections.ConfigDict:
+  """The vqtok config, read off the tensor shapes (so that any published size converts).
+
+  ``normalize``: the quantizer's (``options``), which the tensors do not tell.
+  """
   ch = common.require(tensors, "encoder.conv_in.weight", source, NAME, 4)[0]
   dim = common.require(tensors, "encoder.fianl_layers.2.weight", source, NAME, 4)[0]
   codes, group_dim = common.require(tensors, "quantizers.codebook.weight", source, NAME, 2)
@@ -196,7 +219,13 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     z_channels=0,  # the encoder's output is the quantizer's input
     code_dim=dim,
     # group_vector_quantizer.py: mse(q, sg(ẑ)) + 0.25 mse(sg(q), ẑ) with the configs' commitment_loss_weight.
-    quantizer={"type": "gsq", "codebook_size": codes, "num_groups": dim // group_dim, "commitment_weight": 0.25},
+    quantizer={
+      "type": "gsq",
+      "codebook_size": codes,
+      "num_groups": dim // group_dim,
+      "commitment_weight": 0.25,
+      "normalize": normalize,
+    },
     preprocess="timm_bilinear_center_crop",
     image_size=256,
     discriminator=TAMING_PATCHGAN,  # the paper's DINO discriminator is not published
