@@ -18,10 +18,12 @@ groups of d in one shared spherical codebook of V codes; for more compression
   f8-d64-v8k-g16    f8, D 64 as 16 x 4, 8,192 codes (README: rFID 0.03).
   f16-d16-v256k-g8  f16, D 16 as 8 x 2, 262,144 codes (README: rFID 0.50).
 
-Not the authors' CNN: their flexTokenizer (hidden 128, multipliers 1-2-2-4,
-two res blocks a level, adaptive norms, learned up/downsampling) is closest
-to vqtok's ``magvit2`` family at those widths, used here; its weights do not
-load into it. Recipe from the yaml: AdamW (0.9, 0.99), weight decay 0.05, lr
+The authors' CNN: their flexTokenizer (hidden 128, multipliers 1-2-2-4 for
+f8 and 1-1-2-2-4 for f16 as the published config.yaml files, two res blocks a
+level, adaptive norms, learned up/downsampling) is vqtok's ``flex`` family, so
+the published checkpoints convert into this shape (``python -m vqtok.convert
+gsq checkpoint.pt tok/``) and ``--config.init_from=tok/`` fine-tunes one.
+Recipe from the yaml: AdamW (0.9, 0.99), weight decay 0.05, lr
 1e-4 constant for both networks, clipping at 2, EMA 0.999, batch 16, 500k
 steps, LPIPS 1, GAN 0.1 without the adaptive weight from step 0 (hinge D;
 their G loss is non-saturating, vqtok's G loss follows ``gan_loss``), their
@@ -36,7 +38,7 @@ from vqtok.models.discriminator import TAMING_PATCHGAN
 VARIANTS = {
   "f8-d8-v64k": ((1, 2, 2, 4), 8, 65_536, 1),
   "f8-d64-v8k-g16": ((1, 2, 2, 4), 64, 8_192, 16),
-  "f16-d16-v256k-g8": ((1, 2, 2, 4, 4), 16, 262_144, 8),
+  "f16-d16-v256k-g8": ((1, 1, 2, 2, 4), 16, 262_144, 8),
 }
 
 
@@ -49,11 +51,12 @@ def get_config(arg: str = "f8-d8-v64k"):
     channel_mult=mult,
     num_res_blocks=2,
     attention=False,
-    cnn_family="magvit2",
+    cnn_family="flex",
     code_dim=dim,
     # group_sphere_quantizer.py: mse(q, sg(ẑ)) + 0.25 mse(sg(q), ẑ), one spherical codebook for the groups.
     quantizer={"type": "gsq", "codebook_size": codes, "num_groups": groups, "commitment_weight": 0.25},
     discriminator=TAMING_PATCHGAN,
+    preprocess="timm_bilinear_center_crop",  # timm's eval transform, flex_gen/datasets/transforms.py
   )
   # vae_gan_scaling_hpo.yaml optim / disc_optim: AdamW, constant lr, max_grad_norm 2.
   c.optimizer.update(lr=1e-4, disc_lr=1e-4, b1=0.9, b2=0.99, weight_decay=0.05, grad_clip=2.0)

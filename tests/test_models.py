@@ -590,3 +590,26 @@ def test_movq_is_taming_with_spatial_norms_in_the_decoder():
   plain = {re.sub(r"(norm\w*)\.norm\.", r"\1.", k): v for k, v in movq.items()}
   plain = {k: v for k, v in plain.items() if ".gamma." not in k and ".beta." not in k}
   assert plain == taming
+
+
+def test_flex_is_magvit2_with_biases_width_blocks_and_torch_eps():
+  # GSQ's flexTokenizer: Open-MAGVIT2's CNN with biased convs, one more res block at each level whose
+  # width changes (the block that changes it), and torch's GroupNorm eps (1e-5) but in the level norms.
+  def build(family):
+    c = tiny_config()
+    c.model.update(cnn_family=family, channel_mult=(1, 2), attention=False, z_channels=0, code_dim=4)
+    return nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
+
+  flex, magvit2 = build("flex"), build("magvit2")
+  fs, ms = files.shapes(flex), files.shapes(magvit2)
+  extra = {k for k in fs if k not in ms}
+  # The width-changing levels (encoder level 1, decoder level 1) hold one block more.
+  assert [len(r) for r in flex.encoder.res] == [len(r) + i for i, r in enumerate(magvit2.encoder.res)]
+  assert [len(r) for r in flex.decoder.res] == [len(r) + i for i, r in enumerate(magvit2.decoder.res)]
+  assert "encoder.conv_in.bias" in extra and "encoder.res.0.0.conv1.bias" in extra
+  assert flex.encoder.res[1][0].norm1.epsilon == flex.decoder.norm_out.epsilon == flex.encoder.norm_out.epsilon == 1e-5
+  assert flex.decoder.level_norm[0].norm.epsilon == magvit2.encoder.norm_out.epsilon == 1e-6
+  c = tiny_config()
+  c.model.update(cnn_family="flex", attention=True)
+  with pytest.raises(ValueError, match="the 'flex' CNN family has no attention"):
+    models.build_tokenizer(c, rngs=nnx.Rngs(0))

@@ -104,6 +104,8 @@ def test_one_group_on_the_sphere_is_the_l2_vq_and_off_it_is_not():
     (dict(codebook_size=8, code_dim=6, num_groups=4), "num_groups=4 must be a positive int dividing code_dim=6"),
     (dict(codebook_size=8, code_dim=4, num_groups=0), "num_groups"),
     (dict(codebook_size=8, code_dim=4, commitment_weight=-1.0), "commitment_weight"),
+    (dict(codebook_size=8, code_dim=4, normalize="l1"), r"normalize='l1'; expected one of \('l2', 'none', 'clip'\)"),
+    (dict(codebook_size=8, code_dim=4, normalize="clip"), "normalize='clip' needs groups of one channel; got 4"),
   ],
 )
 def test_bad_arguments(kwargs, match):
@@ -122,6 +124,6 @@ def test_preset_variants_validate(variant):
   mult, dim, codes, groups = importlib.import_module("configs.gsq").VARIANTS[variant]
   q = nnx.eval_shape(lambda: build_quantizer(c.quantizer, code_dim=dim, rngs=nnx.Rngs(0)))
   assert isinstance(q, GSQ) and q.codebook_size == codes and q.index_depth == groups and q.group_dim == dim // groups
-  assert c.model.cnn_family == "magvit2" and tuple(c.model.channel_mult) == mult
+  assert c.model.cnn_family == "flex" and tuple(c.model.channel_mult) == mult
   with pytest.raises(ValueError, match="unknown variant 'f4'"):
     preset("gsq", "f4")

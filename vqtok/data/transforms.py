@@ -285,6 +285,17 @@ def torchvision_lanczos_center_crop(img: np.ndarray, size: int) -> np.ndarray:
   return _torchvision_center_crop(img, size, Image.Resampling.LANCZOS)
 
 
+def timm_bilinear_center_crop(img: np.ndarray, size: int) -> np.ndarray:
+  """timm's eval transform: short side to ``floor(size / 0.875)`` (PIL bilinear), then the central ``size`` square.
+
+  ``timm.data.create_transform(input_size=size, is_training=False)`` with its
+  defaults (``crop_pct`` 0.875, bilinear), as torchvision's ``Resize`` and
+  ``CenterCrop``; GSQ's evaluation (HelmholtzAI-FZJ/flex_gen, datasets/transforms.py).
+  """
+  size = _check_size(size)
+  return torchvision_resize_crop(img, math.floor(size / 0.875), size, Image.Resampling.BILINEAR)
+
+
 #: Evaluation / tokenization resizes, by ``config.data.preprocess``.
 PREPROCESS = {
   "center_crop": center_crop,
@@ -296,6 +307,7 @@ PREPROCESS = {
   "torchvision_center_crop": torchvision_center_crop,
   "torchvision_bilinear_center_crop": torchvision_bilinear_center_crop,
   "torchvision_lanczos_center_crop": torchvision_lanczos_center_crop,
+  "timm_bilinear_center_crop": timm_bilinear_center_crop,
 }
 
 

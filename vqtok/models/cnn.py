@@ -40,6 +40,14 @@ its parts (``model.cnn_family`` in the config):
            ``movq``): ``taming`` with every GroupNorm of the decoder (res blocks,
            attention, norm_out) a ``SpatialNorm`` conditioned on the quantized
            latent before ``post_quant_conv`` (the decoder's ``codes``).
+  flex     GSQ's flexTokenizer (Wang et al., 2024, arXiv:2412.02632;
+           HelmholtzAI-FZJ/flex_gen, autoencoders/flexTokenizer/ with
+           ``use_adaptive_norm`` and ``use_learnable_up_down_sample``, as its
+           published checkpoints are): ``magvit2`` with biased convs (res
+           blocks, encoder conv_in), GroupNorm eps 1e-5 (torch's default) in the
+           blocks and before both conv_outs, and a level whose width changes
+           starts with one more residual block that changes it, before the
+           ``num_res_blocks`` blocks at the new width.
 """
 
 from __future__ import annotations
@@ -74,10 +82,18 @@ def check_channel_mult(channel_mult: Sequence[int]) -> tuple[int, ...]:
 
 
 def group_norm(
-  ch: int, *, groups: int = 32, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs
+  ch: int,
+  *,
+  groups: int = 32,
+  eps: float = 1e-6,
+  dtype: Dtype = jnp.float32,
+  param_dtype: Dtype = jnp.float32,
+  rngs: nnx.Rngs,
 ) -> nnx.GroupNorm:
-  """The blocks' default norm: GroupNorm over ``ch`` channels, eps 1e-6, with scale and bias."""
-  return nnx.GroupNorm(ch, num_groups=_num_groups(ch, groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+  """The blocks' default norm: GroupNorm over ``ch`` channels, eps 1e-6 unless told, with scale and bias."""
+  return nnx.GroupNorm(
+    ch, num_groups=_num_groups(ch, groups), epsilon=eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+  )
 
 
 class SpatialNorm(nnx.Module):
@@ -332,6 +348,11 @@ class Family:
       conditioned on the decoder's input (``AdaptiveGroupNorm``).
     decoder_norm: None, or a class taking the place of every GroupNorm of the
       decoder, conditioned on the quantized latent (``SpatialNorm``).
+    norm_eps: None (1e-6), or the epsilon of the blocks' GroupNorms and of
+      both ``norm_out``s (not of ``level_norm``).
+    width_block: a level whose width changes starts with one more residual
+      block, the one that changes it (flexTokenizer's), instead of changing it
+      in the first of its ``num_res_blocks`` blocks.
   """
 
   res_block: Callable[..., nnx.Module]
@@ -343,6 +364,8 @@ class Family:
   upsample: type = Upsample
   level_norm: type | None = None
   decoder_norm: type | None = None
+  norm_eps: float | None = None
+  width_block: bool = False
 
   def num_mid_blocks(self, num_res_blocks: int) -> int:
     return self.mid_blocks or num_res_blocks
@@ -380,6 +403,10 @@ FAMILIES = {
 FAMILIES["magvit2_plain"] = dataclasses.replace(FAMILIES["magvit2"], level_norm=None)
 # MoVQ: taming's CNN with the decoder's norms conditioned on the quantized latent.
 FAMILIES["movq"] = dataclasses.replace(FAMILIES["taming"], decoder_norm=SpatialNorm)
+# GSQ's flexTokenizer: Open-MAGVIT2's CNN with biases, torch's GroupNorm eps and a block per width change.
+FAMILIES["flex"] = dataclasses.replace(
+  FAMILIES["magvit2"], res_block=ResBlock, conv_in_bias=True, norm_eps=1e-5, width_block=True
+)
 
 
 #: The levels of the published f16 CNNs at 256 px (16x16 latents): taming-transformers' ImageNet
@@ -394,6 +421,12 @@ def get_family(name: str) -> Family:
   if name not in FAMILIES:
     raise ValueError(f"unknown CNN family {name!r}; expected one of {tuple(FAMILIES)}")
   return FAMILIES[name]
+
+
+def _check_attention(family: Family, attention: bool, name: str) -> None:
+  # flexTokenizer places its attention otherwise (after every block of a level); its published models have none.
+  if attention and family.width_block:
+    raise ValueError(f"the {name!r} CNN family has no attention; set model.attention=False")
 
 
 def _mid(ch: int, n: int, attention: bool, family: Family, kw: dict) -> tuple[nnx.List, Any]:
@@ -427,6 +460,8 @@ def _level_blocks(
   in_ch: int, out_ch: int, n: int, attention: bool, family: Family, kw: dict
 ) -> tuple[nnx.List, nnx.List]:
   res, attn = [], []
+  if family.width_block and in_ch != out_ch:  # the block that changes the width comes first, on its own
+    n += 1
   for j in range(n):
     res.append(family.res_block(in_ch if j == 0 else out_ch, out_ch, **kw))
     if attention:
@@ -472,8 +507,11 @@ class Encoder(nnx.Module):
     mult = check_channel_mult(channel_mult)
     _check_sizes(channels, num_res_blocks, z_channels)
     fam = get_family(family)
+    _check_attention(fam, attention, family)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     bkw = dict(kw, groups=norm_groups)  # normalised blocks
+    if fam.norm_eps is not None:
+      bkw["norm"] = functools.partial(group_norm, eps=fam.norm_eps)
     self.downsample_factor = 2 ** (len(mult) - 1)
     self.in_channels = in_channels
     self.conv_in = nnx.Conv(in_channels, channels, (3, 3), use_bias=fam.conv_in_bias, **kw)
@@ -488,9 +526,7 @@ class Encoder(nnx.Module):
       down.append(None if last else fam.downsample(ch, **kw))
     self.res, self.attn, self.down = nnx.List(res), nnx.List(attn), nnx.List(down)
     self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, bkw)
-    self.norm_out = nnx.GroupNorm(
-      ch, num_groups=_num_groups(ch, norm_groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs
-    )
+    self.norm_out = group_norm(ch, groups=norm_groups, eps=fam.norm_eps or 1e-6, **kw)
     k = fam.conv_out_kernel
     self.conv_out = nnx.Conv(ch, z_channels, (k, k), **kw)
 
@@ -541,6 +577,7 @@ class Decoder(nnx.Module):
     mult = check_channel_mult(channel_mult)
     _check_sizes(channels, num_res_blocks, z_channels)
     fam = get_family(family)
+    _check_attention(fam, attention, family)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     bkw = dict(kw, groups=norm_groups)  # normalised blocks
     #: whether ``__call__`` reads the quantized latent ``codes`` (MoVQ's spatial norms).
@@ -549,6 +586,8 @@ class Decoder(nnx.Module):
     if self.reads_codes:
       norm = functools.partial(fam.decoder_norm, code_channels=code_channels or z_channels)
       bkw["norm"] = norm
+    elif fam.norm_eps is not None:
+      norm = bkw["norm"] = functools.partial(group_norm, eps=fam.norm_eps)
     self.z_channels = z_channels
     self.upsample_factor = 2 ** (len(mult) - 1)
     ch = channels * mult[-1]
@@ -558,7 +597,7 @@ class Decoder(nnx.Module):
     # Levels run from the lowest resolution up; the first one keeps attention.
     blocks = num_res_blocks + fam.extra_decoder_blocks
     for k, m in enumerate(reversed(mult)):
-      norms.append(fam.level_norm(z_channels, ch, **bkw) if fam.level_norm is not None else None)
+      norms.append(fam.level_norm(z_channels, ch, groups=norm_groups, **kw) if fam.level_norm is not None else None)
       r, a = _level_blocks(ch, channels * m, blocks, attention and k == 0, fam, bkw)
       ch = channels * m
       res.append(r)

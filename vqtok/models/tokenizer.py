@@ -75,7 +75,7 @@ CONFIG = ConfigFields(
     "z_channels": 0,  # cnn: encoder output width; > 0 adds projections to/from code_dim
     "project_kernel": 1,  # cnn: those projections are 1 (Linear) or 3 (3x3 conv, VAR) wide
     # cnn block kinds: taming (also LlamaGen, IBQ) | maskgit | magvit2 (Open-MAGVIT2) | magvit2_plain (SimVQ)
-    # | movq (taming with MoVQ's spatially conditioned decoder norms; Kandinsky's movq)
+    # | movq (taming with MoVQ's spatially conditioned decoder norms; Kandinsky's movq) | flex (GSQ's flexTokenizer)
     "cnn_family": "taming",
     "norm_groups": 32,  # cnn GroupNorm groups (32 in published models; fewer for narrow ones)
     "input_range": (-1.0, 1.0),  # what the encoder sees; batches are always [-1, 1]

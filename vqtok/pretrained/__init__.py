@@ -23,6 +23,7 @@ from vqtok.pretrained import (
   bsqvit,
   clip,
   dinov2,
+  gsq,
   ibq,
   layout,
   llamagen,
@@ -41,9 +42,10 @@ from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 #: Convertible formats: name -> family module (NAME, FILES, IGNORE, state_dict, config, table;
 #: optionally default_ema(file) -> whether to take EMA weights when ``ema`` is not given, and for a
 #: directory (diffusers' layout) read(path) -> the file's contents and weights_file(path) -> the
-#: file its sha256 names).
+#: file its sha256 names; and options(file, source) -> keyword arguments of config that the file
+#: holds besides its tensors, e.g. GSQ's quantizer normalisation).
 FORMATS: dict[str, ModuleType] = {
-  m.NAME: m for m in (llamagen, taming, maskgit, open_magvit2, ibq, simvq, var, titok, one_d_piece, bsqvit, movq)
+  m.NAME: m for m in (llamagen, taming, maskgit, open_magvit2, ibq, simvq, var, titok, one_d_piece, bsqvit, movq, gsq)
 }
 
 #: Convertible feature teachers (frozen vision foundation models): name -> family module
@@ -76,7 +78,7 @@ def convert(
   if ema is None:
     ema = bool(getattr(family, "default_ema", lambda _: False)(obj))
   tensors = family.state_dict(obj, ema=ema, source=source)
-  config = family.config(tensors, source)
+  config = family.config(tensors, source, **getattr(family, "options", lambda *_: {})(obj, source))
   config_lib.validate_config(config, check_paths=False)
   # Built abstractly: every variable is then set from the file (apply_rules checks that none is left),
   # so the random initialisation, op by op, would be thrown away (~10 s of CPU for a small CNN).

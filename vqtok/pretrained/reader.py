@@ -124,7 +124,39 @@ def _rebuild_parameter(data: np.ndarray, *_: Any) -> np.ndarray:
   return data
 
 
-class _TorchUnpickler(pickle.Unpickler):
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+  # Pickle protocol 2 (torch.save's) writes a bytes object as _codecs.encode(text, "latin1").
+  if not isinstance(text, str) or encoding != "latin1":
+    raise CheckpointError(f"unexpected _codecs.encode({type(text).__name__}, {encoding!r}) in a pickle")
+  return text.encode("latin1")
+
+
+class _PlainUnpickler(pickle.Unpickler):
+  """Rebuilds builtin containers, ``OrderedDict`` and bytes; every other class as an inert ``Opaque``."""
+
+  def find_class(self, module: str, name: str) -> Any:
+    if module == "_codecs" and name == "encode":
+      return _latin1_bytes
+    if module == "collections" and name == "OrderedDict":
+      return collections.OrderedDict
+    if module == "builtins" and name in ("set", "frozenset", "tuple", "list", "dict", "slice"):
+      return getattr(__import__("builtins"), name)
+    return _opaque_class(module, name)
+
+
+def unpickle(data: bytes) -> Any:
+  """A pickle held inside a checkpoint (e.g. a model's pickled arguments), read by the same rules, no code run.
+
+  Raises:
+    CheckpointError: not a readable pickle.
+  """
+  try:
+    return _PlainUnpickler(io.BytesIO(data)).load()
+  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+    raise CheckpointError(f"not a readable pickle ({type(e).__name__}: {e})") from None
+
+
+class _TorchUnpickler(_PlainUnpickler):
   """Unpickles ``data.pkl`` of a torch zip checkpoint without torch."""
 
   def __init__(self, file: io.BytesIO, archive: zipfile.ZipFile, prefix: str):
@@ -138,13 +170,7 @@ class _TorchUnpickler(pickle.Unpickler):
       return _rebuild_parameter
     if module == "torch" and name in _STORAGE_DTYPES:
       return name  # only used as a tag in persistent ids
-    if module == "torch" and name.endswith("dtype"):
-      return _opaque_class(module, name)
-    if module == "collections" and name == "OrderedDict":
-      return collections.OrderedDict
-    if module == "builtins" and name in ("set", "frozenset", "tuple", "list", "dict", "slice"):
-      return getattr(__import__("builtins"), name)
-    return _opaque_class(module, name)
+    return super().find_class(module, name)
 
   def persistent_load(self, pid: Any) -> Any:
     if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):

@@ -19,6 +19,12 @@ codes (ids, ``z_q``, loss; tests/test_quantizers_gsq.py) and part as training
 moves the codes off the sphere. The authors break exact distance ties at
 random (``argmin_func="random"``); here the first code wins, which differs
 only on exact ties.
+
+``normalize`` also gives the paper's ablations as the authors published them
+(HF HelmholtzAI-FZJ/GSQ-*-no_l2, -CLIP): ``"none"`` (``use_l2_norm=False``:
+the nearest stored code, latents as they are) and ``"clip"``
+(``force_1d_clip`` with one-channel groups: latents and codes clamped to
+[-1, 1] for the search and the loss, codes initialised uniform in [-1, 1]).
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from vqtok.quantizers.base import (
 from vqtok.quantizers.search import explicit, nearest_code, sharding, take_rows
 from vqtok.quantizers.vq import unit_norm
 
+#: What the groups and the codes are searched as: GSQ's unit vectors, or the authors' ablations.
+NORMALIZE = ("l2", "none", "clip")
+
 
 class GSQ(Quantizer):
   """Grouped spherical quantizer: G groups, one shared spherical codebook of ``codebook_size`` codes.
@@ -47,6 +56,8 @@ class GSQ(Quantizer):
     code_dim: channels of ``z``, ``num_groups`` x the code width.
     num_groups: groups G; each is one id.
     commitment_weight: β on ``||sg(q) - ẑ||²`` (the codebook term has weight 1), 0.25 in the authors' configs.
+    normalize: what ẑ and the searched codes are: ``"l2"`` (GSQ: unit vectors), ``"none"`` or ``"clip"``
+      (clamped to [-1, 1]; groups of one channel).
     search_chunk: codes per block of the nearest-code search (None: auto).
     rngs: the codebook's initialisation.
   """
@@ -58,6 +69,7 @@ class GSQ(Quantizer):
     *,
     num_groups: int = 1,
     commitment_weight: float = 0.25,
+    normalize: str = "l2",
     search_chunk: int | None = None,
     rngs: nnx.Rngs,
   ):
@@ -67,14 +79,28 @@ class GSQ(Quantizer):
       raise ValueError(f"GSQ num_groups={num_groups!r} must be a positive int dividing code_dim={code_dim}")
     if commitment_weight < 0:
       raise ValueError(f"commitment_weight must be >= 0, got {commitment_weight}")
+    if normalize not in NORMALIZE:
+      raise ValueError(f"GSQ normalize={normalize!r}; expected one of {NORMALIZE}")
+    if normalize == "clip" and code_dim != num_groups:
+      raise ValueError(f"GSQ normalize='clip' needs groups of one channel; got {code_dim // num_groups}")
     self.codebook_size = codebook_size
     self.code_dim = code_dim
     self.num_groups = num_groups
     self.group_dim = code_dim // num_groups
     self.commitment_weight = commitment_weight
+    self.normalize = normalize
     self.search_chunk = search_chunk
-    # group_sphere_quantizer.py init_codebook: randn rows over their norm.
-    self.codebook = nnx.Param(unit_norm(jax.random.normal(rngs.params(), (codebook_size, self.group_dim))))
+    if normalize == "clip":  # init_codebook(use_uniform_init=True) for one-channel codes
+      init = jax.random.uniform(rngs.params(), (codebook_size, 1), minval=-1.0, maxval=1.0)
+    else:  # group_sphere_quantizer.py init_codebook: randn rows over their norm
+      init = unit_norm(jax.random.normal(rngs.params(), (codebook_size, self.group_dim)))
+    self.codebook = nnx.Param(init)
+
+  def _normalise(self, v: jax.Array) -> jax.Array:
+    # The authors' normlization_func: F.normalize, the identity, or torch.clamp(-1, 1).
+    if self.normalize == "l2":
+      return unit_norm(v)
+    return jnp.clip(v, -1.0, 1.0) if self.normalize == "clip" else v
 
   @property
   def index_depth(self) -> int:
@@ -97,9 +123,9 @@ class GSQ(Quantizer):
     if not jnp.issubdtype(z.dtype, jnp.floating):
       raise ValueError(f"z must be floating point, got {z.dtype}")
     lead = z.shape[:-1]
-    x = unit_norm(z.reshape(-1, self.group_dim).astype(jnp.float32))
+    x = self._normalise(z.reshape(-1, self.group_dim).astype(jnp.float32))
     codes = self.codebook[...]
-    idx, _ = nearest_code(x, unit_norm(codes), chunk_size=self.search_chunk)
+    idx, _ = nearest_code(x, self._normalise(codes), chunk_size=self.search_chunk)
     q = take_rows(codes, idx)
     terms = {
       "codebook": jnp.mean(jnp.square(q - jax.lax.stop_gradient(x))),
