@@ -10,6 +10,7 @@ its norm clamped at 1e-8).
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -106,17 +107,28 @@ def test_tiny_run_with_a_dinov2_teacher(tmp_path):
     "feature_teacher": teacher,
     "model.feature_dim": 16,
     "loss.vf_weight": 0.1,
-    "training.num_steps": 2,  # before disc_start (3): one compiled step, without the GAN
-    "training.checkpoint_every": 1000,
+    "training.num_steps": 3,
+    "loss.disc_start": 100,  # one compiled step, without the GAN
+    "training.checkpoint_every": 2,
   }
   summary = train_and_evaluate(load_config(**over), str(tmp_path / "run"), progress=False)
   losses = read_losses(str(tmp_path / "run"))
-  assert sorted(losses) == [1, 2] and all(math.isfinite(v) for v in losses.values())
+  assert sorted(losses) == [1, 2, 3] and all(math.isfinite(v) for v in losses.values())
   final = summary["final_metrics"]
   assert final["loss/vf"] > 0 and final["vf_weight"] > 0
   assert math.isclose(final["loss/vf"], final["loss/vf_distmat"] + final["loss/vf_cos"], rel_tol=1e-5)
   with open(os.path.join(tmp_path, "run", "config.json")) as f:
     assert json.load(f)["feature_teacher"] == teacher
+  # Resumed from the step-2 checkpoint of a copy (the teacher is not in the state): step 3 repeats exactly.
+  resumed = tmp_path / "resumed"
+  shutil.copytree(tmp_path / "run", resumed)
+  shutil.rmtree(resumed / "checkpoints" / "3")
+  kept = [
+    line for line in (resumed / "metrics.jsonl").read_text().splitlines(True) if json.loads(line).get("step", 0) <= 2
+  ]
+  (resumed / "metrics.jsonl").write_text("".join(kept))
+  assert train_and_evaluate(load_config(**over), str(resumed), progress=False)["start_step"] == 2
+  assert read_losses(str(resumed))[3] == losses[3]  # exact on CPU
   # eval.py measures what the alignment bought: feature agreement and a k-NN probe on labelled folders.
   folders = [_colour_classes(tmp_path / name, seed) for name, seed in (("probe_train", 0), ("probe_test", 1))]
   out = tmp_path / "eval"
@@ -126,7 +138,7 @@ def test_tiny_run_with_a_dinov2_teacher(tmp_path):
     cwd=ROOT, capture_output=True, text=True, timeout=300,
   )  # fmt: skip
   assert res.returncode == 0, res.stderr
-  report = json.loads((out / "eval_2.json").read_text())
+  report = json.loads((out / "eval_3.json").read_text())
   # feature_cosine against NumPy: the projected codes and the teacher's patches of the same eval images.
   tok, saved, _ = load.load(str(tmp_path / "run"))
   batch = next(iter(pipeline.make_dataset(saved, split="eval", batch_size=saved.eval.batch_size)))
