@@ -273,3 +273,49 @@ def test_vf_and_gan_weights_are_gradient_ratios(with_gan):
   for get in (enc, dec):
     want = get(g_rec) + get(g_q) + want_vf * get(g_vf) + (want_gan * get(part(2)) if with_gan else 0)
     np.testing.assert_allclose(get(grads), want, rtol=1e-5, atol=1e-6)
+
+
+def test_feature_rec_loss_matches_beit2_calculate_rec_loss():
+  rng = np.random.default_rng(3)
+  rec, target = rng.normal(size=(2, 4, 4, 6)), rng.normal(size=(2, 4, 4, 6))
+  # modeling_vqkd.py calculate_rec_loss, rec_loss_type="cosine", on (B, N, C) tokens.
+  r, t = rec.reshape(2, 16, 6), target.reshape(2, 16, 6)
+  t = t / np.linalg.norm(t, axis=-1, keepdims=True)
+  r = r / np.linalg.norm(r, axis=-1, keepdims=True)
+  want = (1 - (t * r).sum(-1)).mean()
+  np.testing.assert_allclose(float(alignment.feature_rec_loss(rec, target)), want, rtol=1e-6)
+  assert abs(float(alignment.feature_rec_loss(2.0 * target, target))) < 1e-6  # scale-free
+  zero = jnp.zeros((1, 2, 6)).at[0, 1].set(1.0)
+  grad = jax.grad(lambda z: alignment.feature_rec_loss(z, jnp.ones((1, 2, 6))))(zero)
+  assert np.isfinite(np.asarray(grad)).all()  # a zero vector: cosine 0, a finite gradient
+  with pytest.raises(ValueError, match="differ in shape"):
+    alignment.feature_rec_loss(rec[:, :2], target)
+
+
+def test_tiny_run_with_vq_kd_feature_reconstruction(tmp_path):
+  teacher = _teacher_dir(tmp_path / "teacher")
+  over = {
+    "feature_teacher": teacher,
+    "model.feature_dim": 16,
+    "model.feature_head_hidden": 8,
+    "loss.feature_rec_weight": 1.0,
+    "training.num_steps": 2,
+    "loss.disc_start": 100,
+    "training.checkpoint_every": 1000,
+  }
+  summary = train_and_evaluate(load_config(**over), str(tmp_path / "run"), progress=False)
+  final = summary["final_metrics"]
+  assert 0 < final["loss/feature_rec"] < 2
+  # The term is added with its weight beside reconstruction and the quantizer's loss.
+  total = final["reconstruction"] + final["quantizer_loss"] + final["loss/feature_rec"]
+  assert final["loss"] == pytest.approx(total, rel=1e-5)
+  tok, _, _ = load.load(str(tmp_path / "run"))
+  assert [type(m).__name__ for m in tok.feature_proj.layers[::2]] == ["Linear", "Linear"]  # VQ-KD's task layer
+  assert tok.feature_proj.layers[0].kernel[...].shape == (tok.quantizer.code_dim, 8)
+  for fields, match in (
+    ({"loss.feature_rec_weight": 1.0, "model.feature_dim": 16}, "needs feature_teacher"),
+    ({"loss.feature_rec_weight": 1.0, "feature_teacher": teacher}, "needs model.feature_dim"),
+    ({"model.feature_head_hidden": 8}, "feature_head_hidden needs model.feature_dim"),
+  ):
+    with pytest.raises(ValueError, match=match):
+      load_config(**fields)

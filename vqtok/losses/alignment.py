@@ -97,10 +97,28 @@ def vf_loss(
   return distmat_weight * d + cos_weight * c, {"vf_distmat": d, "vf_cos": c}
 
 
+def feature_rec_loss(rec: ArrayLike, target: ArrayLike) -> jax.Array:
+  """VQ-KD's feature reconstruction loss: ``mean(1 - cos(rec_i, target_i))`` over images and positions.
+
+  BEiT v2 (microsoft/unilm beit2/modeling_vqkd.py ``calculate_rec_loss``,
+  ``rec_loss_type="cosine"``): both divided by their norms over channels,
+  ``(1 - (target * rec).sum(-1)).mean()``. Norms are clamped at 1e-12, so a
+  zero vector counts as cosine 0 (the reference divides by zero).
+  """
+  r, t = _rows(rec), _rows(target)
+  if r.shape != t.shape:
+    raise ValueError(f"feature_rec_loss: predicted features {r.shape} and the teacher's {t.shape} differ in shape")
+  return jnp.mean(1.0 - jnp.sum(_unit(r, NORMALIZE_EPS) * _unit(t, NORMALIZE_EPS), axis=-1))
+
+
 def _check_config(config, check_paths: bool) -> None:
   lc, teacher = config.loss, config.get("feature_teacher", "")
   if not isinstance(teacher, str):
     raise ValueError(f"config field feature_teacher={teacher!r} must be a path (a feature-teacher directory)")
+  if lc.feature_rec_weight > 0 and not teacher:
+    raise ValueError("config field loss.feature_rec_weight > 0 needs feature_teacher (a feature-teacher directory)")
+  if lc.feature_rec_weight > 0 and not config.model.get("feature_dim", 0):
+    raise ValueError("config field loss.feature_rec_weight > 0 needs model.feature_dim (the teacher's width)")
   if lc.vf_weight > 0 and not teacher:
     raise ValueError(
       "config field loss.vf_weight > 0 needs feature_teacher (a directory from python -m vqtok.convert dinov2)"
@@ -123,8 +141,19 @@ CONFIG = ConfigFields(
     "vf_cos_weight": 1.0,
     # How the batch is resized to the teacher's resolution inside the step (VA-VAE: bilinear, 224).
     "vf_resize": "bilinear",
+    # VQ-KD's feature reconstruction (BEiT v2): 1 - cosine between the feature head's output
+    # (model.feature_dim, model.feature_head_hidden) and the teacher's patch features, a plain
+    # weighted term (VQ-KD: 1); its batch is resized as vf_resize says.
+    "feature_rec_weight": 0.0,
   },
   choices={"vf_resize": ("area", "bicubic", "bilinear")},
-  non_negative=("vf_weight", "vf_distmat_margin", "vf_cos_margin", "vf_distmat_weight", "vf_cos_weight"),
+  non_negative=(
+    "feature_rec_weight",
+    "vf_weight",
+    "vf_distmat_margin",
+    "vf_cos_margin",
+    "vf_distmat_weight",
+    "vf_cos_weight",
+  ),
   check=_check_config,
 )

@@ -48,6 +48,8 @@ def check_input_range(value: Any) -> tuple[float, float]:
 
 def _check_config(config: Any, check_paths: bool) -> None:
   check_input_range(config.model.input_range)
+  if config.model.get("feature_head_hidden", 0) and not config.model.get("feature_dim", 0):
+    raise ValueError("config field model.feature_head_hidden needs model.feature_dim (the width of the head's output)")
   k = int(config.model.num_latent_tokens) if config.model.encoder == "vit1d" else 0
   vit.check_token_drop(config.model.token_drop, k)
   scales = config.quantizer.get("scales") if config.quantizer.type == "multiscale" else None
@@ -108,6 +110,9 @@ CONFIG = ConfigFields(
     # > 0: a bias-free Linear from the quantised latents to a feature teacher's width, for the
     # feature-alignment losses (VA-VAE's ``linear_proj`` with reverse_proj; DINOv2 ViT-L: 1024)
     "feature_dim": 0,
+    # > 0: the feature head is VQ-KD's task layer instead (BEiT v2 modeling_vqkd.py decode_task_layer:
+    # Linear to this width, tanh, Linear to feature_dim, with biases), for loss.feature_rec_weight
+    "feature_head_hidden": 0,
   },
   choices={
     "dtype": tuple(DTYPES),
@@ -118,7 +123,7 @@ CONFIG = ConfigFields(
     "token_drop": tuple(vit.TOKEN_DROPS),
   },
   positive=("norm_groups",),
-  non_negative=("pixel_head_hidden", "feature_dim"),
+  non_negative=("pixel_head_hidden", "feature_dim", "feature_head_hidden"),
   check=_check_config,
 )
 
@@ -143,6 +148,8 @@ class Tokenizer(nnx.Module):
       3: 3x3 convolutions (VAR), CNN only.
     feature_dim: > 0 adds ``feature_proj``, a bias-free Linear from the
       quantised latents to a feature teacher's width (``project_features``).
+    feature_head_hidden: > 0 (with ``feature_dim``): ``feature_proj`` is
+      VQ-KD's task layer instead, Linear to this width, tanh, Linear.
     token_drop: 1-D tokenizers: a name in ``vit.TOKEN_DROPS``; in training
       the decoder sees a random prefix of the tokens (its draws come from the
       ``dropout`` stream of ``rngs``, else ``default``).
@@ -162,6 +169,7 @@ class Tokenizer(nnx.Module):
     dtype: Any = jnp.float32,
     project_kernel: int = 1,
     feature_dim: int = 0,
+    feature_head_hidden: int = 0,
     token_drop: str = "",
     rngs: nnx.Rngs,
   ):
@@ -189,7 +197,17 @@ class Tokenizer(nnx.Module):
     else:
       self.project_in = self.project_out = None
     # VA-VAE (hustvl/LightningDiT vavae/ldm/models/autoencoder.py, reverse_proj): a 1x1 conv without bias.
-    self.feature_proj = nnx.Linear(code_dim, feature_dim, use_bias=False, rngs=rngs) if feature_dim > 0 else None
+    if feature_dim > 0 and feature_head_hidden > 0:
+      # VQ-KD (BEiT v2 modeling_vqkd.py decode_task_layer): Linear, Tanh, Linear.
+      self.feature_proj = nnx.Sequential(
+        nnx.Linear(code_dim, feature_head_hidden, rngs=rngs),
+        jnp.tanh,
+        nnx.Linear(feature_head_hidden, feature_dim, rngs=rngs),
+      )
+    elif feature_dim > 0:
+      self.feature_proj = nnx.Linear(code_dim, feature_dim, use_bias=False, rngs=rngs)
+    else:
+      self.feature_proj = None
     self.in_channels = encoder.in_channels
     self.token_drop = token_drop
     self._drop = vit.check_token_drop(token_drop, getattr(encoder, "num_latent_tokens", 0))
@@ -599,6 +617,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
     dtype=dtype,
     project_kernel=int(m.get("project_kernel", 1)),
     feature_dim=int(m.get("feature_dim", 0)),
+    feature_head_hidden=int(m.get("feature_head_hidden", 0)),
     token_drop=m.get("token_drop", "") if kind == "vit1d" else "",
     rngs=rngs,
   )

@@ -154,20 +154,23 @@ def make_train_step(
   if use_proxy and teacher is None:
     raise ValueError("loss.proxy_code_weight > 0 needs a teacher (config.teacher)")
   use_vf = float(lc.get("vf_weight", 0.0)) > 0
-  if use_vf and feature_teacher is None:
-    raise ValueError("loss.vf_weight > 0 needs a feature teacher (config.feature_teacher)")
+  rec_weight = float(lc.get("feature_rec_weight", 0.0))
+  use_feature_rec = rec_weight > 0
+  if (use_vf or use_feature_rec) and feature_teacher is None:
+    raise ValueError("loss.vf_weight or loss.feature_rec_weight > 0 needs a feature teacher (config.feature_teacher)")
+  use_features = use_vf or use_feature_rec
   # TiTok's first stage trains on the logits alone: no pixel decoder in the step.
   pixels = not use_proxy or with_gan or train_disc or use_perceptual or lc.l1_weight > 0 or lc.l2_weight > 0
 
   def step(state: TrainState, batch: dict, perceptual_params: Any, teacher_arrays: Any = None, feature_arrays=None):
     x = batch["image"]
     targets = teacher_lib.codes(teacher, teacher_arrays, x) if use_proxy else None
-    if use_vf:
+    if use_features:
       teacher_feats = feature_teacher_lib.batch_features(feature_teacher, feature_arrays, x, lc.vf_resize)
 
     def losses(g_params):
       x_hat, logits, q, new_rest, feats = _forward(
-        static, g_params, state.g_rest, x, pixels=pixels, proxy_logits=use_proxy, features=use_vf
+        static, g_params, state.g_rest, x, pixels=pixels, proxy_logits=use_proxy, features=use_features
       )
       terms, rec = {}, jnp.zeros((), jnp.float32)
       if pixels:
@@ -179,7 +182,13 @@ def make_train_step(
       if use_proxy:
         terms["proxy_code"], terms["proxy_code_accuracy"] = teacher_lib.proxy_code_loss(logits, targets)
         rec = rec + proxy_weight * terms["proxy_code"]
-      outs = [rec, q.loss.astype(jnp.float32)]
+      plain = q.loss.astype(jnp.float32)  # the terms with fixed weights beside reconstruction
+      if use_feature_rec:
+        # VQ-KD's term takes the quantizer's slot: its gradient reaches neither the decoder's last
+        # layer (the GAN's adaptive weight) nor counts as reconstruction (the VF's adaptive weight).
+        terms["feature_rec"] = alignment.feature_rec_loss(feats, teacher_feats)
+        plain = plain + rec_weight * terms["feature_rec"]
+      outs = [rec, plain]
       if with_gan:
         logits_fake = _discriminate(static, state.d_params, state.d_rest, x_hat)
         terms["g_gan"] = g_loss_fn(logits_fake)
@@ -237,7 +246,7 @@ def make_train_step(
     metrics = {
       "loss": total,
       "reconstruction": outs[0],
-      "quantizer_loss": outs[1],
+      "quantizer_loss": q.loss.astype(jnp.float32),
       "grad_norm": optax.global_norm(grads),
       # For the loop's judgement of checkpoints: weights that jump by orders
       # of magnitude in one step have diverged even while the loss is finite.
