@@ -17,7 +17,7 @@ FAST_COMPILE = True
 S_T = 2  # time strides (1, 2): the first level spatial only, as Open-MAGVIT2's video CNN
 
 
-def video_config(family="magvit2", quantizer=None, time_padding="zeros"):
+def video_config(family="magvit2", quantizer=None, time_padding="zeros", video_norm="frame"):
   c = default_config()
   c.image_size = 16
   c.model.update(
@@ -29,6 +29,7 @@ def video_config(family="magvit2", quantizer=None, time_padding="zeros"):
     cnn_family=family,
     temporal_downsample=(1, S_T),
     time_padding=time_padding,
+    video_norm=video_norm,
   )
   c.quantizer = quantizer or {"type": "fsq", "levels": [5, 5, 5, 5]}
   return validate_config(c)
@@ -130,6 +131,15 @@ def test_replicate_padding_and_taming_family(clip):
   assert t.decode(ids, chunk=2).shape == clip.shape
 
 
+def test_clip_norms_are_not_causal(clip):
+  # Open-MAGVIT2's video tokenizer normalises over the whole clip: later frames move the first tokens' latents.
+  t = build_tokenizer(video_config(video_norm="clip"), rngs=nnx.Rngs(0))
+  z = t._latents(clip)
+  assert not np.allclose(np.asarray(t._latents(clip.at[:, 3:].multiply(-1.0))[:, :2]), np.asarray(z[:, :2]))
+  with pytest.raises(ValueError, match="chunk needs per-frame norms"):
+    t.encode(clip, chunk=1)
+
+
 def test_replicate_differs_from_zeros():
   # A constant video: replicate padding sees the first frame before it, zeros see black.
   x = jnp.full((1, 1, 8, 8, 3), 0.5)
@@ -150,6 +160,7 @@ def test_replicate_differs_from_zeros():
     (dict(temporal_downsample=(1, 0)), r"one time stride >= 1 per downsampling level"),
     (dict(cnn_family="maskgit"), r"causal video \(model.temporal_downsample\) is built for the CNN families"),
     (dict(time_padding="reflect"), r"model.time_padding='reflect' is not one of"),
+    (dict(video_norm="batch"), r"model.video_norm='batch' is not one of"),
     (dict(encoder="vit", variant="S/4"), r"needs model.encoder='cnn'"),
   ],
 )

@@ -149,6 +149,10 @@ def frame_group_norm(
   return FrameGroupNorm(ch, num_groups=_num_groups(ch, groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
+#: What a video CNN's GroupNorms normalise over: each frame (causal; chunks carry over) or the whole
+#: clip (Open-MAGVIT2's video tokenizer, whose torch GroupNorms on (B, C, T, H, W) span time: not causal).
+VIDEO_NORMS = ("frame", "clip")
+
 #: How a causal conv fills the frames before the first: zeros (Open-MAGVIT2's ConvBlock3D, VidTok's
 #: CausalConv3d) or copies of the first frame (Cosmos's CausalConv3d, VidTok's input padding).
 TIME_PADDINGS = ("zeros", "replicate")
@@ -519,6 +523,9 @@ class AdaptiveGroupNorm(nnx.Module):
   channel of the decoder input ``z``, scale = Linear(sqrt(var_hw(z) + eps)) and
   bias = Linear(mean_hw(z)). The variance is torch's default ``var``, the
   unbiased one (divides by h*w - 1), whatever the reference's comment says.
+  Video: per frame, the style stretched to x's frames by the decoder (causal);
+  ``clip=True``: over the whole clip, norm and style statistics alike
+  (improved_video_model.py's AdaptiveGroupNorm: var and mean over (t h w)).
   """
 
   def __init__(
@@ -527,12 +534,13 @@ class AdaptiveGroupNorm(nnx.Module):
     ch: int,
     *,
     groups: int = 32,
+    clip: bool = False,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.eps = 1e-6
+    self.eps, self.clip = 1e-6, clip
     self.norm = nnx.GroupNorm(
       ch, num_groups=_num_groups(ch, groups), use_scale=False, use_bias=False, epsilon=self.eps, **kw
     )
@@ -540,11 +548,14 @@ class AdaptiveGroupNorm(nnx.Module):
     self.beta = nnx.Linear(z_channels, ch, **kw)
 
   def __call__(self, x: jax.Array, style: jax.Array) -> jax.Array:
-    # Video: per frame (the style stretched to x's frames by the decoder), which keeps it causal.
     s = style.astype(jnp.float32)
-    ddof = 1 if s.shape[-3] * s.shape[-2] > 1 else 0  # torch gives NaN for one position; keep it finite
-    scale = self.gamma(jnp.sqrt(jnp.var(s, axis=(-3, -2), ddof=ddof) + self.eps).astype(x.dtype))
-    bias = self.beta(jnp.mean(s, axis=(-3, -2)).astype(x.dtype))
+    axes = tuple(range(1, s.ndim - 1)) if self.clip else (-3, -2)
+    ddof = 1 if math.prod(s.shape[a] for a in axes) > 1 else 0  # torch gives NaN for one position; keep it finite
+    scale = self.gamma(jnp.sqrt(jnp.var(s, axis=axes, ddof=ddof) + self.eps).astype(x.dtype))
+    bias = self.beta(jnp.mean(s, axis=axes).astype(x.dtype))
+    if self.clip:
+      lead = (slice(None),) + (None,) * (x.ndim - 2)
+      return self.norm(x) * scale[lead] + bias[lead]
     normed = self.norm(x.reshape((-1,) + x.shape[-3:])).reshape(x.shape)
     return normed * scale[..., None, None, :] + bias[..., None, None, :]
 
@@ -653,14 +664,18 @@ def check_temporal_downsample(
   return ts
 
 
-def _video_parts(ts: tuple[int, ...], time_padding: str) -> tuple[Callable[..., nnx.Module], dict[str, Any]]:
-  """The conv and the blocks' extra arguments: ``nnx.Conv`` and none (images), or causal convs and per-frame norms."""
+def _video_parts(
+  ts: tuple[int, ...], time_padding: str, video_norm: str
+) -> tuple[Callable[..., nnx.Module], dict[str, Any]]:
+  """The conv and the blocks' extra arguments: ``nnx.Conv`` and none (images), or causal convs and video norms."""
   if not ts:
     return nnx.Conv, {}
   if time_padding not in TIME_PADDINGS:
     raise ValueError(f"model.time_padding={time_padding!r} is not one of {TIME_PADDINGS}")
+  if video_norm not in VIDEO_NORMS:
+    raise ValueError(f"model.video_norm={video_norm!r} is not one of {VIDEO_NORMS}")
   conv = functools.partial(CausalConv, time_padding=time_padding)
-  return conv, {"conv": conv, "norm": frame_group_norm}
+  return conv, {"conv": conv, "norm": frame_group_norm if video_norm == "frame" else group_norm}
 
 
 def _mid(ch: int, n: int, attention: bool, family: Family, kw: dict) -> tuple[nnx.List, Any]:
@@ -721,6 +736,8 @@ class Encoder(nnx.Module):
       downsampling level (Open-MAGVIT2's 4x8x8: ``(1, 2, 2)``).
     time_padding: video: what a causal conv puts before the first frame,
       "zeros" or "replicate" (copies of the first frame).
+    video_norm: video: GroupNorm statistics per "frame" (causal) or over the
+      "clip" (Open-MAGVIT2's video tokenizer; not causal).
     dtype: compute dtype (e.g. ``jnp.bfloat16``).
     param_dtype: parameter dtype (keep float32).
     rngs: parameter initialisation.
@@ -739,6 +756,7 @@ class Encoder(nnx.Module):
     in_channels: int = 3,
     temporal_downsample: Sequence[int] = (),
     time_padding: str = "zeros",
+    video_norm: str = "frame",
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -747,7 +765,7 @@ class Encoder(nnx.Module):
     _check_sizes(channels, num_res_blocks, z_channels)
     fam = get_family(family)
     ts = check_temporal_downsample(temporal_downsample, mult, family)
-    conv, video = _video_parts(ts, time_padding)
+    conv, video = _video_parts(ts, time_padding, video_norm)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     bkw = dict(kw, groups=norm_groups, **video)  # normalised blocks
     self.downsample_factor = 2 ** (len(mult) - 1)
@@ -768,8 +786,8 @@ class Encoder(nnx.Module):
       down.append(None if last else fam.downsample(ch, **kw, **tkw))
     self.res, self.attn, self.down = nnx.List(res), nnx.List(attn), nnx.List(down)
     self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, bkw)
-    norm_out = frame_group_norm if ts else group_norm
-    self.norm_out = norm_out(ch, groups=norm_groups, **kw)
+    self.video_norm = video_norm if ts else ""
+    self.norm_out = video.get("norm", group_norm)(ch, groups=norm_groups, **kw)
     k = fam.conv_out_kernel
     self.conv_out = conv(ch, z_channels, (k, k), **kw)
 
@@ -819,6 +837,7 @@ class Decoder(nnx.Module):
     code_channels: int = 0,
     temporal_downsample: Sequence[int] = (),
     time_padding: str = "zeros",
+    video_norm: str = "frame",
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -827,10 +846,10 @@ class Decoder(nnx.Module):
     _check_sizes(channels, num_res_blocks, z_channels)
     fam = get_family(family)
     ts = check_temporal_downsample(temporal_downsample, mult, family)
-    conv, video = _video_parts(ts, time_padding)
+    conv, video = _video_parts(ts, time_padding, video_norm)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     bkw = dict(kw, groups=norm_groups)  # normalised blocks
-    self.causal = bool(ts)
+    self.causal, self.video_norm = bool(ts), (video_norm if ts else "")
     # The k-th upsampling (from the lowest resolution) mirrors the encoder's downsampling len(mult) - 2 - k.
     self.up_strides = tuple(reversed(ts)) if ts else (1,) * (len(mult) - 1)
     #: whether ``__call__`` reads the quantized latent ``codes`` (MoVQ's spatial norms).
@@ -843,7 +862,7 @@ class Decoder(nnx.Module):
     self.upsample_factor = 2 ** (len(mult) - 1)
     ch = channels * mult[-1]
     self.conv_in = conv(z_channels, ch, (3, 3), **kw)
-    lnkw = dict(bkw)  # the level norms take no conv
+    lnkw = dict(bkw, clip=True) if ts and video_norm == "clip" else dict(bkw)  # the level norms take no conv
     bkw.update(video)
     self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, bkw)
     res, attn, up, norms = [], [], [], []
@@ -859,7 +878,7 @@ class Decoder(nnx.Module):
       up.append(fam.upsample(ch, **kw, **tkw) if k < len(mult) - 1 else None)
     self.res, self.attn, self.up = nnx.List(res), nnx.List(attn), nnx.List(up)
     self.level_norm = nnx.List(norms)
-    self.norm_out = (frame_group_norm if ts else norm)(ch, groups=norm_groups, **kw)
+    self.norm_out = video.get("norm", norm)(ch, groups=norm_groups, **kw)
     self.conv_out = conv(ch, out_channels, (3, 3), **kw)
 
   #: attribute path of the last layer's kernel (adaptive GAN weight).
@@ -874,7 +893,7 @@ class Decoder(nnx.Module):
     factor = 1  # frames of h per latent frame
     for k, (norm, res, attn, up) in enumerate(zip(self.level_norm, self.res, self.attn, self.up)):
       if norm is not None:
-        h = norm(h, _stretch_time(z, factor, first) if self.causal else z)
+        h = norm(h, _stretch_time(z, factor, first) if self.video_norm == "frame" else z)
       h = _run_level(res, attn, h, codes)
       if up is not None:
         h = up(h) if not self.causal else up(h, first)

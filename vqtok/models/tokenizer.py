@@ -98,6 +98,8 @@ CONFIG = ConfigFields(
     # (len(channel_mult) - 1 of them; Open-MAGVIT2's 4x8x8: (1, 2, 2)): 1 + k*prod frames -> 1 + k latent frames
     "temporal_downsample": (),
     "time_padding": "zeros",  # causal video: before the first frame, zeros | replicate (copies of it)
+    # causal video: GroupNorm statistics per frame (causal) | clip (Open-MAGVIT2's video tokenizer: not causal)
+    "video_norm": "frame",
     "input_range": (-1.0, 1.0),  # what the encoder sees; batches are always [-1, 1]
     "variant": "",  # vit / vit1d: big_vision size name, e.g. "B/16"
     "decoder_variant": "",  # "" = same as variant
@@ -134,6 +136,7 @@ CONFIG = ConfigFields(
     "encoder": ENCODERS,
     "cnn_family": tuple(cnn.FAMILIES),
     "time_padding": cnn.TIME_PADDINGS,
+    "video_norm": cnn.VIDEO_NORMS,
     "posemb": vit.POSEMBS,
     "vit_family": tuple(vit.FAMILIES),
     "token_drop": tuple(vit.TOKEN_DROPS),
@@ -396,6 +399,10 @@ class Tokenizer(nnx.Module):
       raise ValueError(
         f"chunk is for videos of causal video tokenizers (model.temporal_downsample); got shape {tuple(x.shape)}"
       )
+    if self.encoder.video_norm != "frame":
+      raise ValueError(
+        f"chunk needs per-frame norms (model.video_norm='frame'); {self.encoder.video_norm!r} norms see the whole clip"
+      )
     if int(chunk) != chunk or chunk < 1:
       raise ValueError(f"chunk must be a positive number of latent frames; got {chunk!r}")
     n = x.shape[1] if latent else self.latent_frames(x.shape[1])
@@ -653,6 +660,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
       norm_groups=int(m.get("norm_groups", 32)),
       temporal_downsample=tuple(m.get("temporal_downsample", ())),
       time_padding=m.get("time_padding", "zeros"),
+      video_norm=m.get("video_norm", "frame"),
       dtype=dtype,
     )
     encoder = cnn.Encoder(z, rngs=rngs, **kw)
