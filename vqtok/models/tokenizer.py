@@ -67,6 +67,15 @@ def _check_config(config: Any, check_paths: bool) -> None:
       raise ValueError(
         "model.temporal_downsample (causal video) works with per-position quantizers and project_kernel=1"
       )
+  video_data = bool(config.get("video", {}).get("source", ""))
+  strides = tuple(config.model.get("temporal_downsample", ()))
+  if video_data and not strides:
+    raise ValueError("video.source (video clips) needs a causal video tokenizer: set model.temporal_downsample")
+  if video_data:
+    try:
+      cnn.causal_frames(config.video.num_frames, math.prod(int(t) for t in strides))
+    except ValueError as e:
+      raise ValueError(f"config field video.num_frames={config.video.num_frames}: {e}") from None
   if scales and config.model.encoder == "cnn":
     factor = 2 ** (len(tuple(config.model.channel_mult)) - 1)
     side = int(config.image_size) // factor
