@@ -147,6 +147,7 @@ def test_samples_and_config():
   config.image_size = 32
   config.video.source = "samples"
   config.video.num_frames = 9
+  config.model.temporal_downsample = (1, 2, 2)  # clips need a causal video tokenizer: 9 = 1 + 2*4 frames
   validate_config(config)
   src = video.make_video_source(config, "eval")
   assert len(src) == 1 and src.describe(0) == "carphone_pristine.mp4@0"

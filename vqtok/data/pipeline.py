@@ -33,6 +33,7 @@ import numpy as np
 
 from vqtok.data import sources as sources_lib
 from vqtok.data import transforms
+from vqtok.data import video as video_lib
 
 DTYPES = ("float32", "uint8")
 _MAX_SUBSTITUTES = 16
@@ -59,24 +60,29 @@ class _TrainElement(grain.transforms.RandomMap):
       raise ValueError(
         f"{_MAX_SUBSTITUTES} consecutive images starting at {index} cannot be decoded; see source.skipped"
       )
-    img = transforms.random_resized_crop(img, self.size, rng, scale=self.scale, flip=self.flip)
+    if img.ndim == 4:  # a video clip: one crop box and flip for all its frames
+      img = video_lib.random_resized_crop_clip(img, self.size, rng, scale=self.scale, flip=self.flip)
+    else:
+      img = transforms.random_resized_crop(img, self.size, rng, scale=self.scale, flip=self.flip)
     return {"image": img, "index": np.int64(i), "valid": np.True_}
 
 
 class _EvalElement(grain.transforms.Map):
   """Index (-1: padding) -> resized image (``config.data.preprocess``); zeros with valid=False on failure."""
 
-  def __init__(self, source, size: int, preprocess: str = "center_crop"):
+  def __init__(self, source, size: int, preprocess: str = "center_crop", frames: int = 0):
     if preprocess not in transforms.PREPROCESS:
       raise ValueError(f"data.preprocess={preprocess!r} is not one of {tuple(transforms.PREPROCESS)}")
     self.source, self.size, self.preprocess = source, size, preprocess
+    self.frames = frames  # > 0: a video source, whose clips come resized already
 
   def map(self, index):
-    blank = np.zeros((self.size, self.size, 3), np.uint8)
+    blank = np.zeros(((self.frames,) if self.frames else ()) + (self.size, self.size, 3), np.uint8)
     if index < 0:
       return {"image": blank, "index": np.int64(-1), "valid": np.False_}
     try:
-      img = transforms.PREPROCESS[self.preprocess](self.source[index], self.size)
+      img = self.source[index]
+      img = img if self.frames else transforms.PREPROCESS[self.preprocess](img, self.size)
       valid = np.True_
     except ValueError as e:
       self.source.record_failure(index, str(e))
@@ -164,7 +170,9 @@ def make_dataset(
     process_count: number of processes (``jax.process_count()`` if None).
     num_epochs: training epochs; None repeats forever. Ignored for eval.
     dtype: "float32" (images in [-1, 1]) or "uint8" (0..255).
-    source: an already built source (``make_source(config, split)`` if None).
+    source: an already built source (``make_source(config, split)`` if None;
+      with ``config.video.source`` set, its clips: ``image`` is then
+      (B_local, T, S, S, 3)).
     num_images: eval only: the first ``num_images`` images (None or 0: all).
 
   Returns:
@@ -187,7 +195,14 @@ def make_dataset(
     raise ValueError(f"config.image_size must be positive, got {size}")
   seed = int(config.seed if seed is None else seed)
   local = batch_size // num_p
-  src = source if source is not None else sources_lib.make_source(config, split)
+  video = bool(config.get("video", {}).get("source", ""))
+  if source is not None:
+    src = source
+  elif video:  # training crops the clips itself; eval clips come resized the tokenizer's way
+    src = video_lib.make_video_source(config, split, resize=split != "train")
+  else:
+    src = sources_lib.make_source(config, split)
+  frames = int(config.video.num_frames) if video else 0
   n = len(src)
   if num_images:
     if split != "eval" or num_images < 0:
@@ -215,7 +230,7 @@ def make_dataset(
     steps = -(-n // batch_size)
     ds = grain.MapDataset.range(steps * local)
     ds = ds.map(_EvalPosition(n, batch_size, local, p))
-    ds = ds.map(_EvalElement(src, size, config.data.get("preprocess", "center_crop"))).batch(local)
+    ds = ds.map(_EvalElement(src, size, config.data.get("preprocess", "center_crop"), frames)).batch(local)
   if dtype == "float32" and not workers:
     ds = ds.map(_ToFloat())  # in grain's prefetch threads
   # Batches are built by MapDataset (one per index), so the iterator state is a

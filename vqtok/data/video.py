@@ -321,8 +321,11 @@ class VideoSampleSource(VideoSource):
 VIDEO_SOURCES = ("", "samples", "folder")
 
 
-def make_video_source(config: Any, split: str) -> VideoSource:
-  """The clip source ``config.video`` names for ``split`` ("train" or "eval"), resized to ``config.image_size``."""
+def make_video_source(config: Any, split: str, *, resize: bool = True) -> VideoSource:
+  """The clip source ``config.video`` names for ``split`` ("train" or "eval"), resized to ``config.image_size``.
+
+  ``resize=False``: the clips as decoded (training crops them with ``random_resized_crop_clip``).
+  """
   v = config.video
   if split not in ("train", "eval"):
     raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
@@ -331,7 +334,7 @@ def make_video_source(config: Any, split: str) -> VideoSource:
     stride=v.stride,
     fps=v.fps or None,
     clips_per_video=v.clips_per_video,
-    size=config.image_size,
+    size=config.image_size if resize else None,
     preprocess=config.data.preprocess,
   )
   if v.source == "samples":

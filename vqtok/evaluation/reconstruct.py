@@ -99,10 +99,12 @@ def _read_back(batch: dict, out: tuple[jax.Array, jax.Array]) -> Iterator[Recons
 
 
 def mean_psnr(fn: ReconstructFn, params: Any, rest: Any, mesh: jax.sharding.Mesh, batches: Iterable[dict]) -> float:
-  """Mean per-image PSNR (on [0, 255]) over all processes' images."""
+  """Mean per-image PSNR (on [0, 255]) over all processes' images (video: per frame, over all frames)."""
   total = np.zeros(2)  # sum of per-image PSNR, number of images
   for r in reconstructions(fn, params, rest, mesh, batches):
-    total += [float(np.sum(np.asarray(metrics_lib.psnr(r.real_uint8, r.fake_uint8)), dtype=np.float64)), len(r)]
+    frames = lambda a: a.reshape((-1,) + a.shape[-3:])
+    p = np.asarray(metrics_lib.psnr(frames(r.real_uint8), frames(r.fake_uint8)))
+    total += [float(np.sum(p, dtype=np.float64)), p.size]
   total = sharding.process_sum(total)
   return float(total[0] / max(total[1], 1))
 
@@ -119,4 +121,6 @@ def reconstruction_grid(
   if not rows:
     return None
   r = rows[0]
+  if r.real.ndim == 5:  # video: the first clip's frames
+    return images_lib.grid([list(r.real_uint8[0][:max_images]), list(r.fake_uint8[0][:max_images])])
   return images_lib.grid([list(r.real_uint8[:max_images]), list(r.fake_uint8[:max_images])])

@@ -48,12 +48,29 @@ its parts (``model.cnn_family`` in the config):
            blocks and before both conv_outs, and a level whose width changes
            starts with one more residual block that changes it, before the
            ``num_res_blocks`` blocks at the new width.
+
+Causal video (``temporal_downsample``, one time stride per downsampling level;
+empty: the image CNN above, unchanged). The same parts on (B, T, H, W, C): each
+k x k conv becomes a k x k x k ``CausalConv`` (time padded on the left only,
+with zeros or copies of the first frame), each norm and attention acts on one
+frame at a time, a level downsamples time by its stride within its strided conv
+and the decoder's mirrored level upsamples it (depth-to-space in time, or
+nearest repetition, keeping one frame of the first group). So 1 + k*s_T frames
+make 1 + k latent frames (s_T: the product of the strides), frame 0 alone makes
+latent frame 0 (an image is a one-frame video) and latent frame j sees only
+frames <= j*s_T. This is Open-MAGVIT2's video tokenizer (TencentARC/SEED-Voken,
+src/Open_MAGVIT2/modules/diffusionmodules/improved_video_model.py: ConvBlock3D,
+stride (2, 2, 2) at the levels whose ch_mult is not 1, Upsampler with
+depth_to_space3d dropping frame 1) with its clip-wide GroupNorms made per frame,
+so that it is causal. Long videos run in chunks with ``stream``: each causal
+conv keeps the input frames the next chunk's first outputs need.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -132,6 +149,130 @@ def _norm(norm: nnx.Module, x: jax.Array, codes: jax.Array | None) -> jax.Array:
   return norm(x, codes) if isinstance(norm, SpatialNorm) else norm(x)
 
 
+class FrameGroupNorm(nnx.GroupNorm):
+  """GroupNorm of each frame on its own: (B, T, H, W, C) is normalised as B*T images (causal in time)."""
+
+  def __call__(self, x: jax.Array, *args, **kwargs) -> jax.Array:
+    if x.ndim <= 4:
+      return super().__call__(x, *args, **kwargs)
+    return super().__call__(x.reshape((-1,) + x.shape[-3:]), *args, **kwargs).reshape(x.shape)
+
+
+def frame_group_norm(
+  ch: int, *, groups: int = 32, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs
+) -> FrameGroupNorm:
+  """``group_norm`` for video: the same parameters, statistics per frame."""
+  return FrameGroupNorm(ch, num_groups=_num_groups(ch, groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+#: What a video CNN's GroupNorms normalise over: each frame (causal; chunks carry over) or the whole
+#: clip (Open-MAGVIT2's video tokenizer, whose torch GroupNorms on (B, C, T, H, W) span time: not causal).
+VIDEO_NORMS = ("frame", "clip")
+
+#: How a causal conv fills the frames before the first: zeros (Open-MAGVIT2's ConvBlock3D, VidTok's
+#: CausalConv3d) or copies of the first frame (Cosmos's CausalConv3d, VidTok's input padding).
+TIME_PADDINGS = ("zeros", "replicate")
+
+
+class TimeCarry(nnx.Variable):
+  """The input frames a streaming ``CausalConv`` keeps for the next chunk (state, never a parameter)."""
+
+
+class CausalConv(nnx.Conv):
+  """A k x k conv made a k x k x k conv on (B, T, H, W, C), causal in time.
+
+  Built from a 2-D conv's arguments (the kernel's time size is its first
+  spatial size, so 1x1 stays 1x1x1). Time is padded on the left only, by
+  ``k - 1`` frames (``time_padding``: zeros or the first frame); with time
+  stride ``s`` output frame j sees input frames ``s*j - k + 1 .. s*j``.
+
+  Streaming (``streaming = True``, see ``stream``): after each call the conv
+  keeps the padded input's frames from ``s * (outputs)`` on (``k - s`` frames
+  when chunks hold a multiple of ``s`` frames) in a ``TimeCarry`` and puts
+  them, instead of the padding, before the next chunk; so the chunks' outputs
+  are those of one call on the whole video.
+  """
+
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    kernel_size: Sequence[int],
+    strides: int | Sequence[int] = 1,
+    *,
+    padding: Any = "SAME",
+    time_stride: int = 1,
+    time_padding: str = "zeros",
+    **kwargs,
+  ):
+    k = tuple(int(v) for v in kernel_size)
+    s = (strides,) * len(k) if isinstance(strides, int) else tuple(strides)
+    if time_padding not in TIME_PADDINGS:
+      raise ValueError(f"time_padding={time_padding!r} is not one of {TIME_PADDINGS}")
+    if padding == "SAME":
+      if set(s) != {1}:
+        raise ValueError(f"CausalConv: 'SAME' padding needs stride 1; got strides {s}")
+      padding = tuple((v // 2, v // 2) for v in k)
+    super().__init__(
+      in_features, out_features, (k[0],) + k, (int(time_stride),) + s, padding=((0, 0),) + tuple(padding), **kwargs
+    )
+    self.time_kernel, self.time_stride, self.time_padding = k[0], int(time_stride), time_padding
+    self.streaming = False
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, s = self.time_kernel, self.time_stride
+    if hasattr(self, "carry"):
+      x = jnp.concatenate([self.carry[...].astype(x.dtype), x], axis=1)
+    elif k > 1:
+      first = x[:, :1] if self.time_padding == "replicate" else jnp.zeros_like(x[:, :1])
+      x = jnp.concatenate([jnp.repeat(first, k - 1, axis=1), x], axis=1)
+    if x.shape[1] < k:
+      raise ValueError(f"CausalConv: {x.shape[1]} frames with padding; the time kernel needs {k}")
+    if self.streaming:
+      rest = x[:, s * ((x.shape[1] - k) // s + 1) :]
+      if hasattr(self, "carry"):
+        self.carry[...] = rest
+      else:
+        self.carry = TimeCarry(rest)
+    return super().__call__(x)
+
+
+def stream(module: nnx.Module, on: bool = True) -> nnx.Module:
+  """Sets every ``CausalConv`` of ``module`` streaming (``on``) or not; off drops the carried frames.
+
+  Use on a copy (``nnx.merge(*nnx.split(m))``): chunk after chunk, the module's
+  causal convs then carry their state, and its outputs are those of the whole
+  video. The first chunk holds 1 + k*s_T frames, later ones multiples of s_T.
+  """
+  for _, node in nnx.iter_graph(module):
+    if isinstance(node, CausalConv):
+      node.streaming = on
+      if not on and hasattr(node, "carry"):
+        del node.carry
+  return module
+
+
+def _stretch_time(x: jax.Array, factor: int, first: bool) -> jax.Array:
+  """Each frame repeated ``factor`` times; a first chunk keeps one copy of its first frame (1 + k -> 1 + k*f)."""
+  if factor == 1:
+    return x
+  x = jnp.repeat(x, factor, axis=1)
+  return x[:, factor - 1 :] if first else x
+
+
+def causal_frames(num_frames: int, factor: int) -> int:
+  """Latent frames of ``num_frames = 1 + k * factor`` frames (1 + k); ValueError naming the nearest valid counts."""
+  t = int(num_frames)
+  if t >= 1 and (t - 1) % factor == 0:
+    return 1 + (t - 1) // factor
+  lo = 1 + max(t - 1, 0) // factor * factor
+  near = "the nearest valid count is 1" if t < 1 else f"the nearest valid counts are {lo} and {lo + factor}"
+  raise ValueError(
+    f"a causal video tokenizer with temporal downsampling {factor} takes 1 + k*{factor} frames"
+    f" (1, {1 + factor}, {1 + 2 * factor}, ...); got {t} frames: {near}"
+  )
+
+
 def _check_sizes(channels: int, num_res_blocks: int, z_channels: int) -> None:
   if num_res_blocks < 1 or channels < 1 or z_channels < 1:
     raise ValueError(
@@ -144,7 +285,8 @@ class ResBlock(nnx.Module):
 
   ``use_bias=False`` is Open-MAGVIT2's block (improved_model.py, ResBlock):
   the same wiring with bias-free convs and shortcut. ``norm`` makes the two
-  norms (``group_norm``, or MoVQ's ``SpatialNorm``, which reads ``codes``).
+  norms (``group_norm``, or MoVQ's ``SpatialNorm``, which reads ``codes``);
+  ``conv`` the convs (``nnx.Conv``, or a ``CausalConv`` for video).
   """
 
   def __init__(
@@ -155,17 +297,18 @@ class ResBlock(nnx.Module):
     groups: int = 32,
     use_bias: bool = True,
     norm: Callable[..., nnx.Module] = group_norm,
+    conv: Callable[..., nnx.Module] = nnx.Conv,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.norm1 = norm(in_ch, groups=groups, **kw)
-    self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), use_bias=use_bias, **kw)
+    self.conv1 = conv(in_ch, out_ch, (3, 3), use_bias=use_bias, **kw)
     self.norm2 = norm(out_ch, groups=groups, **kw)
-    self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), use_bias=use_bias, **kw)
+    self.conv2 = conv(out_ch, out_ch, (3, 3), use_bias=use_bias, **kw)
     # 1x1 projection on the skip path only when the width changes (taming's nin_shortcut).
-    self.skip = nnx.Conv(in_ch, out_ch, (1, 1), use_bias=use_bias, **kw) if in_ch != out_ch else None
+    self.skip = conv(in_ch, out_ch, (1, 1), use_bias=use_bias, **kw) if in_ch != out_ch else None
 
   def __call__(self, x: jax.Array, codes: jax.Array | None = None) -> jax.Array:
     h = self.conv1(nnx.swish(_norm(self.norm1, x, codes)))
@@ -174,7 +317,10 @@ class ResBlock(nnx.Module):
 
 
 class AttnBlock(nnx.Module):
-  """Single-head spatial self-attention with a residual, as in taming's AttnBlock (``norm``: as ``ResBlock``'s)."""
+  """Single-head spatial self-attention with a residual, as in taming's AttnBlock (``norm``: as ``ResBlock``'s).
+
+  On video (B, T, H, W, C) each frame attends within itself (causal in time).
+  """
 
   def __init__(
     self,
@@ -182,27 +328,51 @@ class AttnBlock(nnx.Module):
     *,
     groups: int = 32,
     norm: Callable[..., nnx.Module] = group_norm,
+    conv: Callable[..., nnx.Module] | None = None,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
+    del conv  # q, k, v and the output are Linear maps, per position
     self.norm = norm(ch, groups=groups, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.attn = nnx.MultiHeadAttention(
       num_heads=1, in_features=ch, dtype=dtype, param_dtype=param_dtype, decode=False, rngs=rngs
     )
 
   def __call__(self, x: jax.Array, codes: jax.Array | None = None) -> jax.Array:
-    b, h, w, c = x.shape
-    t = _norm(self.norm, x, codes).reshape(b, h * w, c)
-    return x + self.attn(t).reshape(b, h, w, c)
+    h, w, c = x.shape[-3:]
+    t = _norm(self.norm, x, codes).reshape(-1, h * w, c)
+    return x + self.attn(t).reshape(x.shape)
+
+
+def _time_kw(time_stride: int) -> dict[str, int]:
+  # Only a CausalConv takes a time stride; image convs are built exactly as before.
+  return {} if time_stride == 1 else {"time_stride": time_stride}
 
 
 class Downsample(nnx.Module):
-  """Stride-2 3x3 conv; pads (0, 1) like taming so odd kernels stay aligned."""
+  """Stride-2 3x3 conv; pads (0, 1) like taming so odd kernels stay aligned (video: ``time_stride`` in time)."""
 
-  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-    self.conv = nnx.Conv(
-      ch, ch, (3, 3), strides=2, padding=((0, 1), (0, 1)), dtype=dtype, param_dtype=param_dtype, rngs=rngs
+  def __init__(
+    self,
+    ch: int,
+    *,
+    conv: Callable[..., nnx.Module] = nnx.Conv,
+    time_stride: int = 1,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    self.conv = conv(
+      ch,
+      ch,
+      (3, 3),
+      strides=2,
+      padding=((0, 1), (0, 1)),
+      dtype=dtype,
+      param_dtype=param_dtype,
+      rngs=rngs,
+      **_time_kw(time_stride),
     )
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -252,22 +422,55 @@ class AvgPoolDownsample(nnx.Module):
 
 
 class Upsample(nnx.Module):
-  """Nearest-neighbour 2x upsampling then a 3x3 conv (no checkerboard artefacts)."""
+  """Nearest-neighbour 2x upsampling then a 3x3 conv (no checkerboard artefacts).
 
-  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-    self.conv = nnx.Conv(ch, ch, (3, 3), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+  Video: frames repeated ``time_stride`` times too, a first chunk keeping one
+  copy of its first frame (1 + k frames -> 1 + k*s), before the causal conv.
+  """
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+  def __init__(
+    self,
+    ch: int,
+    *,
+    conv: Callable[..., nnx.Module] = nnx.Conv,
+    time_stride: int = 1,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    self.time_stride = time_stride
+    self.conv = conv(ch, ch, (3, 3), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, first: bool = True) -> jax.Array:
+    if x.ndim == 5:
+      x = _stretch_time(x, self.time_stride, first)
+    x = jnp.repeat(jnp.repeat(x, 2, axis=-3), 2, axis=-2)
     return self.conv(x)
 
 
 class PaddedDownsample(nnx.Module):
-  """Stride-2 3x3 conv padded 1 on every side (Open-MAGVIT2's encoder downsampling)."""
+  """Stride-2 3x3 conv padded 1 on every side (Open-MAGVIT2's encoder downsampling; video: ``time_stride``)."""
 
-  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-    self.conv = nnx.Conv(
-      ch, ch, (3, 3), strides=2, padding=((1, 1), (1, 1)), dtype=dtype, param_dtype=param_dtype, rngs=rngs
+  def __init__(
+    self,
+    ch: int,
+    *,
+    conv: Callable[..., nnx.Module] = nnx.Conv,
+    time_stride: int = 1,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    self.conv = conv(
+      ch,
+      ch,
+      (3, 3),
+      strides=2,
+      padding=((1, 1), (1, 1)),
+      dtype=dtype,
+      param_dtype=param_dtype,
+      rngs=rngs,
+      **_time_kw(time_stride),
     )
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -287,14 +490,46 @@ def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
   return x.reshape(b_, h * block, w * block, out)
 
 
+def depth_to_space_3d(x: jax.Array, time_block: int, block: int = 2) -> jax.Array:
+  """(B, T, H, W, t*b*b*C) -> (B, T*t, H*b, W*b, C), channel ``((i*b + j)*b + k)*C + c`` to offset (i, j, k).
+
+  Open-MAGVIT2's ``depth_to_space3d`` (improved_video_model.py): the channel
+  axis splits as (time offset, row offset, column offset, channel).
+  """
+  b_, t, h, w, c = x.shape
+  out = c // (time_block * block * block)
+  x = x.reshape(b_, t, h, w, time_block, block, block, out)
+  x = jnp.transpose(x, (0, 1, 4, 2, 5, 3, 6, 7))
+  return x.reshape(b_, t * time_block, h * block, w * block, out)
+
+
 class DepthToSpaceUpsample(nnx.Module):
-  """A 3x3 conv to 4x the channels, then depth-to-space: 2x upsampling (Open-MAGVIT2's Upsampler)."""
+  """A 3x3 conv to 4x the channels, then depth-to-space: 2x upsampling (Open-MAGVIT2's Upsampler).
 
-  def __init__(self, ch: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-    self.conv = nnx.Conv(ch, 4 * ch, (3, 3), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+  Video: a causal 3x3x3 conv to ``4 * time_stride`` times the channels, then
+  depth-to-space in time as well; of a first chunk's first group of frames only
+  the first is kept, as the reference's Upsampler drops frame 1 (1 + k -> 1 + k*s).
+  """
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return depth_to_space(self.conv(x), 2)
+  def __init__(
+    self,
+    ch: int,
+    *,
+    conv: Callable[..., nnx.Module] = nnx.Conv,
+    time_stride: int = 1,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    self.time_stride = time_stride
+    self.conv = conv(ch, 4 * time_stride * ch, (3, 3), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, first: bool = True) -> jax.Array:
+    if x.ndim == 4:
+      return depth_to_space(self.conv(x), 2)
+    s = self.time_stride
+    x = depth_to_space_3d(self.conv(x), s, 2)
+    return jnp.concatenate([x[:, :1], x[:, s:]], axis=1) if first and s > 1 else x
 
 
 class AdaptiveGroupNorm(nnx.Module):
@@ -304,6 +539,9 @@ class AdaptiveGroupNorm(nnx.Module):
   channel of the decoder input ``z``, scale = Linear(sqrt(var_hw(z) + eps)) and
   bias = Linear(mean_hw(z)). The variance is torch's default ``var``, the
   unbiased one (divides by h*w - 1), whatever the reference's comment says.
+  Video: per frame, the style stretched to x's frames by the decoder (causal);
+  ``clip=True``: over the whole clip, norm and style statistics alike
+  (improved_video_model.py's AdaptiveGroupNorm: var and mean over (t h w)).
   """
 
   def __init__(
@@ -312,12 +550,13 @@ class AdaptiveGroupNorm(nnx.Module):
     ch: int,
     *,
     groups: int = 32,
+    clip: bool = False,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.eps = 1e-6
+    self.eps, self.clip = 1e-6, clip
     self.norm = nnx.GroupNorm(
       ch, num_groups=_num_groups(ch, groups), use_scale=False, use_bias=False, epsilon=self.eps, **kw
     )
@@ -326,10 +565,15 @@ class AdaptiveGroupNorm(nnx.Module):
 
   def __call__(self, x: jax.Array, style: jax.Array) -> jax.Array:
     s = style.astype(jnp.float32)
-    ddof = 1 if s.shape[1] * s.shape[2] > 1 else 0  # torch gives NaN for one position; keep it finite
-    scale = self.gamma(jnp.sqrt(jnp.var(s, axis=(1, 2), ddof=ddof) + self.eps).astype(x.dtype))
-    bias = self.beta(jnp.mean(s, axis=(1, 2)).astype(x.dtype))
-    return self.norm(x) * scale[:, None, None, :] + bias[:, None, None, :]
+    axes = tuple(range(1, s.ndim - 1)) if self.clip else (-3, -2)
+    ddof = 1 if math.prod(s.shape[a] for a in axes) > 1 else 0  # torch gives NaN for one position; keep it finite
+    scale = self.gamma(jnp.sqrt(jnp.var(s, axis=axes, ddof=ddof) + self.eps).astype(x.dtype))
+    bias = self.beta(jnp.mean(s, axis=axes).astype(x.dtype))
+    if self.clip:
+      lead = (slice(None),) + (None,) * (x.ndim - 2)
+      return self.norm(x) * scale[lead] + bias[lead]
+    normed = self.norm(x.reshape((-1,) + x.shape[-3:])).reshape(x.shape)
+    return normed * scale[..., None, None, :] + bias[..., None, None, :]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,6 +597,8 @@ class Family:
     width_block: a level whose width changes starts with one more residual
       block, the one that changes it (flexTokenizer's), instead of changing it
       in the first of its ``num_res_blocks`` blocks.
+    video: whether its parts take a causal conv and a time stride (causal
+      video with ``temporal_downsample``).
   """
 
   res_block: Callable[..., nnx.Module]
@@ -366,6 +612,7 @@ class Family:
   decoder_norm: type | None = None
   norm_eps: float | None = None
   width_block: bool = False
+  video: bool = False
 
   def num_mid_blocks(self, num_res_blocks: int) -> int:
     return self.mid_blocks or num_res_blocks
@@ -379,6 +626,7 @@ FAMILIES = {
     conv_out_kernel=3,
     mid_blocks=2,
     extra_decoder_blocks=1,
+    video=True,
   ),
   "maskgit": Family(
     res_block=MaskGitResBlock,
@@ -397,15 +645,16 @@ FAMILIES = {
     extra_decoder_blocks=0,
     upsample=DepthToSpaceUpsample,
     level_norm=AdaptiveGroupNorm,
+    video=True,
   ),
 }
 # SimVQ's CNN: Open-MAGVIT2's without the decoder's adaptive GroupNorm at each level.
 FAMILIES["magvit2_plain"] = dataclasses.replace(FAMILIES["magvit2"], level_norm=None)
 # MoVQ: taming's CNN with the decoder's norms conditioned on the quantized latent.
-FAMILIES["movq"] = dataclasses.replace(FAMILIES["taming"], decoder_norm=SpatialNorm)
+FAMILIES["movq"] = dataclasses.replace(FAMILIES["taming"], decoder_norm=SpatialNorm, video=False)
 # GSQ's flexTokenizer: Open-MAGVIT2's CNN with biases, torch's GroupNorm eps and a block per width change.
 FAMILIES["flex"] = dataclasses.replace(
-  FAMILIES["magvit2"], res_block=ResBlock, conv_in_bias=True, norm_eps=1e-5, width_block=True
+  FAMILIES["magvit2"], res_block=ResBlock, conv_in_bias=True, norm_eps=1e-5, width_block=True, video=False
 )
 
 
@@ -427,6 +676,37 @@ def _check_attention(family: Family, attention: bool, name: str) -> None:
   # flexTokenizer places its attention otherwise (after every block of a level); its published models have none.
   if attention and family.width_block:
     raise ValueError(f"the {name!r} CNN family has no attention; set model.attention=False")
+def check_temporal_downsample(
+  temporal_downsample: Sequence[int], channel_mult: Sequence[int], family: str
+) -> tuple[int, ...]:
+  """Validates the time strides per downsampling level (empty: an image CNN) and returns them as ints."""
+  ts = tuple(int(t) for t in temporal_downsample)
+  if not ts:
+    return ()
+  levels = len(tuple(channel_mult)) - 1
+  if len(ts) != levels or min(ts) < 1:
+    raise ValueError(
+      f"model.temporal_downsample={list(temporal_downsample)} needs one time stride >= 1 per downsampling level:"
+      f" {levels} for channel_mult={tuple(channel_mult)} (e.g. {(1,) + (2,) * (levels - 1) if levels else ()})"
+    )
+  if not get_family(family).video:
+    video = tuple(k for k, f in FAMILIES.items() if f.video)
+    raise ValueError(f"causal video (model.temporal_downsample) is built for the CNN families {video}; not {family!r}")
+  return ts
+
+
+def _video_parts(
+  ts: tuple[int, ...], time_padding: str, video_norm: str
+) -> tuple[Callable[..., nnx.Module], dict[str, Any]]:
+  """The conv and the blocks' extra arguments: ``nnx.Conv`` and none (images), or causal convs and video norms."""
+  if not ts:
+    return nnx.Conv, {}
+  if time_padding not in TIME_PADDINGS:
+    raise ValueError(f"model.time_padding={time_padding!r} is not one of {TIME_PADDINGS}")
+  if video_norm not in VIDEO_NORMS:
+    raise ValueError(f"model.video_norm={video_norm!r} is not one of {VIDEO_NORMS}")
+  conv = functools.partial(CausalConv, time_padding=time_padding)
+  return conv, {"conv": conv, "norm": frame_group_norm if video_norm == "frame" else group_norm}
 
 
 def _mid(ch: int, n: int, attention: bool, family: Family, kw: dict) -> tuple[nnx.List, Any]:
@@ -484,6 +764,13 @@ class Encoder(nnx.Module):
       32 in every published model. Narrow models want fewer: with one
       channel per group the norm removes each image's mean colour.
     in_channels: image channels.
+    temporal_downsample: empty: an image CNN on (B, H, W, C); else a causal
+      video CNN on (B, T, H, W, C) with these time strides, one per
+      downsampling level (Open-MAGVIT2's 4x8x8: ``(1, 2, 2)``).
+    time_padding: video: what a causal conv puts before the first frame,
+      "zeros" or "replicate" (copies of the first frame).
+    video_norm: video: GroupNorm statistics per "frame" (causal) or over the
+      "clip" (Open-MAGVIT2's video tokenizer; not causal).
     dtype: compute dtype (e.g. ``jnp.bfloat16``).
     param_dtype: parameter dtype (keep float32).
     rngs: parameter initialisation.
@@ -500,6 +787,9 @@ class Encoder(nnx.Module):
     family: str = "taming",
     norm_groups: int = 32,
     in_channels: int = 3,
+    temporal_downsample: Sequence[int] = (),
+    time_padding: str = "zeros",
+    video_norm: str = "frame",
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -508,13 +798,18 @@ class Encoder(nnx.Module):
     _check_sizes(channels, num_res_blocks, z_channels)
     fam = get_family(family)
     _check_attention(fam, attention, family)
+    ts = check_temporal_downsample(temporal_downsample, mult, family)
+    conv, video = _video_parts(ts, time_padding, video_norm)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    bkw = dict(kw, groups=norm_groups)  # normalised blocks
-    if fam.norm_eps is not None:
+    bkw = dict(kw, groups=norm_groups, **video)  # normalised blocks
+    if fam.norm_eps is not None:  # an image-only family (flex)
       bkw["norm"] = functools.partial(group_norm, eps=fam.norm_eps)
     self.downsample_factor = 2 ** (len(mult) - 1)
+    #: whether it is a causal video CNN on (B, T, H, W, C); its time strides and their product s_T.
+    self.causal, self.temporal_strides = bool(ts), ts
+    self.time_downsample_factor = math.prod(ts)
     self.in_channels = in_channels
-    self.conv_in = nnx.Conv(in_channels, channels, (3, 3), use_bias=fam.conv_in_bias, **kw)
+    self.conv_in = conv(in_channels, channels, (3, 3), use_bias=fam.conv_in_bias, **kw)
     res, attn, down = [], [], []
     ch = channels
     for i, m in enumerate(mult):
@@ -523,12 +818,19 @@ class Encoder(nnx.Module):
       ch = channels * m
       res.append(r)
       attn.append(a)
-      down.append(None if last else fam.downsample(ch, **kw))
+      tkw = dict(conv=conv, time_stride=ts[i]) if ts and not last else {}
+      down.append(None if last else fam.downsample(ch, **kw, **tkw))
     self.res, self.attn, self.down = nnx.List(res), nnx.List(attn), nnx.List(down)
     self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, bkw)
-    self.norm_out = group_norm(ch, groups=norm_groups, eps=fam.norm_eps or 1e-6, **kw)
+    self.video_norm = video_norm if ts else ""
+    out_norm = video.get("norm", functools.partial(group_norm, eps=fam.norm_eps or 1e-6))
+    self.norm_out = out_norm(ch, groups=norm_groups, **kw)
     k = fam.conv_out_kernel
-    self.conv_out = nnx.Conv(ch, z_channels, (k, k), **kw)
+    self.conv_out = conv(ch, z_channels, (k, k), **kw)
+
+  def latent_frames(self, num_frames: int) -> int:
+    """Latent frames of a video of ``num_frames`` (1 + k*s_T -> 1 + k); ValueError for other counts."""
+    return causal_frames(num_frames, self.time_downsample_factor)
 
   def latent_shape(self, height: int, width: int) -> tuple[int, int]:
     """Latent grid for an image of ``height x width``; ValueError if not divisible."""
@@ -570,6 +872,9 @@ class Decoder(nnx.Module):
     norm_groups: int = 32,
     out_channels: int = 3,
     code_channels: int = 0,
+    temporal_downsample: Sequence[int] = (),
+    time_padding: str = "zeros",
+    video_norm: str = "frame",
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -578,8 +883,13 @@ class Decoder(nnx.Module):
     _check_sizes(channels, num_res_blocks, z_channels)
     fam = get_family(family)
     _check_attention(fam, attention, family)
+    ts = check_temporal_downsample(temporal_downsample, mult, family)
+    conv, video = _video_parts(ts, time_padding, video_norm)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     bkw = dict(kw, groups=norm_groups)  # normalised blocks
+    self.causal, self.video_norm = bool(ts), (video_norm if ts else "")
+    # The k-th upsampling (from the lowest resolution) mirrors the encoder's downsampling len(mult) - 2 - k.
+    self.up_strides = tuple(reversed(ts)) if ts else (1,) * (len(mult) - 1)
     #: whether ``__call__`` reads the quantized latent ``codes`` (MoVQ's spatial norms).
     self.reads_codes = fam.decoder_norm is not None
     norm: Callable[..., nnx.Module] = group_norm
@@ -591,22 +901,27 @@ class Decoder(nnx.Module):
     self.z_channels = z_channels
     self.upsample_factor = 2 ** (len(mult) - 1)
     ch = channels * mult[-1]
-    self.conv_in = nnx.Conv(z_channels, ch, (3, 3), **kw)
+    self.conv_in = conv(z_channels, ch, (3, 3), **kw)
+    lnkw = {k: v for k, v in bkw.items() if k != "norm"}  # the level norms take no conv nor block norm
+    if ts and video_norm == "clip":
+      lnkw["clip"] = True
+    bkw.update(video)
     self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, bkw)
     res, attn, up, norms = [], [], [], []
     # Levels run from the lowest resolution up; the first one keeps attention.
     blocks = num_res_blocks + fam.extra_decoder_blocks
     for k, m in enumerate(reversed(mult)):
-      norms.append(fam.level_norm(z_channels, ch, groups=norm_groups, **kw) if fam.level_norm is not None else None)
+      norms.append(fam.level_norm(z_channels, ch, **lnkw) if fam.level_norm is not None else None)
       r, a = _level_blocks(ch, channels * m, blocks, attention and k == 0, fam, bkw)
       ch = channels * m
       res.append(r)
       attn.append(a)
-      up.append(fam.upsample(ch, **kw) if k < len(mult) - 1 else None)
+      tkw = dict(conv=conv, time_stride=self.up_strides[k]) if ts and k < len(mult) - 1 else {}
+      up.append(fam.upsample(ch, **kw, **tkw) if k < len(mult) - 1 else None)
     self.res, self.attn, self.up = nnx.List(res), nnx.List(attn), nnx.List(up)
     self.level_norm = nnx.List(norms)
-    self.norm_out = norm(ch, groups=norm_groups, **kw)
-    self.conv_out = nnx.Conv(ch, out_channels, (3, 3), **kw)
+    self.norm_out = video.get("norm", norm)(ch, groups=norm_groups, **kw)
+    self.conv_out = conv(ch, out_channels, (3, 3), **kw)
 
   #: attribute path of the last layer's kernel (adaptive GAN weight).
   last_layer_path = ("conv_out", "kernel")
@@ -614,11 +929,15 @@ class Decoder(nnx.Module):
   def __call__(self, z: jax.Array, codes: jax.Array | None = None) -> jax.Array:
     """Images from latents ``z``; ``codes``: the quantized latent the spatial norms read (default ``z``)."""
     codes = (z if codes is None else codes) if self.reads_codes else None
+    # Video: a streaming chunk after the first continues the frames (no first frame to keep alone).
+    first = not hasattr(self.conv_in, "carry")
     h = _run_mid(self.mid, self.mid_attn, self.conv_in(z), codes)
-    for norm, res, attn, up in zip(self.level_norm, self.res, self.attn, self.up):
+    factor = 1  # frames of h per latent frame
+    for k, (norm, res, attn, up) in enumerate(zip(self.level_norm, self.res, self.attn, self.up)):
       if norm is not None:
-        h = norm(h, z)
+        h = norm(h, _stretch_time(z, factor, first) if self.video_norm == "frame" else z)
       h = _run_level(res, attn, h, codes)
       if up is not None:
-        h = up(h)
+        h = up(h) if not self.causal else up(h, first)
+        factor *= self.up_strides[k]
     return self.conv_out(nnx.swish(_norm(self.norm_out, h, codes)))

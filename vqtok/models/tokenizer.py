@@ -7,6 +7,12 @@ et al., 2021, arXiv:2012.09841). Any encoder/decoder pair from ``cnn`` or
 the quantizer's ``code_dim``, Linear maps (taming's 1x1 ``quant_conv`` /
 ``post_quant_conv``; LlamaGen's 256 -> 8 codebook projection) bridge them.
 
+A CNN tokenizer built with ``model.temporal_downsample`` is a causal video
+tokenizer (``cnn``'s causal 3-D form): ``encode`` takes (B, T, H, W, 3) with
+T = 1 + k*s_T and gives (B, 1 + k, h, w) ids, ``decode`` the reverse; an image
+(B, H, W, 3) is a one-frame video, so every image path works with it. Long
+videos go in chunks (``chunk``) with the causal convs' state carried over.
+
 The quantizer always runs in float32, whatever the compute dtype: nearest-code
 search and entropy terms are not reliable in bfloat16, and it makes
 ``decode(encode(x))`` bit-identical to the eval-mode forward reconstruction.
@@ -53,6 +59,25 @@ def _check_config(config: Any, check_paths: bool) -> None:
   k = int(config.model.num_latent_tokens) if config.model.encoder == "vit1d" else 0
   vit.check_token_drop(config.model.token_drop, k)
   scales = config.quantizer.get("scales") if config.quantizer.type == "multiscale" else None
+  if tuple(config.model.get("temporal_downsample", ())):
+    if config.model.encoder != "cnn":
+      raise ValueError(
+        f"model.temporal_downsample (causal video) needs model.encoder='cnn'; got {config.model.encoder!r}"
+      )
+    cnn.check_temporal_downsample(config.model.temporal_downsample, config.model.channel_mult, config.model.cnn_family)
+    if scales or int(config.model.get("project_kernel", 1)) != 1:
+      raise ValueError(
+        "model.temporal_downsample (causal video) works with per-position quantizers and project_kernel=1"
+      )
+  video_data = bool(config.get("video", {}).get("source", ""))
+  strides = tuple(config.model.get("temporal_downsample", ()))
+  if video_data and not strides:
+    raise ValueError("video.source (video clips) needs a causal video tokenizer: set model.temporal_downsample")
+  if video_data:
+    try:
+      cnn.causal_frames(config.video.num_frames, math.prod(int(t) for t in strides))
+    except ValueError as e:
+      raise ValueError(f"config field video.num_frames={config.video.num_frames}: {e}") from None
   if scales and config.model.encoder == "cnn":
     factor = 2 ** (len(tuple(config.model.channel_mult)) - 1)
     side = int(config.image_size) // factor
@@ -80,6 +105,12 @@ CONFIG = ConfigFields(
     # | movq (taming with MoVQ's spatially conditioned decoder norms; Kandinsky's movq) | flex (GSQ's flexTokenizer)
     "cnn_family": "taming",
     "norm_groups": 32,  # cnn GroupNorm groups (32 in published models; fewer for narrow ones)
+    # cnn: () an image tokenizer; else a causal video tokenizer with one time stride per downsampling level
+    # (len(channel_mult) - 1 of them; Open-MAGVIT2's 4x8x8: (1, 2, 2)): 1 + k*prod frames -> 1 + k latent frames
+    "temporal_downsample": (),
+    "time_padding": "zeros",  # causal video: before the first frame, zeros | replicate (copies of it)
+    # causal video: GroupNorm statistics per frame (causal) | clip (Open-MAGVIT2's video tokenizer: not causal)
+    "video_norm": "frame",
     "input_range": (-1.0, 1.0),  # what the encoder sees; batches are always [-1, 1]
     "variant": "",  # vit / vit1d: big_vision size name, e.g. "B/16"
     "decoder_variant": "",  # "" = same as variant
@@ -118,6 +149,8 @@ CONFIG = ConfigFields(
     "dtype": tuple(DTYPES),
     "encoder": ENCODERS,
     "cnn_family": tuple(cnn.FAMILIES),
+    "time_padding": cnn.TIME_PADDINGS,
+    "video_norm": cnn.VIDEO_NORMS,
     "posemb": vit.POSEMBS,
     "vit_family": tuple(vit.FAMILIES),
     "token_drop": tuple(vit.TOKEN_DROPS),
@@ -226,6 +259,22 @@ class Tokenizer(nnx.Module):
     return tuple(self.encoder.latent_shape(self.image_size, self.image_size))
 
   @property
+  def is_video(self) -> bool:
+    """Whether it is a causal video tokenizer: (B, T, H, W, C) in, (B, T', h, w) ids out (images too, as T = 1)."""
+    return bool(getattr(self.encoder, "causal", False))
+
+  @property
+  def temporal_factor(self) -> int:
+    """s_T: 1 + k*s_T frames make 1 + k latent frames (1 for image tokenizers)."""
+    return int(getattr(self.encoder, "time_downsample_factor", 1)) if self.is_video else 1
+
+  def latent_frames(self, num_frames: int) -> int:
+    """Latent frames of a video of ``num_frames``; ValueError naming the nearest valid counts otherwise."""
+    if not self.is_video:
+      raise ValueError("latent_frames is for causal video tokenizers (model.temporal_downsample)")
+    return self.encoder.latent_frames(num_frames)
+
+  @property
   def any_grid(self) -> bool:
     """Whether it encodes images of any size (a multiple of its downsampling) and decodes any token grid (CNNs)."""
     return isinstance(self.encoder, cnn.Encoder)
@@ -238,6 +287,9 @@ class Tokenizer(nnx.Module):
   def expected_image_shape(self) -> str:
     """Human-readable accepted input shape, for error messages."""
     c, s = self.in_channels, self.image_size
+    if self.is_video:
+      f, t = self.encoder.downsample_factor, self.temporal_factor
+      return f"(B, T, H, W, {c}) with T = 1 + k*{t} and H, W multiples of {f}, or an image (B, H, W, {c})"
     if self.any_grid:
       f = self.encoder.downsample_factor
       return f"(B, H, W, {c}) with H, W multiples of {f}, e.g. (B, {s}, {s}, {c})"
@@ -245,10 +297,12 @@ class Tokenizer(nnx.Module):
 
   def _check_images(self, images: jax.Array) -> None:
     c = self.in_channels
+    if self.is_video and images.ndim == 5 and images.shape[-1] == c:
+      self.encoder.latent_frames(images.shape[1])  # the frame rule's own message
     try:
-      if images.ndim != 4 or images.shape[-1] != c:
+      if images.ndim not in ((4, 5) if self.is_video else (4,)) or images.shape[-1] != c:
         raise ValueError(f"got {tuple(images.shape)}")
-      self.encoder.latent_shape(images.shape[1], images.shape[2])
+      self.encoder.latent_shape(images.shape[-3], images.shape[-2])
     except ValueError as e:
       raise ValueError(
         f"tokenizer expects images of shape {self.expected_image_shape()}; got {tuple(images.shape)} ({e})"
@@ -266,9 +320,14 @@ class Tokenizer(nnx.Module):
       return images
     return (images - lo) * (2.0 / (hi - lo)) - 1.0
 
-  def _latents(self, images: jax.Array) -> jax.Array:
-    self._check_images(images)
-    z = self.encoder(self._to_model_range(images)).astype(jnp.float32)
+  def _latents(self, images: jax.Array, check: bool = True) -> jax.Array:
+    if check:
+      self._check_images(images)
+    x = self._to_model_range(images)
+    if self.is_video and x.ndim == 4:  # an image is a one-frame video
+      z = self.encoder(x[:, None])[:, 0].astype(jnp.float32)
+    else:
+      z = self.encoder(x).astype(jnp.float32)
     if self.project_in is not None:
       z = self.project_in(z)
     return z
@@ -283,6 +342,8 @@ class Tokenizer(nnx.Module):
     h = self._decoder_input(z_q)
     if getattr(self.decoder, "reads_codes", False):  # MoVQ: the norms read z_q itself, before project_out
       out = self.decoder(h, z_q.astype(self.dtype))
+    elif self.is_video and h.ndim == 4:  # one latent frame decodes to an image
+      out = self.decoder(h[:, None])[:, 0]
     else:
       out = self.decoder(h) if keep is None else self.decoder(h, keep)
     return self._from_model_range(out.astype(jnp.float32))
@@ -337,10 +398,42 @@ class Tokenizer(nnx.Module):
     z_q, out = self.quantize(images, train=train)
     return self._reconstruct(z_q, self.sample_keep(images.shape[0]) if train else None), out
 
-  def encode(self, images: jax.Array) -> jax.Array:
-    """Token indices of ``images`` (eval mode): int32 ``(B,) + token_shape [+ (depth,)]``."""
-    _, out = self.quantizer(self._latents(images), train=False)
-    return out.indices
+  def encode(self, images: jax.Array, *, chunk: int | None = None) -> jax.Array:
+    """Token indices of ``images`` (eval mode): int32 ``(B,) + token_shape [+ (depth,)]``.
+
+    Video tokenizers: (B, T, H, W, C) videos give ``(B, T', h, w)`` ids with
+    T' = ``latent_frames(T)``. ``chunk``: encode ``chunk`` latent frames at a
+    time (the first chunk's 1 + (chunk-1)*s_T frames, then chunk*s_T frames
+    each), the causal convs carrying their state from chunk to chunk, so that
+    memory does not grow with the length; the ids are those of the whole encode.
+    """
+    if chunk is None:
+      _, out = self.quantizer(self._latents(images), train=False)
+      return out.indices
+    self._check_images(images)
+    spans = self._chunks(images, chunk)
+    stream = cnn.stream(nnx.merge(*nnx.split(self)))
+    s = self.temporal_factor
+    ids = []
+    for a, b in spans:  # latent frames [a, b) come from frames [1 + (a-1)*s, 1 + (b-1)*s), the first from 0
+      frames = images[:, 0 if a == 0 else 1 + (a - 1) * s : 1 + (b - 1) * s]
+      ids.append(stream.quantizer(stream._latents(frames, check=False), train=False)[1].indices)
+    return jnp.concatenate(ids, axis=1)
+
+  def _chunks(self, x: jax.Array, chunk: int, latent: bool = False) -> list[tuple[int, int]]:
+    """``[a, b)`` spans of ``chunk`` latent frames covering those of ``x`` (a video, or ids if ``latent``)."""
+    if not self.is_video or x.ndim != (4 if latent else 5):
+      raise ValueError(
+        f"chunk is for videos of causal video tokenizers (model.temporal_downsample); got shape {tuple(x.shape)}"
+      )
+    if self.encoder.video_norm != "frame":
+      raise ValueError(
+        f"chunk needs per-frame norms (model.video_norm='frame'); {self.encoder.video_norm!r} norms see the whole clip"
+      )
+    if int(chunk) != chunk or chunk < 1:
+      raise ValueError(f"chunk must be a positive number of latent frames; got {chunk!r}")
+    n = x.shape[1] if latent else self.latent_frames(x.shape[1])
+    return [(a, min(a + int(chunk), n)) for a in range(0, n, int(chunk))]
 
   @property
   def one_d(self) -> bool:
@@ -361,7 +454,9 @@ class Tokenizer(nnx.Module):
       _warn_untrained_prefix(k, total)
     return indices[:, :k]
 
-  def decode(self, indices: jax.Array, *, num_scales: int | None = None, num_tokens: int | None = None) -> jax.Array:
+  def decode(
+    self, indices: jax.Array, *, num_scales: int | None = None, num_tokens: int | None = None, chunk: int | None = None
+  ) -> jax.Array:
     """Images (B, H, W, 3) float32 from token indices as returned by ``encode``.
 
     Args:
@@ -372,6 +467,8 @@ class Tokenizer(nnx.Module):
       num_tokens: 1-D tokenizers only: decode from the first ``num_tokens``
         tokens; None: all given. A tokenizer trained without ``token_drop``
         decodes a prefix poorly (it warns once).
+      chunk: video tokenizers only: decode ``chunk`` latent frames at a time,
+        the causal convs carrying their state (as ``encode``); the same video.
 
     Raises:
       ValueError: wrong rank / token layout, more tokens than the tokenizer
@@ -390,8 +487,9 @@ class Tokenizer(nnx.Module):
     n = len(self.token_shape)
     per_image = self.quantizer.index_shape((1,) + self.token_shape + (self.quantizer.code_dim,))[1:]
     if self.any_grid and per_image == self.token_shape + tail:
-      # A CNN decodes any grid.
-      ok = indices.ndim == 1 + n + len(tail) and indices.shape[1 + n :] == tail
+      # A CNN decodes any grid; a video tokenizer also (B, T', h, w) ids.
+      ranks = (1 + n, 2 + n) if self.is_video else (1 + n,)
+      ok = indices.ndim - len(tail) in ranks and indices.shape[indices.ndim - len(tail) :] == tail
     else:
       ok = indices.shape[1:] == per_image
     if not ok:
@@ -403,6 +501,13 @@ class Tokenizer(nnx.Module):
         name = type(self.quantizer).__name__
         raise ValueError(f"decode: num_scales is for multi-scale quantizers; this one is {name}")
       return self._reconstruct(self.quantizer.indices_to_codes(indices, num_scales=num_scales))
+    if chunk is not None:
+      stream = cnn.stream(nnx.merge(*nnx.split(self)))
+      parts = [
+        stream._reconstruct(stream.quantizer.indices_to_codes(indices[:, a:b]))
+        for a, b in self._chunks(indices[..., 0] if tail else indices, chunk, latent=True)
+      ]
+      return jnp.concatenate(parts, axis=1)
     return self._reconstruct(self.quantizer.indices_to_codes(indices))
 
 
@@ -580,6 +685,9 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
       attention=bool(m.attention),
       family=m.get("cnn_family", "taming"),
       norm_groups=int(m.get("norm_groups", 32)),
+      temporal_downsample=tuple(m.get("temporal_downsample", ())),
+      time_padding=m.get("time_padding", "zeros"),
+      video_norm=m.get("video_norm", "frame"),
       dtype=dtype,
     )
     encoder = cnn.Encoder(z, rngs=rngs, **kw)

@@ -65,9 +65,14 @@ def _keep_frozen(new: Any, old: Any, frozen: tuple[str, ...]) -> Any:
   return jax.tree.map(lambda f, n, o: o if f else n, frozen_mask(new, frozen), new, old)
 
 
+def _frames(x: jax.Array) -> jax.Array:
+  """Video batches (B, T, H, W, C) as B*T images for the image losses and discriminators; images as they are."""
+  return x.reshape((-1,) + x.shape[-3:])
+
+
 def _discriminate(static: Static, params, rest, x):
   disc = nnx.merge(static.d_def, params, rest)
-  return disc(x.astype(jnp.float32)).astype(jnp.float32)
+  return disc(_frames(x).astype(jnp.float32)).astype(jnp.float32)
 
 
 def _vf_grads(lc: Any, static: Static, vjp_fn: Callable, n: int, with_gan: bool):
@@ -177,7 +182,7 @@ def make_train_step(
         terms.update(l1=reconstruction.l1_loss(x, x_hat), l2=reconstruction.l2_loss(x, x_hat))
         rec = lc.l1_weight * terms["l1"] + lc.l2_weight * terms["l2"]
       if use_perceptual:
-        terms["perceptual"] = jnp.mean(perceptual(perceptual_params, x, x_hat))
+        terms["perceptual"] = jnp.mean(perceptual(perceptual_params, _frames(x), _frames(x_hat)))
         rec = rec + lc.perceptual_weight * terms["perceptual"]
       if use_proxy:
         terms["proxy_code"], terms["proxy_code_accuracy"] = teacher_lib.proxy_code_loss(logits, targets)
