@@ -676,6 +676,8 @@ def _check_attention(family: Family, attention: bool, name: str) -> None:
   # flexTokenizer places its attention otherwise (after every block of a level); its published models have none.
   if attention and family.width_block:
     raise ValueError(f"the {name!r} CNN family has no attention; set model.attention=False")
+
+
 def check_temporal_downsample(
   temporal_downsample: Sequence[int], channel_mult: Sequence[int], family: str
 ) -> tuple[int, ...]:
