@@ -9,7 +9,8 @@ imagenet_128_L.ckpt), ibq (imagenet256_*.ckpt), var (vae_ch160v4096z32.pth,
 multi-scale: 680 tokens per image in scale order), titok (tokenizer_titok_{l32,b64,s128}.bin
 or the hub's model.safetensors), one-d-piece (turing-motors/One-D-Piece-*-256 model.safetensors: TiTok
 with tail token drop, decodes from any prefix), bsq-vit (checkpoint.pt, 18 or 36 bits), movq (a diffusers
-VQModel directory with spatial norms: Kandinsky 2.2's or 3's movq/; CHECKPOINT is the directory). The variant is
+VQModel directory with spatial norms: Kandinsky 2.2's or 3's movq/; CHECKPOINT is the directory), fqgan
+(fqgan_{dual,triple}_ds{16,8}.pt: factorised sub-codebooks, one index stream each). The variant is
 read off the file. Neither torch nor the authors' code is needed. OUTPUT_DIR gets config.json and
 model.safetensors; tokenize, eval.py and train.py --config.init_from read it.
 

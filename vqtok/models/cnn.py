@@ -449,6 +449,9 @@ class Encoder(nnx.Module):
       32 in every published model. Narrow models want fewer: with one
       channel per group the norm removes each image's mean colour.
     in_channels: image channels.
+    head: end with GroupNorm, swish and ``conv_out`` to ``z_channels``; False
+      stops after the middle blocks, at the widest level's width
+      (``trunk_channels``), for models whose heads follow (FQGAN).
     dtype: compute dtype (e.g. ``jnp.bfloat16``).
     param_dtype: parameter dtype (keep float32).
     rngs: parameter initialisation.
@@ -465,6 +468,7 @@ class Encoder(nnx.Module):
     family: str = "taming",
     norm_groups: int = 32,
     in_channels: int = 3,
+    head: bool = True,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -488,11 +492,15 @@ class Encoder(nnx.Module):
       down.append(None if last else fam.downsample(ch, **kw))
     self.res, self.attn, self.down = nnx.List(res), nnx.List(attn), nnx.List(down)
     self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, bkw)
-    self.norm_out = nnx.GroupNorm(
-      ch, num_groups=_num_groups(ch, norm_groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs
-    )
-    k = fam.conv_out_kernel
-    self.conv_out = nnx.Conv(ch, z_channels, (k, k), **kw)
+    self.trunk_channels = ch
+    if head:
+      self.norm_out = nnx.GroupNorm(
+        ch, num_groups=_num_groups(ch, norm_groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs
+      )
+      k = fam.conv_out_kernel
+      self.conv_out = nnx.Conv(ch, z_channels, (k, k), **kw)
+    else:
+      self.norm_out = self.conv_out = None
 
   def latent_shape(self, height: int, width: int) -> tuple[int, int]:
     """Latent grid for an image of ``height x width``; ValueError if not divisible."""
@@ -511,6 +519,8 @@ class Encoder(nnx.Module):
       if down is not None:
         h = down(h)
     h = _run_mid(self.mid, self.mid_attn, h)
+    if self.conv_out is None:
+      return h
     return self.conv_out(nnx.swish(self.norm_out(h)))
 
 

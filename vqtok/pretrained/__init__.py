@@ -22,6 +22,7 @@ from vqtok.models import build_tokenizer
 from vqtok.pretrained import (
   bsqvit,
   dinov2,
+  fqgan,
   ibq,
   layout,
   llamagen,
@@ -41,7 +42,7 @@ from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 #: directory (diffusers' layout) read(path) -> the file's contents and weights_file(path) -> the
 #: file its sha256 names).
 FORMATS: dict[str, ModuleType] = {
-  m.NAME: m for m in (llamagen, taming, maskgit, open_magvit2, ibq, simvq, var, titok, one_d_piece, bsqvit, movq)
+  m.NAME: m for m in (llamagen, taming, maskgit, open_magvit2, ibq, simvq, var, titok, one_d_piece, bsqvit, movq, fqgan)
 }
 
 #: Convertible feature teachers (frozen vision foundation models): name -> family module
