@@ -23,7 +23,8 @@ Writes to --out:
     decoded_sub      decode_code(ids)[:, ::4, ::4] (NHWC), and decoded_mean / decoded_abs_mean of
                      the whole image (the full images would be 1.5 MB)
     features         (2, 257, 32) feat_pred_head(quant_sem), the semantic head's output
-  fqgan_dual_ds16_keys.json   the full-size names and shapes (VQ_16 Dual with the CLIP head)
+  fqgan_{dual,triple}_ds{16,8}_keys.json   the full-size names and shapes (VQ_16 / VQ_8 with the
+                     feature heads), which the tests count parameters by
 Reruns give byte-identical files.
 """
 
@@ -45,15 +46,15 @@ REDUCE = (
 )
 
 
-def load(checkout, reduce):
-  with open(os.path.join(checkout, "tokenizer", "vq_model_dual.py")) as f:
+def load(checkout, reduce, variant="dual"):
+  with open(os.path.join(checkout, "tokenizer", f"vq_model_{variant}.py")) as f:
     src = f.read()
   if reduce:
     for old, new in REDUCE:
       assert src.count(old) >= 1, old
       src = src.replace(old, new)
-  mod = types.ModuleType("vq_model_dual_reduced" if reduce else "vq_model_dual")
-  exec(compile(src, os.path.join(checkout, "tokenizer", "vq_model_dual.py"), "exec"), mod.__dict__)
+  mod = types.ModuleType(f"vq_model_{variant}" + ("_reduced" if reduce else ""))
+  exec(compile(src, os.path.join(checkout, "tokenizer", f"vq_model_{variant}.py"), "exec"), mod.__dict__)
   return mod
 
 
@@ -66,11 +67,16 @@ def main():
 
   os.makedirs(args.out, exist_ok=True)
   torch.manual_seed(0)
-  full = load(args.checkout, False).VQ_16(with_clip_supervision=True)
-  keys = {k: list(v.shape) for k, v in full.state_dict().items()}
-  with open(os.path.join(args.out, "fqgan_dual_ds16_keys.json"), "w") as f:
-    json.dump(keys, f, indent=0, sort_keys=True)
-  del full
+  for variant, size in (("dual", "16"), ("triple", "16"), ("dual", "8"), ("triple", "8")):
+    full = getattr(load(args.checkout, False, variant), f"VQ_{size}")(with_clip_supervision=True)
+    shapes = {k: list(v.shape) for k, v in full.state_dict().items()}
+    with open(os.path.join(args.out, f"fqgan_{variant}_ds{size}_keys.json"), "w") as f:
+      json.dump(shapes, f, indent=0, sort_keys=True)
+    count = sum(int(np.prod(s)) for k, s in shapes.items() if not k.endswith("codebook_used"))
+    print(f"params {variant} ds{size} (full size)", count)
+    if (variant, size) == ("dual", "16"):
+      keys = shapes
+    del full
 
   ref = load(args.checkout, True)
   model = ref.VQ_16(codebook_size=64, z_channels=16, with_clip_supervision=True)
@@ -120,7 +126,6 @@ def main():
     decoded_abs_mean=np.float64(np.abs(dec.astype(np.float64)).mean()),
     features=features.numpy(),
   )
-  print("params (full size)", sum(int(np.prod(s)) for k, s in keys.items() if not k.endswith("codebook_used")))
   print(
     "decoded range", float(dec.min()), float(dec.max()), "ids used", len(np.unique(ids_vis)), len(np.unique(ids_sem))
   )
