@@ -103,6 +103,11 @@ def test_full_size_parameter_count_equals_the_reference(name, count, grid, featu
   assert (m.factorized_heads, tuple(m.feature_head_dims), m.feature_head_depth) == (k, feature_dims, 3)
   assert c.quantizer.quantizer.codebook_size == 16384 and c.quantizer.num_groups == k
   assert abstract.token_shape == (grid, grid) and c.image_size == 256
+  if name == "fqgan_dual_ds16":  # the preset is the reference architecture
+    import importlib
+
+    preset = importlib.import_module("configs.fqgan_dual_ds16").get_config()
+    assert config_lib.architecture_diff(c, preset) == []
 
 
 def test_tokenize_command_stores_both_index_streams(tmp_path, converted):
