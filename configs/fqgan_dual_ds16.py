@@ -18,7 +18,7 @@ tokenizer rFID 0.94; tests/test_pretrained_fqgan.py).
 
 Recipe: train_fqgan_dual.sh, i.e. tokenizer/vq_train_dual.py's defaults (LlamaGen's
 trainer) with --lr 2e-4, --global-batch-size 256, 40 epochs, --disentanglement-ratio
-0.1. Not expressible yet: its --entropy-loss-ratio 0.03 and the semantic loss
+0.1 and --entropy-loss-ratio 0.03. Not expressible yet: the semantic loss
 (--semantic-weight 0.5 on the feature head against a frozen CLIP ViT-L/14).
 tests/test_recipes.py holds the values with their lines.
 """
@@ -43,7 +43,8 @@ def get_config():
       "type": "factorized",
       "num_groups": 2,
       "disentangle_weight": 0.1,
-      "quantizer": {"type": "vq", "codebook_size": 16384, "l2_normalize": True},
+      # train_fqgan_dual.sh:17 --entropy-loss-ratio 0.03: LlamaGen's entropy penalty on each sub-codebook
+      "quantizer": {"type": "vq", "codebook_size": 16384, "l2_normalize": True, "entropy_weight": 0.03},
     },
     preprocess="adm_center_crop",
     discriminator={**TAMING_PATCHGAN, "norm": "batch"},  # LlamaGen's vq_loss.py PatchGAN, as vq_loss.py here

@@ -102,6 +102,7 @@ def test_full_size_parameter_count_equals_the_reference(name, count, grid, featu
   assert (m.channels, m.z_channels, m.code_dim, m.norm_groups, m.adapter_depth) == (128, 256, 8 * k, 32, 6)
   assert (m.factorized_heads, tuple(m.feature_head_dims), m.feature_head_depth) == (k, feature_dims, 3)
   assert c.quantizer.quantizer.codebook_size == 16384 and c.quantizer.num_groups == k
+  assert c.quantizer.quantizer.entropy_weight == 0.03 and c.quantizer.disentangle_weight == 0.1
   assert abstract.token_shape == (grid, grid) and c.image_size == 256
   if name == "fqgan_dual_ds16":  # the preset is the reference architecture
     import importlib

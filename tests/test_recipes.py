@@ -401,7 +401,7 @@ CHOICES["titok_l32:stage2"] = CHOICES["titok_b64:stage2"] = CHOICES["titok_s128:
 AUGMENTATION = "resize-and-crop augmentation"
 DIFFERENCES = {
   "llamagen_vq16": (AUGMENTATION, "bf16"),
-  "fqgan_dual_ds16": (AUGMENTATION, "bf16", "entropy loss 0.03", "CLIP ViT-L/14 feature loss 0.5"),
+  "fqgan_dual_ds16": (AUGMENTATION, "bf16", "CLIP ViT-L/14 feature loss 0.5"),
   "vqgan_f16": (AUGMENTATION, "released run's GPU count and length unpublished"),
   "maskgit_vqgan": ("trainer unpublished", "entropy loss 0.1", "perceptual network", "D loss x2"),
   "magvit2_lfq": (AUGMENTATION, "lr x0.1 after epochs 200 and 250", "fp16"),

@@ -8,7 +8,7 @@ holding ``tokenizer/``); ``VQ_16`` is imported from its
 ``tokenizer/vq_model_dual.py`` and ``tokenizer/vq_model_triple.py``, nothing
 is re-implemented here. Needs torch, numpy and einops.
 
-For each of the Dual and Triple models (VQ-16, 256 x 256 input, torch's own
+For each of the Dual and Triple models (VQ-16, float64, 256 x 256 input, torch's own
 random initialisation, one image, codebooks of 64 x 8 so the file stays small), runs the
 model's own ``forward`` in training mode (the codebook losses exist only
 there) with ``with_disentanglement`` and ratio 0.1, captures with forward hooks
@@ -22,8 +22,10 @@ and sub-codes in the reference's decoder order (vis, sem / vis, sem_mid, sem_hig
   <c>/codebook, <c>/commitment   summed over the sub-codebooks, unweighted
                      (the reference's vq_loss and commit_loss / beta)
   <c>/disentangle    the model's disentangle_loss / ratio (the unweighted term)
+  <c>/entropy        the sub-codebooks' summed entropy losses / their ratio (unweighted)
   <c>/loss           the sum of the sub-codebooks' vq + commit losses plus the
-                     model's (weighted) disentangle_loss, as VQLoss_dual_codebook adds them
+                     model's (weighted) disentangle_loss, as VQLoss_dual_codebook adds them, with
+                     the entropy losses (--entropy-loss-ratio 0.03, as train_fqgan_*.sh)
   <c>/grad_z         d loss / d z (the gradient reaching the projections)
   <c>/grad_codebooks d loss / d codebooks
 Reruns give byte-identical files.
@@ -42,6 +44,7 @@ sys.path.insert(0, CHECKOUT)
 import torch  # noqa: E402
 
 RATIO = 0.1
+ENTROPY = 0.03  # train_fqgan_dual.sh --entropy-loss-ratio
 CODES = 64
 CASES = {
   "dual": ("tokenizer.vq_model_dual", ("vis", "sem")),
@@ -55,7 +58,11 @@ def run(module_name, names, rng):
   # codebook_show_usage (a logged usage metric) is off: its buffer wraps an
   # nn.Parameter, whose in-place update torch 2.14 refuses in training mode.
   model = ref.VQ_16(
-    codebook_size=CODES, codebook_show_usage=False, with_disentanglement=True, disentanglement_ratio=RATIO
+    codebook_size=CODES,
+    codebook_show_usage=False,
+    entropy_loss_ratio=ENTROPY,
+    with_disentanglement=True,
+    disentanglement_ratio=RATIO,
   )
   with torch.no_grad():
     for n in names:
@@ -63,7 +70,9 @@ def run(module_name, names, rng):
       # table before l2 normalisation), so every code can be chosen.
       w = rng.standard_normal((CODES, 8)).astype(np.float32)
       getattr(model, f"quantize_{n}").embedding.weight.copy_(torch.from_numpy(w))
-  model.train()
+  # float64: with the entropy softmax at τ = 0.01 the reference's float32 gradients carry ~1e-5 of
+  # rounding (|z|² + |e|² − 2 z·e, divided by τ); the goldens are its float64 values, stored as float32.
+  model.double().train()
   captured = {}
 
   def keep(key):
@@ -79,34 +88,38 @@ def run(module_name, names, rng):
   for n in names:
     getattr(model, f"quant_conv_{n}").register_forward_hook(keep(f"z_{n}"))
     getattr(model, f"quantize_{n}").register_forward_hook(keep(f"q_{n}"))
-  x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, 256, 256)).astype(np.float32))
+  x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, 256, 256)).astype(np.float32).astype(np.float64))
   outputs = model(x)
   disentangle = outputs[len(names) + 1]
   loss = disentangle
-  codebook = commitment = 0.0
+  codebook = commitment = entropy = 0.0
   for n in names:
-    vq_loss, commit_loss, _, _ = captured[f"q_{n}"][1]
-    loss = loss + vq_loss + commit_loss
+    vq_loss, commit_loss, entropy_loss, _ = captured[f"q_{n}"][1]
+    loss = loss + vq_loss + commit_loss + entropy_loss
     codebook += float(vq_loss)
     commitment += float(commit_loss) / model.quantize_vis.beta
+    entropy += float(entropy_loss) / ENTROPY
   loss.backward()
-  nhwc = lambda t: t.detach().permute(0, 2, 3, 1).numpy()
+  nhwc = lambda t: t.detach().permute(0, 2, 3, 1).numpy().astype(np.float32)
+  f32 = lambda t: t.detach().numpy().astype(np.float32)
   z = np.concatenate([nhwc(captured[f"z_{n}"]) for n in names], axis=-1)
   z_q = np.concatenate([nhwc(captured[f"q_{n}"][0]) for n in names], axis=-1)
   b, h, w = z.shape[:3]
   indices = np.stack([captured[f"q_{n}"][2][2].numpy().reshape(b, h, w) for n in names], axis=-1)
   return {
     "z": z,
-    "codebooks": np.stack([getattr(model, f"quantize_{n}").embedding.weight.detach().numpy() for n in names]),
+    "codebooks": np.stack([f32(getattr(model, f"quantize_{n}").embedding.weight) for n in names]),
     "z_q": z_q,
     "indices": indices.astype(np.int64),
     "codebook": np.float64(codebook),
     "commitment": np.float64(commitment),
     "disentangle": np.float64(float(disentangle) / RATIO),
+    "entropy": np.float64(entropy),
     "loss": np.float64(float(loss)),
-    "grad_z": np.concatenate([captured[f"z_{n}"].grad.permute(0, 2, 3, 1).numpy() for n in names], axis=-1),
-    "grad_codebooks": np.stack([getattr(model, f"quantize_{n}").embedding.weight.grad.numpy() for n in names]),
+    "grad_z": np.concatenate([nhwc(captured[f"z_{n}"].grad) for n in names], axis=-1),
+    "grad_codebooks": np.stack([f32(getattr(model, f"quantize_{n}").embedding.weight.grad) for n in names]),
     "ratio": np.float64(RATIO),
+    "entropy_ratio": np.float64(ENTROPY),
   }
 
 

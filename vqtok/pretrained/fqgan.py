@@ -91,7 +91,8 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
       "num_groups": len(subs),
       # The training scripts' --disentanglement-ratio (train_fqgan_dual.sh, train_fqgan_triple.sh).
       "disentangle_weight": 0.1,
-      "quantizer": {"type": "vq", "codebook_size": codes, "l2_normalize": True},
+      # and --entropy-loss-ratio 0.03 (LlamaGen's entropy penalty, per sub-codebook).
+      "quantizer": {"type": "vq", "codebook_size": codes, "l2_normalize": True, "entropy_weight": 0.03},
     },
     image_size=grid * 2 ** (levels - 1),
     preprocess="adm_center_crop",
