@@ -588,7 +588,7 @@ def test_build_quantizer_types():
 
 
 def test_quantizer_types_are_the_registry():
-  assert QUANTIZER_TYPES == ("vq", "fsq", "lfq", "bsq", "ibq", "gsq", "residual", "grouped", "multiscale")
+  assert QUANTIZER_TYPES == ("vq", "fsq", "lfq", "bsq", "ibq", "gsq", "residual", "grouped", "factorized", "multiscale")
   for type_name in QUANTIZER_TYPES:
     assert issubclass(quantizer_class(type_name), Quantizer)
 

@@ -16,6 +16,7 @@ References (the commits mirrored):
   BSQ-ViT    zhaoyue-zephyrus/bsq-vit@37d212d
   TiTok      bytedance/1d-tokenizer@942a96f
   VAR        FoundationVision/VAR@78b9539
+  FQGAN      showlab/FQGAN@dc34256
 """
 
 import importlib
@@ -135,6 +136,38 @@ RECIPES = {
     "data.flip": True,  # vq_train.py:116 RandomHorizontalFlip
     "quantizer.commitment_weight": 0.25,  # vq_train.py:288 --commit-loss-beta; vq_model.py:250
     "quantizer.codebook_weight": 1.0,  # vq_model.py:249 mean((z_q - sg z)^2), unweighted (vq_loss.py:142)
+  },
+  # FQGAN train_fqgan_dual.sh (showlab/FQGAN@dc34256): tokenizer/vq_train_dual.py (LlamaGen's trainer)
+  # with --lr 2e-4 --global-batch-size 256 --epochs 40 --disentanglement-ratio 0.1.
+  "fqgan_dual_ds16": {
+    "optimizer.lr": 2e-4,  # train_fqgan_dual.sh:19 --lr 2e-4; vq_train_dual.py:117 torch.optim.Adam
+    "optimizer.disc_lr": 2e-4,  # vq_train_dual.py:118: the same args.lr
+    "optimizer.b1": 0.9,  # vq_train_dual.py:321 --beta1
+    "optimizer.b2": 0.95,  # vq_train_dual.py:322 --beta2
+    "optimizer.weight_decay": 0.0,  # vq_train_dual.py:117-118 Adam without it (--weight-decay, l.320, is unused)
+    "optimizer.grad_clip": 1.0,  # vq_train_dual.py:323 --max-grad-norm; l.214-216 (G), 231-233 (D)
+    **CONSTANT,  # no scheduler in vq_train_dual.py
+    "training.batch_size": 256,  # train_fqgan_dual.sh:14 --global-batch-size 256
+    "training.num_steps": 40 * (1_281_167 // 256),  # train_fqgan_dual.sh:18 --epochs 40; l.142 drop_last=True
+    "training.ema_decay": 0.0,  # vq_train_dual.py:297 --ema store_true, not passed
+    "loss.l1_weight": 0.0,  # vq_train_dual.py:305 --reconstruction-loss l2
+    "loss.l2_weight": 1.0,  # vq_train_dual.py:304 --reconstruction-weight 1.0; vq_loss.py F.mse_loss
+    "loss.perceptual_weight": 1.0,  # vq_train_dual.py:306 --perceptual-weight
+    "loss.gan_weight": 0.5,  # vq_train_dual.py:307 --disc-weight
+    "loss.adaptive_weight": False,  # vq_loss.py:198 disc_adaptive_weight=False, not passed (l.97-110)
+    "loss.gan_loss": "hinge",  # vq_train_dual.py:310-311 --disc-loss / --gen-loss hinge
+    # vq_train_dual.py:308 --disc-start 20000 with global_step=train_steps + 1 (l.203, 228): 0-based 19,999.
+    "loss.disc_start": 19_999,
+    "loss.lecam_weight": 0.0,  # none in vq_loss.py
+    "loss.r1_weight": 0.0,
+    "discriminator.type": "patchgan",  # vq_train_dual.py:309 --disc-type patchgan
+    "discriminator.channels": 64,  # vq_loss.py:197 disc_dim=64
+    "discriminator.num_layers": 3,  # vq_loss.py:198 disc_num_layers=3
+    "discriminator.norm": "batch",  # models/discriminator_patchgan.py: nn.BatchNorm2d
+    "loss.disc_loss_weight": 0.5,  # vq_loss.py:357 d_adversarial_loss = disc_weight * self.disc_loss(...)
+    "optimizer.disc_steps_before_start": True,  # vq_train_dual.py:223-234: D's optimizer steps every iteration
+    "data.flip": True,  # vq_train_dual.py:123 RandomHorizontalFlip
+    "quantizer.disentangle_weight": 0.1,  # train_fqgan_dual.sh:21 --disentanglement-ratio 0.1
   },
   # taming README.md:340 "python main.py --base configs/imagenet_vqgan.yaml -t True --gpus 0,".
   "vqgan_f16": {
@@ -368,6 +401,7 @@ CHOICES["titok_l32:stage2"] = CHOICES["titok_b64:stage2"] = CHOICES["titok_s128:
 AUGMENTATION = "resize-and-crop augmentation"
 DIFFERENCES = {
   "llamagen_vq16": (AUGMENTATION, "bf16"),
+  "fqgan_dual_ds16": (AUGMENTATION, "bf16", "CLIP ViT-L/14 feature loss 0.5"),
   "vqgan_f16": (AUGMENTATION, "released run's GPU count and length unpublished"),
   "maskgit_vqgan": ("trainer unpublished", "entropy loss 0.1", "perceptual network", "D loss x2"),
   "magvit2_lfq": (AUGMENTATION, "lr x0.1 after epochs 200 and 250", "fp16"),

@@ -10,9 +10,10 @@ multi-scale: 680 tokens per image in scale order), titok (tokenizer_titok_{l32,b
 or the hub's model.safetensors), one-d-piece (turing-motors/One-D-Piece-*-256 model.safetensors: TiTok
 with tail token drop, decodes from any prefix), bsq-vit (checkpoint.pt, 18 or 36 bits), movq (a diffusers
 VQModel directory with spatial norms: Kandinsky 2.2's or 3's movq/; CHECKPOINT is the directory), gsq
-(checkpoint.pt of the HelmholtzAI-FZJ/GSQ-* repositories). The variant is read off the file. Neither
-torch nor the authors' code is needed. OUTPUT_DIR gets config.json and model.safetensors; tokenize,
-eval.py and train.py --config.init_from read it.
+(checkpoint.pt of the HelmholtzAI-FZJ/GSQ-* repositories), fqgan
+(fqgan_{dual,triple}_ds{16,8}.pt: factorised sub-codebooks, one index stream each). The variant is
+read off the file. Neither torch nor the authors' code is needed. OUTPUT_DIR gets config.json and
+model.safetensors; tokenize, eval.py and train.py --config.init_from read it.
 
 Feature teachers (frozen vision foundation models for the feature-alignment
 losses): dinov2 (dinov2_vit{s,b,l}14[_reg4]_pretrain.pth), clip (OpenAI's

@@ -655,7 +655,10 @@ def main(argv: list[str]) -> int:
   identity = {"tokenizer_metadata": info["metadata"], "tokenizer_path": os.path.abspath(source)}
   if FLAGS.image_size:
     if not tokenizer.any_grid:
-      raise cli.UsageError("--image_size applies to CNN tokenizers only (a ViT's size is fixed by its weights)")
+      raise cli.UsageError(
+        "--image_size applies to CNN tokenizers only (a ViT's size, or FQGAN's adapter grid, is fixed by its"
+        f" weights: {tokenizer.image_size} px)"
+      )
     config.image_size = tokenizer.image_size = int(FLAGS.image_size)
   if command == "encode":
     cli.select_data(config, folder=FLAGS.folder, tfds=FLAGS.tfds, split=FLAGS.split, data_dir=FLAGS.data_dir)

@@ -773,6 +773,9 @@ class Encoder(nnx.Module):
       "zeros" or "replicate" (copies of the first frame).
     video_norm: video: GroupNorm statistics per "frame" (causal) or over the
       "clip" (Open-MAGVIT2's video tokenizer; not causal).
+    head: end with GroupNorm, swish and ``conv_out`` to ``z_channels``; False
+      stops after the middle blocks, at the widest level's width
+      (``trunk_channels``), for models whose heads follow (FQGAN).
     dtype: compute dtype (e.g. ``jnp.bfloat16``).
     param_dtype: parameter dtype (keep float32).
     rngs: parameter initialisation.
@@ -792,6 +795,7 @@ class Encoder(nnx.Module):
     temporal_downsample: Sequence[int] = (),
     time_padding: str = "zeros",
     video_norm: str = "frame",
+    head: bool = True,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -825,10 +829,14 @@ class Encoder(nnx.Module):
     self.res, self.attn, self.down = nnx.List(res), nnx.List(attn), nnx.List(down)
     self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, bkw)
     self.video_norm = video_norm if ts else ""
-    out_norm = video.get("norm", functools.partial(group_norm, eps=fam.norm_eps or 1e-6))
-    self.norm_out = out_norm(ch, groups=norm_groups, **kw)
-    k = fam.conv_out_kernel
-    self.conv_out = conv(ch, z_channels, (k, k), **kw)
+    self.trunk_channels = ch
+    if head:
+      out_norm = video.get("norm", functools.partial(group_norm, eps=fam.norm_eps or 1e-6))
+      self.norm_out = out_norm(ch, groups=norm_groups, **kw)
+      k = fam.conv_out_kernel
+      self.conv_out = conv(ch, z_channels, (k, k), **kw)
+    else:
+      self.norm_out = self.conv_out = None
 
   def latent_frames(self, num_frames: int) -> int:
     """Latent frames of a video of ``num_frames`` (1 + k*s_T -> 1 + k); ValueError for other counts."""
@@ -851,6 +859,8 @@ class Encoder(nnx.Module):
       if down is not None:
         h = down(h)
     h = _run_mid(self.mid, self.mid_attn, h)
+    if self.conv_out is None:
+      return h
     return self.conv_out(nnx.swish(self.norm_out(h)))
 
 

@@ -30,7 +30,7 @@ import ml_collections
 from flax import nnx
 
 from vqtok.config_fields import ConfigFields
-from vqtok.models import cnn, vit
+from vqtok.models import cnn, factorized, vit
 from vqtok.quantizers import QuantizerOutput, build_quantizer
 from vqtok.quantizers.base import Quantizer
 
@@ -144,6 +144,16 @@ CONFIG = ConfigFields(
     # > 0: the feature head is VQ-KD's task layer instead (BEiT v2 modeling_vqkd.py decode_task_layer:
     # Linear to this width, tanh, Linear to feature_dim, with biases), for loss.feature_rec_weight
     "feature_head_hidden": 0,
+    # cnn: k > 0 makes the encoder FQGAN's: the trunk, then k heads (transformer adapter of
+    # adapter_depth blocks and adapter_num_heads heads, conv_out to z_channels, a projection to
+    # code_dim / k), concatenated for quantizer.type=factorized (num_groups k) (models/factorized.py)
+    "factorized_heads": 0,
+    "adapter_depth": 6,
+    "adapter_num_heads": 8,
+    # FQGAN's semantic feature-prediction heads, one per sub-code from the second on: their widths
+    # (Dual: (1024,), CLIP ViT-L/14; Triple: (384, 768)) and blocks
+    "feature_head_dims": (),
+    "feature_head_depth": 3,
   },
   choices={
     "dtype": tuple(DTYPES),
@@ -155,8 +165,8 @@ CONFIG = ConfigFields(
     "vit_family": tuple(vit.FAMILIES),
     "token_drop": tuple(vit.TOKEN_DROPS),
   },
-  positive=("norm_groups",),
-  non_negative=("pixel_head_hidden", "feature_dim", "feature_head_hidden"),
+  positive=("norm_groups", "adapter_depth", "adapter_num_heads", "feature_head_depth"),
+  non_negative=("pixel_head_hidden", "feature_dim", "feature_head_hidden", "factorized_heads"),
   check=_check_config,
 )
 
@@ -690,8 +700,31 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
       video_norm=m.get("video_norm", "frame"),
       dtype=dtype,
     )
-    encoder = cnn.Encoder(z, rngs=rngs, **kw)
-    decoder = cnn.Decoder(z, code_channels=code_dim, rngs=rngs, **kw)
+    heads = int(m.get("factorized_heads", 0))
+    if heads:
+      if not project:
+        raise ValueError("model.factorized_heads needs model.z_channels > 0 (each head's conv_out width)")
+      encoder = factorized.FactorizedEncoder(
+        cnn.Encoder(z, head=False, rngs=rngs, **kw),
+        num_codebooks=heads,
+        image_size=image_size,
+        depth=int(m.get("adapter_depth", 6)),
+        num_heads=int(m.get("adapter_num_heads", 8)),
+        z_channels=z,
+        code_dim=code_dim,
+        norm_groups=kw["norm_groups"],
+        feature_dims=tuple(int(w) for w in m.get("feature_head_dims", ())),
+        feature_depth=int(m.get("feature_head_depth", 3)),
+        dtype=dtype,
+        rngs=rngs,
+      )
+      pixels = cnn.Decoder(z, code_channels=code_dim, rngs=rngs, **kw)
+      decoder = factorized.ProjectedDecoder(pixels, code_dim=code_dim, z_channels=z, dtype=dtype, rngs=rngs)
+      # The projections are the heads' quant_conv and the decoder's post_quant_conv.
+      z, project = code_dim, False
+    else:
+      encoder = cnn.Encoder(z, rngs=rngs, **kw)
+      decoder = cnn.Decoder(z, code_channels=code_dim, rngs=rngs, **kw)
   else:  # vit, vit1d
     z, project = code_dim, False
     k = int(m.get("num_latent_tokens", 0)) if kind == "vit1d" else 0

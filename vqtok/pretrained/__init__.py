@@ -23,6 +23,7 @@ from vqtok.pretrained import (
   bsqvit,
   clip,
   dinov2,
+  fqgan,
   gsq,
   ibq,
   layout,
@@ -45,7 +46,8 @@ from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 #: file its sha256 names; and options(file, source) -> keyword arguments of config that the file
 #: holds besides its tensors, e.g. GSQ's quantizer normalisation).
 FORMATS: dict[str, ModuleType] = {
-  m.NAME: m for m in (llamagen, taming, maskgit, open_magvit2, ibq, simvq, var, titok, one_d_piece, bsqvit, movq, gsq)
+  m.NAME: m
+  for m in (llamagen, taming, maskgit, open_magvit2, ibq, simvq, var, titok, one_d_piece, bsqvit, movq, gsq, fqgan)
 }
 
 #: Convertible feature teachers (frozen vision foundation models): name -> family module

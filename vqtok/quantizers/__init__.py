@@ -1,8 +1,9 @@
-"""Quantizers: VQ, IBQ, GSQ, FSQ, LFQ, BSQ and their residual, grouped and multi-scale residual forms."""
+"""Quantizers: VQ, IBQ, GSQ, FSQ, LFQ, BSQ and residual, grouped, factorised and multi-scale forms."""
 
 from vqtok.quantizers.base import Quantizer, QuantizerOutput, QuantizerStats, code_usage_metrics, straight_through
 from vqtok.quantizers.binary import binary_entropy_terms
 from vqtok.quantizers.bsq import BSQ
+from vqtok.quantizers.factorized import Factorized, disentanglement
 from vqtok.quantizers.fsq import FSQ
 from vqtok.quantizers.grouped import Grouped
 from vqtok.quantizers.gsq import GSQ
@@ -16,6 +17,7 @@ from vqtok.quantizers.vq import VectorQuantizer
 __all__ = [
   "BSQ",
   "FSQ",
+  "Factorized",
   "GSQ",
   "Grouped",
   "IBQ",
@@ -30,6 +32,7 @@ __all__ = [
   "binary_entropy_terms",
   "build_quantizer",
   "code_usage_metrics",
+  "disentanglement",
   "quantizer_class",
   "straight_through",
 ]

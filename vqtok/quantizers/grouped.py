@@ -95,7 +95,7 @@ class Grouped(Quantizer):
       (..., num_groups), summed loss and terms, and per-group metrics
       ``group_{g}/...`` plus their means.
     """
-    check_last_dim(z, self.code_dim, "Grouped")
+    check_last_dim(z, self.code_dim, type(self).__name__)
     parts, indices, outs = [], [], []
     for g, q in enumerate(self.quantizers):
       codes, out = q(z[..., g * self.group_dim : (g + 1) * self.group_dim], train=train)

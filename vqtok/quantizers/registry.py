@@ -3,11 +3,13 @@
 ``_TYPES`` is the one list of quantizer types (type name -> class);
 ``QUANTIZER_TYPES`` exposes its names, e.g. for config validation. The spec
 holds the class's keyword arguments; the latent dimension comes from the model
-(``code_dim``), so one spec works for any encoder width. Residual, grouped
-and multi-scale specs nest the spec of the quantizer they wrap::
+(``code_dim``), so one spec works for any encoder width. Residual, grouped,
+factorized and multi-scale specs nest the spec of the quantizer they wrap::
 
   {"type": "residual", "num_levels": 4,
    "quantizer": {"type": "vq", "codebook_size": 1024}}
+  {"type": "factorized", "num_groups": 2, "disentangle_weight": 0.1,
+   "quantizer": {"type": "vq", "codebook_size": 16384, "l2_normalize": True}}
   {"type": "multiscale", "scales": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16],
    "quantizer": {"type": "vq", "codebook_size": 4096}}
 """
@@ -23,6 +25,7 @@ from flax import nnx
 from vqtok.config_fields import ConfigFields
 from vqtok.quantizers.base import Quantizer
 from vqtok.quantizers.bsq import BSQ
+from vqtok.quantizers.factorized import Factorized
 from vqtok.quantizers.fsq import FSQ
 from vqtok.quantizers.grouped import Grouped
 from vqtok.quantizers.gsq import GSQ
@@ -41,11 +44,12 @@ _TYPES: dict[str, type[Quantizer]] = {
   "gsq": GSQ,
   "residual": Residual,
   "grouped": Grouped,
+  "factorized": Factorized,
   "multiscale": MultiScaleResidual,
 }
 #: The quantizer type names a spec may give, in registry order.
 QUANTIZER_TYPES: tuple[str, ...] = tuple(_TYPES)
-_WRAPPERS = ("residual", "grouped", "multiscale")
+_WRAPPERS = ("residual", "grouped", "factorized", "multiscale")
 # Set by build_quantizer itself, never by the spec.
 _RESERVED = ("code_dim", "rngs", "quantizers", "make")
 
@@ -106,10 +110,12 @@ def build_quantizer(spec: Mapping[str, Any], *, code_dim: int, rngs: nnx.Rngs) -
   if type_name == "multiscale":
     inner = build_quantizer(inner_spec, code_dim=code_dim, rngs=rngs)
     return cls(inner, code_dim=code_dim, rngs=rngs, **kwargs)
-  if type_name == "grouped":
+  if type_name in ("grouped", "factorized"):
     groups = kwargs.get("num_groups")
     if not isinstance(groups, int) or groups < 1 or code_dim % groups:
-      raise ValueError(f"grouped quantizer: num_groups={groups!r} must be a positive int dividing code_dim={code_dim}")
+      raise ValueError(
+        f"{type_name} quantizer: num_groups={groups!r} must be a positive int dividing code_dim={code_dim}"
+      )
     make = lambda: build_quantizer(inner_spec, code_dim=code_dim // groups, rngs=rngs)
     return cls(make=make, code_dim=code_dim, rngs=rngs, **kwargs)
   return cls(code_dim=code_dim, rngs=rngs, **kwargs)
@@ -127,7 +133,7 @@ def _check_config(config: Any, check_paths: bool) -> None:
 CONFIG = ConfigFields(
   "quantizer",
   {
-    "type": "fsq",  # vq | fsq | lfq | bsq | ibq | gsq | residual | grouped | multiscale
+    "type": "fsq",  # vq | fsq | lfq | bsq | ibq | gsq | residual | grouped | factorized | multiscale
     # lfq / bsq: bit_order = "msb_first" (default) | "lsb_first"; tokenizer directories must record it
     "levels": (8, 5, 5, 5),
   },

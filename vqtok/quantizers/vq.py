@@ -13,6 +13,8 @@ References:
     batch vectors; k-means codebook initialisation.
   Shin et al., 2021, TE-VQGAN (arXiv:2112.00384): a codebook orthogonality
     regulariser, which makes quantisation translation-equivariant.
+  Sun et al., 2024, LlamaGen (arXiv:2406.06525): an entropy penalty on the
+    softmax over all codes (``--entropy-loss-ratio``; FQGAN trains with 0.03).
 
 All state updates are static-shape masked updates, so the module traces once
 under ``jit``; statistics are plain sums over the (global) batch.
@@ -33,6 +35,7 @@ from vqtok.quantizers.base import (
   code_usage_metrics,
   straight_through,
 )
+from vqtok.quantizers.ibq import choose_chunk, index_backprop
 from vqtok.quantizers.search import explicit, nearest_code, segment_sum, sharding, take_rows
 
 # Decay of the code-usage EMA that drives restarts when the codebook itself is
@@ -136,6 +139,8 @@ class VectorQuantizer(Quantizer):
     kmeans_iters: int = 10,
     search_chunk: int | None = None,
     orthogonal_weight: float = 0.0,
+    entropy_weight: float = 0.0,
+    entropy_temperature: float = 0.01,
     rngs: nnx.Rngs,
   ):
     """Builds the quantizer.
@@ -163,6 +168,16 @@ class VectorQuantizer(Quantizer):
         searched codebook (``get_codebook``), times this, to the loss (the
         authors' config: 10.0); its term is ``orthogonal``. Needs codes that
         learn by the loss (no ``ema_decay``).
+      entropy_weight: > 0 adds LlamaGen's entropy penalty, times this, to the
+        loss (its ``--entropy-loss-ratio``; FQGAN: 0.03): the mean per-token
+        entropy minus the entropy of the batch-mean of ``softmax(-||x - e||² / τ)``
+        over all codes (tokenizer/tokenizer_image/vq_model.py
+        ``compute_entropy_loss``, its 1e-5 inside the batch entropy's log);
+        terms ``per_sample_entropy``, ``codebook_entropy``, ``entropy``. Needs
+        ``l2_normalize``: for unit vectors ``-||x - e||² = 2 x·e - 2``, so it is
+        IBQ's chunked entropy of ``x Eᵀ`` at τ / 2 (never a tokens × codes
+        matrix).
+      entropy_temperature: τ (LlamaGen's 0.01).
       rngs: randomness for the codebook, projections and restart/k-means key.
     """
     if codebook_size < 2:
@@ -192,6 +207,12 @@ class VectorQuantizer(Quantizer):
       raise ValueError(f"orthogonal_weight must be >= 0, got {orthogonal_weight}")
     if orthogonal_weight > 0 and ema_decay is not None:
       raise ValueError("orthogonal_weight needs codes trained by the loss; an EMA codebook gets no gradient")
+    if entropy_weight < 0 or entropy_temperature <= 0:
+      raise ValueError(
+        f"entropy_weight must be >= 0 and entropy_temperature > 0; got {entropy_weight}, {entropy_temperature}"
+      )
+    if entropy_weight > 0 and not l2_normalize:
+      raise ValueError("entropy_weight needs l2_normalize=True (LlamaGen's entropy over -distances of unit codes)")
 
     self.codebook_size = codebook_size
     self.code_dim = code_dim
@@ -207,6 +228,8 @@ class VectorQuantizer(Quantizer):
     self.kmeans_iters = kmeans_iters
     self.search_chunk = search_chunk
     self.orthogonal_weight = orthogonal_weight
+    self.entropy_weight = float(entropy_weight)
+    self.entropy_temperature = float(entropy_temperature)
 
     if cd != code_dim:
       self.project_in = nnx.Linear(code_dim, cd, rngs=rngs)
@@ -341,6 +364,12 @@ class VectorQuantizer(Quantizer):
     if self.orthogonal_weight > 0:
       terms["orthogonal"] = codebook_orthogonality(codes)
       loss = loss + self.orthogonal_weight * terms["orthogonal"]
+    if train and self.entropy_weight > 0:
+      chunk = min(self.search_chunk or choose_chunk(x.shape[0], self.codebook_size), self.codebook_size)
+      # softmax(-d/τ) = softmax(2 x·e/τ) for unit x and e: the dot-product entropy at τ/2.
+      _, _, sample_h, codebook_h = index_backprop(x, codes, chunk, self.entropy_temperature / 2, 1e-5, True, None)
+      terms.update(per_sample_entropy=sample_h, codebook_entropy=codebook_h, entropy=sample_h - codebook_h)
+      loss = loss + self.entropy_weight * terms["entropy"]
 
     # The value is exactly q, so the eval output equals indices_to_codes bit
     # for bit; no gradient reaches the codes through it (they learn from the
