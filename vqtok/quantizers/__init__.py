@@ -1,8 +1,9 @@
-"""Quantizers: VQ, IBQ, GSQ, FSQ, LFQ, BSQ and their residual, grouped and multi-scale residual forms."""
+"""Quantizers: VQ, IBQ, GSQ, FSQ, LFQ, BSQ, TokenFlow's dual codebook; residual, grouped and multi-scale forms."""
 
 from vqtok.quantizers.base import Quantizer, QuantizerOutput, QuantizerStats, code_usage_metrics, straight_through
 from vqtok.quantizers.binary import binary_entropy_terms
 from vqtok.quantizers.bsq import BSQ
+from vqtok.quantizers.dual import DualCodebook
 from vqtok.quantizers.fsq import FSQ
 from vqtok.quantizers.grouped import Grouped
 from vqtok.quantizers.gsq import GSQ
@@ -15,6 +16,7 @@ from vqtok.quantizers.vq import VectorQuantizer
 
 __all__ = [
   "BSQ",
+  "DualCodebook",
   "FSQ",
   "GSQ",
   "Grouped",
