@@ -77,14 +77,35 @@ def test_the_index_is_shared_by_the_weighted_distance_sum(g):
   np.testing.assert_array_equal(np.concatenate([qs, qp], -1), np.asarray(q(z)[0]))
 
 
-def test_multiscale_form_matches_tokenflow_encode(g):
-  # TokenFlow.encode's VAR loop (no phi) over the dual codebook: scales 1, 2, 3 of a 3x3 latent.
-  q = make(g)
-  ms = MultiScaleResidual(q, scales=(1, 2, 3), phi_ratio=0.0, beta=0.0, rngs=nnx.Rngs(0))
-  z = jnp.concatenate(
+def ms_latent(g):
+  return jnp.concatenate(
     [jnp.asarray(g["ms_semantic"]).reshape(2, 3, 3, DS), jnp.asarray(g["ms_pixel"].transpose(0, 2, 3, 1))], -1
   )
-  z_q, out = nnx.jit(lambda m, z: m(z, train=True))(ms, z)
+
+
+def split_grad(grad):
+  return np.asarray(grad[..., :DS]).reshape(2, 9, DS), np.asarray(grad[..., DS:]).transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("form", ["var", "tokenflow"])
+def test_multiscale_form_matches_tokenflow_encode(g, form):
+  # TokenFlow.encode's VAR loop (no phi) over the dual codebook: scales 1, 2, 3 of a 3x3 latent. Indices,
+  # values and the inner terms agree in either form; the loss and the gradients only in TokenFlow's.
+  q = make(g)
+  ms = MultiScaleResidual(q, scales=(1, 2, 3), phi_ratio=0.0, form=form, rngs=nnx.Rngs(0))
+  z = ms_latent(g)
+  weight = jnp.asarray(g["ms_output_weight"].transpose(0, 2, 3, 1))
+
+  def run(m, z):
+    def f(z):
+      z_q, out = m(z, train=True)
+      return out.loss, (z_q, out)
+
+    (_, (z_q, out)), g_loss = jax.value_and_grad(f, has_aux=True)(z)
+    g_out = jax.grad(lambda z: jnp.sum(m(z, train=True)[0] * weight))(z)
+    return z_q, out, g_loss, g_out
+
+  z_q, out, g_loss, g_out = nnx.jit(run)(ms, z)
   np.testing.assert_array_equal(np.asarray(out.indices), g["ms_indices"])
   np.testing.assert_allclose(np.asarray(z_q), g["ms_z_q"].transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
   # TokenFlow's loss is the per-scale mean of the inner quantizer's terms (vqtok's inner_*).
@@ -93,6 +114,22 @@ def test_multiscale_form_matches_tokenflow_encode(g):
   np.testing.assert_allclose(0.1 * float(out.terms["inner_entropy"]), g["ms_entropy_loss"], rtol=1e-4)
   decoded = ms.indices_to_codes(out.indices)
   np.testing.assert_allclose(np.asarray(decoded), g["ms_decoded_latent"].transpose(0, 2, 3, 1), atol=1e-5)
+  if form == "var":
+    return
+  np.testing.assert_allclose(float(out.loss), g["ms_vq_loss"] + g["ms_commit_loss"] + g["ms_entropy_loss"], rtol=1e-5)
+  for got, key in zip(split_grad(g_loss), ("ms_grad_semantic", "ms_grad_pixel"), strict=True):
+    np.testing.assert_allclose(got, g[key], rtol=1e-4, atol=1e-6)
+  for got, key in zip(split_grad(g_out), ("ms_output_grad_semantic", "ms_output_grad_pixel"), strict=True):
+    np.testing.assert_allclose(got, g[key], rtol=1e-4, atol=1e-5)
+
+
+def test_multiscale_tokenflow_form_needs_no_phi():
+  with pytest.raises(ValueError, match="form='tokenflow' has no phi convolutions"):
+    MultiScaleResidual(
+      DualCodebook(8, 5, semantic_dim=3, rngs=nnx.Rngs(0)), scales=(1, 2), form="tokenflow", rngs=nnx.Rngs(0)
+    )
+  with pytest.raises(ValueError, match="form='tf'"):
+    MultiScaleResidual(DualCodebook(8, 5, semantic_dim=3, rngs=nnx.Rngs(0)), scales=(1, 2), form="tf", rngs=nnx.Rngs(0))
 
 
 def test_registry_and_l2_off():

@@ -19,8 +19,10 @@ and records in ``quantizer.npz``:
              given as the encoders' outputs (semantic 4 channels, pixel 3):
              the output ``final_quantize``, the flat indices, the per-scale mean
              of each loss term, the gradient of their sum with respect to the
-             latents, and ``decode_code``'s latent (sum of bicubic-upsampled
-             codes of each scale) for those indices
+             latents, the gradient of ``sum(final_quantize * ms_output_weight)``
+             (a random weight) with respect to the latents, and
+             ``decode_code``'s latent (sum of bicubic-upsampled codes of each
+             scale) for those indices
 
 Needs torch and einops (numpy < 2 or >= 2). No TokenFlow code is copied.
 """
@@ -120,6 +122,10 @@ def multiscale(vq_model, q, g):
   final, losses, inds = m.encode(torch.zeros(2, 3, 8, 8))
   vq_loss, commit_loss, entropy_loss = losses[:3]
   gs, gp = grads(vq_loss + commit_loss + entropy_loss, [sem, pix])
+  # The output's own gradient (each scale straight-through to its l2-normalised residual).
+  final, _, _ = m.encode(torch.zeros(2, 3, 8, 8))
+  weight = torch.randn(final.shape, generator=g)
+  os_, op = grads((final * weight).sum(), [sem, pix])
   m.eval()
   with torch.no_grad():
     quant_b = 0.0
@@ -139,6 +145,9 @@ def multiscale(vq_model, q, g):
     "ms_entropy_loss": np.float32(entropy_loss.item()),
     "ms_grad_semantic": gs,
     "ms_grad_pixel": gp,
+    "ms_output_weight": weight.numpy(),
+    "ms_output_grad_semantic": os_,
+    "ms_output_grad_pixel": op,
     "ms_decoded_latent": quant_b.numpy(),
   }
 
