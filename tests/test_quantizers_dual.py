@@ -4,6 +4,7 @@ The contract tests (round trip, jit, sharding, gradients reach z, bf16) run it
 with the other quantizers in test_quantizers.py.
 """
 
+import json
 import os
 
 import jax
@@ -169,3 +170,19 @@ def test_bad_inputs():
     q.quantize_pair(jnp.zeros((2, 3)), jnp.zeros((3, 2)))
   with pytest.raises(ValueError, match="out of range"):
     q.indices_to_codes(jnp.array([8]))
+
+
+def test_full_size_codebooks_match_the_published_layout():
+  # TokenFlow-XL (tokenflow_siglip_32k.pt): 32768 codes, 32 semantic + 8 pixel channels.
+  with open(os.path.join(os.path.dirname(GOLDEN), "published_keys.json")) as f:
+    ref = json.load(f)["tokenflow_siglip_32k"]
+  shapes = ref["shapes"]
+  assert ref["count"] == sum(int(np.prod(v)) for k, v in shapes.items() if k not in ref["buffers"]) == 554_009_963
+  spec = {"type": "multiscale", "scales": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 17, 22, 27], "phi_ratio": 0.0}
+  spec.update(form="tokenflow", quantizer={"type": "dual", "codebook_size": 32768, "semantic_dim": 32})
+  q = nnx.eval_shape(lambda: build_quantizer(spec, code_dim=40, rngs=nnx.Rngs(0)))
+  assert q.num_tokens == 2227
+  got = {k: v.value.shape for k, v in nnx.state(q, nnx.Param).flat_state()}
+  want = {("quantizer", "semantic_codebook"): "quantize.embedding_vqkd.weight"}
+  want[("quantizer", "pixel_codebook")] = "quantize.embedding_vqgan.weight"
+  assert {k: tuple(shapes[v]) for k, v in want.items()} == got

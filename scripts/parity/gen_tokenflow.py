@@ -24,7 +24,17 @@ and records in ``quantizer.npz``:
              ``decode_code``'s latent (sum of bicubic-upsampled codes of each
              scale) for those indices
 
-Needs torch and einops (numpy < 2 or >= 2). No TokenFlow code is copied.
+With ``--keys``, instead: builds the published TokenFlow-XL tokenizer
+(``tokenflow_siglip_32k.pt``: ``TokenFlowFunc(codebook_size=32768,
+teacher="siglip_384")``, random weights; ``SiglipVisionModel.from_pretrained``
+replaced by the so400m-patch14-384 config, so nothing is downloaded) with the
+real transformers 4.43.4 (the version requirements_tokenflow.txt pins, whose
+``SiglipVisionModel`` names its weights ``vision_model.*``) and timm, and
+writes ``published_keys.json``: every tensor name and shape of its state dict
+(the file's ``model``/``ema`` entry) and the parameter counts per module.
+
+Needs torch and einops (numpy < 2 or >= 2); ``--keys`` also transformers==4.43.4
+and timm. No TokenFlow code is copied.
 """
 
 import argparse
@@ -152,11 +162,49 @@ def multiscale(vq_model, q, g):
   }
 
 
+def published_keys(checkout, out_dir):
+  import json  # noqa: PLC0415
+
+  from transformers import SiglipVisionConfig  # noqa: PLC0415
+  from transformers.models.siglip import modeling_siglip  # noqa: PLC0415
+
+  cfg = SiglipVisionConfig(
+    hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16, image_size=384, patch_size=14
+  )
+  modeling_siglip.SiglipVisionModel.from_pretrained = classmethod(lambda cls, name: cls(cfg))
+  pkg = stub("tokenizer")
+  pkg.__path__ = [os.path.join(checkout, "tokenflow", "tokenizer")]
+  stub("tokenizer.clip", clip=None)  # the CLIP teacher only (clipb_224)
+  import tokenizer.vq_model as vq_model  # noqa: PLC0415
+
+  model = vq_model.TokenFlowFunc(codebook_size=32768, teacher="siglip_384")
+  sd = model.state_dict()
+  params = dict(model.named_parameters())
+  groups = {}
+  for k, v in params.items():
+    groups[k.split(".")[0]] = groups.get(k.split(".")[0], 0) + v.numel()
+  keys = {
+    "tokenflow_siglip_32k": {
+      "count": int(sum(v.numel() for v in params.values())),
+      "count_by_module": groups,
+      "buffers": sorted(set(sd) - set(params)),
+      "shapes": {k: list(v.shape) for k, v in sd.items()},
+    }
+  }
+  print(keys["tokenflow_siglip_32k"]["count"], groups)
+  with open(os.path.join(out_dir, "published_keys.json"), "w") as f:
+    json.dump(keys, f)
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("checkout")
   ap.add_argument("--out", default="tests/goldens/tokenflow")
+  ap.add_argument("--keys", action="store_true", help="write published_keys.json instead (real transformers, timm)")
   args = ap.parse_args()
+  if args.keys:
+    os.makedirs(args.out, exist_ok=True)
+    return published_keys(os.path.abspath(args.checkout), args.out)
   vq_model = import_vq_model(os.path.abspath(args.checkout))
   torch.manual_seed(0)
   g = torch.Generator().manual_seed(1)
