@@ -25,6 +25,7 @@ from vqtok.quantizers import (
   IBQ,
   LFQ,
   QUANTIZER_TYPES,
+  DualCodebook,
   Grouped,
   MultiScaleResidual,
   Quantizer,
@@ -119,6 +120,7 @@ FACTORIES = {
   "grouped_bsq": lambda r: Grouped(make=lambda: BSQ(bits=3, rngs=r), num_groups=2, rngs=r),
   "ibq": lambda r: IBQ(40, DIM, entropy_weight=0.05, entropy_temperature=0.5, chunk_size=16, rngs=r),
   "gsq": lambda r: GSQ(24, DIM, num_groups=2, rngs=r),
+  "dual": lambda r: DualCodebook(24, DIM, semantic_dim=4, entropy_weight=0.1, rngs=r),
   "residual_vq": lambda r: build_quantizer(
     {"type": "residual", "num_levels": 2, "quantizer": {"type": "vq", "codebook_size": 16}}, code_dim=DIM, rngs=r
   ),
@@ -588,7 +590,19 @@ def test_build_quantizer_types():
 
 
 def test_quantizer_types_are_the_registry():
-  assert QUANTIZER_TYPES == ("vq", "fsq", "lfq", "bsq", "ibq", "gsq", "residual", "grouped", "factorized", "multiscale")
+  assert QUANTIZER_TYPES == (
+    "vq",
+    "fsq",
+    "lfq",
+    "bsq",
+    "ibq",
+    "gsq",
+    "residual",
+    "grouped",
+    "factorized",
+    "multiscale",
+    "dual",
+  )
   for type_name in QUANTIZER_TYPES:
     assert issubclass(quantizer_class(type_name), Quantizer)
 

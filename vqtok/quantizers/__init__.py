@@ -1,8 +1,9 @@
-"""Quantizers: VQ, IBQ, GSQ, FSQ, LFQ, BSQ and residual, grouped, factorised and multi-scale forms."""
+"""Quantizers: VQ, IBQ, GSQ, FSQ, LFQ, BSQ, TokenFlow's dual codebook; residual, grouped, factorised, multi-scale."""
 
 from vqtok.quantizers.base import Quantizer, QuantizerOutput, QuantizerStats, code_usage_metrics, straight_through
 from vqtok.quantizers.binary import binary_entropy_terms
 from vqtok.quantizers.bsq import BSQ
+from vqtok.quantizers.dual import DualCodebook
 from vqtok.quantizers.factorized import Factorized, disentanglement
 from vqtok.quantizers.fsq import FSQ
 from vqtok.quantizers.grouped import Grouped
@@ -16,6 +17,7 @@ from vqtok.quantizers.vq import VectorQuantizer
 
 __all__ = [
   "BSQ",
+  "DualCodebook",
   "FSQ",
   "Factorized",
   "GSQ",

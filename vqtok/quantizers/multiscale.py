@@ -87,6 +87,10 @@ class MultiScaleResidual(Quantizer):
     beta: weight of the commitment term ``||sg(f_hat) - f||^2`` (VAR: 0.25).
     inner_loss_weight: weight of the wrapped quantizer's own loss (mean over
       scales); VAR trains the codebook by the multi-scale loss only (0).
+    form: ``"var"`` (VAR's loss and straight-through on the sum) or
+      ``"tokenflow"`` (TokenFlow's: the wrapped quantizer's loss, weight 1,
+      and its straight-through at each scale; beta and inner_loss_weight are
+      unused; needs ``phi_ratio=0``).
     code_dim: expected ``code_dim`` (checked when given).
     rngs: initialisation of the phi convolutions.
   """
@@ -100,6 +104,7 @@ class MultiScaleResidual(Quantizer):
     phi_count: int = 4,
     beta: float = 0.25,
     inner_loss_weight: float = 0.0,
+    form: str = "var",
     code_dim: int | None = None,
     rngs: nnx.Rngs,
   ):
@@ -119,6 +124,13 @@ class MultiScaleResidual(Quantizer):
       raise ValueError(f"MultiScaleResidual phi_count must be an int >= 0; got {phi_count!r}")
     if beta < 0 or inner_loss_weight < 0:
       raise ValueError("MultiScaleResidual beta and inner_loss_weight must be >= 0")
+    if form not in ("var", "tokenflow"):
+      raise ValueError(f"MultiScaleResidual form={form!r}; expected 'var' or 'tokenflow'")
+    if form == "tokenflow" and phi_ratio != 0:
+      raise ValueError(
+        f"MultiScaleResidual form='tokenflow' has no phi convolutions; set phi_ratio=0 (got {phi_ratio})"
+      )
+    self.form = form
     self.quantizer = quantizer
     self.scales = tuple(int(s) for s in scales)
     self.codebook_size = quantizer.codebook_size
@@ -243,13 +255,17 @@ class MultiScaleResidual(Quantizer):
       )
     f = z.astype(jnp.float32)
     f_ng = jax.lax.stop_gradient(f)
-    rest, f_hat = f_ng, jnp.zeros_like(f_ng)
+    tokenflow = self.form == "tokenflow"
+    rest, f_hat = (f if tokenflow else f_ng), jnp.zeros_like(f_ng)
     commitment = codebook = jnp.zeros((), jnp.float32)
     indices, outs = [], []
     for k, s in enumerate(self.scales):
-      _, out = self.quantizer(resize(rest, (s, s), "area"), train=train)
+      q_k, out = self.quantizer(resize(rest, (s, s), "area"), train=train)
       idx = out.indices.astype(jnp.int32)
-      h = self._contribution(k, idx)
+      if tokenflow:  # the value is the codes' (as _contribution's), the gradient the wrapped quantizer's
+        h = resize(q_k.astype(jnp.float32), (side, side), "bicubic")
+      else:
+        h = self._contribution(k, idx)
       f_hat = f_hat + h
       rest = rest - jax.lax.stop_gradient(h)
       commitment = commitment + jnp.mean(jnp.square(jax.lax.stop_gradient(f_hat) - f))
@@ -258,6 +274,10 @@ class MultiScaleResidual(Quantizer):
       outs.append(out)
     n = len(self.scales)
     inner_loss, inner_terms, metrics = merge_outputs(outs, [jnp.float32(1.0 / n)] * n, "scale")
+    if tokenflow:
+      terms = {f"inner_{k}": v for k, v in inner_terms.items()}
+      out = QuantizerOutput(indices=self.merge_indices(indices), loss=inner_loss, terms=terms, metrics=metrics)
+      return f_hat.astype(z.dtype), out
     terms = {"commitment": commitment / n, "codebook": codebook / n}
     terms.update({f"inner_{k}": v for k, v in inner_terms.items()})
     loss = self.beta * terms["commitment"] + terms["codebook"] + self.inner_loss_weight * inner_loss

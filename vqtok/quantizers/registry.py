@@ -25,6 +25,7 @@ from flax import nnx
 from vqtok.config_fields import ConfigFields
 from vqtok.quantizers.base import Quantizer
 from vqtok.quantizers.bsq import BSQ
+from vqtok.quantizers.dual import DualCodebook
 from vqtok.quantizers.factorized import Factorized
 from vqtok.quantizers.fsq import FSQ
 from vqtok.quantizers.grouped import Grouped
@@ -46,6 +47,7 @@ _TYPES: dict[str, type[Quantizer]] = {
   "grouped": Grouped,
   "factorized": Factorized,
   "multiscale": MultiScaleResidual,
+  "dual": DualCodebook,
 }
 #: The quantizer type names a spec may give, in registry order.
 QUANTIZER_TYPES: tuple[str, ...] = tuple(_TYPES)
@@ -133,7 +135,7 @@ def _check_config(config: Any, check_paths: bool) -> None:
 CONFIG = ConfigFields(
   "quantizer",
   {
-    "type": "fsq",  # vq | fsq | lfq | bsq | ibq | gsq | residual | grouped | factorized | multiscale
+    "type": "fsq",  # vq | fsq | lfq | bsq | ibq | gsq | residual | grouped | factorized | multiscale | dual
     # lfq / bsq: bit_order = "msb_first" (default) | "lsb_first"; tokenizer directories must record it
     "levels": (8, 5, 5, 5),
   },
