@@ -118,9 +118,15 @@ def test_tokenize_command_line_on_a_full_disk_then_with_room(run, folder, small_
   workdir, _, _ = run
   disk = small_disk(1 << 20)
   out = os.path.join(disk, "cli")
-  filler = fill(disk, 8 << 10)  # room for metadata.json and the first shard (a 4 KiB page each)
-  cmd = ["-m", "vqtok.tokenize", "encode", f"--tokenizer={workdir}", f"--folder={folder}", f"--output={out}"]
-  cmd += ["--batch_size=8", "--shard_batches=1"]
+  base = ["-m", "vqtok.tokenize", "encode", f"--tokenizer={workdir}", f"--folder={folder}"]
+  base += ["--batch_size=8", "--shard_batches=1"]
+  # The same command with room first: the pages metadata.json and the first shard take (the
+  # metadata holds the whole config, so its size moves as fields are added).
+  roomy = os.path.join(os.path.dirname(disk), "roomy")
+  assert _command([*base, f"--output={roomy}"]).returncode == 0
+  pages = lambda name: -(-os.path.getsize(os.path.join(roomy, name)) // 4096) * 4096
+  filler = fill(disk, pages("metadata.json") + pages("tokens-00000.npz"))  # room for those two, no more
+  cmd = [*base, f"--output={out}"]
   line = _one_error_line(_command(cmd))
   assert re.fullmatch(
     rf"error: writing {out}/tokens-00001.npz failed: No space left on device \(\S+ \w+ free there\)  \(--debug for"
