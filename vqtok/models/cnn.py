@@ -353,6 +353,8 @@ def _time_kw(time_stride: int) -> dict[str, int]:
 class Downsample(nnx.Module):
   """Stride-2 3x3 conv; pads (0, 1) like taming so odd kernels stay aligned (video: ``time_stride`` in time)."""
 
+  PADDING = ((0, 1), (0, 1))
+
   def __init__(
     self,
     ch: int,
@@ -368,7 +370,7 @@ class Downsample(nnx.Module):
       ch,
       (3, 3),
       strides=2,
-      padding=((0, 1), (0, 1)),
+      padding=self.PADDING,
       dtype=dtype,
       param_dtype=param_dtype,
       rngs=rngs,
@@ -448,33 +450,10 @@ class Upsample(nnx.Module):
     return self.conv(x)
 
 
-class PaddedDownsample(nnx.Module):
+class PaddedDownsample(Downsample):
   """Stride-2 3x3 conv padded 1 on every side (Open-MAGVIT2's encoder downsampling; video: ``time_stride``)."""
 
-  def __init__(
-    self,
-    ch: int,
-    *,
-    conv: Callable[..., nnx.Module] = nnx.Conv,
-    time_stride: int = 1,
-    dtype: Dtype = jnp.float32,
-    param_dtype: Dtype = jnp.float32,
-    rngs: nnx.Rngs,
-  ):
-    self.conv = conv(
-      ch,
-      ch,
-      (3, 3),
-      strides=2,
-      padding=((1, 1), (1, 1)),
-      dtype=dtype,
-      param_dtype=param_dtype,
-      rngs=rngs,
-      **_time_kw(time_stride),
-    )
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.conv(x)
+  PADDING = ((1, 1), (1, 1))
 
 
 def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
