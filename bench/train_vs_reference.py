@@ -1,4 +1,13 @@
-"""vqtok's training step against LlamaGen's own, on the same CPU: step time, and a short run side by side.
+"""vqtok's training step against the reference trainers' own, on the same CPU: step time, and a short run side by side.
+
+The other families (issue 24, item 3), one full step each side, best of the
+alternating rounds (taming, SEED-Voken and 1d-tokenizer checkouts at the commits
+scripts/parity/README.md names; bench/reference_step.py runs their side):
+  python bench/train_vs_reference.py --reference=/tmp/taming_ref --reference_family=taming \
+      --torch_python=/tmp/torchenv/bin/python --json=out.json
+Both sides at the step-parity goldens' reduced sizes (tests/test_train_parity_*.py's
+configs; scripts/parity/gen_train_*.py's trainers), 32 px, batch ``--batch``.
+The rest of this docstring is LlamaGen's (the default family).
 
 Run (a LlamaGen checkout at ce98ec4, and a torch environment for its code):
   python bench/train_vs_reference.py --reference=/path/to/LlamaGen --torch_python=/tmp/torchenv/bin/python
