@@ -1,4 +1,13 @@
-"""vqtok's training step against LlamaGen's own, on the same CPU: step time, and a short run side by side.
+"""vqtok's training step against the reference trainers' own, on the same CPU: step time, and a short run side by side.
+
+The other families (issue 24, item 3), one full step each side, best of the
+alternating rounds (taming, SEED-Voken and 1d-tokenizer checkouts at the commits
+scripts/parity/README.md names; bench/reference_step.py runs their side):
+  python bench/train_vs_reference.py --reference=/tmp/taming_ref --reference_family=taming \
+      --torch_python=/tmp/torchenv/bin/python --json=out.json
+Both sides at the step-parity goldens' reduced sizes (tests/test_train_parity_*.py's
+configs; scripts/parity/gen_train_*.py's trainers), 32 px, batch ``--batch``.
+The rest of this docstring is LlamaGen's (the default family).
 
 Run (a LlamaGen checkout at ce98ec4, and a torch environment for its code):
   python bench/train_vs_reference.py --reference=/path/to/LlamaGen --torch_python=/tmp/torchenv/bin/python
@@ -32,6 +41,7 @@ real weights. The curves go to ``--plot``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -54,20 +64,24 @@ from vqtok import files, models, pretrained  # noqa: E402
 from vqtok.data import pipeline  # noqa: E402
 from vqtok.evaluation import metrics  # noqa: E402
 from vqtok.losses import perceptual  # noqa: E402
+from vqtok.pretrained import reader  # noqa: E402
 from vqtok.training import loop  # noqa: E402
 from vqtok.training.state import TrainState, abstract_train_state  # noqa: E402
 from vqtok.training.step import make_train_step  # noqa: E402
 
 WORKER = os.path.join(ROOT, "bench", "llamagen_reference.py")
+FAMILY_WORKER = os.path.join(ROOT, "bench", "reference_step.py")
+FAMILIES = ("taming", "magvit2", "titok")
 ARCH = ("--ch=32", "--ch_mult=1,2,2", "--num_res_blocks=1", "--z_channels=32", "--codebook_size=1024", "--code_dim=8")
 
 
 def parse():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--reference", required=True, help="LlamaGen checkout (ce98ec4)")
+  p.add_argument("--reference", required=True, help="the family's checkout (LlamaGen ce98ec4; others: scripts/parity)")
+  p.add_argument("--reference_family", default="llamagen", choices=("llamagen", *FAMILIES))
   p.add_argument("--torch_python", default="/tmp/torchenv/bin/python")
   p.add_argument("--batch", type=int, default=8)
-  p.add_argument("--image_size", type=int, default=64)
+  p.add_argument("--image_size", type=int, default=64, help="LlamaGen's; the others run at their goldens' 32 px")
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--steps_per_round", type=int, default=5)
   p.add_argument("--skip_time", action="store_true")
@@ -120,6 +134,81 @@ def initial_state(config, tok):
     lecam={"real": jax.numpy.zeros(()), "fake": jax.numpy.zeros(())},
   )
   return state, static
+
+
+# ----------------------------------------------------------------------------- taming, Open-MAGVIT2, TiTok
+def family_step(family: str, tmp: str):
+  """vqtok's jitted step for ``family`` as tests/test_train_parity_<family>.py builds it: ``(step, state, extra)``.
+
+  The configs are the step-parity tests' own (the presets' recipes on the converted
+  reduced tokenizers), with ``disc_start`` 0 (the GAN on from the first step) and,
+  for taming, no EMA (taming keeps none; the test checks one the golden script adds).
+  ``step(state, batch)`` returns ``(state, metrics)``.
+  """
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  import step_parity as P  # noqa: PLC0415  (tests/; it needs the tests' helpers)
+
+  test = importlib.import_module(f"test_train_parity_{family}")
+  gold = np.load(test.GOLD / "golden.npz")
+  if family == "titok":
+    tok, tok_config, _ = P.convert("titok", str(test.TOKENIZER))
+    _, g_params, g_rest = files.pure(tok)
+    teacher, t_arrays = test._teacher(gold, files.arrays(tok), tok_config)
+    config = test._config(tok_config, gold)
+    config.training.num_steps = 1000  # the cosine's length, as the reference side's
+    abstract, static = abstract_train_state(config)
+    zeros = jax.jit(lambda: jax.tree.map(lambda a: jax.numpy.zeros(a.shape, a.dtype), abstract))()
+    state = zeros.replace(g_params=g_params, g_rest=g_rest, g_opt=jax.jit(static.g_tx.init)(g_params), ema=g_params)
+    state = jax.tree.map(jax.numpy.array, state)  # its own buffers (donated below)
+    fn = jax.jit(make_train_step(config, static, with_gan=False, teacher=teacher), donate_argnums=0)
+    return lambda st, batch: fn(st, batch, None, t_arrays), state, config
+  lpips = P.lpips_npz(tmp, gold["lpips_checksum"])
+  if family == "taming":
+    tok, tok_config, _ = pretrained.convert("taming", str(test.TOKENIZER))
+    config = test._config(tok_config, gold, lpips)
+    config.training.ema_decay = 0.0
+  else:
+    tok, tok_config, _ = pretrained.convert("open-magvit2", str(test.TOKENIZER), ema=False)
+    config = test._config(tok_config, lpips, gold)
+  config.loss.disc_start = 0
+  config = config_lib.validate_config(config)
+  d_torch = reader.read_checkpoint(str(test.GOLD / "d_init.pt"))["discriminator"]
+  state, static = P.initial_state(config, tok, d_torch, "d_init.pt")
+  if not config.training.ema_decay:
+    state = state.replace(ema={})
+  perceptual_fn, perceptual_params = loop._perceptual(config)
+  assert loop.gan_phase(config, 0) == (True, True)
+  fn = jax.jit(make_train_step(config, static, with_gan=True, perceptual=perceptual_fn), donate_argnums=0)
+  return lambda st, batch: fn(st, batch, perceptual_params), state, config
+
+
+def time_family(args, tmp):
+  """One full step of vqtok and of ``args.reference_family``'s reference, alternating rounds, best of each."""
+  step, state, config = family_step(args.reference_family, tmp)
+  rs = np.random.RandomState(args.seed)
+  size = int(config.image_size)
+  x = rs.uniform(-1, 1, (args.batch, size, size, 3)).astype(np.float32)
+  np.save(os.path.join(tmp, "batch.npy"), x)
+  batch = {"image": jax.numpy.asarray(x)}
+  t = time.perf_counter()
+  state, m = step(state, batch)
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t
+  cmd = [args.torch_python, FAMILY_WORKER, args.reference_family, args.reference]
+  cmd += [f"--batch={os.path.join(tmp, 'batch.npy')}", f"--steps={args.steps_per_round}"]
+  ours, theirs, load = [], [], [f"{v:.2f}" for v in os.getloadavg()]
+  for _ in range(args.rounds):
+    for _ in range(args.steps_per_round):
+      t = time.perf_counter()
+      state, m = step(state, batch)
+      jax.block_until_ready(m)
+      ours.append(time.perf_counter() - t)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    theirs += json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])["seconds"]
+  out = {"vqtok_step_s": min(ours), "reference_step_s": min(theirs), "vqtok_compile_s": compile_s}
+  out.update(image_size=size, batch=args.batch, loadavg=load, metrics=sorted(m))
+  out["ratio_reference_over_vqtok"] = out["reference_step_s"] / out["vqtok_step_s"]
+  return out
 
 
 def random_lpips_file(directory) -> str:
@@ -243,6 +332,19 @@ def main():
   args = parse()
   print(describe_machine())
   figures = {}
+  if args.reference_family != "llamagen":
+    with tempfile.TemporaryDirectory() as tmp:
+      figures["time"] = t = time_family(args, tmp)
+    print(
+      f"{args.reference_family}: one full step, batch {args.batch} at {t['image_size']} px:"
+      f" vqtok {t['vqtok_step_s']:.3f} s (compiled in {t['vqtok_compile_s']:.0f} s),"
+      f" reference {t['reference_step_s']:.3f} s: reference / vqtok = {t['ratio_reference_over_vqtok']:.2f}"
+      f" (load average {' '.join(t['loadavg'])})"
+    )
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(figures, f, indent=1)
+    return
   with tempfile.TemporaryDirectory() as tmp:
     init_pt = os.path.join(tmp, "init.pt")
     figures["params"] = worker(args, "init", f"--out={init_pt}", f"--seed={args.seed}")["params"]

@@ -94,7 +94,7 @@ MODEL_PARAMS = dict(
 )
 
 
-def parse():
+def parse(argv=None):
   p = argparse.ArgumentParser()
   p.add_argument("ref", help="SEED-Voken checkout root (holding src/ and main.py)")
   p.add_argument("--out", default="tests/goldens/train_magvit2")
@@ -108,7 +108,7 @@ def parse():
   p.add_argument(
     "--float64", action="store_true", help="diagnostics, not a golden: the reference's own rounding, against float32"
   )
-  return p.parse_args()
+  return p.parse_args(argv)
 
 
 # ----------------------------------------------------------------------------- Lightning 2.2.0, as training_step sees it
@@ -192,8 +192,11 @@ def build(args, lfqgan, ema_mod):
   return model
 
 
-def main():
-  args = parse()
+def trainer(args):
+  """SEED-Voken's VQModel with its optimizers in the stubbed Lightning trainer (``d_init.pt`` in args.out).
+
+  Returns ``(model, progress, (opt_gen, opt_disc), (vgg_sd, lin_sd))``; bench/reference_step.py times the same.
+  """
   vgg_sd, lin_sd = vgg_weights(args.seed), lin_weights(args.seed)
   install_stubs(vgg_sd)
   sys.modules.update(lightning=lightning_stub(), main=main_stub())
@@ -229,6 +232,27 @@ def main():
   (gen, dis) = model.configure_optimizers()
   opt_gen, opt_disc = gen["optimizer"], dis["optimizer"]
   model._lightning_optimizers = [LightningOptimizer(opt_gen), LightningOptimizer(opt_disc)]
+  return model, progress, (opt_gen, opt_disc), (vgg_sd, lin_sd)
+
+
+def train_batch(model, progress, batch, s):
+  """One batch of Lightning's manual loop: the hooks that count optimizer steps
+  (manual.py:98-102), training_step, the hooks reset (manual.py:126-127), then the
+  on_train_batch_end hook (training_epoch_loop.py), where lfqgan.py updates the EMA."""
+  for lo in model._lightning_optimizers:
+    lo._on_before_step = lambda: setattr(progress, "ready", progress.ready + 1)
+    lo._on_after_step = lambda: setattr(progress, "completed", progress.completed + 1)
+  model._logged = []
+  model.training_step(batch, s)
+  for lo in model._lightning_optimizers:
+    lo._on_before_step = lo._on_after_step = lambda: None
+  model.on_train_batch_end(None, batch, s)
+
+
+def main():
+  args = parse()
+  model, progress, (opt_gen, opt_disc), (vgg_sd, lin_sd) = trainer(args)
+  disc = model.loss.discriminator
 
   g_params = OrderedDict((k, p) for k, p in model.named_parameters() if k.startswith(("encoder.", "decoder.")))
   d_params = OrderedDict(disc.named_parameters())
@@ -260,17 +284,7 @@ def main():
     gold[f"step{s}/min_latent_gap"] = np.float64(gap)
     gold[f"step{s}/ids"] = ids.numpy().astype(np.int32)
 
-    # One batch of Lightning's manual loop: the hooks that count optimizer steps
-    # (manual.py:98-102), training_step, the hooks reset (manual.py:126-127), then the
-    # on_train_batch_end hook (training_epoch_loop.py), where lfqgan.py updates the EMA.
-    for lo in model._lightning_optimizers:
-      lo._on_before_step = lambda: setattr(progress, "ready", progress.ready + 1)
-      lo._on_after_step = lambda: setattr(progress, "completed", progress.completed + 1)
-    model._logged = []
-    model.training_step(batch, s)
-    for lo in model._lightning_optimizers:
-      lo._on_before_step = lo._on_after_step = lambda: None
-    model.on_train_batch_end(None, batch, s)
+    train_batch(model, progress, batch, s)
     assert progress.completed == s + 1  # only the generator's steps counted
 
     # lfqgan.py:202-203 logs the discriminator's dict, then the generator's.

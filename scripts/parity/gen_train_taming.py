@@ -75,7 +75,7 @@ from train_common import (
 )
 
 
-def parse():
+def parse(argv=None):
   p = argparse.ArgumentParser()
   p.add_argument("ref", help="taming-transformers checkout root")
   p.add_argument("--out", default="tests/goldens/train_taming")
@@ -88,7 +88,7 @@ def parse():
   p.add_argument("--disc-ndf", type=int, default=8)
   p.add_argument("--ema-decay", type=float, default=0.5)
   p.add_argument("--seed", type=int, default=0)
-  return p.parse_args()
+  return p.parse_args(argv)
 
 
 def code_gaps(model, x):
@@ -121,8 +121,12 @@ def toggle(model, optimizer):
       p.requires_grad = True
 
 
-def main():
-  args = parse()
+def build(args):
+  """taming's VQModel, its loss and optimizers as main.py and Lightning's fit set them up (``d_init.pt`` in args.out).
+
+  Returns ``(model, (opt_ae, opt_disc), lightning_module, config, (vgg_sd, lin_sd))``;
+  bench/reference_step.py times the same trainer.
+  """
   vgg_sd, lin_sd = vgg_weights(args.seed), lin_weights(args.seed)
   install_stubs(vgg_sd)
   lightning_module = install_lightning_stubs()
@@ -163,7 +167,23 @@ def main():
   (opt_ae, opt_disc), _ = model.configure_optimizers()
   model.train()  # Lightning's fit
   model.loss.perceptual_loss.eval()  # deviation: no LPIPS dropout (module docstring)
+  return model, (opt_ae, opt_disc), lightning_module, config, (vgg_sd, lin_sd)
 
+
+def train_batch(model, optimizers, batch, global_step):
+  """One batch of main()'s Lightning loop without the recording: both optimizers' steps (for timing)."""
+  model.global_step = global_step
+  for opt_idx, opt in enumerate(optimizers):
+    toggle(model, opt)
+    model.training_step(batch, global_step, opt_idx).backward()
+    opt.step()
+    opt.zero_grad()
+
+
+def main():
+  args = parse()
+  model, (opt_ae, opt_disc), lightning_module, config, (vgg_sd, lin_sd) = build(args)
+  disc = model.loss.discriminator
   g_named = OrderedDict((k, p) for k, p in model.named_parameters() if not k.startswith("loss."))
   assert {id(p) for p in g_named.values()} == {id(p) for p in opt_ae.param_groups[0]["params"]}
   g0 = OrderedDict((k, p.detach().clone()) for k, p in g_named.items())

@@ -57,7 +57,7 @@ import torch
 from train_common import random_weights, record, stub, save_golden
 
 
-def parse():
+def parse(argv=None):
   p = argparse.ArgumentParser()
   p.add_argument("ref", help="bytedance/1d-tokenizer checkout root")
   p.add_argument("--out", default="tests/goldens/train_titok")
@@ -68,7 +68,7 @@ def parse():
   p.add_argument("--max-steps", type=int, default=6)
   p.add_argument("--weight-decay", type=float, default=1.0)
   p.add_argument("--seed", type=int, default=0)
-  return p.parse_args()
+  return p.parse_args(argv)
 
 
 PIXEL = {"hidden_channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": 1}  # the converter golden's VQGAN
@@ -145,8 +145,13 @@ def gaps(z, e):
   return ((top2[:, 1] - top2[:, 0]) / top2[:, 1].clamp_min(1e-12)).numpy()
 
 
-def main():
-  args = parse()
+def trainer(args):
+  """The stage-1 trainer's objects, built by the reference's own functions (reduced: module docstring).
+
+  Returns a namespace: model, pretrained_tokenizer, loss_module, optimizer,
+  lr_scheduler, ema, config, and what main() records (teacher_enc, enc_shapes,
+  no_decay, proxy_dim, token_size). bench/reference_step.py times the same trainer.
+  """
   ref = os.path.abspath(args.ref)
   install_stubs(ref)
   sys.path.insert(0, ref)
@@ -223,59 +228,94 @@ def main():
   )  # train_titok.py:100-101
   no_decay = {id(p) for p in optimizer.param_groups[0]["params"]}
   assert optimizer.param_groups[0]["weight_decay"] == 0
+  return types.SimpleNamespace(
+    model=model,
+    pretrained_tokenizer=pretrained_tokenizer,
+    loss_module=loss_module,
+    optimizer=optimizer,
+    lr_scheduler=lr_scheduler,
+    ema=ema,
+    config=config,
+    teacher_enc=teacher_enc,
+    enc_shapes=enc_shapes,
+    no_decay=no_decay,
+    proxy_dim=int(proxy_dim),
+    token_size=int(token_size),
+  )
+
+
+def train_step(t, images, after_backward=lambda: None):
+  """train_one_epoch's stage-1 body (train_utils.py:430-557) on ``images`` in [0, 1]: (proxy codes, loss, its terms, extras).
+
+  ``after_backward`` runs between the backward pass and clipping (main() records the gradients there).
+  """
+  t.model.train()  # :430
+  # :451-453 proxy codes
+  t.pretrained_tokenizer.eval()
+  proxy_codes = t.pretrained_tokenizer.encode(images)
+  # :459 model forward, :469-473 the stage-1 loss
+  reconstructed_images, extra_results_dict = t.model(images)
+  autoencoder_loss, loss_dict = t.loss_module(proxy_codes, reconstructed_images, extra_results_dict)
+  autoencoder_loss.backward()  # :497
+  after_backward()
+  torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.config.training.max_grad_norm)  # :499-500
+  t.optimizer.step()  # :502
+  t.lr_scheduler.step()  # :503
+  t.optimizer.zero_grad(set_to_none=True)  # :513
+  # :517 no discriminator (finetune_decoder False)
+  t.ema.step(t.model.parameters())  # :555-557
+  return proxy_codes, autoencoder_loss, loss_dict, extra_results_dict
+
+
+def main():
+  args = parse()
+  tr = trainer(args)
+  model, pretrained_tokenizer, ema = tr.model, tr.pretrained_tokenizer, tr.ema
+  proxy_dim, token_size = tr.proxy_dim, tr.token_size
 
   photos = torch.from_numpy(np.load(args.photos)["images_uint8"]).permute(0, 3, 1, 2).float() / 255.0
   g0 = OrderedDict((k, t.detach().clone()) for k, t in split_in_proj(model.named_parameters()).items())
   gold = OrderedDict()
   gold["teacher_seed"] = np.int64(args.seed + 11)
-  gold["teacher_checksum"] = np.float64(sum(np.sum(v, dtype=np.float64) for v in teacher_enc.values()))
-  gold["teacher_names"] = np.array(list(enc_shapes))
-  gold["teacher_shapes"] = np.array([str(tuple(s)) for s in enc_shapes.values()])
+  gold["teacher_checksum"] = np.float64(sum(np.sum(v, dtype=np.float64) for v in tr.teacher_enc.values()))
+  gold["teacher_names"] = np.array(list(tr.enc_shapes))
+  gold["teacher_shapes"] = np.array([str(tuple(s)) for s in tr.enc_shapes.values()])
   gold["weight_decay"] = np.float64(args.weight_decay)
   gold["warmup_steps"] = np.int64(args.warmup)
   gold["max_train_steps"] = np.int64(args.max_steps)
-  gold["no_decay_names"] = np.array([n for n, p in model.named_parameters() if id(p) in no_decay])
-  global_step = 0
+  gold["no_decay_names"] = np.array([n for n, p in model.named_parameters() if id(p) in tr.no_decay])
   model.train()  # train_utils.py:425
   for s in range(args.steps):
     images = photos[[s % 3, (s + 1) % 3]].contiguous()
     gold[f"step{s}/photos"] = np.array([s % 3, (s + 1) % 3])
-    gold[f"step{s}/lr"] = np.float64(optimizer.param_groups[0]["lr"])
-    model.train()  # :430
-    # :451-453 proxy codes
-    pretrained_tokenizer.eval()
-    proxy_codes = pretrained_tokenizer.encode(images)
-    with torch.no_grad():
-      h = pretrained_tokenizer.encoder(images).permute(0, 2, 3, 1).reshape(-1, int(proxy_dim))
+    gold[f"step{s}/lr"] = np.float64(tr.optimizer.param_groups[0]["lr"])
+    model.train()
+    with torch.no_grad():  # the codes' distance gaps, from the weights the step's forward uses
+      h = pretrained_tokenizer.eval().encoder(images).permute(0, 2, 3, 1).reshape(-1, proxy_dim)
       t_gap = gaps(h, pretrained_tokenizer.quantize.embedding.weight).min()
-    # :459 model forward, :469-473 the stage-1 loss
-    reconstructed_images, extra_results_dict = model(images)
-    autoencoder_loss, loss_dict = loss_module(proxy_codes, reconstructed_images, extra_results_dict)
-    with torch.no_grad():
       z = model.encoder(pixel_values=images, latent_tokens=model.latent_tokens)
-      z = z.permute(0, 2, 3, 1).reshape(-1, int(token_size))
+      z = z.permute(0, 2, 3, 1).reshape(-1, token_size)
       e = torch.nn.functional.normalize(model.quantize.embedding.weight, dim=-1)
       s_gap = gaps(torch.nn.functional.normalize(z, dim=-1), e).min()
     if min(t_gap, s_gap) < 1e-5:
       raise SystemExit(f"step {s}: a near-tie between codes (teacher {t_gap:.2e}, student {s_gap:.2e})")
+    last = s == args.steps - 1
+
+    grad_record = OrderedDict()
+
+    def record_grads(s=s, last=last, out=grad_record):
+      grads = OrderedDict((k, t.grad) for k, t in model.named_parameters())
+      assert all(g is not None for g in grads.values())  # the reference freezes nothing in stage 1
+      record(out, f"step{s}/g_grad", split_in_proj(grads.items()), whole=last)
+
+    proxy_codes, autoencoder_loss, loss_dict, extra_results_dict = train_step(tr, images, record_grads)
     gold[f"step{s}/min_code_gap"] = np.float64(min(t_gap, s_gap))
     gold[f"step{s}/teacher_ids"] = proxy_codes.numpy().astype(np.int32)
     gold[f"step{s}/ids"] = extra_results_dict["min_encoding_indices"].numpy().reshape(2, -1).astype(np.int32)
     for k, v in loss_dict.items():  # total, reconstruction (the CE), quantizer, commitment (x 0.25), codebook
       gold[f"step{s}/{k}"] = np.float64(v.item())
-    autoencoder_loss.backward()  # :497
-    last = s == args.steps - 1
-    grads = OrderedDict((k, t.grad) for k, t in model.named_parameters())
-    assert all(g is not None for g in grads.values())  # the reference freezes nothing in stage 1
-    record(gold, f"step{s}/g_grad", split_in_proj(grads.items()), whole=last)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.training.max_grad_norm)  # :499-500
-    optimizer.step()  # :502
-    lr_scheduler.step()  # :503
-    optimizer.zero_grad(set_to_none=True)  # :513
-    # :517 no discriminator (finetune_decoder False)
-    ema.step(model.parameters())  # :555-557
+    gold.update(grad_record)
     gold[f"step{s}/ema_decay"] = np.float64(ema.cur_decay_value)
-    global_step += 1  # noqa: SIM113 (the reference's own counter, returned by train_one_epoch)
 
     named = split_in_proj(model.named_parameters())
     record(gold, f"step{s}/g_delta", OrderedDict((k, t.detach() - g0[k]) for k, t in named.items()), whole=last)
