@@ -32,6 +32,7 @@ from flax import nnx
 from vqtok import feature_teacher, files
 from vqtok.data import pipeline
 from vqtok.data import sources as sources_lib
+from vqtok.losses import alignment
 
 #: DINO's k-NN defaults (dino/eval_knn.py: nb_knn 20, temperature 0.07).
 KNN_K = 20
@@ -177,12 +178,7 @@ def feature_cosine_fn(config: ml_collections.ConfigDict, tokenizer: nnx.Module):
   def cosine(params, rest, x):
     model = nnx.merge(gdef, params, rest)
     z = model.quantizer.indices_to_codes(model.encode(x))
-    pred = model.project_features(z)
-    target = feature_teacher.batch_features(teacher, arrays, x, resize).astype(jnp.float32)
-    pred = pred.reshape(pred.shape[0], -1, pred.shape[-1])
-    target = target.reshape(target.shape[0], -1, target.shape[-1])
-    num = jnp.sum(pred * target, axis=-1)
-    den = jnp.maximum(jnp.linalg.norm(pred, axis=-1) * jnp.linalg.norm(target, axis=-1), 1e-8)
-    return jnp.mean(num / den, axis=1)
+    target = feature_teacher.batch_features(teacher, arrays, x, resize)
+    return jnp.mean(alignment.cosines(model.project_features(z), target, alignment.COSINE_EPS), axis=1)
 
   return jax.jit(cosine)

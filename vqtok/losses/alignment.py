@@ -47,6 +47,11 @@ def _unit(x: jax.Array, eps: float) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
 
 
+def cosines(a: ArrayLike, b: ArrayLike, eps: float) -> jax.Array:
+  """(B, n) cosine similarity of each position's channel vectors in ``a`` and ``b`` (norms clamped at ``eps``)."""
+  return jnp.sum(_unit(_rows(a), eps) * _unit(_rows(b), eps), axis=-1)
+
+
 def distmat_loss(z: ArrayLike, features: ArrayLike, margin: float) -> jax.Array:
   """Marginal distance-matrix similarity: mean over images and position pairs of ``relu(|S_z - S_f| - margin)``.
 
@@ -62,8 +67,7 @@ def distmat_loss(z: ArrayLike, features: ArrayLike, margin: float) -> jax.Array:
 
 def cosine_loss(z: ArrayLike, features: ArrayLike, margin: float) -> jax.Array:
   """Marginal cosine similarity: mean over positions of ``relu(1 - margin - cos(z, f))`` (channels last)."""
-  zr, fr = _rows(z), _rows(features)
-  cos = jnp.sum(_unit(zr, COSINE_EPS) * _unit(fr, COSINE_EPS), axis=-1)  # F.cosine_similarity
+  cos = cosines(z, features, COSINE_EPS)  # F.cosine_similarity
   return jnp.mean(jax.nn.relu(1.0 - margin - cos))
 
 
@@ -108,7 +112,7 @@ def feature_rec_loss(rec: ArrayLike, target: ArrayLike) -> jax.Array:
   r, t = _rows(rec), _rows(target)
   if r.shape != t.shape:
     raise ValueError(f"feature_rec_loss: predicted features {r.shape} and the teacher's {t.shape} differ in shape")
-  return jnp.mean(1.0 - jnp.sum(_unit(r, NORMALIZE_EPS) * _unit(t, NORMALIZE_EPS), axis=-1))
+  return jnp.mean(1.0 - cosines(r, t, NORMALIZE_EPS))
 
 
 def _check_config(config, check_paths: bool) -> None:
