@@ -1,14 +1,9 @@
 """Causal video tokenizers (the shared CNN with ``model.temporal_downsample``): the frame rule, an image as a
-one-frame video, prefix causality, chunked = whole, quantizers on (B, T, h, w, d) latents, config checks, and
-the layout against Open-MAGVIT2's own video CNN (goldens from scripts/parity/gen_open_magvit2_video.py).
+one-frame video, prefix causality, chunked = whole, quantizers on (B, T, h, w, d) latents, and config checks.
+Parity with Open-MAGVIT2's own video tokenizer: tests/test_pretrained_open_magvit2_video.py.
 
 Tiny models (8-16 channels, 16 px, 5-9 frames), run eagerly: no compile.
 """
-
-import json
-import math
-import os
-import re
 
 import jax
 import jax.numpy as jnp
@@ -175,88 +170,3 @@ def test_config_checks(update, match):
   c.model.update(**update)
   with pytest.raises(ValueError, match=match):
     validate_config(c)
-
-
-# ---- parity of the layout with Open-MAGVIT2's causal video CNN (scripts/parity/gen_open_magvit2_video.py) ----
-
-GOLDENS = os.path.join(os.path.dirname(__file__), "goldens", "open-magvit2-video")
-LEVELS = 3  # len(ch_mult): the reference's up.{i} is vqtok's decoder level LEVELS - 1 - i
-# The reference's names (improved_video_model.py) and vqtok's paths; the import (issue 27) will own this table.
-BLOCK = {
-  "norm1": "norm1",
-  "norm2": "norm2",
-  "conv1.conv_1": "conv1",
-  "conv2.conv_1": "conv2",
-  "nin_shortcut.conv_1": "skip",
-}
-LEAF = {"weight": "kernel", "bias": "bias"}
-NORM_LEAF = {"weight": "scale", "bias": "bias"}
-
-
-def _path(part: str, name: str) -> tuple:
-  stem, leaf = name.rsplit(".", 1)
-  if m := re.fullmatch(r"(down|up)\.(\d+)\.block\.(\d+)\.(.+)", stem):
-    level = int(m[2]) if m[1] == "down" else LEVELS - 1 - int(m[2])
-    sub = BLOCK[m[4]]
-    return ("res", level, int(m[3]), sub, (NORM_LEAF if sub.startswith("norm") else LEAF)[leaf])
-  if m := re.fullmatch(r"mid_block\.(\d+)\.(.+)", stem):
-    sub = BLOCK[m[2]]
-    return ("mid", int(m[1]), sub, (NORM_LEAF if sub.startswith("norm") else LEAF)[leaf])
-  if m := re.fullmatch(r"down\.(\d+)\.downsample\.conv_1", stem):
-    return ("down", int(m[1]), "conv", LEAF[leaf])
-  if m := re.fullmatch(r"up\.(\d+)\.upsample\.conv1\.conv_1", stem):
-    return ("up", LEVELS - 1 - int(m[1]), "conv", LEAF[leaf])
-  if m := re.fullmatch(r"adaptive\.(\d+)\.(gamma|beta)", stem):
-    return ("level_norm", LEVELS - 1 - int(m[1]), m[2], LEAF[leaf])
-  if stem in ("conv_in.conv_1", "conv_out.conv_1"):
-    return (stem.split(".")[0], LEAF[leaf])
-  if stem == "norm_out":
-    return ("norm_out", NORM_LEAF[leaf])
-  raise KeyError(f"{part}: {name}")
-
-
-def _draw(rng, name, shape):  # as gen_open_magvit2_video.py draws them
-  v = rng.standard_normal(shape) * (0.2 if len(shape) > 1 else 0.5)
-  return v + 1.0 if "norm" in name and name.endswith(".weight") else v
-
-
-def _layout(v: np.ndarray) -> np.ndarray:
-  # torch Conv3d (O, I, T, H, W) -> (T, H, W, I, O); Linear (O, I) -> (I, O)
-  return np.transpose(v, (2, 3, 4, 1, 0)) if v.ndim == 5 else v.T if v.ndim == 2 else v
-
-
-def test_open_magvit2_video_layout():
-  with open(os.path.join(GOLDENS, "keys.json")) as f:
-    meta = json.load(f)
-  g = np.load(os.path.join(GOLDENS, "golden.npz"))
-  kw = dict(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, family="magvit2", norm_groups=32)
-  kw.update(temporal_downsample=(1, 2), video_norm="clip")
-  parts = {"encoder": cnn.Encoder(4, rngs=nnx.Rngs(0), **kw), "decoder": cnn.Decoder(4, rngs=nnx.Rngs(0), **kw)}
-  rng = np.random.default_rng(meta["seed"])
-  for part, keys in meta["keys"].items():
-    flat = dict(nnx.state(parts[part], nnx.Param).flat_state())
-    written = set()
-    for name, shape in keys:
-      path = _path(part, name)
-      value = _layout(_draw(rng, name, tuple(shape)))
-      assert flat[path].shape == value.shape, (name, path)
-      flat[path].set_value(jnp.asarray(value, jnp.float32))
-      written.add(path)
-    assert written == set(flat), set(flat) - written  # every vqtok parameter written once
-  enc, dec = parts["encoder"], parts["decoder"]
-  cl = lambda a: np.transpose(a, (0, 2, 3, 4, 1))  # (B, C, T, H, W) -> (B, T, H, W, C)
-  x = jnp.asarray(cl(g["x"]))
-  with jax.default_matmul_precision("highest"):
-    for frames, zk, yk in ((5, "z", "y"), (1, "z1", "y1")):
-      z = enc(x[:, :frames])
-      np.testing.assert_allclose(np.asarray(z), cl(g[zk]), rtol=0, atol=2e-6 * np.abs(g[zk]).max())
-      y = dec(jnp.asarray(cl(g[zk]), jnp.float32))  # the reference's own latent
-      np.testing.assert_allclose(np.asarray(y), cl(g[yk]), rtol=0, atol=1e-5 * np.abs(g[yk]).max())
-  # Parameter counts of the reference's 128 px example (ch 128, ch_mult 1-2-2-4, 4 res blocks, z 18): equal.
-  full = dict(
-    channels=128, channel_mult=(1, 2, 2, 4), num_res_blocks=4, family="magvit2", temporal_downsample=(1, 2, 2)
-  )
-  for part, cls in (("encoder", cnn.Encoder), ("decoder", cnn.Decoder)):
-    abstract = nnx.eval_shape(lambda cls=cls: cls(18, rngs=nnx.Rngs(0), **full))
-    count = sum(math.prod(v.shape) for v in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
-    assert count == meta["full_params"][part], part

@@ -5,7 +5,8 @@
 FORMAT is one of: llamagen (vq_ds16_c2i.pt, vq_ds8_c2i.pt), taming
 (vqgan_imagenet_f16_1024 / _16384 last.ckpt), maskgit
 (tokenizer_imagenet256_checkpoint), open-magvit2 (imagenet_256_L.ckpt,
-imagenet_128_L.ckpt), ibq (imagenet256_*.ckpt), var (vae_ch160v4096z32.pth,
+imagenet_128_L.ckpt), open-magvit2-video (video_128_262144.ckpt: a causal video
+tokenizer, 17 frames of 128 px -> 5 x 16 x 16 tokens), ibq (imagenet256_*.ckpt), var (vae_ch160v4096z32.pth,
 multi-scale: 680 tokens per image in scale order), titok (tokenizer_titok_{l32,b64,s128}.bin
 or the hub's model.safetensors), one-d-piece (turing-motors/One-D-Piece-*-256 model.safetensors: TiTok
 with tail token drop, decodes from any prefix), bsq-vit (checkpoint.pt, 18 or 36 bits), movq (a diffusers
@@ -38,7 +39,7 @@ def _define_flags() -> None:
   flags.DEFINE_bool(
     "ema",
     None,
-    "Take the EMA weights (--ema) or the raw ones (--noema). Default: the raw weights, except for open-magvit2,"
+    "Take the EMA weights (--ema) or the raw ones (--noema). Default: the raw weights, except for open-magvit2(-video),"
     " ibq, simvq and bsq-vit files with EMA copies, which the reference evaluates with.",
   )
   flags.DEFINE_bool("overwrite", False, "Replace OUTPUT_DIR if it exists and is not empty.")

@@ -32,6 +32,7 @@ from vqtok.pretrained import (
   movq,
   one_d_piece,
   open_magvit2,
+  open_magvit2_video,
   siglip,
   simvq,
   taming,
@@ -47,7 +48,10 @@ from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 #: holds besides its tensors, e.g. GSQ's quantizer normalisation).
 FORMATS: dict[str, ModuleType] = {
   m.NAME: m
-  for m in (llamagen, taming, maskgit, open_magvit2, ibq, simvq, var, titok, one_d_piece, bsqvit, movq, gsq, fqgan)
+  for m in (
+    *(llamagen, taming, maskgit, open_magvit2, open_magvit2_video, ibq, simvq, var, titok, one_d_piece, bsqvit),
+    *(movq, gsq, fqgan),
+  )
 }
 
 #: Convertible feature teachers (frozen vision foundation models): name -> family module
@@ -64,7 +68,7 @@ def convert(
     format: one of ``FORMATS``.
     checkpoint: the published file (movq: the diffusers model directory).
     ema: take the EMA weights (True) or the raw ones (False); None: the family's
-      default (EMA where the reference evaluates with it: open-magvit2, ibq, simvq, bsq-vit).
+      default (EMA where the reference evaluates with it: open-magvit2 (image and video), ibq, simvq, bsq-vit).
 
   Returns:
     ``(tokenizer, config, metadata)``; the metadata names the source file and its sha256.

@@ -38,6 +38,13 @@ def conv(x: np.ndarray) -> np.ndarray:
   return np.transpose(x, (2, 3, 1, 0))
 
 
+def conv3d(x: np.ndarray) -> np.ndarray:
+  """PyTorch Conv3d weight (out, in, kt, kh, kw) -> Flax kernel (kt, kh, kw, in, out)."""
+  if x.ndim != 5:
+    raise ValueError(f"a 3-D conv weight has 5 axes (out, in, kt, kh, kw); got shape {x.shape}")
+  return np.transpose(x, (2, 3, 4, 1, 0))
+
+
 def linear(x: np.ndarray) -> np.ndarray:
   """PyTorch linear weight (out, in) -> Flax kernel (in, out)."""
   if x.ndim != 2:
@@ -189,6 +196,14 @@ def under(prefix: str, target: Prefix, suffix: str, leaf: Callable[..., str], la
 def torch_conv(prefix: str, target: Prefix) -> tuple[Rule, ...]:
   """``<prefix>.weight`` (O, I, kh, kw) and ``.bias`` -> ``<target>.kernel`` / ``.bias``."""
   return (under(prefix, target, "weight", lambda: "kernel", conv), under(prefix, target, "bias", lambda: "bias", as_is))
+
+
+def torch_conv3d(prefix: str, target: Prefix) -> tuple[Rule, ...]:
+  """``<prefix>.weight`` (O, I, kt, kh, kw) and ``.bias`` -> ``<target>.kernel`` / ``.bias``."""
+  return (
+    under(prefix, target, "weight", lambda: "kernel", conv3d),
+    under(prefix, target, "bias", lambda: "bias", as_is),
+  )
 
 
 def torch_conv1x1_linear(prefix: str, target: Prefix) -> tuple[Rule, ...]:
