@@ -164,6 +164,7 @@ def test_convert_command_writes_a_tokenizer_dir(ckpt, tmp_path):
   assert res.returncode == 0, res.stderr
   summary = json.loads(res.stdout)
   assert summary["format"] == "open-magvit2-video" and summary["codebook_size"] == 64
+  assert summary["frames_per_clip"] == 17 and summary["token_shape_per_clip"] == [9, 16, 16]  # 64 px, s_T 2
   tok, config, _ = load(str(out))
   assert config.video.num_frames == 17 and config.model.video_norm == "clip"
   g = np.load(os.path.join(GOLDENS, "golden.npz"))

@@ -67,6 +67,10 @@ def main(argv: list[str]) -> int:
     "parameters": int(sum(v.size for v in files.arrays(tokenizer).values())),
     "source_sha256": meta["source_sha256"],
   }
+  if tokenizer.is_video:  # a causal video tokenizer: the tokens of one clip of the published length
+    frames = int(config.video.num_frames)
+    summary["token_shape_per_clip"] = [tokenizer.latent_frames(frames), *tokenizer.token_shape]
+    summary["frames_per_clip"] = frames
   print(json.dumps(summary, indent=2))
   return 0
 
