@@ -48,7 +48,7 @@ def parse():
   return p.parse_args()
 
 
-#: The reduced model; tests/test_pretrained_video.py writes its checkpoint from the same draws.
+#: The reduced model; tests/test_pretrained_open_magvit2_video.py writes its checkpoint from the same draws.
 REDUCED = dict(ch=32, out_ch=3, in_channels=3, num_res_blocks=1, z_channels=6, ch_mult=(1, 2, 2), resolution=16)
 #: configs/Open-MAGVIT2/gpu/ucf101_lfqfan_128_L.yaml (the published video tokenizer's config).
 FULL = dict(ch=128, out_ch=3, in_channels=3, num_res_blocks=4, z_channels=18, ch_mult=(1, 2, 2, 4), resolution=128)
