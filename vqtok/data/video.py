@@ -236,6 +236,7 @@ class VideoSource(ImageSource):
     self.size, self.preprocess = size, preprocess
     span = (self.num_frames - 1) * self.stride + 1  # frames one clip covers
     self.items: list[tuple[str, int]] = []
+    self.lengths: dict[str, int] = {}  # frames of each readable video's (resampled) sequence, by its header
     for rel in paths:
       info = probe(os.path.join(root, rel))
       if isinstance(info, str):
@@ -244,6 +245,7 @@ class VideoSource(ImageSource):
         continue
       duration, rate = info
       length = math.floor(duration * (fps or rate) + 1e-6)  # frames in the (resampled) sequence
+      self.lengths[rel] = length
       n = max(1, min(int(clips_per_video), length // span))
       self.items += [(rel, k * span) for k in range(n)]
     if not self.items:
@@ -262,6 +264,17 @@ class VideoSource(ImageSource):
   def describe(self, index: int) -> str:
     rel, start = self.items[self._check_index(index)]
     return f"{rel}@{start}"
+
+  def check_long_enough(self) -> None:
+    """ValueError in one line when no video is long enough for one clip (by the headers; some short: skipped)."""
+    span = (self.num_frames - 1) * self.stride + 1
+    if max(self.lengths.values(), default=0) < span:
+      longest = max(self.lengths, key=self.lengths.get)
+      rate = f" at {self.fps:g} fps" if self.fps else ""
+      raise ValueError(
+        f"no video in {self.root} is long enough for a clip of {self.num_frames} frames with stride"
+        f" {self.stride}{rate} ({span} frames); the longest, {longest}, has {self.lengths[longest]}"
+      )
 
   def protocol(self) -> dict[str, Any]:
     """The clip protocol, for reports (FVD differs by protocol)."""
