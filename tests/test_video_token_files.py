@@ -189,6 +189,17 @@ def test_token_source_reads_video_rows(encoded):
     assert record["name"] == rows["names"][i]
 
 
+def test_rerun_resumes_and_other_clips_are_refused(tokdirs, folder, encoded):
+  tokens, _ = encoded
+  before = snapshot(tokens)
+  again = _encode(tokdirs["v"], folder, tokens, chunk=1)  # chunking gives the same ids: the same run
+  assert (again["encoded"], again["shards_already_done"]) == (0, 1)
+  with pytest.raises(ValueError, match=r"from a different run or source \(.*token_shape, video differ\)") as e:
+    _encode(tokdirs["v"], folder, tokens, num_frames=3)
+  _one_line(e)
+  assert snapshot(tokens) == before
+
+
 def test_image_exports_refuse_video_rows(encoded, tmp_path):
   with pytest.raises(ValueError, match=r"holds video tokens \(rows of \(3, 4, 4\)\); llamagen is a layout for image"):
     token_exports.export(encoded[0], str(tmp_path / "codes"), "llamagen")

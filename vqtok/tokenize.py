@@ -396,7 +396,7 @@ def encode_to_files(
     "encode" if n == 1 else f"encode (process 0 of {n})",
     show=progress and p == 0,
     initial=done_share,
-    unit="img",
+    unit="clip" if video else "img",
   )
   encoded = 0
   t0 = time.perf_counter()
