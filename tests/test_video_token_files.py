@@ -9,6 +9,7 @@ frame rule or codebook, videos too short) is one line with nothing written.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -98,7 +99,7 @@ def folder(tmp_path_factory):
   return str(root)
 
 
-def _encode(tok, folder, out, *, num_frames=FRAMES, chunk=None):
+def _encode(tok, folder, out, *, num_frames=FRAMES, chunk=None, labels=""):
   path, tokenizer, config, info = tok
   config = config.copy_and_resolve_references()
   config.video.update(source="folder", path=folder, num_frames=num_frames, stride=1, fps=0.0, clips_per_video=2)
@@ -113,6 +114,7 @@ def _encode(tok, folder, out, *, num_frames=FRAMES, chunk=None):
     tokenizer_metadata=info["metadata"],
     tokenizer_path=path,
     chunk=chunk,
+    labels=labels,
   )
 
 
@@ -198,6 +200,23 @@ def test_rerun_resumes_and_other_clips_are_refused(tokdirs, folder, encoded):
     _encode(tokdirs["v"], folder, tokens, num_frames=3)
   _one_line(e)
   assert snapshot(tokens) == before
+
+
+def test_labels_from_class_subfolders(tokdirs, folder, tmp_path):
+  """UCF-101's layout, root/<class>/<video>: each clip's row carries its video's class."""
+  with pytest.raises(ValueError, match=r"3 video\(s\) in .* lie outside a class subfolder.*: a.mp4, junk.mp4, short"):
+    _encode(tokdirs["v"], folder, tmp_path / "loose", labels="subfolder")
+  assert not (tmp_path / "loose").exists()
+  classes = tmp_path / "classes"
+  for cls, name in (("walk", "a.mp4"), ("run", "sub/b.mp4")):
+    os.makedirs(classes / cls)
+    shutil.copy(os.path.join(folder, name), classes / cls / os.path.basename(name))
+  _encode(tokdirs["v"], str(classes), tmp_path / "labelled", labels="subfolder")
+  meta, rows = tokens_lib.read_rows(str(tmp_path / "labelled"))
+  assert meta["labels"] == {"from": "subfolder", "classes": ["run", "walk"]}
+  assert list(rows["names"]) == ["run/b.mp4@0", "walk/a.mp4@0", "walk/a.mp4@5"]
+  np.testing.assert_array_equal(rows["labels"], [0, 1, 1])
+  assert tokens_lib.TokenSource(str(tmp_path / "labelled"))[2]["label"] == 1
 
 
 def test_image_exports_refuse_video_rows(encoded, tmp_path):

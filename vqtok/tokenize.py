@@ -10,8 +10,8 @@
 Video (a causal video tokenizer, ``model.temporal_downsample``):
 
   python -m vqtok.tokenize encode --tokenizer=runs/video_tiny --output=vtokens/ \\
-      [--videos=DIR | (the held-out sample clip)] [--num_frames=9 --stride=2 --fps=0 --clips_per_video=1] \\
-      [--chunk=n]
+      [--videos=DIR [--labels=subfolder] | (the held-out sample clip)] \\
+      [--num_frames=9 --stride=2 --fps=0 --clips_per_video=1] [--chunk=n]
   python -m vqtok.tokenize decode --tokenizer=runs/video_tiny --tokens=vtokens/ --output=decoded/ \\
       [--format=mp4|png] [--fps=F] [--chunk=n]
 
@@ -155,8 +155,10 @@ def _labeller(source: data_lib.ImageSource, labels: str):
   if not labels:
     return None, None
   if labels == "subfolder":
-    if not isinstance(source, data_lib.ImageFolderSource):
-      raise ValueError("labels from subfolders need --folder, a folder of class subfolders (root/<class>/<image>)")
+    if not isinstance(source, (data_lib.ImageFolderSource, video_lib.VideoFolderSource)):
+      raise ValueError(
+        "labels from subfolders need --folder or --videos, a folder of class subfolders (root/<class>/<file>)"
+      )
     classes, table = source.subfolder_labels()
     return {"from": "subfolder", "classes": classes}, lambda idx: table[idx]
   if labels.startswith("feature:"):
@@ -299,8 +301,8 @@ def encode_to_files(
   video = bool(config.get("video", {}).get("source", ""))
   if video:
     v = config.video
-    if labels or views:
-      raise ValueError("labels and views are for images; video clips are encoded without them")
+    if views:
+      raise ValueError(f"views={views!r} are for images; video clips are encoded as they are")
     video_meta = tokens_lib.video_block(
       tokenizer, num_frames=v.num_frames, stride=v.stride, fps=v.fps or None, clips_per_video=v.clips_per_video
     )
@@ -682,7 +684,9 @@ def _define_flags() -> None:
   flags.DEFINE_string("split", "validation", "encode: TFDS split (with --tfds).")
   flags.DEFINE_string("data_dir", "", "encode: TFDS data_dir (with --tfds).")
   flags.DEFINE_integer("shard_batches", 16, "encode: batches per token file.")
-  flags.DEFINE_enum("labels", "", ["", "subfolder"], "encode --folder: subfolder = class labels from class subfolders.")
+  flags.DEFINE_enum(
+    "labels", "", ["", "subfolder"], "encode --folder/--videos: subfolder = class labels from class subfolders."
+  )
   flags.DEFINE_enum("views", "", ["", "flip", "ten_crop"], "encode: store these views of each image too.")
   flags.DEFINE_float("crop_range", 1.1, "encode --views=ten_crop: resize to this times the size, then crop.")
   flags.DEFINE_string("captions", None, 'encode: a JSON-lines file of {"name": ..., "caption": ...} per image.')
@@ -724,8 +728,10 @@ def _captions_flag() -> str:
 def _labels_flag() -> str:
   """``encode_to_files``'s ``labels`` from ``--labels`` and ``--label_key``."""
   if FLAGS.labels == "subfolder":
-    if not FLAGS.folder:
-      raise cli.UsageError("--labels=subfolder needs --folder, a folder of class subfolders (root/<class>/<image>)")
+    if not (FLAGS.folder or FLAGS.videos):
+      raise cli.UsageError(
+        "--labels=subfolder needs --folder or --videos, a folder of class subfolders (root/<class>/<file>)"
+      )
     return "subfolder"
   if not FLAGS.tfds or not FLAGS.label_key:
     if FLAGS["label_key"].present and FLAGS.label_key:

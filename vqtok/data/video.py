@@ -43,7 +43,7 @@ import numpy as np
 
 from vqtok.config_fields import ConfigFields
 from vqtok.data import transforms
-from vqtok.data.sources import ImageSource
+from vqtok.data.sources import ImageSource, subfolder_classes
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,18 @@ class VideoFolderSource(VideoSource):
       ]
     if not paths:
       raise ValueError(f"video folder {root!r} has no video files (extensions {', '.join(VIDEO_EXTENSIONS)})")
-    super().__init__(root, sorted(paths), **kwargs)
+    self.paths = sorted(paths)  # every video file, readable or not
+    super().__init__(root, self.paths, **kwargs)
+
+  def subfolder_labels(self) -> tuple[list[str], np.ndarray]:
+    """``(classes, labels)``: each clip's class is its video's first directory (UCF-101's layout, as images).
+
+    Classes come from every video file found, readable or not, so a class of
+    unreadable videos keeps its id.
+    """
+    classes, per_path = subfolder_classes(self.root, self.paths, "video")
+    label_of = dict(zip(self.paths, per_path))
+    return classes, np.asarray([label_of[rel] for rel, _ in self.items], np.int32)
 
 
 def sample_video_dir() -> str:
