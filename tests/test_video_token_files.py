@@ -99,7 +99,7 @@ def folder(tmp_path_factory):
   return str(root)
 
 
-def _encode(tok, folder, out, *, num_frames=FRAMES, chunk=None, labels=""):
+def _encode(tok, folder, out, *, num_frames=FRAMES, chunk=None, labels="", captions=""):
   path, tokenizer, config, info = tok
   config = config.copy_and_resolve_references()
   config.video.update(source="folder", path=folder, num_frames=num_frames, stride=1, fps=0.0, clips_per_video=2)
@@ -115,6 +115,7 @@ def _encode(tok, folder, out, *, num_frames=FRAMES, chunk=None, labels=""):
     tokenizer_path=path,
     chunk=chunk,
     labels=labels,
+    captions=captions,
   )
 
 
@@ -174,6 +175,7 @@ def test_rows_metadata_and_counted_skips(encoded, reference):
     "stride": 1,
     "fps": None,
     "clips_per_video": 2,
+    "source_fps": 10.0,  # both videos' own rate
     "chunk": None,
   }
   assert meta["source"]["source"] == "folder" and meta["num_images"] == 4  # short.mp4's clip counted, then skipped
@@ -202,8 +204,8 @@ def test_rerun_resumes_and_other_clips_are_refused(tokdirs, folder, encoded):
   assert snapshot(tokens) == before
 
 
-def test_labels_from_class_subfolders(tokdirs, folder, tmp_path):
-  """UCF-101's layout, root/<class>/<video>: each clip's row carries its video's class."""
+def test_labels_and_captions(tokdirs, folder, tmp_path):
+  """UCF-101's layout, root/<class>/<video>: each clip's row carries its video's class, and a caption by its name."""
   with pytest.raises(ValueError, match=r"3 video\(s\) in .* lie outside a class subfolder.*: a.mp4, junk.mp4, short"):
     _encode(tokdirs["v"], folder, tmp_path / "loose", labels="subfolder")
   assert not (tmp_path / "loose").exists()
@@ -211,12 +213,16 @@ def test_labels_from_class_subfolders(tokdirs, folder, tmp_path):
   for cls, name in (("walk", "a.mp4"), ("run", "sub/b.mp4")):
     os.makedirs(classes / cls)
     shutil.copy(os.path.join(folder, name), classes / cls / os.path.basename(name))
-  _encode(tokdirs["v"], str(classes), tmp_path / "labelled", labels="subfolder")
+  names = ["run/b.mp4@0", "walk/a.mp4@0", "walk/a.mp4@5"]
+  captions = tmp_path / "captions.jsonl"
+  captions.write_text("".join(json.dumps({"name": n, "caption": f"clip {n}"}) + "\n" for n in names))
+  _encode(tokdirs["v"], str(classes), tmp_path / "labelled", labels="subfolder", captions=str(captions))
   meta, rows = tokens_lib.read_rows(str(tmp_path / "labelled"))
   assert meta["labels"] == {"from": "subfolder", "classes": ["run", "walk"]}
-  assert list(rows["names"]) == ["run/b.mp4@0", "walk/a.mp4@0", "walk/a.mp4@5"]
+  assert list(rows["names"]) == names
   np.testing.assert_array_equal(rows["labels"], [0, 1, 1])
-  assert tokens_lib.TokenSource(str(tmp_path / "labelled"))[2]["label"] == 1
+  record = tokens_lib.TokenSource(str(tmp_path / "labelled"))[2]
+  assert (record["label"], record["caption"], record["indices"].shape) == (1, "clip walk/a.mp4@5", (3, 4, 4))
 
 
 def test_image_exports_refuse_video_rows(encoded, tmp_path):
@@ -256,7 +262,7 @@ def test_decode_mp4(tokdirs, encoded, reference, tmp_path):
     assert got.shape == want.shape
     # H.264 in yuv420p halves the chroma resolution: on 16 px noise only the frames' mean colours survive exactly.
     np.testing.assert_allclose(got.mean(axis=(1, 2)), want.mean(axis=(1, 2)), atol=4)
-    assert video_lib.probe(str(path))[1] == 25.0  # no fps at encode: 25 frames a second
+    assert video_lib.probe(str(path))[1] == 10.0  # the videos' own rate (no fps at encode, stride 1)
 
 
 def _one_line(excinfo) -> str:

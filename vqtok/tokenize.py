@@ -22,7 +22,8 @@ are refused before anything is written; unreadable videos (and single videos
 too short for a clip) are counted skips. Decoding writes one mp4 per clip
 (``sub__a.mp4@0.mp4``: the clip's name flattened) or a folder of PNG frames
 (``sub__a.mp4@0/00000.png``), the mp4s at ``--fps`` (default: the encode's
-``fps`` / ``stride``, or 25 when the clips kept the videos' own frames).
+``fps``, or else the videos' own rate when they share one, over ``stride``;
+otherwise 25).
 
 Token files are plain NumPy ``.npz`` shards that a downstream trainer reads
 without vqtok: ``indices`` (int32, ``(n, *token_shape)``, plus a trailing axis
@@ -310,6 +311,9 @@ def encode_to_files(
       _check_chunk(tokenizer, video_meta["num_frames"], chunk)
     source = video_lib.make_video_source(config, "eval")
     source.check_long_enough()
+    rates = set(source.rates.values())
+    # The videos' own frame rate, when they share one: decode writes mp4s at it (over the stride).
+    video_meta["source_fps"] = rates.pop() if len(rates) == 1 else None
   else:
     if chunk is not None:
       raise ValueError(f"chunk={chunk} is for video clips (config.video.source, --videos); these are images")
@@ -553,8 +557,9 @@ def decode_to_images(
     fmt: video token files: ``"mp4"`` (default; one H.264 file a clip,
       ``clip_name``) or ``"png"`` (a folder of frames ``00000.png`` ... a clip);
       image token files: ``"png"`` only.
-    fps: video as mp4: the frame rate written (default: the encode's ``fps``
-      / ``stride``, or 25 when the clips kept the videos' own frames).
+    fps: video as mp4: the frame rate written (default: the encode's ``fps``,
+      or else the videos' shared own rate ``source_fps``, over ``stride``;
+      otherwise 25).
     chunk: video: decode ``chunk`` latent frames at a time (``Tokenizer.decode``).
       Re-encoding a video re-encodes its 8-bit frames (before mp4 compression).
 
@@ -580,7 +585,7 @@ def decode_to_images(
   if video and chunk is not None:
     _check_chunk(tokenizer, video["num_frames"], chunk)
   if video and fmt == "mp4":
-    rate = fps or (video["fps"] / video["stride"] if video.get("fps") else 25.0)
+    rate = fps or (video.get("fps") or video.get("source_fps") or 25.0 * video["stride"]) / video["stride"]
     if not rate > 0:
       raise ValueError(f"fps={fps}: the mp4 frame rate must be positive")
   if meta.get("views"):  # the first view: the image itself, or (ten_crop) its top-left crop

@@ -18,7 +18,8 @@ Video token files (clips encoded by a causal video tokenizer) hold rows of
 ``(T', h, w)`` indices, one row a clip; ``metadata.json``'s ``token_shape`` is
 that row shape and its ``video`` block the frame rule and how clips were cut
 (``num_frames``, ``temporal_factor`` s_T, ``latent_frames`` T' = 1 + (num_frames
-- 1) / s_T, ``stride``, ``fps``, ``clips_per_video``); ``names`` are
+- 1) / s_T, ``stride``, ``fps``, ``clips_per_video``, and ``source_fps``, the
+videos' own frame rate when they share one); ``names`` are
 ``<video path>@<first frame>``.
 
 ``metadata.json`` also holds the codebook size, token shape, the tokenizer's

@@ -237,6 +237,7 @@ class VideoSource(ImageSource):
     span = (self.num_frames - 1) * self.stride + 1  # frames one clip covers
     self.items: list[tuple[str, int]] = []
     self.lengths: dict[str, int] = {}  # frames of each readable video's (resampled) sequence, by its header
+    self.rates: dict[str, float] = {}  # each readable video's own frame rate, by its header
     for rel in paths:
       info = probe(os.path.join(root, rel))
       if isinstance(info, str):
@@ -245,7 +246,7 @@ class VideoSource(ImageSource):
         continue
       duration, rate = info
       length = math.floor(duration * (fps or rate) + 1e-6)  # frames in the (resampled) sequence
-      self.lengths[rel] = length
+      self.lengths[rel], self.rates[rel] = length, rate
       n = max(1, min(int(clips_per_video), length // span))
       self.items += [(rel, k * span) for k in range(n)]
     if not self.items:
