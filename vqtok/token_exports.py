@@ -57,7 +57,7 @@ def export(tokens_dir: str, output: str, fmt: str, *, dataset: str = "imagenet")
     and what the trainer needs besides (one line each).
 
   Raises:
-    ValueError: an unknown format, files without class labels, several
+    ValueError: an unknown format, video token files, files without class labels, several
       indices per token (residual or grouped quantizers), or an ``output``
       that holds something; nothing is written then.
   """
@@ -68,6 +68,10 @@ def export(tokens_dir: str, output: str, fmt: str, *, dataset: str = "imagenet")
   output = os.path.normpath(output)
   _check_output(output, fmt)
   meta, rows = tokens_lib.read_rows(tokens_dir)
+  if meta.get("video"):
+    raise ValueError(
+      f"{tokens_dir} holds video tokens (rows of {tuple(meta['token_shape'])}); {fmt} is a layout for image tokens"
+    )
   codes, labels = _per_view(meta, rows, tokens_dir, fmt)
   if fmt == "llamagen":
     if meta.get("image_size") is None:

@@ -7,6 +7,24 @@
   python -m vqtok.tokenize export --tokens=tokens/ --format=llamagen|titok-jsonl --output=OUT \\
       [--dataset=imagenet]
 
+Video (a causal video tokenizer, ``model.temporal_downsample``):
+
+  python -m vqtok.tokenize encode --tokenizer=runs/video_tiny --output=vtokens/ \\
+      [--videos=DIR [--labels=subfolder] | (the held-out sample clip)] \\
+      [--num_frames=9 --stride=2 --fps=0 --clips_per_video=1] [--chunk=n]
+  python -m vqtok.tokenize decode --tokenizer=runs/video_tiny --tokens=vtokens/ --output=decoded/ \\
+      [--format=mp4|png] [--fps=F] [--chunk=n]
+
+Each clip is a row of ``(T', h, w)`` ids (``tokens.py``); the frame rule and
+how clips were cut go into ``metadata.json``'s ``video`` block. A frame count
+the causal rule rejects, an image tokenizer, or videos too short for one clip
+are refused before anything is written; unreadable videos (and single videos
+too short for a clip) are counted skips. Decoding writes one mp4 per clip
+(``sub__a.mp4@0.mp4``: the clip's name flattened) or a folder of PNG frames
+(``sub__a.mp4@0/00000.png``), the mp4s at ``--fps`` (default: the encode's
+``fps``, or else the videos' own rate when they share one, over ``stride``;
+otherwise 25).
+
 Token files are plain NumPy ``.npz`` shards that a downstream trainer reads
 without vqtok: ``indices`` (int32, ``(n, *token_shape)``, plus a trailing axis
 for residual/grouped quantizers; ``(n, num_tokens)`` in scale order for
@@ -61,6 +79,7 @@ from vqtok import load as load_lib
 from vqtok import progress as progress_lib
 from vqtok import tokens as tokens_lib
 from vqtok.data import pipeline
+from vqtok.data import video as video_lib
 
 FLAGS = flags.FLAGS
 
@@ -137,8 +156,10 @@ def _labeller(source: data_lib.ImageSource, labels: str):
   if not labels:
     return None, None
   if labels == "subfolder":
-    if not isinstance(source, data_lib.ImageFolderSource):
-      raise ValueError("labels from subfolders need --folder, a folder of class subfolders (root/<class>/<image>)")
+    if not isinstance(source, (data_lib.ImageFolderSource, video_lib.VideoFolderSource)):
+      raise ValueError(
+        "labels from subfolders need --folder or --videos, a folder of class subfolders (root/<class>/<file>)"
+      )
     classes, table = source.subfolder_labels()
     return {"from": "subfolder", "classes": classes}, lambda idx: table[idx]
   if labels.startswith("feature:"):
@@ -226,8 +247,13 @@ def encode_to_files(
   views: str = "",
   crop_range: float = 1.1,
   captions: str = "",
+  chunk: int | None = None,
 ) -> dict[str, Any]:
   """Encodes the eval split of ``config.data`` into ``.npz`` token shards.
+
+  With ``config.video.source`` set, the clips it names (``config.video``:
+  ``num_frames``, ``stride``, ``fps``, ``clips_per_video``) are encoded by a
+  causal video tokenizer instead, one row of ``(T', h, w)`` ids per clip.
 
   With several processes each encodes its share (the rows the data pipeline
   gives it) on its local devices, independently of the others, into its own
@@ -256,6 +282,8 @@ def encode_to_files(
     captions: store each row's caption: a JSON-lines file of ``{"name",
       "caption"}`` matched by the rows' names (``tokens.read_captions``), or
       ``"feature:KEY"`` (a TFDS text feature); ``""`` for none.
+    chunk: video: encode ``chunk`` latent frames at a time (``Tokenizer.encode``);
+      the ids are those of the whole encode.
 
   Returns:
     This process's summary: images encoded now, shards skipped because they
@@ -263,14 +291,33 @@ def encode_to_files(
 
   Raises:
     ValueError: ``output`` holds tokens of another tokenizer, run or source,
-      or shards without ``metadata.json``.
+      or shards without ``metadata.json``; video: an image tokenizer, a frame
+      count the causal rule rejects, no video long enough for one clip.
   """
   p = jax.process_index() if process_index is None else int(process_index)
   n = jax.process_count() if process_count is None else int(process_count)
   mesh = sharding.make_mesh((-1, 1), devices=jax.local_devices())
   if batch_size % n or (batch_size // n) % mesh.size:
     raise ValueError(f"batch_size={batch_size} must be divisible by {n} process(es) times {mesh.size} local devices")
-  source = data_lib.make_source(config, "eval")
+  video = bool(config.get("video", {}).get("source", ""))
+  if video:
+    v = config.video
+    if views:
+      raise ValueError(f"views={views!r} are for images; video clips are encoded as they are")
+    video_meta = tokens_lib.video_block(
+      tokenizer, num_frames=v.num_frames, stride=v.stride, fps=v.fps or None, clips_per_video=v.clips_per_video
+    )
+    if chunk is not None:
+      _check_chunk(tokenizer, video_meta["num_frames"], chunk)
+    source = video_lib.make_video_source(config, "eval")
+    source.check_long_enough()
+    rates = set(source.rates.values())
+    # The videos' own frame rate, when they share one: decode writes mp4s at it (over the stride).
+    video_meta["source_fps"] = rates.pop() if len(rates) == 1 else None
+  else:
+    if chunk is not None:
+      raise ValueError(f"chunk={chunk} is for video clips (config.video.source, --videos); these are images")
+    source = data_lib.make_source(config, "eval")
   label_block, label_of = _labeller(source, labels)
   caption_block, caption_of = _captioner(source, captions)
   identity = {**tokens_lib.tokenizer_fingerprint(config, tokenizer_metadata), "path": tokenizer_path}
@@ -278,6 +325,10 @@ def encode_to_files(
   meta["labels"] = label_block
   meta["captions"] = caption_block
   meta["views"] = tokens_lib.view_names(views)
+  if video:
+    meta["token_shape"] = [video_meta["latent_frames"], *meta["token_shape"]]
+    meta["video"] = {**video_meta, "chunk": chunk}
+    meta["source"] = {"source": config.video.source, "path": config.video.path, "eval_split": config.data.eval_split}
   size = int(config.image_size)
   data_config = config
   if views == "ten_crop":
@@ -322,6 +373,8 @@ def encode_to_files(
       )
     keys = ("checkpoint_step", "num_images", "images_per_shard", "codebook_size", "token_shape", "source")
     changed = [k for k in keys if old.get(k) != meta[k]]
+    if _cutting(old.get("video")) != _cutting(meta.get("video")):  # chunking gives the same ids: resumable
+      changed.append("video")
     if changed:
       raise ValueError(
         f"{output} holds tokens from a different run or source ({', '.join(changed)} differ); "
@@ -341,7 +394,7 @@ def encode_to_files(
   names = [tokens_lib.shard_name(k, p, n) for k in range(num_shards)]
   # Shards are written in order, so this process's first missing one is where it resumes.
   first = next((k for k in range(num_shards) if not os.path.exists(os.path.join(output, names[k]))), num_shards)
-  encode = _jit_tokenizer(tokenizer, "encode", mesh)
+  encode = _jit_tokenizer(tokenizer, "encode", mesh, **({"chunk": chunk} if chunk is not None else {}))
   share = pipeline.eval_share(len(source), batch_size, p, n)
   done_share = pipeline.eval_share(min(first * per_shard, len(source)), batch_size, p, n)
   bar = progress_lib.bar(
@@ -349,7 +402,7 @@ def encode_to_files(
     "encode" if n == 1 else f"encode (process 0 of {n})",
     show=progress and p == 0,
     initial=done_share,
-    unit="img",
+    unit="clip" if video else "img",
   )
   encoded = 0
   t0 = time.perf_counter()
@@ -407,6 +460,22 @@ def encode_to_files(
   }
 
 
+def _cutting(block: Mapping | None) -> dict | None:
+  """A ``video`` block less what does not change the ids (``chunk``), for resuming."""
+  return None if not block else {k: v for k, v in block.items() if k != "chunk"}
+
+
+def _check_chunk(tokenizer: nnx.Module, num_frames: int, chunk: int) -> None:
+  """The tokenizer's own one-line refusal of ``chunk`` for clips of ``num_frames``, before anything runs."""
+  tokenizer._chunks(np.empty((0, int(num_frames), 0, 0, 3), np.uint8), chunk)
+
+
+def clip_name(name: str, fmt: str) -> str:
+  """Where a video row decodes to: ``sub/a.mp4@0`` -> ``sub__a.mp4@0.mp4`` (mp4) or folder ``sub__a.mp4@0`` (png)."""
+  flat = name.replace("\\", "__").replace("/", "__").replace(":", "_")
+  return flat + ".mp4" if fmt == "mp4" else flat
+
+
 def png_name(name: str) -> str:
   """The PNG file a token row decodes to: its whole name, path separators flattened.
 
@@ -457,8 +526,11 @@ def decode_to_images(
   progress: bool = True,
   num_scales: int | None = None,
   num_tokens: int | None = None,
+  fmt: str | None = None,
+  fps: float | None = None,
+  chunk: int | None = None,
 ) -> dict[str, Any]:
-  """Decodes token shards to PNG files; optionally re-encodes them.
+  """Decodes token shards to PNG files (video token files: mp4s or PNG frames); optionally re-encodes them.
 
   Nothing is written until every check has passed: the tokenizer that
   encoded the files (with ``config``), the token grid, the index range, the
@@ -482,6 +554,14 @@ def decode_to_images(
       scales only (coarse previews); None: all.
     num_tokens: 1-D tokenizers: decode from the first ``num_tokens`` tokens
       (``Tokenizer.decode``); the re-encoded agreement counts those tokens.
+    fmt: video token files: ``"mp4"`` (default; one H.264 file a clip,
+      ``clip_name``) or ``"png"`` (a folder of frames ``00000.png`` ... a clip);
+      image token files: ``"png"`` only.
+    fps: video as mp4: the frame rate written (default: the encode's ``fps``,
+      or else the videos' shared own rate ``source_fps``, over ``stride``;
+      otherwise 25).
+    chunk: video: decode ``chunk`` latent frames at a time (``Tokenizer.decode``).
+      Re-encoding a video re-encodes its 8-bit frames (before mp4 compression).
 
   Returns:
     A summary with ``decoded``, ``images``, ``replaced`` (PNGs that existed)
@@ -489,10 +569,25 @@ def decode_to_images(
 
   Raises:
     ValueError: another tokenizer, a grid or index out of place, or two
-      names for one PNG.
+      names for one PNG; video token files with an image tokenizer or one of
+      another frame rule or codebook.
     FileExistsError: ``output`` holds files and ``overwrite`` is False.
   """
   meta, shards = tokens_lib.read_shards(tokens)
+  video = meta.get("video") or None
+  fmt = fmt or ("mp4" if video else "png")
+  if fmt not in ("mp4", "png"):
+    raise ValueError(f"format={fmt!r}: decode writes 'png' (images or video frames) or 'mp4' (video)")
+  if not video and (fmt != "png" or chunk is not None):
+    asked = f"format={fmt!r}" if fmt != "png" else f"chunk={chunk}"
+    raise ValueError(f"{asked} is for video token files; {tokens} holds image tokens (decoded to PNGs)")
+  tokens_lib.check_video(tokenizer, meta, tokens)
+  if video and chunk is not None:
+    _check_chunk(tokenizer, video["num_frames"], chunk)
+  if video and fmt == "mp4":
+    rate = fps or (video.get("fps") or video.get("source_fps") or 25.0 * video["stride"]) / video["stride"]
+    if not rate > 0:
+      raise ValueError(f"fps={fps}: the mp4 frame rate must be positive")
   if meta.get("views"):  # the first view: the image itself, or (ten_crop) its top-left crop
     shards = [(name, idx[:, 0], names) for name, idx, names in shards]
   if config is not None:
@@ -527,31 +622,41 @@ def decode_to_images(
     raise ValueError(f"num_tokens={num_tokens}: the tokenizer has {has} per image")
   indices, names = np.concatenate([s[1] for s in shards]), np.concatenate([s[2] for s in shards])
   q.check_indices(indices)  # a clear error for out-of-range indices
-  pngs = [png_name(str(n)) for n in names]
+  pngs = [clip_name(str(n), fmt) if video else png_name(str(n)) for n in names]
   replaced = _check_output(output, pngs, names, overwrite)
   os.makedirs(output, exist_ok=True)
   fixed = {"num_scales": num_scales} if num_scales else {"num_tokens": num_tokens} if num_tokens else {}
-  decode = _jit_tokenizer(tokenizer, "decode", **fixed)
-  encode = _jit_tokenizer(tokenizer, "encode")
+  chunked = {"chunk": chunk} if chunk is not None else {}
+  decode = _jit_tokenizer(tokenizer, "decode", **fixed, **chunked)
+  encode = _jit_tokenizer(tokenizer, "encode", **chunked)
   agree = total = decoded = 0
-  bar = progress_lib.bar(len(indices), "decode", show=progress, unit="img")
+  bar = progress_lib.bar(len(indices), "decode", show=progress, unit="clip" if video else "img")
   for start in range(0, len(indices), batch_size):
-    chunk = indices[start : start + batch_size]
-    n = len(chunk)
-    images = decode(jnp.asarray(_pad(chunk, batch_size)))
+    rows = indices[start : start + batch_size]
+    n = len(rows)
+    images = decode(jnp.asarray(_pad(rows, batch_size)))
     pixels = images_lib.to_uint8(np.clip(np.asarray(images, np.float32), -1, 1))[:n]
     for png, im in zip(pngs[start : start + n], pixels):
-      images_lib.save_png(im, os.path.join(output, png))
+      path = os.path.join(output, png)
+      if not video:
+        images_lib.save_png(im, path)
+      elif fmt == "mp4":
+        images_lib.save_mp4(im, path, fps=rate)
+      else:
+        for k, frame in enumerate(im):
+          images_lib.save_png(frame, os.path.join(path, f"{k:05d}.png"))
       decoded += 1
     if reencode:
       # Re-encode the 8-bit images actually written, as a user would.
       again = np.asarray(encode(jnp.asarray(data_lib.to_float(_pad(pixels, batch_size)))))[:n]
-      kept = chunk[:, :num_tokens] if num_tokens else chunk
+      kept = rows[:, :num_tokens] if num_tokens else rows
       agree += int(np.sum(again[:, : kept.shape[1]] == kept))
       total += kept.size
     bar.update(n)
   bar.close()
-  out = {"decoded": decoded, "images": len(indices), "replaced": replaced}
+  out = {"decoded": decoded, ("clips" if video else "images"): len(indices), "replaced": replaced}
+  if video:
+    out["format"] = fmt
   if reencode:
     out["token_agreement"] = agree / max(total, 1)
   return out
@@ -574,18 +679,31 @@ def _define_flags() -> None:
   flags.DEFINE_bool("raw", False, "Use the raw weights, not the EMA weights.")
   flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
   flags.DEFINE_string("folder", None, "encode: every image under this folder.")
+  flags.DEFINE_string("videos", None, "encode: clips of every video under this folder (a causal video tokenizer).")
+  flags.DEFINE_integer("num_frames", None, "encode video: frames per clip, 1 + k*s_T (default: the config's).")
+  flags.DEFINE_integer("stride", None, "encode video: step between clip frames (default: the config's).")
+  flags.DEFINE_float("fps", None, "encode video: resample to this rate first (0: own frames); decode: the mp4 rate.")
+  flags.DEFINE_integer("clips_per_video", None, "encode video: non-overlapping clips from each video.")
+  flags.DEFINE_integer("chunk", None, "encode/decode video: latent frames at a time (the same ids, less memory).")
   flags.DEFINE_string("tfds", None, "encode: a TFDS dataset by name.")
   flags.DEFINE_string("split", "validation", "encode: TFDS split (with --tfds).")
   flags.DEFINE_string("data_dir", "", "encode: TFDS data_dir (with --tfds).")
   flags.DEFINE_integer("shard_batches", 16, "encode: batches per token file.")
-  flags.DEFINE_enum("labels", "", ["", "subfolder"], "encode --folder: subfolder = class labels from class subfolders.")
+  flags.DEFINE_enum(
+    "labels", "", ["", "subfolder"], "encode --folder/--videos: subfolder = class labels from class subfolders."
+  )
   flags.DEFINE_enum("views", "", ["", "flip", "ten_crop"], "encode: store these views of each image too.")
   flags.DEFINE_float("crop_range", 1.1, "encode --views=ten_crop: resize to this times the size, then crop.")
   flags.DEFINE_string("captions", None, 'encode: a JSON-lines file of {"name": ..., "caption": ...} per image.')
   flags.DEFINE_string("caption_key", None, "encode --tfds: a text feature stored as each row's caption.")
   flags.DEFINE_string("label_key", "label", "encode --tfds: the class-label feature to store ('' for none).")
   flags.DEFINE_string("tokens", None, "decode, export: a directory written by encode.")
-  flags.DEFINE_enum("format", None, list(token_exports.FORMATS), "export: the layout to write.")
+  flags.DEFINE_enum(
+    "format",
+    None,
+    [*token_exports.FORMATS, *_DECODE_FORMATS],
+    "export: the layout to write; decode: png (images, video frames) or mp4 (video; the default for it).",
+  )
   flags.DEFINE_string("dataset", "imagenet", "export --format=llamagen: the name in OUT/<dataset><size>_codes.")
   flags.DEFINE_bool("reencode", True, "decode: re-encode the PNGs and report token agreement.")
   flags.DEFINE_integer("num_scales", None, "decode: multi-scale tokenizers: use only the first k scales.")
@@ -595,6 +713,8 @@ def _define_flags() -> None:
 
 
 _COMMANDS = ("encode", "decode", "export")
+_DECODE_FORMATS = ("png", "mp4")
+_VIDEO_FLAGS = ("num_frames", "stride", "fps", "clips_per_video")
 
 
 def _captions_flag() -> str:
@@ -613,8 +733,10 @@ def _captions_flag() -> str:
 def _labels_flag() -> str:
   """``encode_to_files``'s ``labels`` from ``--labels`` and ``--label_key``."""
   if FLAGS.labels == "subfolder":
-    if not FLAGS.folder:
-      raise cli.UsageError("--labels=subfolder needs --folder, a folder of class subfolders (root/<class>/<image>)")
+    if not (FLAGS.folder or FLAGS.videos):
+      raise cli.UsageError(
+        "--labels=subfolder needs --folder or --videos, a folder of class subfolders (root/<class>/<file>)"
+      )
     return "subfolder"
   if not FLAGS.tfds or not FLAGS.label_key:
     if FLAGS["label_key"].present and FLAGS.label_key:
@@ -627,11 +749,44 @@ def _labels_flag() -> str:
   return f"feature:{FLAGS.label_key}" if source.label_classes(FLAGS.label_key) is not None else ""
 
 
+def _select_videos(config: ml_collections.ConfigDict, tokenizer: nnx.Module) -> None:
+  """Points ``config.video`` at ``--videos`` and the clip flags; ``--folder``/``--tfds`` mean images.
+
+  A video tokenizer's config names its clips already (``video.source``): with
+  no data flag those are encoded (the held-out sample clip for the presets).
+  The frame rule is checked here, so that a bad ``--num_frames`` is refused
+  in the tokenizer's words before the config is validated.
+  """
+  if FLAGS.videos and (FLAGS.folder or FLAGS.tfds):
+    raise cli.UsageError("give --videos (video clips) or --folder/--tfds (images), not both")
+  if FLAGS.folder or FLAGS.tfds:
+    config.video.source = ""
+  if FLAGS.videos:
+    if not os.path.isdir(FLAGS.videos):
+      raise cli.UsageError(f"--videos={FLAGS.videos}: no such folder")
+    config.video.update(source="folder", path=FLAGS.videos)
+    config.data.eval_split = ""
+  given = [n for n in _VIDEO_FLAGS if FLAGS[n].value is not None]
+  if not config.video.source:
+    if given or FLAGS.chunk is not None:
+      name = given[0] if given else "chunk"
+      raise cli.UsageError(f"--{name} is for video clips (--videos, with a causal video tokenizer)")
+    return
+  for name in given:
+    config.video[name] = FLAGS[name].value
+  v = config.video
+  tokens_lib.video_block(tokenizer, num_frames=v.num_frames, stride=v.stride, fps=v.fps, clips_per_video=1)
+
+
 def main(argv: list[str]) -> int:
   """Command line: ``encode``, ``decode`` and ``export`` (see the module docstring)."""
   if len(argv) != 2 or argv[1] not in _COMMANDS:
     raise cli.UsageError(f"give one command, encode, decode or export; got {argv[1:]}")
   command = argv[1]
+  if command == "export" and FLAGS.format in _DECODE_FORMATS:
+    raise cli.UsageError(f"export --format is one of {', '.join(token_exports.FORMATS)}; {FLAGS.format} is for decode")
+  if command == "decode" and FLAGS.format not in (None, *_DECODE_FORMATS):
+    raise cli.UsageError(f"decode --format is png or mp4; {FLAGS.format} is for export")
   if command == "export":
     missing = [f"--{n}" for n in ("tokens", "format", "output") if FLAGS[n].value is None]
     if missing:
@@ -661,6 +816,7 @@ def main(argv: list[str]) -> int:
       )
     config.image_size = tokenizer.image_size = int(FLAGS.image_size)
   if command == "encode":
+    _select_videos(config, tokenizer)
     cli.select_data(config, folder=FLAGS.folder, tfds=FLAGS.tfds, split=FLAGS.split, data_dir=FLAGS.data_dir)
     config_lib.validate_config(config, check_paths=False)  # the folder is checked by its source
     summary = encode_to_files(
@@ -674,6 +830,7 @@ def main(argv: list[str]) -> int:
       views=FLAGS.views,
       crop_range=FLAGS.crop_range,
       captions=_captions_flag(),
+      chunk=FLAGS.chunk,
       **identity,
     )
   else:
@@ -687,6 +844,9 @@ def main(argv: list[str]) -> int:
       reencode=FLAGS.reencode,
       num_scales=FLAGS.num_scales,
       num_tokens=FLAGS.num_tokens,
+      fmt=FLAGS.format,
+      fps=FLAGS.fps,
+      chunk=FLAGS.chunk,
       **identity,
     )
   print(json.dumps(summary, indent=2))

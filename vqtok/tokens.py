@@ -14,6 +14,14 @@ downstream trainer reads without vqtok:
   class names ``metadata.json`` lists under ``labels``; ``captions`` (text)
   when encoded with captions.
 
+Video token files (clips encoded by a causal video tokenizer) hold rows of
+``(T', h, w)`` indices, one row a clip; ``metadata.json``'s ``token_shape`` is
+that row shape and its ``video`` block the frame rule and how clips were cut
+(``num_frames``, ``temporal_factor`` s_T, ``latent_frames`` T' = 1 + (num_frames
+- 1) / s_T, ``stride``, ``fps``, ``clips_per_video``, and ``source_fps``, the
+videos' own frame rate when they share one); ``names`` are
+``<video path>@<first frame>``.
+
 ``metadata.json`` also holds the codebook size, token shape, the tokenizer's
 config and checkpoint step, and which tokenizer wrote them (``tokenizer``:
 ``tokenizer_fingerprint`` plus its path). Shards are written whole or not at
@@ -181,7 +189,7 @@ def read_rows(directory: str) -> tuple[dict, dict[str, np.ndarray]]:
   for name, arrays in shards:
     if arrays["indices"].shape[1:] != shape:
       got = arrays["indices"].shape[1:]
-      raise ValueError(f"{os.path.join(directory, name)}: indices of shape {got} per image, {first} has {shape}")
+      raise ValueError(f"{os.path.join(directory, name)}: indices of shape {got} per row, {first} has {shape}")
   keys = [k for k in shards[0][1] if all(k in a for _, a in shards)]
   return meta, {k: np.concatenate([a[k] for _, a in shards]) for k in keys}
 
@@ -211,7 +219,13 @@ def check_grid(tokenizer: nnx.Module, meta: dict, shards: list, tokens: str) -> 
   depth = q.index_depth
   tail = () if depth is None else (int(depth),)
   own = tuple(tokenizer.token_shape)
-  if tokenizer.any_grid:
+  if meta.get("video"):
+    # Video rows: (T', h, w), T' fixed by the clips' frame count (check_video checks the rule).
+    grid = tuple(int(s) for s in meta.get("token_shape") or shards[0][1].shape[1 : 2 + len(own)])
+    if len(grid) != 1 + len(own):
+      raise ValueError(f"{tokens}: token grid {grid} in metadata.json is not (T', h, w) video rows")
+    whose = "metadata.json's token_shape"
+  elif tokenizer.any_grid:
     # A CNN decodes any grid; the one to expect is the grid the files were encoded at.
     recorded = meta.get("token_shape")
     grid = tuple(int(s) for s in recorded) if recorded is not None else tuple(shards[0][1].shape[1 : 1 + len(own)])
@@ -227,6 +241,71 @@ def check_grid(tokenizer: nnx.Module, meta: dict, shards: list, tokens: str) -> 
         f"{os.path.join(tokens, name)}: indices of shape {tuple(idx.shape)} do not fit (n, {', '.join(map(str, want))})"
         f" ({whose} {grid}" + (f" with {tail[0]} indices per token)" if tail else ")")
       )
+
+
+def frame_rule(temporal_factor: int) -> str:
+  """The causal frame rule in words: ``"1 + k*4 frames -> 1 + k latent frames"``."""
+  return f"1 + k*{int(temporal_factor)} frames -> 1 + k latent frames"
+
+
+def video_block(
+  tokenizer: nnx.Module, *, num_frames: int, stride: int, fps: float | None, clips_per_video: int
+) -> dict:
+  """``metadata.json``'s ``video`` block for clips of ``num_frames``; ValueError if the tokenizer cannot take them.
+
+  Refused in one line: an image tokenizer, or a frame count the causal rule
+  rejects (the tokenizer's own message, naming the nearest valid counts).
+  """
+  if not tokenizer.is_video:
+    raise ValueError(
+      "video clips need a causal video tokenizer (model.temporal_downsample); this one is an image tokenizer"
+      f" (tokens {tuple(tokenizer.token_shape)} per image)"
+    )
+  try:
+    latent = tokenizer.latent_frames(int(num_frames))
+  except ValueError as e:
+    raise ValueError(f"num_frames={num_frames}: {e}") from None
+  s = tokenizer.temporal_factor
+  return {
+    "num_frames": int(num_frames),
+    "latent_frames": int(latent),
+    "temporal_factor": int(s),
+    "frame_rule": frame_rule(s),
+    "stride": int(stride),
+    "fps": float(fps) if fps else None,
+    "clips_per_video": int(clips_per_video),
+  }
+
+
+def check_video(tokenizer: nnx.Module, meta: Mapping, tokens: str) -> None:
+  """ValueError unless this tokenizer decodes the video rows ``meta`` describes (nothing to check for images).
+
+  Checked before the tokenizer's identity, so that the message names what
+  differs in the user's terms: an image tokenizer, the frame rule, the
+  codebook.
+  """
+  v = meta.get("video")
+  if not v:
+    return
+  shape = tuple(meta.get("token_shape") or ())
+  what = f"video tokens ({v['num_frames']}-frame clips as rows of {shape}, {frame_rule(v['temporal_factor'])})"
+  if not tokenizer.is_video:
+    raise ValueError(
+      f"{tokens} holds {what}; this is an image tokenizer: decode them with the causal video tokenizer that"
+      " encoded them"
+    )
+  s = tokenizer.temporal_factor
+  if s != int(v["temporal_factor"]):
+    raise ValueError(
+      f"{tokens} holds {what}; this tokenizer's frame rule is {frame_rule(s)}: decode them with the tokenizer"
+      " that encoded them"
+    )
+  size = tokenizer.quantizer.codebook_size
+  if int(meta.get("codebook_size", size)) != size:
+    raise ValueError(
+      f"{tokens} holds {what} from a codebook of {meta['codebook_size']} codes; this tokenizer has {size}:"
+      " decode them with the tokenizer that encoded them"
+    )
 
 
 # ---- views: several transformed copies of each image, one row of tokens each ----
@@ -338,7 +417,8 @@ class TokenSource:
   """A token directory as a grain ``RandomAccessDataSource``: ``len`` and ``[i]`` over all its rows.
 
   Records are dicts: ``indices`` (int32; ``(views, ...)`` when the files
-  have views, see ``RandomView``), ``name``, ``source_index``, and ``label``
+  have views, see ``RandomView``; ``(T', h, w)`` for video files, whose frame
+  rule ``video`` gives), ``name``, ``source_index``, and ``label``
   and ``caption`` where the files have them. Opening reads each shard's few headers (where
   its arrays lie); a record then reads its own bytes and no more, so memory
   grows with the rows read, not with the files.
@@ -369,6 +449,11 @@ class TokenSource:
 
   def __len__(self) -> int:
     return int(self._starts[-1])
+
+  @property
+  def video(self) -> dict | None:
+    """The files' frame rule and clip cutting (``metadata.json``'s ``video``; None: image rows)."""
+    return self.metadata.get("video") or None
 
   @property
   def num_views(self) -> int | None:

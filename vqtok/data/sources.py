@@ -237,18 +237,26 @@ class ImageFolderSource(ImageSource):
       ValueError: the folder has no class subfolders, or some images lie
         outside them (their label would be a guess); the first few are named.
     """
-    parts = [p.replace(os.sep, "/").split("/") for p in self.paths]
-    loose = [p for p, part in zip(self.paths, parts) if len(part) < 2]
-    if len(loose) == len(self.paths):
-      raise ValueError(f"{self.root} has no class subfolders (labels from subfolders: root/<class>/<image>)")
-    if loose:
-      raise ValueError(
-        f"{len(loose)} image(s) in {self.root} lie outside a class subfolder, so they have no label:"
-        f" {', '.join(loose[:5])}{', ...' if len(loose) > 5 else ''}"
-      )
-    classes = sorted({part[0] for part in parts})
-    lookup = {c: i for i, c in enumerate(classes)}
-    return classes, np.asarray([lookup[part[0]] for part in parts], np.int32)
+    return subfolder_classes(self.root, self.paths)
+
+
+def subfolder_classes(root: str, paths: Sequence[str], what: str = "image") -> tuple[list[str], np.ndarray]:
+  """``(sorted class names, int32 label of each path)``: a path's class is its first directory under ``root``.
+
+  ValueError (naming a few) when no path or only some lie in a class subfolder.
+  """
+  parts = [p.replace(os.sep, "/").split("/") for p in paths]
+  loose = [p for p, part in zip(paths, parts) if len(part) < 2]
+  if len(loose) == len(paths):
+    raise ValueError(f"{root} has no class subfolders (labels from subfolders: root/<class>/<{what}>)")
+  if loose:
+    raise ValueError(
+      f"{len(loose)} {what}(s) in {root} lie outside a class subfolder, so they have no label:"
+      f" {', '.join(loose[:5])}{', ...' if len(loose) > 5 else ''}"
+    )
+  classes = sorted({part[0] for part in parts})
+  lookup = {c: i for i, c in enumerate(classes)}
+  return classes, np.asarray([lookup[part[0]] for part in parts], np.int32)
 
 
 def sample_photo_dir() -> str:

@@ -43,7 +43,7 @@ import numpy as np
 
 from vqtok.config_fields import ConfigFields
 from vqtok.data import transforms
-from vqtok.data.sources import ImageSource
+from vqtok.data.sources import ImageSource, subfolder_classes
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,8 @@ class VideoSource(ImageSource):
     self.size, self.preprocess = size, preprocess
     span = (self.num_frames - 1) * self.stride + 1  # frames one clip covers
     self.items: list[tuple[str, int]] = []
+    self.lengths: dict[str, int] = {}  # frames of each readable video's (resampled) sequence, by its header
+    self.rates: dict[str, float] = {}  # each readable video's own frame rate, by its header
     for rel in paths:
       info = probe(os.path.join(root, rel))
       if isinstance(info, str):
@@ -244,6 +246,7 @@ class VideoSource(ImageSource):
         continue
       duration, rate = info
       length = math.floor(duration * (fps or rate) + 1e-6)  # frames in the (resampled) sequence
+      self.lengths[rel], self.rates[rel] = length, rate
       n = max(1, min(int(clips_per_video), length // span))
       self.items += [(rel, k * span) for k in range(n)]
     if not self.items:
@@ -262,6 +265,17 @@ class VideoSource(ImageSource):
   def describe(self, index: int) -> str:
     rel, start = self.items[self._check_index(index)]
     return f"{rel}@{start}"
+
+  def check_long_enough(self) -> None:
+    """ValueError in one line when no video is long enough for one clip (by the headers; some short: skipped)."""
+    span = (self.num_frames - 1) * self.stride + 1
+    if max(self.lengths.values(), default=0) < span:
+      longest = max(self.lengths, key=self.lengths.get)
+      rate = f" at {self.fps:g} fps" if self.fps else ""
+      raise ValueError(
+        f"no video in {self.root} is long enough for a clip of {self.num_frames} frames with stride"
+        f" {self.stride}{rate} ({span} frames); the longest, {longest}, has {self.lengths[longest]}"
+      )
 
   def protocol(self) -> dict[str, Any]:
     """The clip protocol, for reports (FVD differs by protocol)."""
@@ -290,7 +304,18 @@ class VideoFolderSource(VideoSource):
       ]
     if not paths:
       raise ValueError(f"video folder {root!r} has no video files (extensions {', '.join(VIDEO_EXTENSIONS)})")
-    super().__init__(root, sorted(paths), **kwargs)
+    self.paths = sorted(paths)  # every video file, readable or not
+    super().__init__(root, self.paths, **kwargs)
+
+  def subfolder_labels(self) -> tuple[list[str], np.ndarray]:
+    """``(classes, labels)``: each clip's class is its video's first directory (UCF-101's layout, as images).
+
+    Classes come from every video file found, readable or not, so a class of
+    unreadable videos keeps its id.
+    """
+    classes, per_path = subfolder_classes(self.root, self.paths, "video")
+    label_of = dict(zip(self.paths, per_path))
+    return classes, np.asarray([label_of[rel] for rel, _ in self.items], np.int32)
 
 
 def sample_video_dir() -> str:
