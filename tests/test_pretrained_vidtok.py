@@ -26,7 +26,7 @@ from helpers import ROOT, preset
 
 from vqtok import files, pretrained
 from vqtok.config import validate_config
-from vqtok.models import build_tokenizer
+from vqtok.models import build_tokenizer, cnn
 from vqtok.pretrained import reader
 
 FAST_COMPILE = True
@@ -172,3 +172,29 @@ def test_other_files_are_refused_in_one_line(tmp_path, name, kw, match):
   path = _write_checkpoint(str(tmp_path / name), **kw)
   with pytest.raises(reader.CheckpointError, match=match):
     pretrained.convert("vidtok", path)
+
+
+@pytest.mark.parametrize(
+  "kw, match",
+  [
+    ({}, "'vidtok' CNN family is a causal video CNN: set model.temporal_downsample"),
+    ({"temporal_downsample": (4,)}, "downsamples time by 2 per level; got a time stride of 4"),
+    ({"temporal_downsample": (2,), "temporal_upsample": (1,)}, r"temporal_upsample=\[1\] needs one time stride"),
+  ],
+)
+def test_bad_vidtok_geometry_is_one_line(kw, match):
+  with pytest.raises(ValueError, match=match):
+    up = kw.pop("temporal_upsample", ())
+    nnx.eval_shape(
+      lambda: cnn.Decoder(
+        4, channels=8, channel_mult=(1, 2), family="vidtok", temporal_upsample=up, rngs=nnx.Rngs(0), **kw
+      )
+    )
+    nnx.eval_shape(lambda: cnn.Encoder(4, channels=8, channel_mult=(1, 2), family="vidtok", rngs=nnx.Rngs(0), **kw))
+
+
+def test_frame_counts_outside_the_rule_are_refused(converted):
+  # VidTok's own code takes 16 frames too (no padding, 13 decoded); vqtok keeps the 1 + 4k rule.
+  tok, _, _, _ = converted
+  with pytest.raises(ValueError, match="nearest valid counts are 13 and 17"):
+    tok.encode(jnp.zeros((1, 16, 16, 16, 3)))
