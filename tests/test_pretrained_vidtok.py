@@ -48,7 +48,9 @@ def _draw(rng, name, shape):
   return v
 
 
-def _write_checkpoint(path, levels=(8,) * 6, yaml_target="vidtok.modules.model_3dcausal.EncoderCausal3DPadding"):
+def _write_checkpoint(
+  path, levels=(8,) * 6, yaml_target="vidtok.modules.model_3dcausal.EncoderCausal3DPadding", bare=False
+):
   meta = _keys()
   rng = np.random.default_rng(meta["seed"])
   sd = {}
@@ -57,7 +59,8 @@ def _write_checkpoint(path, levels=(8,) * 6, yaml_target="vidtok.modules.model_3
       sd[f"{prefix}.{name}"] = _draw(rng, name, tuple(shape)).astype(np.float32)
   sd["loss.logvar"] = np.zeros((1,), np.float32)  # the training loss's, left out
   sd["loss.discriminator.main.0.weight"] = np.zeros((4, 3, 4, 4), np.float32)
-  torchfile.save({"state_dict": sd, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.4.0"}, path)
+  obj = sd if bare else {"state_dict": sd, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.4.0"}
+  torchfile.save(obj, path)
   params = {"encoder_config": {"target": yaml_target, "params": meta["reduced"]}}
   params["regularizer_config"] = {
     "target": "vidtok.modules.regularizers.FSQRegularizer",
@@ -198,3 +201,13 @@ def test_frame_counts_outside_the_rule_are_refused(converted):
   tok, _, _, _ = converted
   with pytest.raises(ValueError, match="nearest valid counts are 13 and 17"):
     tok.encode(jnp.zeros((1, 16, 16, 16, 3)))
+
+
+def test_bare_state_dict_and_no_yaml(tmp_path, converted):
+  # The reference's init_from_ckpt also takes a bare state dict; without a YAML every channel has 8 levels.
+  path = _write_checkpoint(str(tmp_path / "x.ckpt"), bare=True)
+  os.remove(str(tmp_path / "x.yaml"))
+  tok, c, _ = pretrained.convert("vidtok", path)
+  assert c.to_dict() == converted[1].to_dict()
+  a, b = files.arrays(tok), files.arrays(converted[0])
+  assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in b)

@@ -70,7 +70,10 @@ def read(path: str) -> dict[str, Any]:
 def state_dict(obj: dict[str, Any], *, ema: bool, source: str) -> dict[str, np.ndarray]:
   if ema:
     raise CheckpointError(f"{source}: VidTok's published files hold no EMA weights; drop --ema")
-  tensors = common.pick_state_dict(obj["checkpoint"], ("state_dict",), source, NAME)
+  top = obj["checkpoint"]
+  # A Lightning file holds the weights under "state_dict"; the reference's init_from_ckpt also takes a bare one.
+  flat = isinstance(top, dict) and "state_dict" not in top and any(str(k).startswith("encoder.") for k in top)
+  tensors = common.pick_state_dict({"state_dict": top} if flat else top, ("state_dict",), source, NAME)
   if "encoder.conv_in.weight" in tensors:
     raise CheckpointError(
       f"{source}: a non-causal VidTok file (model_3dnoncausal.py); vqtok converts the causal ones only"
