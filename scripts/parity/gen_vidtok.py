@@ -34,6 +34,7 @@ def parse():
   p.add_argument("ref", help="microsoft/VidTok checkout root")
   p.add_argument("--out", default="tests/goldens/vidtok")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--ch_mult", default="1,2,4,4", help="1,2,4,4,4: the 4x16x16 layout (a check run; not committed)")
   return p.parse_args()
 
 
@@ -93,6 +94,7 @@ def main():
   from vidtok.modules.regularizers import FSQRegularizer  # noqa: PLC0415
 
   torch.manual_seed(0)
+  REDUCED["ch_mult"] = [int(v) for v in args.ch_mult.split(",")]
   enc, dec = EncoderCausal3DPadding(**REDUCED).double(), DecoderCausal3DPadding(**REDUCED).double()
   fsq = FSQRegularizer(levels=LEVELS)
   rng = np.random.default_rng(args.seed)
