@@ -12,7 +12,9 @@ or the hub's model.safetensors), one-d-piece (turing-motors/One-D-Piece-*-256 mo
 with tail token drop, decodes from any prefix), bsq-vit (checkpoint.pt, 18 or 36 bits), movq (a diffusers
 VQModel directory with spatial norms: Kandinsky 2.2's or 3's movq/; CHECKPOINT is the directory), gsq
 (checkpoint.pt of the HelmholtzAI-FZJ/GSQ-* repositories), fqgan
-(fqgan_{dual,triple}_ds{16,8}.pt: factorised sub-codebooks, one index stream each). The variant is
+(fqgan_{dual,triple}_ds{16,8}.pt: factorised sub-codebooks, one index stream each), vidtok
+(vidtok_fsq_causal_{488,41616}_*.ckpt with the YAML of the same name beside it: causal video, 1 + 4k
+frames). The variant is
 read off the file. Neither torch nor the authors' code is needed. OUTPUT_DIR gets config.json and
 model.safetensors; tokenize, eval.py and train.py --config.init_from read it.
 

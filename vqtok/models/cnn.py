@@ -555,6 +555,205 @@ class AdaptiveGroupNorm(nnx.Module):
     return normed * scale[..., None, None, :] + bias[..., None, None, :]
 
 
+# ---- VidTok's factorised (2+1)-D parts (microsoft/VidTok, vidtok/modules/model_3dcausal.py) --------------
+# The ``vidtok`` family: residual blocks are a 2-D block per frame followed by a 1-D causal block per pixel
+# over time, norms are LayerNorms over the channels, time is downsampled and upsampled by modules of their
+# own that mix an average (or a repetition) with a causal conv, and the video is padded in front by
+# s_T - 1 copies of its first frame (the decoder drops its first s_T - 1 outputs).
+
+
+def layer_norm(
+  ch: int,
+  *,
+  groups: int = 32,
+  eps: float = 1e-6,
+  dtype: Dtype = jnp.float32,
+  param_dtype: Dtype = jnp.float32,
+  rngs: nnx.Rngs,
+) -> nnx.LayerNorm:
+  """VidTok's norm (``norm_type: layernorm``): a LayerNorm over the channels of each position, eps 1e-6."""
+  del groups  # the blocks pass it to any norm
+  return nnx.LayerNorm(ch, epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+class TimeConv(CausalConv):
+  """A ``CausalConv`` with its own time kernel and left padding: VidTok's CausalConv1d and strided CausalConv3d.
+
+  ``kernel_size`` is the spatial kernel ((1, 1): VidTok's per-pixel ``Conv1d`` over time, ``time_kernel``
+  3), ``time_pad`` the frames put before the first (default ``time_kernel - 1``; VidTok's strided conv:
+  ``k - s``, so 2m frames give m). Streaming carries frames as ``CausalConv`` does.
+  """
+
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    kernel_size: Sequence[int],
+    *,
+    time_kernel: int,
+    time_stride: int = 1,
+    time_pad: int | None = None,
+    time_padding: str = "zeros",
+    **kwargs,
+  ):
+    k = tuple(int(v) for v in kernel_size)
+    if time_padding not in TIME_PADDINGS:
+      raise ValueError(f"time_padding={time_padding!r} is not one of {TIME_PADDINGS}")
+    space = tuple((v // 2, v // 2) for v in k)
+    nnx.Conv.__init__(
+      self,
+      in_features,
+      out_features,
+      (int(time_kernel),) + k,
+      (int(time_stride),) + (1,) * len(k),
+      padding=((0, 0),) + space,
+      **kwargs,
+    )
+    self.time_kernel, self.time_stride, self.time_padding = int(time_kernel), int(time_stride), time_padding
+    self.time_pad = self.time_kernel - 1 if time_pad is None else int(time_pad)
+    self.streaming = False
+
+  def pad_time(self, x: jax.Array) -> jax.Array:
+    """``x`` with the carried frames (streaming) or ``time_pad`` padding frames before it."""
+    k, s = self.time_kernel, self.time_stride
+    if hasattr(self, "carry"):
+      x = jnp.concatenate([self.carry[...].astype(x.dtype), x], axis=1)
+    elif self.time_pad:
+      first = x[:, :1] if self.time_padding == "replicate" else jnp.zeros_like(x[:, :1])
+      x = jnp.concatenate([jnp.repeat(first, self.time_pad, axis=1), x], axis=1)
+    if x.shape[1] < k:
+      raise ValueError(f"TimeConv: {x.shape[1]} frames with padding; the time kernel needs {k}")
+    if self.streaming:
+      rest = x[:, s * ((x.shape[1] - k) // s + 1) :]
+      if hasattr(self, "carry"):
+        self.carry[...] = rest
+      else:
+        self.carry = TimeCarry(rest)
+    return x
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return nnx.Conv.__call__(self, self.pad_time(x))
+
+
+def time_conv(in_ch: int, out_ch: int, kernel_size: Sequence[int], **kwargs) -> TimeConv:
+  """A k x k conv's arguments made VidTok's per-pixel causal conv over time: k frames, 1 x 1 in space."""
+  kwargs.pop("conv", None)
+  return TimeConv(in_ch, out_ch, (1, 1), time_kernel=int(kernel_size[0]), **kwargs)
+
+
+class MixTimeDownsample(TimeConv):
+  """VidTok's TimeDownsampleResCausal2x: ``a * mean(3 frames) + (1 - a) * conv(3x3x3, time stride 2)``.
+
+  ``a = sigmoid(mix_factor)``; both branches read the same frames (one zero frame before the video,
+  ``k - s``), so 2m frames give m and output j sees frames 2j - 1 .. 2j + 1.
+  """
+
+  def __init__(
+    self, ch: int, *, time_stride: int = 2, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs
+  ):
+    if time_stride != 2:
+      raise ValueError(f"the vidtok CNN family downsamples time by 2 per level; got a time stride of {time_stride}")
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    super().__init__(ch, ch, (3, 3), time_kernel=3, time_stride=2, time_pad=1, **kw)
+    self.mix_factor = nnx.Param(jnp.full((1,), 2.0, param_dtype))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    xp = self.pad_time(x)
+    k, s = self.time_kernel, self.time_stride
+    n = (xp.shape[1] - k) // s + 1
+    mean = sum(xp[:, i : i + s * (n - 1) + 1 : s] for i in range(k)) / k
+    a = jax.nn.sigmoid(self.mix_factor[...][0]).astype(mean.dtype)
+    return a * mean + (1 - a) * nnx.Conv.__call__(self, xp)
+
+
+class MixTimeUpsample(CausalConv):
+  """VidTok's TimeUpsampleResCausal2x: every frame repeated, then ``a * x + (1 - a) * causal conv(x)``."""
+
+  def __init__(
+    self, ch: int, *, time_stride: int = 2, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs
+  ):
+    super().__init__(ch, ch, (3, 3), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.factor = int(time_stride)
+    self.mix_factor = nnx.Param(jnp.full((1,), 2.0, param_dtype))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = jnp.repeat(x, self.factor, axis=1)
+    a = jax.nn.sigmoid(self.mix_factor[...][0]).astype(x.dtype)
+    return a * x + (1 - a) * super().__call__(x)
+
+
+class FactorisedResBlock(nnx.Module):
+  """VidTok's (2+1)-D residual pair: a ``ResBlock`` of 3x3 convs per frame (``space``), then one of 3-frame
+  causal convs per pixel (``time``, zero-padded; its width is the output's)."""
+
+  def __init__(
+    self,
+    in_ch: int,
+    out_ch: int,
+    *,
+    groups: int = 32,
+    norm: Callable[..., nnx.Module] = layer_norm,
+    conv: Callable[..., nnx.Module] | None = None,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    del conv  # the 3-D convs are the mid blocks'
+    kw = dict(groups=groups, norm=norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.space = ResBlock(in_ch, out_ch, conv=nnx.Conv, **kw)
+    self.time = ResBlock(out_ch, out_ch, conv=time_conv, **kw)
+
+  def __call__(self, x: jax.Array, codes: jax.Array | None = None) -> jax.Array:
+    return self.time(self.space(x))
+
+
+class FactorisedDownsample(Downsample):
+  """VidTok: taming's stride-2 3x3 conv padded (0, 1) on each frame, then with a time stride a ``MixTimeDownsample``."""
+
+  def __init__(
+    self,
+    ch: int,
+    *,
+    conv: Callable[..., nnx.Module] | None = None,
+    time_stride: int = 1,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    del conv
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    super().__init__(ch, **kw)
+    self.time = MixTimeDownsample(ch, time_stride=time_stride, **kw) if time_stride > 1 else None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = self.conv(x)
+    return h if self.time is None else self.time(h)
+
+
+class FactorisedUpsample(Upsample):
+  """VidTok: nearest 2x and a 3x3 conv on each frame, then with a time stride a ``MixTimeUpsample``."""
+
+  def __init__(
+    self,
+    ch: int,
+    *,
+    conv: Callable[..., nnx.Module] | None = None,
+    time_stride: int = 1,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    del conv
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    super().__init__(ch, **kw)
+    self.time = MixTimeUpsample(ch, time_stride=time_stride, **kw) if time_stride > 1 else None
+
+  def __call__(self, x: jax.Array, first: bool = True) -> jax.Array:
+    del first  # every frame is repeated; the decoder drops the padding frames at its end
+    h = super().__call__(x)
+    return h if self.time is None else self.time(h)
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
   """The parts in which CNN families differ in kind (sizes are config values).
@@ -578,6 +777,14 @@ class Family:
       in the first of its ``num_res_blocks`` blocks.
     video: whether its parts take a causal conv and a time stride (causal
       video with ``temporal_downsample``).
+    mid_block: None (``res_block``), or the middle's residual block class.
+    block_norm: None (GroupNorm), or the norm of every block and both
+      ``norm_out``s (``layer_norm``).
+    level_attention: whether ``attention`` also follows each block of the
+      lowest level (taming), or is the middle's only (VidTok).
+    pad_frames: video: the encoder puts s_T - 1 copies of the first frame
+      before the video and the decoder drops its first s_T - 1 frames
+      (VidTok), instead of running the first frame alone.
   """
 
   res_block: Callable[..., nnx.Module]
@@ -592,6 +799,10 @@ class Family:
   norm_eps: float | None = None
   width_block: bool = False
   video: bool = False
+  mid_block: Callable[..., nnx.Module] | None = None
+  block_norm: Callable[..., nnx.Module] | None = None
+  level_attention: bool = True
+  pad_frames: bool = False
 
   def num_mid_blocks(self, num_res_blocks: int) -> int:
     return self.mid_blocks or num_res_blocks
@@ -634,6 +845,22 @@ FAMILIES["movq"] = dataclasses.replace(FAMILIES["taming"], decoder_norm=SpatialN
 # GSQ's flexTokenizer: Open-MAGVIT2's CNN with biases, torch's GroupNorm eps and a block per width change.
 FAMILIES["flex"] = dataclasses.replace(
   FAMILIES["magvit2"], res_block=ResBlock, conv_in_bias=True, norm_eps=1e-5, width_block=True, video=False
+)
+# VidTok (microsoft/VidTok, vidtok/modules/model_3dcausal.py: EncoderCausal3DPadding, DecoderCausal3DPadding):
+# taming's levels and middle with (2+1)-D blocks in the levels, 3-D causal mid blocks and LayerNorms.
+FAMILIES["vidtok"] = Family(
+  res_block=FactorisedResBlock,
+  downsample=FactorisedDownsample,
+  conv_in_bias=True,
+  conv_out_kernel=3,
+  mid_blocks=2,
+  extra_decoder_blocks=1,
+  upsample=FactorisedUpsample,
+  video=True,
+  mid_block=ResBlock,
+  block_norm=layer_norm,
+  level_attention=False,
+  pad_frames=True,
 )
 
 
@@ -690,8 +917,28 @@ def _video_parts(
   return conv, {"conv": conv, "norm": frame_group_norm if video_norm == "frame" else group_norm}
 
 
+def _check_video_family(fam: Family, ts: tuple[int, ...], family: str) -> None:
+  # VidTok's (2+1)-D blocks convolve over time: they exist only as a video CNN.
+  if fam.pad_frames and not ts:
+    raise ValueError(f"the {family!r} CNN family is a causal video CNN: set model.temporal_downsample")
+
+
+def check_temporal_upsample(temporal_upsample: Sequence[int], temporal_downsample: Sequence[int]) -> tuple[int, ...]:
+  """The decoder's time strides, listed as ``temporal_downsample`` (entry i mirrors the encoder's downsampling i);
+  empty: the mirror of ``temporal_downsample``. Their products must agree (the frame rule)."""
+  down = tuple(int(t) for t in temporal_downsample)
+  up = tuple(int(t) for t in temporal_upsample) or down
+  if len(up) != len(down) or (up and (min(up) < 1 or math.prod(up) != math.prod(down))):
+    raise ValueError(
+      f"model.temporal_upsample={list(temporal_upsample)} needs one time stride >= 1 per upsampling level"
+      f" ({len(down)}) with the product of model.temporal_downsample={list(down)} ({math.prod(down)})"
+    )
+  return up
+
+
 def _mid(ch: int, n: int, attention: bool, family: Family, kw: dict) -> tuple[nnx.List, Any]:
-  blocks = nnx.List([family.res_block(ch, ch, **kw) for _ in range(n)])
+  block = family.mid_block or family.res_block
+  blocks = nnx.List([block(ch, ch, **kw) for _ in range(n)])
   return blocks, (AttnBlock(ch, **kw) if attention else None)
 
 
@@ -784,22 +1031,27 @@ class Encoder(nnx.Module):
     fam = get_family(family)
     _check_attention(fam, attention, family)
     ts = check_temporal_downsample(temporal_downsample, mult, family)
+    _check_video_family(fam, ts, family)
     conv, video = _video_parts(ts, time_padding, video_norm)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     bkw = dict(kw, groups=norm_groups, **video)  # normalised blocks
     if fam.norm_eps is not None:  # an image-only family (flex)
       bkw["norm"] = functools.partial(group_norm, eps=fam.norm_eps)
+    if fam.block_norm is not None:  # VidTok's LayerNorms
+      bkw["norm"] = fam.block_norm
     self.downsample_factor = 2 ** (len(mult) - 1)
     #: whether it is a causal video CNN on (B, T, H, W, C); its time strides and their product s_T.
     self.causal, self.temporal_strides = bool(ts), ts
     self.time_downsample_factor = math.prod(ts)
+    #: VidTok: s_T - 1 copies of the first frame go before the video.
+    self.pad_frames = fam.pad_frames
     self.in_channels = in_channels
     self.conv_in = conv(in_channels, channels, (3, 3), use_bias=fam.conv_in_bias, **kw)
     res, attn, down = [], [], []
     ch = channels
     for i, m in enumerate(mult):
       last = i == len(mult) - 1
-      r, a = _level_blocks(ch, channels * m, num_res_blocks, attention and last, fam, bkw)
+      r, a = _level_blocks(ch, channels * m, num_res_blocks, attention and last and fam.level_attention, fam, bkw)
       ch = channels * m
       res.append(r)
       attn.append(a)
@@ -810,7 +1062,7 @@ class Encoder(nnx.Module):
     self.video_norm = video_norm if ts else ""
     self.trunk_channels = ch
     if head:
-      out_norm = video.get("norm", functools.partial(group_norm, eps=fam.norm_eps or 1e-6))
+      out_norm = fam.block_norm or video.get("norm", functools.partial(group_norm, eps=fam.norm_eps or 1e-6))
       self.norm_out = out_norm(ch, groups=norm_groups, **kw)
       k = fam.conv_out_kernel
       self.conv_out = conv(ch, z_channels, (k, k), **kw)
@@ -832,6 +1084,8 @@ class Encoder(nnx.Module):
     return height // f, width // f
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    if self.pad_frames and not hasattr(self.conv_in, "carry"):  # a whole video or its first chunk
+      x = jnp.concatenate([jnp.repeat(x[:, :1], self.time_downsample_factor - 1, axis=1), x], axis=1)
     h = self.conv_in(x)
     for res, attn, down in zip(self.res, self.attn, self.down):
       h = _run_level(res, attn, h)
@@ -848,7 +1102,10 @@ class Decoder(nnx.Module):
 
   Args: as ``Encoder``; ``out_channels`` is the image channel count;
   ``code_channels`` the width of the quantized latent that a family with
-  ``decoder_norm`` (MoVQ) reads, ``codes`` in ``__call__`` (0: ``z_channels``).
+  ``decoder_norm`` (MoVQ) reads, ``codes`` in ``__call__`` (0: ``z_channels``);
+  ``temporal_upsample`` the time strides of the upsamplings, listed as
+  ``temporal_downsample`` (empty: the same; VidTok's decoder upsamples time
+  at other levels than its encoder downsamples it).
   """
 
   def __init__(
@@ -864,6 +1121,7 @@ class Decoder(nnx.Module):
     out_channels: int = 3,
     code_channels: int = 0,
     temporal_downsample: Sequence[int] = (),
+    temporal_upsample: Sequence[int] = (),
     time_padding: str = "zeros",
     video_norm: str = "frame",
     dtype: Dtype = jnp.float32,
@@ -875,12 +1133,15 @@ class Decoder(nnx.Module):
     fam = get_family(family)
     _check_attention(fam, attention, family)
     ts = check_temporal_downsample(temporal_downsample, mult, family)
+    _check_video_family(fam, ts, family)
     conv, video = _video_parts(ts, time_padding, video_norm)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     bkw = dict(kw, groups=norm_groups)  # normalised blocks
     self.causal, self.video_norm = bool(ts), (video_norm if ts else "")
     # The k-th upsampling (from the lowest resolution) mirrors the encoder's downsampling len(mult) - 2 - k.
-    self.up_strides = tuple(reversed(ts)) if ts else (1,) * (len(mult) - 1)
+    self.up_strides = tuple(reversed(check_temporal_upsample(temporal_upsample, ts))) if ts else (1,) * (len(mult) - 1)
+    #: VidTok: the first s_T - 1 output frames (those of the encoder's padding) are dropped.
+    self.drop_frames = math.prod(ts) - 1 if fam.pad_frames else 0
     #: whether ``__call__`` reads the quantized latent ``codes`` (MoVQ's spatial norms).
     self.reads_codes = fam.decoder_norm is not None
     norm: Callable[..., nnx.Module] = group_norm
@@ -897,13 +1158,15 @@ class Decoder(nnx.Module):
     if ts and video_norm == "clip":
       lnkw["clip"] = True
     bkw.update(video)
+    if fam.block_norm is not None:  # VidTok's LayerNorms
+      norm = bkw["norm"] = fam.block_norm
     self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, bkw)
     res, attn, up, norms = [], [], [], []
     # Levels run from the lowest resolution up; the first one keeps attention.
     blocks = num_res_blocks + fam.extra_decoder_blocks
     for k, m in enumerate(reversed(mult)):
       norms.append(fam.level_norm(z_channels, ch, **lnkw) if fam.level_norm is not None else None)
-      r, a = _level_blocks(ch, channels * m, blocks, attention and k == 0, fam, bkw)
+      r, a = _level_blocks(ch, channels * m, blocks, attention and k == 0 and fam.level_attention, fam, bkw)
       ch = channels * m
       res.append(r)
       attn.append(a)
@@ -911,7 +1174,7 @@ class Decoder(nnx.Module):
       up.append(fam.upsample(ch, **kw, **tkw) if k < len(mult) - 1 else None)
     self.res, self.attn, self.up = nnx.List(res), nnx.List(attn), nnx.List(up)
     self.level_norm = nnx.List(norms)
-    self.norm_out = video.get("norm", norm)(ch, groups=norm_groups, **kw)
+    self.norm_out = (fam.block_norm or video.get("norm", norm))(ch, groups=norm_groups, **kw)
     self.conv_out = conv(ch, out_channels, (3, 3), **kw)
 
   #: attribute path of the last layer's kernel (adaptive GAN weight).
@@ -931,4 +1194,5 @@ class Decoder(nnx.Module):
       if up is not None:
         h = up(h) if not self.causal else up(h, first)
         factor *= self.up_strides[k]
-    return self.conv_out(nnx.swish(_norm(self.norm_out, h, codes)))
+    out = self.conv_out(nnx.swish(_norm(self.norm_out, h, codes)))
+    return out[:, self.drop_frames :] if first and self.drop_frames else out

@@ -65,6 +65,7 @@ def _check_config(config: Any, check_paths: bool) -> None:
         f"model.temporal_downsample (causal video) needs model.encoder='cnn'; got {config.model.encoder!r}"
       )
     cnn.check_temporal_downsample(config.model.temporal_downsample, config.model.channel_mult, config.model.cnn_family)
+    cnn.check_temporal_upsample(config.model.get("temporal_upsample", ()), config.model.temporal_downsample)
     if scales or int(config.model.get("project_kernel", 1)) != 1:
       raise ValueError(
         "model.temporal_downsample (causal video) works with per-position quantizers and project_kernel=1"
@@ -108,6 +109,8 @@ CONFIG = ConfigFields(
     # cnn: () an image tokenizer; else a causal video tokenizer with one time stride per downsampling level
     # (len(channel_mult) - 1 of them; Open-MAGVIT2's 4x8x8: (1, 2, 2)): 1 + k*prod frames -> 1 + k latent frames
     "temporal_downsample": (),
+    # causal video: the decoder's time strides, listed as temporal_downsample; () mirrors it (VidTok's differ)
+    "temporal_upsample": (),
     "time_padding": "zeros",  # causal video: before the first frame, zeros | replicate (copies of it)
     # causal video: GroupNorm statistics per frame (causal) | clip (Open-MAGVIT2's video tokenizer: not causal)
     "video_norm": "frame",
@@ -724,7 +727,8 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
       z, project = code_dim, False
     else:
       encoder = cnn.Encoder(z, rngs=rngs, **kw)
-      decoder = cnn.Decoder(z, code_channels=code_dim, rngs=rngs, **kw)
+      up = tuple(m.get("temporal_upsample", ()))
+      decoder = cnn.Decoder(z, code_channels=code_dim, temporal_upsample=up, rngs=rngs, **kw)
   else:  # vit, vit1d
     z, project = code_dim, False
     k = int(m.get("num_latent_tokens", 0)) if kind == "vit1d" else 0

@@ -38,6 +38,7 @@ from vqtok.pretrained import (
   taming,
   titok,
   var,
+  vidtok,
 )
 from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 
@@ -50,7 +51,7 @@ FORMATS: dict[str, ModuleType] = {
   m.NAME: m
   for m in (
     *(llamagen, taming, maskgit, open_magvit2, open_magvit2_video, ibq, simvq, var, titok, one_d_piece, bsqvit),
-    *(movq, gsq, fqgan),
+    *(movq, gsq, fqgan, vidtok),
   )
 }
 

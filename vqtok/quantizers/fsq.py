@@ -38,10 +38,16 @@ class FSQ(Quantizer):
     code_dim: input/output dimension; when it differs from ``len(levels)``,
       Linear projections (``project_in`` / ``project_out``) map into and out
       of the ``len(levels)`` quantised channels.
+    bound_scale: the bound's half-range is ``(L - 1) * bound_scale / 2``: the
+      paper's ``1 - 1e-3`` (inside the outermost rounding interval), or
+      ``1 + 1e-3`` as lucidrains' vector-quantize-pytorch and the tokenizers
+      built on it (VidTok's FSQRegularizer) compute it.
     rngs: initialises the projections (unused without them).
   """
 
-  def __init__(self, levels: Sequence[int], *, code_dim: int | None = None, rngs: nnx.Rngs):
+  def __init__(
+    self, levels: Sequence[int], *, code_dim: int | None = None, bound_scale: float = 1 - _EPS, rngs: nnx.Rngs
+  ):
     levels = tuple(int(l) for l in levels)
     if not levels:
       raise ValueError("FSQ levels must be a non-empty sequence")
@@ -51,8 +57,11 @@ class FSQ(Quantizer):
     code_dim = n if code_dim is None else int(code_dim)
     if code_dim < 1:
       raise ValueError(f"FSQ code_dim must be >= 1; got {code_dim}")
+    if not 0.5 < float(bound_scale) < 1.5:
+      raise ValueError(f"FSQ bound_scale must be near 1 (0.5 < bound_scale < 1.5); got {bound_scale}")
     self.levels = levels
     self.code_dim = code_dim
+    self.bound_scale = float(bound_scale)
     self.codebook_size = int(np.prod(levels))
     if self.codebook_size >= 2**31:
       raise ValueError(f"FSQ codebook of prod(levels) = {self.codebook_size} codes does not fit int32 indices")
@@ -70,7 +79,7 @@ class FSQ(Quantizer):
     compile-time constants rather than state.
     """
     lv = np.asarray(self.levels, np.float64)
-    half_l = (lv - 1) * (1 - _EPS) / 2
+    half_l = (lv - 1) * self.bound_scale / 2
     # Even level counts have no zero on a symmetric grid: shift by half a step
     # so the grid is {-L/2, ..., L/2 - 1}. The paper's listing writes tan();
     # arctanh is the exact inverse, so bound(0) lands on the grid point 0.

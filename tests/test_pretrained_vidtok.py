@@ -1,0 +1,213 @@
+"""VidTok (microsoft/VidTok): the converter and parity with the reference's own causal FSQ tokenizer.
+
+tests/goldens/vidtok/ was made by the reference's ``EncoderCausal3DPadding``,
+``DecoderCausal3DPadding`` and ``FSQRegularizer`` (scripts/parity/gen_vidtok.py)
+with configs/vidtok_fsq_causal_488_262144.yaml's parameters at ch 8 (4 levels,
+2 res blocks, 4x8x8, 6 FSQ channels of 8 levels), in float64 with random weights
+drawn from a seeded NumPy generator, which this test draws again and writes as a
+Lightning ``.ckpt`` (with ``loss.*`` tensors, which the converter leaves out) and
+the YAML beside it. Goldens: a 9-frame 16 px clip in [-1, 1] and its first
+frame alone: the encoder's output, the FSQ ids, the clip decoded from them.
+Tolerances: ids equal (the smallest distance of a bounded latent to a rounding
+boundary is checked to be far above float32 noise), latents within 1e-5 relative,
+decoded frames within 1e-4 relative. One compiled program per clip length (9, 1).
+"""
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torchfile
+import yaml
+from flax import nnx
+from helpers import ROOT, preset
+
+from vqtok import files, pretrained
+from vqtok.config import validate_config
+from vqtok.models import build_tokenizer, cnn
+from vqtok.pretrained import reader
+
+FAST_COMPILE = True
+GOLDENS = os.path.join(ROOT, "tests", "goldens", "vidtok")
+
+
+def _keys():
+  with open(os.path.join(GOLDENS, "keys.json")) as f:
+    return json.load(f)
+
+
+def _draw(rng, name, shape):
+  # scripts/parity/gen_vidtok.py's draw().
+  v = rng.standard_normal(shape) * (0.2 if len(shape) > 1 else 0.5)
+  if "norm" in name and name.endswith(".weight"):
+    v = v + 1.0
+  if name.endswith("mix_factor"):
+    v = v + 2.0
+  return v
+
+
+def _write_checkpoint(
+  path, levels=(8,) * 6, yaml_target="vidtok.modules.model_3dcausal.EncoderCausal3DPadding", bare=False
+):
+  meta = _keys()
+  rng = np.random.default_rng(meta["seed"])
+  sd = {}
+  for prefix in ("encoder", "decoder"):
+    for name, shape in meta["keys"][prefix]:
+      sd[f"{prefix}.{name}"] = _draw(rng, name, tuple(shape)).astype(np.float32)
+  sd["loss.logvar"] = np.zeros((1,), np.float32)  # the training loss's, left out
+  sd["loss.discriminator.main.0.weight"] = np.zeros((4, 3, 4, 4), np.float32)
+  obj = sd if bare else {"state_dict": sd, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.4.0"}
+  torchfile.save(obj, path)
+  params = {"encoder_config": {"target": yaml_target, "params": meta["reduced"]}}
+  params["regularizer_config"] = {
+    "target": "vidtok.modules.regularizers.FSQRegularizer",
+    "params": {"levels": list(levels)},
+  }
+  with open(os.path.splitext(path)[0] + ".yaml", "w") as f:
+    yaml.safe_dump({"model": {"target": "vidtok.models.autoencoder.AutoencodingEngine", "params": params}}, f)
+  return path
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+  path = _write_checkpoint(str(tmp_path_factory.mktemp("vidtok") / "vidtok_fsq_causal_488_262144.ckpt"))
+  tok, config, meta = pretrained.convert("vidtok", path)
+  return tok, config, meta, dict(np.load(os.path.join(GOLDENS, "golden.npz")))
+
+
+def _video(a):  # (B, C, T, H, W) -> (B, T, H, W, C)
+  return np.transpose(a, (0, 2, 3, 4, 1))
+
+
+def _rel(a, b):
+  return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+
+
+@nnx.jit
+def _run(tok, x):
+  """The encoder's output, the ids and the clip decoded from them: one program per clip length."""
+  ids = tok.encode(x)
+  return tok._latents(x), ids, tok.decode(ids)
+
+
+@pytest.fixture(scope="module")
+def runs(converted):
+  tok, _, _, g = converted
+  x = jnp.asarray(_video(g["x"]))
+  return {"": _run(tok, x), "1": _run(tok, x[:, :1]), "later": _run(tok, x.at[:, 5:].multiply(-1.0))}
+
+
+@pytest.mark.parametrize("tag", ["", "1"], ids=["9_frames", "1_frame"])
+def test_parity_with_the_reference(converted, runs, tag):
+  tok, _, _, g = converted
+  z, ids, y = (np.asarray(a) for a in runs[tag])
+  assert z.shape == _video(g[f"z{tag}"]).shape and y.shape == _video(g[f"y{tag}"]).shape
+  assert _rel(z, _video(g[f"z{tag}"])) < 1e-5
+  # No near-ties: every bounded latent is far from a rounding boundary (x.5), so float32 gives the same ids.
+  bounded = np.asarray(tok.quantizer.bound(jnp.asarray(_video(g[f"z{tag}"]), jnp.float32)))
+  assert np.abs(np.abs(bounded - np.floor(bounded)) - 0.5).min() > 1e-4
+  np.testing.assert_array_equal(ids, g[f"ids{tag}"])
+  assert _rel(y, _video(g[f"y{tag}"])) < 1e-4
+
+
+def test_prefix_causal_as_the_reference(converted, runs):
+  # VidTok's causal model is causal as configured: latent frame j sees frames <= 4j. The reference's own
+  # goldens show it for frame 0 (a one-frame clip gives the 9-frame clip's first latent frame); vqtok's
+  # ids of the first 2 latent frames do not move when frames 5.. change.
+  _, _, _, g = converted
+  np.testing.assert_array_equal(g["ids1"], g["ids"][:, :1])
+  np.testing.assert_allclose(g["z1"], g["z"][:, :, :1], rtol=1e-9, atol=1e-9)
+  np.testing.assert_array_equal(np.asarray(runs["later"][1])[:, :2], np.asarray(runs[""][1])[:, :2])
+  assert not np.array_equal(np.asarray(runs["later"][1])[:, 2], np.asarray(runs[""][1])[:, 2])
+
+
+@nnx.jit
+def _chunked(tok, x, ids):
+  return tok.encode(x, chunk=2), tok.decode(ids, chunk=2)
+
+
+def test_chunked_equals_whole(converted, runs):
+  # 2 latent frames, then 1: the first chunk pads and drops the padding frames, the second carries.
+  tok, _, _, g = converted
+  ids, decoded = _chunked(tok, jnp.asarray(_video(g["x"])), runs[""][1])
+  np.testing.assert_array_equal(np.asarray(ids), np.asarray(runs[""][1]))
+  np.testing.assert_allclose(np.asarray(decoded), np.asarray(runs[""][2]), atol=1e-5)
+
+
+def test_config_is_the_references(converted):
+  tok, c, meta, _ = converted
+  assert c.model.cnn_family == "vidtok" and tuple(c.model.channel_mult) == (1, 2, 4, 4)
+  assert tuple(c.model.temporal_downsample) == (1, 2, 2) and tuple(c.model.temporal_upsample) == (2, 2, 1)
+  assert c.quantizer.type == "fsq" and tuple(c.quantizer.levels) == (8,) * 6 and c.quantizer.bound_scale == 1.001
+  assert tok.quantizer.codebook_size == 2**18 and tok.temporal_factor == 4
+  assert meta["source"] == "vidtok" and meta["weights"] == "model"
+  keys = _keys()["keys"]
+  assert sum(v.size for v in files.arrays(tok).values()) == sum(
+    int(np.prod(s)) for p in ("encoder", "decoder") for _, s in keys[p]
+  )
+
+
+def test_preset_has_the_references_parameter_count(tmp_path):
+  # configs/vidtok_fsq_488.py against the published 4x8x8 model as its YAML builds it (gen_vidtok.py counts it).
+  c = preset("vidtok_fsq_488", None)
+  c.loss.lpips_weights = str(tmp_path / "lpips.npz")  # the preset trains with LPIPS, whose weights cannot ship
+  (tmp_path / "lpips.npz").write_bytes(b"")
+  validate_config(c)
+  tok = nnx.eval_shape(lambda: build_tokenizer(c, rngs=nnx.Rngs(0)))
+  n = {k: sum(int(np.prod(s)) for p, s in files.shapes(tok).items() if p.startswith(k)) for k in ("encoder", "decoder")}
+  reference = _keys()["full_params"]["vidtok_fsq_causal_488_262144"]
+  assert n == reference and n["encoder"] + n["decoder"] == 157_451_661
+  assert tok.temporal_factor == 4 and tok.quantizer.codebook_size == 2**18
+
+
+@pytest.mark.parametrize(
+  "name, kw, match",
+  [
+    ("vidtok_fsq_causal_488_32768_v1_1.ckpt", {}, "v1.1 file"),
+    ("x.ckpt", {"yaml_target": "vidtok.modules.model_3dnoncausal.Encoder3D"}, "converts model_3dcausal"),
+    ("x.ckpt", {"levels": (8,) * 5}, r"5 FSQ levels \[8, 8, 8, 8, 8\] for an encoder of 6 channels"),
+  ],
+)
+def test_other_files_are_refused_in_one_line(tmp_path, name, kw, match):
+  path = _write_checkpoint(str(tmp_path / name), **kw)
+  with pytest.raises(reader.CheckpointError, match=match):
+    pretrained.convert("vidtok", path)
+
+
+@pytest.mark.parametrize(
+  "kw, match",
+  [
+    ({}, "'vidtok' CNN family is a causal video CNN: set model.temporal_downsample"),
+    ({"temporal_downsample": (4,)}, "downsamples time by 2 per level; got a time stride of 4"),
+    ({"temporal_downsample": (2,), "temporal_upsample": (1,)}, r"temporal_upsample=\[1\] needs one time stride"),
+  ],
+)
+def test_bad_vidtok_geometry_is_one_line(kw, match):
+  with pytest.raises(ValueError, match=match):
+    up = kw.pop("temporal_upsample", ())
+    nnx.eval_shape(
+      lambda: cnn.Decoder(
+        4, channels=8, channel_mult=(1, 2), family="vidtok", temporal_upsample=up, rngs=nnx.Rngs(0), **kw
+      )
+    )
+    nnx.eval_shape(lambda: cnn.Encoder(4, channels=8, channel_mult=(1, 2), family="vidtok", rngs=nnx.Rngs(0), **kw))
+
+
+def test_frame_counts_outside_the_rule_are_refused(converted):
+  # VidTok's own code takes 16 frames too (no padding, 13 decoded); vqtok keeps the 1 + 4k rule.
+  tok, _, _, _ = converted
+  with pytest.raises(ValueError, match="nearest valid counts are 13 and 17"):
+    tok.encode(jnp.zeros((1, 16, 16, 16, 3)))
+
+
+def test_bare_state_dict_and_no_yaml(tmp_path, converted):
+  # The reference's init_from_ckpt also takes a bare state dict; without a YAML every channel has 8 levels.
+  path = _write_checkpoint(str(tmp_path / "x.ckpt"), bare=True)
+  os.remove(str(tmp_path / "x.yaml"))
+  tok, c, _ = pretrained.convert("vidtok", path)
+  assert c.to_dict() == converted[1].to_dict()
+  a, b = files.arrays(tok), files.arrays(converted[0])
+  assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in b)
