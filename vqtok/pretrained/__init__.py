@@ -22,6 +22,7 @@ from vqtok.models import build_tokenizer
 from vqtok.pretrained import (
   bsqvit,
   clip,
+  cosmos,
   dinov2,
   fqgan,
   gsq,
@@ -47,7 +48,22 @@ from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 #: holds besides its tensors, e.g. GSQ's quantizer normalisation).
 FORMATS: dict[str, ModuleType] = {
   m.NAME: m
-  for m in (llamagen, taming, maskgit, open_magvit2, ibq, simvq, var, titok, one_d_piece, bsqvit, movq, gsq, fqgan)
+  for m in (
+    llamagen,
+    taming,
+    maskgit,
+    open_magvit2,
+    ibq,
+    simvq,
+    var,
+    titok,
+    one_d_piece,
+    bsqvit,
+    movq,
+    gsq,
+    fqgan,
+    cosmos,
+  )
 }
 
 #: Convertible feature teachers (frozen vision foundation models): name -> family module

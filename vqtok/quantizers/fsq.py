@@ -28,6 +28,10 @@ from vqtok.quantizers.base import (
 
 # Keeps tanh strictly inside the outermost rounding interval (paper, App. A.1).
 _EPS = 1e-3
+#: How far ``bound`` reaches: the paper's (L - 1)(1 - eps)/2 (App. A.1), or (L - 1)(1 + eps)/2, as
+#: lucidrains' vector-quantize-pytorch and the models built on it bound (NVIDIA Cosmos's FSQuantizer,
+#: cosmos_tokenizer/modules/quantizers.py ``bound``): the same grid, rounding boundaries a little apart.
+BOUNDS = {"paper": 1 - _EPS, "wide": 1 + _EPS}
 
 
 class FSQ(Quantizer):
@@ -38,11 +42,15 @@ class FSQ(Quantizer):
     code_dim: input/output dimension; when it differs from ``len(levels)``,
       Linear projections (``project_in`` / ``project_out``) map into and out
       of the ``len(levels)`` quantised channels.
+    bound: "paper" or "wide" (``BOUNDS``): the tanh bound's half width.
     rngs: initialises the projections (unused without them).
   """
 
-  def __init__(self, levels: Sequence[int], *, code_dim: int | None = None, rngs: nnx.Rngs):
+  def __init__(self, levels: Sequence[int], *, code_dim: int | None = None, bound: str = "paper", rngs: nnx.Rngs):
     levels = tuple(int(l) for l in levels)
+    if bound not in BOUNDS:
+      raise ValueError(f"FSQ bound={bound!r} is not one of {tuple(BOUNDS)}")
+    self.bound_scale = BOUNDS[bound]
     if not levels:
       raise ValueError("FSQ levels must be a non-empty sequence")
     if min(levels) < 2:
@@ -70,7 +78,7 @@ class FSQ(Quantizer):
     compile-time constants rather than state.
     """
     lv = np.asarray(self.levels, np.float64)
-    half_l = (lv - 1) * (1 - _EPS) / 2
+    half_l = (lv - 1) * self.bound_scale / 2
     # Even level counts have no zero on a symmetric grid: shift by half a step
     # so the grid is {-L/2, ..., L/2 - 1}. The paper's listing writes tan();
     # arctanh is the exact inverse, so bound(0) lands on the grid point 0.
