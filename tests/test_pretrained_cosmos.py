@@ -54,6 +54,11 @@ def test_config_read_off_the_archives(converted):
     tok.encode(jnp.zeros((1, 1 + s_t, 16, 16, 3)), chunk=1)
 
 
+# Compiled whole: a third of the time of running the CNN op by op.
+_latents = nnx.jit(lambda tok, x: tok._latents(x))
+_decode = nnx.jit(lambda tok, ids: tok.decode(ids))
+
+
 def test_parity_with_the_reference(converted):
   _, tok, _, _, g = converted
   latents = {}
@@ -61,17 +66,19 @@ def test_parity_with_the_reference(converted):
     for suffix in ("", "1"):  # 9 frames, then one frame (an image)
       x = jnp.asarray(_channels_last(g["x" + suffix]))
       z_ref = _channels_last(g["z" + suffix])
-      z = latents[suffix] = tok._latents(x)  # what encode quantizes
+      z = latents[suffix] = _latents(tok, x)  # what encode quantizes
       np.testing.assert_allclose(np.asarray(z), z_ref, rtol=0, atol=1e-5 * np.abs(z_ref).max())
       ids = np.asarray(tok.quantizer(z)[1].indices)
       near_tie = (g["margin"] < 1e-3) if suffix == "" else np.zeros(ids.shape, bool)
       assert ids.shape == g["ids" + suffix].shape
       np.testing.assert_array_equal(ids[~near_tie], g["ids" + suffix][~near_tie])
       y_ref = _channels_last(g["y" + suffix])
-      y = np.asarray(tok.decode(jnp.asarray(g["ids" + suffix])))  # from the reference's ids
+      y = np.asarray(_decode(tok, jnp.asarray(g["ids" + suffix])))  # from the reference's ids
       np.testing.assert_allclose(y, y_ref, rtol=0, atol=2e-5 * np.abs(y_ref).max())
-  # Causal, as the reference is (its goldens: equal to the last bit): frame 0 alone makes latent frame 0.
-  np.testing.assert_allclose(np.asarray(latents["1"]), np.asarray(latents[""][:, :1]), rtol=0, atol=1e-6)
+  # Causal, as the reference is (its goldens: equal to the last bit): frame 0 alone makes latent frame 0
+  # (here up to float32 rounding: the convs run on clips of other lengths).
+  z1, z9 = np.asarray(latents["1"]), np.asarray(latents[""][:, :1])
+  np.testing.assert_allclose(z1, z9, rtol=0, atol=2e-6 * np.abs(z9).max())
 
 
 def test_autoencoder_archive_reads_the_same(tmp_path):
