@@ -48,6 +48,15 @@ its parts (``model.cnn_family`` in the config):
            blocks and before both conv_outs, and a level whose width changes
            starts with one more residual block that changes it, before the
            ``num_res_blocks`` blocks at the new width.
+  cosmos   NVIDIA Cosmos DV/CV (NVIDIA/Cosmos-Tokenizer, modules/layers3d.py
+           EncoderFactorized / DecoderFactorized), causal video only: taming's
+           wiring with every conv (2+1)-D (``FactorizedConv``: 1 x k x k, then
+           k x 1 x 1 padded with copies of the first frame), hybrid down- and
+           upsampling (a strided conv plus pooling, per level in space, time,
+           both or neither: ``spatial_downsample``; the decoder's by Cosmos's
+           rule, ``cosmos_up_schedule``), attention within frames then causally
+           along time in the middle only, and 3-D Haar wavelet patching before
+           and after (``wavelet_patch``; ``haar_patch``).
 
 Causal video (``temporal_downsample``, one time stride per downsampling level;
 empty: the image CNN above, unchanged). The same parts on (B, T, H, W, C): each
@@ -944,11 +953,12 @@ def check_spatial_downsample(
   """
   levels = len(tuple(channel_mult)) - 1
   ss = tuple(int(v) for v in spatial_downsample)
-  if not ss:
-    return (2,) * levels
   if not get_family(family).factorized:
+    if not ss:
+      return (2,) * levels
     factorized = tuple(k for k, f in FAMILIES.items() if f.factorized)
     raise ValueError(f"model.spatial_downsample is for the CNN families {factorized}; not {family!r}")
+  ss = ss or (2,) * levels
   ts = tuple(int(v) for v in temporal_downsample)
   for name, strides in (("spatial_downsample", ss), ("temporal_downsample", ts)):
     if len(strides) != levels or set(strides) - {1, 2} or list(strides) != sorted(strides, reverse=True):
