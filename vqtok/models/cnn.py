@@ -250,18 +250,24 @@ class CausalConv(nnx.Conv):
 
 
 def stream(module: nnx.Module, on: bool = True) -> nnx.Module:
-  """Sets every ``CausalConv`` of ``module`` streaming (``on``) or not; off drops the carried frames.
+  """Sets every ``CausalConv`` (and Cosmos's ``TimeAttnBlock``) of ``module`` streaming (``on``) or not; off
+  drops the carried frames.
 
   Use on a copy (``nnx.merge(*nnx.split(m))``): chunk after chunk, the module's
   causal convs then carry their state, and its outputs are those of the whole
   video. The first chunk holds 1 + k*s_T frames, later ones multiples of s_T.
   """
   for _, node in nnx.iter_graph(module):
-    if isinstance(node, CausalConv):
+    if isinstance(node, (CausalConv, TimeAttnBlock)):
       node.streaming = on
       if not on and hasattr(node, "carry"):
         del node.carry
   return module
+
+
+def _first_chunk(conv: nnx.Module) -> bool:
+  """Whether the causal ``conv`` (a CausalConv or FactorizedConv) has seen no frames yet (no carried state)."""
+  return not hasattr(conv.time if isinstance(conv, FactorizedConv) else conv, "carry")
 
 
 def _stretch_time(x: jax.Array, factor: int, first: bool) -> jax.Array:
@@ -634,11 +640,19 @@ class TimeAttnBlock(nnx.Module):
     self.attn = nnx.MultiHeadAttention(
       num_heads=1, in_features=ch, dtype=dtype, param_dtype=param_dtype, decode=False, rngs=rngs
     )
+    self.streaming = False
 
   def __call__(self, x: jax.Array, codes: jax.Array | None = None) -> jax.Array:
     b, t, h, w, c = x.shape
     y = jnp.moveaxis(self.norm(x), 1, 3).reshape(b * h * w, t, c)
-    y = self.attn(y, mask=nnx.make_causal_mask(jnp.ones(y.shape[:2], jnp.int32)))
+    # Streaming (``stream``): the earlier chunks' normalised frames are kept (TimeCarry) as keys and values,
+    # so chunks attend as the whole clip does; the cache grows with the length at this (the lowest) resolution.
+    past = self.carry[...].astype(y.dtype) if hasattr(self, "carry") else y[:, :0]
+    kv = jnp.concatenate([past, y], axis=1)
+    mask = jnp.arange(kv.shape[1])[None, :] <= past.shape[1] + jnp.arange(t)[:, None]
+    if self.streaming:
+      self.carry = TimeCarry(kv)  # a new length each chunk
+    y = self.attn(y, kv, kv, mask=mask[None, None])
     return x + jnp.moveaxis(y.reshape(b, h, w, t, c), 3, 1)
 
 
@@ -693,7 +707,8 @@ class HybridDownsample(nnx.Module):
       b, t, h, w, c = x.shape
       x = self.conv1(x) + x.reshape(b, t, h // 2, 2, w // 2, 2, c).mean(axis=(3, 5))
     if self.time_stride == 2:
-      padded = jnp.concatenate([x[:, :1], x], axis=1)
+      # 1 + 2k frames pair as (x0, x0), (x1, x2) ...; a streaming chunk after the first starts a pair.
+      padded = jnp.concatenate([x[:, :1], x], axis=1) if _first_chunk(self.conv2) else x
       pairs = padded.reshape((x.shape[0], padded.shape[1] // 2, 2) + x.shape[2:]).mean(axis=2)
       x = self.conv2(x) + pairs
     return self.conv3(x)
@@ -765,14 +780,17 @@ def _haar_merge(low: jax.Array, high: jax.Array, axis: int) -> jax.Array:
   return pair.reshape(low.shape[:axis] + (2 * low.shape[axis],) + low.shape[axis + 1 :])
 
 
-def haar_patch(x: jax.Array, patch: int) -> jax.Array:
+def haar_patch(x: jax.Array, patch: int, first: bool = True) -> jax.Array:
   """Cosmos's Patcher3D (patching.py, ``_haar``): (B, T, H, W, C) -> (B, T'/p, H/p, W/p, C*p**3).
 
   Frame 0 is repeated ``p`` times (1 + k*p frames -> (1 + k)*p), then log2(p) times: a Haar
   step (low (a + b)/sqrt(2), high (a - b)/sqrt(2)) along time, height and width, the 8 bands
   concatenated on channels in the order lll, llh, lhl, lhh, hll, hlh, hhl, hhh, divided by 2*sqrt(2).
+  The steps are local to blocks of p frames, so a streaming chunk after the first (``first=False``,
+  a multiple of p frames) is patched on its own.
   """
-  x = jnp.concatenate([jnp.repeat(x[:, :1], patch, axis=1), x[:, 1:]], axis=1)
+  if first:
+    x = jnp.concatenate([jnp.repeat(x[:, :1], patch, axis=1), x[:, 1:]], axis=1)
   for _ in range(int(math.log2(patch))):
     bands = [x]
     for axis in (1, 2, 3):
@@ -825,7 +843,6 @@ class Family:
       level's blocks (else only in the middle).
     up_schedule: None (the decoder mirrors the encoder), or a function of the
       encoder's (space, time) strides giving the decoder's, from the lowest level.
-    streamable: whether ``stream`` (chunked encode and decode) is exact for it.
   """
 
   res_block: Callable[..., nnx.Module]
@@ -844,7 +861,6 @@ class Family:
   attn_block: type = AttnBlock
   level_attention: bool = True
   up_schedule: Callable[..., tuple[tuple[int, int], ...]] | None = None
-  streamable: bool = True
 
   def num_mid_blocks(self, num_res_blocks: int) -> int:
     return self.mid_blocks or num_res_blocks
@@ -900,7 +916,6 @@ FAMILIES["cosmos"] = dataclasses.replace(
   attn_block=SpaceTimeAttnBlock,
   level_attention=False,
   up_schedule=cosmos_up_schedule,
-  streamable=False,
 )
 
 
@@ -1106,7 +1121,7 @@ class Encoder(nnx.Module):
     #: whether it is a causal video CNN on (B, T, H, W, C); its time strides and their product s_T.
     self.causal, self.temporal_strides = bool(ts), ts
     self.time_downsample_factor = patch * math.prod(ts)
-    self.wavelet_patch, self.streamable = patch, fam.streamable
+    self.wavelet_patch = patch
     self.in_channels = in_channels
     self.conv_in = conv(in_channels * patch**3, channels, (3, 3), use_bias=fam.conv_in_bias, **kw)
     res, attn, down = [], [], []
@@ -1149,7 +1164,7 @@ class Encoder(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.wavelet_patch > 1:
-      x = haar_patch(x, self.wavelet_patch)
+      x = haar_patch(x, self.wavelet_patch, _first_chunk(self.conv_in))
     h = self.conv_in(x)
     for res, attn, down in zip(self.res, self.attn, self.down):
       h = _run_level(res, attn, h)
@@ -1254,7 +1269,7 @@ class Decoder(nnx.Module):
     """Images from latents ``z``; ``codes``: the quantized latent the spatial norms read (default ``z``)."""
     codes = (z if codes is None else codes) if self.reads_codes else None
     # Video: a streaming chunk after the first continues the frames (no first frame to keep alone).
-    first = not hasattr(self.conv_in, "carry")
+    first = _first_chunk(self.conv_in)
     h = _run_mid(self.mid, self.mid_attn, self.conv_in(z), codes)
     factor = 1  # frames of h per latent frame
     for k, (norm, res, attn, up) in enumerate(zip(self.level_norm, self.res, self.attn, self.up)):

@@ -450,11 +450,6 @@ class Tokenizer(nnx.Module):
       raise ValueError(
         f"chunk is for videos of causal video tokenizers (model.temporal_downsample); got shape {tuple(x.shape)}"
       )
-    if not self.encoder.streamable:
-      raise ValueError(
-        "chunk: this tokenizer's CNN family (cosmos: Haar patching, hybrid pooling) does not carry its state from"
-        " chunk to chunk yet; encode and decode whole clips"
-      )
     if self.encoder.video_norm != "frame":
       raise ValueError(
         f"chunk needs per-frame norms (model.video_norm='frame'); {self.encoder.video_norm!r} norms see the whole clip"
