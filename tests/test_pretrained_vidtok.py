@@ -141,7 +141,7 @@ def test_config_is_the_references(converted):
   tok, c, meta, _ = converted
   assert c.model.cnn_family == "vidtok" and tuple(c.model.channel_mult) == (1, 2, 4, 4)
   assert tuple(c.model.temporal_downsample) == (1, 2, 2) and tuple(c.model.temporal_upsample) == (2, 2, 1)
-  assert c.quantizer.type == "fsq" and tuple(c.quantizer.levels) == (8,) * 6 and c.quantizer.bound_scale == 1.001
+  assert c.quantizer.type == "fsq" and tuple(c.quantizer.levels) == (8,) * 6 and c.quantizer.bound == "wide"
   assert tok.quantizer.codebook_size == 2**18 and tok.temporal_factor == 4
   assert meta["source"] == "vidtok" and meta["weights"] == "model"
   keys = _keys()["keys"]

@@ -48,6 +48,15 @@ its parts (``model.cnn_family`` in the config):
            blocks and before both conv_outs, and a level whose width changes
            starts with one more residual block that changes it, before the
            ``num_res_blocks`` blocks at the new width.
+  cosmos   NVIDIA Cosmos DV/CV (NVIDIA/Cosmos-Tokenizer, modules/layers3d.py
+           EncoderFactorized / DecoderFactorized), causal video only: taming's
+           wiring with every conv (2+1)-D (``FactorizedConv``: 1 x k x k, then
+           k x 1 x 1 padded with copies of the first frame), hybrid down- and
+           upsampling (a strided conv plus pooling, per level in space, time,
+           both or neither: ``spatial_downsample``; the decoder's by Cosmos's
+           rule, ``cosmos_up_schedule``), attention within frames then causally
+           along time in the middle only, and 3-D Haar wavelet patching before
+           and after (``wavelet_patch``; ``haar_patch``).
 
 Causal video (``temporal_downsample``, one time stride per downsampling level;
 empty: the image CNN above, unchanged). The same parts on (B, T, H, W, C): each
@@ -182,7 +191,8 @@ class CausalConv(nnx.Conv):
   """A k x k conv made a k x k x k conv on (B, T, H, W, C), causal in time.
 
   Built from a 2-D conv's arguments (the kernel's time size is its first
-  spatial size, so 1x1 stays 1x1x1). Time is padded on the left only, by
+  spatial size, so 1x1 stays 1x1x1, unless ``time_kernel`` is given: a
+  factorised CNN's (1, k, k) and (k, 1, 1) convs). Time is padded on the left only, by
   ``k - 1`` frames (``time_padding``: zeros or the first frame); with time
   stride ``s`` output frame j sees input frames ``s*j - k + 1 .. s*j``.
 
@@ -203,6 +213,7 @@ class CausalConv(nnx.Conv):
     padding: Any = "SAME",
     time_stride: int = 1,
     time_padding: str = "zeros",
+    time_kernel: int | None = None,
     **kwargs,
   ):
     k = tuple(int(v) for v in kernel_size)
@@ -213,10 +224,11 @@ class CausalConv(nnx.Conv):
       if set(s) != {1}:
         raise ValueError(f"CausalConv: 'SAME' padding needs stride 1; got strides {s}")
       padding = tuple((v // 2, v // 2) for v in k)
+    kt = k[0] if time_kernel is None else int(time_kernel)
     super().__init__(
-      in_features, out_features, (k[0],) + k, (int(time_stride),) + s, padding=((0, 0),) + tuple(padding), **kwargs
+      in_features, out_features, (kt,) + k, (int(time_stride),) + s, padding=((0, 0),) + tuple(padding), **kwargs
     )
-    self.time_kernel, self.time_stride, self.time_padding = k[0], int(time_stride), time_padding
+    self.time_kernel, self.time_stride, self.time_padding = kt, int(time_stride), time_padding
     self.streaming = False
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -238,18 +250,24 @@ class CausalConv(nnx.Conv):
 
 
 def stream(module: nnx.Module, on: bool = True) -> nnx.Module:
-  """Sets every ``CausalConv`` of ``module`` streaming (``on``) or not; off drops the carried frames.
+  """Sets every ``CausalConv`` (and Cosmos's ``TimeAttnBlock``) of ``module`` streaming (``on``) or not; off
+  drops the carried frames.
 
   Use on a copy (``nnx.merge(*nnx.split(m))``): chunk after chunk, the module's
   causal convs then carry their state, and its outputs are those of the whole
   video. The first chunk holds 1 + k*s_T frames, later ones multiples of s_T.
   """
   for _, node in nnx.iter_graph(module):
-    if isinstance(node, CausalConv):
+    if isinstance(node, (CausalConv, TimeAttnBlock)):
       node.streaming = on
       if not on and hasattr(node, "carry"):
         del node.carry
   return module
+
+
+def _first_chunk(conv: nnx.Module) -> bool:
+  """Whether the causal ``conv`` (a CausalConv or FactorizedConv) has seen no frames yet (no carried state)."""
+  return not hasattr(conv.time if isinstance(conv, FactorizedConv) else conv, "carry")
 
 
 def _stretch_time(x: jax.Array, factor: int, first: bool) -> jax.Array:
@@ -754,6 +772,243 @@ class FactorisedUpsample(Upsample):
     return h if self.time is None else self.time(h)
 
 
+# ---- Cosmos: NVIDIA Cosmos-Tokenizer's factorised causal video CNN ---------------------------------------
+# The parts of the ``cosmos`` family (Cosmos DV/CV, cosmos_tokenizer/modules/layers3d.py: EncoderFactorized,
+# DecoderFactorized; patching.py: Patcher3D, UnPatcher3D). Every conv is a CausalConv3d padded in time on
+# the left with copies of the first frame; norms are GroupNorms with one group, per frame (CausalNormalize).
+
+_HAAR = 1.0 / math.sqrt(2.0)
+
+
+class FactorizedConv(nnx.Module):
+  """A k x k conv made a causal (2+1)-D conv: (1, k, k) in space (in -> out), then (k, 1, 1) in time (out -> out).
+
+  Cosmos's ``nn.Sequential(CausalConv3d((1, k, k), padding=1), CausalConv3d((k, 1, 1), padding=0))``
+  (layers3d.py: conv_in, conv_out, CausalResnetBlockFactorized3d): space padded with zeros, time on the
+  left with ``k - 1`` copies of the first frame (``time_padding``).
+  """
+
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    kernel_size: Sequence[int],
+    *,
+    time_padding: str = "replicate",
+    use_bias: bool = True,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    k = int(tuple(kernel_size)[0])
+    kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.space = CausalConv(in_features, out_features, kernel_size, time_kernel=1, **kw)
+    self.time = CausalConv(out_features, out_features, (1, 1), time_kernel=k, time_padding=time_padding, **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.time(self.space(x))
+
+
+def factorized_conv(in_features: int, out_features: int, kernel_size: Sequence[int], **kwargs: Any) -> nnx.Module:
+  """The ``conv`` of a factorised family: ``FactorizedConv``, or one 1x1x1 ``CausalConv`` for a 1x1 kernel."""
+  if tuple(kernel_size) == (1, 1):  # Cosmos's nin_shortcut: a single CausalConv3d of kernel 1
+    return CausalConv(in_features, out_features, kernel_size, **kwargs)
+  return FactorizedConv(in_features, out_features, kernel_size, **kwargs)
+
+
+class TimeAttnBlock(nnx.Module):
+  """Single-head causal self-attention along time at each position, with a residual.
+
+  Cosmos's CausalTemporalAttnBlock (layers3d.py): norm, q/k/v 1x1x1 convs, softmax of q.k / sqrt(C)
+  under a lower-triangular mask (frame t attends to frames <= t), proj_out, + x.
+  """
+
+  def __init__(
+    self,
+    ch: int,
+    *,
+    groups: int = 32,
+    norm: Callable[..., nnx.Module] = group_norm,
+    conv: Callable[..., nnx.Module] | None = None,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    del conv  # q, k, v and the output are Linear maps, per position
+    self.norm = norm(ch, groups=groups, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.attn = nnx.MultiHeadAttention(
+      num_heads=1, in_features=ch, dtype=dtype, param_dtype=param_dtype, decode=False, rngs=rngs
+    )
+    self.streaming = False
+
+  def __call__(self, x: jax.Array, codes: jax.Array | None = None) -> jax.Array:
+    b, t, h, w, c = x.shape
+    y = jnp.moveaxis(self.norm(x), 1, 3).reshape(b * h * w, t, c)
+    # Streaming (``stream``): the earlier chunks' normalised frames are kept (TimeCarry) as keys and values,
+    # so chunks attend as the whole clip does; the cache grows with the length at this (the lowest) resolution.
+    past = self.carry[...].astype(y.dtype) if hasattr(self, "carry") else y[:, :0]
+    kv = jnp.concatenate([past, y], axis=1)
+    mask = jnp.arange(kv.shape[1])[None, :] <= past.shape[1] + jnp.arange(t)[:, None]
+    if self.streaming:
+      self.carry = TimeCarry(kv)  # a new length each chunk
+    y = self.attn(y, kv, kv, mask=mask[None, None])
+    return x + jnp.moveaxis(y.reshape(b, h, w, t, c), 3, 1)
+
+
+class SpaceTimeAttnBlock(nnx.Module):
+  """Attention within each frame (``AttnBlock``), then causal attention along time (``TimeAttnBlock``).
+
+  Cosmos's middle attention: ``nn.Sequential(CausalAttnBlock, CausalTemporalAttnBlock)``.
+  """
+
+  def __init__(self, ch: int, **kwargs: Any):
+    self.space = AttnBlock(ch, **kwargs)
+    self.time = TimeAttnBlock(ch, **kwargs)
+
+  def __call__(self, x: jax.Array, codes: jax.Array | None = None) -> jax.Array:
+    return self.time(self.space(x, codes), codes)
+
+
+class HybridDownsample(nnx.Module):
+  """Cosmos's CausalHybridDownsample3d: a strided conv plus average pooling, in space then in time, then 1x1x1.
+
+  Space (``space_stride`` 2): ``conv1`` (1, 3, 3) stride 2 padded (0, 1) + 2x2 mean; time
+  (``time_stride`` 2): ``conv2`` (3, 1, 1) stride 2 on the clip with two copies of its first frame
+  before it, + the mean of frame pairs of the clip with one copy before it (1 + 2k -> 1 + k frames);
+  then ``conv3`` (1x1x1). With neither stride the level passes its input on unchanged, as the
+  reference does; its three convs exist all the same (they are in the published files).
+  """
+
+  def __init__(
+    self,
+    ch: int,
+    *,
+    conv: Callable[..., nnx.Module] | None = None,
+    time_stride: int = 1,
+    space_stride: int = 2,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    del conv  # its convs are its own
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.space_stride, self.time_stride = int(space_stride), int(time_stride)
+    self.conv1 = CausalConv(ch, ch, (3, 3), strides=2, padding=((0, 1), (0, 1)), time_kernel=1, **kw)
+    self.conv2 = CausalConv(
+      ch, ch, (1, 1), padding=((0, 0), (0, 0)), time_kernel=3, time_stride=2, time_padding="replicate", **kw
+    )
+    self.conv3 = CausalConv(ch, ch, (1, 1), time_kernel=1, **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.space_stride == 1 and self.time_stride == 1:
+      return x
+    if self.space_stride == 2:
+      b, t, h, w, c = x.shape
+      x = self.conv1(x) + x.reshape(b, t, h // 2, 2, w // 2, 2, c).mean(axis=(3, 5))
+    if self.time_stride == 2:
+      # 1 + 2k frames pair as (x0, x0), (x1, x2) ...; a streaming chunk after the first starts a pair.
+      padded = jnp.concatenate([x[:, :1], x], axis=1) if _first_chunk(self.conv2) else x
+      pairs = padded.reshape((x.shape[0], padded.shape[1] // 2, 2) + x.shape[2:]).mean(axis=2)
+      x = self.conv2(x) + pairs
+    return self.conv3(x)
+
+
+class HybridUpsample(nnx.Module):
+  """Cosmos's CausalHybridUpsample3d: repetition plus a residual conv, in time then in space, then 1x1x1.
+
+  Time (``time_stride`` 2): each frame twice, a first chunk dropping one copy of its first frame
+  (1 + k -> 1 + 2k), then ``+ conv1`` ((3, 1, 1), causal); space (``space_stride`` 2): nearest 2x,
+  then ``+ conv2`` ((1, 3, 3)); then ``conv3`` (1x1x1). Neither: the identity (its convs unused).
+  """
+
+  def __init__(
+    self,
+    ch: int,
+    *,
+    conv: Callable[..., nnx.Module] | None = None,
+    time_stride: int = 1,
+    space_stride: int = 2,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    del conv
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.space_stride, self.time_stride = int(space_stride), int(time_stride)
+    self.conv1 = CausalConv(ch, ch, (1, 1), time_kernel=3, time_padding="replicate", **kw)
+    self.conv2 = CausalConv(ch, ch, (3, 3), time_kernel=1, **kw)
+    self.conv3 = CausalConv(ch, ch, (1, 1), time_kernel=1, **kw)
+
+  def __call__(self, x: jax.Array, first: bool = True) -> jax.Array:
+    if self.space_stride == 1 and self.time_stride == 1:
+      return x
+    if self.time_stride == 2:
+      x = _stretch_time(x, 2, first)
+      x = self.conv1(x) + x
+    if self.space_stride == 2:
+      x = jnp.repeat(jnp.repeat(x, 2, axis=-3), 2, axis=-2)
+      x = self.conv2(x) + x
+    return self.conv3(x)
+
+
+def cosmos_up_schedule(space: Sequence[int], time: Sequence[int]) -> tuple[tuple[int, int], ...]:
+  """(space, time) strides of the decoder's upsamplings, from the lowest resolution, given the encoder's.
+
+  The rule of Cosmos's DecoderFactorized (layers3d.py, ``legacy_mode=False``), which is not the
+  encoder's mirror: with ``ns`` spatial and ``nt`` temporal downsamplings, upsampling ``r`` is
+  temporal iff ``0 < r < nt + 1``, spatial iff temporal or (``r < ns`` and ``ns > nt``). So DV4x8x8
+  (encoder: space at level 0) upsamples space at the first upsampling, not the last.
+  """
+  ns, nt = sum(int(v) == 2 for v in space), sum(int(v) == 2 for v in time)
+  out = []
+  for r in range(len(tuple(space))):
+    t_up = 0 < r < nt + 1
+    s_up = t_up or (r < ns and ns > nt)
+    out.append((2 if s_up else 1, 2 if t_up else 1))
+  return tuple(out)
+
+
+def _haar_split(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+  even = jax.lax.slice_in_dim(x, 0, None, 2, axis)
+  odd = jax.lax.slice_in_dim(x, 1, None, 2, axis)
+  return (even + odd) * _HAAR, (even - odd) * _HAAR
+
+
+def _haar_merge(low: jax.Array, high: jax.Array, axis: int) -> jax.Array:
+  pair = jnp.stack([(low + high) * _HAAR, (low - high) * _HAAR], axis=axis + 1)
+  return pair.reshape(low.shape[:axis] + (2 * low.shape[axis],) + low.shape[axis + 1 :])
+
+
+def haar_patch(x: jax.Array, patch: int, first: bool = True) -> jax.Array:
+  """Cosmos's Patcher3D (patching.py, ``_haar``): (B, T, H, W, C) -> (B, T'/p, H/p, W/p, C*p**3).
+
+  Frame 0 is repeated ``p`` times (1 + k*p frames -> (1 + k)*p), then log2(p) times: a Haar
+  step (low (a + b)/sqrt(2), high (a - b)/sqrt(2)) along time, height and width, the 8 bands
+  concatenated on channels in the order lll, llh, lhl, lhh, hll, hlh, hhl, hhh, divided by 2*sqrt(2).
+  The steps are local to blocks of p frames, so a streaming chunk after the first (``first=False``,
+  a multiple of p frames) is patched on its own.
+  """
+  if first:
+    x = jnp.concatenate([jnp.repeat(x[:, :1], patch, axis=1), x[:, 1:]], axis=1)
+  for _ in range(int(math.log2(patch))):
+    bands = [x]
+    for axis in (1, 2, 3):
+      bands = [half for band in bands for half in _haar_split(band, axis)]
+    x = jnp.concatenate(bands, axis=-1) / (2.0 * math.sqrt(2.0))
+  return x
+
+
+def haar_unpatch(x: jax.Array, patch: int, first: bool = True) -> jax.Array:
+  """The inverse of ``haar_patch`` (UnPatcher3D, ``_ihaar``): width, height then time merged per level,
+  and the first ``p - 1`` frames dropped (``first``: a whole clip or its first chunk)."""
+  for _ in range(int(math.log2(patch))):
+    bands = jnp.split(x * (2.0 * math.sqrt(2.0)), 8, axis=-1)
+    for axis in (3, 2, 1):
+      bands = [_haar_merge(bands[i], bands[i + 1], axis) for i in range(0, len(bands), 2)]
+    x = bands[0]
+  return x[:, patch - 1 :] if first else x
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
   """The parts in which CNN families differ in kind (sizes are config values).
@@ -780,11 +1035,19 @@ class Family:
     mid_block: None (``res_block``), or the middle's residual block class.
     block_norm: None (GroupNorm), or the norm of every block and both
       ``norm_out``s (``layer_norm``).
-    level_attention: whether ``attention`` also follows each block of the
-      lowest level (taming), or is the middle's only (VidTok).
     pad_frames: video: the encoder puts s_T - 1 copies of the first frame
       before the video and the decoder drops its first s_T - 1 frames
       (VidTok), instead of running the first frame alone.
+    factorized: (Cosmos) its convs are (2+1)-D (``factorized_conv``), its
+      down- and upsamplings take a ``space_stride`` (``model.spatial_downsample``:
+      a level may downsample time, space, both or neither), the decoder's
+      strides come from ``up_schedule``, and time is padded with copies of
+      the first frame whatever ``time_padding`` says.
+    attn_block: the middle's attention class.
+    level_attention: whether ``attention`` also puts attention after each
+      block of the lowest level (taming), or only in the middle (VidTok, Cosmos).
+    up_schedule: None (the decoder mirrors the encoder), or a function of the
+      encoder's (space, time) strides giving the decoder's, from the lowest level.
   """
 
   res_block: Callable[..., nnx.Module]
@@ -803,6 +1066,9 @@ class Family:
   block_norm: Callable[..., nnx.Module] | None = None
   level_attention: bool = True
   pad_frames: bool = False
+  factorized: bool = False
+  attn_block: type = AttnBlock
+  up_schedule: Callable[..., tuple[tuple[int, int], ...]] | None = None
 
   def num_mid_blocks(self, num_res_blocks: int) -> int:
     return self.mid_blocks or num_res_blocks
@@ -862,6 +1128,19 @@ FAMILIES["vidtok"] = Family(
   level_attention=False,
   pad_frames=True,
 )
+# Cosmos DV/CV (NVIDIA/Cosmos-Tokenizer, layers3d.py EncoderFactorized / DecoderFactorized): taming's wiring
+# (biased convs, mid = block, attention, block; num_res_blocks + 1 decoder blocks) with (2+1)-D convs, attention
+# in space then causally in time in the middle only, hybrid (conv + pooling) resampling, 3x3 conv_out. Its
+# norms are GroupNorms of one group per frame: model.norm_groups=1. Haar patching: model.wavelet_patch.
+FAMILIES["cosmos"] = dataclasses.replace(
+  FAMILIES["taming"],
+  downsample=HybridDownsample,
+  upsample=HybridUpsample,
+  factorized=True,
+  attn_block=SpaceTimeAttnBlock,
+  level_attention=False,
+  up_schedule=cosmos_up_schedule,
+)
 
 
 #: The levels of the published f16 CNNs at 256 px (16x16 latents): taming-transformers' ImageNet
@@ -903,8 +1182,44 @@ def check_temporal_downsample(
   return ts
 
 
+def check_spatial_downsample(
+  spatial_downsample: Sequence[int], temporal_downsample: Sequence[int], channel_mult: Sequence[int], family: str
+) -> tuple[int, ...]:
+  """The space strides per downsampling level: 2 each (empty), or, for a factorised family (Cosmos), as given.
+
+  A factorised family downsamples space and time at the first levels only (strides 2, ..., 2, 1, ..., 1,
+  as Cosmos's ``i_level < num_spatial_downs``), with time strides of 1 or 2.
+  """
+  levels = len(tuple(channel_mult)) - 1
+  ss = tuple(int(v) for v in spatial_downsample)
+  if not get_family(family).factorized:
+    if not ss:
+      return (2,) * levels
+    factorized = tuple(k for k, f in FAMILIES.items() if f.factorized)
+    raise ValueError(f"model.spatial_downsample is for the CNN families {factorized}; not {family!r}")
+  ss = ss or (2,) * levels
+  ts = tuple(int(v) for v in temporal_downsample)
+  for name, strides in (("spatial_downsample", ss), ("temporal_downsample", ts)):
+    if len(strides) != levels or set(strides) - {1, 2} or list(strides) != sorted(strides, reverse=True):
+      raise ValueError(
+        f"model.{name}={list(strides)}: the {family!r} family takes one stride per downsampling level"
+        f" ({levels} for channel_mult={tuple(channel_mult)}), 2s then 1s (e.g. {[2] + [1] * (levels - 1)})"
+      )
+  return ss
+
+
+def check_wavelet_patch(wavelet_patch: int, temporal_downsample: Sequence[int]) -> int:
+  """Validates the Haar wavelet patch size: 1 (none) or a power of 2, for causal video CNNs only."""
+  p = int(wavelet_patch)
+  if p < 1 or p & (p - 1):
+    raise ValueError(f"model.wavelet_patch={wavelet_patch!r} must be 1 (none) or a power of 2 (Cosmos: 4)")
+  if p > 1 and not tuple(temporal_downsample):
+    raise ValueError("model.wavelet_patch (3-D Haar patching) is for causal video CNNs: set model.temporal_downsample")
+  return p
+
+
 def _video_parts(
-  ts: tuple[int, ...], time_padding: str, video_norm: str
+  ts: tuple[int, ...], time_padding: str, video_norm: str, family: Family | None = None
 ) -> tuple[Callable[..., nnx.Module], dict[str, Any]]:
   """The conv and the blocks' extra arguments: ``nnx.Conv`` and none (images), or causal convs and video norms."""
   if not ts:
@@ -914,6 +1229,8 @@ def _video_parts(
   if video_norm not in VIDEO_NORMS:
     raise ValueError(f"model.video_norm={video_norm!r} is not one of {VIDEO_NORMS}")
   conv = functools.partial(CausalConv, time_padding=time_padding)
+  if family is not None and family.factorized:  # Cosmos: (2+1)-D convs, time padded with the first frame
+    conv = functools.partial(factorized_conv, time_padding="replicate")
   return conv, {"conv": conv, "norm": frame_group_norm if video_norm == "frame" else group_norm}
 
 
@@ -939,7 +1256,7 @@ def check_temporal_upsample(temporal_upsample: Sequence[int], temporal_downsampl
 def _mid(ch: int, n: int, attention: bool, family: Family, kw: dict) -> tuple[nnx.List, Any]:
   block = family.mid_block or family.res_block
   blocks = nnx.List([block(ch, ch, **kw) for _ in range(n)])
-  return blocks, (AttnBlock(ch, **kw) if attention else None)
+  return blocks, (family.attn_block(ch, **kw) if attention else None)
 
 
 def _run_mid(blocks: nnx.List, attn: Any, h: jax.Array, codes: jax.Array | None = None) -> jax.Array:
@@ -972,7 +1289,7 @@ def _level_blocks(
     n += 1
   for j in range(n):
     res.append(family.res_block(in_ch if j == 0 else out_ch, out_ch, **kw))
-    if attention:
+    if attention and family.level_attention:
       attn.append(AttnBlock(out_ch, **kw))
   return nnx.List(res), nnx.List(attn)
 
@@ -999,6 +1316,10 @@ class Encoder(nnx.Module):
       "zeros" or "replicate" (copies of the first frame).
     video_norm: video: GroupNorm statistics per "frame" (causal) or over the
       "clip" (Open-MAGVIT2's video tokenizer; not causal).
+    spatial_downsample: a factorised family (Cosmos): the space stride per
+      downsampling level, 2 or 1 (empty: 2 each).
+    wavelet_patch: video: p > 1 starts with Cosmos's 3-D Haar wavelet
+      patching (``haar_patch``: p in time and space, C*p**3 channels).
     head: end with GroupNorm, swish and ``conv_out`` to ``z_channels``; False
       stops after the middle blocks, at the widest level's width
       (``trunk_channels``), for models whose heads follow (FQGAN).
@@ -1021,6 +1342,8 @@ class Encoder(nnx.Module):
     temporal_downsample: Sequence[int] = (),
     time_padding: str = "zeros",
     video_norm: str = "frame",
+    spatial_downsample: Sequence[int] = (),
+    wavelet_patch: int = 1,
     head: bool = True,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
@@ -1032,21 +1355,24 @@ class Encoder(nnx.Module):
     _check_attention(fam, attention, family)
     ts = check_temporal_downsample(temporal_downsample, mult, family)
     _check_video_family(fam, ts, family)
-    conv, video = _video_parts(ts, time_padding, video_norm)
+    ss = check_spatial_downsample(spatial_downsample, ts, mult, family)
+    patch = check_wavelet_patch(wavelet_patch, ts)
+    conv, video = _video_parts(ts, time_padding, video_norm, fam)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     bkw = dict(kw, groups=norm_groups, **video)  # normalised blocks
     if fam.norm_eps is not None:  # an image-only family (flex)
       bkw["norm"] = functools.partial(group_norm, eps=fam.norm_eps)
     if fam.block_norm is not None:  # VidTok's LayerNorms
       bkw["norm"] = fam.block_norm
-    self.downsample_factor = 2 ** (len(mult) - 1)
+    self.downsample_factor = patch * math.prod(ss)
     #: whether it is a causal video CNN on (B, T, H, W, C); its time strides and their product s_T.
     self.causal, self.temporal_strides = bool(ts), ts
-    self.time_downsample_factor = math.prod(ts)
+    self.time_downsample_factor = patch * math.prod(ts)
+    self.wavelet_patch = patch
     #: VidTok: s_T - 1 copies of the first frame go before the video.
     self.pad_frames = fam.pad_frames
     self.in_channels = in_channels
-    self.conv_in = conv(in_channels, channels, (3, 3), use_bias=fam.conv_in_bias, **kw)
+    self.conv_in = conv(in_channels * patch**3, channels, (3, 3), use_bias=fam.conv_in_bias, **kw)
     res, attn, down = [], [], []
     ch = channels
     for i, m in enumerate(mult):
@@ -1056,6 +1382,8 @@ class Encoder(nnx.Module):
       res.append(r)
       attn.append(a)
       tkw = dict(conv=conv, time_stride=ts[i]) if ts and not last else {}
+      if fam.factorized and not last:
+        tkw["space_stride"] = ss[i]
       down.append(None if last else fam.downsample(ch, **kw, **tkw))
     self.res, self.attn, self.down = nnx.List(res), nnx.List(attn), nnx.List(down)
     self.mid, self.mid_attn = _mid(ch, fam.num_mid_blocks(num_res_blocks), attention, fam, bkw)
@@ -1086,6 +1414,8 @@ class Encoder(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.pad_frames and not hasattr(self.conv_in, "carry"):  # a whole video or its first chunk
       x = jnp.concatenate([jnp.repeat(x[:, :1], self.time_downsample_factor - 1, axis=1), x], axis=1)
+    if self.wavelet_patch > 1:
+      x = haar_patch(x, self.wavelet_patch, _first_chunk(self.conv_in))
     h = self.conv_in(x)
     for res, attn, down in zip(self.res, self.attn, self.down):
       h = _run_level(res, attn, h)
@@ -1124,6 +1454,8 @@ class Decoder(nnx.Module):
     temporal_upsample: Sequence[int] = (),
     time_padding: str = "zeros",
     video_norm: str = "frame",
+    spatial_downsample: Sequence[int] = (),
+    wavelet_patch: int = 1,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -1134,12 +1466,23 @@ class Decoder(nnx.Module):
     _check_attention(fam, attention, family)
     ts = check_temporal_downsample(temporal_downsample, mult, family)
     _check_video_family(fam, ts, family)
-    conv, video = _video_parts(ts, time_padding, video_norm)
+    ss = check_spatial_downsample(spatial_downsample, ts, mult, family)
+    self.wavelet_patch = patch = check_wavelet_patch(wavelet_patch, ts)
+    conv, video = _video_parts(ts, time_padding, video_norm, fam)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     bkw = dict(kw, groups=norm_groups)  # normalised blocks
     self.causal, self.video_norm = bool(ts), (video_norm if ts else "")
-    # The k-th upsampling (from the lowest resolution) mirrors the encoder's downsampling len(mult) - 2 - k.
+    # The k-th upsampling (from the lowest resolution) mirrors the encoder's downsampling len(mult) - 2 - k
+    # (in time: model.temporal_upsample's entry, VidTok), unless the family has a rule of its own (Cosmos).
     self.up_strides = tuple(reversed(check_temporal_upsample(temporal_upsample, ts))) if ts else (1,) * (len(mult) - 1)
+    up_space = tuple(reversed(ss))
+    if fam.up_schedule is not None and ts:
+      up_space, self.up_strides = (tuple(v) for v in zip(*fam.up_schedule(ss, ts))) if ss else ((), ())
+      if math.prod(up_space) != math.prod(ss) or math.prod(self.up_strides) != math.prod(ts):
+        raise ValueError(
+          f"the {family!r} decoder's rule upsamples space {up_space} and time {self.up_strides}, which do not undo"
+          f" the encoder's strides {ss} and {ts}"
+        )
     #: VidTok: the first s_T - 1 output frames (those of the encoder's padding) are dropped.
     self.drop_frames = math.prod(ts) - 1 if fam.pad_frames else 0
     #: whether ``__call__`` reads the quantized latent ``codes`` (MoVQ's spatial norms).
@@ -1151,7 +1494,7 @@ class Decoder(nnx.Module):
     elif fam.norm_eps is not None:
       norm = bkw["norm"] = functools.partial(group_norm, eps=fam.norm_eps)
     self.z_channels = z_channels
-    self.upsample_factor = 2 ** (len(mult) - 1)
+    self.upsample_factor = patch * math.prod(ss)
     ch = channels * mult[-1]
     self.conv_in = conv(z_channels, ch, (3, 3), **kw)
     lnkw = {k: v for k, v in bkw.items() if k != "norm"}  # the level norms take no conv nor block norm
@@ -1171,11 +1514,13 @@ class Decoder(nnx.Module):
       res.append(r)
       attn.append(a)
       tkw = dict(conv=conv, time_stride=self.up_strides[k]) if ts and k < len(mult) - 1 else {}
+      if fam.factorized and k < len(mult) - 1:
+        tkw["space_stride"] = up_space[k]
       up.append(fam.upsample(ch, **kw, **tkw) if k < len(mult) - 1 else None)
     self.res, self.attn, self.up = nnx.List(res), nnx.List(attn), nnx.List(up)
     self.level_norm = nnx.List(norms)
     self.norm_out = (fam.block_norm or video.get("norm", norm))(ch, groups=norm_groups, **kw)
-    self.conv_out = conv(ch, out_channels, (3, 3), **kw)
+    self.conv_out = conv(ch, out_channels * patch**3, (3, 3), **kw)
 
   #: attribute path of the last layer's kernel (adaptive GAN weight).
   last_layer_path = ("conv_out", "kernel")
@@ -1184,7 +1529,7 @@ class Decoder(nnx.Module):
     """Images from latents ``z``; ``codes``: the quantized latent the spatial norms read (default ``z``)."""
     codes = (z if codes is None else codes) if self.reads_codes else None
     # Video: a streaming chunk after the first continues the frames (no first frame to keep alone).
-    first = not hasattr(self.conv_in, "carry")
+    first = _first_chunk(self.conv_in)
     h = _run_mid(self.mid, self.mid_attn, self.conv_in(z), codes)
     factor = 1  # frames of h per latent frame
     for k, (norm, res, attn, up) in enumerate(zip(self.level_norm, self.res, self.attn, self.up)):
@@ -1194,5 +1539,7 @@ class Decoder(nnx.Module):
       if up is not None:
         h = up(h) if not self.causal else up(h, first)
         factor *= self.up_strides[k]
-    out = self.conv_out(nnx.swish(_norm(self.norm_out, h, codes)))
-    return out[:, self.drop_frames :] if first and self.drop_frames else out
+    h = self.conv_out(nnx.swish(_norm(self.norm_out, h, codes)))
+    if first and self.drop_frames:
+      h = h[:, self.drop_frames :]
+    return haar_unpatch(h, self.wavelet_patch, first) if self.wavelet_patch > 1 else h

@@ -66,17 +66,27 @@ def _check_config(config: Any, check_paths: bool) -> None:
       )
     cnn.check_temporal_downsample(config.model.temporal_downsample, config.model.channel_mult, config.model.cnn_family)
     cnn.check_temporal_upsample(config.model.get("temporal_upsample", ()), config.model.temporal_downsample)
+    cnn.check_spatial_downsample(
+      config.model.get("spatial_downsample", ()),
+      config.model.temporal_downsample,
+      config.model.channel_mult,
+      config.model.cnn_family,
+    )
     if scales or int(config.model.get("project_kernel", 1)) != 1:
       raise ValueError(
         "model.temporal_downsample (causal video) works with per-position quantizers and project_kernel=1"
       )
+  elif tuple(config.model.get("spatial_downsample", ())) or int(config.model.get("wavelet_patch", 1)) != 1:
+    raise ValueError("model.spatial_downsample and model.wavelet_patch are for causal video CNNs (Cosmos)")
+  cnn.check_wavelet_patch(config.model.get("wavelet_patch", 1), config.model.get("temporal_downsample", ()))
   video_data = bool(config.get("video", {}).get("source", ""))
   strides = tuple(config.model.get("temporal_downsample", ()))
   if video_data and not strides:
     raise ValueError("video.source (video clips) needs a causal video tokenizer: set model.temporal_downsample")
   if video_data:
     try:
-      cnn.causal_frames(config.video.num_frames, math.prod(int(t) for t in strides))
+      factor = int(config.model.get("wavelet_patch", 1)) * math.prod(int(t) for t in strides)
+      cnn.causal_frames(config.video.num_frames, factor)
     except ValueError as e:
       raise ValueError(f"config field video.num_frames={config.video.num_frames}: {e}") from None
   if scales and config.model.encoder == "cnn":
@@ -114,6 +124,10 @@ CONFIG = ConfigFields(
     "time_padding": "zeros",  # causal video: before the first frame, zeros | replicate (copies of it)
     # causal video: GroupNorm statistics per frame (causal) | clip (Open-MAGVIT2's video tokenizer: not causal)
     "video_norm": "frame",
+    # causal video, factorised CNN families (cosmos): the space stride per downsampling level, 2s then 1s
+    # (() = 2 each; Cosmos DV4x8x8: (2, 1)), and the 3-D Haar wavelet patch before the CNN (1 = none; Cosmos: 4)
+    "spatial_downsample": (),
+    "wavelet_patch": 1,
     "input_range": (-1.0, 1.0),  # what the encoder sees; batches are always [-1, 1]
     "variant": "",  # vit / vit1d: big_vision size name, e.g. "B/16"
     "decoder_variant": "",  # "" = same as variant
@@ -686,7 +700,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
     z = int(m.get("z_channels", 0) or code_dim)
     project = int(m.get("z_channels", 0)) > 0
     mult = cnn.check_channel_mult(m.channel_mult)
-    f = 2 ** (len(mult) - 1)
+    f = int(m.get("wavelet_patch", 1)) * 2 ** (len(mult) - 1 - list(m.get("spatial_downsample", ())).count(1))
     if image_size % f:  # checked before any parameter is initialised
       raise ValueError(
         f"image_size={image_size} must be a multiple of the CNN downsampling factor {f} (model.channel_mult={mult})"
@@ -701,6 +715,8 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
       temporal_downsample=tuple(m.get("temporal_downsample", ())),
       time_padding=m.get("time_padding", "zeros"),
       video_norm=m.get("video_norm", "frame"),
+      spatial_downsample=tuple(m.get("spatial_downsample", ())),
+      wavelet_patch=int(m.get("wavelet_patch", 1)),
       dtype=dtype,
     )
     heads = int(m.get("factorized_heads", 0))

@@ -22,6 +22,7 @@ from vqtok.models import build_tokenizer
 from vqtok.pretrained import (
   bsqvit,
   clip,
+  cosmos,
   dinov2,
   fqgan,
   gsq,
@@ -51,7 +52,7 @@ FORMATS: dict[str, ModuleType] = {
   m.NAME: m
   for m in (
     *(llamagen, taming, maskgit, open_magvit2, open_magvit2_video, ibq, simvq, var, titok, one_d_piece, bsqvit),
-    *(movq, gsq, fqgan, vidtok),
+    *(movq, gsq, fqgan, vidtok, cosmos),
   )
 }
 

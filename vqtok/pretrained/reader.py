@@ -201,6 +201,17 @@ class _ScriptClasses:
     return self._cache[qualname]
 
   def _find(self, qualname: str) -> tuple[str, ...] | None:
+    body = self.source(qualname)
+    if body is None:
+      return None
+    out: list[str] = []
+    for field in ("__parameters__", "__buffers__"):
+      m = re.search(_LIST.format(field), body, re.M)
+      out += re.findall(r"[\"']([^\"']+)[\"']", m.group(1)) if m else []
+    return tuple(out)
+
+  def source(self, qualname: str) -> str | None:
+    """The source of class ``qualname`` in ``code/``; None if the archive has none."""
     module, _, name = qualname.rpartition(".")
     path = f"{self.prefix}code/{module.replace('.', '/')}.py"
     if path not in self.names:
@@ -209,12 +220,20 @@ class _ScriptClasses:
     starts = [(m.start(), m.group(1)) for m in _CLASS.finditer(source)] + [(len(source), "")]
     for (start, cls), (end, _) in zip(starts, starts[1:]):
       if cls == name:
-        body, out = source[start:end], []
-        for field in ("__parameters__", "__buffers__"):
-          m = re.search(_LIST.format(field), body, re.M)
-          out += re.findall(r"[\"']([^\"']+)[\"']", m.group(1)) if m else []
-        return tuple(out)
+        return source[start:end]
     return None
+
+  def forward_calls(self, qualname: str) -> frozenset[str]:
+    """The attributes whose ``forward`` the class's ``forward`` calls (``conv1 = self.conv1``, ``(conv1).forward(``)."""
+    body = self.source(qualname) or ""
+    start = body.find("  def forward(")
+    if start < 0:
+      return frozenset()
+    end = body.find("\n  def ", start + 1)
+    code = body[start : end if end > 0 else len(body)]
+    names = dict(re.findall(r"(\w+) = self\.(\w+)\b", code))
+    names.update(re.findall(r"(\w+) = getattr\(self, \"(\w+)\"\)", code))
+    return frozenset(names.get(v, v) for v in re.findall(r"\((\w+)\)\.forward\w*\(", code))
 
 
 def _script_state_dict(root: Any, classes: _ScriptClasses) -> dict[str, np.ndarray]:
@@ -237,6 +256,37 @@ def _script_state_dict(root: Any, classes: _ScriptClasses) -> dict[str, np.ndarr
     raise CheckpointError(f"a TorchScript archive whose data.pkl holds {type(root).__name__}, not a module")
   walk(root, "")
   return out
+
+
+def script_forward_calls(path: str) -> dict[str, frozenset[str]]:
+  """For a TorchScript archive: each module's dotted path ("" for the root) -> the children its ``forward`` calls.
+
+  A traced module's ``code/`` records the calls made while it was traced, so a module that holds a child
+  its forward skips shows it here (Cosmos's down- and upsamplings that do nothing at some levels). The
+  code is only searched, never run.
+
+  Raises:
+    CheckpointError: not a TorchScript archive.
+  """
+  with zipfile.ZipFile(path) as archive:
+    pkl = sorted((n for n in archive.namelist() if n.endswith("data.pkl")), key=len)
+    prefix = pkl[0][: -len("data.pkl")] if pkl else ""
+    if not pkl or f"{prefix}constants.pkl" not in archive.namelist():
+      raise CheckpointError(f"{path}: not a TorchScript archive (torch.jit.save)")
+    root = _TorchUnpickler(io.BytesIO(archive.read(pkl[0])), archive, prefix).load()
+    classes = _ScriptClasses(archive, prefix)
+    out: dict[str, frozenset[str]] = {}
+
+    def walk(obj: Opaque, name: str) -> None:
+      out[name] = classes.forward_calls(obj.qualname)
+      state = obj.state if isinstance(obj.state, dict) else {}
+      for key, value in state.items():
+        if isinstance(value, Opaque) and value.qualname.startswith("__torch__."):
+          walk(value, f"{name}.{key}" if name else key)
+
+    if isinstance(root, Opaque):
+      walk(root, "")
+    return out
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:

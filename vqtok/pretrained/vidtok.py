@@ -50,10 +50,6 @@ FILES = (
 )
 IGNORE = (r"loss\..*", r"model_ema\..*", r"regularization\..*")
 
-#: lucidrains' FSQ bound (regularizers.py, FSQRegularizer.bound: ``(levels - 1) * (1 + eps) / 2``, eps 1e-3).
-BOUND_SCALE = 1 + 1e-3
-
-
 def read(path: str) -> dict[str, Any]:
   """The checkpoint, and the YAML beside it (same name) when there is one."""
   obj = read_checkpoint(path)
@@ -139,7 +135,8 @@ def preset(
     temporal_downsample=down,
     temporal_upsample=up,
     time_padding="zeros",  # VidTok's CausalConv3d / CausalConv1d pad with zeros (pad_mode "constant")
-    quantizer={"type": "fsq", "levels": tuple(levels), "bound_scale": BOUND_SCALE},
+    # regularizers.py FSQRegularizer.bound: (levels - 1) * (1 + 1e-3) / 2, lucidrains' bound
+    quantizer={"type": "fsq", "levels": tuple(levels), "bound": "wide"},
     preprocess="torchvision_bilinear_center_crop",
     image_size=256,
     discriminator=MAGVIT_STYLEGAN,

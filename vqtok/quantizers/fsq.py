@@ -28,6 +28,10 @@ from vqtok.quantizers.base import (
 
 # Keeps tanh strictly inside the outermost rounding interval (paper, App. A.1).
 _EPS = 1e-3
+#: How far ``bound`` reaches: the paper's (L - 1)(1 - eps)/2 (App. A.1), or (L - 1)(1 + eps)/2, as
+#: lucidrains' vector-quantize-pytorch and the models built on it bound (NVIDIA Cosmos's FSQuantizer,
+#: cosmos_tokenizer/modules/quantizers.py ``bound``): the same grid, rounding boundaries a little apart.
+BOUNDS = {"paper": 1 - _EPS, "wide": 1 + _EPS}
 
 
 class FSQ(Quantizer):
@@ -38,17 +42,15 @@ class FSQ(Quantizer):
     code_dim: input/output dimension; when it differs from ``len(levels)``,
       Linear projections (``project_in`` / ``project_out``) map into and out
       of the ``len(levels)`` quantised channels.
-    bound_scale: the bound's half-range is ``(L - 1) * bound_scale / 2``: the
-      paper's ``1 - 1e-3`` (inside the outermost rounding interval), or
-      ``1 + 1e-3`` as lucidrains' vector-quantize-pytorch and the tokenizers
-      built on it (VidTok's FSQRegularizer) compute it.
+    bound: "paper" or "wide" (``BOUNDS``): the tanh bound's half width.
     rngs: initialises the projections (unused without them).
   """
 
-  def __init__(
-    self, levels: Sequence[int], *, code_dim: int | None = None, bound_scale: float = 1 - _EPS, rngs: nnx.Rngs
-  ):
+  def __init__(self, levels: Sequence[int], *, code_dim: int | None = None, bound: str = "paper", rngs: nnx.Rngs):
     levels = tuple(int(l) for l in levels)
+    if bound not in BOUNDS:
+      raise ValueError(f"FSQ bound={bound!r} is not one of {tuple(BOUNDS)}")
+    self.bound_scale = BOUNDS[bound]
     if not levels:
       raise ValueError("FSQ levels must be a non-empty sequence")
     if min(levels) < 2:
@@ -57,11 +59,8 @@ class FSQ(Quantizer):
     code_dim = n if code_dim is None else int(code_dim)
     if code_dim < 1:
       raise ValueError(f"FSQ code_dim must be >= 1; got {code_dim}")
-    if not 0.5 < float(bound_scale) < 1.5:
-      raise ValueError(f"FSQ bound_scale must be near 1 (0.5 < bound_scale < 1.5); got {bound_scale}")
     self.levels = levels
     self.code_dim = code_dim
-    self.bound_scale = float(bound_scale)
     self.codebook_size = int(np.prod(levels))
     if self.codebook_size >= 2**31:
       raise ValueError(f"FSQ codebook of prod(levels) = {self.codebook_size} codes does not fit int32 indices")

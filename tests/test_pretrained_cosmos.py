@@ -1,0 +1,135 @@
+"""Cosmos DV import (vqtok/pretrained/cosmos.py) against the reference's own outputs.
+
+The goldens (scripts/parity/gen_cosmos.py) are reduced-width random-weight Cosmos DV models traced and saved
+as NVIDIA publishes them (encoder.jit, decoder.jit, autoencoder.jit), with the reference's float64 latents,
+ids and decoded frames for a 9-frame clip and a 1-frame clip in [-1, 1].
+"""
+
+import importlib
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vqtok import config as config_lib
+from vqtok.models import build_tokenizer, cnn
+from vqtok.pretrained import CheckpointError, convert
+
+FAST_COMPILE = True  # tolerances below are far above the last bits XLA's optimisations change
+
+GOLDENS = os.path.join(os.path.dirname(__file__), "goldens", "cosmos")
+#: (directory, the encoder's (space, time) strides per level as the archive's traced code shows them)
+VARIANTS = {"Cosmos-0.1-Tokenizer-DV4x8x8": ((2, 1), (1, 1)), "Cosmos-0.1-Tokenizer-DV8x16x16": ((2, 2), (2, 1))}
+
+
+def _channels_last(a: np.ndarray) -> np.ndarray:
+  return np.moveaxis(a, 1, -1)  # (B, C, T, H, W) -> (B, T, H, W, C)
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def converted(request):
+  tok, config, meta = convert("cosmos", os.path.join(GOLDENS, request.param))
+  return request.param, tok, config, meta, np.load(os.path.join(GOLDENS, request.param, "golden.npz"))
+
+
+def test_config_read_off_the_archives(converted):
+  name, tok, c, meta, _ = converted
+  space, time = VARIANTS[name]
+  assert (tuple(c.model.spatial_downsample), tuple(c.model.temporal_downsample)) == (space, time)
+  assert c.model.wavelet_patch == 4 and c.model.cnn_family == "cosmos" and c.model.time_padding == "replicate"
+  assert list(c.quantizer.levels) == [8, 8, 8, 5, 5, 5] and tok.quantizer.codebook_size == 64000
+  assert meta["source_file"] == name
+  # The frame rule: 1 + k*s_T frames (s_T = 4 or 8 as the name says), [-1, 1].
+  s_t = int(name.split("DV")[1].split("x")[0])
+  assert tok.temporal_factor == s_t and tok.latent_frames(1 + 2 * s_t) == 3
+  assert tok.input_range == (-1.0, 1.0)
+  with pytest.raises(ValueError, match=f"1 \\+ k\\*{s_t}"):
+    tok.latent_frames(s_t)
+
+
+# Compiled whole: a third of the time of running the CNN op by op.
+_latents = nnx.jit(lambda tok, x: tok._latents(x))
+_decode = nnx.jit(lambda tok, ids: tok.decode(ids))
+
+
+def test_parity_with_the_reference(converted):
+  _, tok, _, _, g = converted
+  latents = {}
+  with jax.default_matmul_precision("highest"):
+    for suffix in ("", "1"):  # 9 frames, then one frame (an image)
+      x = jnp.asarray(_channels_last(g["x" + suffix]))
+      z_ref = _channels_last(g["z" + suffix])
+      z = latents[suffix] = _latents(tok, x)  # what encode quantizes
+      np.testing.assert_allclose(np.asarray(z), z_ref, rtol=0, atol=1e-5 * np.abs(z_ref).max())
+      ids = np.asarray(tok.quantizer(z)[1].indices)
+      near_tie = (g["margin"] < 1e-3) if suffix == "" else np.zeros(ids.shape, bool)
+      assert ids.shape == g["ids" + suffix].shape
+      np.testing.assert_array_equal(ids[~near_tie], g["ids" + suffix][~near_tie])
+      y_ref = _channels_last(g["y" + suffix])
+      y = np.asarray(_decode(tok, jnp.asarray(g["ids" + suffix])))  # from the reference's ids
+      np.testing.assert_allclose(y, y_ref, rtol=0, atol=2e-5 * np.abs(y_ref).max())
+  # Causal, as the reference is (its goldens: equal to the last bit): frame 0 alone makes latent frame 0
+  # (here up to float32 rounding: the convs run on clips of other lengths).
+  z1, z9 = np.asarray(latents["1"]), np.asarray(latents[""][:, :1])
+  np.testing.assert_allclose(z1, z9, rtol=0, atol=2e-6 * np.abs(z9).max())
+
+
+def test_chunks_give_the_whole_clips_ids_and_frames():
+  # One latent frame at a time, the causal convs, pooling pairs and time attention carrying their state.
+  name = "Cosmos-0.1-Tokenizer-DV8x16x16"  # halves time in the encoder and doubles it in the decoder
+  tok, _, _ = convert("cosmos", os.path.join(GOLDENS, name))
+  g = np.load(os.path.join(GOLDENS, name, "golden.npz"))
+  with jax.default_matmul_precision("highest"):
+    ids = np.asarray(tok.encode(jnp.asarray(_channels_last(g["x"])), chunk=1))
+    np.testing.assert_array_equal(ids, g["ids"])
+    y_ref = _channels_last(g["y"])
+    y = np.asarray(tok.decode(jnp.asarray(g["ids"]), chunk=1))
+  np.testing.assert_allclose(y, y_ref, rtol=0, atol=2e-5 * np.abs(y_ref).max())
+
+
+def test_autoencoder_archive_reads_the_same(tmp_path):
+  name = "Cosmos-0.1-Tokenizer-DV4x8x8"
+  shutil.copy(os.path.join(GOLDENS, name, "autoencoder.jit"), tmp_path / "autoencoder.jit")
+  _, c_whole, _ = convert("cosmos", str(tmp_path / "autoencoder.jit"))
+  tok, c, _ = convert("cosmos", os.path.join(GOLDENS, name, "encoder.jit"))  # decoder.jit beside it
+  assert c_whole.to_dict() == c.to_dict()
+  # encoder.jit alone: one line naming what is missing.
+  os.remove(tmp_path / "autoencoder.jit")
+  shutil.copy(os.path.join(GOLDENS, name, "encoder.jit"), tmp_path / "encoder.jit")
+  with pytest.raises(CheckpointError, match="encoder.jit and decoder.jit side by side"):
+    convert("cosmos", str(tmp_path))
+
+
+def test_full_size_parameter_counts_equal_the_reference():
+  # configs/cosmos_dv488.py: the reference's discrete_video config, DV4x8x8.
+  with open(os.path.join(GOLDENS, "params.json")) as f:
+    ref = json.load(f)["full_params"]
+  c = importlib.import_module("configs.cosmos_dv488").get_config()
+  config_lib.validate_config(c, check_paths=False)
+  tok = nnx.eval_shape(lambda: build_tokenizer(c, rngs=nnx.Rngs(0)))
+  count = lambda m: sum(int(np.prod(v.shape)) for v in jax.tree.leaves(nnx.state(m, nnx.Param)))
+  assert count(tok.encoder) + count(tok.project_in) == ref["DV4x8x8"]["encoder"]
+  assert count(tok.decoder) + count(tok.project_out) == ref["DV4x8x8"]["decoder"]
+  assert count(tok) == ref["DV4x8x8"]["total"] == ref["DV8x16x16"]["total"]
+
+
+def test_cosmos_options_are_checked():
+  kw = dict(channels=4, channel_mult=(2, 4, 4), num_res_blocks=1, norm_groups=1, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="spatial_downsample is for the CNN families"):
+    cnn.Encoder(8, family="magvit2", temporal_downsample=(1, 2), spatial_downsample=(2, 1), **kw)
+  with pytest.raises(ValueError, match="2s then 1s"):
+    cnn.Encoder(8, family="cosmos", temporal_downsample=(1, 2), spatial_downsample=(2, 1), **kw)
+  with pytest.raises(ValueError, match="wavelet_patch"):
+    cnn.Encoder(8, family="cosmos", temporal_downsample=(1, 1), wavelet_patch=3, **kw)
+
+
+def test_haar_patching_is_inverted_exactly():
+  x = np.random.default_rng(0).standard_normal((2, 9, 8, 8, 3)).astype(np.float32)
+  p = cnn.haar_patch(jnp.asarray(x), 4)
+  assert p.shape == (2, 3, 2, 2, 192)
+  np.testing.assert_allclose(np.asarray(cnn.haar_unpatch(p, 4)), x, atol=1e-5)
