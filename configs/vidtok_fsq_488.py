@@ -11,7 +11,8 @@ block per frame then a 1-D causal block per pixel, LayerNorms, time halved by
 an average/causal-conv mix at levels 1 and 2 and doubled by a repeat/causal-conv
 mix in the decoder, the video padded in front by 3 copies of its first frame),
 ch 128, ch_mult 1-2-4-4, 2 res blocks, attention in the middle, 6 latent
-channels = 6 FSQ channels of 8 levels (lucidrains' bound, ``bound="wide"``). 17 frames make 5 latent frames of 32x32 tokens at 256 px.
+channels = 6 FSQ channels of 8 levels (lucidrains' bound, ``bound="wide"``).
+17 frames make 5 latent frames of 32x32 tokens at 256 px.
 Parameters: 157,451,661 (encoder 69,230,472, decoder 88,221,189; FSQ has none),
 equal to the reference's EncoderCausal3DPadding + DecoderCausal3DPadding built
 from the YAML (tests/test_pretrained_vidtok.py). ``python -m vqtok.convert

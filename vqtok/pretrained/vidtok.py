@@ -50,6 +50,7 @@ FILES = (
 )
 IGNORE = (r"loss\..*", r"model_ema\..*", r"regularization\..*")
 
+
 def read(path: str) -> dict[str, Any]:
   """The checkpoint, and the YAML beside it (same name) when there is one."""
   obj = read_checkpoint(path)
