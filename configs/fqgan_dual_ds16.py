@@ -18,9 +18,13 @@ tokenizer rFID 0.94; tests/test_pretrained_fqgan.py).
 
 Recipe: train_fqgan_dual.sh, i.e. tokenizer/vq_train_dual.py's defaults (LlamaGen's
 trainer) with --lr 2e-4, --global-batch-size 256, 40 epochs, --disentanglement-ratio
-0.1 and --entropy-loss-ratio 0.03. Not expressible yet: the semantic loss
-(--semantic-weight 0.5 on the feature head against a frozen CLIP ViT-L/14).
-tests/test_recipes.py holds the values with their lines.
+0.1 and --entropy-loss-ratio 0.03. Its semantic loss (--semantic-weight 0.5: InfoNCE
+of the feature head's class token against a frozen CLIP ViT-L/14's) needs the
+teacher file, so it is switched on by hand:
+  --config.feature_teacher=teachers/clip_l14 --config.loss.semantic_weight=0.5
+(``python -m vqtok.convert clip ViT-L-14.pt teachers/clip_l14/``); the preset sets
+its nearest resize to 224 and its per-GPU negatives. tests/test_recipes.py holds
+the values with their lines.
 """
 
 from vqtok.config import cnn_config
@@ -58,4 +62,7 @@ def get_config():
   c.loss.update(l1_weight=0.0, l2_weight=1.0, perceptual_weight=1.0)
   c.loss.update(gan_weight=0.5, adaptive_weight=False, gan_loss="hinge", disc_start=19_999)
   c.loss.disc_loss_weight = 0.5  # vq_loss.py VQLoss_dual_codebook: D's loss scaled by disc_weight
+  # models/clip_encoder.py ScalingLayer: F.interpolate(inp, (224, 224)), nearest; the InfoNCE's negatives are
+  # each GPU's images (8 GPUs x 32 = 256, no gather). Active with loss.semantic_weight and a teacher.
+  c.loss.update(vf_resize="nearest", semantic_group=32)
   return c

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shutil
 
 from vqtok import config as config_lib
 
@@ -59,3 +60,18 @@ def fill(directory, free):
   with open(path, "wb") as f:
     f.write(b"\0" * max(shutil.disk_usage(directory).free - free, 0))
   return path
+
+
+def resume_copy(run, dest, *, step):
+  """A copy of the training workdir ``run`` at ``dest`` as it was at checkpoint ``step`` (later checkpoints and
+  metric records removed), to resume from and compare with the original run's later steps."""
+  shutil.copytree(run, dest)
+  for name in os.listdir(os.path.join(dest, "checkpoints")):
+    if name.isdigit() and int(name) > step:
+      shutil.rmtree(os.path.join(dest, "checkpoints", name))
+  path = os.path.join(dest, "metrics.jsonl")
+  with open(path) as f:
+    kept = [line for line in f if json.loads(line).get("step", 0) <= step]
+  with open(path, "w") as f:
+    f.writelines(kept)
+  return dest

@@ -10,7 +10,6 @@ its norm clamped at 1e-8).
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import types
@@ -21,7 +20,7 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import ROOT, load_config, read_losses
+from helpers import ROOT, load_config, read_losses, resume_copy
 from PIL import Image
 
 from vqtok import config as config_lib
@@ -30,7 +29,7 @@ from vqtok.data import pipeline, transforms
 from vqtok.evaluation import semantic
 from vqtok.evaluation.report import evaluate
 from vqtok.losses import alignment
-from vqtok.models import dinov2
+from vqtok.models import dinov2, vit
 from vqtok.training import step as step_lib
 from vqtok.training.loop import train_and_evaluate
 
@@ -107,6 +106,8 @@ def test_tiny_run_with_a_dinov2_teacher(tmp_path):
     "feature_teacher": teacher,
     "model.feature_dim": 16,
     "loss.vf_weight": 0.1,
+    # VQ-KD's feature reconstruction beside it (on the same projection), so that one run shows both resume exactly.
+    "loss.feature_rec_weight": 1.0,
     "training.num_steps": 3,
     "loss.disc_start": 100,  # one compiled step, without the GAN
     "training.checkpoint_every": 2,
@@ -115,18 +116,12 @@ def test_tiny_run_with_a_dinov2_teacher(tmp_path):
   losses = read_losses(str(tmp_path / "run"))
   assert sorted(losses) == [1, 2, 3] and all(math.isfinite(v) for v in losses.values())
   final = summary["final_metrics"]
-  assert final["loss/vf"] > 0 and final["vf_weight"] > 0
+  assert final["loss/vf"] > 0 and final["vf_weight"] > 0 and 0 < final["loss/feature_rec"] < 2
   assert math.isclose(final["loss/vf"], final["loss/vf_distmat"] + final["loss/vf_cos"], rel_tol=1e-5)
   with open(os.path.join(tmp_path, "run", "config.json")) as f:
     assert json.load(f)["feature_teacher"] == teacher
   # Resumed from the step-2 checkpoint of a copy (the teacher is not in the state): step 3 repeats exactly.
-  resumed = tmp_path / "resumed"
-  shutil.copytree(tmp_path / "run", resumed)
-  shutil.rmtree(resumed / "checkpoints" / "3")
-  kept = [
-    line for line in (resumed / "metrics.jsonl").read_text().splitlines(True) if json.loads(line).get("step", 0) <= 2
-  ]
-  (resumed / "metrics.jsonl").write_text("".join(kept))
+  resumed = resume_copy(tmp_path / "run", tmp_path / "resumed", step=2)
   assert train_and_evaluate(load_config(**over), str(resumed), progress=False)["start_step"] == 2
   assert read_losses(str(resumed))[3] == losses[3]  # exact on CPU
   # eval.py measures what the alignment bought: feature agreement and a k-NN probe on labelled folders.
@@ -299,6 +294,8 @@ def test_tiny_run_with_vq_kd_feature_reconstruction(tmp_path):
     "feature_teacher": teacher,
     "model.feature_dim": 16,
     "model.feature_head_hidden": 8,
+    "model.feature_head_blocks": 1,  # VQ-KD's ViT decoder before the task layer
+    "model.feature_head_num_heads": 2,
     "loss.feature_rec_weight": 1.0,
     "training.num_steps": 2,
     "loss.disc_start": 100,
@@ -311,12 +308,17 @@ def test_tiny_run_with_vq_kd_feature_reconstruction(tmp_path):
   total = final["reconstruction"] + final["quantizer_loss"] + final["loss/feature_rec"]
   assert final["loss"] == pytest.approx(total, rel=1e-5)
   tok, _, _ = load.load(str(tmp_path / "run"))
-  assert [type(m).__name__ for m in tok.feature_proj.layers[::2]] == ["Linear", "Linear"]  # VQ-KD's task layer
-  assert tok.feature_proj.layers[0].kernel[...].shape == (tok.quantizer.code_dim, 8)
+  decoder, *task = tok.feature_proj.layers  # VQ-KD's decoder, then its task layer
+  assert isinstance(decoder, vit.FeatureDecoder) and len(decoder.transformer.blocks) == 1
+  assert decoder.patch_embed.kernel[...].shape == (tok.quantizer.code_dim, 8) and decoder.pos[...].shape == (65, 8)
+  assert [type(m).__name__ for m in task[::2]] == ["Linear", "Linear"] and task[0].kernel[...].shape == (8, 8)
+  codes = tok.quantizer.indices_to_codes(tok.encode(jnp.zeros((2, 32, 32, 3))))
+  assert tok.project_features(codes).shape == (2, 8, 8, 16)
   for fields, match in (
     ({"loss.feature_rec_weight": 1.0, "model.feature_dim": 16}, "needs feature_teacher"),
     ({"loss.feature_rec_weight": 1.0, "feature_teacher": teacher}, "needs model.feature_dim"),
     ({"model.feature_head_hidden": 8}, "feature_head_hidden needs model.feature_dim"),
+    ({"model.feature_dim": 16, "model.feature_head_blocks": 1}, "feature_head_blocks needs model.feature_head_hidden"),
   ):
     with pytest.raises(ValueError, match=match):
       load_config(**fields)

@@ -168,6 +168,8 @@ RECIPES = {
     "optimizer.disc_steps_before_start": True,  # vq_train_dual.py:223-234: D's optimizer steps every iteration
     "data.flip": True,  # vq_train_dual.py:123 RandomHorizontalFlip
     "quantizer.disentangle_weight": 0.1,  # train_fqgan_dual.sh:21 --disentanglement-ratio 0.1
+    "loss.vf_resize": "nearest",  # models/clip_encoder.py:19 F.interpolate(inp, (224, 224)): mode "nearest"
+    "loss.semantic_group": 256 // 8,  # train_fqgan_dual.sh:2,14 8 GPUs, batch 256; clip_encoder.py:98-101 per GPU
   },
   # taming README.md:340 "python main.py --base configs/imagenet_vqgan.yaml -t True --gpus 0,".
   "vqgan_f16": {

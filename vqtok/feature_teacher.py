@@ -140,17 +140,31 @@ def preprocess(image: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
 RESIZES = interpolate.MODES
 
 
-def features(
+#: The teacher output FQGAN's semantic loss predicts, by kind: the class token as the reference's
+#: ``extract_patch_feats`` selects it (tokenizer/models/dino_encoder.py: Dinov2Model's
+#: ``last_hidden_state[:, 0]``, after the final LayerNorm; clip_encoder.py: CLIPVisionModel's
+#: ``hidden_states[-1][:, :1]``, before ``post_layernorm``). SigLIP has no class token.
+SEMANTIC_TARGETS = {"dinov2": "cls", "clip": "cls_unnormed"}
+
+
+def outputs(
   teacher: nnx.Module, config: Mapping[str, Any], images: jax.Array, input_range: tuple[float, float], resize: str
-) -> jax.Array:
-  """Patch features (B, g, g, width) of a batch in ``input_range``, resized to ``resolution``; no gradient."""
+) -> dict[str, jax.Array]:
+  """The teacher's outputs (``patches`` (B, g, g, width), ``cls`` ...) of a batch in ``input_range``,
+  resized to ``resolution``; no gradient."""
   lo, hi = input_range
   x = (jax.lax.stop_gradient(images).astype(jnp.float32) - lo) / (hi - lo)
   r = int(config["resolution"])
   if x.shape[1:3] != (r, r):
     x = interpolate.resize(x, (r, r), resize)
-  out = teacher(dinov2.normalize(x, config["mean"], config["std"]))
-  return jax.lax.stop_gradient(out["patches"])
+  return jax.lax.stop_gradient(teacher(dinov2.normalize(x, config["mean"], config["std"])))
+
+
+def features(
+  teacher: nnx.Module, config: Mapping[str, Any], images: jax.Array, input_range: tuple[float, float], resize: str
+) -> jax.Array:
+  """Patch features (B, g, g, width) of a batch in ``input_range``, resized to ``resolution``; no gradient."""
+  return outputs(teacher, config, images, input_range, resize)["patches"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,14 +180,24 @@ def _fail(path: str, why: str) -> FeatureTeacherError:
   return FeatureTeacherError(f"config field feature_teacher={path!r}: {why}")
 
 
-def load_for(config: ml_collections.ConfigDict, student: nnx.Module) -> tuple[Loaded, Any]:
+def load_for(
+  config: ml_collections.ConfigDict, student: nnx.Module, *, patches: bool = True, semantic: bool = False
+) -> tuple[Loaded, Any]:
   """``(teacher, arrays)`` for ``config.feature_teacher``, checked against the student tokenizer.
 
+  Args:
+    config: the run config.
+    student: the tokenizer.
+    patches: check it for the patch-feature losses (VF, feature reconstruction, eval's feature cosine).
+    semantic: check it for FQGAN's semantic loss (a class token as wide as ``model.feature_head_dims``).
+
   Raises:
-    FeatureTeacherError: not a feature-teacher directory; its width is not
-      ``model.feature_dim``; the tokenizer's latents are not a 2-D grid, or
-      not the teacher's patch grid at its resolution; a resolution above
-      ``image_size`` (the batch would be upsampled) or not a multiple of its patch.
+    FeatureTeacherError: not a feature-teacher directory; a resolution above
+      ``image_size`` (the batch would be upsampled) or not a multiple of its
+      patch; with ``patches``: its width is not ``model.feature_dim``, or the
+      tokenizer's latents are not a 2-D grid, or not the teacher's patch grid
+      at its resolution; with ``semantic``: a kind without a class token, or a
+      width other than every feature head's.
   """
   path = config.feature_teacher
   try:
@@ -181,22 +205,44 @@ def load_for(config: ml_collections.ConfigDict, student: nnx.Module) -> tuple[Lo
   except FeatureTeacherError as e:
     raise _fail(path, str(e)) from None
   width, want = int(tconfig["width"]), int(config.model.get("feature_dim", 0))
-  if width != want:
-    raise _fail(path, f"its features are {width} wide, model.feature_dim is {want}: they must agree")
   res, patch, size = int(tconfig["resolution"]), int(tconfig["patch_size"]), int(config.image_size)
   if res > size or res % patch:
     raise _fail(
       path, f"its resolution {res} must be a multiple of its patch {patch} and at most image_size={size} (no upsizing)"
     )
+  if semantic:
+    kind, heads = tconfig.get("teacher"), tuple(int(w) for w in config.model.get("feature_head_dims", ()))
+    if kind not in SEMANTIC_TARGETS:
+      known = sorted(SEMANTIC_TARGETS)
+      raise _fail(path, f"loss.semantic_weight predicts a class token; a {kind} teacher has none ({known} do)")
+    if any(w != width for w in heads):
+      raise _fail(path, f"its features are {width} wide, model.feature_head_dims is {heads}: each must agree")
+  if patches:
+    _check_patches(path, width, want, res, patch, student)
+  graphdef, state = nnx.split(module)
+  return Loaded(graphdef, tconfig, path), state.to_pure_dict()
+
+
+def _check_patches(path: str, width: int, want: int, res: int, patch: int, student: nnx.Module) -> None:
+  if width != want:
+    raise _fail(path, f"its features are {width} wide, model.feature_dim is {want}: they must agree")
   grid = (res // patch,) * 2
   if len(student.token_shape) != 2:
     raise _fail(path, f"the tokenizer's latents {student.token_shape} are not a 2-D grid to align with patch features")
   if tuple(student.token_shape) != grid:
     raise _fail(path, f"its patch grid at {res}px is {grid}, the tokenizer's latent grid is {student.token_shape}")
-  graphdef, state = nnx.split(module)
-  return Loaded(graphdef, tconfig, path), state.to_pure_dict()
+
+
+def batch_outputs(teacher: Loaded, arrays: Any, images: jax.Array, resize: str) -> dict[str, jax.Array]:
+  """``outputs`` of a training batch ([-1, 1]) with the teacher's arrays as an argument (inside ``jit``)."""
+  return outputs(nnx.merge(teacher.graphdef, arrays), teacher.config, images, (-1.0, 1.0), resize)
 
 
 def batch_features(teacher: Loaded, arrays: Any, images: jax.Array, resize: str) -> jax.Array:
   """``features`` of a training batch ([-1, 1]) with the teacher's arrays as an argument (inside ``jit``)."""
-  return features(nnx.merge(teacher.graphdef, arrays), teacher.config, images, (-1.0, 1.0), resize)
+  return batch_outputs(teacher, arrays, images, resize)["patches"]
+
+
+def semantic_target(teacher: Loaded, out: dict[str, jax.Array]) -> jax.Array:
+  """The (B, width) class features of ``outputs`` that FQGAN's semantic loss predicts (``SEMANTIC_TARGETS``)."""
+  return out[SEMANTIC_TARGETS[teacher.config["teacher"]]]

@@ -17,6 +17,11 @@ same image, on the same grid, give
 layer, clipped to [0, 1e8] (``calculate_adaptive_weight_vf``), so the VF
 gradient is a fixed fraction of the reconstruction's. The released config
 (vavae/configs/f16d32_vfdinov2.yaml) sets vf_weight 0.1, margins 0.25 and 0.5.
+
+Beside it, VQ-KD's feature reconstruction (``feature_rec_loss``: ``1 - cos``
+per position against the teacher's patch features) and FQGAN's semantic
+feature prediction (``semantic_loss``: InfoNCE of predicted against teacher
+class tokens), both plain weighted terms.
 """
 
 from __future__ import annotations
@@ -115,6 +120,44 @@ def feature_rec_loss(rec: ArrayLike, target: ArrayLike) -> jax.Array:
   return jnp.mean(1.0 - cosines(r, t, NORMALIZE_EPS))
 
 
+def semantic_loss(pred: ArrayLike, target: ArrayLike, group: int = 0) -> jax.Array:
+  """FQGAN's semantic feature-prediction loss: InfoNCE between predicted and teacher class features.
+
+  showlab/FQGAN tokenizer/models/clip_encoder.py (and dino_encoder.py)
+  ``forward``: both (B, c) divided by their norms over channels, ``S =
+  exp(pred @ target.T)`` (temperature 1, the target detached), ``-log(S_ii /
+  sum_j S_ij)`` averaged over the images: each image's predicted class token
+  must pick its own teacher class token among the batch's. Despite the
+  paper's "cosine" the reference's objective is this contrastive one; the
+  negatives are the images of the same group.
+
+  Args:
+    pred: (B, c) the feature head's class token (``FeatPredHead``'s output ``[:, 0]``).
+    target: (B, c) the teacher's class features of the same images.
+    group: > 0: the batch is split into consecutive groups of this size, each its own
+      set of negatives (the reference under DDP: each GPU's batch, 32 in train_fqgan_dual.sh);
+      0: the whole batch.
+
+  Returns:
+    The scalar loss, averaged over the images (and groups).
+
+  References:
+    Bai et al., 2024, arXiv:2411.16681, Sec. 3.2.
+  """
+  p, t = jnp.asarray(pred, jnp.float32), jax.lax.stop_gradient(jnp.asarray(target, jnp.float32))
+  if p.ndim != 2 or p.shape != t.shape:
+    raise ValueError(f"semantic_loss: predicted {p.shape} and teacher {t.shape} class features must be equal (B, c)")
+  b = p.shape[0]
+  g = group or b
+  if b % g:
+    raise ValueError(f"semantic_loss: loss.semantic_group={group} must divide the batch of {b}")
+  p, t = _unit(p, NORMALIZE_EPS).reshape(b // g, g, -1), _unit(t, NORMALIZE_EPS).reshape(b // g, g, -1)
+  logits = jnp.einsum("gic,gjc->gij", p, t, precision=jax.lax.Precision.HIGHEST)
+  # -log(exp(s_ii) / sum_j exp(s_ij)), with the log-sum-exp of a softmax cross-entropy.
+  diag = jnp.diagonal(logits, axis1=1, axis2=2)
+  return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - diag)
+
+
 def _check_config(config, check_paths: bool) -> None:
   lc, teacher = config.loss, config.get("feature_teacher", "")
   if not isinstance(teacher, str):
@@ -129,6 +172,15 @@ def _check_config(config, check_paths: bool) -> None:
     )
   if lc.vf_weight > 0 and not config.model.get("feature_dim", 0):
     raise ValueError("config field loss.vf_weight > 0 needs model.feature_dim (the teacher's width, e.g. 1024)")
+  if lc.semantic_weight > 0 and not teacher:
+    raise ValueError(
+      "config field loss.semantic_weight > 0 needs feature_teacher (a directory from python -m vqtok.convert clip)"
+    )
+  if lc.semantic_weight > 0 and not config.model.get("feature_head_dims", ()):
+    raise ValueError(
+      "config field loss.semantic_weight > 0 needs model.feature_head_dims (FQGAN's feature heads on the"
+      " semantic sub-codes of a factorised encoder, model.factorized_heads)"
+    )
   if check_paths and teacher and not os.path.isdir(teacher):
     raise ValueError(f"config field feature_teacher={teacher!r}: no such feature-teacher directory")
 
@@ -143,15 +195,24 @@ CONFIG = ConfigFields(
     "vf_cos_margin": 0.5,
     "vf_distmat_weight": 1.0,
     "vf_cos_weight": 1.0,
-    # How the batch is resized to the teacher's resolution inside the step (VA-VAE: bilinear, 224).
+    # How the batch is resized to the teacher's resolution inside the step, for every feature loss
+    # (one teacher pass): VA-VAE: bilinear to 224; FQGAN: nearest (F.interpolate's default) to 224.
     "vf_resize": "bilinear",
     # VQ-KD's feature reconstruction (BEiT v2): 1 - cosine between the feature head's output
     # (model.feature_dim, model.feature_head_hidden) and the teacher's patch features, a plain
     # weighted term (VQ-KD: 1); its batch is resized as vf_resize says.
     "feature_rec_weight": 0.0,
+    # FQGAN's semantic feature prediction: InfoNCE between each feature head's class token
+    # (model.feature_head_dims, on the factorised encoder's semantic sub-codes) and the teacher's,
+    # one weighted term per head (train_fqgan_dual.sh --semantic-weight 0.5), beside the quantizer's.
+    "semantic_weight": 0.0,
+    # Its negatives: consecutive groups of this many images (FQGAN under DDP: each GPU's 32); 0: the batch.
+    "semantic_group": 0,
   },
-  choices={"vf_resize": ("area", "bicubic", "bilinear")},
+  choices={"vf_resize": ("area", "bicubic", "bilinear", "nearest")},
   non_negative=(
+    "semantic_weight",
+    "semantic_group",
     "feature_rec_weight",
     "vf_weight",
     "vf_distmat_margin",

@@ -122,7 +122,10 @@ class DINOv2(nnx.Module):
       ``cls`` (B, width), ``registers`` (B, num_register_tokens, width) and
       ``patches`` (B, H/14, W/14, width): the final LayerNorm's outputs
       (the reference's ``x_norm_clstoken`` / ``_regtokens`` / ``_patchtokens``);
-      with ``proj_dim``, also ``embedding`` (B, proj_dim): ``cls @ proj``.
+      with ``proj_dim``, also ``embedding`` (B, proj_dim): ``cls @ proj``;
+      ``cls_unnormed`` (B, width): the class token before the final LayerNorm
+      (CLIP's ``ln_post``; Hugging Face ``CLIPVisionModel``'s
+      ``hidden_states[-1][:, 0]``, the target of FQGAN's semantic loss).
     """
     b = pixels.shape[0]
     gh, gw = self.grid(pixels.shape[1], pixels.shape[2])
@@ -133,8 +136,13 @@ class DINOv2(nnx.Module):
     if r:
       regs = jnp.broadcast_to(self.register_tokens[...][None], (b, r, self.width))
       h = jnp.concatenate([h[:, :1], regs, h[:, 1:]], axis=1)
-    h = self.transformer(h)
+    t = self.transformer
+    h = t.ln_pre(h) if t.ln_pre is not None else h
+    for block in t.blocks:
+      h = block(h, None)
+    unnormed, h = h[:, 0], t.norm(h)
     out = {"cls": h[:, 0], "registers": h[:, 1 : 1 + r], "patches": h[:, 1 + r :].reshape(b, gh, gw, self.width)}
+    out["cls_unnormed"] = unnormed
     if self.proj is not None:
       out["embedding"] = jnp.matmul(out["cls"], self.proj[...].astype(jnp.float32), precision="highest")
     return out

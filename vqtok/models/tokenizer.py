@@ -56,6 +56,8 @@ def _check_config(config: Any, check_paths: bool) -> None:
   check_input_range(config.model.input_range)
   if config.model.get("feature_head_hidden", 0) and not config.model.get("feature_dim", 0):
     raise ValueError("config field model.feature_head_hidden needs model.feature_dim (the width of the head's output)")
+  if config.model.get("feature_head_blocks", 0) and not config.model.get("feature_head_hidden", 0):
+    raise ValueError("config field model.feature_head_blocks needs model.feature_head_hidden (the decoder's width)")
   k = int(config.model.num_latent_tokens) if config.model.encoder == "vit1d" else 0
   vit.check_token_drop(config.model.token_drop, k)
   scales = config.quantizer.get("scales") if config.quantizer.type == "multiscale" else None
@@ -161,6 +163,10 @@ CONFIG = ConfigFields(
     # > 0: the feature head is VQ-KD's task layer instead (BEiT v2 modeling_vqkd.py decode_task_layer:
     # Linear to this width, tanh, Linear to feature_dim, with biases), for loss.feature_rec_weight
     "feature_head_hidden": 0,
+    # > 0 (with feature_head_hidden): VQ-KD's ViT decoder of this many blocks, at the task layer's
+    # width, before it (vit.FeatureDecoder; vqkd_encoder_base_decoder_1x768x12: 1 block, 12 heads)
+    "feature_head_blocks": 0,
+    "feature_head_num_heads": 12,
     # cnn: k > 0 makes the encoder FQGAN's: the trunk, then k heads (transformer adapter of
     # adapter_depth blocks and adapter_num_heads heads, conv_out to z_channels, a projection to
     # code_dim / k), concatenated for quantizer.type=factorized (num_groups k) (models/factorized.py)
@@ -182,8 +188,8 @@ CONFIG = ConfigFields(
     "vit_family": tuple(vit.FAMILIES),
     "token_drop": tuple(vit.TOKEN_DROPS),
   },
-  positive=("norm_groups", "adapter_depth", "adapter_num_heads", "feature_head_depth"),
-  non_negative=("pixel_head_hidden", "feature_dim", "feature_head_hidden", "factorized_heads"),
+  positive=("norm_groups", "adapter_depth", "adapter_num_heads", "feature_head_depth", "feature_head_num_heads"),
+  non_negative=("pixel_head_hidden", "feature_dim", "feature_head_hidden", "feature_head_blocks", "factorized_heads"),
   check=_check_config,
 )
 
@@ -210,6 +216,9 @@ class Tokenizer(nnx.Module):
       quantised latents to a feature teacher's width (``project_features``).
     feature_head_hidden: > 0 (with ``feature_dim``): ``feature_proj`` is
       VQ-KD's task layer instead, Linear to this width, tanh, Linear.
+    feature_head_blocks: > 0 (with ``feature_head_hidden``): VQ-KD's ViT
+      decoder (``vit.FeatureDecoder``) of this many blocks at the task layer's
+      width before it, with ``feature_head_num_heads`` attention heads.
     token_drop: 1-D tokenizers: a name in ``vit.TOKEN_DROPS``; in training
       the decoder sees a random prefix of the tokens (its draws come from the
       ``dropout`` stream of ``rngs``, else ``default``).
@@ -230,6 +239,8 @@ class Tokenizer(nnx.Module):
     project_kernel: int = 1,
     feature_dim: int = 0,
     feature_head_hidden: int = 0,
+    feature_head_blocks: int = 0,
+    feature_head_num_heads: int = 12,
     token_drop: str = "",
     rngs: nnx.Rngs,
   ):
@@ -258,9 +269,15 @@ class Tokenizer(nnx.Module):
       self.project_in = self.project_out = None
     # VA-VAE (hustvl/LightningDiT vavae/ldm/models/autoencoder.py, reverse_proj): a 1x1 conv without bias.
     if feature_dim > 0 and feature_head_hidden > 0:
-      # VQ-KD (BEiT v2 modeling_vqkd.py decode_task_layer): Linear, Tanh, Linear.
+      # VQ-KD (BEiT v2 modeling_vqkd.py decode_task_layer): Linear, Tanh, Linear; after its decoder.
+      decoder_blocks = []
+      if feature_head_blocks > 0:
+        n = math.prod(encoder.latent_shape(self.image_size, self.image_size))
+        kw = dict(num_tokens=n, depth=feature_head_blocks, num_heads=feature_head_num_heads, rngs=rngs)
+        decoder_blocks = [vit.FeatureDecoder(code_dim, feature_head_hidden, **kw)]
       self.feature_proj = nnx.Sequential(
-        nnx.Linear(code_dim, feature_head_hidden, rngs=rngs),
+        *decoder_blocks,
+        nnx.Linear(feature_head_hidden if decoder_blocks else code_dim, feature_head_hidden, rngs=rngs),
         jnp.tanh,
         nnx.Linear(feature_head_hidden, feature_dim, rngs=rngs),
       )
@@ -398,6 +415,13 @@ class Tokenizer(nnx.Module):
     if self.feature_proj is None:
       raise ValueError("project_features needs model.feature_dim > 0 (a projection to the teacher's features)")
     return self.feature_proj(z_q.astype(jnp.float32))
+
+  def predict_features(self, z_q: jax.Array) -> list[jax.Array]:
+    """FQGAN's feature heads on the semantic sub-codes of quantised latents: (B, 1 + h*w, width) each, in order."""
+    heads = getattr(self.encoder, "feature_heads", None)
+    if not heads:
+      raise ValueError("predict_features needs model.feature_head_dims (feature heads on a factorised encoder)")
+    return self.encoder.predict_features(z_q)
 
   @property
   def has_proxy_codes(self) -> bool:
@@ -779,6 +803,8 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
     project_kernel=int(m.get("project_kernel", 1)),
     feature_dim=int(m.get("feature_dim", 0)),
     feature_head_hidden=int(m.get("feature_head_hidden", 0)),
+    feature_head_blocks=int(m.get("feature_head_blocks", 0)),
+    feature_head_num_heads=int(m.get("feature_head_num_heads", 12)),
     token_drop=m.get("token_drop", "") if kind == "vit1d" else "",
     rngs=rngs,
   )

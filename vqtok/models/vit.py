@@ -611,3 +611,32 @@ class ViTDecoder(_ViTBase):
       return self.head(h).reshape(b, self.grid, self.grid, self.out_codes)
     out = unpatchify(self.head(h), self.grid, self.patch_size, self.out_channels)
     return out if self.out_conv is None else self.out_conv(out)
+
+
+class FeatureDecoder(nnx.Module):
+  """VQ-KD's decoder (BEiT v2 ``modeling_vqkd.py``): a ViT over the quantised tokens, before the task layer.
+
+  BEiT's ``VisionTransformer`` with ``patch_size=1`` on the (h, w) code grid
+  (``vqkd_encoder_base_decoder_1x768x12_*``: width 768, 1 block, 12 heads; the
+  ``3x768x12`` models: 3 blocks): a linear patch embedding of each code, a
+  class token, learned absolute position embeddings, pre-norm blocks (erf GELU,
+  LayerNorm eps 1e-6, no LayerScale: ``init_values=0``) and, with
+  ``use_mean_pooling``, ``fc_norm`` on the patch tokens (the class token's
+  output is dropped). BEiT's attention has no key bias; these blocks have one
+  (a value nothing imports). Codes (B, ..., code_dim) -> (B, ..., width).
+  """
+
+  FAMILY = Family(cls_token=True, exact_gelu=True)
+
+  def __init__(self, code_dim: int, width: int, *, num_tokens: int, depth: int, num_heads: int, rngs: nnx.Rngs):
+    self.patch_embed = nnx.Linear(code_dim, width, rngs=rngs)
+    self.cls_token = nnx.Param(jax.random.normal(rngs.params(), (1, width)) * 0.02)
+    self.pos = nnx.Param(jax.random.normal(rngs.params(), (num_tokens + 1, width)) * 0.02)
+    self.transformer = Transformer(width, depth, 4 * width, num_heads, family=self.FAMILY, rngs=rngs)
+
+  def __call__(self, codes: jax.Array) -> jax.Array:
+    b, grid = codes.shape[0], codes.shape[1:-1]
+    x = self.patch_embed(codes.reshape(b, -1, codes.shape[-1]))
+    cls = jnp.broadcast_to(self.cls_token[...][None], (b, 1, x.shape[-1]))
+    x = self.transformer(jnp.concatenate([cls, x], axis=1) + self.pos[...][None])
+    return x[:, 1:].reshape(b, *grid, x.shape[-1])

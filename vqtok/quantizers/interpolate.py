@@ -15,8 +15,12 @@ definitions:
   ``x = (i + 0.5) * n_in / n_out - 0.5`` with Keys' cubic kernel at
   ``A = -0.75`` on the four neighbours ``floor(x) - 1 .. floor(x) + 2``,
   indices clamped to the border; no antialiasing in either direction.
+* ``nearest`` (the legacy mode, ``F.interpolate``'s default) takes input cell
+  ``min(floor(i * n_in / n_out), n_in - 1)``, the ratio in float32
+  (``nearest_idx`` in PyTorch's UpSample.h); FQGAN resizes its batch for the
+  CLIP and DINOv2 teachers this way.
 
-Both are separable, so each axis is one small ``(n_out, n_in)`` matrix built
+All are separable, so each axis is one small ``(n_out, n_in)`` matrix built
 with NumPy at trace time (static shapes) and applied with a float32 matmul.
 """
 
@@ -30,7 +34,7 @@ import numpy as np
 
 #: PyTorch's bicubic coefficient (``upsample_bicubic2d``); Keys' kernel.
 CUBIC_A = -0.75
-MODES = ("area", "bicubic", "bilinear")
+MODES = ("area", "bicubic", "bilinear", "nearest")
 
 
 def _check_size(n: int, what: str) -> None:
@@ -119,7 +123,20 @@ def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
   return w
 
 
-_MATRICES = {"area": area_matrix, "bicubic": bicubic_matrix, "bilinear": bilinear_matrix}
+@functools.cache
+def nearest_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """``(n_out, n_in)`` one-hot float32 rows of PyTorch's ``mode="nearest"`` along one axis."""
+  _check_size(n_in, "input size")
+  _check_size(n_out, "output size")
+  scale = np.float32(n_in) / np.float32(n_out)
+  src = np.minimum(np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64), n_in - 1)
+  w = np.zeros((n_out, n_in), np.float32)
+  w[np.arange(n_out), src] = 1.0
+  w.setflags(write=False)  # cached: shared by every caller
+  return w
+
+
+_MATRICES = {"area": area_matrix, "bicubic": bicubic_matrix, "bilinear": bilinear_matrix, "nearest": nearest_matrix}
 
 
 def resize(x: jax.Array, size: tuple[int, int] | int, mode: str) -> jax.Array:
@@ -128,7 +145,7 @@ def resize(x: jax.Array, size: tuple[int, int] | int, mode: str) -> jax.Array:
   Args:
     x: array of rank >= 3, channels last; computed in float32.
     size: output ``(h, w)`` (or one int for both).
-    mode: ``"area"``, ``"bicubic"`` or ``"bilinear"`` (``align_corners=False``).
+    mode: ``"area"``, ``"bicubic"``, ``"bilinear"`` (``align_corners=False``) or ``"nearest"``.
 
   Returns:
     float32 array (..., h, w, C). An axis whose size does not change is left

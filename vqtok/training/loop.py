@@ -202,10 +202,12 @@ def read_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any, nnx.Modul
 def read_feature_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any] | None:
   """``feature_teacher.load_for``'s result for ``config.feature_teacher`` when a feature loss is on (else None)."""
   loss = config.loss
-  if not config.get("feature_teacher", "") or max(loss.get("vf_weight", 0.0), loss.get("feature_rec_weight", 0.0)) <= 0:
+  patches = max(loss.get("vf_weight", 0.0), loss.get("feature_rec_weight", 0.0)) > 0
+  semantic = loss.get("semantic_weight", 0.0) > 0
+  if not config.get("feature_teacher", "") or not (patches or semantic):
     return None
   student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=nnx.Rngs(0)))
-  return feature_teacher.load_for(config, student)
+  return feature_teacher.load_for(config, student, patches=patches, semantic=semantic)
 
 
 def start_from_teacher(

@@ -20,6 +20,9 @@ VA-VAE's vision-foundation loss between the projected quantised latents and
 its patch features; with ``loss.vf_adaptive`` its weight is the ratio of the
 reconstruction's and the VF loss's gradient norms at the encoder's last layer
 (one more backward pass for each of the two, and one for the quantizer loss).
+FQGAN's semantic loss (``loss.semantic_weight``) and VQ-KD's feature
+reconstruction (``loss.feature_rec_weight``) use the same teacher pass and are
+plain weighted terms beside the quantizer's loss.
 """
 
 from __future__ import annotations
@@ -46,16 +49,21 @@ def _get_path(tree: Any, path: tuple[str, ...]) -> jax.Array:
   return tree
 
 
-def _forward(static: Static, params, rest, x, *, pixels: bool, proxy_logits: bool, features: bool = False):
-  """(reconstruction, proxy logits, quantizer output, new non-Param state, projected latents); None where not asked."""
+def _forward(
+  static: Static, params, rest, x, *, pixels: bool, proxy_logits: bool, features: bool = False, semantic: bool = False
+):
+  """(reconstruction, proxy logits, quantizer output, new non-Param state, projected latents, the feature
+  heads' class tokens); None where not asked."""
   model = nnx.merge(static.g_def, params, rest)
   z_q, q = model.quantize(x, train=True)
   keep = model.sample_keep(x.shape[0])  # model.token_drop: one draw for the pixels and the logits
   x_hat = model.reconstruct(z_q, keep=keep) if pixels else None
   logits = model.proxy_logits(z_q, keep=keep) if proxy_logits else None
   feats = model.project_features(z_q) if features else None
+  # FQGAN's heads read the straight-through sub-codes, so the loss also trains the semantic encoder head.
+  cls = [f[:, 0] for f in model.predict_features(z_q)] if semantic else None
   new_rest = files.pure(model)[2]
-  return x_hat, logits, q, new_rest, feats
+  return x_hat, logits, q, new_rest, feats, cls
 
 
 def _keep_frozen(new: Any, old: Any, frozen: tuple[str, ...]) -> Any:
@@ -161,8 +169,13 @@ def make_train_step(
   use_vf = float(lc.get("vf_weight", 0.0)) > 0
   rec_weight = float(lc.get("feature_rec_weight", 0.0))
   use_feature_rec = rec_weight > 0
-  if (use_vf or use_feature_rec) and feature_teacher is None:
-    raise ValueError("loss.vf_weight or loss.feature_rec_weight > 0 needs a feature teacher (config.feature_teacher)")
+  semantic_weight = float(lc.get("semantic_weight", 0.0))
+  use_semantic = semantic_weight > 0
+  if (use_vf or use_feature_rec or use_semantic) and feature_teacher is None:
+    raise ValueError(
+      "loss.vf_weight, loss.feature_rec_weight or loss.semantic_weight > 0 needs a feature teacher"
+      " (config.feature_teacher)"
+    )
   use_features = use_vf or use_feature_rec
   # TiTok's first stage trains on the logits alone: no pixel decoder in the step.
   pixels = not use_proxy or with_gan or train_disc or use_perceptual or lc.l1_weight > 0 or lc.l2_weight > 0
@@ -170,12 +183,20 @@ def make_train_step(
   def step(state: TrainState, batch: dict, perceptual_params: Any, teacher_arrays: Any = None, feature_arrays=None):
     x = batch["image"]
     targets = teacher_lib.codes(teacher, teacher_arrays, x) if use_proxy else None
-    if use_features:
-      teacher_feats = feature_teacher_lib.batch_features(feature_teacher, feature_arrays, x, lc.vf_resize)
+    if use_features or use_semantic:  # one teacher pass for every feature loss
+      teacher_out = feature_teacher_lib.batch_outputs(feature_teacher, feature_arrays, x, lc.vf_resize)
+      teacher_feats = teacher_out["patches"]
 
     def losses(g_params):
-      x_hat, logits, q, new_rest, feats = _forward(
-        static, g_params, state.g_rest, x, pixels=pixels, proxy_logits=use_proxy, features=use_features
+      x_hat, logits, q, new_rest, feats, cls = _forward(
+        static,
+        g_params,
+        state.g_rest,
+        x,
+        pixels=pixels,
+        proxy_logits=use_proxy,
+        features=use_features,
+        semantic=use_semantic,
       )
       terms, rec = {}, jnp.zeros((), jnp.float32)
       if pixels:
@@ -193,6 +214,12 @@ def make_train_step(
         # layer (the GAN's adaptive weight) nor counts as reconstruction (the VF's adaptive weight).
         terms["feature_rec"] = alignment.feature_rec_loss(feats, teacher_feats)
         plain = plain + rec_weight * terms["feature_rec"]
+      if use_semantic:
+        # FQGAN adds semantic_weight * loss of each head to its total, as plainly as the codebook losses.
+        target = feature_teacher_lib.semantic_target(feature_teacher, teacher_out)
+        per_head = [alignment.semantic_loss(c, target, int(lc.semantic_group)) for c in cls]
+        terms["semantic"] = sum(per_head[1:], per_head[0])
+        plain = plain + semantic_weight * terms["semantic"]
       outs = [rec, plain]
       if with_gan:
         logits_fake = _discriminate(static, state.d_params, state.d_rest, x_hat)
