@@ -11,7 +11,9 @@ or the hub's model.safetensors), one-d-piece (turing-motors/One-D-Piece-*-256 mo
 with tail token drop, decodes from any prefix), bsq-vit (checkpoint.pt, 18 or 36 bits), movq (a diffusers
 VQModel directory with spatial norms: Kandinsky 2.2's or 3's movq/; CHECKPOINT is the directory), gsq
 (checkpoint.pt of the HelmholtzAI-FZJ/GSQ-* repositories), fqgan
-(fqgan_{dual,triple}_ds{16,8}.pt: factorised sub-codebooks, one index stream each). The variant is
+(fqgan_{dual,triple}_ds{16,8}.pt: factorised sub-codebooks, one index stream each), tokenflow
+(tokenflow_clipb_32k_enhanced.pt: a CLIP and a CNN encoder, one shared index over the dual codebook,
+817 multi-scale tokens per 256 px image). The variant is
 read off the file. Neither torch nor the authors' code is needed. OUTPUT_DIR gets config.json and
 model.safetensors; tokenize, eval.py and train.py --config.init_from read it.
 

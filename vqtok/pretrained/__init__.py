@@ -36,6 +36,7 @@ from vqtok.pretrained import (
   simvq,
   taming,
   titok,
+  tokenflow,
   var,
 )
 from vqtok.pretrained.reader import CheckpointError, read_checkpoint
@@ -47,7 +48,22 @@ from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 #: holds besides its tensors, e.g. GSQ's quantizer normalisation).
 FORMATS: dict[str, ModuleType] = {
   m.NAME: m
-  for m in (llamagen, taming, maskgit, open_magvit2, ibq, simvq, var, titok, one_d_piece, bsqvit, movq, gsq, fqgan)
+  for m in (
+    llamagen,
+    taming,
+    maskgit,
+    open_magvit2,
+    ibq,
+    simvq,
+    var,
+    titok,
+    one_d_piece,
+    bsqvit,
+    movq,
+    gsq,
+    fqgan,
+    tokenflow,
+  )
 }
 
 #: Convertible feature teachers (frozen vision foundation models): name -> family module

@@ -1,0 +1,238 @@
+"""TokenFlow tokenizers (Qu et al., 2024, arXiv:2412.03069): ``tokenflow_clipb_32k_enhanced.pt``.
+
+Published by ByteFlow-AI/TokenFlow (Hugging Face ByteFlow-AI/TokenFlow) as torch
+pickles of ``TokenFlow`` (tokenflow/tokenizer/vq_model.py) under ``"ema"``,
+``"model"`` or ``"state_dict"``; the reference's own loader
+(tokenizer/reconstruction_vq_ddp.py) takes ``"ema"`` first, and so does this
+one. The model (``models/dual.py``): the semantic encoder ``encoder_vqkd``
+(OpenAI CLIP's ViT-B/16 ``VisionTransformer`` without ``proj``, clip/model.py)
+with ``encode_task_layer``; LlamaGen's VQGAN ``encoder`` with ``quant_conv``;
+the dual codebook ``quantize.embedding_vqkd`` / ``embedding_vqgan`` (32768
+codes of 32 + 8, one shared index) in a multi-scale residual loop; the pixel
+``decoder`` (the "enhanced" one: ch 256, 4 blocks per level) with
+``post_quant_conv``; the semantic decoder ``decoder_vqkd`` (tokenizer/
+vqkd_model.py, a BEiT v2 ViT of 3 blocks on 1x1 patches of the 32 semantic
+channels) with ``decode_task_layer`` (to CLIP's 512-wide features).
+
+Quirks, each from the reference:
+  * ``teacher="clipb_224"`` feeds the [-1, 1] image to CLIP unnormalised
+    (vq_model.py ``scaling_layer = None``).
+  * Trained at 224 px (14 x 14 tokens, scales 1 ... 14); the published
+    evaluation (scripts/reconstruction_vq.sh) and the text-to-image model
+    (t2i/.../tokenflow.py) run at 256 px with ``infer_interpolate``: scales
+    ``[1, 2, 4, 6, 8, 10, 12, 14, 16]`` (817 tokens) and both ViTs' 14 x 14
+    position grids resized bicubically with the scale factor ``(16 + 0.1) / 14``
+    (``interpolate_pos_encoding``). The converter writes that 256 px tokenizer.
+  * ``decoder_vqkd``'s attention has ``q_bias`` and ``v_bias`` and a zero key
+    bias (``torch.cat((q_bias, zeros_like(v_bias), v_bias))``); ``state_dict``
+    adds that zero key bias explicitly. Its head count is not stored: vq_model.py
+    ``get_model_default_params`` fixes ``num_heads=12``.
+  * CLIP's head count is ``width // 64`` (clip.py ``load_clip_vision``).
+  * ``quantize.codebook_used`` is a training-time usage buffer, not a weight.
+
+Not converted: TokenFlow-XL (``tokenflow_siglip_32k.pt``, a Hugging Face
+``SiglipVisionModel`` so400m/14-384 semantic encoder read at its penultimate
+layer, with bicubic resizes of the image to 432 px for the CNN and of the
+output back to 384) and the ViTamin-XL teacher (``vitamin_xlarge_256``, a timm
+hybrid MBConv + ViT with no vqtok model, and no published tokenizer file).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from vqtok import config as config_lib
+from vqtok.models.discriminator import TAMING_PATCHGAN
+from vqtok.pretrained import common
+from vqtok.pretrained import layout as L
+from vqtok.pretrained.reader import CheckpointError
+
+NAME = "tokenflow"
+FILES = "tokenflow_clipb_32k_enhanced.pt (the CLIP ViT-B/16 teacher; TokenFlow-XL's SigLIP one is not converted)"
+IGNORE = (r"quantize\.codebook_used",)
+#: vq_model.py: ``scale_rq_layers`` for clipb_224 with ``infer_interpolate`` (256 px).
+SCALES = (1, 2, 4, 6, 8, 10, 12, 14, 16)
+IMAGE_SIZE = 256
+#: vq_model.py get_model_default_params: the semantic decoder's ``num_heads``.
+DECODER_HEADS = 12
+#: clip.py load_clip_vision: ``vision_heads = vision_width // 64``.
+CLIP_HEAD_WIDTH = 64
+
+
+def default_ema(obj: Any) -> bool:
+  """The EMA weights when the file has them, as reconstruction_vq_ddp.py loads it."""
+  return isinstance(obj, Mapping) and isinstance(obj.get("ema"), Mapping)
+
+
+def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
+  """The weights; the stacked q/k/v projections split, the semantic decoder's zero key bias made explicit."""
+  flat = common.pick_state_dict(obj, ("ema",) if ema else ("model", "state_dict"), source, NAME)
+  if any(k.startswith("encoder_vqkd.vision_model.") for k in flat):
+    raise CheckpointError(
+      f"{source}: TokenFlow-XL (a SigLIP so400m semantic encoder) is not supported; give"
+      " tokenflow_clipb_32k_enhanced.pt (the CLIP ViT-B/16 one)"
+    )
+  if "quantize.embedding_vqkd.weight" in flat and "encoder_vqkd.conv1.weight" not in flat:
+    raise CheckpointError(
+      f"{source}: a TokenFlow tokenizer whose semantic encoder is not CLIP's ViT (ViTamin?); only"
+      " tokenflow_clipb_32k_enhanced.pt converts"
+    )
+  flat = L.split_in_proj(flat, source, (".attn.in_proj_weight", ".attn.in_proj_bias", ".attn.qkv.weight"))
+  for name in list(flat):
+    if name.startswith("decoder_vqkd.blocks.") and name.endswith(".attn.q_bias"):
+      flat[name[: -len("q_bias")] + "k_bias"] = np.zeros_like(np.asarray(flat[name]))
+  return flat
+
+
+def _grid(tensors: dict[str, np.ndarray], name: str, axis: int, source: str) -> int:
+  n = common.require(tensors, name, source, NAME)[axis] - 1
+  g = math.isqrt(max(n, 0))
+  if g < 1 or g * g != n:
+    raise CheckpointError(f"{source}: {name} has {n + 1} rows; expected grid**2 + 1")
+  return g
+
+
+def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.ConfigDict:
+  """The vqtok config of the checkpoint (the 256 px tokenizer), read off the tensor shapes."""
+  ch = common.require(tensors, "encoder.conv_in.weight", source, NAME, 4)[0]
+  levels = common.count(tensors, r"encoder\.conv_blocks\.(\d+)\.", source, "encoder levels")
+  blocks = common.count(tensors, r"encoder\.conv_blocks\.0\.res\.(\d+)\.", source, "level-0 res blocks")
+  widths = [
+    common.require(tensors, f"encoder.conv_blocks.{i}.res.0.conv1.weight", source, NAME)[0] for i in range(levels)
+  ]
+  mult = common.multiples(widths, ch, source)
+  # The decoder's level 0 is its lowest resolution (width ch * mult[-1]); LlamaGen's has blocks + 1 per level.
+  dec_ch = common.require(tensors, "decoder.conv_in.weight", source, NAME, 4)[0] // mult[-1]
+  dec_blocks = common.count(tensors, r"decoder\.conv_blocks\.0\.res\.(\d+)\.", source, "decoder res blocks") - 1
+  codes, sem_dim = common.require(tensors, "quantize.embedding_vqkd.weight", source, NAME, 2)
+  codes_p, pix_dim = common.require(tensors, "quantize.embedding_vqgan.weight", source, NAME, 2)
+  if codes_p != codes:
+    raise CheckpointError(f"{source}: the two codebooks have {codes} and {codes_p} codes; a shared index needs one")
+  conv1 = common.require(tensors, "encoder_vqkd.conv1.weight", source, NAME, 4)
+  width, patch = conv1[0], conv1[-1]
+  grid = _grid(tensors, "encoder_vqkd.positional_embedding", 0, source)
+  dec_grid = _grid(tensors, "decoder_vqkd.pos_embed", 1, source)
+  if dec_grid != grid or patch != 2 ** (levels - 1):
+    raise CheckpointError(
+      f"{source}: the semantic ViTs' grids ({grid}, {dec_grid}) and patch {patch} do not fit the CNN's"
+      f" downsampling {2 ** (levels - 1)}"
+    )
+  c = config_lib.cnn_config(
+    cnn_family="taming",
+    channels=ch,
+    channel_mult=mult,
+    num_res_blocks=blocks,
+    attention=True,
+    # The published models have ch 128 and 256; the reduced test checkpoint (ch 8) has 8 groups.
+    norm_groups=min(32, ch),
+    z_channels=common.require(tensors, "encoder.conv_out.weight", source, NAME, 4)[0],
+    code_dim=sem_dim + pix_dim,
+    decoder_channels=dec_ch,
+    decoder_num_res_blocks=dec_blocks,
+    semantic_encoder="clip",
+    semantic_width=width,
+    semantic_depth=common.count(
+      tensors, r"encoder_vqkd\.transformer\.resblocks\.(\d+)\.", source, "semantic encoder blocks"
+    ),
+    semantic_mlp_dim=common.require(tensors, "encoder_vqkd.transformer.resblocks.0.mlp.c_fc.weight", source, NAME)[0],
+    semantic_num_heads=width // CLIP_HEAD_WIDTH,
+    semantic_patch_size=patch,
+    semantic_pos_grid=grid,
+    semantic_interpolate_offset=0.1,
+    semantic_decoder_depth=common.count(tensors, r"decoder_vqkd\.blocks\.(\d+)\.", source, "semantic decoder blocks"),
+    semantic_decoder_mlp_dim=common.require(tensors, "decoder_vqkd.blocks.0.mlp.fc1.weight", source, NAME)[0],
+    semantic_decoder_num_heads=DECODER_HEADS,
+    semantic_feature_dim=common.require(tensors, "decode_task_layer.2.weight", source, NAME, 2)[0],
+    quantizer={
+      "type": "multiscale",
+      "scales": list(SCALES),
+      "phi_ratio": 0.0,
+      "form": "tokenflow",
+      # vq_train.py's defaults: --commit-loss-beta 0.25, --entropy-loss-ratio 0.0.
+      "quantizer": {
+        "type": "dual",
+        "codebook_size": codes,
+        "semantic_dim": sem_dim,
+        "l2_normalize": True,
+        "commitment_weight": 0.25,
+      },
+    },
+    image_size=IMAGE_SIZE,
+    preprocess="adm_center_crop",
+    discriminator=TAMING_PATCHGAN,
+  )
+  return c
+
+
+def _linear(prefix: str, target: str) -> tuple[L.Rule, ...]:
+  return (
+    L.under(prefix, target, "weight", lambda: "kernel", L.linear),
+    L.under(prefix, target, "bias", lambda: "bias", L.as_is),
+  )
+
+
+def _batch(x: np.ndarray) -> np.ndarray:
+  return x[None]
+
+
+def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
+  """Published name -> vqtok path. The CNN rows are LlamaGen's (decoder level 0 is the lowest resolution)."""
+  m = c.model
+  heads, dec_heads = int(m.semantic_num_heads), int(m.semantic_decoder_num_heads)
+  rows: list[L.Rule] = []
+  for side, to in (("encoder", "encoder.pixel"), ("decoder", "decoder.pixel")):
+    rows += [
+      *L.torch_conv(rf"{side}\.conv_in", f"{to}.conv_in"),
+      *L.torch_norm(rf"{side}\.norm_out", f"{to}.norm_out"),
+      *L.torch_conv(rf"{side}\.conv_out", f"{to}.conv_out"),
+      *L.torch_resnet(rf"{side}\.conv_blocks\.(\d+)\.res\.(\d+)", to + ".res.{0}.{1}"),
+      *L.torch_attention(rf"{side}\.conv_blocks\.(\d+)\.attn\.(\d+)", to + ".attn.{0}.{1}"),
+      *L.torch_resnet(rf"{side}\.mid\.0", f"{to}.mid.0"),
+      *L.torch_attention(rf"{side}\.mid\.1", f"{to}.mid_attn"),
+      *L.torch_resnet(rf"{side}\.mid\.2", f"{to}.mid.1"),
+    ]
+  blk, bto = r"decoder_vqkd\.blocks\.(\d+)", "decoder.semantic.transformer.blocks.{0}"
+  rows += [
+    *L.torch_conv(r"encoder\.conv_blocks\.(\d+)\.downsample\.conv", "encoder.pixel.down.{0}.conv"),
+    *L.torch_conv(r"decoder\.conv_blocks\.(\d+)\.upsample\.conv", "decoder.pixel.up.{0}.conv"),
+    *L.torch_conv1x1_linear(r"quant_conv", "encoder.quant_conv"),
+    *L.torch_conv1x1_linear(r"post_quant_conv", "decoder.post_quant_conv"),
+    L.Rule(r"quantize\.embedding_vqkd\.weight", "quantizer.quantizer.semantic_codebook"),
+    L.Rule(r"quantize\.embedding_vqgan\.weight", "quantizer.quantizer.pixel_codebook"),
+    # The semantic encoder: CLIP's VisionTransformer (no proj), as the clip teacher's table.
+    L.Rule(r"encoder_vqkd\.class_embedding", "encoder.semantic.cls_token", _batch),
+    L.Rule(r"encoder_vqkd\.positional_embedding", "encoder.semantic.pos_embed", _batch),
+    L.Rule(r"encoder_vqkd\.conv1\.weight", "encoder.semantic.patch_embed.kernel", L.conv),
+    *L.torch_norm(r"encoder_vqkd\.ln_pre", "encoder.semantic.transformer.ln_pre"),
+    *L.torch_norm(r"encoder_vqkd\.ln_post", "encoder.semantic.transformer.norm"),
+    *L.torch_clip_block(
+      r"encoder_vqkd\.transformer\.resblocks\.(\d+)", "encoder.semantic.transformer.blocks.{0}", heads
+    ),
+    *_linear(r"encode_task_layer\.0", "encoder.semantic_head.layers.0"),
+    *_linear(r"encode_task_layer\.2", "encoder.semantic_head.layers.2"),
+    # The semantic decoder: BEiT v2's VisionTransformer (``fc_norm`` is its final LayerNorm).
+    L.Rule(r"decoder_vqkd\.cls_token", "decoder.semantic.cls_token", lambda x: x[0]),
+    L.Rule(r"decoder_vqkd\.pos_embed", "decoder.semantic.pos_embed"),
+    *L.torch_conv(r"decoder_vqkd\.patch_embed\.proj", "decoder.semantic.patch_embed"),
+    *L.torch_norm(r"decoder_vqkd\.fc_norm", "decoder.semantic.transformer.norm"),
+    *L.torch_norm(rf"{blk}\.norm1", f"{bto}.norm1"),
+    *L.torch_norm(rf"{blk}\.norm2", f"{bto}.norm2"),
+    L.under(blk, bto, r"attn\.qkv\.weight\.(query|key|value)", lambda p: f"attn.{p}.kernel", L.heads_in(dec_heads)),
+    L.under(blk, bto, r"attn\.q_bias", lambda: "attn.query.bias", lambda x: x.reshape(dec_heads, -1)),
+    L.under(blk, bto, r"attn\.k_bias", lambda: "attn.key.bias", lambda x: x.reshape(dec_heads, -1)),
+    L.under(blk, bto, r"attn\.v_bias", lambda: "attn.value.bias", lambda x: x.reshape(dec_heads, -1)),
+    L.under(blk, bto, r"attn\.proj\.weight", lambda: "attn.out.kernel", L.heads_out(dec_heads)),
+    L.under(blk, bto, r"attn\.proj\.bias", lambda: "attn.out.bias", L.as_is),
+    L.under(blk, bto, r"mlp\.fc1\.weight", lambda: "mlp1.kernel", L.linear),
+    L.under(blk, bto, r"mlp\.fc1\.bias", lambda: "mlp1.bias", L.as_is),
+    L.under(blk, bto, r"mlp\.fc2\.weight", lambda: "mlp2.kernel", L.linear),
+    L.under(blk, bto, r"mlp\.fc2\.bias", lambda: "mlp2.bias", L.as_is),
+    *_linear(r"decode_task_layer\.0", "decoder.semantic_head.layers.0"),
+    *_linear(r"decode_task_layer\.2", "decoder.semantic_head.layers.2"),
+  ]
+  return tuple(rows)
