@@ -824,7 +824,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
         dtype=dtype,
         rngs=rngs,
       )
-      pixels = cnn.Decoder(z, code_channels=code_dim, rngs=rngs, **kw)
+      pixels = cnn.Decoder(z, code_channels=code_dim, rngs=rngs, **_decoder_kw(m, kw))
       decoder = factorized.ProjectedDecoder(pixels, code_dim=code_dim, z_channels=z, dtype=dtype, rngs=rngs)
       # The projections are the heads' quant_conv and the decoder's post_quant_conv.
       z, project = code_dim, False
