@@ -143,3 +143,30 @@ def test_other_files_are_refused():
     pretrained.CheckpointError, match="not a tokenflow checkpoint: tensor 'quantize.embedding_vqkd.weight' is missing"
   ):
     pretrained.convert("tokenflow", os.path.join(ROOT, "tests", "goldens", "llamagen", "reduced.pt"))
+
+
+def _small(**fields):
+  quantizer = {"type": "multiscale", "scales": [1, 2, 4], "phi_ratio": 0.0, "form": "tokenflow"}
+  quantizer["quantizer"] = {"type": "dual", "codebook_size": 16, "semantic_dim": 4}
+  model = dict(
+    cnn_family="taming", channels=8, channel_mult=(1, 2), num_res_blocks=1, attention=False, norm_groups=4,
+    z_channels=8, code_dim=6, semantic_encoder="clip", semantic_width=64, semantic_depth=1, semantic_mlp_dim=64,
+    semantic_num_heads=2, semantic_patch_size=2, semantic_pos_grid=4, semantic_decoder_depth=1,
+    semantic_decoder_mlp_dim=64, semantic_decoder_num_heads=2, semantic_feature_dim=16,
+  )  # fmt: skip
+  model.update(fields)
+  return config_lib.cnn_config(quantizer=quantizer, discriminator={}, image_size=8, **model)
+
+
+def test_a_dual_tokenizer_needs_one_grid_and_a_dual_codebook():
+  build = lambda c: nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
+  tok = build(_small(decoder_channels=16))
+  assert tok.token_shape == (4, 4) and tok.decoder.pixel.conv_out.kernel.shape == (3, 3, 16, 3)
+  with pytest.raises(ValueError, match="semantic ViT's patch 4 must equal the CNN's downsampling 2"):
+    build(_small(semantic_patch_size=4, semantic_pos_grid=2))
+  c = _small()
+  c.quantizer = {"type": "vq", "codebook_size": 16}
+  with pytest.raises(ValueError, match="model.semantic_encoder needs quantizer.type='dual'"):
+    build(c)
+  with pytest.raises(ValueError, match="semantic_encoder"):
+    config_lib.validate_config(_small(semantic_encoder="dino"), check_paths=False)
