@@ -80,6 +80,43 @@ def test_parity_with_the_reference(converted):
   assert tok.quantizer.num_tokens == 817 and config.image_size == 256 and tok.quantizer.index_depth is None
 
 
+@pytest.fixture(scope="module")
+def converted_xl():
+  tok, config, _ = pretrained.convert("tokenflow", os.path.join(GOLDENS, "reduced_xl.pt"))
+  return tok, config, dict(np.load(os.path.join(GOLDENS, "golden_xl.npz")))
+
+
+def test_tokenflow_xl_parity_with_the_reference(converted_xl):
+  """TokenFlow-XL's layout (SigLIP read at its next-to-last block, the CNN at 432 px, 384 px out), reduced."""
+  tok, config, g = converted_xl
+  x = jnp.asarray(g["images"].astype(np.float32) / 127.5 - 1.0)
+  out = _run(tok, x, jnp.asarray(g["ids"], jnp.int32))
+  features = np.asarray(out["features"]).reshape(g["features"].shape)
+  decoded = np.asarray(out["decoded"])
+  lat, ref = np.asarray(out["latents"]), g["latents"]
+  errors = {
+    "semantic_latents": _rel(lat[..., :32], ref[..., :32]),
+    "pixel_latents": _rel(lat[..., 32:], ref[..., 32:]),
+    "features": _rel(features, g["features"]),
+    "decoded_max_abs": float(np.abs(decoded[:, ::4, ::4] - g["decoded_sub"]).max()),
+  }
+  ids = np.asarray(out["ids"])
+  print({k: f"{v:.1e}" for k, v in errors.items()}, "ids equal", int((ids == g["ids"]).sum()), ids.size)
+  # The quantizer on the reference's own latents gives its ids, all 2 x 2227.
+  _, from_ref = tok.quantizer(jnp.asarray(g["latents"]))
+  np.testing.assert_array_equal(np.asarray(from_ref.indices), g["ids"])
+  # End to end: the 432 px random-weight CNN's float32 noise (1e-4 of its latents, as between torch's own
+  # decode and decode_code: 2.4e-5) flips one near-tie at the 14 x 14 scale, and the residual carries it on.
+  first = sum(s * s for s in config.quantizer.scales[:11])
+  np.testing.assert_array_equal(ids[:, :first], g["ids"][:, :first])
+  assert (ids == g["ids"]).mean() > 0.97
+  assert errors["semantic_latents"] < 1e-5 and errors["pixel_latents"] < 3e-4 and errors["features"] < 1e-5
+  assert errors["decoded_max_abs"] < 2e-3 and abs(decoded.astype(np.float64).mean() - g["decoded_mean"]) < 1e-5
+  assert decoded.shape == (2, 384, 384, 3) and tok.quantizer.num_tokens == 2227 and tok.token_shape == (27, 27)
+  m = config.model
+  assert (m.semantic_encoder, m.semantic_layer, m.semantic_depth, m.semantic_num_heads) == ("siglip", 1, 2, 16)
+
+
 def test_full_size_parameter_count_equals_the_reference():
   """The published layout at full size (shapes only, no weights): every tensor maps, the counts agree."""
   with open(os.path.join(GOLDENS, "tokenflow_clipb_32k_enhanced_keys.json")) as f:
@@ -109,6 +146,29 @@ def test_full_size_parameter_count_equals_the_reference():
   assert abstract.token_shape == (16, 16) and abstract.quantizer.num_tokens == 817
 
 
+def test_tokenflow_xl_full_size_maps_and_counts_as_the_reference():
+  """tokenflow_siglip_32k.pt's names and shapes (published_keys.json, from gen_tokenflow.py --keys)."""
+  with open(os.path.join(GOLDENS, "published_keys.json")) as f:
+    ref = json.load(f)["tokenflow_siglip_32k"]
+  tensors = {k: np.broadcast_to(np.zeros((), np.float32), s) for k, s in ref["shapes"].items()}
+  for name in ("scaling_layer.shift", "scaling_layer.scale"):  # the buffers' values, not in the key file
+    tensors[name] = np.full((1, 3, 1, 1), 0.5, np.float32)
+  tensors = tokenflow.state_dict({"model": tensors}, ema=False, source="tokenflow_siglip_32k.pt")
+  c = tokenflow.config(tensors, "tokenflow_siglip_32k.pt")
+  config_lib.validate_config(c, check_paths=False)
+  abstract = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
+  flat = nnx.to_flat_state(nnx.state(abstract, nnx.Param))
+  expected = {".".join(map(str, p)): v.shape for p, v in flat}
+  mapped = layout.apply_rules(tensors, tokenflow.table(c), expected, ignore=tokenflow.IGNORE, source="full")
+  # The reference's count, plus the BEiT decoder's zero key biases (3 blocks x 1152).
+  assert len(mapped) == len(expected) and sum(int(np.prod(s)) for s in expected.values()) == ref["count"] + 3 * 1152
+  assert ref["count"] == 554_009_963
+  m = c.model
+  assert (m.semantic_width, m.semantic_depth, m.semantic_layer, m.semantic_num_heads) == (1152, 27, 26, 16)
+  assert (m.channels, m.decoder_channels, m.decoder_num_res_blocks, m.semantic_feature_dim) == (128, 128, 2, 1152)
+  assert c.image_size == 384 and abstract.token_shape == (27, 27) and abstract.quantizer.num_tokens == 2227
+
+
 def test_token_files_store_the_shared_index(tmp_path, converted):
   """The converted directory, as ``python -m vqtok.convert tokenflow`` writes it, encodes to (N, 817) token files.
 
@@ -136,8 +196,11 @@ def test_token_files_store_the_shared_index(tmp_path, converted):
 
 
 def test_other_files_are_refused():
-  xl = {"model": {"encoder_vqkd.vision_model.post_layernorm.weight": np.ones(4, np.float32)}}
-  with pytest.raises(pretrained.CheckpointError, match="TokenFlow-XL .* is not supported"):
+  vitamin = {"model": {"quantize.embedding_vqkd.weight": np.ones((4, 32)), "encoder_vqkd.stem.conv1.weight": 0}}
+  with pytest.raises(pretrained.CheckpointError, match="neither CLIP's ViT nor SigLIP \\(ViTamin\\?\\)"):
+    tokenflow.state_dict(vitamin, ema=False, source="tokenflow_vitamin.pt")
+  xl = {"model": {"scaling_layer.shift": np.zeros((1, 3, 1, 1))}}
+  with pytest.raises(pretrained.CheckpointError, match="TokenFlow's SigLIP scaling is 0.5"):
     tokenflow.state_dict(xl, ema=False, source="tokenflow_siglip_32k.pt")
   with pytest.raises(
     pretrained.CheckpointError, match="not a tokenflow checkpoint: tensor 'quantize.embedding_vqkd.weight' is missing"
@@ -145,8 +208,8 @@ def test_other_files_are_refused():
     pretrained.convert("tokenflow", os.path.join(ROOT, "tests", "goldens", "llamagen", "reduced.pt"))
 
 
-def _small(**fields):
-  quantizer = {"type": "multiscale", "scales": [1, 2, 4], "phi_ratio": 0.0, "form": "tokenflow"}
+def _small(quantizer_scales=(1, 2, 4), **fields):
+  quantizer = {"type": "multiscale", "scales": list(quantizer_scales), "phi_ratio": 0.0, "form": "tokenflow"}
   quantizer["quantizer"] = {"type": "dual", "codebook_size": 16, "semantic_dim": 4}
   model = dict(
     cnn_family="taming", channels=8, channel_mult=(1, 2), num_res_blocks=1, attention=False, norm_groups=4,
@@ -162,8 +225,10 @@ def test_a_dual_tokenizer_needs_one_grid_and_a_dual_codebook():
   build = lambda c: nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
   tok = build(_small(decoder_channels=16))
   assert tok.token_shape == (4, 4) and tok.decoder.pixel.conv_out.kernel.shape == (3, 3, 16, 3)
-  with pytest.raises(ValueError, match="semantic ViT's patch 4 must equal the CNN's downsampling 2"):
-    build(_small(semantic_patch_size=4, semantic_pos_grid=2))
+  # The token grid is the semantic ViT's (the CNN reads the image resized to it: TokenFlow-XL).
+  assert build(_small(semantic_patch_size=4, semantic_pos_grid=2, quantizer_scales=[1, 2])).token_shape == (2, 2)
+  with pytest.raises(ValueError, match=r"must end at the latent size 2 \(image_size=8 over the semantic ViT's patch 4"):
+    config_lib.validate_config(_small(semantic_patch_size=4, semantic_pos_grid=2), check_paths=False)
   c = _small()
   c.quantizer = {"type": "vq", "codebook_size": 16}
   with pytest.raises(ValueError, match="model.semantic_encoder needs quantizer.type='dual'"):

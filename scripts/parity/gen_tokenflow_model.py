@@ -43,6 +43,9 @@ import sys
 import types
 
 import numpy as np
+import torch
+from transformers import SiglipVisionConfig
+from transformers.models.siglip import modeling_siglip
 
 REDUCE = (
   ("ch=128,", "ch=8,"),  # Encoder, Decoder signatures
@@ -57,6 +60,9 @@ REDUCE = (
   ("decoder_config['depth'] = 3", "decoder_config['depth'] = 1"),
   ("mlp_ratio=4.,", "mlp_ratio=1.,"),
   ("torch.zeros(131072)", "torch.zeros(64)"),
+  # TokenFlow-XL (siglip_384): the BEiT decoder's default width (SigLIP so400m's) and the feature width.
+  ("embed_dim=1152,", "embed_dim=96,"),
+  ("self.decoder_out_dim = 1152", "self.decoder_out_dim = 32"),
 )
 
 
@@ -108,8 +114,6 @@ def main():
   p.add_argument("checkout")
   p.add_argument("--out", default="tests/goldens/tokenflow")
   args = p.parse_args()
-  import torch
-
   checkout = os.path.abspath(args.checkout)
   os.makedirs(args.out, exist_ok=True)
   torch.manual_seed(0)
@@ -131,10 +135,40 @@ def main():
 
   ref = load(checkout, True, 192, 1)
   model = build(ref, 64, 16)
-  gen = torch.Generator().manual_seed(1)
+  randomize(model, torch.Generator().manual_seed(1))
+  path = os.path.join(args.out, "reduced.pt")
+  torch.save({"model": {k: v.half() for k, v in model.state_dict().items()}}, path)
+  # Reload through the reference's own loading path (reconstruction_vq_ddp.py: load_state_dict(checkpoint["model"])).
+  model = build(ref, 64, 16)
+  model.load_state_dict(torch.load(path, map_location="cpu")["model"])
+  model.eval()
+  np.savez_compressed(os.path.join(args.out, "golden.npz"), **run(model, 256, 16))
+  xl(ref, args.out)
+
+
+def xl(ref, out):
+  """TokenFlow-XL (tokenflow_siglip_32k.pt) reduced: SigLIP width 96 with so400m's 16 heads, 2 layers."""
+
+  cfg = SiglipVisionConfig(
+    hidden_size=96, intermediate_size=48, num_hidden_layers=2, num_attention_heads=16, image_size=384, patch_size=14
+  )
+  modeling_siglip.SiglipVisionModel.from_pretrained = classmethod(lambda cls, name: cls(cfg))
+  build_xl = lambda: ref.TokenFlowFunc(codebook_size=64, z_channels=16, teacher="siglip_384")
+  model = build_xl()
+  randomize(model, torch.Generator().manual_seed(2))
+  path = os.path.join(out, "reduced_xl.pt")
+  torch.save({"model": {k: v.half() for k, v in model.state_dict().items()}}, path)
+  model = build_xl()
+  model.load_state_dict(torch.load(path, map_location="cpu")["model"])
+  model.eval()
+  np.savez_compressed(os.path.join(out, "golden_xl.npz"), **run(model, 384, 27))
+
+
+def randomize(model, gen):
+  """Every tensor redrawn (codebooks N(0, 1), norms 1 + N(0, 0.2), biases N(0, 0.1), weights N(0, 1 / fan_in))."""
   with torch.no_grad():
     for name, t in model.state_dict().items():
-      if name.endswith("codebook_used"):
+      if name.endswith("codebook_used") or name.startswith("scaling_layer."):  # buffers: SigLIP's constant mean/std
         continue
       if name.startswith("quantize."):
         t.copy_(torch.randn(t.shape, generator=gen))
@@ -147,14 +181,11 @@ def main():
         if "embed" in name or "token" in name:
           fan_in = 4
         t.copy_(torch.randn(t.shape, generator=gen) / np.sqrt(fan_in))
-  path = os.path.join(args.out, "reduced.pt")
-  torch.save({"model": {k: v.half() for k, v in model.state_dict().items()}}, path)
 
-  # Reload through the reference's own loading path (reconstruction_vq_ddp.py: load_state_dict(checkpoint["model"])).
-  model = build(ref, 64, 16)
-  model.load_state_dict(torch.load(path, map_location="cpu")["model"])
-  model.eval()
-  yy, xx = np.mgrid[0:256, 0:256] / 255.0
+
+def run(model, size, grid):
+  """The reference's outputs on two smooth 8-bit size x size images (eval mode)."""
+  yy, xx = np.mgrid[0:size, 0:size] / 255.0
   a = np.stack([np.sin(3 * xx + 1), np.cos(5 * yy), np.sin(7 * xx * yy + 0.5)], -1)
   b = np.stack([np.cos(9 * xx * xx), np.sin(4 * (xx - yy)), np.cos(6 * yy + 2 * xx)], -1)
   images = np.round((np.stack([a, b]) + 1.0) * 127.5).astype(np.uint8)
@@ -162,16 +193,21 @@ def main():
   with torch.no_grad():
     xt = torch.from_numpy(x)
     quant, _, ids = model.encode(xt)
-    sem = model.encode_task_layer(model.encoder_vqkd(xt, return_patch_tokens=True))
-    pix = model.quant_conv(model.encoder(xt)).permute(0, 2, 3, 1).reshape(2, 256, -1)
-    latents = torch.cat([sem, pix], -1).reshape(2, 16, 16, -1)
+    if model.teacher == "siglip_384":  # TokenFlow.encode's siglip branch, step by step
+      hidden = model.encoder_vqkd(model.scaling_layer(xt), output_hidden_states=True).hidden_states[-2]
+      sem = model.encode_task_layer(hidden)
+      xt = torch.nn.functional.interpolate(xt, size=(16 * grid, 16 * grid), mode="bicubic")
+    else:
+      sem = model.encode_task_layer(model.encoder_vqkd(xt, return_patch_tokens=True))
+    pix = model.quant_conv(model.encoder(xt)).permute(0, 2, 3, 1).reshape(2, grid * grid, -1)
+    latents = torch.cat([sem, pix], -1).reshape(2, grid, grid, -1)
     features, decoded = model.decode_code(ids)
     _, forward = model.decode(quant)
   nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()
   dec = nhwc(decoded)
   print("decode_code vs forward decode max abs", float(np.abs(dec - nhwc(forward)).max()))
-  np.savez_compressed(
-    os.path.join(args.out, "golden.npz"),
+  print("ids", tuple(ids.shape), "used", len(np.unique(ids.numpy())), "decoded", dec.shape, dec.min(), dec.max())
+  return dict(
     images=images,
     latents=latents.numpy(),
     ids=ids.numpy().astype(np.int64),
@@ -179,9 +215,6 @@ def main():
     decoded_mean=np.float64(dec.astype(np.float64).mean()),
     decoded_abs_mean=np.float64(np.abs(dec.astype(np.float64)).mean()),
     features=features.numpy(),
-  )
-  print(
-    "ids", tuple(ids.shape), "used", len(np.unique(ids.numpy())), "decoded range", float(dec.min()), float(dec.max())
   )
 
 

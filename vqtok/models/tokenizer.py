@@ -30,7 +30,7 @@ import ml_collections
 from flax import nnx
 
 from vqtok.config_fields import ConfigFields
-from vqtok.models import cnn, dinov2, dual, factorized, vit
+from vqtok.models import cnn, dinov2, dual, factorized, siglip, vit
 from vqtok.quantizers import QuantizerOutput, build_quantizer
 from vqtok.quantizers.base import Quantizer
 
@@ -40,7 +40,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 #: and the 1-D (TiTok) ViT with learned latent tokens.
 ENCODERS = ("cnn", "vit", "vit1d")
 #: ``config.model.semantic_encoder``: "" (none) or the ViT family of TokenFlow's semantic encoder.
-SEMANTIC_ENCODERS = ("", "clip")
+SEMANTIC_ENCODERS = ("", "clip", "siglip")
 
 
 def check_input_range(value: Any) -> tuple[float, float]:
@@ -82,11 +82,14 @@ def _check_config(config: Any, check_paths: bool) -> None:
       raise ValueError(f"config field video.num_frames={config.video.num_frames}: {e}") from None
   if scales and config.model.encoder == "cnn":
     factor = 2 ** (len(tuple(config.model.channel_mult)) - 1)
+    what = "the CNN's downsampling"
+    if config.model.get("semantic_encoder", ""):  # TokenFlow: the token grid is the semantic ViT's patch grid
+      factor, what = int(config.model.semantic_patch_size), "the semantic ViT's patch"
     side = int(config.image_size) // factor
     if int(tuple(scales)[-1]) != side:
       raise ValueError(
         f"config field quantizer.scales={list(scales)} must end at the latent size {side}"
-        f" (image_size={config.image_size} over the CNN's downsampling {factor})"
+        f" (image_size={config.image_size} over {what} {factor})"
       )
 
 
@@ -160,9 +163,9 @@ CONFIG = ConfigFields(
     # same; TokenFlow's enhanced decoder: 256 and 4)
     "decoder_channels": 0,
     "decoder_num_res_blocks": 0,
-    # cnn: "clip" makes the tokenizer TokenFlow's (models/dual.py): a pretrained ViT of this family beside the
-    # CNN encoder, each projected to its part of a quantizer.type=dual codebook (inside multiscale), and a
-    # semantic decoder (a BEiT ViT) beside the CNN decoder
+    # cnn: "clip" or "siglip" makes the tokenizer TokenFlow's (models/dual.py): a pretrained ViT of this family
+    # beside the CNN encoder, each projected to its part of a quantizer.type=dual codebook (inside multiscale),
+    # and a semantic decoder (a BEiT ViT) beside the CNN decoder
     "semantic_encoder": "",
     "semantic_width": 768,  # the semantic ViT (CLIP ViT-B/16) and its decoder's width
     "semantic_depth": 12,
@@ -171,6 +174,7 @@ CONFIG = ConfigFields(
     "semantic_patch_size": 16,  # must equal the CNN's downsampling
     "semantic_pos_grid": 14,  # both ViTs' learned position grid (trained at 224 px)
     "semantic_interpolate_offset": 0.1,  # the grid's resize to other sizes, as interpolate_pos_encoding
+    "semantic_layer": 0,  # 0: the ViT's output features; k: after its first k blocks (TokenFlow-XL: 26 of 27)
     "semantic_decoder_depth": 3,
     "semantic_decoder_mlp_dim": 3072,
     "semantic_decoder_num_heads": 12,
@@ -211,6 +215,7 @@ CONFIG = ConfigFields(
     "decoder_channels",
     "decoder_num_res_blocks",
     "semantic_interpolate_offset",
+    "semantic_layer",
   ),
   check=_check_config,
 )
@@ -701,7 +706,13 @@ def _decoder_kw(m: ml_collections.ConfigDict, kw: dict[str, Any]) -> dict[str, A
 
 
 def _dual(
-  m: ml_collections.ConfigDict, quantizer: Quantizer, z: int, code_dim: int, kw: dict[str, Any], rngs: nnx.Rngs
+  m: ml_collections.ConfigDict,
+  quantizer: Quantizer,
+  z: int,
+  code_dim: int,
+  kw: dict[str, Any],
+  image_size: int,
+  rngs: nnx.Rngs,
 ) -> tuple[dual.DualEncoder, dual.DualDecoder]:
   """TokenFlow's semantic ViT + CNN encoder and semantic ViT + CNN decoder (``model.semantic_*`` fields)."""
   inner = getattr(quantizer, "quantizer", quantizer)  # multiscale wraps the dual codebook
@@ -712,19 +723,34 @@ def _dual(
       f" semantic and pixel codes; got {type(quantizer).__name__}"
     )
   width, grid, offset = int(m.semantic_width), int(m.semantic_pos_grid), float(m.semantic_interpolate_offset)
-  semantic = dinov2.DINOv2(
+  vit_kw = dict(
     width=width,
     depth=int(m.semantic_depth),
     mlp_dim=int(m.semantic_mlp_dim),
     num_heads=int(m.semantic_num_heads),
     patch_size=int(m.semantic_patch_size),
     pos_grid=grid,
-    interpolate_offset=offset,
-    family=m.semantic_encoder,
     rngs=rngs,
   )
+  if m.semantic_encoder == "siglip":
+    semantic = siglip.SigLIP(**vit_kw)
+  else:
+    semantic = dinov2.DINOv2(**vit_kw, interpolate_offset=offset, family=m.semantic_encoder)
+  layer = int(m.get("semantic_layer", 0))
+  if layer > int(m.semantic_depth) or (layer and m.semantic_encoder != "siglip"):
+    raise ValueError(
+      f"model.semantic_layer={layer}: reading an inner block is for semantic_encoder='siglip', at most"
+      f" semantic_depth={m.semantic_depth}"
+    )
   encoder = dual.DualEncoder(
-    semantic, cnn.Encoder(z, rngs=rngs, **kw), semantic_dim=sd, pixel_dim=code_dim - sd, z_channels=z, rngs=rngs
+    semantic,
+    cnn.Encoder(z, rngs=rngs, **kw),
+    family=m.semantic_encoder,
+    layer=layer,
+    semantic_dim=sd,
+    pixel_dim=code_dim - sd,
+    z_channels=z,
+    rngs=rngs,
   )
   semantic_decoder = dinov2.DINOv2(
     width=width,
@@ -745,6 +771,10 @@ def _dual(
     pixel_dim=code_dim - sd,
     z_channels=z,
     feature_dim=int(m.semantic_feature_dim),
+    # The CNN decodes the semantic grid times its upsampling; the image is resized back where that differs.
+    output_size=image_size
+    if image_size != encoder.latent_shape(image_size, image_size)[0] * encoder.downsample_factor
+    else 0,
     dtype=kw["dtype"],
     rngs=rngs,
   )
@@ -831,7 +861,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
     elif m.get("semantic_encoder", ""):
       if not project:
         raise ValueError("model.semantic_encoder needs model.z_channels > 0 (the CNNs' width)")
-      encoder, decoder = _dual(m, quantizer, z, code_dim, kw, rngs)
+      encoder, decoder = _dual(m, quantizer, z, code_dim, kw, image_size, rngs)
       # The projections are the pixel branch's quant_conv and post_quant_conv.
       z, project = code_dim, False
     else:

@@ -54,10 +54,17 @@ from vqtok.pretrained.reader import CheckpointError
 
 NAME = "tokenflow"
 FILES = "tokenflow_clipb_32k_enhanced.pt (the CLIP ViT-B/16 teacher; TokenFlow-XL's SigLIP one is not converted)"
-IGNORE = (r"quantize\.codebook_used",)
+IGNORE = (r"quantize\.codebook_used", r"scaling_layer\.(shift|scale)")
 #: vq_model.py: ``scale_rq_layers`` for clipb_224 with ``infer_interpolate`` (256 px).
 SCALES = (1, 2, 4, 6, 8, 10, 12, 14, 16)
 IMAGE_SIZE = 256
+#: vq_model.py, teacher siglip_384: ``scale_rq_layers`` (2227 tokens), SigLIP so400m/14's 27 x 27 patches of
+#: a 384 px image (``decode`` resizes the CNN's 432 px back to 384).
+XL_SCALES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 17, 22, 27)
+XL_GRID = 27
+XL_IMAGE_SIZE = 384
+#: google/siglip-so400m-patch14-384's config (``SiglipVisionModel.from_pretrained`` in vq_model.py).
+SIGLIP_HEADS = 16
 #: vq_model.py get_model_default_params: the semantic decoder's ``num_heads``.
 DECODER_HEADS = 12
 #: clip.py load_clip_vision: ``vision_heads = vision_width // 64``.
@@ -72,17 +79,18 @@ def default_ema(obj: Any) -> bool:
 def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
   """The weights; the stacked q/k/v projections split, the semantic decoder's zero key bias made explicit."""
   flat = common.pick_state_dict(obj, ("ema",) if ema else ("model", "state_dict"), source, NAME)
-  if any(k.startswith("encoder_vqkd.vision_model.") for k in flat):
+  if "quantize.embedding_vqkd.weight" in flat and not any(
+    k.startswith(("encoder_vqkd.conv1.", "encoder_vqkd.vision_model.")) for k in flat
+  ):
     raise CheckpointError(
-      f"{source}: TokenFlow-XL (a SigLIP so400m semantic encoder) is not supported; give"
-      " tokenflow_clipb_32k_enhanced.pt (the CLIP ViT-B/16 one)"
+      f"{source}: a TokenFlow tokenizer whose semantic encoder is neither CLIP's ViT nor SigLIP (ViTamin?);"
+      " only tokenflow_clipb_32k_enhanced.pt and tokenflow_siglip_32k.pt convert"
     )
-  if "quantize.embedding_vqkd.weight" in flat and "encoder_vqkd.conv1.weight" not in flat:
-    raise CheckpointError(
-      f"{source}: a TokenFlow tokenizer whose semantic encoder is not CLIP's ViT (ViTamin?); only"
-      " tokenflow_clipb_32k_enhanced.pt converts"
-    )
-  flat = L.split_in_proj(flat, source, (".attn.in_proj_weight", ".attn.in_proj_bias", ".attn.qkv.weight"))
+  for name in ("scaling_layer.shift", "scaling_layer.scale"):  # ScalingLayerForSigLip's constants, not weights
+    if name in flat and not np.allclose(np.asarray(flat[name], np.float32), 0.5):
+      raise CheckpointError(f"{source}: {name} is {np.ravel(flat[name])}; TokenFlow's SigLIP scaling is 0.5")
+  names = (".attn.in_proj_weight", ".attn.in_proj_bias", ".attn.qkv.weight", ".attention.in_proj_weight")
+  flat = L.split_in_proj(flat, source, names + (".attention.in_proj_bias",))
   for name in list(flat):
     if name.startswith("decoder_vqkd.blocks.") and name.endswith(".attn.q_bias"):
       flat[name[: -len("q_bias")] + "k_bias"] = np.zeros_like(np.asarray(flat[name]))
@@ -97,8 +105,43 @@ def _grid(tensors: dict[str, np.ndarray], name: str, axis: int, source: str) -> 
   return g
 
 
+def _clip_fields(tensors: dict[str, np.ndarray], source: str, factor: int) -> dict[str, Any]:
+  conv1 = common.require(tensors, "encoder_vqkd.conv1.weight", source, NAME, 4)
+  width, patch = conv1[0], conv1[-1]
+  if patch != factor:
+    raise CheckpointError(f"{source}: CLIP's patch {patch} is not the CNN's downsampling {factor}")
+  blocks = r"encoder_vqkd\.transformer\.resblocks\.(\d+)\."
+  return dict(
+    semantic_encoder="clip",
+    semantic_width=width,
+    semantic_depth=common.count(tensors, blocks, source, "semantic encoder blocks"),
+    semantic_mlp_dim=common.require(tensors, "encoder_vqkd.transformer.resblocks.0.mlp.c_fc.weight", source, NAME)[0],
+    semantic_num_heads=width // CLIP_HEAD_WIDTH,
+    semantic_patch_size=patch,
+    semantic_pos_grid=_grid(tensors, "encoder_vqkd.positional_embedding", 0, source),
+  )
+
+
+def _siglip_fields(tensors: dict[str, np.ndarray], source: str) -> dict[str, Any]:
+  v = "encoder_vqkd.vision_model."
+  conv = common.require(tensors, v + "embeddings.patch_embedding.weight", source, NAME, 4)
+  n = common.require(tensors, v + "embeddings.position_embedding.weight", source, NAME, 2)[0]
+  depth = common.count(tensors, r"encoder_vqkd\.vision_model\.encoder\.layers\.(\d+)\.", source, "SigLIP layers")
+  return dict(
+    semantic_encoder="siglip",
+    semantic_width=conv[0],
+    semantic_depth=depth,
+    semantic_mlp_dim=common.require(tensors, v + "encoder.layers.0.mlp.fc1.weight", source, NAME)[0],
+    semantic_num_heads=SIGLIP_HEADS,
+    semantic_patch_size=conv[-1],
+    semantic_pos_grid=math.isqrt(n),
+    # vq_model.py encode: ``hidden_states[-2]``, the output of the next-to-last block.
+    semantic_layer=depth - 1,
+  )
+
+
 def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.ConfigDict:
-  """The vqtok config of the checkpoint (the 256 px tokenizer), read off the tensor shapes."""
+  """The vqtok config of the checkpoint (CLIP: the 256 px tokenizer; SigLIP: 384 px), read off the tensor shapes."""
   ch = common.require(tensors, "encoder.conv_in.weight", source, NAME, 4)[0]
   levels = common.count(tensors, r"encoder\.conv_blocks\.(\d+)\.", source, "encoder levels")
   blocks = common.count(tensors, r"encoder\.conv_blocks\.0\.res\.(\d+)\.", source, "level-0 res blocks")
@@ -113,14 +156,15 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
   codes_p, pix_dim = common.require(tensors, "quantize.embedding_vqgan.weight", source, NAME, 2)
   if codes_p != codes:
     raise CheckpointError(f"{source}: the two codebooks have {codes} and {codes_p} codes; a shared index needs one")
-  conv1 = common.require(tensors, "encoder_vqkd.conv1.weight", source, NAME, 4)
-  width, patch = conv1[0], conv1[-1]
-  grid = _grid(tensors, "encoder_vqkd.positional_embedding", 0, source)
+  xl = "encoder_vqkd.vision_model.embeddings.patch_embedding.weight" in tensors
+  semantic = _siglip_fields(tensors, source) if xl else _clip_fields(tensors, source, 2 ** (levels - 1))
+  grid, image_size, scales = (XL_GRID, XL_IMAGE_SIZE, XL_SCALES) if xl else (SCALES[-1], IMAGE_SIZE, SCALES)
   dec_grid = _grid(tensors, "decoder_vqkd.pos_embed", 1, source)
-  if dec_grid != grid or patch != 2 ** (levels - 1):
+  if xl and (semantic["semantic_pos_grid"] != grid or image_size // semantic["semantic_patch_size"] != grid):
+    raise CheckpointError(f"{source}: a SigLIP of another size than so400m/14 at 384 px (grid {grid})")
+  if dec_grid != semantic["semantic_pos_grid"]:
     raise CheckpointError(
-      f"{source}: the semantic ViTs' grids ({grid}, {dec_grid}) and patch {patch} do not fit the CNN's"
-      f" downsampling {2 ** (levels - 1)}"
+      f"{source}: the semantic decoder's grid {dec_grid} is not the encoder's {semantic['semantic_pos_grid']}"
     )
   c = config_lib.cnn_config(
     cnn_family="taming",
@@ -134,15 +178,7 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     code_dim=sem_dim + pix_dim,
     decoder_channels=dec_ch,
     decoder_num_res_blocks=dec_blocks,
-    semantic_encoder="clip",
-    semantic_width=width,
-    semantic_depth=common.count(
-      tensors, r"encoder_vqkd\.transformer\.resblocks\.(\d+)\.", source, "semantic encoder blocks"
-    ),
-    semantic_mlp_dim=common.require(tensors, "encoder_vqkd.transformer.resblocks.0.mlp.c_fc.weight", source, NAME)[0],
-    semantic_num_heads=width // CLIP_HEAD_WIDTH,
-    semantic_patch_size=patch,
-    semantic_pos_grid=grid,
+    **semantic,
     semantic_interpolate_offset=0.1,
     semantic_decoder_depth=common.count(tensors, r"decoder_vqkd\.blocks\.(\d+)\.", source, "semantic decoder blocks"),
     semantic_decoder_mlp_dim=common.require(tensors, "decoder_vqkd.blocks.0.mlp.fc1.weight", source, NAME)[0],
@@ -150,7 +186,7 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
     semantic_feature_dim=common.require(tensors, "decode_task_layer.2.weight", source, NAME, 2)[0],
     quantizer={
       "type": "multiscale",
-      "scales": list(SCALES),
+      "scales": list(scales),
       "phi_ratio": 0.0,
       "form": "tokenflow",
       # vq_train.py's defaults: --commit-loss-beta 0.25, --entropy-loss-ratio 0.0.
@@ -162,7 +198,7 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
         "commitment_weight": 0.25,
       },
     },
-    image_size=IMAGE_SIZE,
+    image_size=image_size,
     preprocess="adm_center_crop",
     discriminator=TAMING_PATCHGAN,
   )
@@ -178,6 +214,67 @@ def _linear(prefix: str, target: str) -> tuple[L.Rule, ...]:
 
 def _batch(x: np.ndarray) -> np.ndarray:
   return x[None]
+
+
+def _clip_rows(heads: int) -> tuple[L.Rule, ...]:
+  """The semantic encoder of clipb_224: CLIP's VisionTransformer without ``proj``, as the clip teacher's table."""
+  return (
+    L.Rule(r"encoder_vqkd\.class_embedding", "encoder.semantic.cls_token", _batch),
+    L.Rule(r"encoder_vqkd\.positional_embedding", "encoder.semantic.pos_embed", _batch),
+    L.Rule(r"encoder_vqkd\.conv1\.weight", "encoder.semantic.patch_embed.kernel", L.conv),
+    *L.torch_norm(r"encoder_vqkd\.ln_pre", "encoder.semantic.transformer.ln_pre"),
+    *L.torch_norm(r"encoder_vqkd\.ln_post", "encoder.semantic.transformer.norm"),
+    *L.torch_clip_block(
+      r"encoder_vqkd\.transformer\.resblocks\.(\d+)", "encoder.semantic.transformer.blocks.{0}", heads
+    ),
+  )
+
+
+def _siglip_rows(heads: int) -> tuple[L.Rule, ...]:
+  """The semantic encoder of siglip_384: Hugging Face's ``SiglipVisionModel`` (transformers 4.43.4 names).
+
+  Every block, ``post_layernorm`` and the attention-pooling ``head`` are kept, though the encoder reads
+  the next-to-last block's output: the model is the published tower, and its count the reference's.
+  """
+  v, to = r"encoder_vqkd\.vision_model", "encoder.semantic"
+  blk, bto = rf"{v}\.encoder\.layers\.(\d+)", to + ".transformer.blocks.{0}"
+  qkv = {"q": "query", "k": "key", "v": "value"}
+  per_head = lambda x: x.reshape(heads, -1)
+  return (
+    *L.torch_conv(rf"{v}\.embeddings\.patch_embedding", f"{to}.patch_embed"),
+    L.Rule(rf"{v}\.embeddings\.position_embedding\.weight", f"{to}.pos_embed.embedding", _batch),
+    *L.torch_norm(rf"{blk}\.layer_norm1", f"{bto}.norm1"),
+    *L.torch_norm(rf"{blk}\.layer_norm2", f"{bto}.norm2"),
+    L.under(blk, bto, r"self_attn\.(q|k|v)_proj\.weight", lambda p: f"attn.{qkv[p]}.kernel", L.heads_in(heads)),
+    L.under(blk, bto, r"self_attn\.(q|k|v)_proj\.bias", lambda p: f"attn.{qkv[p]}.bias", per_head),
+    L.under(blk, bto, r"self_attn\.out_proj\.weight", lambda: "attn.out.kernel", L.heads_out(heads)),
+    L.under(blk, bto, r"self_attn\.out_proj\.bias", lambda: "attn.out.bias", L.as_is),
+    *_linear(rf"{blk}\.mlp\.fc1", bto + ".mlp1"),
+    *_linear(rf"{blk}\.mlp\.fc2", bto + ".mlp2"),
+    *L.torch_norm(rf"{v}\.post_layernorm", f"{to}.transformer.norm"),
+    L.Rule(rf"{v}\.head\.probe", f"{to}.map_head.probe"),
+    L.under(
+      rf"{v}\.head",
+      f"{to}.map_head",
+      r"attention\.in_proj_weight\.(query|key|value)",
+      lambda p: f"attn.{p}.kernel",
+      L.heads_in(heads),
+    ),
+    L.under(
+      rf"{v}\.head",
+      f"{to}.map_head",
+      r"attention\.in_proj_bias\.(query|key|value)",
+      lambda p: f"attn.{p}.bias",
+      per_head,
+    ),
+    L.under(
+      rf"{v}\.head", f"{to}.map_head", r"attention\.out_proj\.weight", lambda: "attn.out.kernel", L.heads_out(heads)
+    ),
+    L.under(rf"{v}\.head", f"{to}.map_head", r"attention\.out_proj\.bias", lambda: "attn.out.bias", L.as_is),
+    *L.torch_norm(rf"{v}\.head\.layernorm", f"{to}.map_head.norm"),
+    *_linear(rf"{v}\.head\.mlp\.fc1", f"{to}.map_head.mlp1"),
+    *_linear(rf"{v}\.head\.mlp\.fc2", f"{to}.map_head.mlp2"),
+  )
 
 
 def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
@@ -204,15 +301,7 @@ def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
     *L.torch_conv1x1_linear(r"post_quant_conv", "decoder.post_quant_conv"),
     L.Rule(r"quantize\.embedding_vqkd\.weight", "quantizer.quantizer.semantic_codebook"),
     L.Rule(r"quantize\.embedding_vqgan\.weight", "quantizer.quantizer.pixel_codebook"),
-    # The semantic encoder: CLIP's VisionTransformer (no proj), as the clip teacher's table.
-    L.Rule(r"encoder_vqkd\.class_embedding", "encoder.semantic.cls_token", _batch),
-    L.Rule(r"encoder_vqkd\.positional_embedding", "encoder.semantic.pos_embed", _batch),
-    L.Rule(r"encoder_vqkd\.conv1\.weight", "encoder.semantic.patch_embed.kernel", L.conv),
-    *L.torch_norm(r"encoder_vqkd\.ln_pre", "encoder.semantic.transformer.ln_pre"),
-    *L.torch_norm(r"encoder_vqkd\.ln_post", "encoder.semantic.transformer.norm"),
-    *L.torch_clip_block(
-      r"encoder_vqkd\.transformer\.resblocks\.(\d+)", "encoder.semantic.transformer.blocks.{0}", heads
-    ),
+    *(_siglip_rows(heads) if m.semantic_encoder == "siglip" else _clip_rows(heads)),
     *_linear(r"encode_task_layer\.0", "encoder.semantic_head.layers.0"),
     *_linear(r"encode_task_layer\.2", "encoder.semantic_head.layers.2"),
     # The semantic decoder: BEiT v2's VisionTransformer (``fc_norm`` is its final LayerNorm).
