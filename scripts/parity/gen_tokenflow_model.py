@@ -16,8 +16,7 @@ published ``tokenflow_clipb_32k_enhanced.pt`` as scripts/reconstruction_vq.sh
 and the text-to-image model run it, at 256 px). ``clip.load_clip_vision``
 (which reads OpenAI's TorchScript file) is replaced by the same construction
 on a random CLIP ``VisionTransformer`` of one block, ``proj`` deleted as there.
-Needs torch, numpy, einops, timm and transformers (imported by vq_model.py;
-transformers' SigLIP is not built).
+Needs torch, numpy, einops, timm and transformers 4.43.4 (the version requirements_tokenflow.txt pins).
 
 Writes to --out:
   reduced.pt         {"model": state_dict} of the reduced TokenFlow (64 codes of 32 + 8), every
@@ -32,6 +31,12 @@ Writes to --out:
     features         (2, 256, 64): decode_code(ids)[0], the semantic decoder's output
   tokenflow_clipb_32k_enhanced_keys.json   the full-size names and shapes (random CLIP ViT-B/16),
                      which the tests count parameters by
+  reduced_xl.pt, golden_xl.npz   the same for TokenFlow-XL (``teacher="siglip_384"``, 384 px, 2227 ids):
+                     ``SiglipVisionModel.from_pretrained`` replaced by a random transformers SigLIP of
+                     width 96, 16 heads (so400m's), 2 layers, patch 14; the BEiT decoder at width 96
+                     with 32-wide features; the ``scaling_layer`` buffers (0.5) kept; latents as
+                     ``encode``'s siglip branch computes them (``hidden_states[-2]`` of the scaled image,
+                     the CNN on the image bicubic-resized to 432 px)
 Reruns give byte-identical files.
 """
 

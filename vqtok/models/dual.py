@@ -3,7 +3,8 @@
 TokenFlow encodes an image twice (tokenflow/tokenizer/vq_model.py ``TokenFlow``):
 
 * a **semantic** branch, a pretrained ViT (``encoder_vqkd``: CLIP ViT-B/16 for
-  ``clipb_224``) whose patch features go through ``encode_task_layer``
+  ``clipb_224``, SigLIP so400m/14 read at its 26th of 27 blocks for
+  ``siglip_384``) whose patch features go through ``encode_task_layer``
   (Linear, tanh, Linear) to the 32 semantic code channels;
 * a **pixel** branch, LlamaGen's VQGAN encoder (a ``cnn.Encoder``) and its 1x1
   ``quant_conv`` to the 8 pixel code channels.
@@ -17,9 +18,10 @@ the pixel part through ``post_quant_conv`` and LlamaGen's decoder to the image
 ``decode_task_layer`` to the teacher's features (``predict_features``; not on
 the decode path, kept so that an imported checkpoint keeps it).
 
-Both ViTs are ``dinov2.DINOv2`` modules (a class token, a learned position grid
-resized as the reference's ``interpolate_pos_encoding`` does); the CNNs are
-``cnn.Encoder`` / ``cnn.Decoder``.
+The semantic encoder is a ``dinov2.DINOv2`` (family ``"clip"``: a class token, a
+learned position grid resized as the reference's ``interpolate_pos_encoding``
+does) or a ``siglip.SigLIP``; the semantic decoder a ``dinov2.DINOv2`` (family
+``"beit"``); the CNNs are ``cnn.Encoder`` / ``cnn.Decoder``.
 """
 
 from __future__ import annotations

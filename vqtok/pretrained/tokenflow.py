@@ -1,40 +1,52 @@
-"""TokenFlow tokenizers (Qu et al., 2024, arXiv:2412.03069): ``tokenflow_clipb_32k_enhanced.pt``.
+"""TokenFlow tokenizers (Qu et al., 2024, arXiv:2412.03069): tokenflow_clipb_32k_enhanced.pt, tokenflow_siglip_32k.pt.
 
 Published by ByteFlow-AI/TokenFlow (Hugging Face ByteFlow-AI/TokenFlow) as torch
 pickles of ``TokenFlow`` (tokenflow/tokenizer/vq_model.py) under ``"ema"``,
 ``"model"`` or ``"state_dict"``; the reference's own loader
 (tokenizer/reconstruction_vq_ddp.py) takes ``"ema"`` first, and so does this
 one. The model (``models/dual.py``): the semantic encoder ``encoder_vqkd``
-(OpenAI CLIP's ViT-B/16 ``VisionTransformer`` without ``proj``, clip/model.py)
 with ``encode_task_layer``; LlamaGen's VQGAN ``encoder`` with ``quant_conv``;
 the dual codebook ``quantize.embedding_vqkd`` / ``embedding_vqgan`` (32768
 codes of 32 + 8, one shared index) in a multi-scale residual loop; the pixel
-``decoder`` (the "enhanced" one: ch 256, 4 blocks per level) with
-``post_quant_conv``; the semantic decoder ``decoder_vqkd`` (tokenizer/
-vqkd_model.py, a BEiT v2 ViT of 3 blocks on 1x1 patches of the 32 semantic
-channels) with ``decode_task_layer`` (to CLIP's 512-wide features).
+``decoder`` with ``post_quant_conv``; the semantic decoder ``decoder_vqkd``
+(tokenizer/vqkd_model.py, a BEiT v2 ViT of 3 blocks on 1x1 patches of the 32
+semantic channels) with ``decode_task_layer`` (to the teacher's width).
+
+The two published files (the variant is read off the tensors):
+
+* ``tokenflow_clipb_32k_enhanced.pt`` (``teacher="clipb_224"``, the text-to-image
+  model's tokenizer): OpenAI CLIP's ViT-B/16 ``VisionTransformer`` without
+  ``proj`` (clip/model.py), fed the [-1, 1] image unnormalised
+  (``scaling_layer = None``); the "enhanced" pixel decoder (ch 256, 4 blocks per
+  level). Trained at 224 px (14 x 14 tokens); the published evaluation
+  (scripts/reconstruction_vq.sh) and the text-to-image model (t2i/.../tokenflow.py)
+  run it at 256 px with ``infer_interpolate``: scales ``[1, 2, 4, 6, 8, 10, 12,
+  14, 16]`` (817 tokens) and both ViTs' 14 x 14 position grids resized
+  bicubically with the scale factor ``(16 + 0.1) / 14`` (``interpolate_pos_encoding``).
+  The converter writes that 256 px tokenizer.
+* ``tokenflow_siglip_32k.pt`` (TokenFlow-XL, ``teacher="siglip_384"``): Hugging
+  Face's ``SiglipVisionModel`` so400m/14-384 (transformers 4.43.4 names,
+  ``encoder_vqkd.vision_model.*``), read at ``hidden_states[-2]`` (the 26th of
+  27 blocks, no ``post_layernorm``), fed ``ScalingLayerForSigLip`` of the image;
+  its 27 x 27 patches of a 384 px image (the VALID patch convolution leaves 6
+  pixels unread) fix the grid, so the CNN reads the image bicubically resized to
+  432 px and the decoded 432 px image is resized back to 384 (``decode``);
+  15 scales up to 27 (2227 tokens); the plain pixel decoder (ch 128, 2 blocks).
 
 Quirks, each from the reference:
-  * ``teacher="clipb_224"`` feeds the [-1, 1] image to CLIP unnormalised
-    (vq_model.py ``scaling_layer = None``).
-  * Trained at 224 px (14 x 14 tokens, scales 1 ... 14); the published
-    evaluation (scripts/reconstruction_vq.sh) and the text-to-image model
-    (t2i/.../tokenflow.py) run at 256 px with ``infer_interpolate``: scales
-    ``[1, 2, 4, 6, 8, 10, 12, 14, 16]`` (817 tokens) and both ViTs' 14 x 14
-    position grids resized bicubically with the scale factor ``(16 + 0.1) / 14``
-    (``interpolate_pos_encoding``). The converter writes that 256 px tokenizer.
   * ``decoder_vqkd``'s attention has ``q_bias`` and ``v_bias`` and a zero key
     bias (``torch.cat((q_bias, zeros_like(v_bias), v_bias))``); ``state_dict``
     adds that zero key bias explicitly. Its head count is not stored: vq_model.py
     ``get_model_default_params`` fixes ``num_heads=12``.
-  * CLIP's head count is ``width // 64`` (clip.py ``load_clip_vision``).
-  * ``quantize.codebook_used`` is a training-time usage buffer, not a weight.
+  * CLIP's head count is ``width // 64`` (clip.py ``load_clip_vision``); SigLIP's
+    is so400m-patch14-384's 16 (the config ``from_pretrained`` loads by name).
+  * SigLIP's last block, ``post_layernorm`` and attention-pooling ``head`` are
+    in the file (and kept: the count is the reference's) but not on the encode path.
+  * ``quantize.codebook_used`` is a training-time usage buffer, not a weight;
+    ``scaling_layer.shift`` / ``scale`` are SigLIP's constant 0.5 (checked).
 
-Not converted: TokenFlow-XL (``tokenflow_siglip_32k.pt``, a Hugging Face
-``SiglipVisionModel`` so400m/14-384 semantic encoder read at its penultimate
-layer, with bicubic resizes of the image to 432 px for the CNN and of the
-output back to 384) and the ViTamin-XL teacher (``vitamin_xlarge_256``, a timm
-hybrid MBConv + ViT with no vqtok model, and no published tokenizer file).
+Not converted: the ViTamin-XL teacher (``vitamin_xlarge_256``, a timm hybrid
+MBConv + ViT with no vqtok model, and no published tokenizer file).
 """
 
 from __future__ import annotations
@@ -53,7 +65,9 @@ from vqtok.pretrained import layout as L
 from vqtok.pretrained.reader import CheckpointError
 
 NAME = "tokenflow"
-FILES = "tokenflow_clipb_32k_enhanced.pt (the CLIP ViT-B/16 teacher; TokenFlow-XL's SigLIP one is not converted)"
+FILES = (
+  "tokenflow_clipb_32k_enhanced.pt (CLIP ViT-B/16 teacher, 256 px), tokenflow_siglip_32k.pt (TokenFlow-XL, 384 px)"
+)
 IGNORE = (r"quantize\.codebook_used", r"scaling_layer\.(shift|scale)")
 #: vq_model.py: ``scale_rq_layers`` for clipb_224 with ``infer_interpolate`` (256 px).
 SCALES = (1, 2, 4, 6, 8, 10, 12, 14, 16)
