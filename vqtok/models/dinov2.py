@@ -52,6 +52,8 @@ class DINOv2(nnx.Module):
     family: ``"dinov2"`` or ``"clip"`` (a row of ``vit.FAMILIES``: the patch bias, ln_pre,
       the activation, LayerScale, LayerNorm epsilon).
     proj_dim: > 0: a bias-free projection of the class features to this width (CLIP's ``proj``).
+    in_channels: channels of the input (3: pixels; TokenFlow's semantic decoder, family ``"beit"``
+      with ``patch_size=1``, reads the 32-channel semantic codes).
     rngs: initialisation (the weights are then loaded).
   """
 
@@ -68,6 +70,7 @@ class DINOv2(nnx.Module):
     interpolate_offset: float = 0.1,
     family: str = "dinov2",
     proj_dim: int = 0,
+    in_channels: int = 3,
     param_dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
@@ -81,7 +84,14 @@ class DINOv2(nnx.Module):
     p, init = self.patch_size, nnx.initializers.normal(stddev=0.02)
     fam = vit.get_family(family)
     self.patch_embed = nnx.Conv(
-      3, width, (p, p), strides=p, padding="VALID", use_bias=fam.patch_bias, param_dtype=param_dtype, rngs=rngs
+      int(in_channels),
+      width,
+      (p, p),
+      strides=p,
+      padding="VALID",
+      use_bias=fam.patch_bias,
+      param_dtype=param_dtype,
+      rngs=rngs,
     )
     self.cls_token = nnx.Param(init(rngs.params(), (1, width), param_dtype))
     self.pos_embed = nnx.Param(init(rngs.params(), (1, pos_grid * pos_grid + 1, width), param_dtype))

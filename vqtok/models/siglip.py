@@ -91,6 +91,26 @@ class SigLIP(nnx.Module):
   def resolution(self) -> int:
     return self.pos_grid * self.patch_size
 
+  def hidden(self, pixels: jax.Array, layers: int) -> jax.Array:
+    """The tokens (B, g, g, width) after the first ``layers`` blocks, before the final LayerNorm.
+
+    Hugging Face's ``hidden_states[layers]`` (TokenFlow-XL reads ``hidden_states[-2]``, the
+    26th of 27 blocks). The patch convolution is VALID, as the published towers': an image
+    side that is not a multiple of the patch (so400m/14 at 384 px: 27 patches) leaves its
+    last rows and columns unread; the grid must be the position grid.
+    """
+    b, p, g = pixels.shape[0], self.patch_size, self.pos_grid
+    if (pixels.shape[1] // p, pixels.shape[2] // p) != (g, g) or not 0 <= layers <= len(self.transformer.blocks):
+      raise ValueError(
+        f"SigLIP: {pixels.shape[1]}x{pixels.shape[2]} images make a {pixels.shape[1] // p}x"
+        f"{pixels.shape[2] // p} patch grid, the position grid is {g}x{g}; layers={layers}"
+      )
+    h = self.patch_embed(pixels[:, : g * p, : g * p].astype(jnp.float32)).reshape(b, -1, self.width)
+    h = self.pos_embed(h)
+    for k in range(layers):
+      h = self.transformer.blocks[k](h)
+    return h.reshape(b, g, g, self.width)
+
   def __call__(self, pixels: jax.Array) -> dict[str, jax.Array]:
     """Features of images in [-1, 1] (B, resolution, resolution, 3).
 

@@ -30,7 +30,7 @@ import ml_collections
 from flax import nnx
 
 from vqtok.config_fields import ConfigFields
-from vqtok.models import cnn, factorized, vit
+from vqtok.models import cnn, dinov2, dual, factorized, siglip, vit
 from vqtok.quantizers import QuantizerOutput, build_quantizer
 from vqtok.quantizers.base import Quantizer
 
@@ -39,6 +39,8 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 #: Encoder/decoder kinds ``config.model.encoder`` may name: the CNN, the 2-D ViT,
 #: and the 1-D (TiTok) ViT with learned latent tokens.
 ENCODERS = ("cnn", "vit", "vit1d")
+#: ``config.model.semantic_encoder``: "" (none) or the ViT family of TokenFlow's semantic encoder.
+SEMANTIC_ENCODERS = ("", "clip", "siglip")
 
 
 def check_input_range(value: Any) -> tuple[float, float]:
@@ -93,11 +95,14 @@ def _check_config(config: Any, check_paths: bool) -> None:
       raise ValueError(f"config field video.num_frames={config.video.num_frames}: {e}") from None
   if scales and config.model.encoder == "cnn":
     factor = 2 ** (len(tuple(config.model.channel_mult)) - 1)
+    what = "the CNN's downsampling"
+    if config.model.get("semantic_encoder", ""):  # TokenFlow: the token grid is the semantic ViT's patch grid
+      factor, what = int(config.model.semantic_patch_size), "the semantic ViT's patch"
     side = int(config.image_size) // factor
     if int(tuple(scales)[-1]) != side:
       raise ValueError(
         f"config field quantizer.scales={list(scales)} must end at the latent size {side}"
-        f" (image_size={config.image_size} over the CNN's downsampling {factor})"
+        f" (image_size={config.image_size} over {what} {factor})"
       )
 
 
@@ -177,6 +182,26 @@ CONFIG = ConfigFields(
     # (Dual: (1024,), CLIP ViT-L/14; Triple: (384, 768)) and blocks
     "feature_head_dims": (),
     "feature_head_depth": 3,
+    # cnn: the pixel decoder's own width and blocks per level where they differ from the encoder's (0 = the
+    # same; TokenFlow's enhanced decoder: 256 and 4)
+    "decoder_channels": 0,
+    "decoder_num_res_blocks": 0,
+    # cnn: "clip" or "siglip" makes the tokenizer TokenFlow's (models/dual.py): a pretrained ViT of this family
+    # beside the CNN encoder, each projected to its part of a quantizer.type=dual codebook (inside multiscale),
+    # and a semantic decoder (a BEiT ViT) beside the CNN decoder
+    "semantic_encoder": "",
+    "semantic_width": 768,  # the semantic ViT (CLIP ViT-B/16) and its decoder's width
+    "semantic_depth": 12,
+    "semantic_mlp_dim": 3072,
+    "semantic_num_heads": 12,
+    "semantic_patch_size": 16,  # must equal the CNN's downsampling
+    "semantic_pos_grid": 14,  # both ViTs' learned position grid (trained at 224 px)
+    "semantic_interpolate_offset": 0.1,  # the grid's resize to other sizes, as interpolate_pos_encoding
+    "semantic_layer": 0,  # 0: the ViT's output features; k: after its first k blocks (TokenFlow-XL: 26 of 27)
+    "semantic_decoder_depth": 3,
+    "semantic_decoder_mlp_dim": 3072,
+    "semantic_decoder_num_heads": 12,
+    "semantic_feature_dim": 512,  # the semantic decoder's output (the teacher features it reconstructs)
   },
   choices={
     "dtype": tuple(DTYPES),
@@ -187,9 +212,36 @@ CONFIG = ConfigFields(
     "posemb": vit.POSEMBS,
     "vit_family": tuple(vit.FAMILIES),
     "token_drop": tuple(vit.TOKEN_DROPS),
+    "semantic_encoder": SEMANTIC_ENCODERS,
   },
-  positive=("norm_groups", "adapter_depth", "adapter_num_heads", "feature_head_depth", "feature_head_num_heads"),
-  non_negative=("pixel_head_hidden", "feature_dim", "feature_head_hidden", "feature_head_blocks", "factorized_heads"),
+  positive=(
+    "norm_groups",
+    "adapter_depth",
+    "adapter_num_heads",
+    "feature_head_depth",
+    "feature_head_num_heads",
+    "semantic_width",
+    "semantic_depth",
+    "semantic_mlp_dim",
+    "semantic_num_heads",
+    "semantic_patch_size",
+    "semantic_pos_grid",
+    "semantic_decoder_depth",
+    "semantic_decoder_mlp_dim",
+    "semantic_decoder_num_heads",
+    "semantic_feature_dim",
+  ),
+  non_negative=(
+    "pixel_head_hidden",
+    "feature_dim",
+    "feature_head_hidden",
+    "feature_head_blocks",
+    "factorized_heads",
+    "decoder_channels",
+    "decoder_num_res_blocks",
+    "semantic_interpolate_offset",
+    "semantic_layer",
+  ),
   check=_check_config,
 )
 
@@ -686,6 +738,92 @@ def _proxy_code_decoder(
   )
 
 
+def _decoder_kw(m: ml_collections.ConfigDict, kw: dict[str, Any]) -> dict[str, Any]:
+  """The CNN decoder's arguments: the encoder's, with ``model.decoder_channels`` / ``decoder_num_res_blocks``."""
+  out = dict(kw)
+  if int(m.get("decoder_channels", 0)):
+    out["channels"] = int(m.decoder_channels)
+  if int(m.get("decoder_num_res_blocks", 0)):
+    out["num_res_blocks"] = int(m.decoder_num_res_blocks)
+  return out
+
+
+def _dual(
+  m: ml_collections.ConfigDict,
+  quantizer: Quantizer,
+  z: int,
+  code_dim: int,
+  kw: dict[str, Any],
+  image_size: int,
+  rngs: nnx.Rngs,
+) -> tuple[dual.DualEncoder, dual.DualDecoder]:
+  """TokenFlow's semantic ViT + CNN encoder and semantic ViT + CNN decoder (``model.semantic_*`` fields)."""
+  inner = getattr(quantizer, "quantizer", quantizer)  # multiscale wraps the dual codebook
+  sd = getattr(inner, "semantic_dim", None)
+  if sd is None:
+    raise ValueError(
+      "model.semantic_encoder needs quantizer.type='dual' (or 'multiscale' over it): one shared index for the"
+      f" semantic and pixel codes; got {type(quantizer).__name__}"
+    )
+  width, grid, offset = int(m.semantic_width), int(m.semantic_pos_grid), float(m.semantic_interpolate_offset)
+  vit_kw = dict(
+    width=width,
+    depth=int(m.semantic_depth),
+    mlp_dim=int(m.semantic_mlp_dim),
+    num_heads=int(m.semantic_num_heads),
+    patch_size=int(m.semantic_patch_size),
+    pos_grid=grid,
+    rngs=rngs,
+  )
+  if m.semantic_encoder == "siglip":
+    semantic = siglip.SigLIP(**vit_kw)
+  else:
+    semantic = dinov2.DINOv2(**vit_kw, interpolate_offset=offset, family=m.semantic_encoder)
+  layer = int(m.get("semantic_layer", 0))
+  if layer > int(m.semantic_depth) or (layer and m.semantic_encoder != "siglip"):
+    raise ValueError(
+      f"model.semantic_layer={layer}: reading an inner block is for semantic_encoder='siglip', at most"
+      f" semantic_depth={m.semantic_depth}"
+    )
+  encoder = dual.DualEncoder(
+    semantic,
+    cnn.Encoder(z, rngs=rngs, **kw),
+    family=m.semantic_encoder,
+    layer=layer,
+    semantic_dim=sd,
+    pixel_dim=code_dim - sd,
+    z_channels=z,
+    rngs=rngs,
+  )
+  semantic_decoder = dinov2.DINOv2(
+    width=width,
+    depth=int(m.semantic_decoder_depth),
+    mlp_dim=int(m.semantic_decoder_mlp_dim),
+    num_heads=int(m.semantic_decoder_num_heads),
+    patch_size=1,
+    pos_grid=grid,
+    interpolate_offset=offset,
+    family="beit",
+    in_channels=sd,
+    rngs=rngs,
+  )
+  decoder = dual.DualDecoder(
+    semantic_decoder,
+    cnn.Decoder(z, code_channels=code_dim, rngs=rngs, **_decoder_kw(m, kw)),
+    semantic_dim=sd,
+    pixel_dim=code_dim - sd,
+    z_channels=z,
+    feature_dim=int(m.semantic_feature_dim),
+    # The CNN decodes the semantic grid times its upsampling; the image is resized back where that differs.
+    output_size=image_size
+    if image_size != encoder.latent_shape(image_size, image_size)[0] * encoder.downsample_factor
+    else 0,
+    dtype=kw["dtype"],
+    rngs=rngs,
+  )
+  return encoder, decoder
+
+
 def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tokenizer:
   """Builds the tokenizer described by ``config.model`` and ``config.quantizer``.
 
@@ -761,14 +899,20 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
         dtype=dtype,
         rngs=rngs,
       )
-      pixels = cnn.Decoder(z, code_channels=code_dim, rngs=rngs, **kw)
+      pixels = cnn.Decoder(z, code_channels=code_dim, rngs=rngs, **_decoder_kw(m, kw))
       decoder = factorized.ProjectedDecoder(pixels, code_dim=code_dim, z_channels=z, dtype=dtype, rngs=rngs)
       # The projections are the heads' quant_conv and the decoder's post_quant_conv.
+      z, project = code_dim, False
+    elif m.get("semantic_encoder", ""):
+      if not project:
+        raise ValueError("model.semantic_encoder needs model.z_channels > 0 (the CNNs' width)")
+      encoder, decoder = _dual(m, quantizer, z, code_dim, kw, image_size, rngs)
+      # The projections are the pixel branch's quant_conv and post_quant_conv.
       z, project = code_dim, False
     else:
       encoder = cnn.Encoder(z, rngs=rngs, **kw)
       up = tuple(m.get("temporal_upsample", ()))
-      decoder = cnn.Decoder(z, code_channels=code_dim, temporal_upsample=up, rngs=rngs, **kw)
+      decoder = cnn.Decoder(z, code_channels=code_dim, temporal_upsample=up, rngs=rngs, **_decoder_kw(m, kw))
   else:  # vit, vit1d
     z, project = code_dim, False
     k = int(m.get("num_latent_tokens", 0)) if kind == "vit1d" else 0

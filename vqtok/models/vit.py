@@ -95,6 +95,10 @@ FAMILIES = {
   # SigLIP's image tower (big_vision/models/vit.py): Flax's LayerNorm (eps 1e-6) and nn.gelu (tanh),
   # no class token; the same blocks as vqtok's own ViT, named for the published files it loads.
   "siglip": Family(),
+  # BEiT v2's VisionTransformer (unilm beitv2 modeling_finetune.py; TokenFlow's tokenizer/vqkd_model.py, its
+  # semantic decoder): a class token, nn.GELU, LayerNorm eps 1e-6, ``init_values=0`` (no LayerScale), and
+  # ``use_mean_pooling``: no final ``norm`` but ``fc_norm`` on the patch tokens (a final LayerNorm here).
+  "beit": Family(cls_token=True, exact_gelu=True),
 }
 
 

@@ -38,6 +38,7 @@ from vqtok.pretrained import (
   simvq,
   taming,
   titok,
+  tokenflow,
   var,
   vidtok,
 )
@@ -52,7 +53,7 @@ FORMATS: dict[str, ModuleType] = {
   m.NAME: m
   for m in (
     *(llamagen, taming, maskgit, open_magvit2, open_magvit2_video, ibq, simvq, var, titok, one_d_piece, bsqvit),
-    *(movq, gsq, fqgan, vidtok, cosmos),
+    *(movq, gsq, fqgan, vidtok, cosmos, tokenflow),
   )
 }
 
