@@ -11,10 +11,10 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import preset, read_losses
+from helpers import ROOT, load_config, preset, read_losses
 
 from vqtok import config as config_lib
-from vqtok import files, models, tokenizer_dir
+from vqtok import files, models, pretrained, tokenizer_dir
 from vqtok.data import pipeline
 from vqtok.load import load_tokenizer
 from vqtok.training import teacher as teacher_lib
@@ -243,3 +243,18 @@ def test_bad_teacher_is_one_clear_error(tmp_path, teacher_dir):
     init_train_state(_stage("stage2", **{"training.freeze": ("decoder.nope",), "loss.perceptual_weight": 0.0}))
   with pytest.raises(ValueError, match="freezes the encoder but init_from is empty"):
     _stage("stage2", **{"loss.perceptual_weight": 0.0})  # stage 2 without the stage-1 weights
+
+
+@pytest.mark.slow
+def test_converted_titok_fine_tunes(tmp_path):
+  # The imported tokenizer (test_titok.py's reduced file) is trainable: init_from its directory, GAN
+  # from step 0 (the adaptive weight reads the pixel decoder's last layer), finite losses.
+  tok, config, meta = pretrained.convert("titok", os.path.join(ROOT, "tests", "goldens", "titok", "reduced.bin"))
+  tok_dir = tokenizer_dir.save_tokenizer(tok, config, str(tmp_path / "tok"), metadata=meta)
+  c = load_config(**{"training.num_steps": 2, "loss.disc_start": 0})
+  c.model, c.quantizer, c.image_size = config.model, config.quantizer, config.image_size
+  c.init_from = tok_dir
+  summary = train_and_evaluate(config_lib.validate_config(c), str(tmp_path / "run"), progress=False)
+  losses = read_losses(str(tmp_path / "run"))
+  assert sorted(losses) == [1, 2] and all(math.isfinite(v) for v in losses.values())
+  assert "gan_weight" in summary["final_metrics"]
