@@ -113,6 +113,26 @@ def eval_share(num: int, batch_size: int, process_index: int, process_count: int
   return int(np.sum(_eval_position(rows, batch_size, local, process_index) < num))
 
 
+class _Interleaved(grain.transforms.Map):
+  """Batch number -> a batch of clips, or every ``every``-th one (the last of each ``every``) a batch of images.
+
+  Joint image and video training (``config.video.image_every``): images are
+  one-frame clips, ``(B, 1, S, S, 3)``, which a causal tokenizer's frame rule
+  takes (1 = 1 + 0 * s_T). Both streams are random-access, so the position is
+  still one batch count and resumes exactly.
+  """
+
+  def __init__(self, clips: grain.MapDataset, images: grain.MapDataset, every: int):
+    self.clips, self.images, self.every = clips, images, every
+
+  def map(self, k):
+    k = int(k)
+    if (k + 1) % self.every == 0:
+      batch = self.images[(k + 1) // self.every - 1]
+      return {**batch, "image": batch["image"][:, None]}
+    return self.clips[k - (k + 1) // self.every]
+
+
 class _ToFloat(grain.transforms.Map):
   def map(self, batch):
     return {**batch, "image": transforms.to_float(batch["image"])}
@@ -222,10 +242,19 @@ def make_dataset(
     min_scale = float(config.data.min_scale)
     if not 0 < min_scale <= 1:
       raise ValueError(f"config.data.min_scale must be in (0, 1], got {min_scale}")
+    crop = ((min_scale, 1.0), bool(config.data.flip))
     ds = grain.MapDataset.range(n).seed(seed).shuffle()
     ds = ds.repeat(num_epochs)  # reseeds the shuffle every epoch
-    ds = ds.random_map(_TrainElement(src, size, (min_scale, 1.0), bool(config.data.flip)))
+    ds = ds.random_map(_TrainElement(src, size, *crop))
     ds = ds[p::num_p].batch(local, drop_remainder=True)
+    every = int(config.video.get("image_every", 0)) if video else 0
+    if every:
+      if num_epochs is not None:
+        raise ValueError("video.image_every (joint image and video batches) needs num_epochs=None")
+      images = sources_lib.make_source(config, split)
+      di = grain.MapDataset.range(len(images)).seed(seed + 1).shuffle().repeat(None)
+      di = di.random_map(_TrainElement(images, size, *crop))[p::num_p].batch(local, drop_remainder=True)
+      ds = grain.MapDataset.range(len(ds)).map(_Interleaved(ds, di, every))
   else:
     steps = -(-n // batch_size)
     ds = grain.MapDataset.range(steps * local)

@@ -374,6 +374,10 @@ def _check_config(config: Any, check_paths: bool) -> None:
   v = config.video
   if v.source == "folder" and not v.path:
     raise ValueError("video.source='folder' needs video.path (the video directory)")
+  if v.get("image_every", 0) and not v.source:
+    raise ValueError("video.image_every mixes images into clip batches; it needs video.source (samples or folder)")
+  if v.get("image_every", 0) == 1:
+    raise ValueError("video.image_every=1 would train on images only; use 0 (clips only) or k >= 2")
   if check_paths and v.source == "folder" and not os.path.isdir(v.path):
     raise ValueError(f"config field video.path={v.path!r}: no such video folder")
 
@@ -388,9 +392,10 @@ CONFIG = ConfigFields(
     "stride": 1,  # step between clip frames, in frames after resampling
     "fps": 0.0,  # resample to this rate by timestamps; 0: the video's own frames
     "clips_per_video": 1,  # non-overlapping clips cut from each video
+    "image_every": 0,  # > 1: every image_every-th training batch is images (config.data) as one-frame clips
   },
   choices={"source": VIDEO_SOURCES},
   positive=("num_frames", "stride", "clips_per_video"),
-  non_negative=("fps",),
+  non_negative=("fps", "image_every"),
   check=_check_config,
 )
