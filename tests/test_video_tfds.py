@@ -5,14 +5,17 @@ array_record format, as ``ucf101`` would be; clips must be exactly the frames TF
 """
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from helpers import preset
+from helpers import ROOT, preset
 from test_eval_video import _eval, tok, video_config  # noqa: F401  (tok: the module-scoped tokenizer fixture)
 
 from vqtok import config as config_lib
 from vqtok import tokenizer_dir
+from vqtok import tokens as tokens_lib
 from vqtok.data import pipeline, video
 
 FAST_COMPILE = True
@@ -99,3 +102,19 @@ def test_eval_command_on_a_tfds_video_dataset(tok, tfds_dir, tmp_path):  # noqa:
   res = _eval(*args, "--fps=8", f"--output={tmp_path / 'no'}")
   assert res.returncode != 0 and res.stderr.strip().count("\n") == 0 and "TFDS videos do not keep" in res.stderr
   assert not (tmp_path / "no").exists()
+
+
+def test_tokenize_encodes_a_tfds_video_dataset_with_its_labels(tok, tfds_dir, tmp_path):  # noqa: F811
+  c = video_config(frames=5, clips=1)
+  c.video.source = ""
+  path = tokenizer_dir.save_tokenizer(tok, c, str(tmp_path / "tok"))
+  out = tmp_path / "vtokens"
+  cmd = [sys.executable, "-m", "vqtok.tokenize", "encode", f"--tokenizer={path}", f"--output={out}", "--batch_size=8"]
+  cmd += ["--videos=tfds:vqtok_test_videos:train", f"--data_dir={tfds_dir}", "--num_frames=5", "--stride=2"]
+  res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert res.returncode == 0, res.stderr
+  meta, rows = tokens_lib.read_rows(str(out))
+  assert meta["labels"] == {"from": "feature:label", "classes": ["0", "1"]}  # the default --label_key, found
+  np.testing.assert_array_equal(rows["labels"], [0, 1, 0])
+  assert rows["indices"].shape == (3, 3, 4, 4) and meta["video"]["num_frames"] == 5
+  assert list(rows["names"]) == [f"vqtok_test_videos/train/0000000{i}@0" for i in range(3)]

@@ -10,7 +10,8 @@
 Video (a causal video tokenizer, ``model.temporal_downsample``):
 
   python -m vqtok.tokenize encode --tokenizer=runs/video_tiny --output=vtokens/ \\
-      [--videos=DIR [--labels=subfolder] | (the held-out sample clip)] \\
+      [--videos=DIR [--labels=subfolder] | --videos=tfds:ucf101[:test] [--data_dir=D] [--label_key=label]
+       | (the held-out sample clip)] \\
       [--num_frames=9 --stride=2 --fps=0 --clips_per_video=1] [--chunk=n]
   python -m vqtok.tokenize decode --tokenizer=runs/video_tiny --tokens=vtokens/ --output=decoded/ \\
       [--format=mp4|png] [--fps=F] [--chunk=n]
@@ -164,8 +165,8 @@ def _labeller(source: data_lib.ImageSource, labels: str):
     return {"from": "subfolder", "classes": classes}, lambda idx: table[idx]
   if labels.startswith("feature:"):
     key = labels.split(":", 1)[1]
-    if not isinstance(source, data_lib.TfdsSource):
-      raise ValueError(f"labels from the feature {key!r} need --tfds, a TFDS dataset")
+    if not isinstance(source, (data_lib.TfdsSource, video_lib.TfdsVideoSource)):
+      raise ValueError(f"labels from the feature {key!r} need --tfds or --videos=tfds:NAME, a TFDS dataset")
     classes = source.label_classes(key)
     if classes is None:
       raise ValueError(f"TFDS dataset {source.name!r} has no feature {key!r} to take labels from (--label_key)")
@@ -679,7 +680,11 @@ def _define_flags() -> None:
   flags.DEFINE_bool("raw", False, "Use the raw weights, not the EMA weights.")
   flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
   flags.DEFINE_string("folder", None, "encode: every image under this folder.")
-  flags.DEFINE_string("videos", None, "encode: clips of every video under this folder (a causal video tokenizer).")
+  flags.DEFINE_string(
+    "videos",
+    None,
+    "encode: clips of every video under this folder, or of tfds:NAME[:SPLIT] (a causal video tokenizer).",
+  )
   flags.DEFINE_integer("num_frames", None, "encode video: frames per clip, 1 + k*s_T (default: the config's).")
   flags.DEFINE_integer("stride", None, "encode video: step between clip frames (default: the config's).")
   flags.DEFINE_float("fps", None, "encode video: resample to this rate first (0: own frames); decode: the mp4 rate.")
@@ -687,7 +692,7 @@ def _define_flags() -> None:
   flags.DEFINE_integer("chunk", None, "encode/decode video: latent frames at a time (the same ids, less memory).")
   flags.DEFINE_string("tfds", None, "encode: a TFDS dataset by name.")
   flags.DEFINE_string("split", "validation", "encode: TFDS split (with --tfds).")
-  flags.DEFINE_string("data_dir", "", "encode: TFDS data_dir (with --tfds).")
+  flags.DEFINE_string("data_dir", "", "encode: TFDS data_dir (with --tfds or --videos=tfds:NAME).")
   flags.DEFINE_integer("shard_batches", 16, "encode: batches per token file.")
   flags.DEFINE_enum(
     "labels", "", ["", "subfolder"], "encode --folder/--videos: subfolder = class labels from class subfolders."
@@ -696,7 +701,9 @@ def _define_flags() -> None:
   flags.DEFINE_float("crop_range", 1.1, "encode --views=ten_crop: resize to this times the size, then crop.")
   flags.DEFINE_string("captions", None, 'encode: a JSON-lines file of {"name": ..., "caption": ...} per image.')
   flags.DEFINE_string("caption_key", None, "encode --tfds: a text feature stored as each row's caption.")
-  flags.DEFINE_string("label_key", "label", "encode --tfds: the class-label feature to store ('' for none).")
+  flags.DEFINE_string(
+    "label_key", "label", "encode --tfds or --videos=tfds:NAME: the class-label feature to store ('' for none)."
+  )
   flags.DEFINE_string("tokens", None, "decode, export: a directory written by encode.")
   flags.DEFINE_enum(
     "format",
@@ -730,6 +737,14 @@ def _captions_flag() -> str:
   return FLAGS.captions or ""
 
 
+def _tfds_videos() -> tuple[str, str] | None:
+  """``(name, split)`` of ``--videos=tfds:NAME[:SPLIT]`` (split ``test`` by default); None for a folder or no videos."""
+  if not (FLAGS.videos or "").startswith("tfds:"):
+    return None
+  name, _, split = FLAGS.videos[len("tfds:") :].partition(":")
+  return name, split or "test"
+
+
 def _labels_flag() -> str:
   """``encode_to_files``'s ``labels`` from ``--labels`` and ``--label_key``."""
   if FLAGS.labels == "subfolder":
@@ -738,14 +753,16 @@ def _labels_flag() -> str:
         "--labels=subfolder needs --folder or --videos, a folder of class subfolders (root/<class>/<file>)"
       )
     return "subfolder"
-  if not FLAGS.tfds or not FLAGS.label_key:
+  videos = _tfds_videos()
+  if not (FLAGS.tfds or videos) or not FLAGS.label_key:
     if FLAGS["label_key"].present and FLAGS.label_key:
-      raise cli.UsageError("--label_key names a feature of a TFDS dataset: it needs --tfds")
+      raise cli.UsageError("--label_key names a feature of a TFDS dataset: it needs --tfds or --videos=tfds:NAME")
     return ""
   if FLAGS["label_key"].present:
     return f"feature:{FLAGS.label_key}"
   # The default key: stored when the dataset has it.
-  source = data_lib.TfdsSource(FLAGS.tfds, split=FLAGS.split, data_dir=FLAGS.data_dir or None)
+  name, split, key = (*videos, "video") if videos else (FLAGS.tfds, FLAGS.split, "image")
+  source = data_lib.TfdsSource(name, split=split, data_dir=FLAGS.data_dir or None, image_key=key)
   return f"feature:{FLAGS.label_key}" if source.label_classes(FLAGS.label_key) is not None else ""
 
 
@@ -761,7 +778,11 @@ def _select_videos(config: ml_collections.ConfigDict, tokenizer: nnx.Module) -> 
     raise cli.UsageError("give --videos (video clips) or --folder/--tfds (images), not both")
   if FLAGS.folder or FLAGS.tfds:
     config.video.source = ""
-  if FLAGS.videos:
+  if _tfds_videos():
+    name, split = _tfds_videos()
+    config.video.update(source="tfds", name=name, path=FLAGS.data_dir or "", fps=0.0)
+    config.data.eval_split = split
+  elif FLAGS.videos:
     if not os.path.isdir(FLAGS.videos):
       raise cli.UsageError(f"--videos={FLAGS.videos}: no such folder")
     config.video.update(source="folder", path=FLAGS.videos)

@@ -388,6 +388,7 @@ class TfdsVideoSource(ImageSource):
       int(clips_per_video),
     )
     self.size, self.preprocess = size, preprocess
+    self.rates: dict[str, float] = {}  # TFDS keeps no frame rate
     self._ds = None
 
   def __len__(self) -> int:
