@@ -141,6 +141,7 @@ class VectorQuantizer(Quantizer):
     orthogonal_weight: float = 0.0,
     entropy_weight: float = 0.0,
     entropy_temperature: float = 0.01,
+    entropy_epsilon: float = 1e-5,
     rngs: nnx.Rngs,
   ):
     """Builds the quantizer.
@@ -178,6 +179,8 @@ class VectorQuantizer(Quantizer):
         IBQ's chunked entropy of ``x Eᵀ`` at τ / 2 (never a tokens × codes
         matrix).
       entropy_temperature: τ (LlamaGen's 0.01).
+      entropy_epsilon: the ε inside the batch entropy's log: LlamaGen's 1e-5;
+        UniTok's ``get_entropy_loss`` (models/quant.py) has 1e-7.
       rngs: randomness for the codebook, projections and restart/k-means key.
     """
     if codebook_size < 2:
@@ -211,6 +214,8 @@ class VectorQuantizer(Quantizer):
       raise ValueError(
         f"entropy_weight must be >= 0 and entropy_temperature > 0; got {entropy_weight}, {entropy_temperature}"
       )
+    if not 0 < entropy_epsilon < 1:
+      raise ValueError(f"entropy_epsilon must be in (0, 1), got {entropy_epsilon}")
     if entropy_weight > 0 and not l2_normalize:
       raise ValueError("entropy_weight needs l2_normalize=True (LlamaGen's entropy over -distances of unit codes)")
 
@@ -230,6 +235,7 @@ class VectorQuantizer(Quantizer):
     self.orthogonal_weight = orthogonal_weight
     self.entropy_weight = float(entropy_weight)
     self.entropy_temperature = float(entropy_temperature)
+    self.entropy_epsilon = float(entropy_epsilon)
 
     if cd != code_dim:
       self.project_in = nnx.Linear(code_dim, cd, rngs=rngs)
@@ -367,7 +373,9 @@ class VectorQuantizer(Quantizer):
     if train and self.entropy_weight > 0:
       chunk = min(self.search_chunk or choose_chunk(x.shape[0], self.codebook_size), self.codebook_size)
       # softmax(-d/τ) = softmax(2 x·e/τ) for unit x and e: the dot-product entropy at τ/2.
-      _, _, sample_h, codebook_h = index_backprop(x, codes, chunk, self.entropy_temperature / 2, 1e-5, True, None)
+      _, _, sample_h, codebook_h = index_backprop(
+        x, codes, chunk, self.entropy_temperature / 2, self.entropy_epsilon, True, None
+      )
       terms.update(per_sample_entropy=sample_h, codebook_entropy=codebook_h, entropy=sample_h - codebook_h)
       loss = loss + self.entropy_weight * terms["entropy"]
 
