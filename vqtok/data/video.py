@@ -206,6 +206,15 @@ def probe(path: str) -> tuple[float, float] | str:
     return f"{type(e).__name__}: {e}"
 
 
+def _check_source_args(num_frames: int, stride: int, fps: float | None, clips_per_video: int, preprocess: str) -> None:
+  """A clip source's arguments: the clip's, a positive integer clips_per_video, a known preprocess."""
+  _check_clip_args(num_frames, stride, fps, 0)
+  if int(clips_per_video) != clips_per_video or clips_per_video < 1:
+    raise ValueError(f"clips_per_video must be a positive integer, got {clips_per_video!r}")
+  if preprocess not in transforms.PREPROCESS:
+    raise ValueError(f"preprocess={preprocess!r} is not one of {tuple(transforms.PREPROCESS)}")
+
+
 class VideoSource(ImageSource):
   """Clips of a list of video files: ``clips_per_video`` non-overlapping clips from each.
 
@@ -227,11 +236,7 @@ class VideoSource(ImageSource):
     preprocess: str = "center_crop",
   ):
     super().__init__()
-    _check_clip_args(num_frames, stride, fps, 0)
-    if int(clips_per_video) != clips_per_video or clips_per_video < 1:
-      raise ValueError(f"clips_per_video must be a positive integer, got {clips_per_video!r}")
-    if preprocess not in transforms.PREPROCESS:
-      raise ValueError(f"preprocess={preprocess!r} is not one of {tuple(transforms.PREPROCESS)}")
+    _check_source_args(num_frames, stride, fps, clips_per_video, preprocess)
     self.root, self.num_frames, self.stride, self.fps = root, int(num_frames), int(stride), fps
     self.size, self.preprocess = size, preprocess
     span = (self.num_frames - 1) * self.stride + 1  # frames one clip covers
@@ -367,11 +372,7 @@ class TfdsVideoSource(ImageSource):
     preprocess: str = "center_crop",
   ):
     super().__init__()
-    _check_clip_args(num_frames, stride, None, 0)
-    if int(clips_per_video) != clips_per_video or clips_per_video < 1:
-      raise ValueError(f"clips_per_video must be a positive integer, got {clips_per_video!r}")
-    if preprocess not in transforms.PREPROCESS:
-      raise ValueError(f"preprocess={preprocess!r} is not one of {tuple(transforms.PREPROCESS)}")
+    _check_source_args(num_frames, stride, None, clips_per_video, preprocess)
     # The image source's checks and messages (not found, not prepared, not array_record, no split).
     videos = TfdsSource(name, split=split, data_dir=data_dir, image_key=key)
     import tensorflow_datasets as tfds  # noqa: PLC0415
