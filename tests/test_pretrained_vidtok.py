@@ -239,6 +239,26 @@ def test_other_files_are_refused_in_one_line(tmp_path, name, kw, match):
     pretrained.convert("vidtok", path)
 
 
+def test_version_from_the_name_or_yaml():
+  # Without a YAML the file name tells v1.1 (trilinear, as every published v1.1 YAML); a v1.1 YAML's
+  # interpolation_mode is read (the code's default: nearest).
+  opts = lambda name, y=None: vidtok.options({"name": name, "yaml": y, "checkpoint": None}, name)
+  assert opts("vidtok_fsq_causal_488_32768_v1_1.ckpt") == {"v1_1": True, "time_upsample": "linear"}
+  assert opts("vidtok_fsq_causal_488_32768.ckpt") == {}
+  y = {"model": {"params": {"encoder_config": {"target": V1_1, "params": {"interpolation_mode": "nearest"}}}}}
+  assert opts("x.ckpt", y) == {"v1_1": True, "time_upsample": "repeat"}
+  y["model"]["params"]["encoder_config"]["params"]["interpolation_mode"] = "bicubic"
+  with pytest.raises(reader.CheckpointError, match="interpolation_mode 'bicubic'"):
+    opts("x.ckpt", y)
+
+
+def test_non_causal_tensors_are_refused_in_one_line():
+  # model_3dnoncausal.py's convs are plain torch convs (conv_in.weight, not conv_in.conv.weight).
+  obj = {"checkpoint": {"state_dict": {"encoder.conv_in.weight": np.zeros((8, 3, 3, 3, 3), np.float32)}}}
+  with pytest.raises(reader.CheckpointError, match="a non-causal VidTok file .* converts the causal ones only"):
+    vidtok.state_dict(obj, ema=False, source="vidtok_fsq_noncausal_488_262144.ckpt")
+
+
 @pytest.mark.parametrize(
   "kw, match",
   [
