@@ -32,7 +32,8 @@ decoder drops no frames (1 + k*s_T frames decode to (k + 1)*s_T, the first s_T -
 of them the padding's). vqtok keeps its frame rule for both versions: 1 + k*s_T
 frames in and out (the v1.1 decoder's first s_T - 1 frames dropped), whole videos
 only when decoding with linear time upsampling (the reference's chunk caches are
-not modelled; a chunked decode is refused). The v1.1 KL files are not tokenizers.
+not modelled; a chunked decode is refused; chunked encodes equal whole ones, as
+for v1.0). The v1.1 KL files are not tokenizers.
 
 Frames: 1 + 4k (VidTok's inputs are 17 frames; it pads with 3 copies of the
 first frame and v1.0's decoder drops 3 frames, so its 16-frame inputs give 13),
