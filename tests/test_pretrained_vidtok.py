@@ -11,6 +11,12 @@ frame alone: the encoder's output, the FSQ ids, the clip decoded from them.
 Tolerances: ids equal (the smallest distance of a bounded latent to a rounding
 boundary is checked to be far above float32 noise), latents within 1e-5 relative,
 decoded frames within 1e-4 relative. One compiled program per clip length (9, 1).
+
+VidTok v1.1 (model_3dcausal_v1_1.py) alike: golden_v1_1.npz / keys_v1_1.json, made by
+``gen_vidtok.py --v1_1`` with configs/vidtok_v1_1/vidtok_fsq_causal_488_32768_v1_1.yaml's
+parameters at ch 8 (5 FSQ channels, trilinear time upsampling); same tolerances.
+Its decoder keeps all frames (9 -> 12, 1 -> 4: the first 3 decode the padding
+copies of frame 0); vqtok's drops those 3, as for v1.0, so frames in = frames out.
 """
 
 import json
@@ -27,14 +33,14 @@ from helpers import ROOT, preset
 from vqtok import files, pretrained
 from vqtok.config import validate_config
 from vqtok.models import build_tokenizer, cnn
-from vqtok.pretrained import reader
+from vqtok.pretrained import reader, vidtok
 
 FAST_COMPILE = True
 GOLDENS = os.path.join(ROOT, "tests", "goldens", "vidtok")
 
 
-def _keys():
-  with open(os.path.join(GOLDENS, "keys.json")) as f:
+def _keys(suffix=""):
+  with open(os.path.join(GOLDENS, f"keys{suffix}.json")) as f:
     return json.load(f)
 
 
@@ -49,9 +55,9 @@ def _draw(rng, name, shape):
 
 
 def _write_checkpoint(
-  path, levels=(8,) * 6, yaml_target="vidtok.modules.model_3dcausal.EncoderCausal3DPadding", bare=False
+  path, levels=(8,) * 6, yaml_target="vidtok.modules.model_3dcausal.EncoderCausal3DPadding", bare=False, suffix=""
 ):
-  meta = _keys()
+  meta = _keys(suffix)
   rng = np.random.default_rng(meta["seed"])
   sd = {}
   for prefix in ("encoder", "decoder"):
@@ -93,6 +99,17 @@ def _run(tok, x):
   return tok._latents(x), ids, tok.decode(ids)
 
 
+V1_1 = "vidtok.modules.model_3dcausal_v1_1.EncoderCausal3DPadding"
+
+
+@pytest.fixture(scope="module")
+def converted_v1_1(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("vidtok") / "vidtok_fsq_causal_488_32768_v1_1.ckpt")
+  _write_checkpoint(path, levels=(8,) * 5, yaml_target=V1_1, suffix="_v1_1")
+  tok, config, meta = pretrained.convert("vidtok", path)
+  return tok, config, meta, dict(np.load(os.path.join(GOLDENS, "golden_v1_1.npz")))
+
+
 @pytest.fixture(scope="module")
 def runs(converted):
   tok, _, _, g = converted
@@ -111,6 +128,52 @@ def test_parity_with_the_reference(converted, runs, tag):
   assert np.abs(np.abs(bounded - np.floor(bounded)) - 0.5).min() > 1e-4
   np.testing.assert_array_equal(ids, g[f"ids{tag}"])
   assert _rel(y, _video(g[f"y{tag}"])) < 1e-4
+
+
+@pytest.mark.parametrize("tag", ["", "1"], ids=["9_frames", "1_frame"])
+def test_v1_1_parity_with_the_reference(converted_v1_1, tag):
+  tok, _, _, g = converted_v1_1
+  x = jnp.asarray(_video(g["x"]))
+  z, ids, y = (np.asarray(a) for a in _run(tok, x if tag == "" else x[:, :1]))
+  # v1.1's decoder keeps all 4 * (latent frames) frames; its first 3 decode the encoder's padding copies.
+  gz, gy = _video(g[f"z{tag}"]), _video(g[f"y{tag}"])
+  assert gy.shape[1] == 4 * gz.shape[1] and y.shape == gy[:, 3:].shape
+  assert _rel(z, gz) < 1e-5
+  bounded = np.asarray(tok.quantizer.bound(jnp.asarray(gz, jnp.float32)))
+  assert np.abs(np.abs(bounded - np.floor(bounded)) - 0.5).min() > 1e-4
+  np.testing.assert_array_equal(ids, g[f"ids{tag}"])
+  assert _rel(y, gy[:, 3:]) < 1e-4
+
+
+def test_v1_1_config_and_frames(converted_v1_1):
+  tok, c, _, _ = converted_v1_1
+  assert c.model.time_padding == "replicate" and c.model.time_upsample == "linear"
+  assert tuple(c.quantizer.levels) == (8,) * 5 and tok.quantizer.codebook_size == 2**15 and tok.temporal_factor == 4
+  keys = _keys("_v1_1")["keys"]
+  assert sum(v.size for v in files.arrays(tok).values()) == sum(
+    int(np.prod(s)) for p in ("encoder", "decoder") for _, s in keys[p]
+  )
+  # vqtok keeps the 1 + 4k rule (v1.1's own code also takes 4k frames) and decodes whole videos only.
+  with pytest.raises(ValueError, match="nearest valid counts are 13 and 17"):
+    tok.encode(jnp.zeros((1, 16, 16, 16, 3)))
+  with pytest.raises(ValueError, match="linear time upsampling .* chunked decoding is not supported"):
+    nnx.jit(lambda t, ids: t.decode(ids, chunk=1))(tok, jnp.zeros((1, 3, 2, 2), jnp.int32))  # refused when traced
+
+
+@pytest.mark.parametrize(
+  "name, ch_mult, down, levels",
+  [
+    ("vidtok_fsq_causal_488_32768_v1_1", (1, 2, 4, 4), (), (8,) * 5),
+    ("vidtok_fsq_causal_888_32768_v1_1", (1, 2, 4, 4), (2, 2, 2), (8,) * 5),
+  ],
+)
+def test_v1_1_full_size_parameter_counts(name, ch_mult, down, levels):
+  # Published v1.1 FSQ models as their YAMLs build them (gen_vidtok.py --v1_1 counts them; the 4x16x16
+  # vidtok_fsq_causal_41616_262144_v1_1, ch_mult (1, 2, 4, 4, 4) and 6 channels, checked once by hand).
+  c = vidtok.preset(ch_mult, levels=levels, temporal_downsample=down, temporal_upsample=down, v1_1=True)
+  tok = nnx.eval_shape(lambda: build_tokenizer(c, rngs=nnx.Rngs(0)))
+  n = {k: sum(int(np.prod(s)) for p, s in files.shapes(tok).items() if p.startswith(k)) for k in ("encoder", "decoder")}
+  assert n == _keys("_v1_1")["full_params"][name]
 
 
 def test_prefix_causal_as_the_reference(converted, runs):
@@ -166,8 +229,7 @@ def test_preset_has_the_references_parameter_count(tmp_path):
 @pytest.mark.parametrize(
   "name, kw, match",
   [
-    ("vidtok_fsq_causal_488_32768_v1_1.ckpt", {}, "v1.1 file"),
-    ("x.ckpt", {"yaml_target": "vidtok.modules.model_3dnoncausal.Encoder3D"}, "converts model_3dcausal"),
+    ("x.ckpt", {"yaml_target": "vidtok.modules.model_3dnoncausal.Encoder3D"}, r"converts model_3dcausal\(_v1_1\)"),
     ("x.ckpt", {"levels": (8,) * 5}, r"5 FSQ levels \[8, 8, 8, 8, 8\] for an encoder of 6 channels"),
   ],
 )
@@ -175,6 +237,26 @@ def test_other_files_are_refused_in_one_line(tmp_path, name, kw, match):
   path = _write_checkpoint(str(tmp_path / name), **kw)
   with pytest.raises(reader.CheckpointError, match=match):
     pretrained.convert("vidtok", path)
+
+
+def test_version_from_the_name_or_yaml():
+  # Without a YAML the file name tells v1.1 (trilinear, as every published v1.1 YAML); a v1.1 YAML's
+  # interpolation_mode is read (the code's default: nearest).
+  opts = lambda name, y=None: vidtok.options({"name": name, "yaml": y, "checkpoint": None}, name)
+  assert opts("vidtok_fsq_causal_488_32768_v1_1.ckpt") == {"v1_1": True, "time_upsample": "linear"}
+  assert opts("vidtok_fsq_causal_488_32768.ckpt") == {}
+  y = {"model": {"params": {"encoder_config": {"target": V1_1, "params": {"interpolation_mode": "nearest"}}}}}
+  assert opts("x.ckpt", y) == {"v1_1": True, "time_upsample": "repeat"}
+  y["model"]["params"]["encoder_config"]["params"]["interpolation_mode"] = "bicubic"
+  with pytest.raises(reader.CheckpointError, match="interpolation_mode 'bicubic'"):
+    opts("x.ckpt", y)
+
+
+def test_non_causal_tensors_are_refused_in_one_line():
+  # model_3dnoncausal.py's convs are plain torch convs (conv_in.weight, not conv_in.conv.weight).
+  obj = {"checkpoint": {"state_dict": {"encoder.conv_in.weight": np.zeros((8, 3, 3, 3, 3), np.float32)}}}
+  with pytest.raises(reader.CheckpointError, match="a non-causal VidTok file .* converts the causal ones only"):
+    vidtok.state_dict(obj, ema=False, source="vidtok_fsq_noncausal_488_262144.ckpt")
 
 
 @pytest.mark.parametrize(

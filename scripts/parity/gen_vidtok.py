@@ -16,6 +16,14 @@ them as a Lightning ``.ckpt``): every parameter random, LayerNorm scales around 
 encoder's output (before FSQ), the FSQ ids, the decoded clip from the ids; and a
 one-frame clip's. The full-size parameter counts of each published FSQ config
 go to ``keys.json`` too.
+
+``--v1_1``: the same for VidTok v1.1 (vidtok/modules/model_3dcausal_v1_1.py, built
+from configs/vidtok_v1_1/vidtok_fsq_causal_488_32768_v1_1.yaml's parameters at ch 8:
+5 FSQ channels, ``interpolation_mode: trilinear``), encoded and decoded as
+autoencoder_v1_1.py's ``encode`` / ``decode`` do without tiling (whole clips, every
+module's first chunk), to ``golden_v1_1.npz`` / ``keys_v1_1.json``, with the v1.1
+FSQ configs' full-size parameter counts. Its decoder keeps all frames: 9 frames give
+12 (the first 3 decode the padding copies of frame 0), 1 gives 4.
 """
 
 import argparse
@@ -35,6 +43,7 @@ def parse():
   p.add_argument("--out", default="tests/goldens/vidtok")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--ch_mult", default="1,2,4,4", help="1,2,4,4,4: the 4x16x16 layout (a check run; not committed)")
+  p.add_argument("--v1_1", action="store_true", help="VidTok v1.1 (model_3dcausal_v1_1.py): *_v1_1 goldens")
   return p.parse_args()
 
 
@@ -56,6 +65,14 @@ REDUCED = dict(
   fix_decoder=False,
 )
 LEVELS = [8, 8, 8, 8, 8, 8]
+#: v1.1: configs/vidtok_v1_1/vidtok_fsq_causal_488_32768_v1_1.yaml's params with ch 8.
+REDUCED_V1_1 = dict(REDUCED, z_channels=5, interpolation_mode="trilinear")
+LEVELS_V1_1 = [8, 8, 8, 8, 8]
+CONFIGS_V1_1 = (
+  "vidtok_v1_1/vidtok_fsq_causal_41616_262144_v1_1",
+  "vidtok_v1_1/vidtok_fsq_causal_488_32768_v1_1",
+  "vidtok_v1_1/vidtok_fsq_causal_888_32768_v1_1",
+)
 CONFIGS = (
   "vidtok_fsq_causal_488_262144",
   "vidtok_fsq_causal_488_32768",
@@ -90,13 +107,17 @@ def main():
   args = parse()
   stub_lightning()
   sys.path.insert(0, os.path.abspath(args.ref))
-  from vidtok.modules.model_3dcausal import DecoderCausal3DPadding, EncoderCausal3DPadding  # noqa: PLC0415
+  if args.v1_1:
+    from vidtok.modules.model_3dcausal_v1_1 import DecoderCausal3DPadding, EncoderCausal3DPadding  # noqa: PLC0415
+  else:
+    from vidtok.modules.model_3dcausal import DecoderCausal3DPadding, EncoderCausal3DPadding  # noqa: PLC0415
   from vidtok.modules.regularizers import FSQRegularizer  # noqa: PLC0415
 
   torch.manual_seed(0)
-  REDUCED["ch_mult"] = [int(v) for v in args.ch_mult.split(",")]
-  enc, dec = EncoderCausal3DPadding(**REDUCED).double(), DecoderCausal3DPadding(**REDUCED).double()
-  fsq = FSQRegularizer(levels=LEVELS)
+  reduced, levels = (REDUCED_V1_1, LEVELS_V1_1) if args.v1_1 else (REDUCED, LEVELS)
+  reduced["ch_mult"] = [int(v) for v in args.ch_mult.split(",")]
+  enc, dec = EncoderCausal3DPadding(**reduced).double(), DecoderCausal3DPadding(**reduced).double()
+  fsq = FSQRegularizer(levels=levels)
   rng = np.random.default_rng(args.seed)
   keys = {}
   for prefix, m in (("encoder", enc), ("decoder", dec)):
@@ -108,6 +129,10 @@ def main():
   out = {"x": x.astype(np.float32)}
   with torch.no_grad():
     for tag, clip in (("", x), ("1", x[:, :, :1])):
+      # v1.1 (autoencoder_v1_1.py encode / decode without tiling): each whole clip is every module's first chunk.
+      for m in (*enc.modules(), *dec.modules()):
+        if hasattr(m, "is_first_chunk"):
+          m.is_first_chunk, m.causal_cache = True, None
       z = enc(torch.from_numpy(clip))
       # AutoencodingEngine.encode: the regularizer (FSQ, no projections) on the encoder's output, in float32.
       zq, log = fsq(z.float())
@@ -117,16 +142,17 @@ def main():
       out[f"y{tag}"] = y.numpy().astype(np.float32)
       print(tag or "9 frames", tuple(z.shape), tuple(log["indices"].shape), tuple(y.shape))
   os.makedirs(args.out, exist_ok=True)
-  np.savez_compressed(os.path.join(args.out, "golden.npz"), **out)
+  suffix = "_v1_1" if args.v1_1 else ""
+  np.savez_compressed(os.path.join(args.out, f"golden{suffix}.npz"), **out)
   # Full-size parameter counts, each model built from its published YAML.
   full = {}
-  for name in CONFIGS:
+  for name in CONFIGS_V1_1 if args.v1_1 else CONFIGS:
     with open(os.path.join(args.ref, "configs", f"{name}.yaml")) as f:
       params = yaml.safe_load(f)["model"]["params"]["encoder_config"]["params"]
     e, d = EncoderCausal3DPadding(**params), DecoderCausal3DPadding(**params)
-    full[name] = {"encoder": sum(p.numel() for p in e.parameters()), "decoder": sum(p.numel() for p in d.parameters())}
-  with open(os.path.join(args.out, "keys.json"), "w") as f:
-    json.dump({"seed": args.seed, "reduced": REDUCED, "levels": LEVELS, "keys": keys, "full_params": full}, f, indent=1)
+    full[os.path.basename(name)] = {"encoder": sum(p.numel() for p in e.parameters()), "decoder": sum(p.numel() for p in d.parameters())}
+  with open(os.path.join(args.out, f"keys{suffix}.json"), "w") as f:
+    json.dump({"seed": args.seed, "reduced": reduced, "levels": levels, "keys": keys, "full_params": full}, f, indent=1)
   print(json.dumps(full))
 
 

@@ -181,6 +181,9 @@ VIDEO_NORMS = ("frame", "clip")
 #: How a causal conv fills the frames before the first: zeros (Open-MAGVIT2's ConvBlock3D, VidTok's
 #: CausalConv3d) or copies of the first frame (Cosmos's CausalConv3d, VidTok's input padding).
 TIME_PADDINGS = ("zeros", "replicate")
+#: How a VidTok decoder doubles time: every frame repeated (v1.0, v1.1's "nearest") or linearly interpolated
+#: (v1.1's "trilinear", torch's half-pixel rule, edge frames clamped; the first latent frame's frames apart).
+TIME_UPSAMPLES = ("repeat", "linear")
 
 
 class TimeCarry(nnx.Variable):
@@ -653,6 +656,21 @@ class TimeConv(CausalConv):
     return nnx.Conv.__call__(self, self.pad_time(x))
 
 
+def _time_padding_of(conv: Callable[..., nnx.Module] | None) -> str:
+  """The ``time_padding`` a causal conv partial (``_video_parts``) was given ("zeros" without one)."""
+  return getattr(conv, "keywords", {}).get("time_padding", "zeros")
+
+
+def _lerp_time_2x(x: jax.Array) -> jax.Array:
+  """torch's linear 2x interpolation over time (half-pixel centres, align_corners=False): output 2i is
+  ``0.75 x[i] + 0.25 x[i - 1]``, 2i + 1 ``0.75 x[i] + 0.25 x[i + 1]``, the missing neighbour at either end
+  the edge frame itself."""
+  prev = jnp.concatenate([x[:, :1], x[:, :-1]], axis=1)
+  nxt = jnp.concatenate([x[:, 1:], x[:, -1:]], axis=1)
+  both = jnp.stack([0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt], axis=2)
+  return both.reshape(x.shape[0], 2 * x.shape[1], *x.shape[2:])
+
+
 def time_conv(in_ch: int, out_ch: int, kernel_size: Sequence[int], **kwargs) -> TimeConv:
   """A k x k conv's arguments made VidTok's per-pixel causal conv over time: k frames, 1 x 1 in space."""
   kwargs.pop("conv", None)
@@ -662,17 +680,25 @@ def time_conv(in_ch: int, out_ch: int, kernel_size: Sequence[int], **kwargs) -> 
 class MixTimeDownsample(TimeConv):
   """VidTok's TimeDownsampleResCausal2x: ``a * mean(3 frames) + (1 - a) * conv(3x3x3, time stride 2)``.
 
-  ``a = sigmoid(mix_factor)``; both branches read the same frames (one zero frame before the video,
-  ``k - s``), so 2m frames give m and output j sees frames 2j - 1 .. 2j + 1.
+  ``a = sigmoid(mix_factor)``; both branches read the same frames (one frame before the video, ``k - s``:
+  zeros in v1.0, the first frame in v1.1, ``time_padding``), so 2m frames give m and output j sees frames
+  2j - 1 .. 2j + 1.
   """
 
   def __init__(
-    self, ch: int, *, time_stride: int = 2, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs
+    self,
+    ch: int,
+    *,
+    time_stride: int = 2,
+    time_padding: str = "zeros",
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs,
   ):
     if time_stride != 2:
       raise ValueError(f"the vidtok CNN family downsamples time by 2 per level; got a time stride of {time_stride}")
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    super().__init__(ch, ch, (3, 3), time_kernel=3, time_stride=2, time_pad=1, **kw)
+    super().__init__(ch, ch, (3, 3), time_kernel=3, time_stride=2, time_pad=1, time_padding=time_padding, **kw)
     self.mix_factor = nnx.Param(jnp.full((1,), 2.0, param_dtype))
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -685,24 +711,51 @@ class MixTimeDownsample(TimeConv):
 
 
 class MixTimeUpsample(CausalConv):
-  """VidTok's TimeUpsampleResCausal2x: every frame repeated, then ``a * x + (1 - a) * causal conv(x)``."""
+  """VidTok's TimeUpsampleResCausal2x: time doubled, then ``a * x + (1 - a) * causal conv(x)``.
+
+  ``mode`` "repeat": every frame repeated (v1.0); "linear" (v1.1's trilinear): a whole video's first
+  ``group`` frames (those of its first latent frame) and the rest each interpolated alone
+  (``_lerp_time_2x``), as v1.1 does for a first chunk; streaming chunks after the first are refused.
+  """
 
   def __init__(
-    self, ch: int, *, time_stride: int = 2, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs
+    self,
+    ch: int,
+    *,
+    time_stride: int = 2,
+    time_padding: str = "zeros",
+    mode: str = "repeat",
+    group: int = 1,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs,
   ):
-    super().__init__(ch, ch, (3, 3), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.factor = int(time_stride)
+    if mode not in TIME_UPSAMPLES:
+      raise ValueError(f"time_upsample={mode!r} is not one of {TIME_UPSAMPLES}")
+    if mode == "linear" and time_stride != 2:
+      raise ValueError(f"linear time upsampling doubles time; got a time stride of {time_stride}")
+    super().__init__(ch, ch, (3, 3), time_padding=time_padding, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.factor, self.mode, self.group = int(time_stride), mode, int(group)
     self.mix_factor = nnx.Param(jnp.full((1,), 2.0, param_dtype))
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = jnp.repeat(x, self.factor, axis=1)
+  def __call__(self, x: jax.Array, first: bool = True) -> jax.Array:
+    if self.mode == "repeat":
+      x = jnp.repeat(x, self.factor, axis=1)
+    elif not first:
+      raise ValueError("linear time upsampling (VidTok v1.1) decodes whole videos; chunked decoding is not supported")
+    else:
+      g = self.group
+      x = (
+        _lerp_time_2x(x) if x.shape[1] <= g else jnp.concatenate([_lerp_time_2x(x[:, :g]), _lerp_time_2x(x[:, g:])], 1)
+      )
     a = jax.nn.sigmoid(self.mix_factor[...][0]).astype(x.dtype)
     return a * x + (1 - a) * super().__call__(x)
 
 
 class FactorisedResBlock(nnx.Module):
   """VidTok's (2+1)-D residual pair: a ``ResBlock`` of 3x3 convs per frame (``space``), then one of 3-frame
-  causal convs per pixel (``time``, zero-padded; its width is the output's)."""
+  causal convs per pixel (``time``, padded as ``conv`` is: zeros in v1.0, the first frame in v1.1; its width
+  is the output's)."""
 
   def __init__(
     self,
@@ -716,10 +769,10 @@ class FactorisedResBlock(nnx.Module):
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
-    del conv  # the 3-D convs are the mid blocks'
+    # the 3-D convs are the mid blocks'; this block's time convs pad as they do
     kw = dict(groups=groups, norm=norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.space = ResBlock(in_ch, out_ch, conv=nnx.Conv, **kw)
-    self.time = ResBlock(out_ch, out_ch, conv=time_conv, **kw)
+    self.time = ResBlock(out_ch, out_ch, conv=functools.partial(time_conv, time_padding=_time_padding_of(conv)), **kw)
 
   def __call__(self, x: jax.Array, codes: jax.Array | None = None) -> jax.Array:
     return self.time(self.space(x))
@@ -738,10 +791,10 @@ class FactorisedDownsample(Downsample):
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
-    del conv
+    tp = _time_padding_of(conv)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     super().__init__(ch, **kw)
-    self.time = MixTimeDownsample(ch, time_stride=time_stride, **kw) if time_stride > 1 else None
+    self.time = MixTimeDownsample(ch, time_stride=time_stride, time_padding=tp, **kw) if time_stride > 1 else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
     h = self.conv(x)
@@ -749,7 +802,8 @@ class FactorisedDownsample(Downsample):
 
 
 class FactorisedUpsample(Upsample):
-  """VidTok: nearest 2x and a 3x3 conv on each frame, then with a time stride a ``MixTimeUpsample``."""
+  """VidTok: nearest 2x and a 3x3 conv on each frame, then with a time stride a ``MixTimeUpsample``
+  (``time_upsample``; ``time_group``: frames per latent frame at its input)."""
 
   def __init__(
     self,
@@ -757,19 +811,21 @@ class FactorisedUpsample(Upsample):
     *,
     conv: Callable[..., nnx.Module] | None = None,
     time_stride: int = 1,
+    time_upsample: str = "repeat",
+    time_group: int = 1,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
-    del conv
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     super().__init__(ch, **kw)
-    self.time = MixTimeUpsample(ch, time_stride=time_stride, **kw) if time_stride > 1 else None
+    tkw = dict(time_padding=_time_padding_of(conv), mode=time_upsample, group=time_group)
+    self.time = MixTimeUpsample(ch, time_stride=time_stride, **tkw, **kw) if time_stride > 1 else None
 
   def __call__(self, x: jax.Array, first: bool = True) -> jax.Array:
-    del first  # every frame is repeated; the decoder drops the padding frames at its end
+    # the decoder drops the padding frames at its end
     h = super().__call__(x)
-    return h if self.time is None else self.time(h)
+    return h if self.time is None else self.time(h, first)
 
 
 # ---- Cosmos: NVIDIA Cosmos-Tokenizer's factorised causal video CNN ---------------------------------------
@@ -1453,6 +1509,7 @@ class Decoder(nnx.Module):
     temporal_downsample: Sequence[int] = (),
     temporal_upsample: Sequence[int] = (),
     time_padding: str = "zeros",
+    time_upsample: str = "repeat",
     video_norm: str = "frame",
     spatial_downsample: Sequence[int] = (),
     wavelet_patch: int = 1,
@@ -1483,6 +1540,10 @@ class Decoder(nnx.Module):
           f"the {family!r} decoder's rule upsamples space {up_space} and time {self.up_strides}, which do not undo"
           f" the encoder's strides {ss} and {ts}"
         )
+    if time_upsample not in TIME_UPSAMPLES:
+      raise ValueError(f"model.time_upsample={time_upsample!r} is not one of {TIME_UPSAMPLES}")
+    if time_upsample != "repeat" and not (ts and fam.upsample is FactorisedUpsample):
+      raise ValueError(f"model.time_upsample={time_upsample!r} is the causal 'vidtok' CNN family's (VidTok v1.1)")
     #: VidTok: the first s_T - 1 output frames (those of the encoder's padding) are dropped.
     self.drop_frames = math.prod(ts) - 1 if fam.pad_frames else 0
     #: whether ``__call__`` reads the quantized latent ``codes`` (MoVQ's spatial norms).
@@ -1514,6 +1575,8 @@ class Decoder(nnx.Module):
       res.append(r)
       attn.append(a)
       tkw = dict(conv=conv, time_stride=self.up_strides[k]) if ts and k < len(mult) - 1 else {}
+      if tkw and time_upsample != "repeat":  # VidTok v1.1: each first latent frame's frames interpolated alone
+        tkw.update(time_upsample=time_upsample, time_group=math.prod(self.up_strides[:k]))
       if fam.factorized and k < len(mult) - 1:
         tkw["space_stride"] = up_space[k]
       up.append(fam.upsample(ch, **kw, **tkw) if k < len(mult) - 1 else None)

@@ -129,6 +129,8 @@ CONFIG = ConfigFields(
     # causal video: the decoder's time strides, listed as temporal_downsample; () mirrors it (VidTok's differ)
     "temporal_upsample": (),
     "time_padding": "zeros",  # causal video: before the first frame, zeros | replicate (copies of it)
+    # causal video, cnn_family vidtok: the decoder doubles time by repeat (v1.0) | linear (v1.1's trilinear)
+    "time_upsample": "repeat",
     # causal video: GroupNorm statistics per frame (causal) | clip (Open-MAGVIT2's video tokenizer: not causal)
     "video_norm": "frame",
     # causal video, factorised CNN families (cosmos): the space stride per downsampling level, 2s then 1s
@@ -208,6 +210,7 @@ CONFIG = ConfigFields(
     "encoder": ENCODERS,
     "cnn_family": tuple(cnn.FAMILIES),
     "time_padding": cnn.TIME_PADDINGS,
+    "time_upsample": cnn.TIME_UPSAMPLES,
     "video_norm": cnn.VIDEO_NORMS,
     "posemb": vit.POSEMBS,
     "vit_family": tuple(vit.FAMILIES),
@@ -911,8 +914,8 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
       z, project = code_dim, False
     else:
       encoder = cnn.Encoder(z, rngs=rngs, **kw)
-      up = tuple(m.get("temporal_upsample", ()))
-      decoder = cnn.Decoder(z, code_channels=code_dim, temporal_upsample=up, rngs=rngs, **_decoder_kw(m, kw))
+      up = dict(temporal_upsample=tuple(m.get("temporal_upsample", ())), time_upsample=m.get("time_upsample", "repeat"))
+      decoder = cnn.Decoder(z, code_channels=code_dim, rngs=rngs, **up, **_decoder_kw(m, kw))
   else:  # vit, vit1d
     z, project = code_dim, False
     k = int(m.get("num_latent_tokens", 0)) if kind == "vit1d" else 0

@@ -16,13 +16,27 @@ The FSQ levels are not in the tensors: a YAML beside the file (same name,
 ``.yaml``) gives them (``regularizer_config.params.levels``); without one every
 channel has 8 levels, as in all published FSQ files (2^18 with 6 channels, 2^15
 with 5, 2^12 with 4). Not converted, with one line saying so: the non-causal
-files (model_3dnoncausal.py, its clip-wide convs) and the v1.1 files
-(model_3dcausal_v1_1.py: first-frame padding in every conv, trilinear time
-upsampling, no dropped frames), whose tensors are named as v1.0's, so they are
-told apart by their file name (``*_v1_1.ckpt``) or YAML.
+files (model_3dnoncausal.py, its clip-wide convs).
+
+v1.1 (model_3dcausal_v1_1.py, configs/vidtok_v1_1/) is converted too: its tensors
+are named as v1.0's, so it is told apart by the YAML's encoder target or, without
+a YAML, the file name (``*_v1_1*``). It differs from v1.0 in: every causal conv
+(the 3-D ones, the per-pixel time Conv1d, the strided time downsampling conv) and
+the time downsampling's mean pad with copies of the first frame instead of zeros
+(``model.time_padding="replicate"``); the decoder's time upsampling is
+``interpolation_mode`` (every published v1.1 YAML: trilinear, i.e. linear in time,
+the first latent frame's frames interpolated apart from the rest:
+``model.time_upsample="linear"``; "nearest" is v1.0's repetition); the encoder pads
+only up to a multiple of s_T (the same s_T - 1 copies for 1 + k*s_T frames) and the
+decoder drops no frames (1 + k*s_T frames decode to (k + 1)*s_T, the first s_T - 1
+of them the padding's). vqtok keeps its frame rule for both versions: 1 + k*s_T
+frames in and out (the v1.1 decoder's first s_T - 1 frames dropped), whole videos
+only when decoding with linear time upsampling (the reference's chunk caches are
+not modelled; a chunked decode is refused; chunked encodes equal whole ones, as
+for v1.0). The v1.1 KL files are not tokenizers.
 
 Frames: 1 + 4k (VidTok's inputs are 17 frames; it pads with 3 copies of the
-first frame and its decoder drops 3 frames, so its 16-frame inputs give 13),
+first frame and v1.0's decoder drops 3 frames, so its 16-frame inputs give 13),
 in [-1, 1]; frames resized by their short side (torchvision, bilinear with
 antialiasing) and centre-cropped (vidtok/data/vidtok.py).
 """
@@ -45,8 +59,8 @@ from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 
 NAME = "vidtok"
 FILES = (
-  "vidtok_fsq_causal_488_{262144,32768,4096}.ckpt, vidtok_fsq_causal_41616_262144.ckpt (with their YAML beside"
-  " them: the FSQ levels)"
+  "vidtok_fsq_causal_488_{262144,32768,4096}.ckpt, vidtok_fsq_causal_41616_262144.ckpt and v1.1's"
+  " vidtok_fsq_causal_{488_32768,888_32768,41616_262144}_v1_1.ckpt (with their YAML beside them: the FSQ levels)"
 )
 IGNORE = (r"loss\..*", r"model_ema\..*", r"regularization\..*")
 
@@ -78,25 +92,35 @@ def state_dict(obj: dict[str, Any], *, ema: bool, source: str) -> dict[str, np.n
   return tensors
 
 
-def _model_params(obj: dict[str, Any], source: str) -> dict[str, Any]:
-  """The YAML's ``model.params`` (empty without a YAML), refusing other VidTok models."""
-  if re.search(r"v1_1", obj["name"]):
-    raise CheckpointError(f"{source}: a VidTok v1.1 file (model_3dcausal_v1_1.py); vqtok converts v1.0's only")
+#: The encoders vqtok converts: v1.0's and v1.1's causal ones.
+TARGETS = {
+  "vidtok.modules.model_3dcausal.EncoderCausal3DPadding": "v1.0",
+  "vidtok.modules.model_3dcausal_v1_1.EncoderCausal3DPadding": "v1.1",
+}
+
+
+def _model_params(obj: dict[str, Any], source: str) -> tuple[dict[str, Any], str]:
+  """The YAML's ``model.params`` (empty without a YAML) and the version, "v1.0" or "v1.1" (the YAML's encoder,
+  else the file name: ``*_v1_1*``), refusing other VidTok models."""
+  version = "v1.1" if re.search(r"v1_1", obj["name"]) else "v1.0"
   if obj["yaml"] is None:
-    return {}
+    return {}, version
   try:
     params = obj["yaml"]["model"]["params"]
     target = params["encoder_config"]["target"]
   except (KeyError, TypeError):
     raise CheckpointError(f"{source}: the YAML beside it has no model.params.encoder_config.target") from None
-  if target != "vidtok.modules.model_3dcausal.EncoderCausal3DPadding":
-    raise CheckpointError(f"{source}: its YAML builds {target}; vqtok converts model_3dcausal.EncoderCausal3DPadding")
-  return params
+  if target not in TARGETS:
+    raise CheckpointError(
+      f"{source}: its YAML builds {target}; vqtok converts model_3dcausal(_v1_1).EncoderCausal3DPadding"
+    )
+  return params, TARGETS[target]
 
 
 def options(obj: dict[str, Any], source: str) -> dict[str, Any]:
-  """The FSQ levels and the encoder's input padding from the YAML beside the file (defaults: 8s, replicate)."""
-  params = _model_params(obj, source)
+  """The version, FSQ levels and time upsampling from the YAML beside the file (defaults: the file name's
+  version, 8s; v1.1 trilinear as every published v1.1 YAML), refusing what vqtok does not convert."""
+  params, version = _model_params(obj, source)
   reg = params.get("regularizer_config", {})
   if reg and reg.get("target") != "vidtok.modules.regularizers.FSQRegularizer":
     raise CheckpointError(f"{source}: its YAML regularizer is {reg.get('target')}; vqtok converts the FSQ files")
@@ -104,7 +128,17 @@ def options(obj: dict[str, Any], source: str) -> dict[str, Any]:
   if enc.get("init_pad_mode", "replicate") != "replicate" or enc.get("norm_type", "layernorm") != "layernorm":
     raise CheckpointError(f"{source}: vqtok converts VidTok with init_pad_mode replicate and norm_type layernorm")
   levels = reg.get("params", {}).get("levels")
-  return {"levels": tuple(int(v) for v in levels)} if levels else {}
+  out: dict[str, Any] = {"levels": tuple(int(v) for v in levels)} if levels else {}
+  if version == "v1.1":
+    mode = enc.get("interpolation_mode", "trilinear" if not params else "nearest")  # the code's default: nearest
+    if mode not in INTERPOLATIONS:
+      raise CheckpointError(f"{source}: interpolation_mode {mode!r}; VidTok v1.1 has {sorted(INTERPOLATIONS)}")
+    out.update(v1_1=True, time_upsample=INTERPOLATIONS[mode])
+  return out
+
+
+#: VidTok v1.1's ``interpolation_mode`` -> ``model.time_upsample``.
+INTERPOLATIONS = {"nearest": "repeat", "trilinear": "linear"}
 
 
 def preset(
@@ -115,8 +149,14 @@ def preset(
   levels: tuple[int, ...] = (8,) * 6,
   temporal_downsample: tuple[int, ...] = (),
   temporal_upsample: tuple[int, ...] = (),
+  v1_1: bool = False,
+  time_upsample: str = "",
 ) -> ml_collections.ConfigDict:
   """The vqtok config of a causal VidTok FSQ model (defaults: vidtok_fsq_causal_488_262144.yaml).
+
+  ``v1_1``: VidTok v1.1 (model_3dcausal_v1_1.py): every causal conv and the time downsamplings' means
+  padded with copies of the first frame (v1.0: zeros), and the decoder's time upsampling ``time_upsample``
+  ("linear": the YAMLs' trilinear; default "linear" for v1.1, "repeat" for v1.0).
 
   Time strides default to VidTok's: the encoder halves time at its levels n - 3 and n - 2
   (``tempo_ds``), the decoder doubles it at its levels 1 and 2 (``tempo_us``), which vqtok lists
@@ -135,7 +175,9 @@ def preset(
     code_dim=len(levels),
     temporal_downsample=down,
     temporal_upsample=up,
-    time_padding="zeros",  # VidTok's CausalConv3d / CausalConv1d pad with zeros (pad_mode "constant")
+    # v1.0's CausalConv3d / CausalConv1d pad with zeros (pad_mode "constant"); v1.1's with the first frame
+    time_padding="replicate" if v1_1 else "zeros",
+    time_upsample=time_upsample or ("linear" if v1_1 else "repeat"),
     # regularizers.py FSQRegularizer.bound: (levels - 1) * (1 + 1e-3) / 2, lucidrains' bound
     quantizer={"type": "fsq", "levels": tuple(levels), "bound": "wide"},
     preprocess="torchvision_bilinear_center_crop",
@@ -144,8 +186,11 @@ def preset(
   )
 
 
-def config(tensors: dict[str, np.ndarray], source: str, levels: tuple[int, ...] = ()) -> ml_collections.ConfigDict:
-  """The vqtok config of the checkpoint's variant, read off the tensor shapes (and the YAML's levels)."""
+def config(
+  tensors: dict[str, np.ndarray], source: str, levels: tuple[int, ...] = (), v1_1: bool = False, time_upsample: str = ""
+) -> ml_collections.ConfigDict:
+  """The vqtok config of the checkpoint's variant, read off the tensor shapes (and ``options``': the YAML's
+  levels, the version)."""
   ch = common.require(tensors, "encoder.conv_in.conv.weight", source, NAME, 5)[0]
   common.require(tensors, "encoder.down_temporal.0.block.0.conv1.conv.weight", source, NAME, 3)  # (2+1)-D blocks
   n = common.count(tensors, r"encoder\.down\.(\d+)\.", source, "encoder levels")
@@ -166,6 +211,8 @@ def config(tensors: dict[str, np.ndarray], source: str, levels: tuple[int, ...] 
     levels=levels,
     temporal_downsample=down,
     temporal_upsample=up,
+    v1_1=v1_1,
+    time_upsample=time_upsample,
   )
 
 
