@@ -30,7 +30,7 @@ from flax import nnx
 from vqtok.quantizers.base import (
   Quantizer,
   QuantizerOutput,
-  QuantizerStats,
+  ScheduleStep,
   check_index_dtype,
   check_last_dim,
   code_usage_metrics,
@@ -69,7 +69,7 @@ class FSQ(Quantizer):
     entropy_anneal_steps: VidTok's ``entropy_loss_annealing_steps``: over the first
       this many training calls the entropy weight falls linearly from
       ``entropy_anneal_factor * entropy_weight`` to ``entropy_weight`` (0: constant).
-      A step counter (``QuantizerStats``) counts the calls with ``train=True``.
+      A step counter (``ScheduleStep``) counts the calls with ``train=True``.
     entropy_anneal_factor: VidTok's ``entropy_loss_annealing_factor``.
     chunk_size: codes per block of the entropy's sum over all ``prod(levels)``
       codes (default per backend, bounded memory).
@@ -117,7 +117,7 @@ class FSQ(Quantizer):
     self.chunk_size = chunk_size
     if self.entropy_weight > 0 and self.entropy_anneal_steps > 0:
       # VidTok's n_steps (global_step // 2: its generator and discriminator steps each count).
-      self.step = QuantizerStats(jnp.zeros((), jnp.int32))
+      self.step = ScheduleStep(jnp.zeros((), jnp.int32))
     else:
       self.step = nnx.data(None)
     self.bound_scale = BOUNDS[bound]
@@ -213,9 +213,9 @@ class FSQ(Quantizer):
     w = jnp.float32(self.entropy_weight)
     if self.step is None:
       return w
-    n = self.step.value
+    n = self.step[...]
     if train:
-      self.step.value = n + 1
+      self.step[...] = n + 1
     start = jnp.float32(self.entropy_anneal_factor * self.entropy_weight)
     frac = n.astype(jnp.float32) / jnp.float32(self.entropy_anneal_steps)
     return jnp.where(n >= self.entropy_anneal_steps, w, start - frac * (start - w))
