@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import preset
 
 from vqtok import files
 from vqtok.quantizers import FSQ, build_quantizer
@@ -54,7 +55,7 @@ def _fsq(g, chunk_size=None):
     rngs=nnx.Rngs(0),
     **RECIPE,
   )
-  q.step.value = jnp.int32(g["n_steps"])
+  q.step[...] = jnp.int32(g["n_steps"])
   return q
 
 
@@ -98,11 +99,11 @@ def test_annealing_and_step_counter():
   q = FSQ((3, 3), entropy_weight=0.1, entropy_anneal_steps=4, entropy_anneal_factor=3.0, rngs=nnx.Rngs(0))
   z = jnp.linspace(-1, 1, 8, dtype=jnp.float32).reshape(4, 2)
   _, out = q(z, train=False)  # evaluation neither adds the entropy nor advances the schedule
-  assert int(q.step.value) == 0 and "entropy" not in out.terms
+  assert int(q.step[...]) == 0 and "entropy" not in out.terms
   step = nnx.jit(lambda q, z: q(z, train=True)[1].metrics["entropy_weight"])
   weights = [float(step(q, z)) for _ in range(6)]
   np.testing.assert_allclose(weights, [0.3, 0.25, 0.2, 0.15, 0.1, 0.1], rtol=1e-6)
-  assert int(q.step.value) == 6
+  assert int(q.step[...]) == 6
 
 
 def test_off_by_default_and_from_config():
@@ -135,3 +136,16 @@ def test_bad_values_refused(kwargs):
   name = next(iter(kwargs))
   with pytest.raises(ValueError, match=f"FSQ {name} must be"):
     FSQ((8, 8), rngs=nnx.Rngs(0), **kwargs)
+
+
+def test_vidtok_preset_trains_with_the_references_fsq_losses(goldens):
+  # configs/vidtok_fsq_488.py against the values gen_vidtok_fsq_loss.py read from the reference's YAMLs.
+  with np.load(GOLDENS) as f:
+    recipe = dict(zip(f["recipe_keys"].tolist(), f["recipe"].tolist()))
+  c = preset("vidtok_fsq_488", None).quantizer
+  assert c.bound == "wide"
+  assert c.entropy_weight == recipe["entropy_loss_weight"] and c.commitment_weight == recipe["commitment_loss_weight"]
+  assert c.entropy_anneal_steps == recipe["entropy_loss_annealing_steps"]
+  assert c.entropy_anneal_factor == recipe["entropy_loss_annealing_factor"]
+  q = build_quantizer(c, code_dim=6, rngs=nnx.Rngs(0))
+  assert q.codebook_entropy_weight == 1.0 and q.inv_temperature == 100.0  # diversity_gamma, forward's default

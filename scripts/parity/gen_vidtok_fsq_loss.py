@@ -2,6 +2,7 @@
 """Golden outputs of VidTok's FSQ losses (vqtok's ``FSQ(entropy_weight=..., commitment_weight=...)``).
 
 Usage: /tmp/torchenv/bin/python gen_vidtok_fsq_loss.py /path/to/VidTok [--out FILE]
+(torch 2.13.0 CPU, numpy, einops, pyyaml)
 
 The reference is microsoft/VidTok at commit d6ad92d98e8d67617a6ee8fa1ac2111d6bdaa739
 (``git --git-dir=... archive d6ad92d vidtok configs | tar -x -C /tmp/vidtok``): its own
@@ -9,7 +10,8 @@ The reference is microsoft/VidTok at commit d6ad92d98e8d67617a6ee8fa1ac2111d6bda
 copied), called as ``AutoencodingEngine.encode`` calls it (vidtok/models/autoencoder.py:
 ``self.regularization(z, n_steps=self.global_step // 2)``, z channels-first) with the
 entropy and commitment weights and the annealing of configs/vidtok_fsq_causal_488_262144.yaml
-(0.1, 2,000 steps, factor 3; 0.25). Its ``aux_loss`` enters the training loss with weight 1
+(0.1, 2,000 steps, factor 3; 0.25), which the script checks are those of every
+configs/**/vidtok_fsq_*.yaml (``recipe``, ``recipe_keys`` in the golden). Its ``aux_loss`` enters the training loss with weight 1
 (``regularization_weights: {'aux_loss': 1.0}``, vidtok/modules/losses.py).
 
 Cases (inputs from a seeded numpy generator, stored channels-last as vqtok takes them):
@@ -30,7 +32,7 @@ import os
 import sys
 
 import numpy as np
-import torch
+import torch  # and pyyaml, for the configs
 
 COMMIT = "d6ad92d98e8d67617a6ee8fa1ac2111d6bdaa739"
 # configs/vidtok_fsq_causal_*.yaml: every published FSQ model trains with these.
@@ -53,8 +55,25 @@ def parse():
   return p.parse_args()
 
 
+def check_recipe(ref: str) -> None:
+  """RECIPE is every published FSQ config's ``regularizer_config.params`` (levels aside)."""
+  import glob
+
+  import yaml
+
+  paths = sorted(glob.glob(os.path.join(ref, "configs", "**", "vidtok_fsq_*.yaml"), recursive=True))
+  assert paths, f"no FSQ configs under {ref}/configs"
+  for path in paths:
+    with open(path) as f:
+      params = dict(yaml.safe_load(f)["model"]["params"]["regularizer_config"]["params"])
+    params.pop("levels")
+    assert params == RECIPE, (path, params)
+  print(f"RECIPE = the regularizer params of {len(paths)} FSQ configs")
+
+
 def main():
   args = parse()
+  check_recipe(args.ref)
   sys.path.insert(0, os.path.abspath(args.ref))
   from einops import rearrange
 
@@ -107,7 +126,7 @@ def main():
     })
     print(name, {k: float(out[p + k]) for k in ("per_sample_entropy", "codebook_entropy", "commitment", "aux_loss")})
   out["commit"] = np.asarray(COMMIT)
-  out["recipe"] = np.asarray([RECIPE[k] for k in sorted(RECIPE)], np.float32)
+  out["recipe"] = np.asarray([RECIPE[k] for k in sorted(RECIPE)], np.float64)
   out["recipe_keys"] = np.asarray(sorted(RECIPE))
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   np.savez_compressed(args.out, **out)
