@@ -20,12 +20,14 @@ vidtok vidtok_fsq_causal_488_262144.ckpt tok/`` gives this architecture with the
 published weights. Set ``quantizer.levels`` to [8, 8, 8, 8, 8] (2^15) or
 [8, 8, 8, 8] (2^12) for the other two 4x8x8 files.
 
-Not the reference's training: VidTok's FSQRegularizer adds an entropy loss
-(weight 0.1, annealed from 0.3 over 2,000 steps) and a commitment loss (0.25),
-which vqtok's FSQ does not have; its loss (GeneralLPIPSWithDiscriminator: L1 +
-LPIPS 1.0, a learned log-variance, a 2-D discriminator from step 20,001 with
-weight 0.2 and LeCam 0.005) is approximated by vqtok's L1 + LPIPS + GAN terms
-below.
+The FSQ losses are the reference's: FSQRegularizer's entropy loss (weight 0.1,
+annealed from 0.3 over the first 2,000 steps, γ 1, inverse temperature 100) and
+commitment loss (0.25), added with weight 1 as its ``aux_loss``
+(``quantizer.entropy_weight`` ...; vqtok/quantizers/fsq.py, at parity with
+regularizers.py: tests/test_quantizers_fsq_vidtok.py). Not the reference's: the rest of its loss
+(GeneralLPIPSWithDiscriminator: L1 + LPIPS 1.0, a learned log-variance, a 2-D
+discriminator from step 20,001 with weight 0.2 and LeCam 0.005) is approximated by
+vqtok's L1 + LPIPS + GAN terms below.
 """
 
 from vqtok.pretrained.vidtok import preset
@@ -33,6 +35,8 @@ from vqtok.pretrained.vidtok import preset
 
 def get_config():
   c = preset((1, 2, 4, 4), channels=128, num_res_blocks=2, levels=(8,) * 6)
+  # configs/vidtok_fsq_causal_488_262144.yaml regularizer_config (diversity_gamma and inv_temperature: defaults).
+  c.quantizer.update(entropy_weight=0.1, entropy_anneal_steps=2000, entropy_anneal_factor=3.0, commitment_weight=0.25)
   c.video.update(num_frames=17, fps=3.0)  # VidTok's training clips: 17 frames at 3 fps
   c.loss.update(l1_weight=1.0, l2_weight=0.0, perceptual_weight=1.0, gan_weight=0.2, disc_start=20_001)
   c.loss.lecam_weight = 0.005

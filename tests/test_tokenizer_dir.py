@@ -1,15 +1,23 @@
-"""Tokenizer directories record the LFQ/BSQ bit order and refuse to guess it."""
+"""Tokenizer directories record the LFQ/BSQ bit order and refuse to guess it; scalar state round-trips, and
+``config.init_from`` restarts loss schedules (FSQ's entropy annealing counter)."""
 
 import json
 import os
+import types
+from typing import Any
 
+import flax.struct
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 from flax import nnx
 from helpers import load_config
 
-from vqtok import tokenizer_dir
+from vqtok import files, tokenizer_dir
+from vqtok.config import default_config
 from vqtok.models import build_tokenizer
+from vqtok.training import loop
 
 LFQ = {"type": "lfq", "bits": 4}
 RESIDUAL_BSQ = {"type": "residual", "num_levels": 2, "quantizer": {"type": "bsq", "bits": 4}}
@@ -70,3 +78,51 @@ def test_other_quantizers_need_no_bit_order(tmp_path):
   with open(os.path.join(path, "config.json")) as f:
     assert "bit_order" not in json.load(f)["quantizer"]
   tokenizer_dir.read(path)
+
+
+@flax.struct.dataclass
+class _State:
+  """The fields of a TrainState that ``loop.init_from`` reads and replaces (no optimizer: fast)."""
+
+  g_params: Any
+  g_rest: Any
+  ema: Any = None
+
+
+@pytest.mark.parametrize("annealed_source", [False, True])
+def test_init_from_restarts_the_schedule(tmp_path, annealed_source):
+  # config.init_from across the option (e.g. converted VidTok weights, then configs/vidtok_fsq_488.py):
+  # the weights load, the annealing counter is neither read nor needed, and starts at 0 as the step does.
+  def config(annealed):
+    c = default_config()
+    if annealed:
+      c.quantizer.update(entropy_weight=0.1, entropy_anneal_steps=10, entropy_anneal_factor=3.0)
+    return c
+
+  src = config(annealed_source)
+  tok = build_tokenizer(src, rngs=nnx.Rngs(1))
+  if annealed_source:
+    tok.quantizer.step[...] = jnp.int32(7)
+  tokenizer_dir.save_tokenizer(tok, src, str(tmp_path / "tok"))
+  c = config(not annealed_source)
+  c.init_from = str(tmp_path / "tok")
+  graphdef, params, rest = files.pure(build_tokenizer(c, rngs=nnx.Rngs(2)))
+  state = loop.init_from(c, _State(params, rest), types.SimpleNamespace(g_def=graphdef), None)
+  got = nnx.merge(graphdef, state.g_params, state.g_rest)
+  want, have = files.arrays(tok, nnx.Param), files.arrays(got, nnx.Param)
+  assert set(want) == set(have)
+  for k, v in want.items():
+    np.testing.assert_array_equal(have[k], v, err_msg=k)
+  if not annealed_source:
+    assert int(got.quantizer.step[...]) == 0
+
+
+def test_step_counter_round_trips_a_tokenizer_dir(tmp_path):
+  # Scalars stay scalars in model.safetensors (files.write_safetensors), so the counter loads back.
+  c = default_config()
+  c.quantizer.update(entropy_weight=0.1, entropy_anneal_steps=10)
+  tok = build_tokenizer(c, rngs=nnx.Rngs(1))
+  tok.quantizer.step[...] = jnp.int32(7)
+  tokenizer_dir.save_tokenizer(tok, c, str(tmp_path / "tok"))
+  loaded, _, _ = tokenizer_dir.read(str(tmp_path / "tok"))
+  assert int(loaded.quantizer.step[...]) == 7

@@ -29,6 +29,11 @@ FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
 
 VARIANTS = {  # name: (quantizer spec, other config overrides)
   "fsq_bf16": ({"type": "fsq", "levels": (8, 5, 5, 5)}, {"model.dtype": "bfloat16"}),
+  "fsq_vidtok_losses": (  # VidTok's FSQ losses, annealed over the first 2 steps
+    {"type": "fsq", "levels": (8, 5, 5, 5), "bound": "wide", "entropy_weight": 0.1, "commitment_weight": 0.25}
+    | {"entropy_anneal_steps": 2, "entropy_anneal_factor": 3.0},
+    {},
+  ),
   "vq_ema": ({"type": "vq", "codebook_size": 64, "ema_decay": 0.9, "restart_threshold": 0.01}, {}),
   "lfq": ({"type": "lfq", "bits": 4}, {}),
   "bsq": ({"type": "bsq", "bits": 4}, {}),
@@ -55,6 +60,8 @@ def test_few_steps_with_each_quantizer_family(tmp_path, name):
   final = summary["final_metrics"]
   assert "d_loss" in final and "gan_weight" in final  # GAN steps ran
   assert final["codebook/usage"] > 0
+  if spec.get("entropy_anneal_steps"):  # the third step's weight: the schedule counted the steps
+    assert final["codebook/entropy_weight"] == pytest.approx(0.1) and "quantizer/entropy" in final
   if "loss.lecam_weight" in overrides:
     assert "loss/lecam" in final and "loss/r1" in final
 

@@ -230,5 +230,8 @@ def write_safetensors(path: str, values: Mapping[str, np.ndarray], metadata: Map
   """Writes ``values`` (and string ``metadata``) to a safetensors file at ``path``, whole or not at all."""
   with atomic_path(path) as tmp:
     save_file(
-      {k: np.ascontiguousarray(v) for k, v in values.items()}, tmp, metadata={k: str(v) for k, v in metadata.items()}
+      # asarray(order="C"), not ascontiguousarray, which makes scalars (step counters, flags) 1-d.
+      {k: np.asarray(v, order="C") for k, v in values.items()},
+      tmp,
+      metadata={k: str(v) for k, v in metadata.items()},
     )

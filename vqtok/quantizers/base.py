@@ -55,6 +55,15 @@ class QuantizerStats(nnx.Variable):
   """
 
 
+class ScheduleStep(QuantizerStats):
+  """Training calls counted for a loss weight's schedule (FSQ's entropy annealing).
+
+  Checkpoints keep it, so a resumed run continues its schedule; ``config.init_from``
+  neither reads nor writes it, so a run started from other weights starts its
+  schedule at 0, as its step does.
+  """
+
+
 class Quantizer(nnx.Module, abc.ABC):
   """Abstract base of all quantizers.
 

@@ -33,6 +33,7 @@ from vqtok import progress as progress_lib
 from vqtok.data import pipeline
 from vqtok.evaluation import reconstruct as reconstruct_lib
 from vqtok.losses import perceptual
+from vqtok.quantizers.base import ScheduleStep
 from vqtok.training import checkpoint as ckpt_lib
 from vqtok.training import teacher as teacher_lib
 from vqtok.training import workdir as workdir_lib
@@ -174,7 +175,8 @@ def check_finite(metrics: dict[str, Any], step: int) -> None:
 def init_from(config: ml_collections.ConfigDict, state: TrainState, static: Static, shardings: Any) -> TrainState:
   """``state`` with the tokenizer weights of ``config.init_from`` (a tokenizer directory or a run).
 
-  The discriminator and the optimizer stay fresh and the step stays 0; EMA
+  The discriminator and the optimizer stay fresh and the step stays 0 (loss
+  schedules' ``ScheduleStep`` counters too); EMA
   weights start at the loaded ones. The architecture must be the same
   (compute dtype and, for CNNs, image size may differ).
   """
@@ -187,7 +189,9 @@ def init_from(config: ml_collections.ConfigDict, state: TrainState, static: Stat
       f" from its config (python -m vqtok.export writes it to config.json) and override only training fields"
     )
   tokenizer = nnx.merge(static.g_def, state.g_params, state.g_rest)
-  files.assign(tokenizer, files.arrays(loaded), source=config.init_from)
+  # Loss schedules (FSQ's entropy annealing) restart with the step, on either side.
+  weights = nnx.All(nnx.Not(nnx.RngState), nnx.Not(ScheduleStep))
+  files.assign(tokenizer, files.arrays(loaded, weights), source=config.init_from, what=weights)
   return _with_tokenizer(state, tokenizer, shardings)
 
 
