@@ -5,9 +5,19 @@ import json
 import os
 import shutil
 
+import numpy as np
+
 from vqtok import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def golden_cases(path, cases=None):
+  """A parity script's ``<case>/<name>`` arrays as ``{case: {name: array}}`` (every case in the file if None)."""
+  with np.load(path) as f:
+    flat = dict(f)
+  cases = sorted({k.split("/")[0] for k in flat if "/" in k}) if cases is None else cases
+  return {c: {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(c + "/")} for c in cases}
 
 
 def preset(name, arg="runlocal", **overrides):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import golden_cases
 
 from vqtok.quantizers import Factorized, Grouped, VectorQuantizer, build_quantizer, disentanglement
 
@@ -31,10 +32,7 @@ def fqgan(k, codes=64, weight=0.1, entropy=0.0):
 
 @pytest.fixture(scope="module")
 def goldens():
-  with np.load(GOLDENS) as f:
-    flat = dict(f)
-  cases = sorted({k.split("/")[0] for k in flat})
-  return {c: {k.split("/")[1]: v for k, v in flat.items() if k.startswith(c + "/")} for c in cases}
+  return golden_cases(GOLDENS)
 
 
 def _run(q, z, codebooks):

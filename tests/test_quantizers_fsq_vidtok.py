@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import preset
+from helpers import golden_cases, preset
 
 from vqtok import files
 from vqtok.quantizers import FSQ, build_quantizer
@@ -40,9 +40,7 @@ def rel(a, b):
 
 @pytest.fixture(scope="module")
 def goldens():
-  with np.load(GOLDENS) as f:
-    flat = dict(f)
-  return {c: {k.split("/")[1]: v for k, v in flat.items() if k.startswith(c + "/")} for c in CASES}
+  return golden_cases(GOLDENS, CASES)
 
 
 def _fsq(g, chunk_size=None):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import golden_cases
 
 from vqtok.quantizers import IBQ, build_quantizer
 from vqtok.quantizers.ibq import argmax_codes
@@ -34,10 +35,7 @@ def _objective(q, z, codebook, upstream):
 
 @pytest.fixture(scope="module")
 def goldens():
-  with np.load(GOLDENS) as f:
-    flat = dict(f)
-  cases = sorted({k.split("/")[0] for k in flat})
-  return {c: {k.split("/")[1]: v for k, v in flat.items() if k.startswith(c + "/")} for c in cases}
+  return golden_cases(GOLDENS)
 
 
 @pytest.mark.parametrize("case", ["t001", "t05"])

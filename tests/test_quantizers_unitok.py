@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import golden_cases
 
 from vqtok.quantizers import build_quantizer
 
@@ -51,10 +52,7 @@ def rel(a, b):
 
 @pytest.fixture(scope="module")
 def goldens():
-  with np.load(GOLDENS) as f:
-    flat = dict(f)
-  cases = sorted({k.split("/")[0] for k in flat})
-  return {c: {k.split("/")[1]: v for k, v in flat.items() if k.startswith(c + "/")} for c in cases}
+  return golden_cases(GOLDENS)
 
 
 @pytest.mark.parametrize("case", ["g4", "g2"])
