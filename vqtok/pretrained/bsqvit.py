@@ -150,13 +150,6 @@ def _pixels_out_bias(patch: int) -> L.Layout:
   return lambda x: x.reshape(3, patch, patch).transpose(1, 2, 0).reshape(-1)
 
 
-def _linear(prefix: str, target: str) -> tuple[L.Rule, ...]:
-  return (
-    L.under(prefix, target, "weight", lambda: "kernel", L.linear),
-    L.under(prefix, target, "bias", lambda: "bias", L.as_is),
-  )
-
-
 def _vit_rules(side: str, heads: int) -> tuple[L.Rule, ...]:
   return (
     L.Rule(rf"{side}\.positional_embedding", f"{side}.posemb.embedding", lambda x: x[None]),
@@ -174,10 +167,10 @@ def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
   return (
     L.Rule(r"encoder\.conv1\.weight", "encoder.patch_embed.kernel", _patch_embed(p)),
     *_vit_rules("encoder", heads),
-    *_linear(r"quant_embed", "encoder.head"),
-    *_linear(r"post_quant_embed", "decoder.embed"),
+    *L.torch_linear(r"quant_embed", "encoder.head"),
+    *L.torch_linear(r"post_quant_embed", "decoder.embed"),
     *_vit_rules("decoder", dec_heads),
-    *_linear(r"decoder\.ffn\.0", "decoder.head_hidden"),
+    *L.torch_linear(r"decoder\.ffn\.0", "decoder.head_hidden"),
     L.Rule(r"decoder\.conv_out\.weight", "decoder.head.kernel", _pixels_out(p)),
     L.Rule(r"decoder\.conv_out\.bias", "decoder.head.bias", _pixels_out_bias(p)),
   )

@@ -101,13 +101,6 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
   return c
 
 
-def _linear(prefix: str, target: str) -> tuple[L.Rule, ...]:
-  return (
-    L.under(prefix, target, "weight", lambda: "kernel", L.linear),
-    L.under(prefix, target, "bias", lambda: "bias", L.as_is),
-  )
-
-
 def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
   """Published name -> vqtok path. Decoder level 0 is the lowest resolution in both."""
   k = int(c.model.factorized_heads)
@@ -145,8 +138,8 @@ def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
     if feat is not None and g - 1 < len(c.model.feature_head_dims):
       fo = f"encoder.feature_heads.{g - 1}"
       rows += [
-        *_linear(rf"{feat}\.upscale\.0", f"{fo}.up1"),
-        *_linear(rf"{feat}\.upscale\.2", f"{fo}.up2"),
+        *L.torch_linear(rf"{feat}\.upscale\.0", f"{fo}.up1"),
+        *L.torch_linear(rf"{feat}\.upscale\.2", f"{fo}.up2"),
         L.Rule(rf"{feat}\.class_embedding", f"{fo}.cls_token"),
         L.Rule(rf"{feat}\.positional_embedding", f"{fo}.pos"),
         *L.torch_norm(rf"{feat}\.ln_pre", f"{fo}.transformer.ln_pre"),

@@ -206,6 +206,14 @@ def torch_conv3d(prefix: str, target: Prefix) -> tuple[Rule, ...]:
   )
 
 
+def torch_linear(prefix: str, target: Prefix) -> tuple[Rule, ...]:
+  """``<prefix>.weight`` (O, I) and ``.bias`` of a torch Linear -> ``<target>.kernel`` / ``.bias``."""
+  return (
+    under(prefix, target, "weight", lambda: "kernel", linear),
+    under(prefix, target, "bias", lambda: "bias", as_is),
+  )
+
+
 def torch_conv1x1_linear(prefix: str, target: Prefix) -> tuple[Rule, ...]:
   """A 1x1 conv (quant_conv) -> a Linear ``<target>.kernel`` / ``.bias``."""
   return (

@@ -219,13 +219,6 @@ def config(tensors: dict[str, np.ndarray], source: str) -> ml_collections.Config
   return c
 
 
-def _linear(prefix: str, target: str) -> tuple[L.Rule, ...]:
-  return (
-    L.under(prefix, target, "weight", lambda: "kernel", L.linear),
-    L.under(prefix, target, "bias", lambda: "bias", L.as_is),
-  )
-
-
 def _batch(x: np.ndarray) -> np.ndarray:
   return x[None]
 
@@ -263,8 +256,8 @@ def _siglip_rows(heads: int) -> tuple[L.Rule, ...]:
     L.under(blk, bto, r"self_attn\.(q|k|v)_proj\.bias", lambda p: f"attn.{qkv[p]}.bias", per_head),
     L.under(blk, bto, r"self_attn\.out_proj\.weight", lambda: "attn.out.kernel", L.heads_out(heads)),
     L.under(blk, bto, r"self_attn\.out_proj\.bias", lambda: "attn.out.bias", L.as_is),
-    *_linear(rf"{blk}\.mlp\.fc1", bto + ".mlp1"),
-    *_linear(rf"{blk}\.mlp\.fc2", bto + ".mlp2"),
+    *L.torch_linear(rf"{blk}\.mlp\.fc1", bto + ".mlp1"),
+    *L.torch_linear(rf"{blk}\.mlp\.fc2", bto + ".mlp2"),
     *L.torch_norm(rf"{v}\.post_layernorm", f"{to}.transformer.norm"),
     L.Rule(rf"{v}\.head\.probe", f"{to}.map_head.probe"),
     L.under(
@@ -286,8 +279,8 @@ def _siglip_rows(heads: int) -> tuple[L.Rule, ...]:
     ),
     L.under(rf"{v}\.head", f"{to}.map_head", r"attention\.out_proj\.bias", lambda: "attn.out.bias", L.as_is),
     *L.torch_norm(rf"{v}\.head\.layernorm", f"{to}.map_head.norm"),
-    *_linear(rf"{v}\.head\.mlp\.fc1", f"{to}.map_head.mlp1"),
-    *_linear(rf"{v}\.head\.mlp\.fc2", f"{to}.map_head.mlp2"),
+    *L.torch_linear(rf"{v}\.head\.mlp\.fc1", f"{to}.map_head.mlp1"),
+    *L.torch_linear(rf"{v}\.head\.mlp\.fc2", f"{to}.map_head.mlp2"),
   )
 
 
@@ -316,8 +309,8 @@ def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
     L.Rule(r"quantize\.embedding_vqkd\.weight", "quantizer.quantizer.semantic_codebook"),
     L.Rule(r"quantize\.embedding_vqgan\.weight", "quantizer.quantizer.pixel_codebook"),
     *(_siglip_rows(heads) if m.semantic_encoder == "siglip" else _clip_rows(heads)),
-    *_linear(r"encode_task_layer\.0", "encoder.semantic_head.layers.0"),
-    *_linear(r"encode_task_layer\.2", "encoder.semantic_head.layers.2"),
+    *L.torch_linear(r"encode_task_layer\.0", "encoder.semantic_head.layers.0"),
+    *L.torch_linear(r"encode_task_layer\.2", "encoder.semantic_head.layers.2"),
     # The semantic decoder: BEiT v2's VisionTransformer (``fc_norm`` is its final LayerNorm).
     L.Rule(r"decoder_vqkd\.cls_token", "decoder.semantic.cls_token", lambda x: x[0]),
     L.Rule(r"decoder_vqkd\.pos_embed", "decoder.semantic.pos_embed"),
@@ -335,7 +328,7 @@ def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
     L.under(blk, bto, r"mlp\.fc1\.bias", lambda: "mlp1.bias", L.as_is),
     L.under(blk, bto, r"mlp\.fc2\.weight", lambda: "mlp2.kernel", L.linear),
     L.under(blk, bto, r"mlp\.fc2\.bias", lambda: "mlp2.bias", L.as_is),
-    *_linear(r"decode_task_layer\.0", "decoder.semantic_head.layers.0"),
-    *_linear(r"decode_task_layer\.2", "decoder.semantic_head.layers.2"),
+    *L.torch_linear(r"decode_task_layer\.0", "decoder.semantic_head.layers.0"),
+    *L.torch_linear(r"decode_task_layer\.2", "decoder.semantic_head.layers.2"),
   ]
   return tuple(rows)
