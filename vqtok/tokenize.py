@@ -739,10 +739,7 @@ def _captions_flag() -> str:
 
 def _tfds_videos() -> tuple[str, str] | None:
   """``(name, split)`` of ``--videos=tfds:NAME[:SPLIT]`` (split ``test`` by default); None for a folder or no videos."""
-  if not (FLAGS.videos or "").startswith("tfds:"):
-    return None
-  name, _, split = FLAGS.videos[len("tfds:") :].partition(":")
-  return name, split or "test"
+  return data_lib.tfds_spec(FLAGS.videos, "test")
 
 
 def _labels_flag() -> str:
@@ -778,8 +775,8 @@ def _select_videos(config: ml_collections.ConfigDict, tokenizer: nnx.Module) -> 
     raise cli.UsageError("give --videos (video clips) or --folder/--tfds (images), not both")
   if FLAGS.folder or FLAGS.tfds:
     config.video.source = ""
-  if _tfds_videos():
-    name, split = _tfds_videos()
+  if tfds_videos := _tfds_videos():
+    name, split = tfds_videos
     config.video.update(source="tfds", name=name, path=FLAGS.data_dir or "", fps=0.0)
     config.data.eval_split = split
   elif FLAGS.videos:

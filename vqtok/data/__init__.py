@@ -10,6 +10,7 @@ from vqtok.data.sources import TfdsSource as TfdsSource
 from vqtok.data.sources import decode_image as decode_image
 from vqtok.data.sources import make_source as make_source
 from vqtok.data.sources import tfds_prepare_command as tfds_prepare_command
+from vqtok.data.sources import tfds_spec as tfds_spec
 from vqtok.data.sources import to_rgb as to_rgb
 from vqtok.data.transforms import center_crop as center_crop
 from vqtok.data.transforms import random_resized_crop as random_resized_crop

@@ -464,6 +464,14 @@ class TfdsSource(ImageSource):
     return state
 
 
+def tfds_spec(spec: str | None, default_split: str) -> tuple[str, str] | None:
+  """``(name, split)`` of a ``tfds:NAME[:SPLIT]`` command-line value; None when ``spec`` names no TFDS dataset."""
+  if not (spec or "").startswith("tfds:"):
+    return None
+  name, _, split = spec[len("tfds:") :].partition(":")
+  return name, split or default_split
+
+
 #: Where images come from (``config.data.source``).
 SOURCES = ("samples", "folder", "tfds")
 

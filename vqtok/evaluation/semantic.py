@@ -105,9 +105,9 @@ def labelled_latents(
   Unreadable images are counted and left out, as in the rest of the evaluation.
   """
   c = ml_collections.ConfigDict(config.to_dict())
-  if spec.startswith("tfds:"):
-    name, _, split = spec[len("tfds:") :].partition(":")
-    c.data.update(source="tfds", name=name, eval_split=split or "validation")
+  named = sources_lib.tfds_spec(spec, "validation")
+  if named:
+    c.data.update(source="tfds", name=named[0], eval_split=named[1])
   else:
     c.data.update(source="folder", path=spec, eval_split="")
   batches = pipeline.make_dataset(c, split="eval", batch_size=batch_size, num_images=num_images)
