@@ -6,7 +6,7 @@ warm-up call (the compile). An imported tokenizer (``python -m vqtok.convert cos
 program; only the weights differ. Frames/s counts input frames.
 
 Run:
-  python bench/cosmos_encode.py [--frames=17] [--size=256] [--batch=1] [--repeats=3]
+  python bench/cosmos_encode.py [--frames=17] [--size=256] [--batch=1] [--repeats=3] [--dtype=bfloat16]
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ def main() -> None:
   p.add_argument("--size", type=int, default=256, help="frame height and width (a multiple of 8)")
   p.add_argument("--batch", type=int, default=1)
   p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="model.dtype (activations)")
   args = p.parse_args()
   print(describe_machine())
   config = importlib.import_module("configs.cosmos_dv488").get_config()
+  config.model.dtype = args.dtype
   tok = models.build_tokenizer(config, rngs=nnx.Rngs(0))
   graph, state = nnx.split(tok)
 
@@ -60,7 +62,7 @@ def main() -> None:
   best = min(times)
   frames = args.batch * args.frames
   print(
-    f"Cosmos DV4x8x8 (random weights), {args.batch} x {args.frames} frames of {args.size}x{args.size}"
+    f"Cosmos DV4x8x8 (random weights, {args.dtype}), {args.batch} x {args.frames} frames of {args.size}x{args.size}"
     f" -> ids {tuple(ids.shape)}: first call (compile + run) {compile_s:.1f} s; encode {best:.2f} s"
     f" (best of {args.repeats}) = {frames / best:.2f} frames/s"
   )
