@@ -17,6 +17,11 @@ VidTok v1.1 (model_3dcausal_v1_1.py) alike: golden_v1_1.npz / keys_v1_1.json, ma
 parameters at ch 8 (5 FSQ channels, trilinear time upsampling); same tolerances.
 Its decoder keeps all frames (9 -> 12, 1 -> 4: the first 3 decode the padding
 copies of frame 0); vqtok's drops those 3, as for v1.0, so frames in = frames out.
+
+The non-causal model (model_3dnoncausal.py, ``model.causal=False``) alike: golden_noncausal.npz /
+keys_noncausal.json, made by ``gen_vidtok.py --noncausal`` with
+configs/vidtok_fsq_noncausal_488_262144.yaml's parameters at ch 8, on a 16-frame clip
+(16 -> 4 latent frames -> 16); same tolerances, one compiled program.
 """
 
 import json
@@ -100,6 +105,7 @@ def _run(tok, x):
 
 
 V1_1 = "vidtok.modules.model_3dcausal_v1_1.EncoderCausal3DPadding"
+NONCAUSAL = "vidtok.modules.model_3dnoncausal.Encoder3D"
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +235,18 @@ def test_preset_has_the_references_parameter_count(tmp_path):
 @pytest.mark.parametrize(
   "name, kw, match",
   [
-    ("x.ckpt", {"yaml_target": "vidtok.modules.model_3dnoncausal.Encoder3D"}, r"converts model_3dcausal\(_v1_1\)"),
+    ("x.ckpt", {"yaml_target": "vidtok.modules.model_3dcausal.Encoder3D"}, r"converts model_3dcausal\(_v1_1\)"),
     ("x.ckpt", {"levels": (8,) * 5}, r"5 FSQ levels \[8, 8, 8, 8, 8\] for an encoder of 6 channels"),
+    (
+      "x.ckpt",
+      {"yaml_target": NONCAUSAL},
+      r"its YAML builds a non-causal \(model_3dnoncausal.py\) model, but its tensors are a causal",
+    ),
+    (
+      "x.ckpt",
+      {"suffix": "_noncausal"},
+      r"its YAML builds a causal \(model_3dcausal.py\) model, but its tensors are a non-causal",
+    ),
   ],
 )
 def test_other_files_are_refused_in_one_line(tmp_path, name, kw, match):
@@ -246,17 +262,10 @@ def test_version_from_the_name_or_yaml():
   assert opts("vidtok_fsq_causal_488_32768_v1_1.ckpt") == {"v1_1": True, "time_upsample": "linear"}
   assert opts("vidtok_fsq_causal_488_32768.ckpt") == {}
   y = {"model": {"params": {"encoder_config": {"target": V1_1, "params": {"interpolation_mode": "nearest"}}}}}
-  assert opts("x.ckpt", y) == {"v1_1": True, "time_upsample": "repeat"}
+  assert opts("x.ckpt", y) == {"v1_1": True, "time_upsample": "repeat", "causal": True}
   y["model"]["params"]["encoder_config"]["params"]["interpolation_mode"] = "bicubic"
   with pytest.raises(reader.CheckpointError, match="interpolation_mode 'bicubic'"):
     opts("x.ckpt", y)
-
-
-def test_non_causal_tensors_are_refused_in_one_line():
-  # model_3dnoncausal.py's convs are plain torch convs (conv_in.weight, not conv_in.conv.weight).
-  obj = {"checkpoint": {"state_dict": {"encoder.conv_in.weight": np.zeros((8, 3, 3, 3, 3), np.float32)}}}
-  with pytest.raises(reader.CheckpointError, match="a non-causal VidTok file .* converts the causal ones only"):
-    vidtok.state_dict(obj, ema=False, source="vidtok_fsq_noncausal_488_262144.ckpt")
 
 
 @pytest.mark.parametrize(
@@ -293,3 +302,97 @@ def test_bare_state_dict_and_no_yaml(tmp_path, converted):
   assert c.to_dict() == converted[1].to_dict()
   a, b = files.arrays(tok), files.arrays(converted[0])
   assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in b)
+
+
+# ---- the non-causal model (model_3dnoncausal.py: model.causal=False) ----
+
+
+@pytest.fixture(scope="module")
+def converted_noncausal(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("vidtok") / "vidtok_fsq_noncausal_488_262144.ckpt")
+  _write_checkpoint(path, yaml_target=NONCAUSAL, suffix="_noncausal")
+  tok, config, meta = pretrained.convert("vidtok", path)
+  g = dict(np.load(os.path.join(GOLDENS, "golden_noncausal.npz")))
+  x = jnp.asarray(_video(g["x"]))
+  # The clip, and the clip with its last 4 frames changed (the same program).
+  return tok, config, g, {"": _run(tok, x), "later": _run(tok, x.at[:, 12:].multiply(-1.0))}
+
+
+def test_noncausal_parity_with_the_reference(converted_noncausal):
+  tok, _, g, runs = converted_noncausal
+  z, ids, y = (np.asarray(a) for a in runs[""])
+  gz, gy = _video(g["z"]), _video(g["y"])
+  assert z.shape == gz.shape == (1, 4, 2, 2, 6) and y.shape == gy.shape == (1, 16, 16, 16, 3)  # 16 -> 4 -> 16
+  assert _rel(z, gz) < 1e-5
+  bounded = np.asarray(tok.quantizer.bound(jnp.asarray(gz, jnp.float32)))
+  assert np.abs(np.abs(bounded - np.floor(bounded)) - 0.5).min() > 1e-4
+  np.testing.assert_array_equal(ids, g["ids"])
+  assert _rel(y, gy) < 1e-4
+
+
+def test_noncausal_sees_later_frames(converted_noncausal):
+  # Frames 12..15 reach latent frame 2 through the time convs' right padding: not causal.
+  _, _, _, runs = converted_noncausal
+  z, z_later = np.asarray(runs[""][0]), np.asarray(runs["later"][0])
+  assert not np.allclose(z[:, 2], z_later[:, 2])
+
+
+def test_noncausal_config_and_frame_rule(converted_noncausal, tmp_path):
+  tok, c, _, _ = converted_noncausal
+  assert c.model.causal is False and c.model.time_padding == "zeros" and c.model.time_upsample == "repeat"
+  assert c.video.num_frames == 16 and tok.temporal_factor == 4 and tok.is_video and not tok.causal
+  assert tok.latent_frames(16) == 4 and tok.quantizer.codebook_size == 2**18
+  keys = _keys("_noncausal")["keys"]
+  assert sum(v.size for v in files.arrays(tok).values()) == sum(
+    int(np.prod(s)) for p in ("encoder", "decoder") for _, s in keys[p]
+  )
+  # k*4 frames only, whole clips only, no images.
+  with pytest.raises(ValueError, match=r"takes k\*4 frames \(4, 8, 12, ...\); got 17 frames: .* 16 and 20"):
+    tok.encode(jnp.zeros((1, 17, 16, 16, 3)))
+  with pytest.raises(ValueError, match="got 2 frames: the nearest valid count is 4"):
+    tok.latent_frames(2)
+  with pytest.raises(ValueError, match="an image .* is one frame: give it clips"):
+    tok.encode(jnp.zeros((1, 16, 16, 3)))
+  with pytest.raises(ValueError, match="chunk is for causal video tokenizers: a non-causal one"):
+    tok.encode(jnp.zeros((1, 16, 16, 16, 3)), chunk=2)
+  with pytest.raises(ValueError, match="chunk is for causal video tokenizers: a non-causal one"):
+    tok.decode(jnp.zeros((1, 4, 2, 2), jnp.int32), chunk=2)
+  with pytest.raises(ValueError, match=r"decode expects indices of shape \(B, T', 32, 32\)"):
+    tok.decode(jnp.zeros((1, 2, 2), jnp.int32))
+  # A config's clips: video.num_frames by the same rule.
+  bad = c.copy_and_resolve_references()
+  bad.video.update(source="samples", num_frames=17)
+  with pytest.raises(ValueError, match=r"video.num_frames=17: a non-causal video tokenizer .* 16 and 20"):
+    validate_config(bad, check_paths=False)
+
+
+def test_noncausal_full_size_parameter_count():
+  # vidtok_fsq_noncausal_488_262144 as its YAML builds it (gen_vidtok.py --noncausal counts it; the 4x16x16
+  # vidtok_fsq_noncausal_41616_262144, ch_mult (1, 2, 4, 4, 4), checked once by hand).
+  tok = nnx.eval_shape(lambda: build_tokenizer(vidtok.preset((1, 2, 4, 4), causal=False), rngs=nnx.Rngs(0)))
+  n = {k: sum(int(np.prod(s)) for p, s in files.shapes(tok).items() if p.startswith(k)) for k in ("encoder", "decoder")}
+  assert n == _keys("_noncausal")["full_params"]["vidtok_fsq_noncausal_488_262144"]
+  assert n["encoder"] + n["decoder"] == 157_451_661  # as the causal model: only the time padding differs
+
+
+@pytest.mark.parametrize(
+  "model, match",
+  [
+    ({"causal": False}, r"model.causal=False \(a non-causal video CNN\) needs model.temporal_downsample"),
+    (
+      {"causal": False, "temporal_downsample": (1, 2), "cnn_family": "taming"},
+      r"non-causal video CNN is built for the CNN families \('vidtok',\)",
+    ),
+    (
+      {"causal": False, "temporal_downsample": (1, 2), "cnn_family": "vidtok", "time_upsample": "linear"},
+      r"time_upsample='linear' is the causal 'vidtok' CNN family's",
+    ),
+  ],
+)
+def test_bad_noncausal_configs_are_one_line(model, match):
+  c = vidtok.preset((1, 2, 4), channels=8, levels=(8,) * 4)
+  c.model.update(temporal_downsample=(), temporal_upsample=(), cnn_family="taming")
+  c.model.update(model)
+  with pytest.raises(ValueError, match=match):
+    validate_config(c, check_paths=False)
+    nnx.eval_shape(lambda: build_tokenizer(c, rngs=nnx.Rngs(0)))

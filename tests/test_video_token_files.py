@@ -4,7 +4,9 @@ A tiny random causal video tokenizer (16 px, s_T = 2, FSQ 625 codes) on two
 synthetic mp4s: the files' rows equal ``tokenizer.encode(clip)``, decoding them
 equals ``tokenizer.decode``, chunked encoding writes the same rows, and each
 mistake (a frame count the causal rule rejects, an image tokenizer, another
-frame rule or codebook, videos too short) is one line with nothing written.
+frame rule or codebook, videos too short) is one line with nothing written. A
+non-causal tokenizer (k*s_T frames -> k) refuses the causal files and its own
+frame counts by its rule, and its files are refused by causal tokenizers.
 """
 
 import json
@@ -34,7 +36,7 @@ FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
 FRAMES = 5  # 1 + 2*2: three latent frames at s_T = 2
 
 
-def video_config(strides=(1, 2), levels=(5, 5, 5, 5)):
+def video_config(strides=(1, 2), levels=(5, 5, 5, 5), **model):
   c = default_config()
   c.image_size = 16
   c.model.update(
@@ -46,13 +48,15 @@ def video_config(strides=(1, 2), levels=(5, 5, 5, 5)):
     cnn_family="magvit2",
     temporal_downsample=strides,
   )
+  c.model.update(model)
   c.quantizer = {"type": "fsq", "levels": list(levels)}
   return validate_config(c)
 
 
 @pytest.fixture(scope="module")
 def tokdirs(tmp_path_factory):
-  """ "v": a tokenizer directory (s_T = 2, 625 codes); "v4" (s_T = 4), "codes" (1000 codes), "image" (tiny preset).
+  """ "v": a tokenizer directory (s_T = 2, 625 codes); "v4" (s_T = 4), "codes" (1000 codes), "image" (tiny preset),
+  "nc" (non-causal, s_T = 2: VidTok's model_3dnoncausal.py form).
 
   Only "v" runs: the others are refused before any weight is read, so they are
   abstract (``nnx.eval_shape``: no initialisation to pay for).
@@ -65,6 +69,7 @@ def tokdirs(tmp_path_factory):
     ("v4", video_config(strides=(2, 2))),
     ("codes", video_config(levels=(8, 5, 5, 5))),
     ("image", load_config()),
+    ("nc", video_config(cnn_family="vidtok", causal=False, attention=True, z_channels=0)),
   ):
     abstract = nnx.eval_shape(lambda c=c: build_tokenizer(c, rngs=nnx.Rngs(0)))
     out[key] = (f"(abstract {key})", abstract, c, {"step": 0, "metadata": {}})
@@ -171,6 +176,7 @@ def test_rows_metadata_and_counted_skips(encoded, reference):
     "num_frames": 5,
     "latent_frames": 3,
     "temporal_factor": 2,
+    "causal": True,
     "frame_rule": "1 + k*2 frames -> 1 + k latent frames",
     "stride": 1,
     "fps": None,
@@ -277,7 +283,7 @@ def test_encode_refusals_write_nothing(tokdirs, folder, tmp_path):
     _encode(tokdirs["v"], folder, out, num_frames=4)
   assert "num_frames=4: a causal video tokenizer with temporal downsampling 2 takes 1 + k*2 frames" in _one_line(e)
   assert "nearest valid counts are 3 and 5" in str(e.value)
-  with pytest.raises(ValueError, match="need a causal video tokenizer .* an image tokenizer") as e:
+  with pytest.raises(ValueError, match="need a video tokenizer .* an image tokenizer") as e:
     _encode(tokdirs["image"], folder, out)
   _one_line(e)
   with pytest.raises(ValueError, match="takes 1 \\+ k\\*4 frames .*; got 3 frames") as e:
@@ -285,6 +291,13 @@ def test_encode_refusals_write_nothing(tokdirs, folder, tmp_path):
   _one_line(e)
   with pytest.raises(ValueError, match="chunk must be a positive number of latent frames") as e:
     _encode(tokdirs["v"], folder, out, chunk=0)
+  _one_line(e)
+  # A non-causal tokenizer's own rule: k*2 frames; and no chunks (nothing carries over between them).
+  with pytest.raises(ValueError, match="a non-causal video tokenizer .* takes k\\*2 frames .* counts are 4 and 6") as e:
+    _encode(tokdirs["nc"], folder, out)
+  _one_line(e)
+  with pytest.raises(ValueError, match="chunk is for causal video tokenizers: a non-causal one") as e:
+    _encode(tokdirs["nc"], folder, out, num_frames=4, chunk=1)
   _one_line(e)
   with pytest.raises(
     ValueError, match=r"no video in .* is long enough for a clip of 13 frames .* the longest, a.mp4, has 12"
@@ -300,6 +313,11 @@ def test_decode_refusals_write_nothing(tokdirs, encoded, tmp_path):
   cases = [
     ("image", {}, "holds video tokens \\(5-frame clips as rows of \\(3, 4, 4\\).*this is an image tokenizer"),
     ("v4", {}, "this tokenizer's frame rule is 1 \\+ k\\*4 frames -> 1 \\+ k latent frames"),
+    (
+      "nc",
+      {},
+      "1 \\+ k\\*2 frames -> 1 \\+ k latent frames\\); this tokenizer's frame rule is k\\*2 frames -> k latent",
+    ),
     ("codes", {}, "from a codebook of 625 codes; this tokenizer has 1000"),
     ("v", {"chunk": 0}, "chunk must be a positive number"),
     ("v", {"fmt": "gif"}, "format='gif'"),
@@ -309,6 +327,30 @@ def test_decode_refusals_write_nothing(tokdirs, encoded, tmp_path):
       _decode(tokdirs[key], tokens, out, **kwargs)
     _one_line(e)
   assert not out.exists() and snapshot(tokens) == before
+
+
+def test_noncausal_token_files_are_refused_by_causal_tokenizers(tokdirs):
+  """A non-causal tokenizer's files (``causal`` false in the ``video`` block) and a causal one's, with the same
+  s_T, differ in their frame rule: each tokenizer refuses the other's; files without the field are causal."""
+  causal, noncausal = tokdirs["v"][1], tokdirs["nc"][1]
+  block = tokens_lib.video_block(noncausal, num_frames=4, stride=1, fps=None, clips_per_video=1)
+  assert (
+    block["causal"] is False and block["latent_frames"] == 2 and block["frame_rule"] == "k*2 frames -> k latent frames"
+  )
+  meta = {"token_shape": [2, 4, 4], "codebook_size": 625, "video": block}
+  tokens_lib.check_video(noncausal, meta, "nc_tokens")
+  with pytest.raises(
+    ValueError,
+    match="holds video tokens \\(4-frame clips .* k\\*2 frames -> k latent frames\\);"
+    " this tokenizer's frame rule is 1 \\+ k\\*2",
+  ) as e:
+    tokens_lib.check_video(causal, meta, "nc_tokens")
+  _one_line(e)
+  old = {k: v for k, v in tokens_lib.video_block(causal, num_frames=5, stride=1, fps=None, clips_per_video=1).items()}
+  del old["causal"]  # written before the field
+  tokens_lib.check_video(causal, {"token_shape": [3, 4, 4], "codebook_size": 625, "video": old}, "old")
+  with pytest.raises(ValueError, match="this tokenizer's frame rule is k\\*2 frames -> k latent frames"):
+    tokens_lib.check_video(noncausal, {"token_shape": [3, 4, 4], "codebook_size": 625, "video": old}, "old")
 
 
 def test_image_token_files_refuse_video_options(tokdirs, tmp_path):

@@ -14,13 +14,14 @@ downstream trainer reads without vqtok:
   class names ``metadata.json`` lists under ``labels``; ``captions`` (text)
   when encoded with captions.
 
-Video token files (clips encoded by a causal video tokenizer) hold rows of
+Video token files (clips encoded by a video tokenizer) hold rows of
 ``(T', h, w)`` indices, one row a clip; ``metadata.json``'s ``token_shape`` is
 that row shape and its ``video`` block the frame rule and how clips were cut
-(``num_frames``, ``temporal_factor`` s_T, ``latent_frames`` T' = 1 + (num_frames
-- 1) / s_T, ``stride``, ``fps``, ``clips_per_video``, and ``source_fps``, the
-videos' own frame rate when they share one); ``names`` are
-``<video path>@<first frame>``.
+(``num_frames``, ``temporal_factor`` s_T, ``causal``, ``latent_frames`` T' = 1 +
+(num_frames - 1) / s_T, or num_frames / s_T for a non-causal tokenizer
+(``causal`` false; files without the field are causal), ``frame_rule`` in words,
+``stride``, ``fps``, ``clips_per_video``, and ``source_fps``, the videos' own
+frame rate when they share one); ``names`` are ``<video path>@<first frame>``.
 
 ``metadata.json`` also holds the codebook size, token shape, the tokenizer's
 config and checkpoint step, and which tokenizer wrote them (``tokenizer``:
@@ -243,8 +244,11 @@ def check_grid(tokenizer: nnx.Module, meta: dict, shards: list, tokens: str) -> 
       )
 
 
-def frame_rule(temporal_factor: int) -> str:
-  """The causal frame rule in words: ``"1 + k*4 frames -> 1 + k latent frames"``."""
+def frame_rule(temporal_factor: int, causal: bool = True) -> str:
+  """The frame rule in words: ``"1 + k*4 frames -> 1 + k latent frames"`` (causal) or ``"k*4 frames -> k latent
+  frames"``."""
+  if not causal:
+    return f"k*{int(temporal_factor)} frames -> k latent frames"
   return f"1 + k*{int(temporal_factor)} frames -> 1 + k latent frames"
 
 
@@ -253,24 +257,25 @@ def video_block(
 ) -> dict:
   """``metadata.json``'s ``video`` block for clips of ``num_frames``; ValueError if the tokenizer cannot take them.
 
-  Refused in one line: an image tokenizer, or a frame count the causal rule
-  rejects (the tokenizer's own message, naming the nearest valid counts).
+  Refused in one line: an image tokenizer, or a frame count the tokenizer's
+  rule rejects (its own message, naming the nearest valid counts).
   """
   if not tokenizer.is_video:
     raise ValueError(
-      "video clips need a causal video tokenizer (model.temporal_downsample); this one is an image tokenizer"
+      "video clips need a video tokenizer (model.temporal_downsample); this one is an image tokenizer"
       f" (tokens {tuple(tokenizer.token_shape)} per image)"
     )
   try:
     latent = tokenizer.latent_frames(int(num_frames))
   except ValueError as e:
     raise ValueError(f"num_frames={num_frames}: {e}") from None
-  s = tokenizer.temporal_factor
+  s, causal = tokenizer.temporal_factor, tokenizer.causal
   return {
     "num_frames": int(num_frames),
     "latent_frames": int(latent),
     "temporal_factor": int(s),
-    "frame_rule": frame_rule(s),
+    "causal": causal,
+    "frame_rule": frame_rule(s, causal),
     "stride": int(stride),
     "fps": float(fps) if fps else None,
     "clips_per_video": int(clips_per_video),
@@ -288,17 +293,16 @@ def check_video(tokenizer: nnx.Module, meta: Mapping, tokens: str) -> None:
   if not v:
     return
   shape = tuple(meta.get("token_shape") or ())
-  what = f"video tokens ({v['num_frames']}-frame clips as rows of {shape}, {frame_rule(v['temporal_factor'])})"
+  rule = frame_rule(v["temporal_factor"], bool(v.get("causal", True)))  # files written before the field: causal
+  what = f"video tokens ({v['num_frames']}-frame clips as rows of {shape}, {rule})"
   if not tokenizer.is_video:
     raise ValueError(
-      f"{tokens} holds {what}; this is an image tokenizer: decode them with the causal video tokenizer that"
-      " encoded them"
+      f"{tokens} holds {what}; this is an image tokenizer: decode them with the video tokenizer that encoded them"
     )
-  s = tokenizer.temporal_factor
-  if s != int(v["temporal_factor"]):
+  own = frame_rule(tokenizer.temporal_factor, tokenizer.causal)
+  if own != rule:
     raise ValueError(
-      f"{tokens} holds {what}; this tokenizer's frame rule is {frame_rule(s)}: decode them with the tokenizer"
-      " that encoded them"
+      f"{tokens} holds {what}; this tokenizer's frame rule is {own}: decode them with the tokenizer that encoded them"
     )
   size = tokenizer.quantizer.codebook_size
   if int(meta.get("codebook_size", size)) != size:

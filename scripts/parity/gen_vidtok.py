@@ -24,6 +24,12 @@ autoencoder_v1_1.py's ``encode`` / ``decode`` do without tiling (whole clips, ev
 module's first chunk), to ``golden_v1_1.npz`` / ``keys_v1_1.json``, with the v1.1
 FSQ configs' full-size parameter counts. Its decoder keeps all frames: 9 frames give
 12 (the first 3 decode the padding copies of frame 0), 1 gives 4.
+
+``--noncausal``: the non-causal model (vidtok/modules/model_3dnoncausal.py ``Encoder3D`` /
+``Decoder3D``, built from configs/vidtok_fsq_noncausal_488_262144.yaml's parameters at ch 8,
+6 FSQ channels of 8 levels) on a 16-frame clip (16 -> 4 latent frames -> 16, the
+reference's input rule for non-causal models), to ``golden_noncausal.npz`` /
+``keys_noncausal.json``, with the non-causal FSQ configs' full-size parameter counts.
 """
 
 import argparse
@@ -44,6 +50,7 @@ def parse():
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--ch_mult", default="1,2,4,4", help="1,2,4,4,4: the 4x16x16 layout (a check run; not committed)")
   p.add_argument("--v1_1", action="store_true", help="VidTok v1.1 (model_3dcausal_v1_1.py): *_v1_1 goldens")
+  p.add_argument("--noncausal", action="store_true", help="model_3dnoncausal.py: *_noncausal goldens")
   return p.parse_args()
 
 
@@ -79,6 +86,9 @@ CONFIGS = (
   "vidtok_fsq_causal_488_4096",
   "vidtok_fsq_causal_41616_262144",
 )
+#: non-causal: configs/vidtok_fsq_noncausal_488_262144.yaml's params with ch 8 (it has no init_pad_mode).
+REDUCED_NONCAUSAL = {k: v for k, v in REDUCED.items() if k != "init_pad_mode"}
+CONFIGS_NONCAUSAL = ("vidtok_fsq_noncausal_488_262144", "vidtok_fsq_noncausal_41616_262144")
 
 
 def stub_lightning():
@@ -109,12 +119,17 @@ def main():
   sys.path.insert(0, os.path.abspath(args.ref))
   if args.v1_1:
     from vidtok.modules.model_3dcausal_v1_1 import DecoderCausal3DPadding, EncoderCausal3DPadding  # noqa: PLC0415
+  elif args.noncausal:
+    from vidtok.modules.model_3dnoncausal import Decoder3D as DecoderCausal3DPadding  # noqa: PLC0415
+    from vidtok.modules.model_3dnoncausal import Encoder3D as EncoderCausal3DPadding  # noqa: PLC0415
   else:
     from vidtok.modules.model_3dcausal import DecoderCausal3DPadding, EncoderCausal3DPadding  # noqa: PLC0415
   from vidtok.modules.regularizers import FSQRegularizer  # noqa: PLC0415
 
   torch.manual_seed(0)
   reduced, levels = (REDUCED_V1_1, LEVELS_V1_1) if args.v1_1 else (REDUCED, LEVELS)
+  if args.noncausal:
+    reduced = REDUCED_NONCAUSAL
   reduced["ch_mult"] = [int(v) for v in args.ch_mult.split(",")]
   enc, dec = EncoderCausal3DPadding(**reduced).double(), DecoderCausal3DPadding(**reduced).double()
   fsq = FSQRegularizer(levels=levels)
@@ -125,10 +140,11 @@ def main():
     keys[prefix] = [[k, list(v.shape)] for k, v in sd.items()]
     m.load_state_dict({k: torch.from_numpy(draw(rng, k, tuple(v.shape))) for k, v in sd.items()})
   enc.eval(), dec.eval(), fsq.eval()
-  x = rng.uniform(-1.0, 1.0, (1, 3, 9, 16, 16))
+  # The causal models' 9 frames (1 + 2*4) and a first frame alone; the non-causal model's 16 (4*4).
+  x = rng.uniform(-1.0, 1.0, (1, 3, 16 if args.noncausal else 9, 16, 16))
   out = {"x": x.astype(np.float32)}
   with torch.no_grad():
-    for tag, clip in (("", x), ("1", x[:, :, :1])):
+    for tag, clip in (("", x),) if args.noncausal else (("", x), ("1", x[:, :, :1])):
       # v1.1 (autoencoder_v1_1.py encode / decode without tiling): each whole clip is every module's first chunk.
       for m in (*enc.modules(), *dec.modules()):
         if hasattr(m, "is_first_chunk"):
@@ -140,17 +156,20 @@ def main():
       y = dec(zq.double())
       out[f"z{tag}"], out[f"ids{tag}"] = z.numpy(), log["indices"].numpy().astype(np.int32)
       out[f"y{tag}"] = y.numpy().astype(np.float32)
-      print(tag or "9 frames", tuple(z.shape), tuple(log["indices"].shape), tuple(y.shape))
+      print(tag or f"{x.shape[2]} frames", tuple(z.shape), tuple(log["indices"].shape), tuple(y.shape))
   os.makedirs(args.out, exist_ok=True)
-  suffix = "_v1_1" if args.v1_1 else ""
+  suffix = "_v1_1" if args.v1_1 else "_noncausal" if args.noncausal else ""
   np.savez_compressed(os.path.join(args.out, f"golden{suffix}.npz"), **out)
   # Full-size parameter counts, each model built from its published YAML.
   full = {}
-  for name in CONFIGS_V1_1 if args.v1_1 else CONFIGS:
+  for name in CONFIGS_V1_1 if args.v1_1 else CONFIGS_NONCAUSAL if args.noncausal else CONFIGS:
     with open(os.path.join(args.ref, "configs", f"{name}.yaml")) as f:
       params = yaml.safe_load(f)["model"]["params"]["encoder_config"]["params"]
     e, d = EncoderCausal3DPadding(**params), DecoderCausal3DPadding(**params)
-    full[os.path.basename(name)] = {"encoder": sum(p.numel() for p in e.parameters()), "decoder": sum(p.numel() for p in d.parameters())}
+    full[os.path.basename(name)] = {
+      "encoder": sum(p.numel() for p in e.parameters()),
+      "decoder": sum(p.numel() for p in d.parameters()),
+    }
   with open(os.path.join(args.out, f"keys{suffix}.json"), "w") as f:
     json.dump({"seed": args.seed, "reduced": reduced, "levels": levels, "keys": keys, "full_params": full}, f, indent=1)
   print(json.dumps(full))

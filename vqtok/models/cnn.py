@@ -190,6 +190,16 @@ class TimeCarry(nnx.Variable):
   """The input frames a streaming ``CausalConv`` keeps for the next chunk (state, never a parameter)."""
 
 
+def pad_time(x: jax.Array, before: int, after: int, time_padding: str) -> jax.Array:
+  """(B, T, ...) with ``before`` frames put before the first and ``after`` after the last: zeros, or
+  copies of the edge frames ("replicate")."""
+  if not (before or after):
+    return x
+  if time_padding == "replicate":
+    return jnp.concatenate([jnp.repeat(x[:, :1], before, axis=1), x, jnp.repeat(x[:, -1:], after, axis=1)], axis=1)
+  return jnp.pad(x, ((0, 0), (before, after)) + ((0, 0),) * (x.ndim - 2))
+
+
 class CausalConv(nnx.Conv):
   """A k x k conv made a k x k x k conv on (B, T, H, W, C), causal in time.
 
@@ -198,6 +208,10 @@ class CausalConv(nnx.Conv):
   factorised CNN's (1, k, k) and (k, 1, 1) convs). Time is padded on the left only, by
   ``k - 1`` frames (``time_padding``: zeros or the first frame); with time
   stride ``s`` output frame j sees input frames ``s*j - k + 1 .. s*j``.
+
+  ``causal=False`` (a non-causal video CNN, ``model.causal``): time is padded
+  as space is, ``(k - 1) // 2`` frames on each side (zeros or copies of the
+  edge frames), torch's ``Conv3d(padding=k // 2)``; it does not stream.
 
   Streaming (``streaming = True``, see ``stream``): after each call the conv
   keeps the padded input's frames from ``s * (outputs)`` on (``k - s`` frames
@@ -217,6 +231,7 @@ class CausalConv(nnx.Conv):
     time_stride: int = 1,
     time_padding: str = "zeros",
     time_kernel: int | None = None,
+    causal: bool = True,
     **kwargs,
   ):
     k = tuple(int(v) for v in kernel_size)
@@ -232,15 +247,18 @@ class CausalConv(nnx.Conv):
       in_features, out_features, (kt,) + k, (int(time_stride),) + s, padding=((0, 0),) + tuple(padding), **kwargs
     )
     self.time_kernel, self.time_stride, self.time_padding = kt, int(time_stride), time_padding
+    self.causal = bool(causal)
     self.streaming = False
 
   def __call__(self, x: jax.Array) -> jax.Array:
     k, s = self.time_kernel, self.time_stride
+    if self.streaming and not self.causal:
+      raise ValueError("a non-causal conv sees the frames after each one: it cannot run in chunks")
     if hasattr(self, "carry"):
       x = jnp.concatenate([self.carry[...].astype(x.dtype), x], axis=1)
     elif k > 1:
-      first = x[:, :1] if self.time_padding == "replicate" else jnp.zeros_like(x[:, :1])
-      x = jnp.concatenate([jnp.repeat(first, k - 1, axis=1), x], axis=1)
+      before = k - 1 if self.causal else (k - 1) // 2
+      x = pad_time(x, before, k - 1 - before, self.time_padding)
     if x.shape[1] < k:
       raise ValueError(f"CausalConv: {x.shape[1]} frames with padding; the time kernel needs {k}")
     if self.streaming:
@@ -292,6 +310,28 @@ def causal_frames(num_frames: int, factor: int) -> int:
     f"a causal video tokenizer with temporal downsampling {factor} takes 1 + k*{factor} frames"
     f" (1, {1 + factor}, {1 + 2 * factor}, ...); got {t} frames: {near}"
   )
+
+
+def noncausal_frames(num_frames: int, factor: int) -> int:
+  """Latent frames of ``num_frames = k * factor`` frames (k >= 1), a non-causal video tokenizer's rule; ValueError
+  naming the nearest valid counts."""
+  t = int(num_frames)
+  if t >= factor and t % factor == 0:
+    return t // factor
+  lo = t // factor * factor
+  near = (
+    f"the nearest valid count is {factor}" if lo < factor else f"the nearest valid counts are {lo} and {lo + factor}"
+  )
+  raise ValueError(
+    f"a non-causal video tokenizer with temporal downsampling {factor} takes k*{factor} frames"
+    f" ({factor}, {2 * factor}, {3 * factor}, ...); got {t} frames: {near}"
+  )
+
+
+def video_frames(num_frames: int, factor: int, causal: bool = True) -> int:
+  """Latent frames of a video of ``num_frames`` by the causal rule (1 + k*s_T -> 1 + k) or the non-causal one
+  (k*s_T -> k); ValueError naming the nearest valid counts."""
+  return causal_frames(num_frames, factor) if causal else noncausal_frames(num_frames, factor)
 
 
 def _check_sizes(channels: int, num_res_blocks: int, z_channels: int) -> None:
@@ -581,6 +621,9 @@ class AdaptiveGroupNorm(nnx.Module):
 # over time, norms are LayerNorms over the channels, time is downsampled and upsampled by modules of their
 # own that mix an average (or a repetition) with a causal conv, and the video is padded in front by
 # s_T - 1 copies of its first frame (the decoder drops its first s_T - 1 outputs).
+# Non-causal (``causal=False``; model_3dnoncausal.py: Encoder3D, Decoder3D): the same parts with every time
+# conv padded (k - 1) / 2 frames on each side (torch's padding=1), the time downsampling padded by one frame
+# after the clip instead of before it, and no frames padded in front nor dropped: k*s_T frames -> k.
 
 
 def layer_norm(
@@ -598,11 +641,12 @@ def layer_norm(
 
 
 class TimeConv(CausalConv):
-  """A ``CausalConv`` with its own time kernel and left padding: VidTok's CausalConv1d and strided CausalConv3d.
+  """A ``CausalConv`` with its own time kernel and padding: VidTok's CausalConv1d and strided CausalConv3d.
 
   ``kernel_size`` is the spatial kernel ((1, 1): VidTok's per-pixel ``Conv1d`` over time, ``time_kernel``
-  3), ``time_pad`` the frames put before the first (default ``time_kernel - 1``; VidTok's strided conv:
-  ``k - s``, so 2m frames give m). Streaming carries frames as ``CausalConv`` does.
+  3), ``time_pad`` the frames put before the first and after the last (default ``(time_kernel - 1, 0)``,
+  non-causal ``((k - 1) // 2, k - 1 - (k - 1) // 2)``; VidTok's strided conv: ``k - s`` before, or after
+  when non-causal, so 2m frames give m). Streaming carries frames as ``CausalConv`` does.
   """
 
   def __init__(
@@ -613,8 +657,9 @@ class TimeConv(CausalConv):
     *,
     time_kernel: int,
     time_stride: int = 1,
-    time_pad: int | None = None,
+    time_pad: tuple[int, int] | None = None,
     time_padding: str = "zeros",
+    causal: bool = True,
     **kwargs,
   ):
     k = tuple(int(v) for v in kernel_size)
@@ -631,17 +676,21 @@ class TimeConv(CausalConv):
       **kwargs,
     )
     self.time_kernel, self.time_stride, self.time_padding = int(time_kernel), int(time_stride), time_padding
-    self.time_pad = self.time_kernel - 1 if time_pad is None else int(time_pad)
+    self.causal = bool(causal)
+    kt = self.time_kernel - 1
+    default = (kt, 0) if causal else (kt // 2, kt - kt // 2)
+    self.time_pad = default if time_pad is None else tuple(int(v) for v in time_pad)
     self.streaming = False
 
   def pad_time(self, x: jax.Array) -> jax.Array:
-    """``x`` with the carried frames (streaming) or ``time_pad`` padding frames before it."""
+    """``x`` with the carried frames (streaming) or ``time_pad`` padding frames before (and after) it."""
     k, s = self.time_kernel, self.time_stride
+    if self.streaming and not self.causal:
+      raise ValueError("a non-causal conv sees the frames after each one: it cannot run in chunks")
     if hasattr(self, "carry"):
       x = jnp.concatenate([self.carry[...].astype(x.dtype), x], axis=1)
-    elif self.time_pad:
-      first = x[:, :1] if self.time_padding == "replicate" else jnp.zeros_like(x[:, :1])
-      x = jnp.concatenate([jnp.repeat(first, self.time_pad, axis=1), x], axis=1)
+    else:
+      x = pad_time(x, *self.time_pad, self.time_padding)
     if x.shape[1] < k:
       raise ValueError(f"TimeConv: {x.shape[1]} frames with padding; the time kernel needs {k}")
     if self.streaming:
@@ -656,9 +705,10 @@ class TimeConv(CausalConv):
     return nnx.Conv.__call__(self, self.pad_time(x))
 
 
-def _time_padding_of(conv: Callable[..., nnx.Module] | None) -> str:
-  """The ``time_padding`` a causal conv partial (``_video_parts``) was given ("zeros" without one)."""
-  return getattr(conv, "keywords", {}).get("time_padding", "zeros")
+def _time_options(conv: Callable[..., nnx.Module] | None) -> dict[str, Any]:
+  """The ``time_padding`` and ``causal`` a video conv partial (``_video_parts``) was given (zeros, causal)."""
+  kw = getattr(conv, "keywords", {})
+  return {"time_padding": kw.get("time_padding", "zeros"), "causal": kw.get("causal", True)}
 
 
 def _lerp_time_2x(x: jax.Array) -> jax.Array:
@@ -682,7 +732,8 @@ class MixTimeDownsample(TimeConv):
 
   ``a = sigmoid(mix_factor)``; both branches read the same frames (one frame before the video, ``k - s``:
   zeros in v1.0, the first frame in v1.1, ``time_padding``), so 2m frames give m and output j sees frames
-  2j - 1 .. 2j + 1.
+  2j - 1 .. 2j + 1. Non-causal (model_3dnoncausal.py TimeDownsampleRes2x): the frame goes after the clip
+  (zeros), so output j sees frames 2j .. 2j + 1.
   """
 
   def __init__(
@@ -691,6 +742,7 @@ class MixTimeDownsample(TimeConv):
     *,
     time_stride: int = 2,
     time_padding: str = "zeros",
+    causal: bool = True,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs,
@@ -698,7 +750,10 @@ class MixTimeDownsample(TimeConv):
     if time_stride != 2:
       raise ValueError(f"the vidtok CNN family downsamples time by 2 per level; got a time stride of {time_stride}")
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    super().__init__(ch, ch, (3, 3), time_kernel=3, time_stride=2, time_pad=1, time_padding=time_padding, **kw)
+    pad = (1, 0) if causal else (0, 1)
+    super().__init__(
+      ch, ch, (3, 3), time_kernel=3, time_stride=2, time_pad=pad, time_padding=time_padding, causal=causal, **kw
+    )
     self.mix_factor = nnx.Param(jnp.full((1,), 2.0, param_dtype))
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -716,6 +771,7 @@ class MixTimeUpsample(CausalConv):
   ``mode`` "repeat": every frame repeated (v1.0); "linear" (v1.1's trilinear): a whole video's first
   ``group`` frames (those of its first latent frame) and the rest each interpolated alone
   (``_lerp_time_2x``), as v1.1 does for a first chunk; streaming chunks after the first are refused.
+  Non-causal (model_3dnoncausal.py TimeUpsampleRes2x): repetition, and the conv padded on both sides.
   """
 
   def __init__(
@@ -724,6 +780,7 @@ class MixTimeUpsample(CausalConv):
     *,
     time_stride: int = 2,
     time_padding: str = "zeros",
+    causal: bool = True,
     mode: str = "repeat",
     group: int = 1,
     dtype: Dtype = jnp.float32,
@@ -732,9 +789,10 @@ class MixTimeUpsample(CausalConv):
   ):
     if mode not in TIME_UPSAMPLES:
       raise ValueError(f"time_upsample={mode!r} is not one of {TIME_UPSAMPLES}")
-    if mode == "linear" and time_stride != 2:
-      raise ValueError(f"linear time upsampling doubles time; got a time stride of {time_stride}")
-    super().__init__(ch, ch, (3, 3), time_padding=time_padding, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    if mode == "linear" and (time_stride != 2 or not causal):
+      raise ValueError(f"linear time upsampling doubles time in causal VidTok v1.1; got a time stride of {time_stride}")
+    kw = dict(time_padding=time_padding, causal=causal, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    super().__init__(ch, ch, (3, 3), **kw)
     self.factor, self.mode, self.group = int(time_stride), mode, int(group)
     self.mix_factor = nnx.Param(jnp.full((1,), 2.0, param_dtype))
 
@@ -754,8 +812,8 @@ class MixTimeUpsample(CausalConv):
 
 class FactorisedResBlock(nnx.Module):
   """VidTok's (2+1)-D residual pair: a ``ResBlock`` of 3x3 convs per frame (``space``), then one of 3-frame
-  causal convs per pixel (``time``, padded as ``conv`` is: zeros in v1.0, the first frame in v1.1; its width
-  is the output's)."""
+  causal convs per pixel (``time``, padded as ``conv`` is: zeros in v1.0, the first frame in v1.1, on both
+  sides when non-causal; its width is the output's)."""
 
   def __init__(
     self,
@@ -772,7 +830,7 @@ class FactorisedResBlock(nnx.Module):
     # the 3-D convs are the mid blocks'; this block's time convs pad as they do
     kw = dict(groups=groups, norm=norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.space = ResBlock(in_ch, out_ch, conv=nnx.Conv, **kw)
-    self.time = ResBlock(out_ch, out_ch, conv=functools.partial(time_conv, time_padding=_time_padding_of(conv)), **kw)
+    self.time = ResBlock(out_ch, out_ch, conv=functools.partial(time_conv, **_time_options(conv)), **kw)
 
   def __call__(self, x: jax.Array, codes: jax.Array | None = None) -> jax.Array:
     return self.time(self.space(x))
@@ -791,10 +849,10 @@ class FactorisedDownsample(Downsample):
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
-    tp = _time_padding_of(conv)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     super().__init__(ch, **kw)
-    self.time = MixTimeDownsample(ch, time_stride=time_stride, time_padding=tp, **kw) if time_stride > 1 else None
+    tkw = _time_options(conv)
+    self.time = MixTimeDownsample(ch, time_stride=time_stride, **tkw, **kw) if time_stride > 1 else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
     h = self.conv(x)
@@ -819,7 +877,7 @@ class FactorisedUpsample(Upsample):
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     super().__init__(ch, **kw)
-    tkw = dict(time_padding=_time_padding_of(conv), mode=time_upsample, group=time_group)
+    tkw = dict(_time_options(conv), mode=time_upsample, group=time_group)
     self.time = MixTimeUpsample(ch, time_stride=time_stride, **tkw, **kw) if time_stride > 1 else None
 
   def __call__(self, x: jax.Array, first: bool = True) -> jax.Array:
@@ -1274,17 +1332,33 @@ def check_wavelet_patch(wavelet_patch: int, temporal_downsample: Sequence[int]) 
   return p
 
 
+#: The CNN families with a non-causal video form (``model.causal=False``): VidTok's model_3dnoncausal.py.
+NONCAUSAL_FAMILIES = ("vidtok",)
+
+
+def check_causal(causal: bool, temporal_downsample: Sequence[int], family: str) -> bool:
+  """``model.causal``: True, or False for a non-causal video CNN of a family that has one (k*s_T frames -> k)."""
+  if causal:
+    return True
+  if not tuple(temporal_downsample):
+    raise ValueError("model.causal=False (a non-causal video CNN) needs model.temporal_downsample")
+  if family not in NONCAUSAL_FAMILIES:
+    raise ValueError(f"model.causal=False: a non-causal video CNN is built for the CNN families {NONCAUSAL_FAMILIES}")
+  return False
+
+
 def _video_parts(
-  ts: tuple[int, ...], time_padding: str, video_norm: str, family: Family | None = None
+  ts: tuple[int, ...], time_padding: str, video_norm: str, family: Family | None = None, causal: bool = True
 ) -> tuple[Callable[..., nnx.Module], dict[str, Any]]:
-  """The conv and the blocks' extra arguments: ``nnx.Conv`` and none (images), or causal convs and video norms."""
+  """The conv and the blocks' extra arguments: ``nnx.Conv`` and none (images), or causal (or, ``causal=False``,
+  centred) video convs and video norms."""
   if not ts:
     return nnx.Conv, {}
   if time_padding not in TIME_PADDINGS:
     raise ValueError(f"model.time_padding={time_padding!r} is not one of {TIME_PADDINGS}")
   if video_norm not in VIDEO_NORMS:
     raise ValueError(f"model.video_norm={video_norm!r} is not one of {VIDEO_NORMS}")
-  conv = functools.partial(CausalConv, time_padding=time_padding)
+  conv = functools.partial(CausalConv, time_padding=time_padding, **({} if causal else {"causal": False}))
   if family is not None and family.factorized:  # Cosmos: (2+1)-D convs, time padded with the first frame
     conv = functools.partial(factorized_conv, time_padding="replicate")
   return conv, {"conv": conv, "norm": frame_group_norm if video_norm == "frame" else group_norm}
@@ -1370,6 +1444,9 @@ class Encoder(nnx.Module):
       downsampling level (Open-MAGVIT2's 4x8x8: ``(1, 2, 2)``).
     time_padding: video: what a causal conv puts before the first frame,
       "zeros" or "replicate" (copies of the first frame).
+    causal: video: False makes the CNN non-causal (families in
+      ``NONCAUSAL_FAMILIES``: VidTok's model_3dnoncausal.py): time convs padded
+      on both sides, k*s_T frames -> k latent frames, whole clips only.
     video_norm: video: GroupNorm statistics per "frame" (causal) or over the
       "clip" (Open-MAGVIT2's video tokenizer; not causal).
     spatial_downsample: a factorised family (Cosmos): the space stride per
@@ -1397,6 +1474,7 @@ class Encoder(nnx.Module):
     in_channels: int = 3,
     temporal_downsample: Sequence[int] = (),
     time_padding: str = "zeros",
+    causal: bool = True,
     video_norm: str = "frame",
     spatial_downsample: Sequence[int] = (),
     wavelet_patch: int = 1,
@@ -1413,7 +1491,8 @@ class Encoder(nnx.Module):
     _check_video_family(fam, ts, family)
     ss = check_spatial_downsample(spatial_downsample, ts, mult, family)
     patch = check_wavelet_patch(wavelet_patch, ts)
-    conv, video = _video_parts(ts, time_padding, video_norm, fam)
+    causal = check_causal(causal, ts, family)
+    conv, video = _video_parts(ts, time_padding, video_norm, fam, causal)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     bkw = dict(kw, groups=norm_groups, **video)  # normalised blocks
     if fam.norm_eps is not None:  # an image-only family (flex)
@@ -1421,12 +1500,12 @@ class Encoder(nnx.Module):
     if fam.block_norm is not None:  # VidTok's LayerNorms
       bkw["norm"] = fam.block_norm
     self.downsample_factor = patch * math.prod(ss)
-    #: whether it is a causal video CNN on (B, T, H, W, C); its time strides and their product s_T.
-    self.causal, self.temporal_strides = bool(ts), ts
+    #: whether it is a video CNN on (B, T, H, W, C), and a causal one; its time strides and their product s_T.
+    self.video, self.causal, self.temporal_strides = bool(ts), bool(ts) and causal, ts
     self.time_downsample_factor = patch * math.prod(ts)
     self.wavelet_patch = patch
-    #: VidTok: s_T - 1 copies of the first frame go before the video.
-    self.pad_frames = fam.pad_frames
+    #: VidTok: s_T - 1 copies of the first frame go before the video (causal only).
+    self.pad_frames = fam.pad_frames and causal
     self.in_channels = in_channels
     self.conv_in = conv(in_channels * patch**3, channels, (3, 3), use_bias=fam.conv_in_bias, **kw)
     res, attn, down = [], [], []
@@ -1454,8 +1533,9 @@ class Encoder(nnx.Module):
       self.norm_out = self.conv_out = None
 
   def latent_frames(self, num_frames: int) -> int:
-    """Latent frames of a video of ``num_frames`` (1 + k*s_T -> 1 + k); ValueError for other counts."""
-    return causal_frames(num_frames, self.time_downsample_factor)
+    """Latent frames of a video of ``num_frames`` (1 + k*s_T -> 1 + k; non-causal: k*s_T -> k); ValueError for
+    other counts."""
+    return video_frames(num_frames, self.time_downsample_factor, self.causal)
 
   def latent_shape(self, height: int, width: int) -> tuple[int, int]:
     """Latent grid for an image of ``height x width``; ValueError if not divisible."""
@@ -1509,6 +1589,7 @@ class Decoder(nnx.Module):
     temporal_downsample: Sequence[int] = (),
     temporal_upsample: Sequence[int] = (),
     time_padding: str = "zeros",
+    causal: bool = True,
     time_upsample: str = "repeat",
     video_norm: str = "frame",
     spatial_downsample: Sequence[int] = (),
@@ -1525,10 +1606,11 @@ class Decoder(nnx.Module):
     _check_video_family(fam, ts, family)
     ss = check_spatial_downsample(spatial_downsample, ts, mult, family)
     self.wavelet_patch = patch = check_wavelet_patch(wavelet_patch, ts)
-    conv, video = _video_parts(ts, time_padding, video_norm, fam)
+    causal = check_causal(causal, ts, family)
+    conv, video = _video_parts(ts, time_padding, video_norm, fam, causal)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     bkw = dict(kw, groups=norm_groups)  # normalised blocks
-    self.causal, self.video_norm = bool(ts), (video_norm if ts else "")
+    self.video, self.causal, self.video_norm = bool(ts), bool(ts) and causal, (video_norm if ts else "")
     # The k-th upsampling (from the lowest resolution) mirrors the encoder's downsampling len(mult) - 2 - k
     # (in time: model.temporal_upsample's entry, VidTok), unless the family has a rule of its own (Cosmos).
     self.up_strides = tuple(reversed(check_temporal_upsample(temporal_upsample, ts))) if ts else (1,) * (len(mult) - 1)
@@ -1542,10 +1624,10 @@ class Decoder(nnx.Module):
         )
     if time_upsample not in TIME_UPSAMPLES:
       raise ValueError(f"model.time_upsample={time_upsample!r} is not one of {TIME_UPSAMPLES}")
-    if time_upsample != "repeat" and not (ts and fam.upsample is FactorisedUpsample):
+    if time_upsample != "repeat" and not (ts and causal and fam.upsample is FactorisedUpsample):
       raise ValueError(f"model.time_upsample={time_upsample!r} is the causal 'vidtok' CNN family's (VidTok v1.1)")
-    #: VidTok: the first s_T - 1 output frames (those of the encoder's padding) are dropped.
-    self.drop_frames = math.prod(ts) - 1 if fam.pad_frames else 0
+    #: VidTok: the first s_T - 1 output frames (those of the encoder's padding) are dropped (causal only).
+    self.drop_frames = math.prod(ts) - 1 if fam.pad_frames and causal else 0
     #: whether ``__call__`` reads the quantized latent ``codes`` (MoVQ's spatial norms).
     self.reads_codes = fam.decoder_norm is not None
     norm: Callable[..., nnx.Module] = group_norm
@@ -1600,7 +1682,7 @@ class Decoder(nnx.Module):
         h = norm(h, _stretch_time(z, factor, first) if self.video_norm == "frame" else z)
       h = _run_level(res, attn, h, codes)
       if up is not None:
-        h = up(h) if not self.causal else up(h, first)
+        h = up(h) if not self.video else up(h, first)
         factor *= self.up_strides[k]
     h = self.conv_out(nnx.swish(_norm(self.norm_out, h, codes)))
     if first and self.drop_frames:

@@ -12,6 +12,9 @@ tokenizer (``cnn``'s causal 3-D form): ``encode`` takes (B, T, H, W, 3) with
 T = 1 + k*s_T and gives (B, 1 + k, h, w) ids, ``decode`` the reverse; an image
 (B, H, W, 3) is a one-frame video, so every image path works with it. Long
 videos go in chunks (``chunk``) with the causal convs' state carried over.
+With ``model.causal=False`` (VidTok's non-causal files) it is a non-causal video
+tokenizer: T = k*s_T frames give (B, k, h, w) ids, whole clips only (no images,
+no chunks).
 
 The quantizer always runs in float32, whatever the compute dtype: nearest-code
 search and entropy terms are not reliable in bfloat16, and it makes
@@ -69,6 +72,7 @@ def _check_config(config: Any, check_paths: bool) -> None:
         f"model.temporal_downsample (causal video) needs model.encoder='cnn'; got {config.model.encoder!r}"
       )
     cnn.check_temporal_downsample(config.model.temporal_downsample, config.model.channel_mult, config.model.cnn_family)
+    cnn.check_causal(config.model.get("causal", True), config.model.temporal_downsample, config.model.cnn_family)
     cnn.check_temporal_upsample(config.model.get("temporal_upsample", ()), config.model.temporal_downsample)
     cnn.check_spatial_downsample(
       config.model.get("spatial_downsample", ()),
@@ -82,17 +86,25 @@ def _check_config(config: Any, check_paths: bool) -> None:
       )
   elif tuple(config.model.get("spatial_downsample", ())) or int(config.model.get("wavelet_patch", 1)) != 1:
     raise ValueError("model.spatial_downsample and model.wavelet_patch are for causal video CNNs (Cosmos)")
+  elif not config.model.get("causal", True):
+    raise ValueError("model.causal=False (a non-causal video CNN) needs model.temporal_downsample")
   cnn.check_wavelet_patch(config.model.get("wavelet_patch", 1), config.model.get("temporal_downsample", ()))
   video_data = bool(config.get("video", {}).get("source", ""))
   strides = tuple(config.model.get("temporal_downsample", ()))
   if video_data and not strides:
     raise ValueError("video.source (video clips) needs a causal video tokenizer: set model.temporal_downsample")
+  causal = bool(config.model.get("causal", True))
   if video_data:
     try:
       factor = int(config.model.get("wavelet_patch", 1)) * math.prod(int(t) for t in strides)
-      cnn.causal_frames(config.video.num_frames, factor)
+      cnn.video_frames(config.video.num_frames, factor, causal)
     except ValueError as e:
       raise ValueError(f"config field video.num_frames={config.video.num_frames}: {e}") from None
+    if not causal and config.video.get("image_every", 0):
+      raise ValueError(
+        "video.image_every trains on images as one-frame clips; a non-causal video tokenizer (model.causal=False)"
+        " takes clips of k*s_T frames only: set video.image_every=0"
+      )
   if scales and config.model.encoder == "cnn":
     factor = 2 ** (len(tuple(config.model.channel_mult)) - 1)
     what = "the CNN's downsampling"
@@ -129,6 +141,9 @@ CONFIG = ConfigFields(
     # causal video: the decoder's time strides, listed as temporal_downsample; () mirrors it (VidTok's differ)
     "temporal_upsample": (),
     "time_padding": "zeros",  # causal video: before the first frame, zeros | replicate (copies of it)
+    # video: False makes the CNN non-causal (cnn_family vidtok, VidTok's model_3dnoncausal.py): time convs padded
+    # on both sides (time_padding: zeros | replicate of the edge frames), k*prod frames -> k latent frames
+    "causal": True,
     # causal video, cnn_family vidtok: the decoder doubles time by repeat (v1.0) | linear (v1.1's trilinear)
     "time_upsample": "repeat",
     # causal video: GroupNorm statistics per frame (causal) | clip (Open-MAGVIT2's video tokenizer: not causal)
@@ -359,18 +374,23 @@ class Tokenizer(nnx.Module):
 
   @property
   def is_video(self) -> bool:
-    """Whether it is a causal video tokenizer: (B, T, H, W, C) in, (B, T', h, w) ids out (images too, as T = 1)."""
-    return bool(getattr(self.encoder, "causal", False))
+    """Whether it is a video tokenizer: (B, T, H, W, C) in, (B, T', h, w) ids out (causal: images too, as T = 1)."""
+    return bool(getattr(self.encoder, "video", False))
+
+  @property
+  def causal(self) -> bool:
+    """Whether a video tokenizer's frame rule is the causal one (1 + k*s_T -> 1 + k), not k*s_T -> k."""
+    return self.is_video and bool(self.encoder.causal)
 
   @property
   def temporal_factor(self) -> int:
-    """s_T: 1 + k*s_T frames make 1 + k latent frames (1 for image tokenizers)."""
+    """s_T: 1 + k*s_T frames make 1 + k latent frames (non-causal: k*s_T make k; 1 for image tokenizers)."""
     return int(getattr(self.encoder, "time_downsample_factor", 1)) if self.is_video else 1
 
   def latent_frames(self, num_frames: int) -> int:
     """Latent frames of a video of ``num_frames``; ValueError naming the nearest valid counts otherwise."""
     if not self.is_video:
-      raise ValueError("latent_frames is for causal video tokenizers (model.temporal_downsample)")
+      raise ValueError("latent_frames is for video tokenizers (model.temporal_downsample)")
     return self.encoder.latent_frames(num_frames)
 
   @property
@@ -388,6 +408,8 @@ class Tokenizer(nnx.Module):
     c, s = self.in_channels, self.image_size
     if self.is_video:
       f, t = self.encoder.downsample_factor, self.temporal_factor
+      if not self.causal:
+        return f"(B, T, H, W, {c}) with T = k*{t} and H, W multiples of {f}"
       return f"(B, T, H, W, {c}) with T = 1 + k*{t} and H, W multiples of {f}, or an image (B, H, W, {c})"
     if self.any_grid:
       f = self.encoder.downsample_factor
@@ -398,6 +420,11 @@ class Tokenizer(nnx.Module):
     c = self.in_channels
     if self.is_video and images.ndim == 5 and images.shape[-1] == c:
       self.encoder.latent_frames(images.shape[1])  # the frame rule's own message
+    if self.is_video and not self.causal and images.ndim == 4:
+      raise ValueError(
+        f"a non-causal video tokenizer takes clips of k*{self.temporal_factor} frames, (B, T, H, W, {c}); an image"
+        f" {tuple(images.shape)} is one frame: give it clips"
+      )
     try:
       if images.ndim not in ((4, 5) if self.is_video else (4,)) or images.shape[-1] != c:
         raise ValueError(f"got {tuple(images.shape)}")
@@ -532,6 +559,12 @@ class Tokenizer(nnx.Module):
       raise ValueError(
         f"chunk is for videos of causal video tokenizers (model.temporal_downsample); got shape {tuple(x.shape)}"
       )
+    if not self.causal:
+      # VidTok's own inference cuts long videos into independent k*s_T-frame clips; nothing carries over.
+      raise ValueError(
+        "chunk is for causal video tokenizers: a non-causal one (model.causal=False) sees the whole clip in every"
+        " time conv; encode and decode whole clips"
+      )
     if self.encoder.video_norm != "frame":
       raise ValueError(
         f"chunk needs per-frame norms (model.video_norm='frame'); {self.encoder.video_norm!r} norms see the whole clip"
@@ -593,14 +626,15 @@ class Tokenizer(nnx.Module):
     n = len(self.token_shape)
     per_image = self.quantizer.index_shape((1,) + self.token_shape + (self.quantizer.code_dim,))[1:]
     if self.any_grid and per_image == self.token_shape + tail:
-      # A CNN decodes any grid; a video tokenizer also (B, T', h, w) ids.
-      ranks = (1 + n, 2 + n) if self.is_video else (1 + n,)
+      # A CNN decodes any grid; a video tokenizer also (B, T', h, w) ids (a non-causal one only those).
+      ranks = ((1 + n, 2 + n) if self.causal else (2 + n,)) if self.is_video else (1 + n,)
       ok = indices.ndim - len(tail) in ranks and indices.shape[indices.ndim - len(tail) :] == tail
     else:
       ok = indices.shape[1:] == per_image
     if not ok:
+      frames = "T', " if self.is_video and not self.causal else ""  # a non-causal tokenizer decodes clips only
       raise ValueError(
-        f"decode expects indices of shape (B, {', '.join(map(str, per_image))}); got {tuple(indices.shape)}"
+        f"decode expects indices of shape (B, {frames}{', '.join(map(str, per_image))}); got {tuple(indices.shape)}"
       )
     if num_scales is not None:
       if self.quantizer.scale_schedule is None:
@@ -879,6 +913,7 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
       norm_groups=int(m.get("norm_groups", 32)),
       temporal_downsample=tuple(m.get("temporal_downsample", ())),
       time_padding=m.get("time_padding", "zeros"),
+      causal=bool(m.get("causal", True)),
       video_norm=m.get("video_norm", "frame"),
       spatial_downsample=tuple(m.get("spatial_downsample", ())),
       wavelet_patch=int(m.get("wavelet_patch", 1)),

@@ -1,4 +1,4 @@
-"""VidTok (Tang et al., 2024, arXiv:2412.13061): causal video tokenizers with FSQ, 4x8x8 and 4x16x16.
+"""VidTok (Tang et al., 2024, arXiv:2412.13061): causal and non-causal video tokenizers with FSQ, 4x8x8 and 4x16x16.
 
 Published by microsoft/VidTok as PyTorch-Lightning ``.ckpt`` files (weights under
 ``"state_dict"``: the model and the training loss's networks, ``loss.*``, left
@@ -15,8 +15,25 @@ highest resolution, vqtok's from the lowest, so the index flips.
 The FSQ levels are not in the tensors: a YAML beside the file (same name,
 ``.yaml``) gives them (``regularizer_config.params.levels``); without one every
 channel has 8 levels, as in all published FSQ files (2^18 with 6 channels, 2^15
-with 5, 2^12 with 4). Not converted, with one line saying so: the non-causal
-files (model_3dnoncausal.py, its clip-wide convs).
+with 5, 2^12 with 4).
+
+The non-causal files (model_3dnoncausal.py ``Encoder3D`` / ``Decoder3D``,
+vidtok_fsq_noncausal_{488,41616}_262144.ckpt) are v1.0's causal model with
+``model.causal=False``: the same tensors, named without the causal wrappers'
+``.conv`` (torch's ``Conv3d`` / ``Conv1d`` themselves: ``conv_in.weight``,
+``mid.block_1.conv1.weight``, ``down_temporal.i.block.j.conv1.weight``,
+``mid.attn_1.q.weight``, ``*_temporal.i.*sample.conv.weight``), and the same
+network but for time: every time conv (conv_in, conv_out, the middle's 3-D
+blocks, the per-pixel Conv1d, the time upsampling's conv) is padded by one zero
+frame on each side (``padding=1``) instead of two before; the time downsampling
+(``TimeDownsampleRes2x``) pads one zero frame after the clip instead of one
+before it (its mean and strided conv read frames 2j .. 2j + 2); the encoder puts
+no frames before the clip and the decoder drops none. So k*s_T frames make k
+latent frames and decode to k*s_T (VidTok: 16 -> 4 -> 16; its README's input
+rule for non-causal models), whole clips only: the reference's inference cuts
+long videos into independent 16-frame clips and carries nothing between them, so
+vqtok refuses ``chunk`` for them. The tensors tell the two apart (``conv_in.weight``
+or ``conv_in.conv.weight``), and a YAML beside the file must agree.
 
 v1.1 (model_3dcausal_v1_1.py, configs/vidtok_v1_1/) is converted too: its tensors
 are named as v1.0's, so it is told apart by the YAML's encoder target or, without
@@ -85,23 +102,21 @@ def state_dict(obj: dict[str, Any], *, ema: bool, source: str) -> dict[str, np.n
   # A Lightning file holds the weights under "state_dict"; the reference's init_from_ckpt also takes a bare one.
   flat = isinstance(top, dict) and "state_dict" not in top and any(str(k).startswith("encoder.") for k in top)
   tensors = common.pick_state_dict({"state_dict": top} if flat else top, ("state_dict",), source, NAME)
-  if "encoder.conv_in.weight" in tensors:
-    raise CheckpointError(
-      f"{source}: a non-causal VidTok file (model_3dnoncausal.py); vqtok converts the causal ones only"
-    )
   return tensors
 
 
-#: The encoders vqtok converts: v1.0's and v1.1's causal ones.
+#: The encoders vqtok converts: v1.0's and v1.1's causal ones and the non-causal one.
 TARGETS = {
   "vidtok.modules.model_3dcausal.EncoderCausal3DPadding": "v1.0",
   "vidtok.modules.model_3dcausal_v1_1.EncoderCausal3DPadding": "v1.1",
+  "vidtok.modules.model_3dnoncausal.Encoder3D": "noncausal",
 }
 
 
 def _model_params(obj: dict[str, Any], source: str) -> tuple[dict[str, Any], str]:
-  """The YAML's ``model.params`` (empty without a YAML) and the version, "v1.0" or "v1.1" (the YAML's encoder,
-  else the file name: ``*_v1_1*``), refusing other VidTok models."""
+  """The YAML's ``model.params`` (empty without a YAML) and the version, "v1.0", "v1.1" or "noncausal" (the YAML's
+  encoder, else the file name: ``*_v1_1*``; without a YAML the tensors tell non-causal files), refusing other
+  VidTok models."""
   version = "v1.1" if re.search(r"v1_1", obj["name"]) else "v1.0"
   if obj["yaml"] is None:
     return {}, version
@@ -112,14 +127,16 @@ def _model_params(obj: dict[str, Any], source: str) -> tuple[dict[str, Any], str
     raise CheckpointError(f"{source}: the YAML beside it has no model.params.encoder_config.target") from None
   if target not in TARGETS:
     raise CheckpointError(
-      f"{source}: its YAML builds {target}; vqtok converts model_3dcausal(_v1_1).EncoderCausal3DPadding"
+      f"{source}: its YAML builds {target}; vqtok converts model_3dcausal(_v1_1).EncoderCausal3DPadding and"
+      " model_3dnoncausal.Encoder3D"
     )
   return params, TARGETS[target]
 
 
 def options(obj: dict[str, Any], source: str) -> dict[str, Any]:
-  """The version, FSQ levels and time upsampling from the YAML beside the file (defaults: the file name's
-  version, 8s; v1.1 trilinear as every published v1.1 YAML), refusing what vqtok does not convert."""
+  """The version, FSQ levels, time upsampling and whether the YAML's model is causal, from the YAML beside the
+  file (defaults: the file name's version, 8s; v1.1 trilinear as every published v1.1 YAML; without a YAML the
+  tensors tell causal files from non-causal ones), refusing what vqtok does not convert."""
   params, version = _model_params(obj, source)
   reg = params.get("regularizer_config", {})
   if reg and reg.get("target") != "vidtok.modules.regularizers.FSQRegularizer":
@@ -129,6 +146,8 @@ def options(obj: dict[str, Any], source: str) -> dict[str, Any]:
     raise CheckpointError(f"{source}: vqtok converts VidTok with init_pad_mode replicate and norm_type layernorm")
   levels = reg.get("params", {}).get("levels")
   out: dict[str, Any] = {"levels": tuple(int(v) for v in levels)} if levels else {}
+  if params:
+    out["causal"] = version != "noncausal"
   if version == "v1.1":
     mode = enc.get("interpolation_mode", "trilinear" if not params else "nearest")  # the code's default: nearest
     if mode not in INTERPOLATIONS:
@@ -151,21 +170,26 @@ def preset(
   temporal_upsample: tuple[int, ...] = (),
   v1_1: bool = False,
   time_upsample: str = "",
+  causal: bool = True,
 ) -> ml_collections.ConfigDict:
-  """The vqtok config of a causal VidTok FSQ model (defaults: vidtok_fsq_causal_488_262144.yaml).
+  """The vqtok config of a VidTok FSQ model (defaults: vidtok_fsq_causal_488_262144.yaml).
 
   ``v1_1``: VidTok v1.1 (model_3dcausal_v1_1.py): every causal conv and the time downsamplings' means
   padded with copies of the first frame (v1.0: zeros), and the decoder's time upsampling ``time_upsample``
   ("linear": the YAMLs' trilinear; default "linear" for v1.1, "repeat" for v1.0).
+  ``causal=False``: the non-causal model (model_3dnoncausal.py, vidtok_fsq_noncausal_*.yaml): time convs
+  padded with a zero frame on each side, 16-frame clips (k*4 frames -> k latent frames).
 
   Time strides default to VidTok's: the encoder halves time at its levels n - 3 and n - 2
   (``tempo_ds``), the decoder doubles it at its levels 1 and 2 (``tempo_us``), which vqtok lists
   as the encoder's: entries 0 and 1 (decoder level i + 1 mirrors encoder level i).
   """
+  if v1_1 and not causal:
+    raise ValueError("VidTok v1.1 is causal; its non-causal models are v1.0's (model_3dnoncausal.py)")
   n = len(channel_mult)
   down = tuple(temporal_downsample) or tuple(2 if i in (n - 3, n - 2) else 1 for i in range(n - 1))
   up = tuple(temporal_upsample) or tuple(2 if i in (0, 1) else 1 for i in range(n - 1))
-  return config_lib.cnn_config(
+  c = config_lib.cnn_config(
     cnn_family="vidtok",
     channels=channels,
     channel_mult=tuple(channel_mult),
@@ -178,25 +202,43 @@ def preset(
     # v1.0's CausalConv3d / CausalConv1d pad with zeros (pad_mode "constant"); v1.1's with the first frame
     time_padding="replicate" if v1_1 else "zeros",
     time_upsample=time_upsample or ("linear" if v1_1 else "repeat"),
+    # model_3dnoncausal.py: torch's Conv3d / Conv1d with padding=1 (zeros on both sides in time)
+    causal=causal,
     # regularizers.py FSQRegularizer.bound: (levels - 1) * (1 + 1e-3) / 2, lucidrains' bound
     quantizer={"type": "fsq", "levels": tuple(levels), "bound": "wide"},
     preprocess="torchvision_bilinear_center_crop",
     image_size=256,
     discriminator=MAGVIT_STYLEGAN,
   )
+  if not causal:
+    c.video.num_frames = 16  # vidtok_fsq_noncausal_*.yaml's sample_num_frames (causal: 17)
+  return c
 
 
 def config(
-  tensors: dict[str, np.ndarray], source: str, levels: tuple[int, ...] = (), v1_1: bool = False, time_upsample: str = ""
+  tensors: dict[str, np.ndarray],
+  source: str,
+  levels: tuple[int, ...] = (),
+  v1_1: bool = False,
+  time_upsample: str = "",
+  causal: bool | None = None,
 ) -> ml_collections.ConfigDict:
   """The vqtok config of the checkpoint's variant, read off the tensor shapes (and ``options``': the YAML's
-  levels, the version)."""
-  ch = common.require(tensors, "encoder.conv_in.conv.weight", source, NAME, 5)[0]
-  common.require(tensors, "encoder.down_temporal.0.block.0.conv1.conv.weight", source, NAME, 3)  # (2+1)-D blocks
+  levels, the version, whether its model is causal, which the tensors must agree with)."""
+  # model_3dnoncausal.py's convs are torch's own; the causal ones wrap them as ``.conv``.
+  causal_tensors = "encoder.conv_in.weight" not in tensors
+  if causal is not None and causal != causal_tensors:
+    kinds = ("non-causal (model_3dnoncausal.py)", "causal (model_3dcausal.py)")
+    raise CheckpointError(
+      f"{source}: its YAML builds a {kinds[causal]} model, but its tensors are a {kinds[causal_tensors]} one's"
+    )
+  w = ".conv" if causal_tensors else ""
+  ch = common.require(tensors, f"encoder.conv_in{w}.weight", source, NAME, 5)[0]
+  common.require(tensors, f"encoder.down_temporal.0.block.0.conv1{w}.weight", source, NAME, 3)  # (2+1)-D blocks
   n = common.count(tensors, r"encoder\.down\.(\d+)\.", source, "encoder levels")
   blocks = common.count(tensors, r"encoder\.down\.0\.block\.(\d+)\.", source, "level-0 blocks")
   widths = [common.require(tensors, f"encoder.down.{i}.block.0.conv1.weight", source, NAME, 4)[0] for i in range(n)]
-  z = common.require(tensors, "encoder.conv_out.conv.weight", source, NAME, 5)[0]
+  z = common.require(tensors, f"encoder.conv_out{w}.weight", source, NAME, 5)[0]
   levels = tuple(levels) or (8,) * z
   if len(levels) != z:
     raise CheckpointError(f"{source}: {len(levels)} FSQ levels {list(levels)} for an encoder of {z} channels")
@@ -213,6 +255,7 @@ def config(
     temporal_upsample=up,
     v1_1=v1_1,
     time_upsample=time_upsample,
+    causal=causal_tensors,
   )
 
 
@@ -235,11 +278,13 @@ def _conv1x1x1_heads(out: bool) -> L.Layout:
   return lambda x: (L.conv1x1_as_heads_out if out else L.conv1x1_as_heads_in)(x[..., 0])
 
 
-def _wrapped(prefix: str, target: L.Prefix, layout: L.Layout) -> tuple[L.Rule, ...]:
-  """VidTok's causal convs wrap a torch conv as ``.conv``: ``<prefix>.conv.weight`` / ``.bias``."""
+def _wrapped(prefix: str, target: L.Prefix, layout: L.Layout, wrapped: bool = True) -> tuple[L.Rule, ...]:
+  """VidTok's causal convs wrap a torch conv as ``.conv``: ``<prefix>.conv.weight`` / ``.bias`` (``wrapped``;
+  the non-causal model's are torch's own: ``<prefix>.weight``)."""
+  name = rf"{prefix}\.conv" if wrapped else prefix
   return (
-    L.under(rf"{prefix}\.conv", target, "weight", lambda: "kernel", layout),
-    L.under(rf"{prefix}\.conv", target, "bias", lambda: "bias", L.as_is),
+    L.under(name, target, "weight", lambda: "kernel", layout),
+    L.under(name, target, "bias", lambda: "bias", L.as_is),
   )
 
 
@@ -266,51 +311,53 @@ def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
   last = len(c.model.channel_mult) - 1
   flip = lambda i: last - int(i)  # the reference's decoder level i is vqtok's level last - i
   qkv = {"q": "query", "k": "key", "v": "value"}
+  w = bool(c.model.get("causal", True))  # causal convs wrap torch's as ``.conv``; the non-causal model's do not
+  qkv_conv = r"\.conv" if w else ""
   return (
-    *_wrapped(r"(encoder|decoder)\.conv_in", "{0}.conv_in", _conv3d),
-    *_wrapped(r"(encoder|decoder)\.conv_out", "{0}.conv_out", _conv3d),
+    *_wrapped(r"(encoder|decoder)\.conv_in", "{0}.conv_in", _conv3d, w),
+    *_wrapped(r"(encoder|decoder)\.conv_out", "{0}.conv_out", _conv3d, w),
     *_norm(r"(encoder|decoder)\.norm_out", "{0}.norm_out"),
     # levels: the spatial half of each (2+1)-D block per frame (Conv2d), the temporal half per pixel (Conv1d)
     *_block(r"encoder\.down\.(\d+)\.block\.(\d+)", "encoder.res.{0}.{1}.space", L.conv, wrapped=False),
-    *_block(r"encoder\.down_temporal\.(\d+)\.block\.(\d+)", "encoder.res.{0}.{1}.time", _conv1d_time, wrapped=True),
+    *_block(r"encoder\.down_temporal\.(\d+)\.block\.(\d+)", "encoder.res.{0}.{1}.time", _conv1d_time, wrapped=w),
     *L.torch_conv(r"encoder\.down\.(\d+)\.downsample\.conv", "encoder.down.{0}.conv"),
-    *_wrapped(r"encoder\.down_temporal\.(\d+)\.downsample\.conv", "encoder.down.{0}.time", _conv3d),
+    *_wrapped(r"encoder\.down_temporal\.(\d+)\.downsample\.conv", "encoder.down.{0}.time", _conv3d, w),
     L.Rule(r"encoder\.down_temporal\.(\d+)\.downsample\.mix_factor", "encoder.down.{1}.time.mix_factor"),
     *_block(r"decoder\.up\.(\d+)\.block\.(\d+)", lambda i, j: f"decoder.res.{flip(i)}.{j}.space", L.conv, False),
     *_block(
-      r"decoder\.up_temporal\.(\d+)\.block\.(\d+)", lambda i, j: f"decoder.res.{flip(i)}.{j}.time", _conv1d_time, True
+      r"decoder\.up_temporal\.(\d+)\.block\.(\d+)", lambda i, j: f"decoder.res.{flip(i)}.{j}.time", _conv1d_time, w
     ),
     *L.torch_conv(r"decoder\.up\.(\d+)\.upsample\.conv", lambda i: f"decoder.up.{flip(i)}.conv"),
-    *_wrapped(r"decoder\.up_temporal\.(\d+)\.upsample\.conv", lambda i: f"decoder.up.{flip(i)}.time", _conv3d),
+    *_wrapped(r"decoder\.up_temporal\.(\d+)\.upsample\.conv", lambda i: f"decoder.up.{flip(i)}.time", _conv3d, w),
     L.Rule(
       r"decoder\.up_temporal\.(\d+)\.upsample\.mix_factor", lambda m: f"decoder.up.{flip(m.group(1))}.time.mix_factor"
     ),
     # the middle: 3-D causal blocks around a per-frame attention of 1x1x1 convs
-    *_block(r"(encoder|decoder)\.mid\.block_1", "{0}.mid.0", _conv3d, wrapped=True),
-    *_block(r"(encoder|decoder)\.mid\.block_2", "{0}.mid.1", _conv3d, wrapped=True),
+    *_block(r"(encoder|decoder)\.mid\.block_1", "{0}.mid.0", _conv3d, wrapped=w),
+    *_block(r"(encoder|decoder)\.mid\.block_2", "{0}.mid.1", _conv3d, wrapped=w),
     *_norm(r"(encoder|decoder)\.mid\.attn_1\.norm", "{0}.mid_attn.norm"),
     L.under(
       r"(encoder|decoder)\.mid\.attn_1",
       "{0}.mid_attn",
-      r"(q|k|v)\.conv\.weight",
+      rf"(q|k|v){qkv_conv}\.weight",
       lambda p: f"attn.{qkv[p]}.kernel",
       _conv1x1x1_heads(False),
     ),
     L.under(
       r"(encoder|decoder)\.mid\.attn_1",
       "{0}.mid_attn",
-      r"(q|k|v)\.conv\.bias",
+      rf"(q|k|v){qkv_conv}\.bias",
       lambda p: f"attn.{qkv[p]}.bias",
       L.bias_as_heads,
     ),  # fmt: skip
     L.under(
       r"(encoder|decoder)\.mid\.attn_1",
       "{0}.mid_attn",
-      r"proj_out\.conv\.weight",
+      rf"proj_out{qkv_conv}\.weight",
       lambda: "attn.out.kernel",
       _conv1x1x1_heads(True),
     ),
     L.under(
-      r"(encoder|decoder)\.mid\.attn_1", "{0}.mid_attn", r"proj_out\.conv\.bias", lambda: "attn.out.bias", L.as_is
+      r"(encoder|decoder)\.mid\.attn_1", "{0}.mid_attn", rf"proj_out{qkv_conv}\.bias", lambda: "attn.out.bias", L.as_is
     ),
   )
