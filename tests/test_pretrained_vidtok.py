@@ -364,6 +364,9 @@ def test_noncausal_config_and_frame_rule(converted_noncausal, tmp_path):
   bad.video.update(source="samples", num_frames=17)
   with pytest.raises(ValueError, match=r"video.num_frames=17: a non-causal video tokenizer .* 16 and 20"):
     validate_config(bad, check_paths=False)
+  bad.video.update(num_frames=16, image_every=2)  # images as one-frame clips: not for this rule
+  with pytest.raises(ValueError, match=r"video.image_every .* takes clips of k\*s_T frames only"):
+    validate_config(bad, check_paths=False)
 
 
 def test_noncausal_full_size_parameter_count():

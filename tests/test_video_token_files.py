@@ -299,6 +299,10 @@ def test_encode_refusals_write_nothing(tokdirs, folder, tmp_path):
   with pytest.raises(ValueError, match="chunk is for causal video tokenizers: a non-causal one") as e:
     _encode(tokdirs["nc"], folder, out, num_frames=4, chunk=1)
   _one_line(e)
+  path, tokenizer, config, info = tokdirs["nc"]
+  with pytest.raises(ValueError, match=r"encodes clips of k\*2 frames, not images: give it videos") as e:
+    tokenize.encode_to_files(config, tokenizer, 0, str(out), batch_size=8, progress=False)
+  _one_line(e)
   with pytest.raises(
     ValueError, match=r"no video in .* is long enough for a clip of 13 frames .* the longest, a.mp4, has 12"
   ):
@@ -351,6 +355,9 @@ def test_noncausal_token_files_are_refused_by_causal_tokenizers(tokdirs):
   tokens_lib.check_video(causal, {"token_shape": [3, 4, 4], "codebook_size": 625, "video": old}, "old")
   with pytest.raises(ValueError, match="this tokenizer's frame rule is k\\*2 frames -> k latent frames"):
     tokens_lib.check_video(noncausal, {"token_shape": [3, 4, 4], "codebook_size": 625, "video": old}, "old")
+  # Images: it neither decodes image rows nor encodes images (one frame is no clip of k*2).
+  with pytest.raises(ValueError, match="holds image tokens; a non-causal video tokenizer .* decodes clips only"):
+    tokens_lib.check_video(noncausal, {"token_shape": [4, 4], "codebook_size": 625}, "itokens")
 
 
 def test_image_token_files_refuse_video_options(tokdirs, tmp_path):

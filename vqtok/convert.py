@@ -14,7 +14,7 @@ VQModel directory with spatial norms: Kandinsky 2.2's or 3's movq/; CHECKPOINT i
 (checkpoint.pt of the HelmholtzAI-FZJ/GSQ-* repositories), fqgan
 (fqgan_{dual,triple}_ds{16,8}.pt: factorised sub-codebooks, one index stream each), vidtok
 (vidtok_fsq_causal_{488,41616}_*.ckpt with the YAML of the same name beside it: causal video, 1 + 4k
-frames), tokenflow
+frames; vidtok_fsq_noncausal_{488,41616}_262144.ckpt: non-causal, 4k frames), tokenflow
 (tokenflow_clipb_32k_enhanced.pt, tokenflow_siglip_32k.pt: a CLIP or SigLIP and a CNN encoder, one shared
 index over the dual codebook, 817 multi-scale tokens per 256 px image / 2227 per 384 px image). The variant is
 read off the file. Neither torch nor the authors' code is needed. OUTPUT_DIR gets config.json and
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
     "parameters": int(sum(v.size for v in files.arrays(tokenizer).values())),
     "source_sha256": meta["source_sha256"],
   }
-  if tokenizer.is_video:  # a causal video tokenizer: the tokens of one clip of the published length
+  if tokenizer.is_video:  # a video tokenizer: the tokens of one clip of the published length
     frames = int(config.video.num_frames)
     summary["token_shape_per_clip"] = [tokenizer.latent_frames(frames), *tokenizer.token_shape]
     summary["frames_per_clip"] = frames

@@ -7,7 +7,7 @@
   python -m vqtok.tokenize export --tokens=tokens/ --format=llamagen|titok-jsonl --output=OUT \\
       [--dataset=imagenet]
 
-Video (a causal video tokenizer, ``model.temporal_downsample``):
+Video (a video tokenizer, ``model.temporal_downsample``):
 
   python -m vqtok.tokenize encode --tokenizer=runs/video_tiny --output=vtokens/ \\
       [--videos=DIR [--labels=subfolder] | --videos=tfds:ucf101[:test] [--data_dir=D] [--label_key=label]
@@ -18,7 +18,8 @@ Video (a causal video tokenizer, ``model.temporal_downsample``):
 
 Each clip is a row of ``(T', h, w)`` ids (``tokens.py``); the frame rule and
 how clips were cut go into ``metadata.json``'s ``video`` block. A frame count
-the causal rule rejects, an image tokenizer, or videos too short for one clip
+the tokenizer's rule rejects (1 + k*s_T, or k*s_T for a non-causal tokenizer),
+an image tokenizer, or videos too short for one clip
 are refused before anything is written; unreadable videos (and single videos
 too short for a clip) are counted skips. Decoding writes one mp4 per clip
 (``sub__a.mp4@0.mp4``: the clip's name flattened) or a folder of PNG frames
@@ -293,7 +294,8 @@ def encode_to_files(
   Raises:
     ValueError: ``output`` holds tokens of another tokenizer, run or source,
       or shards without ``metadata.json``; video: an image tokenizer, a frame
-      count the causal rule rejects, no video long enough for one clip.
+      count the tokenizer's rule rejects, no video long enough for one clip;
+      images: a non-causal video tokenizer.
   """
   p = jax.process_index() if process_index is None else int(process_index)
   n = jax.process_count() if process_count is None else int(process_count)
@@ -318,6 +320,11 @@ def encode_to_files(
   else:
     if chunk is not None:
       raise ValueError(f"chunk={chunk} is for video clips (config.video.source, --videos); these are images")
+    if tokenizer.is_video and not tokenizer.causal:
+      raise ValueError(
+        f"a non-causal video tokenizer (model.causal=False) encodes clips of k*{tokenizer.temporal_factor} frames,"
+        " not images: give it videos (--videos)"
+      )
     source = data_lib.make_source(config, "eval")
   label_block, label_of = _labeller(source, labels)
   caption_block, caption_of = _captioner(source, captions)
@@ -681,11 +688,11 @@ def _define_flags() -> None:
   flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
   flags.DEFINE_string("folder", None, "encode: every image under this folder.")
   flags.DEFINE_string(
-    "videos",
-    None,
-    "encode: clips of every video under this folder, or of tfds:NAME[:SPLIT] (a causal video tokenizer).",
+    "videos", None, "encode: clips of every video under this folder, or of tfds:NAME[:SPLIT] (a video tokenizer)."
   )
-  flags.DEFINE_integer("num_frames", None, "encode video: frames per clip, 1 + k*s_T (default: the config's).")
+  flags.DEFINE_integer(
+    "num_frames", None, "encode video: frames per clip, 1 + k*s_T (non-causal: k*s_T; default: the config's)."
+  )
   flags.DEFINE_integer("stride", None, "encode video: step between clip frames (default: the config's).")
   flags.DEFINE_float("fps", None, "encode video: resample to this rate first (0: own frames); decode: the mp4 rate.")
   flags.DEFINE_integer("clips_per_video", None, "encode video: non-overlapping clips from each video.")
@@ -788,7 +795,7 @@ def _select_videos(config: ml_collections.ConfigDict, tokenizer: nnx.Module) -> 
   if not config.video.source:
     if given or FLAGS.chunk is not None:
       name = given[0] if given else "chunk"
-      raise cli.UsageError(f"--{name} is for video clips (--videos, with a causal video tokenizer)")
+      raise cli.UsageError(f"--{name} is for video clips (--videos, with a video tokenizer)")
     return
   for name in given:
     config.video[name] = FLAGS[name].value

@@ -283,7 +283,8 @@ def video_block(
 
 
 def check_video(tokenizer: nnx.Module, meta: Mapping, tokens: str) -> None:
-  """ValueError unless this tokenizer decodes the video rows ``meta`` describes (nothing to check for images).
+  """ValueError unless this tokenizer decodes the video rows ``meta`` describes (images: any but a non-causal
+  video tokenizer).
 
   Checked before the tokenizer's identity, so that the message names what
   differs in the user's terms: an image tokenizer, the frame rule, the
@@ -291,6 +292,11 @@ def check_video(tokenizer: nnx.Module, meta: Mapping, tokens: str) -> None:
   """
   v = meta.get("video")
   if not v:
+    if getattr(tokenizer, "is_video", False) and not tokenizer.causal:
+      raise ValueError(
+        f"{tokens} holds image tokens; a non-causal video tokenizer (model.causal=False) decodes clips only:"
+        " decode them with the tokenizer that encoded them"
+      )
     return
   shape = tuple(meta.get("token_shape") or ())
   rule = frame_rule(v["temporal_factor"], bool(v.get("causal", True)))  # files written before the field: causal

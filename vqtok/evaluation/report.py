@@ -5,7 +5,7 @@ the FID Inception when its weights are given; codebook usage, code entropy,
 perplexity and bits per image. Everything accumulates per batch (Inception
 features as running sums), so memory does not grow with the number of images.
 
-Video (``config.video.source`` set, a causal video tokenizer): the split is
+Video (``config.video.source`` set, a video tokenizer): the split is
 clips; PSNR, SSIM and LPIPS are per frame (averaged over every frame of every
 clip), rFID over frames, codebook usage per clip, and rFVD with the
 Kinetics-400 I3D (``fvd.load_i3d``) when one is given and the clips have the
@@ -116,6 +116,11 @@ def evaluate(
   count = 0
   originals, recons = [], []
   video = bool(config.get("video", {}).get("source", ""))
+  if not video and tokenizer.is_video and not tokenizer.causal:
+    raise ValueError(
+      f"a non-causal video tokenizer (model.causal=False) takes clips of k*{tokenizer.temporal_factor} frames, not"
+      " images: evaluate it on clips (config.video.source; eval.py --video)"
+    )
   if video:
     tokenizer.latent_frames(int(config.video.num_frames))  # the frame rule, before any clip is decoded
     frames_per_clip = int(config.video.num_frames)

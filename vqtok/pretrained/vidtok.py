@@ -76,7 +76,8 @@ from vqtok.pretrained.reader import CheckpointError, read_checkpoint
 
 NAME = "vidtok"
 FILES = (
-  "vidtok_fsq_causal_488_{262144,32768,4096}.ckpt, vidtok_fsq_causal_41616_262144.ckpt and v1.1's"
+  "vidtok_fsq_causal_488_{262144,32768,4096}.ckpt, vidtok_fsq_causal_41616_262144.ckpt,"
+  " vidtok_fsq_noncausal_{488,41616}_262144.ckpt and v1.1's"
   " vidtok_fsq_causal_{488_32768,888_32768,41616_262144}_v1_1.ckpt (with their YAML beside them: the FSQ levels)"
 )
 IGNORE = (r"loss\..*", r"model_ema\..*", r"regularization\..*")
@@ -332,7 +333,7 @@ def table(c: ml_collections.ConfigDict) -> tuple[L.Rule, ...]:
     L.Rule(
       r"decoder\.up_temporal\.(\d+)\.upsample\.mix_factor", lambda m: f"decoder.up.{flip(m.group(1))}.time.mix_factor"
     ),
-    # the middle: 3-D causal blocks around a per-frame attention of 1x1x1 convs
+    # the middle: 3-D blocks (causal, or padded on both sides) around a per-frame attention of 1x1x1 convs
     *_block(r"(encoder|decoder)\.mid\.block_1", "{0}.mid.0", _conv3d, wrapped=w),
     *_block(r"(encoder|decoder)\.mid\.block_2", "{0}.mid.1", _conv3d, wrapped=w),
     *_norm(r"(encoder|decoder)\.mid\.attn_1\.norm", "{0}.mid_attn.norm"),
