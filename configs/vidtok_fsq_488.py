@@ -1,8 +1,9 @@
-"""VidTok causal 4x8x8 FSQ preset (2^18 codes), 17 frames of 256 px.
+"""VidTok causal 4x8x8 FSQ preset (2^18 codes), 17 frames of 256 px; ``:noncausal``, the non-causal one, 16 frames.
 
-Run (a folder of videos; VidTok trains on 17-frame clips sampled at 3 fps):
+Run (a folder of videos; VidTok trains on 17-frame clips sampled at 3 fps, 16-frame ones when non-causal):
   python train.py --config=configs/vidtok_fsq_488.py --workdir=runs/vidtok_fsq_488 \
     --config.video.source=folder --config.video.path=/path/to/videos --config.loss.lpips_weights=lpips.npz
+  python train.py --config=configs/vidtok_fsq_488.py:noncausal ...   # configs/vidtok_fsq_noncausal_488_262144.yaml
 
 Reference: Tang et al., "VidTok: A Versatile and Open-Source Video Tokenizer",
 2024 (arXiv:2412.13061; microsoft/VidTok configs/vidtok_fsq_causal_488_262144.yaml):
@@ -20,6 +21,12 @@ vidtok vidtok_fsq_causal_488_262144.ckpt tok/`` gives this architecture with the
 published weights. Set ``quantizer.levels`` to [8, 8, 8, 8, 8] (2^15) or
 [8, 8, 8, 8] (2^12) for the other two 4x8x8 files.
 
+``:noncausal``: model_3dnoncausal.py's model (``model.causal=False``: every time conv padded by a zero
+frame on each side, the time downsampling by one after the clip, no frames padded or dropped), 16 frames
+make 4 latent frames; the same 157,451,661 parameters, equal to the reference's Encoder3D + Decoder3D
+(tests/test_pretrained_vidtok.py); ``python -m vqtok.convert vidtok vidtok_fsq_noncausal_488_262144.ckpt``
+gives it with the published weights. Its YAML trains as the causal one's (the same losses and rates).
+
 The FSQ losses are the reference's: FSQRegularizer's entropy loss (weight 0.1,
 annealed from 0.3 over the first 2,000 steps, γ 1, inverse temperature 100) and
 commitment loss (0.25), added with weight 1 as its ``aux_loss``
@@ -33,11 +40,14 @@ vqtok's L1 + LPIPS + GAN terms below.
 from vqtok.pretrained.vidtok import preset
 
 
-def get_config():
-  c = preset((1, 2, 4, 4), channels=128, num_res_blocks=2, levels=(8,) * 6)
+def get_config(arg: str = ""):
+  if arg not in ("", "noncausal"):
+    raise ValueError(f"configs/vidtok_fsq_488.py takes no argument or 'noncausal'; got {arg!r}")
+  causal = arg != "noncausal"
+  c = preset((1, 2, 4, 4), channels=128, num_res_blocks=2, levels=(8,) * 6, causal=causal)
   # configs/vidtok_fsq_causal_488_262144.yaml regularizer_config (diversity_gamma and inv_temperature: defaults).
   c.quantizer.update(entropy_weight=0.1, entropy_anneal_steps=2000, entropy_anneal_factor=3.0, commitment_weight=0.25)
-  c.video.update(num_frames=17, fps=3.0)  # VidTok's training clips: 17 frames at 3 fps
+  c.video.update(num_frames=17 if causal else 16, fps=3.0)  # VidTok's training clips: 17 (16) frames at 3 fps
   c.loss.update(l1_weight=1.0, l2_weight=0.0, perceptual_weight=1.0, gan_weight=0.2, disc_start=20_001)
   c.loss.lecam_weight = 0.005
   c.optimizer.update(lr=1e-5, disc_lr=1e-5)

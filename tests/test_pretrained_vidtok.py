@@ -369,10 +369,16 @@ def test_noncausal_config_and_frame_rule(converted_noncausal, tmp_path):
     validate_config(bad, check_paths=False)
 
 
-def test_noncausal_full_size_parameter_count():
-  # vidtok_fsq_noncausal_488_262144 as its YAML builds it (gen_vidtok.py --noncausal counts it; the 4x16x16
-  # vidtok_fsq_noncausal_41616_262144, ch_mult (1, 2, 4, 4, 4), checked once by hand).
-  tok = nnx.eval_shape(lambda: build_tokenizer(vidtok.preset((1, 2, 4, 4), causal=False), rngs=nnx.Rngs(0)))
+def test_noncausal_preset_has_the_references_parameter_count(tmp_path):
+  # configs/vidtok_fsq_488.py:noncausal against vidtok_fsq_noncausal_488_262144 as its YAML builds it
+  # (gen_vidtok.py --noncausal counts it; the 4x16x16 vidtok_fsq_noncausal_41616_262144, ch_mult (1, 2, 4, 4, 4),
+  # checked once by hand).
+  c = preset("vidtok_fsq_488", "noncausal")
+  c.loss.lpips_weights = str(tmp_path / "lpips.npz")
+  (tmp_path / "lpips.npz").write_bytes(b"")
+  validate_config(c)
+  assert c.model.causal is False and c.video.num_frames == 16
+  tok = nnx.eval_shape(lambda: build_tokenizer(c, rngs=nnx.Rngs(0)))
   n = {k: sum(int(np.prod(s)) for p, s in files.shapes(tok).items() if p.startswith(k)) for k in ("encoder", "decoder")}
   assert n == _keys("_noncausal")["full_params"]["vidtok_fsq_noncausal_488_262144"]
   assert n["encoder"] + n["decoder"] == 157_451_661  # as the causal model: only the time padding differs
