@@ -355,6 +355,8 @@ def test_noncausal_token_files_are_refused_by_causal_tokenizers(tokdirs):
   tokens_lib.check_video(causal, {"token_shape": [3, 4, 4], "codebook_size": 625, "video": old}, "old")
   with pytest.raises(ValueError, match="this tokenizer's frame rule is k\\*2 frames -> k latent frames"):
     tokens_lib.check_video(noncausal, {"token_shape": [3, 4, 4], "codebook_size": 625, "video": old}, "old")
+  # A run encoded before the field resumes: its block reads as causal.
+  assert tokenize._cutting(old) == tokenize._cutting({**old, "causal": True, "chunk": 2}) != tokenize._cutting(block)
   # Images: it neither decodes image rows nor encodes images (one frame is no clip of k*2).
   with pytest.raises(ValueError, match="holds image tokens; a non-causal video tokenizer .* decodes clips only"):
     tokens_lib.check_video(noncausal, {"token_shape": [4, 4], "codebook_size": 625}, "itokens")

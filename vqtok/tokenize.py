@@ -469,8 +469,9 @@ def encode_to_files(
 
 
 def _cutting(block: Mapping | None) -> dict | None:
-  """A ``video`` block less what does not change the ids (``chunk``), for resuming."""
-  return None if not block else {k: v for k, v in block.items() if k != "chunk"}
+  """A ``video`` block less what does not change the ids (``chunk``), for resuming (blocks written before the
+  ``causal`` field are causal)."""
+  return None if not block else {"causal": True, **{k: v for k, v in block.items() if k != "chunk"}}
 
 
 def _check_chunk(tokenizer: nnx.Module, num_frames: int, chunk: int) -> None:

@@ -502,7 +502,7 @@ CONFIG = ConfigFields(
     "path": "",  # video folder (train/ and test/ subfolders, as data.*_split, are used when present); tfds: data_dir
     "name": "",  # tfds: the dataset, e.g. "ucf101" (splits: data.train_split / data.eval_split)
     "key": "video",  # tfds: the video feature's key
-    "num_frames": 17,  # frames per clip (a causal tokenizer takes 1 + k * temporal stride)
+    "num_frames": 17,  # frames per clip (a causal tokenizer takes 1 + k * temporal stride, a non-causal one k * it)
     "stride": 1,  # step between clip frames, in frames after resampling
     "fps": 0.0,  # resample to this rate by timestamps; 0: the video's own frames
     "clips_per_video": 1,  # non-overlapping clips cut from each video

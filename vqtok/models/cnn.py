@@ -73,6 +73,10 @@ stride (2, 2, 2) at the levels whose ch_mult is not 1, Upsampler with
 depth_to_space3d dropping frame 1) with its clip-wide GroupNorms made per frame,
 so that it is causal. Long videos run in chunks with ``stream``: each causal
 conv keeps the input frames the next chunk's first outputs need.
+
+Non-causal video (``causal=False``, the ``vidtok`` family: VidTok's
+model_3dnoncausal.py): every time conv is padded on both sides, k*s_T frames
+make k latent frames, and clips are encoded and decoded whole (no streaming).
 """
 
 from __future__ import annotations
@@ -733,7 +737,7 @@ class MixTimeDownsample(TimeConv):
   ``a = sigmoid(mix_factor)``; both branches read the same frames (one frame before the video, ``k - s``:
   zeros in v1.0, the first frame in v1.1, ``time_padding``), so 2m frames give m and output j sees frames
   2j - 1 .. 2j + 1. Non-causal (model_3dnoncausal.py TimeDownsampleRes2x): the frame goes after the clip
-  (zeros), so output j sees frames 2j .. 2j + 1.
+  (zeros), so output j sees frames 2j .. 2j + 2, the last output the padding frame.
   """
 
   def __init__(
