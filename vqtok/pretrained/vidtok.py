@@ -52,10 +52,11 @@ only when decoding with linear time upsampling (the reference's chunk caches are
 not modelled; a chunked decode is refused; chunked encodes equal whole ones, as
 for v1.0). The v1.1 KL files are not tokenizers.
 
-Frames: 1 + 4k (VidTok's inputs are 17 frames; it pads with 3 copies of the
-first frame and v1.0's decoder drops 3 frames, so its 16-frame inputs give 13),
-in [-1, 1]; frames resized by their short side (torchvision, bilinear with
-antialiasing) and centre-cropped (vidtok/data/vidtok.py).
+Frames: 1 + 4k for the causal files (VidTok's inputs are 17 frames; it pads with
+3 copies of the first frame and v1.0's decoder drops 3 frames, so its 16-frame
+inputs give 13), 4k for the non-causal ones (16), in [-1, 1]; frames resized by
+their short side (torchvision, bilinear with antialiasing) and centre-cropped
+(vidtok/data/vidtok.py).
 """
 
 from __future__ import annotations
