@@ -16,7 +16,9 @@ Attention is ``jax.nn.dot_product_attention`` (no mask, no bias, scale
 (flash) kernel on an NVIDIA GPU for bf16/fp16 heads it supports.
 Sizes follow big_vision: a table plus ``decode_variant("B/16")``. How families
 differ in kind (a class token, a LayerNorm before the blocks, exact or tanh
-GELU, the published TiTok's token layout) is a row of ``FAMILIES``.
+GELU, the published TiTok's token layout, ViTamin's MBConv stem and GeGLU MLPs)
+is a row of ``FAMILIES``; how the latents meet the quantizer (a Linear or
+UniTok's ``AttnProjection``) is ``PROJECTIONS``.
 """
 
 from __future__ import annotations
