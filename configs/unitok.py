@@ -36,6 +36,7 @@ NUM_CODEBOOKS = 8
 def get_config():
   c = default_config()
   c.image_size = 256
+  c.data.preprocess = "bilinear_1125_center_crop"  # inference.py: Resize(288), CenterCrop(256)
   c.model.update(
     encoder="vit",
     vit_family="vitamin",

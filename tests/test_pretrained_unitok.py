@@ -18,10 +18,13 @@ import numpy as np
 import pytest
 from flax import nnx
 from helpers import ROOT, preset
+from PIL import Image
 
 from vqtok import config as config_lib
 from vqtok import convert, models, pretrained, tokenizer_dir
+from vqtok.data import transforms
 from vqtok.pretrained import layout, unitok
+from vqtok.pretrained.reader import read_checkpoint
 
 FAST_COMPILE = True
 GOLDENS = os.path.join(ROOT, "tests", "goldens", "unitok")
@@ -112,3 +115,30 @@ def test_tokenizer_directory_round_trip(tmp_path, converted):
   ids = back.encode(jnp.asarray(g["images"].transpose(0, 2, 3, 1)))
   np.testing.assert_array_equal(np.asarray(ids), g["ids"].transpose(0, 2, 1).reshape(ids.shape))
   assert back_meta["metadata"]["source"] == "unitok" and tuple(back_config.model.conv_widths) == (8, 16)
+
+
+def test_linear_projections_map():
+  """``quant_proj='linear'`` files (two Linears around the quantizer) map onto ``model.vit_projection='linear'``."""
+  obj = read_checkpoint(TINY)
+  state = {k: v for k, v in obj["trainer"]["unitok"].items() if "quant_proj." not in k}
+  rng = np.random.default_rng(0)
+  for name, shape in (("quant_proj", (16, 32)), ("post_quant_proj", (32, 16))):
+    state[f"{name}.weight"] = rng.standard_normal(shape).astype(np.float32)
+    state[f"{name}.bias"] = rng.standard_normal(shape[:1]).astype(np.float32)
+  obj = {"args": {**obj["args"], "quant_proj": "linear"}, "trainer": {"unitok": state}}
+  tensors = unitok.state_dict(obj, ema=False, source="linear.pth")
+  c = unitok.config(tensors, "linear.pth", **unitok.options(obj, "linear.pth"))
+  abstract = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
+  expected = {".".join(map(str, p)): v.shape for p, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))}
+  mapped = layout.apply_rules(tensors, unitok.table(c), expected, ignore=unitok.IGNORE, source="linear.pth")
+  assert c.model.vit_projection == "linear" and len(mapped) == len(expected)
+  np.testing.assert_array_equal(mapped["encoder.head.kernel"], state["quant_proj.weight"].T)
+
+
+def test_unitok_eval_resize():
+  """inference.py's ``Resize(int(256 * 1.125))`` (bilinear) then ``CenterCrop(256)``."""
+  img = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+  out = transforms.PREPROCESS["bilinear_1125_center_crop"](img, 256)
+  ref = transforms.torchvision_resize_crop(img, 288, 256, Image.Resampling.BILINEAR)
+  assert out.shape == (256, 256, 3) and np.array_equal(out, ref)
+  assert preset("unitok", arg=None).data.preprocess == "bilinear_1125_center_crop"

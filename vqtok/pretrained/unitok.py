@@ -126,8 +126,11 @@ def config(tensors: dict[str, np.ndarray], source: str, *, args: Mapping[str, An
   if sub * groups != code_dim:
     raise CheckpointError(f"{source}: {groups} codebooks of {sub} channels do not make quant_proj's {code_dim}")
   beta, le = float(args.get("vq_beta", 0.25)), float(args.get("le", 0.0))
+  if float(args.get("resize_ratio", 1.125)) != 1.125:
+    raise CheckpointError(f"{source}: args.resize_ratio={args['resize_ratio']}; vqtok has UniTok's 1.125 resize only")
   c = default_config()
   c.image_size = int(args.get("img_size", 256))
+  c.data.preprocess = "bilinear_1125_center_crop"  # inference.py's Resize(int(img_size * resize_ratio)), CenterCrop
   c.model.update(
     encoder="vit",
     vit_family="vitamin",
