@@ -23,6 +23,7 @@ from PIL import Image
 from vqtok import config as config_lib
 from vqtok import convert, models, pretrained, tokenizer_dir
 from vqtok.data import transforms
+from vqtok.models import tokenizer as tokenizer_lib
 from vqtok.pretrained import layout, unitok
 from vqtok.pretrained.reader import read_checkpoint
 
@@ -142,3 +143,24 @@ def test_unitok_eval_resize():
   ref = transforms.torchvision_resize_crop(img, 288, 256, Image.Resampling.BILINEAR)
   assert out.shape == (256, 256, 3) and np.array_equal(out, ref)
   assert preset("unitok", arg=None).data.preprocess == "bilinear_1125_center_crop"
+
+
+def test_fine_tuning_gradients(converted):
+  """The imported tokenizer trains: gradients reach every parameter; the GAN and VA-VAE layer paths resolve."""
+  tok, _, _, g = converted
+  x = jnp.asarray(g["images"].transpose(0, 2, 3, 1))
+
+  def loss(m):
+    z_q, out = m.quantize(x, train=True)
+    return jnp.mean((m.reconstruct(z_q) - x) ** 2) + out.loss
+
+  grads = nnx.state(nnx.jit(nnx.grad(loss))(tok), nnx.Param)
+  flat = {".".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(grads)}
+  assert all(np.isfinite(v).all() for v in flat.values())
+  assert [k for k, v in flat.items() if not np.any(v)] == []
+  state = nnx.state(tok, nnx.Param)
+  for path in (tokenizer_lib.last_layer_path(tok), tokenizer_lib.encoder_last_layer_path(tok)):
+    node = state
+    for key in path:
+      node = node[key]
+    assert node[...].ndim >= 2

@@ -693,6 +693,8 @@ def encoder_last_layer_path(tokenizer: Tokenizer) -> tuple[Any, ...]:
   VA-VAE balances its vision-foundation loss against the reconstruction at
   this layer (``enc_last_layer = self.encoder.conv_out.weight``).
   """
+  if isinstance(getattr(tokenizer.encoder, "head", None), vit.AttnProjection):
+    return ("encoder", "head", "mlp", "w2", "kernel")  # UniTok's AttnProjection ends in its GeGLU's W2
   return ("encoder", "conv_out" if isinstance(tokenizer.encoder, cnn.Encoder) else "head", "kernel")
 
 
