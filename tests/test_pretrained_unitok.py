@@ -164,3 +164,18 @@ def test_fine_tuning_gradients(converted):
     for key in path:
       node = node[key]
     assert node[...].ndim >= 2
+
+
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
+    ({"model.conv_widths": ()}, "one depth >= 1 per width"),
+    ({"model.decoder_conv_depths": (4,)}, "one depth >= 1 per width"),
+    ({"model.vit_family": "vqtok", "model.posemb": "learn"}, "need vit_family 'vitamin'"),
+    ({"model.patch_size": 8}, "must be the MBConv stages' downsampling 16"),
+  ],
+)
+def test_vitamin_config_errors(overrides, message):
+  c = preset("unitok", arg=None, **{"model.depth": 1, "model.decoder_depth": 1, **overrides})
+  with pytest.raises(ValueError, match=message):
+    nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))

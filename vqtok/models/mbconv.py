@@ -127,10 +127,16 @@ class Stem(nnx.Module):
     return self.conv2(nnx.gelu(self.norm(self.conv1(x)), approximate=False))
 
 
+def check_stages(widths: Sequence[int], depths: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """``(widths, depths)`` as ints; ValueError unless there is one depth >= 1 per width, and at least one."""
+  widths, depths = tuple(int(w) for w in widths), tuple(int(d) for d in depths)
+  if len(widths) != len(depths) or not widths or min(depths) < 1 or min(widths) < 1:
+    raise ValueError(f"MBConv stages need one depth >= 1 per width; got widths {widths}, depths {depths}")
+  return widths, depths
+
+
 def _stages(widths: Sequence[int], depths: Sequence[int], first: int, resample: str, kw: dict[str, Any]) -> nnx.List:
   """One list of ``MBConv`` blocks per stage, each stage's first block resampling."""
-  if len(widths) != len(depths) or not widths or min(depths) < 1:
-    raise ValueError(f"MBConv stages need one depth >= 1 per width; got widths {widths}, depths {depths}")
   stages, c = [], first
   for w, d in zip(widths, depths):
     stages.append(nnx.List([MBConv(c if i == 0 else w, w, resample if i == 0 else "", **kw) for i in range(d)]))
@@ -156,7 +162,7 @@ class ConvStem(nnx.Module):
     rngs: nnx.Rngs,
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    widths, depths = tuple(int(w) for w in widths), tuple(int(d) for d in depths)
+    widths, depths = check_stages(widths, depths)
     self.stem = Stem(in_ch, widths[0], widths[0], "down", **kw)
     self.stages = _stages(widths, depths, widths[0], "down", kw)
     self.norm = nnx.LayerNorm(widths[-1], epsilon=_EPS, **kw)  # StridedConv: the norm comes first
@@ -187,7 +193,7 @@ class ConvHead(nnx.Module):
     rngs: nnx.Rngs,
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    widths, depths = tuple(int(w) for w in widths), tuple(int(d) for d in depths)
+    widths, depths = check_stages(widths, depths)
     self.up = Resample(width, widths[0], "up", **kw)
     self.stages = _stages(widths, depths, widths[0], "up", kw)
     self.stem = Stem(widths[-1], widths[-1], out_ch, "up", **kw)

@@ -556,6 +556,8 @@ class ViTEncoder(_ViTBase):
       self.patch_embed = mbconv.ConvStem(width, conv_widths, conv_depths, in_ch=in_channels, **kw)
       _check_conv_factor(self.patch_embed.factor, p, family)
     else:
+      if conv_widths or conv_depths:
+        raise ValueError(f"MBConv stages (model.conv_widths) need vit_family 'vitamin'; got {family!r}")
       self.patch_embed = nnx.Conv(
         in_channels, width, (p, p), strides=p, padding="VALID", use_bias=self.family.patch_bias, **kw
       )
@@ -666,6 +668,8 @@ class ViTDecoder(_ViTBase):
       self.head_hidden = None
       self.head = mbconv.ConvHead(width, conv_widths, conv_depths, out_ch=out_channels, **kw)
       _check_conv_factor(self.head.factor, p, family)
+    elif conv_widths or conv_depths:
+      raise ValueError(f"MBConv stages (model.decoder_conv_widths) need vit_family 'vitamin'; got {family!r}")
     elif self.out_codes:
       # TiTok's proxy-code head (blocks.py TiTokDecoder ``ffn``): 1x1 convs width -> 2 width,
       # tanh, -> one logit per code of the MaskGIT VQGAN, at every patch position.
