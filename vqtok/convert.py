@@ -16,7 +16,9 @@ VQModel directory with spatial norms: Kandinsky 2.2's or 3's movq/; CHECKPOINT i
 (vidtok_fsq_causal_{488,41616}_*.ckpt with the YAML of the same name beside it: causal video, 1 + 4k
 frames; vidtok_fsq_noncausal_{488,41616}_262144.ckpt: non-causal, 4k frames), tokenflow
 (tokenflow_clipb_32k_enhanced.pt, tokenflow_siglip_32k.pt: a CLIP or SigLIP and a CNN encoder, one shared
-index over the dual codebook, 817 multi-scale tokens per 256 px image / 2227 per 384 px image). The variant is
+index over the dual codebook, 817 multi-scale tokens per 256 px image / 2227 per 384 px image), unitok
+(unitok_tokenizer.pth: the ViTamin-L image tokenizer, 16 x 16 tokens of 8 ids each at 256 px; its text tower
+and CLIP heads are not converted). The variant is
 read off the file. Neither torch nor the authors' code is needed. OUTPUT_DIR gets config.json and
 model.safetensors; tokenize, eval.py and train.py --config.init_from read it.
 

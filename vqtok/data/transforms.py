@@ -26,6 +26,10 @@ file gets the token ids that the authors' code gives it:
                        bilinear, torchvision's default.
   torchvision_lanczos_center_crop
                        BSQ-ViT: the same with PIL Lanczos.
+  bilinear_1125_center_crop
+                       UniTok (inference.py): torchvision Resize of the short
+                       side to int(1.125 size) with PIL bilinear, then
+                       CenterCrop.
 
 Training uses the Inception-style random-resized crop (Szegedy et al., 2015,
 "Going deeper with convolutions", arXiv:1409.4842): a box covering a uniform
@@ -296,6 +300,15 @@ def timm_bilinear_center_crop(img: np.ndarray, size: int) -> np.ndarray:
   return torchvision_resize_crop(img, math.floor(size / 0.875), size, Image.Resampling.BILINEAR)
 
 
+def bilinear_1125_center_crop(img: np.ndarray, size: int) -> np.ndarray:
+  """UniTok's eval: ``Resize(int(size * 1.125))`` (PIL bilinear, torchvision's default) then ``CenterCrop(size)``.
+
+  FoundationVision/UniTok inference.py, with utils/config.py's ``resize_ratio`` 1.125.
+  """
+  size = _check_size(size)
+  return torchvision_resize_crop(img, int(size * 1.125), size, Image.Resampling.BILINEAR)
+
+
 #: Evaluation / tokenization resizes, by ``config.data.preprocess``.
 PREPROCESS = {
   "center_crop": center_crop,
@@ -308,6 +321,7 @@ PREPROCESS = {
   "torchvision_bilinear_center_crop": torchvision_bilinear_center_crop,
   "torchvision_lanczos_center_crop": torchvision_lanczos_center_crop,
   "timm_bilinear_center_crop": timm_bilinear_center_crop,
+  "bilinear_1125_center_crop": bilinear_1125_center_crop,
 }
 
 

@@ -161,6 +161,14 @@ CONFIG = ConfigFields(
     # "" (off) | tail (One-D-Piece) | nested (FlexTok) (vit.TOKEN_DROPS)
     "token_drop": "",
     "vit_family": "vqtok",  # vit block kinds: vqtok | titok (published TiTok) | titok_pixels (its VQ-8k) | bsqvit
+    # vit: the encoder's head to code_dim and the decoder's embedding from it: linear | attn (UniTok's AttnProjection)
+    "vit_projection": "linear",
+    # vit_family vitamin (UniTok): the encoder's MBConv stages under the ViT (widths, blocks per stage; ViTamin-L:
+    # (160, 320), (2, 4)) and the decoder's upsampling ones after it ((320, 160), (4, 2)); patch_size 2**(len + 2)
+    "conv_widths": (),
+    "conv_depths": (),
+    "decoder_conv_widths": (),
+    "decoder_conv_depths": (),
     # vit1d: > 0 makes the decoder TiTok's: logits over this many codes of a MaskGIT VQGAN,
     # soft codes decoded by that VQGAN's CNN decoder (proxy_decoder sizes).
     "proxy_codebook_size": 0,
@@ -229,6 +237,7 @@ CONFIG = ConfigFields(
     "video_norm": cnn.VIDEO_NORMS,
     "posemb": vit.POSEMBS,
     "vit_family": tuple(vit.FAMILIES),
+    "vit_projection": vit.PROJECTIONS,
     "token_drop": tuple(vit.TOKEN_DROPS),
     "semantic_encoder": SEMANTIC_ENCODERS,
   },
@@ -718,6 +727,8 @@ def encoder_last_layer_path(tokenizer: Tokenizer) -> tuple[Any, ...]:
   VA-VAE balances its vision-foundation loss against the reconstruction at
   this layer (``enc_last_layer = self.encoder.conv_out.weight``).
   """
+  if isinstance(getattr(tokenizer.encoder, "head", None), vit.AttnProjection):
+    return ("encoder", "head", "mlp", "w2", "kernel")  # UniTok's AttnProjection ends in its GeGLU's W2
   return ("encoder", "conv_out" if isinstance(tokenizer.encoder, cnn.Encoder) else "head", "kernel")
 
 
@@ -965,13 +976,24 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
       rngs=rngs,
     )
     enc_kw, dec_kw = _vit_kwargs(m, "variant"), _vit_kwargs(m, "decoder_variant", "decoder_")
-    encoder = vit.ViTEncoder(z, **enc_kw, **common)
+    proj = m.get("vit_projection", "linear")
+    conv = dict(conv_widths=tuple(m.get("conv_widths", ())), conv_depths=tuple(m.get("conv_depths", ())))
+    encoder = vit.ViTEncoder(z, **enc_kw, **common, **conv, projection=proj)
+    dec_conv = dict(
+      conv_widths=tuple(m.get("decoder_conv_widths", ())), conv_depths=tuple(m.get("decoder_conv_depths", ()))
+    )
     num_codes = int(m.get("proxy_codebook_size", 0))
     if num_codes:
       decoder = _proxy_code_decoder(m, z, num_codes, dec_kw, common)
     else:
       decoder = vit.ViTDecoder(
-        z, **dec_kw, **common, head_hidden=int(m.get("pixel_head_hidden", 0)), token_drop=m.get("token_drop", "")
+        z,
+        **dec_kw,
+        **common,
+        **dec_conv,
+        projection=proj,
+        head_hidden=int(m.get("pixel_head_hidden", 0)),
+        token_drop=m.get("token_drop", ""),
       )
   return Tokenizer(
     encoder,

@@ -16,7 +16,9 @@ Attention is ``jax.nn.dot_product_attention`` (no mask, no bias, scale
 (flash) kernel on an NVIDIA GPU for bf16/fp16 heads it supports.
 Sizes follow big_vision: a table plus ``decode_variant("B/16")``. How families
 differ in kind (a class token, a LayerNorm before the blocks, exact or tanh
-GELU, the published TiTok's token layout) is a row of ``FAMILIES``.
+GELU, the published TiTok's token layout, ViTamin's MBConv stem and GeGLU MLPs)
+is a row of ``FAMILIES``; how the latents meet the quantizer (a Linear or
+UniTok's ``AttnProjection``) is ``PROJECTIONS``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from flax.nnx.nn.dtypes import promote_dtype
+
+from vqtok.models import mbconv
 
 Dtype = Any
 
@@ -67,6 +71,11 @@ class Family:
       facebookresearch/dinov2 dinov2/layers/block.py).
     quick_gelu: the MLP's activation is ``x * sigmoid(1.702 x)`` (OpenAI CLIP's
       ``QuickGELU``, openai/CLIP clip/model.py), not a GELU.
+    geglu: the MLP is UniTok's ``GeGluMlp`` (``GeGLU``: its own LayerNorm, then
+      ``gelu_tanh(x W0) * (x W1)``, then ``W2``), behind the block's own ``norm2``.
+    conv_stem: a hybrid ViT: ViTamin's MBConv stages (``mbconv.ConvStem``) take
+      the patch embedding's place (``patch_size`` is their downsampling), and
+      the decoder maps its tokens to pixels with ``mbconv.ConvHead``.
   """
 
   cls_token: bool = False
@@ -78,6 +87,8 @@ class Family:
   patch_bias: bool = True
   layer_scale: bool = False
   quick_gelu: bool = False
+  geglu: bool = False
+  conv_stem: bool = False
 
 
 #: ``model.vit_family``: vqtok's own ViT (big_vision style), the published TiTok and BSQ-ViT.
@@ -99,7 +110,13 @@ FAMILIES = {
   # semantic decoder): a class token, nn.GELU, LayerNorm eps 1e-6, ``init_values=0`` (no LayerScale), and
   # ``use_mean_pooling``: no final ``norm`` but ``fc_norm`` on the patch tokens (a final LayerNorm here).
   "beit": Family(cls_token=True, exact_gelu=True),
+  # UniTok's ViTamin (FoundationVision/UniTok models/vitamin.py, timm's VisionTransformer): MBConv stages under
+  # the ViT, no class token, LayerNorm eps 1e-6, GeGluMlp; its decoder ends in MBConv stages that upsample.
+  "vitamin": Family(geglu=True, conv_stem=True),
 }
+
+#: How a ViT meets the quantizer (``model.vit_projection``): a Linear, or UniTok's ``AttnProjection``.
+PROJECTIONS = ("linear", "attn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,8 +219,8 @@ def sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) -> np.n
   return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(np.float32)
 
 
-#: Position embeddings ``config.model.posemb`` may name.
-POSEMBS = ("learn", "sincos2d")
+#: Position embeddings ``config.model.posemb`` may name ("none": UniTok's ViTamin, whose is a frozen zero).
+POSEMBS = ("learn", "sincos2d", "none")
 
 
 class PosEmbed(nnx.Module):
@@ -218,10 +235,12 @@ class PosEmbed(nnx.Module):
       self.embedding = nnx.Param(init(rngs.params(), (1, h * w, width), param_dtype))
     elif kind == "sincos2d":
       sincos_2d(h, w, width)  # validates the width now rather than at the first call
-    else:
+    elif kind != "none":
       raise ValueError(f"posemb must be one of {POSEMBS}; got {kind!r}")
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    if self.kind == "none":
+      return x
     if self.kind == "learn":
       emb = self.embedding[...]
     else:
@@ -277,6 +296,72 @@ def dot_product_attention(
   return jax.nn.dot_product_attention(query, key, value)
 
 
+class GeGLU(nnx.Module):
+  """UniTok's ``GeGluMlp`` (models/vitamin.py): LayerNorm (eps 1e-6), ``gelu_tanh(x W0) * (x W1)``, ``W2``."""
+
+  def __init__(self, width: int, hidden: int, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.norm = nnx.LayerNorm(width, epsilon=1e-6, **kw)
+    self.w0 = nnx.Linear(width, hidden, **kw)
+    self.w1 = nnx.Linear(width, hidden, **kw)
+    self.w2 = nnx.Linear(hidden, width, **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = self.norm(x)
+    return self.w2(nnx.gelu(self.w0(x), approximate=True) * self.w1(x))
+
+
+class AttnProjection(nnx.Module):
+  """UniTok's ``AttnProjection`` (models/vqvae.py): a width-changing transformer block around the quantizer.
+
+  ``proj(norm3(x)) + attn(norm1(x))``, then ``+ GeGLU(norm2(.))`` (hidden 2 x out);
+  the norms are torch's default LayerNorm (eps 1e-5). The attention (``PlainAttention``)
+  runs ``num_heads`` heads at the wider of the two widths (one bias-free qkv Linear, learned
+  q and v biases, none on k); narrowing, it averages the heads (each then ``out_dim`` wide),
+  widening, it concatenates them; then a Linear ``out_dim -> out_dim``.
+  """
+
+  def __init__(self, in_dim: int, out_dim: int, num_heads: int, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    inner = max(in_dim, out_dim)
+    if inner % num_heads or (in_dim > out_dim and inner // num_heads != out_dim):
+      # PlainAttention then pools the averaged heads (adaptive_avg_pool1d), which no published file needs.
+      raise ValueError(f"AttnProjection {in_dim} -> {out_dim}: {num_heads} heads must be {out_dim} wide")
+    self.num_heads, self.narrows = num_heads, in_dim > out_dim
+    self.norm1 = nnx.LayerNorm(in_dim, epsilon=1e-5, **kw)
+    self.norm2 = nnx.LayerNorm(out_dim, epsilon=1e-5, **kw)
+    self.norm3 = nnx.LayerNorm(in_dim, epsilon=1e-5, **kw)
+    self.qkv = nnx.Linear(in_dim, 3 * inner, use_bias=False, **kw)
+    self.q_bias = nnx.Param(jnp.zeros((inner,), param_dtype))
+    self.v_bias = nnx.Param(jnp.zeros((inner,), param_dtype))
+    self.attn_proj = nnx.Linear(out_dim, out_dim, **kw)
+    self.proj = nnx.Linear(in_dim, out_dim, **kw)
+    self.mlp = GeGLU(out_dim, 2 * out_dim, **kw)
+
+  def _attention(self, x: jax.Array) -> jax.Array:
+    qkv = self.qkv(x)
+    zero = jnp.zeros_like(self.q_bias[...])
+    bias = jnp.concatenate([self.q_bias[...], zero, self.v_bias[...]]).astype(qkv.dtype)
+    qkv = qkv + bias.reshape((1,) * (qkv.ndim - 1) + (-1,))
+    q, k, v = jnp.split(qkv.reshape(*x.shape[:-1], 3, self.num_heads, -1), 3, axis=-3)
+    h = jax.nn.dot_product_attention(q[..., 0, :, :], k[..., 0, :, :], v[..., 0, :, :])  # (B, N, heads, d)
+    h = h.mean(axis=-2) if self.narrows else h.reshape(*h.shape[:-2], -1)
+    return self.attn_proj(h)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = self.proj(self.norm3(x)) + self._attention(self.norm1(x))
+    return x + self.mlp(self.norm2(x))
+
+
+def make_projection(kind: str, in_dim: int, out_dim: int, **kw: Any) -> nnx.Module:
+  """A ``PROJECTIONS`` row: ``nnx.Linear`` or ``AttnProjection`` (heads of the narrower width, as UniTok's)."""
+  if kind == "linear":
+    return nnx.Linear(in_dim, out_dim, **kw)
+  if kind == "attn":
+    return AttnProjection(in_dim, out_dim, max(in_dim, out_dim) // min(in_dim, out_dim), **kw)
+  raise ValueError(f"ViT projection must be one of {PROJECTIONS}; got {kind!r}")
+
+
 class Block(nnx.Module):
   """Pre-norm transformer block."""
 
@@ -298,8 +383,10 @@ class Block(nnx.Module):
       num_heads=num_heads, in_features=width, decode=False, attention_fn=dot_product_attention, **kw
     )
     self.norm2 = nnx.LayerNorm(width, epsilon=family.norm_eps, **kw)
-    self.mlp1 = nnx.Linear(width, mlp_dim, **kw)
-    self.mlp2 = nnx.Linear(mlp_dim, width, **kw)
+    if family.geglu:
+      self.mlp, self.mlp1, self.mlp2 = GeGLU(width, mlp_dim, **kw), None, None
+    else:
+      self.mlp, self.mlp1, self.mlp2 = None, nnx.Linear(width, mlp_dim, **kw), nnx.Linear(mlp_dim, width, **kw)
     if family.layer_scale:
       self.ls1 = nnx.Param(jnp.ones((width,), param_dtype))
       self.ls2 = nnx.Param(jnp.ones((width,), param_dtype))
@@ -312,6 +399,8 @@ class Block(nnx.Module):
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     x = x + self._scale(self.attn(self.norm1(x), mask=mask), self.ls1)
+    if self.mlp is not None:
+      return x + self._scale(self.mlp(self.norm2(x)), self.ls2)
     h = self.mlp1(self.norm2(x))
     h = h * jax.nn.sigmoid(1.702 * h) if self.quick_gelu else nnx.gelu(h, approximate=not self.exact_gelu)
     h = self.mlp2(h)
@@ -354,6 +443,11 @@ def _grid(image_size: int, patch_size: int) -> int:
   if patch_size < 1 or image_size % patch_size:
     raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
   return image_size // patch_size
+
+
+def _check_conv_factor(factor: int, patch_size: int, family: str) -> None:
+  if factor != patch_size:
+    raise ValueError(f"ViT family {family!r}: patch_size {patch_size} must be the MBConv stages' downsampling {factor}")
 
 
 def unpatchify(x: jax.Array, g: int, p: int, c: int) -> jax.Array:
@@ -422,7 +516,11 @@ class ViTEncoder(_ViTBase):
     image_size: square input size the position embedding is built for.
     patch_size, width, depth, mlp_dim, num_heads: ViT sizes (``decode_variant``).
     num_latent_tokens: 0 for the 2-D grid, K for 1-D latent tokens.
-    posemb: ``"learn"`` or ``"sincos2d"``.
+    posemb: ``"learn"``, ``"sincos2d"`` or ``"none"``.
+    conv_widths, conv_depths: family ``vitamin``: the MBConv stages' widths and
+      blocks (UniTok's ViTamin-L: (160, 320) and (2, 4)); ``patch_size`` must
+      be their downsampling, 2 ** (len + 2).
+    projection: ``PROJECTIONS``: the head to ``z_channels``.
     in_channels: image channels.
     dtype / param_dtype: compute and parameter dtypes.
     rngs: parameter initialisation.
@@ -441,6 +539,9 @@ class ViTEncoder(_ViTBase):
     num_latent_tokens: int = 0,
     posemb: str = "learn",
     family: str = "vqtok",
+    conv_widths: tuple[int, ...] = (),
+    conv_depths: tuple[int, ...] = (),
+    projection: str = "linear",
     in_channels: int = 3,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
@@ -451,9 +552,15 @@ class ViTEncoder(_ViTBase):
     p = self.patch_size
     self.in_channels = in_channels
     self.num_latent_tokens = int(num_latent_tokens)
-    self.patch_embed = nnx.Conv(
-      in_channels, width, (p, p), strides=p, padding="VALID", use_bias=self.family.patch_bias, **kw
-    )
+    if self.family.conv_stem:
+      self.patch_embed = mbconv.ConvStem(width, conv_widths, conv_depths, in_ch=in_channels, **kw)
+      _check_conv_factor(self.patch_embed.factor, p, family)
+    else:
+      if conv_widths or conv_depths:
+        raise ValueError(f"MBConv stages (model.conv_widths) need vit_family 'vitamin'; got {family!r}")
+      self.patch_embed = nnx.Conv(
+        in_channels, width, (p, p), strides=p, padding="VALID", use_bias=self.family.patch_bias, **kw
+      )
     self._build_posemb(width, posemb, param_dtype, rngs)
     if self.family.legacy_latents and not self.num_latent_tokens:
       raise ValueError(f"ViT family {family!r} needs num_latent_tokens >= 1 (a 1-D tokenizer)")
@@ -463,7 +570,7 @@ class ViTEncoder(_ViTBase):
       init = nnx.initializers.normal(stddev=width**-0.5)
       self.latent_tokens = nnx.Param(init(rngs.params(), (self.num_latent_tokens, width), param_dtype))
       self.latent_posemb = PosEmbed(1, self.num_latent_tokens, width, "learn", param_dtype=param_dtype, rngs=rngs)
-    self.head = nnx.Linear(width, z_channels, **kw)
+    self.head = make_projection(projection, width, z_channels, **kw)
 
   def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
     """Token layout for an image; ValueError unless it is the configured size."""
@@ -504,6 +611,9 @@ class ViTDecoder(_ViTBase):
       (BSQ-ViT's decoder ``ffn``, 3072 wide; transformer.py TransformerDecoder).
     token_drop: a name in ``TOKEN_DROPS`` (1-D only): how dropped tokens reach
       the decoder (``"nested"`` adds the learned ``drop_token``).
+    conv_widths, conv_depths: family ``vitamin``: the upsampling MBConv stages
+      (``mbconv.ConvHead``; UniTok's ViTamin-L decoder: (320, 160) and (4, 2)).
+    projection: ``PROJECTIONS``: the embedding from ``z_channels``.
   """
 
   def __init__(
@@ -523,6 +633,9 @@ class ViTDecoder(_ViTBase):
     out_codes: int = 0,
     head_hidden: int = 0,
     token_drop: str = "",
+    conv_widths: tuple[int, ...] = (),
+    conv_depths: tuple[int, ...] = (),
+    projection: str = "linear",
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -543,13 +656,21 @@ class ViTDecoder(_ViTBase):
     self.out_channels = out_channels
     self.out_codes = int(out_codes)
     self.num_latent_tokens = int(num_latent_tokens)
-    self.embed = nnx.Linear(z_channels, width, **kw)
+    self.embed = make_projection(projection, z_channels, width, **kw)
     self._build_posemb(width, posemb, param_dtype, rngs)
     if self.num_latent_tokens:
       init = nnx.initializers.normal(stddev=width**-0.5)
       self.mask_token = nnx.Param(init(rngs.params(), (1, 1, width), param_dtype))
       self.latent_posemb = PosEmbed(1, self.num_latent_tokens, width, "learn", param_dtype=param_dtype, rngs=rngs)
-    if self.out_codes:
+    if self.family.conv_stem:
+      if self.out_codes or head_hidden or self.num_latent_tokens:
+        raise ValueError(f"ViT family {family!r} decodes a 2-D grid to pixels with its MBConv stages")
+      self.head_hidden = None
+      self.head = mbconv.ConvHead(width, conv_widths, conv_depths, out_ch=out_channels, **kw)
+      _check_conv_factor(self.head.factor, p, family)
+    elif conv_widths or conv_depths:
+      raise ValueError(f"MBConv stages (model.decoder_conv_widths) need vit_family 'vitamin'; got {family!r}")
+    elif self.out_codes:
       # TiTok's proxy-code head (blocks.py TiTokDecoder ``ffn``): 1x1 convs width -> 2 width,
       # tanh, -> one logit per code of the MaskGIT VQGAN, at every patch position.
       self.head_hidden = nnx.Linear(width, 2 * width, **kw)
@@ -564,6 +685,8 @@ class ViTDecoder(_ViTBase):
     self.out_conv = nnx.Conv(out_channels, out_channels, (3, 3), **kw) if with_conv else None
     #: attribute path of the last layer's kernel (adaptive GAN weight).
     self.last_layer_path = ("out_conv", "kernel") if self.out_conv is not None else ("head", "kernel")
+    if self.family.conv_stem:
+      self.last_layer_path = ("head", "stem", "conv2", "kernel")
 
   def _drop_tail(self, z: jax.Array, keep: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
     """``(z, key mask)`` for the first ``keep`` tokens of each image (all of ``z`` when None).
@@ -609,6 +732,8 @@ class ViTDecoder(_ViTBase):
       h = self.embed(z.reshape(b, -1, z.shape[-1]))
       h = self.transformer(self._embed_grid(h))
       h = h[:, h.shape[1] - n :]
+      if self.family.conv_stem:
+        return self.head(h.reshape(b, self.grid, self.grid, -1))
     if self.head_hidden is not None:
       h = jnp.tanh(self.head_hidden(h))
     if self.out_codes:

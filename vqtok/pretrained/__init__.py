@@ -39,6 +39,7 @@ from vqtok.pretrained import (
   taming,
   titok,
   tokenflow,
+  unitok,
   var,
   vidtok,
 )
@@ -53,7 +54,7 @@ FORMATS: dict[str, ModuleType] = {
   m.NAME: m
   for m in (
     *(llamagen, taming, maskgit, open_magvit2, open_magvit2_video, ibq, simvq, var, titok, one_d_piece, bsqvit),
-    *(movq, gsq, fqgan, vidtok, cosmos, tokenflow),
+    *(movq, gsq, fqgan, vidtok, cosmos, tokenflow, unitok),
   )
 }
 
