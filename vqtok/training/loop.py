@@ -199,7 +199,7 @@ def read_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any, nnx.Modul
   """``teacher.load``'s result for ``config.teacher``, checked against the model's shapes (None without one)."""
   if not config.get("teacher", ""):
     return None
-  student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=nnx.Rngs(0)))
+  student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=files.host_rngs(0)))
   return teacher_lib.load(config, student)
 
 
@@ -210,7 +210,7 @@ def read_feature_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any] |
   semantic = loss.get("semantic_weight", 0.0) > 0
   if not config.get("feature_teacher", "") or not (patches or semantic):
     return None
-  student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=nnx.Rngs(0)))
+  student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=files.host_rngs(0)))
   return feature_teacher.load_for(config, student, patches=patches, semantic=semantic)
 
 
