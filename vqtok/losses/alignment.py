@@ -172,17 +172,36 @@ def _check_config(config, check_paths: bool) -> None:
     )
   if lc.vf_weight > 0 and not config.model.get("feature_dim", 0):
     raise ValueError("config field loss.vf_weight > 0 needs model.feature_dim (the teacher's width, e.g. 1024)")
-  if lc.semantic_weight > 0 and not teacher:
+  teachers = config.get("feature_teachers", ())
+  if isinstance(teachers, str) or not all(isinstance(t, str) and t for t in teachers):
+    raise ValueError(f"config field feature_teachers={teachers!r} must be a list of feature-teacher directories")
+  if lc.semantic_weight > 0 and not (teacher or teachers):
     raise ValueError(
       "config field loss.semantic_weight > 0 needs feature_teacher (a directory from python -m vqtok.convert clip)"
+      " or feature_teachers (one per semantic head)"
     )
-  if lc.semantic_weight > 0 and not config.model.get("feature_head_dims", ()):
+  heads = tuple(config.model.get("feature_head_dims", ()))
+  if lc.semantic_weight > 0 and not heads:
     raise ValueError(
       "config field loss.semantic_weight > 0 needs model.feature_head_dims (FQGAN's feature heads on the"
       " semantic sub-codes of a factorised encoder, model.factorized_heads)"
     )
-  if check_paths and teacher and not os.path.isdir(teacher):
-    raise ValueError(f"config field feature_teacher={teacher!r}: no such feature-teacher directory")
+  if teachers and len(teachers) != len(heads):
+    raise ValueError(
+      f"config field feature_teachers: {len(teachers)} teacher(s) for {len(heads)} semantic head(s)"
+      f" (model.feature_head_dims={heads}); give one per head, in the heads' order"
+    )
+  if teachers and lc.semantic_weight <= 0:
+    raise ValueError("config field feature_teachers is read by loss.semantic_weight > 0 only; it is 0")
+  if teachers and max(lc.vf_weight, lc.feature_rec_weight) > 0:
+    raise ValueError(
+      "config field feature_teachers (per-head semantic teachers) cannot be combined with loss.vf_weight or"
+      " loss.feature_rec_weight (one feature_teacher's patch features) in one run"
+    )
+  named = [("feature_teacher", teacher)] + [(f"feature_teachers[{i}]", t) for i, t in enumerate(teachers)]
+  for field, path in named if check_paths else ():
+    if path and not os.path.isdir(path):
+      raise ValueError(f"config field {field}={path!r}: no such feature-teacher directory")
 
 
 #: ``config.loss`` fields of the VF loss (VA-VAE's names without the ``vf_`` where they had none).
