@@ -171,6 +171,11 @@ RECIPES = {
     "loss.vf_resize": "nearest",  # models/clip_encoder.py:19 F.interpolate(inp, (224, 224)): mode "nearest"
     "loss.semantic_group": 256 // 8,  # train_fqgan_dual.sh:2,14 8 GPUs, batch 256; clip_encoder.py:98-101 per GPU
   },
+  # FQGAN train_fqgan_triple.sh:14-23 passes train_fqgan_dual.sh's flags to tokenizer/vq_train_triple.py, whose
+  # trainer is vq_train_dual.py's line for line (argparse 4 lines lower: --beta1 l.325, --beta2 l.326,
+  # --max-grad-norm l.327; Adam l.117-118, drop_last l.142, flip l.123, global_step=train_steps+1 l.206, 232;
+  # vq_loss.py:570 D's loss x disc_weight): every value is Dual's.
+  "fqgan_triple_ds16": None,
   # taming README.md:340 "python main.py --base configs/imagenet_vqgan.yaml -t True --gpus 0,".
   "vqgan_f16": {
     # main.py:534-542 lr = accumulate (1) x ngpu (1) x batch (12, yaml:31) x base_learning_rate (4.5e-6, yaml:2)
@@ -397,6 +402,7 @@ CHOICES = {
   "var_vq16": {**VQTOK, **PATCHGAN, "training.batch_size": 128},
   "titok_s128_pixel": {**VQTOK, **PATCHGAN, "training.batch_size": 64},
 }
+RECIPES["fqgan_triple_ds16"] = dict(RECIPES["fqgan_dual_ds16"])
 CHOICES["titok_l32:stage2"] = CHOICES["titok_b64:stage2"] = CHOICES["titok_s128:stage2"]
 
 # What vqtok cannot express (no config field) or does not know; each appears in the preset's README row.
@@ -404,6 +410,7 @@ AUGMENTATION = "resize-and-crop augmentation"
 DIFFERENCES = {
   "llamagen_vq16": (AUGMENTATION, "bf16"),
   "fqgan_dual_ds16": (AUGMENTATION, "bf16", "CLIP ViT-L/14 feature loss 0.5"),
+  "fqgan_triple_ds16": (AUGMENTATION, "bf16", "DINOv2 ViT-S/14 and CLIP ViT-B/16 feature losses 0.5"),
   "vqgan_f16": (AUGMENTATION, "released run's GPU count and length unpublished"),
   "maskgit_vqgan": ("trainer unpublished", "entropy loss 0.1", "perceptual network", "D loss x2"),
   "magvit2_lfq": (AUGMENTATION, "lr x0.1 after epochs 200 and 250", "fp16"),
