@@ -76,16 +76,16 @@ def test_nearest_resize_is_torchs():
   np.testing.assert_array_equal(got, x[:, TORCH_NEAREST[10, 7]][:, :, TORCH_NEAREST[13, 5]])
 
 
-def _clip_dir(path, width=16):
+def _clip_dir(path, width=16, grid=7):
   """A random tiny CLIP ViT (patch 4, 7 x 7 grid at 28 px: not the tokenizer's 8 x 8) as a teacher directory."""
-  sizes = dict(width=width, depth=1, mlp_dim=32, num_heads=2, patch_size=4, pos_grid=7, num_register_tokens=0)
+  sizes = dict(width=width, depth=1, mlp_dim=32, num_heads=2, patch_size=4, pos_grid=grid, num_register_tokens=0)
   module = dinov2.DINOv2(**sizes, interpolate_offset=0.0, family="clip", proj_dim=8, rngs=nnx.Rngs(2))
   config = {
     "teacher": "clip",
     **sizes,
     "proj_dim": 8,
-    "resize_size": 28,
-    "resolution": 28,
+    "resize_size": 4 * grid,
+    "resolution": 4 * grid,
     "mean": [0.48145466, 0.4578275, 0.40821073],
     "std": [0.26862954, 0.26130258, 0.27577711],
   }

@@ -216,6 +216,10 @@ def load_for(
   except FeatureTeacherError as e:
     raise fail(path, str(e)) from None
   width, want = int(tconfig["width"]), int(config.model.get("feature_dim", 0))
+  want_field = "model.feature_dim"
+  if not want and config.model.get("semantic_encoder", ""):  # TokenFlow's semantic decoder predicts the features
+    want, want_field = int(config.model.semantic_feature_dim), "model.semantic_feature_dim"
+  rec_target = config.loss.get("feature_rec_target", "patches") if config.loss.get("feature_rec_weight", 0) > 0 else ""
   res, patch, size = int(tconfig["resolution"]), int(tconfig["patch_size"]), int(config.image_size)
   if res > size or res % patch:
     raise fail(
@@ -231,15 +235,34 @@ def load_for(
       raise fail(path, why)
     if head is None and any(w != width for w in heads):
       raise fail(path, f"its features are {width} wide, model.feature_head_dims is {heads}: each must agree")
+  if patches and rec_target == "patch_embedding":
+    if not int(tconfig.get("proj_dim", 0)):
+      raise fail(
+        path,
+        f"loss.feature_rec_target='patch_embedding' needs a projection; a {tconfig.get('teacher')} teacher has none",
+      )
+    width, what = int(tconfig["proj_dim"]), "its projected features are"
+  else:
+    what = "its features are"
   if patches:
-    _check_patches(path, width, want, res, patch, student)
+    _check_patches(path, width, want, res, patch, student, what=what, want_field=want_field)
   graphdef, state = nnx.split(module)
   return Loaded(graphdef, tconfig, path), state.to_pure_dict()
 
 
-def _check_patches(path: str, width: int, want: int, res: int, patch: int, student: nnx.Module) -> None:
+def _check_patches(
+  path: str,
+  width: int,
+  want: int,
+  res: int,
+  patch: int,
+  student: nnx.Module,
+  *,
+  what: str = "its features are",
+  want_field: str = "model.feature_dim",
+) -> None:
   if width != want:
-    raise _fail(path, f"its features are {width} wide, model.feature_dim is {want}: they must agree")
+    raise _fail(path, f"{what} {width} wide, {want_field} is {want}: they must agree")
   grid = (res // patch,) * 2
   if len(student.token_shape) != 2:
     raise _fail(path, f"the tokenizer's latents {student.token_shape} are not a 2-D grid to align with patch features")

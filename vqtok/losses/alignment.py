@@ -164,8 +164,11 @@ def _check_config(config, check_paths: bool) -> None:
     raise ValueError(f"config field feature_teacher={teacher!r} must be a path (a feature-teacher directory)")
   if lc.feature_rec_weight > 0 and not teacher:
     raise ValueError("config field loss.feature_rec_weight > 0 needs feature_teacher (a feature-teacher directory)")
-  if lc.feature_rec_weight > 0 and not config.model.get("feature_dim", 0):
-    raise ValueError("config field loss.feature_rec_weight > 0 needs model.feature_dim (the teacher's width)")
+  if lc.feature_rec_weight > 0 and not (config.model.get("feature_dim", 0) or config.model.get("semantic_encoder", "")):
+    raise ValueError(
+      "config field loss.feature_rec_weight > 0 needs model.feature_dim (the teacher's width) or TokenFlow's"
+      " semantic decoder (model.semantic_encoder)"
+    )
   if lc.vf_weight > 0 and not teacher:
     raise ValueError(
       "config field loss.vf_weight > 0 needs feature_teacher (a directory from python -m vqtok.convert dinov2)"
@@ -221,6 +224,9 @@ CONFIG = ConfigFields(
     # (model.feature_dim, model.feature_head_hidden) and the teacher's patch features, a plain
     # weighted term (VQ-KD: 1); its batch is resized as vf_resize says.
     "feature_rec_weight": 0.0,
+    # Its target: the teacher's final-norm patch features (VQ-KD), or CLIP's patch features through
+    # its projection (TokenFlow's get_regress_target: ln_post(patch tokens) @ proj).
+    "feature_rec_target": "patches",
     # FQGAN's semantic feature prediction: InfoNCE between each feature head's class token
     # (model.feature_head_dims, on the factorised encoder's semantic sub-codes) and the teacher's,
     # one weighted term per head (train_fqgan_dual.sh --semantic-weight 0.5), beside the quantizer's.
@@ -228,7 +234,10 @@ CONFIG = ConfigFields(
     # Its negatives: consecutive groups of this many images (FQGAN under DDP: each GPU's 32); 0: the batch.
     "semantic_group": 0,
   },
-  choices={"vf_resize": ("area", "bicubic", "bilinear", "nearest")},
+  choices={
+    "vf_resize": ("area", "bicubic", "bilinear", "nearest"),
+    "feature_rec_target": ("patches", "patch_embedding"),
+  },
   non_negative=(
     "semantic_weight",
     "semantic_group",

@@ -230,7 +230,8 @@ def make_train_step(
       if use_feature_rec:
         # VQ-KD's term takes the quantizer's slot: its gradient reaches neither the decoder's last
         # layer (the GAN's adaptive weight) nor counts as reconstruction (the VF's adaptive weight).
-        terms["feature_rec"] = alignment.feature_rec_loss(feats, teacher_feats)
+        target = teacher_out[lc.get("feature_rec_target", "patches")]
+        terms["feature_rec"] = alignment.feature_rec_loss(feats, target)
         plain = plain + rec_weight * terms["feature_rec"]
       if use_semantic:
         # FQGAN adds semantic_weight * loss of each head to its total, as plainly as the codebook losses.
