@@ -104,10 +104,10 @@ def test_full_size_parameter_count_equals_the_reference(name, count, grid, featu
   assert c.quantizer.quantizer.codebook_size == 16384 and c.quantizer.num_groups == k
   assert c.quantizer.quantizer.entropy_weight == 0.03 and c.quantizer.disentangle_weight == 0.1
   assert abstract.token_shape == (grid, grid) and c.image_size == 256
-  if name == "fqgan_dual_ds16":  # the preset is the reference architecture
+  if name in ("fqgan_dual_ds16", "fqgan_triple_ds16"):  # the presets are the reference architectures
     import importlib
 
-    preset = importlib.import_module("configs.fqgan_dual_ds16").get_config()
+    preset = importlib.import_module(f"configs.{name}").get_config()
     assert config_lib.architecture_diff(c, preset) == []
 
 

@@ -17,6 +17,7 @@ References (the commits mirrored):
   TiTok      bytedance/1d-tokenizer@942a96f
   VAR        FoundationVision/VAR@78b9539
   FQGAN      showlab/FQGAN@dc34256
+  TokenFlow  ByteFlow-AI/TokenFlow@9812da0
 """
 
 import importlib
@@ -170,6 +171,43 @@ RECIPES = {
     "quantizer.disentangle_weight": 0.1,  # train_fqgan_dual.sh:21 --disentanglement-ratio 0.1
     "loss.vf_resize": "nearest",  # models/clip_encoder.py:19 F.interpolate(inp, (224, 224)): mode "nearest"
     "loss.semantic_group": 256 // 8,  # train_fqgan_dual.sh:2,14 8 GPUs, batch 256; clip_encoder.py:98-101 per GPU
+  },
+  # FQGAN train_fqgan_triple.sh:14-23 passes train_fqgan_dual.sh's flags to tokenizer/vq_train_triple.py, whose
+  # trainer is vq_train_dual.py's line for line (argparse 4 lines lower: --beta1 l.325, --beta2 l.326,
+  # --max-grad-norm l.327; Adam l.117-118, drop_last l.142, flip l.123, global_step=train_steps+1 l.206, 232;
+  # vq_loss.py:570 D's loss x disc_weight): every value is Dual's.
+  "fqgan_triple_ds16": None,
+  # TokenFlow tokenflow/scripts/train_vq.sh (--teacher clipb_224 --image-size 224 --codebook-size 32768
+  # --epochs 100 --global-batch-size 32): every other value is an argparse default of tokenizer/vq_train.py.
+  "tokenflow_clipb": {
+    "optimizer.lr": 1e-4,  # vq_train.py:393 --lr; l.135 torch.optim.Adam
+    "optimizer.disc_lr": 1e-4,  # vq_train.py:136: the same args.lr
+    "optimizer.b1": 0.9,  # vq_train.py:395 --beta1
+    "optimizer.b2": 0.95,  # vq_train.py:396 --beta2
+    "optimizer.weight_decay": 0.0,  # vq_train.py:135-136 Adam without it (--weight-decay, l.394, is unused)
+    "optimizer.grad_clip": 1.0,  # vq_train.py:397 --max-grad-norm; l.278-280 (G), 293-295 (D)
+    **CONSTANT,  # no scheduler in vq_train.py
+    "training.batch_size": 32,  # train_vq.sh:16 --global-batch-size 32
+    "training.num_steps": 100 * (1_281_167 // 32),  # train_vq.sh:15 --epochs 100; vq_train.py:166 drop_last=True
+    "training.ema_decay": 0.0,  # vq_train.py:371 --ema store_true, not passed
+    "loss.l1_weight": 0.0,  # vq_train.py:380 --reconstruction-loss l2
+    "loss.l2_weight": 1.0,  # vq_train.py:379 --reconstruction-weight 1.0
+    "loss.perceptual_weight": 1.0,  # vq_train.py:381 --perceptual-weight
+    "loss.gan_weight": 0.5,  # vq_train.py:382 --disc-weight
+    "loss.adaptive_weight": False,  # vq_loss.py:53 disc_adaptive_weight=False, not passed (vq_train.py:95-107)
+    "loss.gan_loss": "hinge",  # vq_train.py:385-386 --disc-loss / --gen-loss hinge
+    "loss.disc_start": 19_999,  # vq_train.py:383 --disc-start 20000 with global_step=train_steps + 1 (l.272, 290)
+    "loss.lecam_weight": 0.0,  # none in vq_loss.py
+    "loss.r1_weight": 0.0,
+    "discriminator.type": "patchgan",  # vq_train.py:384 --disc-type patchgan; vq_loss.py:62 PatchGANDiscriminator
+    "discriminator.channels": 64,  # vq_loss.py:52 disc_dim=64
+    "discriminator.num_layers": 3,  # vq_loss.py:53 disc_num_layers=3
+    "discriminator.norm": "batch",  # discriminator_patchgan.py: nn.BatchNorm2d
+    "loss.disc_loss_weight": 0.5,  # vq_loss.py:235 d_adversarial_loss = disc_weight * self.disc_loss(...)
+    "optimizer.disc_steps_before_start": True,  # vq_train.py:287-297: D's optimizer steps every iteration
+    "data.flip": True,  # vq_train.py:146 RandomHorizontalFlip
+    "loss.feature_rec_weight": 1.0,  # vq_loss.py:201-202: + vqkd_loss, unweighted
+    "loss.feature_rec_target": "patch_embedding",  # vq_loss.py:149 encode_image(return_all_tokens) @ visual.proj
   },
   # taming README.md:340 "python main.py --base configs/imagenet_vqgan.yaml -t True --gpus 0,".
   "vqgan_f16": {
@@ -397,6 +435,7 @@ CHOICES = {
   "var_vq16": {**VQTOK, **PATCHGAN, "training.batch_size": 128},
   "titok_s128_pixel": {**VQTOK, **PATCHGAN, "training.batch_size": 64},
 }
+RECIPES["fqgan_triple_ds16"] = dict(RECIPES["fqgan_dual_ds16"])
 CHOICES["titok_l32:stage2"] = CHOICES["titok_b64:stage2"] = CHOICES["titok_s128:stage2"]
 
 # What vqtok cannot express (no config field) or does not know; each appears in the preset's README row.
@@ -404,6 +443,14 @@ AUGMENTATION = "resize-and-crop augmentation"
 DIFFERENCES = {
   "llamagen_vq16": (AUGMENTATION, "bf16"),
   "fqgan_dual_ds16": (AUGMENTATION, "bf16", "CLIP ViT-L/14 feature loss 0.5"),
+  "fqgan_triple_ds16": (AUGMENTATION, "bf16", "DINOv2 ViT-S/14 and CLIP ViT-B/16 feature losses 0.5"),
+  "tokenflow_clipb": (
+    AUGMENTATION,
+    "fp16",
+    "semantic encoder from CLIP ViT-B/16's weights",
+    "plain decoder first, then the enhanced one alone",
+    "random drop of one scale",
+  ),
   "vqgan_f16": (AUGMENTATION, "released run's GPU count and length unpublished"),
   "maskgit_vqgan": ("trainer unpublished", "entropy loss 0.1", "perceptual network", "D loss x2"),
   "magvit2_lfq": (AUGMENTATION, "lr x0.1 after epochs 200 and 250", "fp16"),
@@ -473,6 +520,8 @@ def test_presets_with_lpips_validate_once_the_weights_are_given(tmp_path):
       c.init_from = str(tmp_path)  # stage 2 freezes the encoder: it starts from stage 1
     if name.endswith("stage1"):
       c.teacher = str(tmp_path)
+    if c.loss.feature_rec_weight > 0:
+      c.feature_teacher = str(tmp_path)  # a feature teacher is a file the user converts, as the LPIPS weights
     config_lib.validate_config(c)
 
 

@@ -9,7 +9,9 @@ by their norms, ``loss_mat = (pred @ teacher.T).exp()`` and ``-(diag /
 row_sum).log().mean()``.
 """
 
+import json
 import math
+import os
 
 import jax.numpy as jnp
 import ml_collections
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from helpers import load_config, read_losses, resume_copy
+from test_alignment import _teacher_dir as _dinov2_dir
 
 from vqtok import feature_teacher, load
 from vqtok.losses import alignment
@@ -73,16 +76,16 @@ def test_nearest_resize_is_torchs():
   np.testing.assert_array_equal(got, x[:, TORCH_NEAREST[10, 7]][:, :, TORCH_NEAREST[13, 5]])
 
 
-def _clip_dir(path, width=16):
+def _clip_dir(path, width=16, grid=7):
   """A random tiny CLIP ViT (patch 4, 7 x 7 grid at 28 px: not the tokenizer's 8 x 8) as a teacher directory."""
-  sizes = dict(width=width, depth=1, mlp_dim=32, num_heads=2, patch_size=4, pos_grid=7, num_register_tokens=0)
+  sizes = dict(width=width, depth=1, mlp_dim=32, num_heads=2, patch_size=4, pos_grid=grid, num_register_tokens=0)
   module = dinov2.DINOv2(**sizes, interpolate_offset=0.0, family="clip", proj_dim=8, rngs=nnx.Rngs(2))
   config = {
     "teacher": "clip",
     **sizes,
     "proj_dim": 8,
-    "resize_size": 28,
-    "resolution": 28,
+    "resize_size": 4 * grid,
+    "resolution": 4 * grid,
     "mean": [0.48145466, 0.4578275, 0.40821073],
     "std": [0.26862954, 0.26130258, 0.27577711],
   }
@@ -154,3 +157,60 @@ def test_semantic_targets_and_bad_settings(tmp_path):
   wide = _fqgan_tiny(teacher, **{"model.feature_head_dims": (8,)})
   with pytest.raises(feature_teacher.FeatureTeacherError, match=r"16 wide, model.feature_head_dims is \(8,\)"):
     train_and_evaluate(wide, str(tmp_path / "run"), progress=False)
+
+
+def _fqgan_triple_tiny(teachers, **more):
+  """``_fqgan_tiny`` as a Triple: pixel, mid- and high-level sub-codes of 4, one 16-wide head per semantic one."""
+  over = {
+    "feature_teacher": "",
+    "feature_teachers": tuple(teachers),
+    "quantizer.num_groups": 3,
+    "model.code_dim": 12,
+    "model.factorized_heads": 3,
+    "model.feature_head_dims": (16, 16),
+    **more,
+  }
+  return _fqgan_tiny("", **over)
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return {r["step"]: r for r in map(json.loads, f) if "loss" in r}
+
+
+def test_tiny_fqgan_triple_trains_with_one_teacher_per_head_and_resumes_exactly(tmp_path):
+  # FQGAN Triple's pairing: DINOv2 (32 px here) for the mid-level head, CLIP (28 px) for the high-level one.
+  teachers = (_dinov2_dir(tmp_path / "dinov2"), _clip_dir(tmp_path / "clip"))
+  config = _fqgan_triple_tiny(teachers)
+  run = tmp_path / "run"
+  final = train_and_evaluate(config, str(run), progress=False)["final_metrics"]
+  losses = read_losses(str(run))
+  assert sorted(losses) == [1, 2, 3] and all(math.isfinite(v) for v in losses.values())
+  # Each head's InfoNCE is about log(4) while untrained; the semantic term is their sum, weighted once.
+  heads = final["loss/semantic_1"], final["loss/semantic_2"]
+  assert all(0.5 * math.log(4) < h < 2 * math.log(4) for h in heads)
+  assert final["loss/semantic"] == pytest.approx(sum(heads), rel=1e-6)
+  total = final["reconstruction"] + final["quantizer_loss"] + 0.5 * final["loss/semantic"]
+  assert final["loss"] == pytest.approx(total, rel=1e-5)
+  tok, saved, _ = load.load(str(run))
+  assert tuple(saved.feature_teachers) == teachers and len(tok.encoder.feature_heads) == 2
+  resumed = resume_copy(run, tmp_path / "resumed", step=2)
+  assert train_and_evaluate(config, str(resumed), progress=False)["start_step"] == 2
+  assert read_losses(str(resumed))[3] == losses[3]  # exact on CPU
+  # Each head's term depends on its own teacher: swapped, the first step's terms change (same init).
+  swapped = _fqgan_triple_tiny(teachers[::-1], **{"training.num_steps": 1})
+  train_and_evaluate(swapped, str(tmp_path / "swapped"), progress=False)
+  first, other = _records(str(run))[1], _records(str(tmp_path / "swapped"))[1]
+  assert first["loss/semantic_1"] != other["loss/semantic_1"] and first["loss/semantic_2"] != other["loss/semantic_2"]
+
+
+def test_feature_teachers_bad_settings(tmp_path):
+  clip = _clip_dir(tmp_path / "clip")
+  with pytest.raises(ValueError, match=r"feature_teachers: 1 teacher\(s\) for 2 semantic head\(s\)"):
+    _fqgan_triple_tiny((clip,))
+  with pytest.raises(ValueError, match=r"feature_teachers\[1\]='nowhere': no such feature-teacher directory"):
+    _fqgan_triple_tiny((clip, "nowhere"))
+  narrow = _fqgan_triple_tiny((clip, clip), **{"model.feature_head_dims": (16, 8)})
+  with pytest.raises(feature_teacher.FeatureTeacherError, match=r"feature_teachers\[1\]=.*feature_head_dims\[1\] is 8"):
+    train_and_evaluate(narrow, str(tmp_path / "run"), progress=False)
+  assert not (tmp_path / "run").exists()

@@ -55,6 +55,10 @@ def default_config() -> ml_collections.ConfigDict:
   # A frozen feature teacher (a directory from `python -m vqtok.convert dinov2`): the feature-alignment
   # losses (loss.vf_weight) compare the latents with its features of each batch. Never trained, never saved.
   c.feature_teacher = ""
+  # One frozen feature teacher per FQGAN semantic head (model.feature_head_dims, in order: the i-th
+  # teacher supervises the head on sub-code i + 1), for loss.semantic_weight; empty: every head
+  # predicts feature_teacher's class token. FQGAN Triple: (DINOv2 ViT-S/14, CLIP ViT-B/16).
+  c.feature_teachers = ()
 
   # ---- data, model, quantizer, discriminator, loss: declared by their modules ----
   sections: dict[str, dict] = {}

@@ -176,12 +176,17 @@ class Loaded:
   path: str
 
 
-def _fail(path: str, why: str) -> FeatureTeacherError:
-  return FeatureTeacherError(f"config field feature_teacher={path!r}: {why}")
+def _fail(path: str, why: str, field: str = "feature_teacher") -> FeatureTeacherError:
+  return FeatureTeacherError(f"config field {field}={path!r}: {why}")
 
 
 def load_for(
-  config: ml_collections.ConfigDict, student: nnx.Module, *, patches: bool = True, semantic: bool = False
+  config: ml_collections.ConfigDict,
+  student: nnx.Module,
+  *,
+  patches: bool = True,
+  semantic: bool = False,
+  head: int | None = None,
 ) -> tuple[Loaded, Any]:
   """``(teacher, arrays)`` for ``config.feature_teacher``, checked against the student tokenizer.
 
@@ -190,6 +195,8 @@ def load_for(
     student: the tokenizer.
     patches: check it for the patch-feature losses (VF, feature reconstruction, eval's feature cosine).
     semantic: check it for FQGAN's semantic loss (a class token as wide as ``model.feature_head_dims``).
+    head: ``config.feature_teachers[head]`` instead, the teacher of that semantic head alone
+      (its width is checked against that head's).
 
   Raises:
     FeatureTeacherError: not a feature-teacher directory; a resolution above
@@ -199,33 +206,63 @@ def load_for(
       at its resolution; with ``semantic``: a kind without a class token, or a
       width other than every feature head's.
   """
-  path = config.feature_teacher
+  if head is None:
+    path, field = config.feature_teacher, "feature_teacher"
+  else:
+    path, field = config.feature_teachers[head], f"feature_teachers[{head}]"
+  fail = lambda p, why: _fail(p, why, field)
   try:
     module, tconfig = read(path)
   except FeatureTeacherError as e:
-    raise _fail(path, str(e)) from None
+    raise fail(path, str(e)) from None
   width, want = int(tconfig["width"]), int(config.model.get("feature_dim", 0))
+  want_field = "model.feature_dim"
+  if not want and config.model.get("semantic_encoder", ""):  # TokenFlow's semantic decoder predicts the features
+    want, want_field = int(config.model.semantic_feature_dim), "model.semantic_feature_dim"
+  rec_target = config.loss.get("feature_rec_target", "patches") if config.loss.get("feature_rec_weight", 0) > 0 else ""
   res, patch, size = int(tconfig["resolution"]), int(tconfig["patch_size"]), int(config.image_size)
   if res > size or res % patch:
-    raise _fail(
+    raise fail(
       path, f"its resolution {res} must be a multiple of its patch {patch} and at most image_size={size} (no upsizing)"
     )
   if semantic:
     kind, heads = tconfig.get("teacher"), tuple(int(w) for w in config.model.get("feature_head_dims", ()))
     if kind not in SEMANTIC_TARGETS:
       known = sorted(SEMANTIC_TARGETS)
-      raise _fail(path, f"loss.semantic_weight predicts a class token; a {kind} teacher has none ({known} do)")
-    if any(w != width for w in heads):
-      raise _fail(path, f"its features are {width} wide, model.feature_head_dims is {heads}: each must agree")
+      raise fail(path, f"loss.semantic_weight predicts a class token; a {kind} teacher has none ({known} do)")
+    if head is not None and heads[head] != width:
+      why = f"its features are {width} wide, model.feature_head_dims[{head}] is {heads[head]}: they must agree"
+      raise fail(path, why)
+    if head is None and any(w != width for w in heads):
+      raise fail(path, f"its features are {width} wide, model.feature_head_dims is {heads}: each must agree")
+  if patches and rec_target == "patch_embedding":
+    if not int(tconfig.get("proj_dim", 0)):
+      raise fail(
+        path,
+        f"loss.feature_rec_target='patch_embedding' needs a projection; a {tconfig.get('teacher')} teacher has none",
+      )
+    width, what = int(tconfig["proj_dim"]), "its projected features are"
+  else:
+    what = "its features are"
   if patches:
-    _check_patches(path, width, want, res, patch, student)
+    _check_patches(path, width, want, res, patch, student, what=what, want_field=want_field)
   graphdef, state = nnx.split(module)
   return Loaded(graphdef, tconfig, path), state.to_pure_dict()
 
 
-def _check_patches(path: str, width: int, want: int, res: int, patch: int, student: nnx.Module) -> None:
+def _check_patches(
+  path: str,
+  width: int,
+  want: int,
+  res: int,
+  patch: int,
+  student: nnx.Module,
+  *,
+  what: str = "its features are",
+  want_field: str = "model.feature_dim",
+) -> None:
   if width != want:
-    raise _fail(path, f"its features are {width} wide, model.feature_dim is {want}: they must agree")
+    raise _fail(path, f"{what} {width} wide, {want_field} is {want}: they must agree")
   grid = (res // patch,) * 2
   if len(student.token_shape) != 2:
     raise _fail(path, f"the tokenizer's latents {student.token_shape} are not a 2-D grid to align with patch features")

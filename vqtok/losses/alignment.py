@@ -164,25 +164,47 @@ def _check_config(config, check_paths: bool) -> None:
     raise ValueError(f"config field feature_teacher={teacher!r} must be a path (a feature-teacher directory)")
   if lc.feature_rec_weight > 0 and not teacher:
     raise ValueError("config field loss.feature_rec_weight > 0 needs feature_teacher (a feature-teacher directory)")
-  if lc.feature_rec_weight > 0 and not config.model.get("feature_dim", 0):
-    raise ValueError("config field loss.feature_rec_weight > 0 needs model.feature_dim (the teacher's width)")
+  if lc.feature_rec_weight > 0 and not (config.model.get("feature_dim", 0) or config.model.get("semantic_encoder", "")):
+    raise ValueError(
+      "config field loss.feature_rec_weight > 0 needs model.feature_dim (the teacher's width) or TokenFlow's"
+      " semantic decoder (model.semantic_encoder)"
+    )
   if lc.vf_weight > 0 and not teacher:
     raise ValueError(
       "config field loss.vf_weight > 0 needs feature_teacher (a directory from python -m vqtok.convert dinov2)"
     )
   if lc.vf_weight > 0 and not config.model.get("feature_dim", 0):
     raise ValueError("config field loss.vf_weight > 0 needs model.feature_dim (the teacher's width, e.g. 1024)")
-  if lc.semantic_weight > 0 and not teacher:
+  teachers = config.get("feature_teachers", ())
+  if isinstance(teachers, str) or not all(isinstance(t, str) and t for t in teachers):
+    raise ValueError(f"config field feature_teachers={teachers!r} must be a list of feature-teacher directories")
+  if lc.semantic_weight > 0 and not (teacher or teachers):
     raise ValueError(
       "config field loss.semantic_weight > 0 needs feature_teacher (a directory from python -m vqtok.convert clip)"
+      " or feature_teachers (one per semantic head)"
     )
-  if lc.semantic_weight > 0 and not config.model.get("feature_head_dims", ()):
+  heads = tuple(config.model.get("feature_head_dims", ()))
+  if lc.semantic_weight > 0 and not heads:
     raise ValueError(
       "config field loss.semantic_weight > 0 needs model.feature_head_dims (FQGAN's feature heads on the"
       " semantic sub-codes of a factorised encoder, model.factorized_heads)"
     )
-  if check_paths and teacher and not os.path.isdir(teacher):
-    raise ValueError(f"config field feature_teacher={teacher!r}: no such feature-teacher directory")
+  if teachers and len(teachers) != len(heads):
+    raise ValueError(
+      f"config field feature_teachers: {len(teachers)} teacher(s) for {len(heads)} semantic head(s)"
+      f" (model.feature_head_dims={heads}); give one per head, in the heads' order"
+    )
+  if teachers and lc.semantic_weight <= 0:
+    raise ValueError("config field feature_teachers is read by loss.semantic_weight > 0 only; it is 0")
+  if teachers and max(lc.vf_weight, lc.feature_rec_weight) > 0:
+    raise ValueError(
+      "config field feature_teachers (per-head semantic teachers) cannot be combined with loss.vf_weight or"
+      " loss.feature_rec_weight (one feature_teacher's patch features) in one run"
+    )
+  named = [("feature_teacher", teacher)] + [(f"feature_teachers[{i}]", t) for i, t in enumerate(teachers)]
+  for field, path in named if check_paths else ():
+    if path and not os.path.isdir(path):
+      raise ValueError(f"config field {field}={path!r}: no such feature-teacher directory")
 
 
 #: ``config.loss`` fields of the VF loss (VA-VAE's names without the ``vf_`` where they had none).
@@ -202,6 +224,9 @@ CONFIG = ConfigFields(
     # (model.feature_dim, model.feature_head_hidden) and the teacher's patch features, a plain
     # weighted term (VQ-KD: 1); its batch is resized as vf_resize says.
     "feature_rec_weight": 0.0,
+    # Its target: the teacher's final-norm patch features (VQ-KD), or CLIP's patch features through
+    # its projection (TokenFlow's get_regress_target: ln_post(patch tokens) @ proj).
+    "feature_rec_target": "patches",
     # FQGAN's semantic feature prediction: InfoNCE between each feature head's class token
     # (model.feature_head_dims, on the factorised encoder's semantic sub-codes) and the teacher's,
     # one weighted term per head (train_fqgan_dual.sh --semantic-weight 0.5), beside the quantizer's.
@@ -209,7 +234,10 @@ CONFIG = ConfigFields(
     # Its negatives: consecutive groups of this many images (FQGAN under DDP: each GPU's 32); 0: the batch.
     "semantic_group": 0,
   },
-  choices={"vf_resize": ("area", "bicubic", "bilinear", "nearest")},
+  choices={
+    "vf_resize": ("area", "bicubic", "bilinear", "nearest"),
+    "feature_rec_target": ("patches", "patch_embedding"),
+  },
   non_negative=(
     "semantic_weight",
     "semantic_group",

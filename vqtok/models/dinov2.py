@@ -132,7 +132,9 @@ class DINOv2(nnx.Module):
       ``cls`` (B, width), ``registers`` (B, num_register_tokens, width) and
       ``patches`` (B, H/14, W/14, width): the final LayerNorm's outputs
       (the reference's ``x_norm_clstoken`` / ``_regtokens`` / ``_patchtokens``);
-      with ``proj_dim``, also ``embedding`` (B, proj_dim): ``cls @ proj``;
+      with ``proj_dim``, also ``embedding`` (B, proj_dim): ``cls @ proj``, and ``patch_embedding``
+      (B, H/p, W/p, proj_dim): ``patches @ proj`` (TokenFlow's regression target, vq_loss.py
+      ``get_regress_target``: ``encode_image(return_all_tokens=True) @ visual.proj``);
       ``cls_unnormed`` (B, width): the class token before the final LayerNorm
       (CLIP's ``ln_post``; Hugging Face ``CLIPVisionModel``'s
       ``hidden_states[-1][:, 0]``, the target of FQGAN's semantic loss).
@@ -154,7 +156,9 @@ class DINOv2(nnx.Module):
     out = {"cls": h[:, 0], "registers": h[:, 1 : 1 + r], "patches": h[:, 1 + r :].reshape(b, gh, gw, self.width)}
     out["cls_unnormed"] = unnormed
     if self.proj is not None:
-      out["embedding"] = jnp.matmul(out["cls"], self.proj[...].astype(jnp.float32), precision="highest")
+      proj = self.proj[...].astype(jnp.float32)
+      out["embedding"] = jnp.matmul(out["cls"], proj, precision="highest")
+      out["patch_embedding"] = jnp.matmul(out["patches"], proj, precision="highest")
     return out
 
 

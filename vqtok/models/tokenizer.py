@@ -502,7 +502,13 @@ class Tokenizer(nnx.Module):
     return vit.sample_keep(self._drop, self.drop_rng(), batch, self.encoder.num_latent_tokens)
 
   def project_features(self, z_q: jax.Array) -> jax.Array:
-    """Quantised latents (..., code_dim) mapped to the feature teacher's width (``model.feature_dim``), float32."""
+    """Quantised latents (..., code_dim) mapped to the feature teacher's width (``model.feature_dim``), float32.
+
+    Without that projection, a decoder that predicts the teacher's features (TokenFlow's semantic
+    decoder, ``model.semantic_encoder``) gives them: (B, h, w, ``model.semantic_feature_dim``).
+    """
+    if self.feature_proj is None and hasattr(self.decoder, "predict_features"):
+      return self.decoder.predict_features(z_q)
     if self.feature_proj is None:
       raise ValueError("project_features needs model.feature_dim > 0 (a projection to the teacher's features)")
     return self.feature_proj(z_q.astype(jnp.float32))

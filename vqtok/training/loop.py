@@ -204,13 +204,25 @@ def read_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any, nnx.Modul
 
 
 def read_feature_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any] | None:
-  """``feature_teacher.load_for``'s result for ``config.feature_teacher`` when a feature loss is on (else None)."""
+  """``feature_teacher.load_for``'s result for ``config.feature_teacher`` when a feature loss is on (else None).
+
+  With ``config.feature_teachers`` (one per semantic head): ``((teacher, ...), [arrays, ...])`` in
+  the heads' order, each checked against its head; ``config.feature_teacher`` then serves only the
+  patch-feature losses, which are not on together with them (the config's check).
+  """
   loss = config.loss
   patches = max(loss.get("vf_weight", 0.0), loss.get("feature_rec_weight", 0.0)) > 0
   semantic = loss.get("semantic_weight", 0.0) > 0
-  if not config.get("feature_teacher", "") or not (patches or semantic):
+  per_head = semantic and bool(config.get("feature_teachers", ()))
+  if not (config.get("feature_teacher", "") or per_head) or not (patches or semantic):
     return None
   student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=files.host_rngs(0)))
+  if per_head:
+    loaded = [
+      feature_teacher.load_for(config, student, patches=False, semantic=True, head=i)
+      for i in range(len(config.feature_teachers))
+    ]
+    return tuple(t for t, _ in loaded), [a for _, a in loaded]
   return feature_teacher.load_for(config, student, patches=patches, semantic=semantic)
 
 

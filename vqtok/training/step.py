@@ -22,7 +22,11 @@ reconstruction's and the VF loss's gradient norms at the encoder's last layer
 (one more backward pass for each of the two, and one for the quantizer loss).
 FQGAN's semantic loss (``loss.semantic_weight``) and VQ-KD's feature
 reconstruction (``loss.feature_rec_weight``) use the same teacher pass and are
-plain weighted terms beside the quantizer's loss.
+plain weighted terms beside the quantizer's loss. With one teacher per semantic head
+(``config.feature_teachers``, FQGAN Triple: DINOv2 for the mid-level head, CLIP for
+the high-level one) each teacher runs on the batch at its own resolution and
+its class token is the target of its head alone; each head's term is also
+reported (``loss/semantic_<sub-codebook>``).
 """
 
 from __future__ import annotations
@@ -128,7 +132,7 @@ def make_train_step(
   train_disc: bool | None = None,
   perceptual: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None,
   teacher: teacher_lib.Teacher | None = None,
-  feature_teacher: feature_teacher_lib.Loaded | None = None,
+  feature_teacher: feature_teacher_lib.Loaded | tuple[feature_teacher_lib.Loaded, ...] | None = None,
   return_grads: bool = False,
 ) -> Callable[..., tuple[TrainState, dict]]:
   """Returns ``step(state, batch, perceptual_params, teacher_arrays=None, feature_arrays=None) -> (state, metrics)``.
@@ -143,7 +147,8 @@ def make_train_step(
     teacher: the frozen teacher (``teacher.load``) whose code ids are the
       targets of ``loss.proxy_code_weight``; its arrays are the step's fourth argument.
     feature_teacher: the frozen feature teacher (``feature_teacher.load_for``)
-      of ``loss.vf_weight``; its arrays are the step's last argument.
+      of ``loss.vf_weight``; its arrays are the step's last argument. A tuple: one teacher per
+      semantic head (``config.feature_teachers``), their arrays a list in the same order.
     return_grads: also return the gradients, before clipping, as
       ``metrics["grads"] = {"g": ..., "d": ...}`` (for parity tests; the
       trainer never asks for them).
@@ -177,15 +182,28 @@ def make_train_step(
       " (config.feature_teacher)"
     )
   use_features = use_vf or use_feature_rec
+  per_head = isinstance(feature_teacher, tuple)  # config.feature_teachers: one teacher per semantic head
+  if per_head and (use_features or not use_semantic):
+    raise ValueError("one feature teacher per semantic head serves loss.semantic_weight alone")
+  group = int(lc.get("semantic_group", 0))
   # TiTok's first stage trains on the logits alone: no pixel decoder in the step.
   pixels = not use_proxy or with_gan or train_disc or use_perceptual or lc.l1_weight > 0 or lc.l2_weight > 0
 
   def step(state: TrainState, batch: dict, perceptual_params: Any, teacher_arrays: Any = None, feature_arrays=None):
     x = batch["image"]
     targets = teacher_lib.codes(teacher, teacher_arrays, x) if use_proxy else None
-    if use_features or use_semantic:  # one teacher pass for every feature loss
+    if per_head:  # each teacher once, at its own resolution
+      sem_targets = [
+        feature_teacher_lib.semantic_target(t, feature_teacher_lib.batch_outputs(t, a, x, lc.vf_resize))
+        for t, a in zip(feature_teacher, feature_arrays, strict=True)
+      ]
+    elif use_features or use_semantic:  # one teacher pass for every feature loss
       teacher_out = feature_teacher_lib.batch_outputs(feature_teacher, feature_arrays, x, lc.vf_resize)
       teacher_feats = teacher_out["patches"]
+      if use_semantic:
+        sem_targets = [feature_teacher_lib.semantic_target(feature_teacher, teacher_out)] * len(
+          config.model.feature_head_dims
+        )
 
     def losses(g_params):
       x_hat, logits, q, new_rest, feats, cls = _forward(
@@ -212,13 +230,15 @@ def make_train_step(
       if use_feature_rec:
         # VQ-KD's term takes the quantizer's slot: its gradient reaches neither the decoder's last
         # layer (the GAN's adaptive weight) nor counts as reconstruction (the VF's adaptive weight).
-        terms["feature_rec"] = alignment.feature_rec_loss(feats, teacher_feats)
+        target = teacher_out[lc.get("feature_rec_target", "patches")]
+        terms["feature_rec"] = alignment.feature_rec_loss(feats, target)
         plain = plain + rec_weight * terms["feature_rec"]
       if use_semantic:
         # FQGAN adds semantic_weight * loss of each head to its total, as plainly as the codebook losses.
-        target = feature_teacher_lib.semantic_target(feature_teacher, teacher_out)
-        per_head = [alignment.semantic_loss(c, target, int(lc.semantic_group)) for c in cls]
-        terms["semantic"] = sum(per_head[1:], per_head[0])
+        heads = [alignment.semantic_loss(c, t, group) for c, t in zip(cls, sem_targets, strict=True)]
+        terms["semantic"] = sum(heads[1:], heads[0])
+        if len(heads) > 1:  # by sub-codebook: the heads read sub-codes 1, 2, ...
+          terms.update({f"semantic_{i + 1}": h for i, h in enumerate(heads)})
         plain = plain + semantic_weight * terms["semantic"]
       outs = [rec, plain]
       if with_gan:
