@@ -9,9 +9,7 @@ by their norms, ``loss_mat = (pred @ teacher.T).exp()`` and ``-(diag /
 row_sum).log().mean()``.
 """
 
-import json
 import math
-import os
 
 import jax.numpy as jnp
 import ml_collections
@@ -25,7 +23,7 @@ from vqtok import feature_teacher, load
 from vqtok.losses import alignment
 from vqtok.models import dinov2
 from vqtok.quantizers import interpolate
-from vqtok.training.loop import train_and_evaluate
+from vqtok.training.loop import read_feature_teacher, train_and_evaluate
 
 FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py)
 
@@ -120,7 +118,7 @@ def _fqgan_tiny(teacher, **more):
   return load_config(quantizer=quantizer, **over)
 
 
-def test_tiny_fqgan_trains_with_the_semantic_loss_and_resumes_exactly(tmp_path):
+def test_tiny_fqgan_trains_with_the_semantic_loss(tmp_path):
   teacher = _clip_dir(tmp_path / "teacher")
   config = _fqgan_tiny(teacher)
   run = tmp_path / "run"
@@ -133,10 +131,7 @@ def test_tiny_fqgan_trains_with_the_semantic_loss_and_resumes_exactly(tmp_path):
   assert final["loss"] == pytest.approx(total, rel=1e-5)
   tok, saved, _ = load.load(str(run))
   assert saved.feature_teacher == teacher and len(tok.encoder.feature_heads) == 1
-  # Resumed from the step-2 checkpoint of a copy (the teacher is not in the state): step 3 repeats exactly.
-  resumed = resume_copy(run, tmp_path / "resumed", step=2)
-  assert train_and_evaluate(config, str(resumed), progress=False)["start_step"] == 2
-  assert read_losses(str(resumed))[3] == losses[3]  # exact on CPU
+  # Exact resume with teachers outside the state: the Triple test below (one teacher per head).
 
 
 def test_semantic_targets_and_bad_settings(tmp_path):
@@ -173,11 +168,6 @@ def _fqgan_triple_tiny(teachers, **more):
   return _fqgan_tiny("", **over)
 
 
-def _records(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return {r["step"]: r for r in map(json.loads, f) if "loss" in r}
-
-
 def test_tiny_fqgan_triple_trains_with_one_teacher_per_head_and_resumes_exactly(tmp_path):
   # FQGAN Triple's pairing: DINOv2 (32 px here) for the mid-level head, CLIP (28 px) for the high-level one.
   teachers = (_dinov2_dir(tmp_path / "dinov2"), _clip_dir(tmp_path / "clip"))
@@ -197,11 +187,10 @@ def test_tiny_fqgan_triple_trains_with_one_teacher_per_head_and_resumes_exactly(
   resumed = resume_copy(run, tmp_path / "resumed", step=2)
   assert train_and_evaluate(config, str(resumed), progress=False)["start_step"] == 2
   assert read_losses(str(resumed))[3] == losses[3]  # exact on CPU
-  # Each head's term depends on its own teacher: swapped, the first step's terms change (same init).
-  swapped = _fqgan_triple_tiny(teachers[::-1], **{"training.num_steps": 1})
-  train_and_evaluate(swapped, str(tmp_path / "swapped"), progress=False)
-  first, other = _records(str(run))[1], _records(str(tmp_path / "swapped"))[1]
-  assert first["loss/semantic_1"] != other["loss/semantic_1"] and first["loss/semantic_2"] != other["loss/semantic_2"]
+  # Head i is given teachers[i]: swapped, the step is handed them swapped (it pairs targets and heads in order).
+  swapped, _ = read_feature_teacher(_fqgan_triple_tiny(teachers[::-1]))
+  assert [t.path for t in swapped] == list(teachers[::-1])
+  assert [t.config["teacher"] for t in swapped] == ["clip", "dinov2"]
 
 
 def test_feature_teachers_bad_settings(tmp_path):
