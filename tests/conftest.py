@@ -131,3 +131,73 @@ def small_disk(tmp_path):
   yield mount
   for path in mounts:
     subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+# ---- scheduling under xdist (pyproject.toml: -n 2 --dist loadgroup) ----
+#
+# loadgroup hands each ungrouped test to whichever worker is free, so the tests
+# of one module run on both workers and each worker builds the module's shared
+# fixtures (and compiles their programs) again. Tests that share a module- or
+# session-scoped fixture of this directory are grouped, so it is built once.
+# The longest end-to-end modules (CI's durations) are handed out first, so the
+# short tests fill both workers at the end instead of one long run leaving a
+# core idle (xdist sends the groups with most tests first, then single tests in
+# collection order).
+RUN_FIRST = (
+  "test_training",
+  "test_alignment",
+  "test_token_drop_training",
+  "test_train_parity",
+  "test_semantic_loss",
+  "test_train_parity_taming",
+  "test_multiscale_training",
+  "test_video_training",
+  "test_train_parity_magvit2",
+  "test_readme",
+)
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _shared_fixtures(item):
+  """Names of the module- or session-scoped fixtures defined in tests/ that ``item`` uses."""
+  names = set()
+  for name, defs in item._fixtureinfo.name2fixturedefs.items():
+    d = defs[-1]
+    if d.scope in ("module", "session") and not name.startswith("_"):
+      path = getattr(getattr(d.func, "__code__", None), "co_filename", "")
+      if os.path.dirname(os.path.abspath(path)) == _HERE:
+        names.add(name)
+  return names
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config, items):
+  if not getattr(config.option, "loadgroup", False):  # set in xdist's workers under --dist loadgroup
+    return (yield)
+  users = {}  # (module, fixture) -> tests
+  for item in items:
+    for name in _shared_fixtures(item) - {"reference_run"}:
+      users.setdefault((item.module.__name__, name), []).append(item)
+  shared = {m for (m, _), tests in users.items() if len(tests) > 1}
+  for item in items:
+    if item.get_closest_marker("xdist_group"):
+      continue
+    if "reference_run" in item.fixturenames:  # conftest's session run, read by two modules
+      item.add_marker(pytest.mark.xdist_group("reference_run"))
+    elif item.module.__name__ in shared:
+      item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+  first = {m: i for i, m in enumerate(RUN_FIRST)}
+  order = {id(item): i for i, item in enumerate(items)}
+  items.sort(key=lambda item: (first.get(item.module.__name__, len(first)), order[id(item)]))
+  result = yield  # xdist appends "@group" to the ids here
+  # pytest 9.2 reads an item's id from ``_id``, and xdist 3.8 still writes ``_nodeid``: without
+  # this the groups are silently ignored (every test scheduled alone).
+  for item in items:
+    names = sorted(
+      {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+    )
+    if names and not item.nodeid.endswith("@" + "_".join(names)) and hasattr(item, "_id"):
+      from _pytest.nodeid import coerce_node_id  # only pytest >= 9.2 has it (and ``_id``)
+
+      item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")
+  return result
