@@ -21,7 +21,7 @@ from helpers import ROOT, preset
 from PIL import Image
 
 from vqtok import config as config_lib
-from vqtok import convert, files, models, pretrained, tokenizer_dir
+from vqtok import convert, models, pretrained, tokenizer_dir
 from vqtok.data import transforms
 from vqtok.models import tokenizer as tokenizer_lib
 from vqtok.pretrained import layout, unitok
@@ -82,7 +82,7 @@ def test_full_size_parameter_count_equals_the_reference():
   tensors = unitok.state_dict(obj, ema=False, source="unitok_tokenizer.pth")
   c = unitok.config(tensors, "unitok_tokenizer.pth", **unitok.options(obj, "unitok_tokenizer.pth"))
   config_lib.validate_config(c, check_paths=False)
-  abstract = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=files.host_rngs(0)))
+  abstract = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
   flat = nnx.to_flat_state(nnx.state(abstract, nnx.Param))
   expected = {".".join(map(str, p)): v.shape for p, v in flat}
   mapped = layout.apply_rules(tensors, unitok.table(c), expected, ignore=unitok.IGNORE, source="full")
@@ -129,7 +129,7 @@ def test_linear_projections_map():
   obj = {"args": {**obj["args"], "quant_proj": "linear"}, "trainer": {"unitok": state}}
   tensors = unitok.state_dict(obj, ema=False, source="linear.pth")
   c = unitok.config(tensors, "linear.pth", **unitok.options(obj, "linear.pth"))
-  abstract = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=files.host_rngs(0)))
+  abstract = nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))
   expected = {".".join(map(str, p)): v.shape for p, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))}
   mapped = layout.apply_rules(tensors, unitok.table(c), expected, ignore=unitok.IGNORE, source="linear.pth")
   assert c.model.vit_projection == "linear" and len(mapped) == len(expected)
@@ -178,4 +178,4 @@ def test_fine_tuning_gradients(converted):
 def test_vitamin_config_errors(overrides, message):
   c = preset("unitok", arg=None, **{"model.depth": 1, "model.decoder_depth": 1, **overrides})
   with pytest.raises(ValueError, match=message):
-    nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=files.host_rngs(0)))
+    nnx.eval_shape(lambda: models.build_tokenizer(c, rngs=nnx.Rngs(0)))

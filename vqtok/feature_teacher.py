@@ -72,7 +72,8 @@ def build(config: Mapping[str, Any]) -> nnx.Module:
   kind = config.get("teacher")
   if kind not in BUILDERS:
     raise FeatureTeacherError(f"unknown feature teacher {kind!r}; expected one of {sorted(BUILDERS)}")
-  return BUILDERS[kind](config, files.host_rngs(0))
+  with files.fast_tracing():  # built under nnx.eval_shape: see files.fast_tracing
+    return BUILDERS[kind](config, nnx.Rngs(0))
 
 
 def save(

@@ -122,23 +122,32 @@ def _fill_abstract_rngs(module: nnx.Module, seed: int = 0) -> None:
   nnx.update(module, rng)
 
 
-def host_rngs(seed: int) -> nnx.Rngs:
-  """``nnx.Rngs(seed)`` whose draw counters are host numbers: the same keys, and fast to trace.
+@contextlib.contextmanager
+def fast_tracing() -> Iterator[None]:
+  """Tracing without the quadratic cost of flax probing tracers' ``sharding`` (a module built under a trace).
 
   Building a module draws once for each array it initialises, and flax's
-  ``Variable.set_value`` probes every new counter's ``sharding``. Under a
-  trace (``nnx.eval_shape``, a jitted init) a JAX counter is a tracer, whose
-  ``sharding`` error message walks the whole trace so far (jax to 0.10 at
-  least; jax-ml/jax#40041 removes it), so tracing a build grew with the square
-  of its arrays: 28.6 s for UniTok's 696 M-parameter tokenizer, 1.4 s with
-  host counters, which are never tracers. A module built with them holds
-  numpy counters until a jitted function hands them back as JAX arrays.
+  ``Variable.set_value`` probes every new draw counter's ``sharding``. Under a
+  trace (``nnx.eval_shape``, a jitted init) the counter is a tracer, whose
+  ``sharding`` AttributeError message walks the whole trace so far to say where
+  the value came from (jax to 0.10 at least; jax-ml/jax#40041 removes that
+  walk), so tracing a build grew with the square of its arrays: 28.6 s for
+  UniTok's 696 M-parameter tokenizer, 1.3 s without the walk. Inside this
+  block tracers' error messages leave out their origin; nothing else changes
+  (the same program, the same weights). Without that JAX internal, a no-op.
   """
-  rngs = nnx.Rngs(seed)
-  for stream in vars(rngs).values():
-    if isinstance(stream, nnx.RngStream):
-      stream.count.set_raw_value(np.zeros((), np.uint32))
-  return rngs
+  from jax._src.interpreters import partial_eval  # noqa: PLC0415
+
+  tracer = getattr(partial_eval, "DynamicJaxprTracer", None)
+  if tracer is None or "_origin_msg" not in vars(tracer):
+    yield
+    return
+  walk = tracer._origin_msg
+  tracer._origin_msg = lambda self: ""
+  try:
+    yield
+  finally:
+    tracer._origin_msg = walk
 
 
 def pure(module: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:

@@ -134,7 +134,7 @@ def read(path: str) -> tuple[nnx.Module, ml_collections.ConfigDict, dict]:
   meta = files.read_safetensors_metadata(weights)
   check_bit_order(config, meta, path)
   config_lib.validate_config(config, check_paths=False)
-  tokenizer = models.build_tokenizer(config, rngs=files.host_rngs(int(config.seed)))
+  tokenizer = models.build_tokenizer(config, rngs=nnx.Rngs(int(config.seed)))
   files.assign(tokenizer, files.read_safetensors(weights)[0], source=weights)
   return tokenizer, config, {"step": int(meta.get("step", 0) or 0), "metadata": meta}
 

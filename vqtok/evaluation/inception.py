@@ -326,7 +326,7 @@ def load_inception(path: str, *, resize_input: bool = True) -> InceptionV3:
     raise FileNotFoundError(
       f"Inception weights not found: {path}; make them with scripts/convert_inception.py (see scripts/README.md)"
     )
-  abstract = nnx.eval_shape(lambda: InceptionV3(resize_input=resize_input, rngs=files.host_rngs(0)))
+  abstract = nnx.eval_shape(lambda: InceptionV3(resize_input=resize_input, rngs=nnx.Rngs(0)))
   return files.assign(abstract, files.read_npz(path, legacy_sep="/"), source=f"Inception weights {path}")
 
 

@@ -203,7 +203,7 @@ def load_lpips(path: str) -> LPIPS:
     raise FileNotFoundError(
       f"LPIPS weights not found: {path}; make them with scripts/convert_lpips.py (see scripts/README.md)"
     )
-  abstract = nnx.eval_shape(lambda: LPIPS(rngs=files.host_rngs(0)))
+  abstract = nnx.eval_shape(lambda: LPIPS(rngs=nnx.Rngs(0)))
   return files.assign(abstract, files.read_npz(path, legacy_sep="/"), source=f"LPIPS weights {path}")
 
 

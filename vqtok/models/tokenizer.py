@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from vqtok import files
 from vqtok.config_fields import ConfigFields
 from vqtok.models import cnn, dinov2, dual, factorized, siglip, vit
 from vqtok.quantizers import QuantizerOutput, build_quantizer
@@ -901,6 +902,12 @@ def build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tok
   Returns:
     An initialised ``Tokenizer``.
   """
+  with files.fast_tracing():  # built under nnx.eval_shape or a jitted init: see files.fast_tracing
+    return _build_tokenizer(config, rngs=rngs)
+
+
+def _build_tokenizer(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Tokenizer:
+  """``build_tokenizer``'s body."""
   m = config.model
   image_size = int(config.image_size)
   if m.dtype not in DTYPES:

@@ -92,7 +92,7 @@ def convert(
   config_lib.validate_config(config, check_paths=False)
   # Built abstractly: every variable is then set from the file (apply_rules checks that none is left),
   # so the random initialisation, op by op, would be thrown away (~10 s of CPU for a small CNN).
-  tokenizer = nnx.eval_shape(lambda: build_tokenizer(config, rngs=files.host_rngs(0)))
+  tokenizer = nnx.eval_shape(lambda: build_tokenizer(config, rngs=nnx.Rngs(0)))
   expected = files.shapes(tokenizer)
   mapped = layout.apply_rules(tensors, family.table(config), expected, ignore=family.IGNORE, source=source)
   tokenizer = files.assign(tokenizer, mapped, source=source)

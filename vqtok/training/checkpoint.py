@@ -308,7 +308,7 @@ def load_tokenizer(config: Any, directory: str, *, use_ema: bool = True, step: i
   """
   if os.path.isdir(os.path.join(directory, "checkpoints")):
     directory = os.path.join(directory, "checkpoints")
-  abstract = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=files.host_rngs(config.seed)))
+  abstract = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=nnx.Rngs(config.seed)))
   g_def, params, rest = files.pure(abstract)
   rep = sharding.replicated(sharding.make_mesh((-1, 1)))
   placed = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), tree)

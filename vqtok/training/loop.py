@@ -199,7 +199,7 @@ def read_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any, nnx.Modul
   """``teacher.load``'s result for ``config.teacher``, checked against the model's shapes (None without one)."""
   if not config.get("teacher", ""):
     return None
-  student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=files.host_rngs(0)))
+  student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=nnx.Rngs(0)))
   return teacher_lib.load(config, student)
 
 
@@ -216,7 +216,7 @@ def read_feature_teacher(config: ml_collections.ConfigDict) -> tuple[Any, Any] |
   per_head = semantic and bool(config.get("feature_teachers", ()))
   if not (config.get("feature_teacher", "") or per_head) or not (patches or semantic):
     return None
-  student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=files.host_rngs(0)))
+  student = nnx.eval_shape(lambda: models.build_tokenizer(config, rngs=nnx.Rngs(0)))
   if per_head:
     loaded = [
       feature_teacher.load_for(config, student, patches=False, semantic=True, head=i)

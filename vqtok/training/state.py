@@ -106,8 +106,8 @@ def make_optimizer(
 
 def build_modules(config: ml_collections.ConfigDict) -> tuple[nnx.Module, nnx.Module]:
   """Tokenizer and discriminator, freshly initialised from ``config.seed``."""
-  tokenizer = models.build_tokenizer(config, rngs=files.host_rngs(config.seed))
-  disc_rngs = files.host_rngs(config.seed + 1)
+  tokenizer = models.build_tokenizer(config, rngs=nnx.Rngs(config.seed))
+  disc_rngs = nnx.Rngs(config.seed + 1)
   disc = models.build_discriminator(config.discriminator, image_size=config.image_size, rngs=disc_rngs)
   return tokenizer, disc
 
