@@ -106,9 +106,9 @@ def make_optimizer(
 
 def build_modules(config: ml_collections.ConfigDict) -> tuple[nnx.Module, nnx.Module]:
   """Tokenizer and discriminator, freshly initialised from ``config.seed``."""
-  tokenizer = models.build_tokenizer(config, rngs=nnx.Rngs(config.seed))
-  disc_rngs = nnx.Rngs(config.seed + 1)
-  disc = models.build_discriminator(config.discriminator, image_size=config.image_size, rngs=disc_rngs)
+  rngs = nnx.Rngs(config.seed)
+  tokenizer = models.build_tokenizer(config, rngs=rngs)
+  disc = models.build_discriminator(config.discriminator, image_size=config.image_size, rngs=nnx.Rngs(config.seed + 1))
   return tokenizer, disc
 
 
