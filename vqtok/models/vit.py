@@ -344,7 +344,7 @@ class AttnProjection(nnx.Module):
     bias = jnp.concatenate([self.q_bias[...], zero, self.v_bias[...]]).astype(qkv.dtype)
     qkv = qkv + bias.reshape((1,) * (qkv.ndim - 1) + (-1,))
     q, k, v = jnp.split(qkv.reshape(*x.shape[:-1], 3, self.num_heads, -1), 3, axis=-3)
-    h = jax.nn.dot_product_attention(q[..., 0, :, :], k[..., 0, :, :], v[..., 0, :, :])  # (B, N, heads, d)
+    h = dot_product_attention(q[..., 0, :, :], k[..., 0, :, :], v[..., 0, :, :])  # (B, N, heads, d)
     h = h.mean(axis=-2) if self.narrows else h.reshape(*h.shape[:-2], -1)
     return self.attn_proj(h)
 
