@@ -793,8 +793,10 @@ class MixTimeUpsample(CausalConv):
   ):
     if mode not in TIME_UPSAMPLES:
       raise ValueError(f"time_upsample={mode!r} is not one of {TIME_UPSAMPLES}")
-    if mode == "linear" and (time_stride != 2 or not causal):
-      raise ValueError(f"linear time upsampling doubles time in causal VidTok v1.1; got a time stride of {time_stride}")
+    if mode == "linear" and time_stride != 2:
+      raise ValueError(f"linear time upsampling doubles time; got a time stride of {time_stride}")
+    if mode == "linear" and not causal:
+      raise ValueError("linear time upsampling is causal VidTok v1.1's; a non-causal one (causal=False) repeats frames")
     kw = dict(time_padding=time_padding, causal=causal, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     super().__init__(ch, ch, (3, 3), **kw)
     self.factor, self.mode, self.group = int(time_stride), mode, int(group)
