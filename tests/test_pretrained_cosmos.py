@@ -152,6 +152,10 @@ def test_cosmos1_archives_hold_only_the_convs_they_call():
     "encoder.down.1.downsample.conv2.conv3d.weight" not in t and "decoder.up.2.upsample.conv1.conv3d.weight" not in t
   )
   assert cosmos.options(obj, name) == {"spatial": (2, 2), "temporal": (2, 1), "family": "cosmos1"}
+  # 1.0's strides are in the tensors (the traced code only agrees); 0.1's are in the traced code alone.
+  assert cosmos.options(dict(obj, calls={}), name) == cosmos.options(obj, name)
+  with pytest.raises(CheckpointError, match="no traced code for encoder.down.0.downsample"):
+    cosmos.options(dict(cosmos.read(os.path.join(GOLDENS, "Cosmos-0.1-Tokenizer-DV4x8x8")), calls={}), "0.1")
   tok = nnx.eval_shape(lambda: build_tokenizer(cosmos.config(t, name, **cosmos.options(obj, name)), rngs=nnx.Rngs(0)))
   assert tok.encoder.down[1].conv2 is None and tok.decoder.up[0].conv1 is None
   assert tok.encoder.down[0].conv2 is not None and tok.decoder.up[1].conv1 is not None

@@ -14,15 +14,16 @@ DV4x8x8-LowRes, whose z_channels are 256, not 16) and quantizers.py (FSQuantizer
 weights; its ids read the levels first least significant, as vqtok's FSQ).
 
 Quirks, each from the reference:
-  * Which levels downsample space and time is not in the tensors (0.1: a level that does neither
+  * In 0.1, which levels downsample space and time is not in the tensors (a level that does neither
     keeps its three convs, layers3d.py CausalHybridDownsample3d); it is read off the traced code: a
     traced ``forward`` calls only the convs it used (``reader.script_forward_calls``). The
     decoder's upsamplings follow Cosmos's own rule (``cnn.cosmos_up_schedule``, legacy_mode=False,
     the same in 1.0), checked against the archive's.
   * 1.0's CausalHybridDownsample3d and CausalHybridUpsample3d make each conv their strides do not use
     an ``nn.Identity`` (no weights; 1.0 loads an archive with ``strict=True``): the ``cosmos1`` family,
-    told from 0.1's by which convs the archive holds (``options``). Nothing else in the modules the
-    discrete video tokenizer runs differs from 0.1 (encoder, decoder, patcher, FSQ, padding, the rule).
+    told from 0.1's by which convs the archive holds, which then give the strides (the traced code must
+    agree; ``options``). Nothing else in the modules the discrete video tokenizer runs differs from 0.1
+    (encoder, decoder, patcher, FSQ, padding, the rule).
   * Every CausalConv3d wraps an ``nn.Conv3d`` as ``.conv3d`` and every CausalNormalize a
     GroupNorm (one group) as ``.norm``; the factorised convs are ``nn.Sequential``s (``.0`` space,
     ``.1`` time); the decoder lists its levels from the highest resolution (``up.0``), vqtok's
@@ -130,39 +131,41 @@ def _held(tensors: dict[str, np.ndarray], prefix: str) -> frozenset[str]:
 
 
 def options(obj: Any, source: str) -> dict[str, Any]:
-  """The strides of each encoder level, read off which of its convs the traced downsampling calls, and the
-  CNN family: ``cosmos`` (0.1: every resampling holds its three convs) or ``cosmos1`` (1.0: only those it
-  calls; the others are ``nn.Identity``s without weights)."""
+  """The CNN family and the (space, time) strides of each encoder level.
+
+  0.1 (cosmos_tokenizer/modules/layers3d.py) builds conv1-3 in every resampling: its strides are read off
+  which convs the traced code calls (``cosmos``). 1.0 (cosmos1/models/tokenizer/modules/layers3d.py,
+  CausalHybridDownsample3d / CausalHybridUpsample3d) builds only the convs its strides use, the others
+  ``nn.Identity``s without weights: its strides are in the tensors, and the traced code must agree
+  (``cosmos1``). Either way the decoder's must be Cosmos's rule for the encoder's.
+  """
   calls, tensors = obj["calls"], obj["tensors"]
   n = common.count(tensors, r"encoder\.down\.(\d+)\.block\.", source, "encoder levels")
   downs = [f"encoder.down.{i}.downsample" for i in range(n - 1)]
-  if not downs or any(d not in calls for d in downs):
-    raise CheckpointError(f"{source}: the archive has no traced code for the encoder's downsamplings")
-  space = tuple(2 if "conv1" in calls[d] else 1 for d in downs)
-  time = tuple(2 if "conv2" in calls[d] else 1 for d in downs)
-  want = cnn.cosmos_up_schedule(space, time)
   ups = [f"decoder.up.{n - 1 - k}.upsample" for k in range(n - 1)]  # vqtok's upsampling k is up.{n - 1 - k}
-  if any(u not in calls for u in ups):
-    raise CheckpointError(f"{source}: the archive has no traced code for the decoder's upsamplings")
-  got = tuple((2 if "conv2" in calls[u] else 1, 2 if "conv1" in calls[u] else 1) for u in ups)
+  held = {m: _held(tensors, m) for m in downs + ups}
+  traced = {m: frozenset(calls[m]) & frozenset(_CONVS) for m in downs + ups if m in calls}
+  if all(h == frozenset(_CONVS) for h in held.values()):
+    family, convs = "cosmos", traced
+    missing = [m for m in downs + ups if m not in traced]
+    if not downs or missing:
+      raise CheckpointError(f"{source}: the archive has no traced code for {missing[0] if missing else 'levels'}")
+  else:
+    family, convs = "cosmos1", held
+    odd = [m for m in traced if traced[m] != held[m]]
+    if odd:
+      raise CheckpointError(
+        f"{source}: {odd[0]} holds {sorted(held[odd[0]])} and its traced code calls {sorted(traced[odd[0]])}:"
+        " neither Cosmos 0.1's layout (all three convs at every level) nor 1.0's (only the convs it calls)"
+      )
+  space = tuple(2 if "conv1" in convs[d] else 1 for d in downs)
+  time = tuple(2 if "conv2" in convs[d] else 1 for d in downs)
+  want = cnn.cosmos_up_schedule(space, time)
+  got = tuple((2 if "conv2" in convs[u] else 1, 2 if "conv1" in convs[u] else 1) for u in ups)
   if got != want:
     raise CheckpointError(
       f"{source}: the decoder upsamples (space, time) {got} from its lowest level; Cosmos's rule"
       f" (legacy_mode=False) gives {want} for the encoder's strides: a layout vqtok does not build"
-    )
-  # 0.1 (cosmos_tokenizer/modules/layers3d.py) builds conv1-3 at every level; 1.0 (cosmos1/models/tokenizer/
-  # modules/layers3d.py, CausalHybridDownsample3d / CausalHybridUpsample3d) only those its strides use.
-  held = {m: _held(tensors, m) for m in downs + ups}
-  used = {m: frozenset(calls[m]) & frozenset(_CONVS) for m in downs + ups}
-  if all(h == frozenset(_CONVS) for h in held.values()):
-    family = "cosmos"
-  elif held == used:
-    family = "cosmos1"
-  else:
-    odd = next(m for m in held if held[m] != used[m])
-    raise CheckpointError(
-      f"{source}: {odd} holds {sorted(held[odd])} and its traced code calls {sorted(used[odd])}: neither Cosmos"
-      " 0.1's layout (all three convs at every level) nor 1.0's (only the convs it calls)"
     )
   return {"spatial": space, "temporal": time, "family": family}
 
