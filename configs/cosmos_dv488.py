@@ -18,8 +18,16 @@ with post_quant_conv 66,148,080; FSQ has none), equal to the reference's CausalD
 (scripts/parity/gen_cosmos.py builds it). DV8x8x8: ``temporal_downsample=(2, 1)``; DV8x16x16: also
 ``spatial_downsample=(2, 2)`` (the same parameter count).
 
+``--config=configs/cosmos_dv488.py:lowres`` is Cosmos 1.0's DV4x8x8-LowRes (NVIDIA/Cosmos
+cosmos1/models/tokenizer/networks/configs.py ``discrete_video_4x8x8_lowres``): Haar patching 2, z 256, both
+levels halving space and level 0 time (``spatial_downsample=(2, 2)``, ``temporal_downsample=(2, 1)``), and
+1.0's layers (the ``cosmos1`` family: a resampling holds only the convs it uses). Parameters
+112,619,766 (encoder with quant_conv 46,647,302, decoder with post_quant_conv 65,972,464), equal to the
+reference's (scripts/parity/gen_cosmos1.py builds it).
+
 NVIDIA publish weights, not a training recipe: the losses and schedule here are vqtok's defaults.
-Start from the published weights with ``python -m vqtok.convert cosmos Cosmos-0.1-Tokenizer-DV4x8x8/ tok/``.
+Start from the published weights with ``python -m vqtok.convert cosmos Cosmos-0.1-Tokenizer-DV4x8x8/ tok/``
+(``Cosmos-1.0-Tokenizer-DV4x8x8-LowRes/`` for ``:lowres``).
 """
 
 from vqtok.config import cnn_config
@@ -44,5 +52,10 @@ def get_config(arg: str | None = None):
     image_size=256,
   )
   c.video.num_frames = 17  # the reference's temporal_window (video_lib.py)
-  del arg
+  if arg == "lowres":
+    c.model.update(
+      cnn_family="cosmos1", z_channels=256, wavelet_patch=2, spatial_downsample=(2, 2), temporal_downsample=(2, 1)
+    )
+  elif arg:
+    raise ValueError(f"configs/cosmos_dv488.py takes no argument or 'lowres'; got {arg!r}")
   return c

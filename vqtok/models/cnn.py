@@ -57,6 +57,9 @@ its parts (``model.cnn_family`` in the config):
            rule, ``cosmos_up_schedule``), attention within frames then causally
            along time in the middle only, and 3-D Haar wavelet patching before
            and after (``wavelet_patch``; ``haar_patch``).
+  cosmos1  Cosmos 1.0's (NVIDIA/Cosmos, cosmos1/models/tokenizer/modules/
+           layers3d.py): ``cosmos`` with only the resampling convs a level's
+           strides use (0.1 keeps all three at every level).
 
 Causal video (``temporal_downsample``, one time stride per downsampling level;
 empty: the image CNN above, unchanged). The same parts on (B, T, H, W, C): each
@@ -996,7 +999,10 @@ class HybridDownsample(nnx.Module):
   (``time_stride`` 2): ``conv2`` (3, 1, 1) stride 2 on the clip with two copies of its first frame
   before it, + the mean of frame pairs of the clip with one copy before it (1 + 2k -> 1 + k frames);
   then ``conv3`` (1x1x1). With neither stride the level passes its input on unchanged, as the
-  reference does; its three convs exist all the same (they are in the published files).
+  reference does. Cosmos 0.1 (cosmos_tokenizer/modules/layers3d.py) builds all three convs whatever
+  the strides (they are in its published files); 1.0 (cosmos1/models/tokenizer/modules/layers3d.py)
+  makes a conv it does not use an ``nn.Identity``, with no weights: ``used_only`` (the ``cosmos1``
+  family) builds only the convs the strides use (None for the others).
   """
 
   def __init__(
@@ -1006,6 +1012,7 @@ class HybridDownsample(nnx.Module):
     conv: Callable[..., nnx.Module] | None = None,
     time_stride: int = 1,
     space_stride: int = 2,
+    used_only: bool = False,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -1013,11 +1020,14 @@ class HybridDownsample(nnx.Module):
     del conv  # its convs are its own
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.space_stride, self.time_stride = int(space_stride), int(time_stride)
-    self.conv1 = CausalConv(ch, ch, (3, 3), strides=2, padding=((0, 1), (0, 1)), time_kernel=1, **kw)
-    self.conv2 = CausalConv(
-      ch, ch, (1, 1), padding=((0, 0), (0, 0)), time_kernel=3, time_stride=2, time_padding="replicate", **kw
+    space, time = self.space_stride == 2 or not used_only, self.time_stride == 2 or not used_only
+    self.conv1 = CausalConv(ch, ch, (3, 3), strides=2, padding=((0, 1), (0, 1)), time_kernel=1, **kw) if space else None
+    self.conv2 = (
+      CausalConv(ch, ch, (1, 1), padding=((0, 0), (0, 0)), time_kernel=3, time_stride=2, time_padding="replicate", **kw)
+      if time
+      else None
     )
-    self.conv3 = CausalConv(ch, ch, (1, 1), time_kernel=1, **kw)
+    self.conv3 = CausalConv(ch, ch, (1, 1), time_kernel=1, **kw) if space or time else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.space_stride == 1 and self.time_stride == 1:
@@ -1039,6 +1049,7 @@ class HybridUpsample(nnx.Module):
   Time (``time_stride`` 2): each frame twice, a first chunk dropping one copy of its first frame
   (1 + k -> 1 + 2k), then ``+ conv1`` ((3, 1, 1), causal); space (``space_stride`` 2): nearest 2x,
   then ``+ conv2`` ((1, 3, 3)); then ``conv3`` (1x1x1). Neither: the identity (its convs unused).
+  ``used_only``: only the convs the strides use (Cosmos 1.0's, as ``HybridDownsample``).
   """
 
   def __init__(
@@ -1048,6 +1059,7 @@ class HybridUpsample(nnx.Module):
     conv: Callable[..., nnx.Module] | None = None,
     time_stride: int = 1,
     space_stride: int = 2,
+    used_only: bool = False,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
@@ -1055,9 +1067,10 @@ class HybridUpsample(nnx.Module):
     del conv
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.space_stride, self.time_stride = int(space_stride), int(time_stride)
-    self.conv1 = CausalConv(ch, ch, (1, 1), time_kernel=3, time_padding="replicate", **kw)
-    self.conv2 = CausalConv(ch, ch, (3, 3), time_kernel=1, **kw)
-    self.conv3 = CausalConv(ch, ch, (1, 1), time_kernel=1, **kw)
+    space, time = self.space_stride == 2 or not used_only, self.time_stride == 2 or not used_only
+    self.conv1 = CausalConv(ch, ch, (1, 1), time_kernel=3, time_padding="replicate", **kw) if time else None
+    self.conv2 = CausalConv(ch, ch, (3, 3), time_kernel=1, **kw) if space else None
+    self.conv3 = CausalConv(ch, ch, (1, 1), time_kernel=1, **kw) if space or time else None
 
   def __call__(self, x: jax.Array, first: bool = True) -> jax.Array:
     if self.space_stride == 1 and self.time_stride == 1:
@@ -1171,12 +1184,12 @@ class Family:
   """
 
   res_block: Callable[..., nnx.Module]
-  downsample: type
+  downsample: Callable[..., nnx.Module]
   conv_in_bias: bool
   conv_out_kernel: int
   mid_blocks: int
   extra_decoder_blocks: int
-  upsample: type = Upsample
+  upsample: Callable[..., nnx.Module] = Upsample
   level_norm: type | None = None
   decoder_norm: type | None = None
   norm_eps: float | None = None
@@ -1260,6 +1273,14 @@ FAMILIES["cosmos"] = dataclasses.replace(
   attn_block=SpaceTimeAttnBlock,
   level_attention=False,
   up_schedule=cosmos_up_schedule,
+)
+# Cosmos 1.0 (NVIDIA/Cosmos cosmos1/models/tokenizer/modules/layers3d.py; Cosmos-1.0-Tokenizer-DV8x16x16,
+# DV4x8x8-LowRes): 0.1's CNN but a level's down- or upsampling holds only the convs its strides use (the
+# others are ``nn.Identity``s, without weights), so a level that resamples in space or time alone has fewer.
+FAMILIES["cosmos1"] = dataclasses.replace(
+  FAMILIES["cosmos"],
+  downsample=functools.partial(HybridDownsample, used_only=True),
+  upsample=functools.partial(HybridUpsample, used_only=True),
 )
 
 

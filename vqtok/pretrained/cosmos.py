@@ -1,31 +1,39 @@
 """NVIDIA Cosmos DV (Agarwal et al., 2025, arXiv:2501.03575): causal video tokenizers with FSQ, 64,000 codes.
 
-Published by NVIDIA/Cosmos-Tokenizer on Hugging Face (nvidia/Cosmos-0.1-Tokenizer-DV4x8x8, DV8x8x8,
-DV8x16x16, Cosmos-1.0-Tokenizer-DV8x16x16; 1.0's DV4x8x8-LowRes) as TorchScript archives:
-``encoder.jit`` (``encoder_jit()``: encoder, quant_conv, quantizer), ``decoder.jit``
-(``decoder_jit()``: inv_quant, post_quant_conv, decoder) and ``autoencoder.jit`` (the whole
+Published by NVIDIA on Hugging Face as TorchScript archives: Cosmos-Tokenizer 0.1's
+nvidia/Cosmos-0.1-Tokenizer-DV4x8x8, DV8x8x8, DV8x16x16 (NVIDIA/Cosmos-Tokenizer) and Cosmos 1.0's
+nvidia/Cosmos-1.0-Tokenizer-DV8x16x16 and DV4x8x8-LowRes (NVIDIA/Cosmos, cosmos1/models/tokenizer, removed
+from its tree at d52bc15): ``encoder.jit`` (``encoder_jit()``: encoder, quant_conv, quantizer),
+``decoder.jit`` (``decoder_jit()``: inv_quant, post_quant_conv, decoder) and ``autoencoder.jit`` (the whole
 ``CausalDiscreteVideoTokenizer``), which the reference loads with ``torch.jit.load``
-(cosmos_tokenizer/utils.py). vqtok reads them without torch (``reader``): a directory with
-``encoder.jit`` and ``decoder.jit`` (or ``autoencoder.jit``), or one of those files (the other
-archive beside it). Modules: cosmos_tokenizer/modules/layers3d.py (EncoderFactorized,
-DecoderFactorized: vqtok's ``cosmos`` CNN family), patching.py (Patcher3D: ``model.wavelet_patch``)
-and quantizers.py (FSQuantizer, levels 8-8-8-5-5-5, no weights; its ids read the levels first
-least significant, as vqtok's FSQ).
+(cosmos_tokenizer/utils.py; 1.0: inference/utils.py). vqtok reads them without torch (``reader``): a
+directory with ``encoder.jit`` and ``decoder.jit`` (or ``autoencoder.jit``), or one of those files (the
+other archive beside it). Modules: layers3d.py (EncoderFactorized, DecoderFactorized: vqtok's ``cosmos``
+CNN family, 1.0's ``cosmos1``), patching.py (Patcher3D: ``model.wavelet_patch``, 4; 2 for 1.0's
+DV4x8x8-LowRes, whose z_channels are 256, not 16) and quantizers.py (FSQuantizer, levels 8-8-8-5-5-5, no
+weights; its ids read the levels first least significant, as vqtok's FSQ).
 
 Quirks, each from the reference:
-  * Which levels downsample space and time is not in the tensors (a level that does neither keeps
-    its three convs, layers3d.py CausalHybridDownsample3d); it is read off the traced code: a
+  * In 0.1, which levels downsample space and time is not in the tensors (a level that does neither
+    keeps its three convs, layers3d.py CausalHybridDownsample3d); it is read off the traced code: a
     traced ``forward`` calls only the convs it used (``reader.script_forward_calls``). The
-    decoder's upsamplings follow Cosmos's own rule (``cnn.cosmos_up_schedule``, legacy_mode=False),
-    checked against the archive's.
+    decoder's upsamplings follow Cosmos's own rule (``cnn.cosmos_up_schedule``, legacy_mode=False,
+    the same in 1.0), checked against the archive's.
+  * 1.0's CausalHybridDownsample3d and CausalHybridUpsample3d make each conv their strides do not use
+    an ``nn.Identity`` (no weights; 1.0 loads an archive with ``strict=True``): the ``cosmos1`` family,
+    told from 0.1's by which convs the archive holds, which then give the strides (the traced code must
+    agree; ``options``). Nothing else in the modules the discrete video tokenizer runs differs from 0.1
+    (encoder, decoder, patcher, FSQ, padding, the rule).
   * Every CausalConv3d wraps an ``nn.Conv3d`` as ``.conv3d`` and every CausalNormalize a
     GroupNorm (one group) as ``.norm``; the factorised convs are ``nn.Sequential``s (``.0`` space,
     ``.1`` time); the decoder lists its levels from the highest resolution (``up.0``), vqtok's
     from the lowest.
   * FSQuantizer bounds with ``(L - 1) * (1 + 1e-3) / 2`` (vector-quantize-pytorch's), the paper with
     ``1 - 1e-3``: ``FSQ(bound="wide")``.
-  * The archives also hold buffers that are not weights (the Haar filters, FSQ's ``_levels``,
-    ``_basis`` and ``implicit_codebook``): ignored, but ``_levels`` gives the FSQ levels.
+  * The archives also hold buffers that are not weights (the Haar filters, persistent in 1.0's state
+    dict; FSQ's ``_levels``, ``_basis`` and ``implicit_codebook``): ignored, but ``_levels`` gives the
+    FSQ levels, and the Haar filters (bfloat16-rounded, 0.70703125) and ``patch_size_buffer`` are
+    checked (``_check_patcher``).
   * Videos are [-1, 1], (B, 3, 1 + k*s_T, H, W) in the reference (video_lib.py), which runs them
     in bfloat16; vqtok in float32.
 """
@@ -46,8 +54,8 @@ from vqtok.pretrained.reader import CheckpointError, read_checkpoint, script_for
 
 NAME = "cosmos"
 FILES = (
-  "a Cosmos DV directory (Cosmos-0.1-Tokenizer-DV4x8x8, DV8x8x8, DV8x16x16, Cosmos-1.0-Tokenizer-DV8x16x16)"
-  " with encoder.jit and decoder.jit (or autoencoder.jit), or one of those files"
+  "a Cosmos DV directory (Cosmos-0.1-Tokenizer-DV4x8x8, DV8x8x8, DV8x16x16, Cosmos-1.0-Tokenizer-DV8x16x16,"
+  " DV4x8x8-LowRes) with encoder.jit and decoder.jit (or autoencoder.jit), or one of those files"
 )
 #: Buffers of the archives that are not weights: the Haar filters and FSQ's constants.
 IGNORE = (
@@ -114,39 +122,69 @@ def state_dict(obj: Any, *, ema: bool, source: str) -> dict[str, np.ndarray]:
   return {k: np.asarray(v) for k, v in t.items()}
 
 
+#: The convs of a CausalHybridDownsample3d or CausalHybridUpsample3d (layers3d.py).
+_CONVS = ("conv1", "conv2", "conv3")
+
+
+def _held(tensors: dict[str, np.ndarray], prefix: str) -> frozenset[str]:
+  return frozenset(c for c in _CONVS if f"{prefix}.{c}.conv3d.weight" in tensors)
+
+
 def options(obj: Any, source: str) -> dict[str, Any]:
-  """The strides of each encoder level, read off which of its convs the traced downsampling calls."""
-  calls = obj["calls"]
-  levels = common.indices(obj["tensors"], r"encoder\.down\.(\d+)\.downsample\.")
-  if not levels or any(f"encoder.down.{i}.downsample" not in calls for i in levels):
-    raise CheckpointError(f"{source}: the archive has no traced code for the encoder's downsamplings")
-  space = tuple(2 if "conv1" in calls[f"encoder.down.{i}.downsample"] else 1 for i in levels)
-  time = tuple(2 if "conv2" in calls[f"encoder.down.{i}.downsample"] else 1 for i in levels)
-  n = len(levels)
+  """The CNN family and the (space, time) strides of each encoder level.
+
+  0.1 (cosmos_tokenizer/modules/layers3d.py) builds conv1-3 in every resampling: its strides are read off
+  which convs the traced code calls (``cosmos``). 1.0 (cosmos1/models/tokenizer/modules/layers3d.py,
+  CausalHybridDownsample3d / CausalHybridUpsample3d) builds only the convs its strides use, the others
+  ``nn.Identity``s without weights: its strides are in the tensors, and the traced code must agree
+  (``cosmos1``). Either way the decoder's must be Cosmos's rule for the encoder's.
+  """
+  calls, tensors = obj["calls"], obj["tensors"]
+  n = common.count(tensors, r"encoder\.down\.(\d+)\.block\.", source, "encoder levels")
+  downs = [f"encoder.down.{i}.downsample" for i in range(n - 1)]
+  ups = [f"decoder.up.{n - 1 - k}.upsample" for k in range(n - 1)]  # vqtok's upsampling k is up.{n - 1 - k}
+  held = {m: _held(tensors, m) for m in downs + ups}
+  traced = {m: frozenset(calls[m]) & frozenset(_CONVS) for m in downs + ups if m in calls}
+  if all(h == frozenset(_CONVS) for h in held.values()):
+    family, convs = "cosmos", traced
+    missing = [m for m in downs + ups if m not in traced]
+    if not downs or missing:
+      raise CheckpointError(f"{source}: the archive has no traced code for {missing[0] if missing else 'levels'}")
+  else:
+    family, convs = "cosmos1", held
+    odd = [m for m in traced if traced[m] != held[m]]
+    if odd:
+      raise CheckpointError(
+        f"{source}: {odd[0]} holds {sorted(held[odd[0]])} and its traced code calls {sorted(traced[odd[0]])}:"
+        " neither Cosmos 0.1's layout (all three convs at every level) nor 1.0's (only the convs it calls)"
+      )
+  space = tuple(2 if "conv1" in convs[d] else 1 for d in downs)
+  time = tuple(2 if "conv2" in convs[d] else 1 for d in downs)
   want = cnn.cosmos_up_schedule(space, time)
-  got = []
-  for k in range(n):  # vqtok's upsampling k is the reference's up.{n - k}
-    c = calls.get(f"decoder.up.{n - k}.upsample")
-    if c is None:
-      raise CheckpointError(f"{source}: the archive has no traced code for the decoder's upsamplings")
-    got.append((2 if "conv2" in c else 1, 2 if "conv1" in c else 1))
-  if tuple(got) != want:
+  got = tuple((2 if "conv2" in convs[u] else 1, 2 if "conv1" in convs[u] else 1) for u in ups)
+  if got != want:
     raise CheckpointError(
-      f"{source}: the decoder upsamples (space, time) {tuple(got)} from its lowest level; Cosmos's rule"
+      f"{source}: the decoder upsamples (space, time) {got} from its lowest level; Cosmos's rule"
       f" (legacy_mode=False) gives {want} for the encoder's strides: a layout vqtok does not build"
     )
-  return {"spatial": space, "temporal": time}
+  return {"spatial": space, "temporal": time, "family": family}
 
 
 def config(
-  tensors: dict[str, np.ndarray], source: str, *, spatial: tuple[int, ...], temporal: tuple[int, ...]
+  tensors: dict[str, np.ndarray],
+  source: str,
+  *,
+  spatial: tuple[int, ...],
+  temporal: tuple[int, ...],
+  family: str = "cosmos",
 ) -> ml_collections.ConfigDict:
-  """The vqtok config, read off the tensor shapes and the traced strides."""
+  """The vqtok config, read off the tensor shapes, the traced strides and the family (``options``)."""
   conv_in = common.require(tensors, "encoder.conv_in.0.conv3d.weight", source, NAME, 5)
   ch = conv_in[0]
   patch = round((conv_in[1] // 3) ** (1 / 3))
   if 3 * patch**3 != conv_in[1]:
     raise CheckpointError(f"{source}: conv_in takes {conv_in[1]} channels; expected 3 * p**3 (Haar patch p)")
+  _check_patcher(tensors, patch, source)
   n = common.count(tensors, r"encoder\.down\.(\d+)\.", source, "encoder levels")
   blocks = common.count(tensors, r"encoder\.down\.0\.block\.(\d+)\.", source, "level-0 blocks")
   widths = [
@@ -159,7 +197,7 @@ def config(
   if code_dim != len(levels):
     raise CheckpointError(f"{source}: quant_conv gives {code_dim} channels for {len(levels)} FSQ levels")
   c = config_lib.cnn_config(
-    cnn_family="cosmos",
+    cnn_family=family,
     channels=ch,
     channel_mult=common.multiples(widths, ch, source),
     num_res_blocks=blocks,
@@ -177,6 +215,22 @@ def config(
   )
   c.video.num_frames = NUM_FRAMES
   return c
+
+
+def _check_patcher(tensors: dict[str, np.ndarray], patch: int, source: str) -> None:
+  """The Haar filters (buffers of Patcher3D / UnPatcher3D, patching.py ``_WAVELETS``): persistent in 1.0's
+  state dict, in every archive. Not weights (vqtok's ``haar_patch`` has 1/sqrt(2) built in), but they tell
+  ``patch_method="haar"`` from ``"rearrange"`` (ones), which vqtok does not build. The archives hold them in
+  bfloat16 (0.70703125), as they hold the weights."""
+  for key in ("encoder.patcher3d.wavelets", "decoder.unpatcher3d.wavelets"):
+    if key in tensors and not np.allclose(np.asarray(tensors[key], np.float64), [2**-0.5] * 2, rtol=0, atol=1e-3):
+      raise CheckpointError(
+        f"{source}: {key} is {np.asarray(tensors[key]).tolist()}, not the Haar filter [1/sqrt(2)] * 2: a"
+        " patch_method other than 'haar', which vqtok does not build"
+      )
+  size = tensors.get("encoder.patcher3d.patch_size_buffer")
+  if size is not None and int(np.asarray(size).reshape(-1)[0]) != patch:
+    raise CheckpointError(f"{source}: patch_size_buffer says {int(np.asarray(size).reshape(-1)[0])}, conv_in {patch}")
 
 
 def _conv3d(x: np.ndarray) -> np.ndarray:
