@@ -143,6 +143,7 @@ def test_tiny_run_with_a_dinov2_teacher(tmp_path):
   report = json.loads((out / "eval_3.json").read_text())
   # feature_cosine against NumPy: the projected codes and the teacher's patches of the same eval images.
   tok, saved, _ = load.load(str(tmp_path / "run"))
+  assert saved.feature_teacher == teacher
   decoder, *task = tok.feature_proj.layers  # VQ-KD's decoder, then its task layer
   assert isinstance(decoder, vit.FeatureDecoder) and len(decoder.transformer.blocks) == 1
   assert decoder.patch_embed.kernel[...].shape == (tok.quantizer.code_dim, 8) and decoder.pos[...].shape == (65, 8)
