@@ -1,5 +1,6 @@
 """Test setup: 8 fake CPU devices so sharding is exercised everywhere."""
 
+import logging
 import os
 import subprocess
 import tempfile
@@ -31,7 +32,19 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # every subprocess (train.py, the command lines) keep Orbax's default.
 _REPLICA_PARALLEL = ocp.type_handlers.get_type_handler(jax.Array)
 _SINGLE_REPLICA = ocp.type_handlers.ArrayHandler(use_replica_parallel=False)
-ocp.type_handlers.register_type_handler(jax.Array, _SINGLE_REPLICA, override=True)
+
+
+def _save_arrays_with(handler):
+  absl_log = logging.getLogger("absl")
+  level = absl_log.level
+  absl_log.setLevel(logging.ERROR)  # not Orbax's warning that a handler is replaced, at every switch
+  try:
+    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+  finally:
+    absl_log.setLevel(level)
+
+
+_save_arrays_with(_SINGLE_REPLICA)
 
 
 # Shared by the token-file and multi-host tests.
@@ -112,7 +125,7 @@ def _compile_settings(request):
   fast = bool(getattr(request.module, "FAST_COMPILE", False))
   replica_parallel = bool(getattr(request.module, "ORBAX_REPLICA_PARALLEL", False))
   if replica_parallel:
-    ocp.type_handlers.register_type_handler(jax.Array, _REPLICA_PARALLEL, override=True)
+    _save_arrays_with(_REPLICA_PARALLEL)
   before = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS")
   if fast:
     os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
@@ -125,7 +138,7 @@ def _compile_settings(request):
     else:
       os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = before
   if replica_parallel:
-    ocp.type_handlers.register_type_handler(jax.Array, _SINGLE_REPLICA, override=True)
+    _save_arrays_with(_SINGLE_REPLICA)
   jax.clear_caches()
 
 
