@@ -1,5 +1,6 @@
 """Test setup: 8 fake CPU devices so sharding is exercised everywhere."""
 
+import logging
 import os
 import subprocess
 import tempfile
@@ -17,8 +18,33 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import jax
+import orbax.checkpoint as ocp
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Orbax saves each replicated array on CPU "replica-parallel": every replica
+# writes its 1/8 slice, one sliced copy per array and device. On 8 simulated
+# devices that is some 3,000 slices per train-state save, each a small program
+# compiled per shape and device after every module's jax.clear_caches (below):
+# about 8 s at a module's first save, 2.5 s at later ones. In this process the
+# tests save single-replica (replica 0 writes whole shards: the same files,
+# read back the same); modules that set ``ORBAX_REPLICA_PARALLEL = True`` and
+# every subprocess (train.py, the command lines) keep Orbax's default.
+_REPLICA_PARALLEL = ocp.type_handlers.get_type_handler(jax.Array)
+_SINGLE_REPLICA = ocp.type_handlers.ArrayHandler(use_replica_parallel=False)
+
+
+def _save_arrays_with(handler):
+  absl_log = logging.getLogger("absl")
+  level = absl_log.level
+  absl_log.setLevel(logging.ERROR)  # not Orbax's warning that a handler is replaced, at every switch
+  try:
+    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+  finally:
+    absl_log.setLevel(level)
+
+
+_save_arrays_with(_SINGLE_REPLICA)
 
 
 # Shared by the token-file and multi-host tests.
@@ -93,8 +119,13 @@ def _compile_settings(request):
   Parity, numerics and memory tests keep the optimised programs users run.
   Subprocesses started by such a module inherit the setting. Each module's
   compiled programs are dropped after it, so a worker's memory stays flat.
+  Orbax saves single-replica unless the module sets ``ORBAX_REPLICA_PARALLEL = True``
+  (above).
   """
   fast = bool(getattr(request.module, "FAST_COMPILE", False))
+  replica_parallel = bool(getattr(request.module, "ORBAX_REPLICA_PARALLEL", False))
+  if replica_parallel:
+    _save_arrays_with(_REPLICA_PARALLEL)
   before = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS")
   if fast:
     os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
@@ -106,6 +137,8 @@ def _compile_settings(request):
       os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
     else:
       os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = before
+  if replica_parallel:
+    _save_arrays_with(_SINGLE_REPLICA)
   jax.clear_caches()
 
 

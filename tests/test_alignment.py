@@ -106,8 +106,12 @@ def test_tiny_run_with_a_dinov2_teacher(tmp_path):
     "feature_teacher": teacher,
     "model.feature_dim": 16,
     "loss.vf_weight": 0.1,
-    # VQ-KD's feature reconstruction beside it (on the same projection), so that one run shows both resume exactly.
+    # VQ-KD's feature reconstruction beside it (on the same projection: VQ-KD's ViT decoder before the task
+    # layer), so that one run (one compiled step) shows both, and that both resume exactly.
     "loss.feature_rec_weight": 1.0,
+    "model.feature_head_hidden": 8,
+    "model.feature_head_blocks": 1,
+    "model.feature_head_num_heads": 2,
     "training.num_steps": 3,
     "loss.disc_start": 100,  # one compiled step, without the GAN
     "training.checkpoint_every": 2,
@@ -118,6 +122,9 @@ def test_tiny_run_with_a_dinov2_teacher(tmp_path):
   final = summary["final_metrics"]
   assert final["loss/vf"] > 0 and final["vf_weight"] > 0 and 0 < final["loss/feature_rec"] < 2
   assert math.isclose(final["loss/vf"], final["loss/vf_distmat"] + final["loss/vf_cos"], rel_tol=1e-5)
+  # VQ-KD's term is added with its weight beside reconstruction and the quantizer's loss; VF's with its adaptive one.
+  total = final["reconstruction"] + final["quantizer_loss"] + final["loss/feature_rec"]
+  assert final["loss"] == pytest.approx(total + final["vf_weight"] * final["loss/vf"], rel=1e-5)
   with open(os.path.join(tmp_path, "run", "config.json")) as f:
     assert json.load(f)["feature_teacher"] == teacher
   # Resumed from the step-2 checkpoint of a copy (the teacher is not in the state): step 3 repeats exactly.
@@ -136,9 +143,16 @@ def test_tiny_run_with_a_dinov2_teacher(tmp_path):
   report = json.loads((out / "eval_3.json").read_text())
   # feature_cosine against NumPy: the projected codes and the teacher's patches of the same eval images.
   tok, saved, _ = load.load(str(tmp_path / "run"))
+  assert saved.feature_teacher == teacher
+  decoder, *task = tok.feature_proj.layers  # VQ-KD's decoder, then its task layer
+  assert isinstance(decoder, vit.FeatureDecoder) and len(decoder.transformer.blocks) == 1
+  assert decoder.patch_embed.kernel[...].shape == (tok.quantizer.code_dim, 8) and decoder.pos[...].shape == (65, 8)
+  assert [type(m).__name__ for m in task[::2]] == ["Linear", "Linear"] and task[0].kernel[...].shape == (8, 8)
   batch = next(iter(pipeline.make_dataset(saved, split="eval", batch_size=saved.eval.batch_size)))
   x = jnp.asarray(batch["image"])[np.asarray(batch["valid"]).astype(bool)]
-  pred = np.asarray(tok.project_features(tok.quantizer.indices_to_codes(tok.encode(x)))).reshape(len(x), -1, 16)
+  pred = np.asarray(tok.project_features(tok.quantizer.indices_to_codes(tok.encode(x))))
+  assert pred.shape == (len(x), 8, 8, 16)  # the decoder's tokens back on the latent grid
+  pred = pred.reshape(len(x), -1, 16)
   module, tconfig = feature_teacher.read(teacher)
   target = np.asarray(feature_teacher.features(module, tconfig, x, (-1.0, 1.0), "bilinear")).reshape(len(x), -1, 16)
   norms = np.linalg.norm(pred, axis=-1) * np.linalg.norm(target, axis=-1)
@@ -288,32 +302,9 @@ def test_feature_rec_loss_matches_beit2_calculate_rec_loss():
     alignment.feature_rec_loss(rec[:, :2], target)
 
 
-def test_tiny_run_with_vq_kd_feature_reconstruction(tmp_path):
+def test_vq_kd_feature_head_settings(tmp_path):
+  # VQ-KD's training run (its decoder, its term in the total): test_tiny_run_with_a_dinov2_teacher.
   teacher = _teacher_dir(tmp_path / "teacher")
-  over = {
-    "feature_teacher": teacher,
-    "model.feature_dim": 16,
-    "model.feature_head_hidden": 8,
-    "model.feature_head_blocks": 1,  # VQ-KD's ViT decoder before the task layer
-    "model.feature_head_num_heads": 2,
-    "loss.feature_rec_weight": 1.0,
-    "training.num_steps": 2,
-    "loss.disc_start": 100,
-    "training.checkpoint_every": 1000,
-  }
-  summary = train_and_evaluate(load_config(**over), str(tmp_path / "run"), progress=False)
-  final = summary["final_metrics"]
-  assert 0 < final["loss/feature_rec"] < 2
-  # The term is added with its weight beside reconstruction and the quantizer's loss.
-  total = final["reconstruction"] + final["quantizer_loss"] + final["loss/feature_rec"]
-  assert final["loss"] == pytest.approx(total, rel=1e-5)
-  tok, _, _ = load.load(str(tmp_path / "run"))
-  decoder, *task = tok.feature_proj.layers  # VQ-KD's decoder, then its task layer
-  assert isinstance(decoder, vit.FeatureDecoder) and len(decoder.transformer.blocks) == 1
-  assert decoder.patch_embed.kernel[...].shape == (tok.quantizer.code_dim, 8) and decoder.pos[...].shape == (65, 8)
-  assert [type(m).__name__ for m in task[::2]] == ["Linear", "Linear"] and task[0].kernel[...].shape == (8, 8)
-  codes = tok.quantizer.indices_to_codes(tok.encode(jnp.zeros((2, 32, 32, 3))))
-  assert tok.project_features(codes).shape == (2, 8, 8, 16)
   for fields, match in (
     ({"loss.feature_rec_weight": 1.0, "model.feature_dim": 16}, "needs feature_teacher"),
     ({"loss.feature_rec_weight": 1.0, "feature_teacher": teacher}, "needs model.feature_dim"),

@@ -3,6 +3,7 @@
 import os
 import re
 
+FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py): users' code run as written, no numerics
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

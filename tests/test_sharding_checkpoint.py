@@ -11,6 +11,8 @@ import pytest
 from vqtok import sharding
 from vqtok.training import checkpoint
 
+ORBAX_REPLICA_PARALLEL = True  # Orbax's own save path on CPU (conftest.py): the round trips of this module
+
 
 def test_make_mesh_shapes_and_errors():
   assert jax.device_count() == 8

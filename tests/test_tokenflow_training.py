@@ -21,6 +21,7 @@ from vqtok import feature_teacher, models
 from vqtok.training.loop import train_and_evaluate
 
 PRESET = importlib.import_module("configs.tokenflow_clipb")
+FAST_COMPILE = True  # XLA optimisations off for this module (conftest.py): a training step, no parity
 
 
 def test_preset_is_the_imported_architecture_and_validates_with_its_files(tmp_path):
