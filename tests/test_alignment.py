@@ -150,7 +150,8 @@ def test_tiny_run_with_a_dinov2_teacher(tmp_path):
   assert [type(m).__name__ for m in task[::2]] == ["Linear", "Linear"] and task[0].kernel[...].shape == (8, 8)
   batch = next(iter(pipeline.make_dataset(saved, split="eval", batch_size=saved.eval.batch_size)))
   x = jnp.asarray(batch["image"])[np.asarray(batch["valid"]).astype(bool)]
-  pred = np.asarray(tok.project_features(tok.quantizer.indices_to_codes(tok.encode(x))))
+  codes_of = nnx.jit(lambda t, x: t.quantizer.indices_to_codes(t.encode(x)))  # one program, not op by op
+  pred = np.asarray(nnx.jit(lambda t, c: t.project_features(c))(tok, codes_of(tok, x)))
   assert pred.shape == (len(x), 8, 8, 16)  # the decoder's tokens back on the latent grid
   pred = pred.reshape(len(x), -1, 16)
   module, tconfig = feature_teacher.read(teacher)
@@ -175,7 +176,7 @@ def test_tiny_run_with_a_dinov2_teacher(tmp_path):
     ]
     imgs = [transforms.center_crop(np.asarray(Image.open(p).convert("RGB")), 32) for _, p in paths]
     x = jnp.asarray(np.stack(imgs).astype(np.float32) / 127.5 - 1.0)
-    codes = np.asarray(tok.quantizer.indices_to_codes(tok.encode(x)))  # each position's code, pooled in NumPy
+    codes = np.asarray(codes_of(tok, x))  # each position's code, pooled in NumPy
     return codes.reshape(len(x), -1, codes.shape[-1]).mean(axis=1), np.asarray([c for c, _ in paths])
 
   (bank, bank_labels), (queries, labels) = pooled(folders[0]), pooled(folders[1])
