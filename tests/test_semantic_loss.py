@@ -152,6 +152,8 @@ def test_semantic_targets_and_bad_settings(tmp_path):
   assert feature_teacher.SEMANTIC_TARGETS["dinov2"] == "cls"
   with pytest.raises(ValueError, match="semantic_weight > 0 needs feature_teacher"):
     _fqgan_tiny("")
+  with pytest.raises(ValueError, match=r"loss.vf_adaptive: .* factorised encoder \(model.factorized_heads=2\)"):
+    _fqgan_tiny(teacher, **{"loss.vf_weight": 0.1, "model.feature_dim": 16})
   with pytest.raises(ValueError, match="semantic_weight > 0 needs model.feature_head_dims"):
     _fqgan_tiny(teacher, **{"model.feature_head_dims": ()})
   wide = _fqgan_tiny(teacher, **{"model.feature_head_dims": (8,)})

@@ -175,6 +175,12 @@ def _check_config(config, check_paths: bool) -> None:
     )
   if lc.vf_weight > 0 and not config.model.get("feature_dim", 0):
     raise ValueError("config field loss.vf_weight > 0 needs model.feature_dim (the teacher's width, e.g. 1024)")
+  if lc.vf_weight > 0 and lc.vf_adaptive and config.model.get("factorized_heads", 0) > 1:
+    raise ValueError(
+      "config field loss.vf_adaptive: VA-VAE's adaptive VF weight is taken at the encoder's one output layer; a"
+      f" factorised encoder (model.factorized_heads={config.model.factorized_heads}) has one per head: set"
+      " loss.vf_adaptive=False (a fixed loss.vf_weight)"
+    )
   teachers = config.get("feature_teachers", ())
   if isinstance(teachers, str) or not all(isinstance(t, str) and t for t in teachers):
     raise ValueError(f"config field feature_teachers={teachers!r} must be a list of feature-teacher directories")
